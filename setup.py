@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="tinyphi3",
+    version="0.1.0",
+    description="Phi-3 from scratch in readable NumPy: models, checkpoints, tokenizer, chat.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tinyphi3", "tinyphi3.*"]),
+    package_data={"tinyphi3": ["presets/*.json"]},
+    install_requires=[
+        "numpy>=1.24",
+        "numba>=0.58",
+        "ml_dtypes>=0.3",      # bfloat16 as a NumPy dtype, for bf16 checkpoints
+        "sentencepiece>=0.1.99",
+        "tiktoken>=0.5",
+        "jinja2>=3.1",         # renders a checkpoint's own chat_template, as transformers does
+        "pillow>=9",
+        "click>=8.1",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6.80", "jupytext>=1.15"],
+        "parity": ["torch==2.13.0", "transformers>=4.45", "safetensors>=0.4"],
+    },
+    entry_points={"console_scripts": ["tinyphi3=tinyphi3.cli:main"]},
+)

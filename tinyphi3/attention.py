@@ -1,0 +1,45 @@
+"""Causal self-attention with grouped-query heads, a sliding window and padding masks.
+
+    Attention(Q, K, V) = softmax(Q K^T * scale + mask) V        (Vaswani et al. 2017)
+
+Grouped-query attention (Ainslie et al. 2023): H query heads share KV key/value heads, g = H / KV
+queries per KV head; query head h reads KV head h // g. With KV = H it is multi-head attention.
+"""
+
+import numpy as np
+
+from .layers import softmax
+
+
+def causal_mask(query_index, key_valid, sliding_window=None):
+    """Which keys each query may attend to: bool [B, 1, T, S].
+
+    query_index: [T] index of each query in the key sequence (past keys come first);
+    key_valid: bool [B, S], False at padding. A query at index i sees key j when
+    j <= i (causal), i - j < sliding_window (when a window is set), and key j is not padding.
+    """
+    S = key_valid.shape[-1]
+    q = query_index[:, None]                                  # [T, 1]
+    k = np.arange(S)[None, :]                                 # [1, S]
+    allowed = k <= q                                          # [T, S] causal
+    if sliding_window is not None:
+        allowed &= (q - k) < sliding_window                   # only the last `window` keys
+    return allowed[None, None] & key_valid[:, None, None, :]  # -> [B, 1, T, S]
+
+
+def attention(q, k, v, mask, scale):
+    """softmax(q k^T * scale, masked) v for grouped-query heads.
+
+    q: [B, H, T, hd]; k, v: [B, KV, S, hd]; mask: bool [B, 1, T, S] -> [B, H, T, hd].
+    Scores and softmax in float32. A query that may see no key (a padding row) gets uniform
+    weights instead of NaN; its output is never used.
+    """
+    B, H, T, hd = q.shape
+    KV = k.shape[1]
+    g = H // KV
+    q = q.reshape(B, KV, g, T, hd)                            # [B, H, T, hd] -> [B, KV, g, T, hd]
+    scores = (q @ k[:, :, None].swapaxes(-1, -2)) * scale     # -> [B, KV, g, T, S]
+    scores = np.where(mask[:, :, None], scores, np.finfo(np.float32).min)
+    weights = softmax(scores.astype(np.float32), axis=-1)     # rows sum to 1
+    out = weights @ v[:, :, None]                             # [B, KV, g, T, S] @ [B, KV, 1, S, hd]
+    return out.reshape(B, H, T, hd)                           # -> [B, H, T, hd]

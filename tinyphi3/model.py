@@ -1,0 +1,181 @@
+"""The Phi-3 decoder (phi-3-mini, mini-128K, medium) in NumPy.
+
+    x = embed_tokens[ids]
+    for each layer:
+        h = x + o_proj(attention(rope(q), rope(k), v))      q, k, v = split(qkv_proj(rmsnorm(x)))
+        x = h + down_proj(silu(gate) * up)                  gate, up = split(gate_up_proj(rmsnorm(h)))
+    logits = lm_head(rmsnorm(x))
+
+Parameters live in one dict keyed by their Hugging Face tensor names, so the code reads beside the
+published implementation and checkpoints load without renaming.
+"""
+
+import numpy as np
+
+from . import checkpoint
+from .attention import attention, causal_mask
+from .cache import KVCache
+from .config import Phi3Config
+from .errors import InvalidInputError
+from .layers import embedding, gated_mlp, linear, rms_norm
+from .rope import apply_rope, rope_cos_sin, rope_frequencies, uses_long_factors
+
+
+def parameter_shapes(config: Phi3Config) -> dict:
+    """Every tensor of the model, by Hugging Face name, with its shape [out, in] for linears."""
+    C, I, V = config.hidden_size, config.intermediate_size, config.vocab_size
+    hd, H, KV = config.head_dim, config.num_attention_heads, config.num_key_value_heads
+    shapes = {"model.embed_tokens.weight": (V, C)}
+    for i in range(config.num_hidden_layers):
+        p = f"model.layers.{i}."
+        shapes[p + "input_layernorm.weight"] = (C,)
+        shapes[p + "self_attn.qkv_proj.weight"] = (H * hd + 2 * KV * hd, C)
+        shapes[p + "self_attn.o_proj.weight"] = (C, H * hd)
+        shapes[p + "post_attention_layernorm.weight"] = (C,)
+        shapes[p + "mlp.gate_up_proj.weight"] = (2 * I, C)
+        shapes[p + "mlp.down_proj.weight"] = (C, I)
+    shapes["model.norm.weight"] = (C,)
+    if not config.tie_word_embeddings:
+        shapes["lm_head.weight"] = (V, C)
+    return shapes
+
+
+def init_parameters(config: Phi3Config, seed: int = 0) -> dict:
+    """Random weights: normal(0, initializer_range) for matrices, ones for norm gains."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in parameter_shapes(config).items():
+        if name.endswith("norm.weight"):
+            params[name] = np.ones(shape, np.float32)
+        else:
+            params[name] = (rng.standard_normal(shape, np.float32) * config.initializer_range)
+    return params
+
+
+def self_attention(x, w, config, cos, sin, mask, cache=None, layer=0):
+    """Fused-qkv attention of one layer: [B, T, C] -> [B, T, C]."""
+    B, T, _ = x.shape
+    H, KV, hd = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    qkv = linear(x, w["qkv_proj"])                                   # [B, T, C] -> [B, T, (H+2KV)*hd]
+    q, k, v = np.split(qkv, [H * hd, (H + KV) * hd], axis=-1)        # q, then k, then v
+    q = q.reshape(B, T, H, hd).transpose(0, 2, 1, 3)                 # -> [B, H, T, hd]
+    k = k.reshape(B, T, KV, hd).transpose(0, 2, 1, 3)                # -> [B, KV, T, hd]
+    v = v.reshape(B, T, KV, hd).transpose(0, 2, 1, 3)                # -> [B, KV, T, hd]
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    if cache is not None:
+        k, v = cache.update(layer, k, v)                             # -> [B, KV, S, hd]
+    out = attention(q, k, v, mask, scale=1.0 / np.sqrt(hd))          # -> [B, H, T, hd]
+    out = out.transpose(0, 2, 1, 3).reshape(B, T, H * hd)            # -> [B, T, H*hd]
+    return linear(out, w["o_proj"])                                  # -> [B, T, C]
+
+
+def decoder_layer(x, w, config, cos, sin, mask, cache=None, layer=0):
+    """One pre-norm Phi-3 block with two residual branches: [B, T, C] -> [B, T, C]."""
+    h = x + self_attention(rms_norm(x, w["input_layernorm"], config.rms_norm_eps),
+                           w, config, cos, sin, mask, cache, layer)
+    return h + gated_mlp(rms_norm(h, w["post_attention_layernorm"], config.rms_norm_eps),
+                         w["gate_up_proj"], w["down_proj"])
+
+
+class Phi3:
+    """A Phi-3 language model: `Phi3.from_pretrained(dir)`, then `model(ids)` -> logits."""
+
+    def __init__(self, config: Phi3Config, params: dict | None = None, seed: int = 0):
+        self.config = config
+        self.params = init_parameters(config, seed) if params is None else params
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path) -> "Phi3":
+        """Load a Hugging Face directory (config.json + safetensors, single or sharded)."""
+        config = checkpoint.load_config(path)
+        params = checkpoint.load_tensors(path, parameter_shapes(config))
+        return cls(config, params)
+
+    def save_pretrained(self, path, dtype="float32", max_shard_bytes=None,
+                        config_layout="rope_scaling"):
+        """Write config.json and model.safetensors (or shards + index) in fp32, fp16 or bf16."""
+        checkpoint.save(path, self.config, self.params, dtype=dtype,
+                        max_shard_bytes=max_shard_bytes, config_layout=config_layout)
+
+    def named_parameters(self):
+        """(Hugging Face tensor name, array) pairs, in checkpoint order."""
+        return iter(self.params.items())
+
+    def num_parameters(self) -> int:
+        return sum(int(np.prod(a.shape)) for a in self.params.values())
+
+    def new_cache(self, batch_size: int = 1) -> KVCache:
+        c = self.config
+        return KVCache(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim)
+
+    def layer_weights(self, i: int) -> dict:
+        """Short names for layer i's tensors: 'qkv_proj', 'o_proj', 'gate_up_proj', ..."""
+        prefix = f"model.layers.{i}."
+        return {name[len(prefix):].split(".")[-2]: array
+                for name, array in self.params.items() if name.startswith(prefix)}
+
+    # ---- forward ----------------------------------------------------------------------------
+    def __call__(self, input_ids, attention_mask=None, cache=None, position_ids=None,
+                 inputs_embeds=None, logits_to_keep=0):
+        """Logits float32 [B, T, V] for token ids [B, T].
+
+        attention_mask: [B, T], 1 for tokens and 0 for padding (left padding for batched prompts).
+        cache: a KVCache to read past keys from and append this call's keys to.
+        position_ids: [B, T]; by default each row counts its own real tokens, continuing the cache.
+        inputs_embeds: [B, T, C] instead of ids (image features placed by a caller).
+        logits_to_keep: if > 0, only the logits of the last that many positions.
+        """
+        c = self.config
+        x = self._embed(input_ids, inputs_embeds)                        # [B, T, C]
+        B, T, _ = x.shape
+        valid = self._validity(attention_mask, B, T)                     # bool [B, T]
+        past = 0 if cache is None else cache.length
+        if cache is not None and cache.batch_size != B:
+            raise InvalidInputError(f"cache holds {cache.batch_size} rows but input has {B}")
+        if position_ids is None:
+            start = np.zeros(B, np.int64) if cache is None else cache.next_position
+            position_ids = start[:, None] + np.cumsum(valid, axis=1) - 1    # [B, T]
+            position_ids = np.where(valid, position_ids, 0)
+        position_ids = np.asarray(position_ids, dtype=np.int64)
+        seq_len = int(position_ids.max()) + 1
+        inv_freq, magnitude = rope_frequencies(c, seq_len)
+        cos, sin = rope_cos_sin(position_ids, inv_freq, magnitude)       # [B, T, rd] each
+        key_valid = valid if cache is None else np.concatenate([cache.key_valid, valid], axis=1)
+        mask = causal_mask(past + np.arange(T), key_valid, c.sliding_window)  # [B, 1, T, S]
+
+        for i in range(c.num_hidden_layers):
+            x = decoder_layer(x, self.layer_weights(i), c, cos, sin, mask, cache, i)
+        if cache is not None:
+            cache.advance(valid, position_ids, uses_long_factors(c, seq_len))
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        x = rms_norm(x, self.params["model.norm.weight"], c.rms_norm_eps)
+        head = self.params["model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight"]
+        return linear(x, head).astype(np.float32, copy=False)           # [B, T, V]
+
+    def _embed(self, input_ids, inputs_embeds):
+        if inputs_embeds is not None:
+            x = np.asarray(inputs_embeds, dtype=np.float32)
+            if x.ndim != 3 or x.shape[-1] != self.config.hidden_size:
+                raise InvalidInputError(f"inputs_embeds must be [B, T, {self.config.hidden_size}],"
+                                        f" got shape {x.shape}")
+            return x
+        ids = np.asarray(input_ids)
+        if ids.ndim != 2 or ids.shape[1] == 0 or not np.issubdtype(ids.dtype, np.integer):
+            raise InvalidInputError(f"input_ids must be a non-empty integer array [B, T], "
+                                    f"got {ids.dtype} with shape {ids.shape}")
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise InvalidInputError(f"token ids must lie in [0, {self.config.vocab_size}), "
+                                    f"got values from {ids.min()} to {ids.max()}")
+        return embedding(ids, self.params["model.embed_tokens.weight"])  # [B, T] -> [B, T, C]
+
+    @staticmethod
+    def _validity(attention_mask, B, T):
+        if attention_mask is None:
+            return np.ones((B, T), dtype=bool)
+        valid = np.asarray(attention_mask).astype(bool)
+        if valid.shape != (B, T):
+            raise InvalidInputError(f"attention_mask must have shape {(B, T)}, got {valid.shape}")
+        return valid
+
