@@ -42,4 +42,4 @@ def attention(q, k, v, mask, scale):
     scores = np.where(mask[:, :, None], scores, np.finfo(np.float32).min)
     weights = softmax(scores.astype(np.float32), axis=-1)     # rows sum to 1
     out = weights @ v[:, :, None]                             # [B, KV, g, T, S] @ [B, KV, 1, S, hd]
-    return out.reshape(B, H, T, hd)                           # -> [B, H, T, hd]
+    return out.reshape(B, H, T, v.shape[-1])                  # -> [B, H, T, hd]

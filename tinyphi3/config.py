@@ -17,7 +17,9 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-ROPE_TYPES = ("default", "longrope")   # "su" is the old name of "longrope" in early snapshots
+# Keys that describe a saved file rather than the model; dropped on reading, rewritten on saving.
+FILE_KEYS = ("torch_dtype", "dtype", "transformers_version", "_name_or_path", "architectures",
+             "auto_map")
 
 
 @dataclass
@@ -130,7 +132,7 @@ class Phi3Config:
     def from_dict(cls, d: dict) -> "Phi3Config":
         """Build from a HF config dict, in either layout (rope_theta + rope_scaling, or
         transformers-5 rope_parameters)."""
-        d = dict(d)
+        d = {k: v for k, v in d.items() if k not in FILE_KEYS}
         known = {f.name for f in dataclasses.fields(cls)} - {"extra", "rope_scaling"}
         kwargs = {k: d.pop(k) for k in list(d) if k in known}
         rope_scaling = d.pop("rope_scaling", None)
