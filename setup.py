@@ -22,7 +22,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80", "jupytext>=1.15"],
-        "parity": ["torch==2.13.0", "transformers>=4.45", "safetensors>=0.4"],
+        "parity": ["torch==2.13.0", "transformers>=5.0", "safetensors>=0.4"],
     },
     entry_points={"console_scripts": ["tinyphi3=tinyphi3.cli:main"]},
 )
