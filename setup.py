@@ -11,10 +11,8 @@ setup(
     package_data={"tinyphi3": ["presets/*.json"]},
     install_requires=[
         "numpy>=1.24",
-        "numba>=0.58",
         "ml_dtypes>=0.3",      # bfloat16 as a NumPy dtype, for bf16 checkpoints
         "sentencepiece>=0.1.99",
-        "tiktoken>=0.5",
         "jinja2>=3.1",         # renders a checkpoint's own chat_template, as transformers does
         "pillow>=9",
         "click>=8.1",

@@ -96,3 +96,10 @@ def test_streamer_never_splits_a_character(text):
     pieces.append(streamer.flush())
     assert "".join(pieces) == text
     assert all("\ufffd" not in piece for piece in pieces if "\ufffd" not in text)
+
+
+def test_padding_rows_of_the_embedding_are_never_sampled(model):
+    """Only ids below the tokenizer's vocabulary size come out, whatever the logits say."""
+    out = list(generate(model, [1, 2, 3], 40, temperature=5.0, seed=0, vocab_size=30))
+    assert max(out) < 30
+    assert max(generate(model, [1, 2, 3], 40, temperature=5.0, seed=0)) >= 30

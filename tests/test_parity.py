@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers
 
-from tinyphi3 import generate as gen
+from tinyphi3.generate import generate, next_token_logits
 from tinyphi3.model import Phi3
 
 TOL = 1e-4
@@ -139,7 +139,7 @@ def test_greedy_continuation_matches_transformers(tmp_path, case):
     model, directory = hf_model(tmp_path, **CASES[case])
     ours = Phi3.from_pretrained(directory)
     prompt = np.random.default_rng(2).integers(3, V, size=10).tolist()
-    got = list(gen.generate(ours, prompt, max_new_tokens=32))
+    got = list(generate(ours, prompt, max_new_tokens=32))
     assert got == greedy_transformers(model, prompt, 32)
 
 
@@ -156,7 +156,7 @@ def test_longrope_cache_is_recomputed_when_crossing_the_original_length(tmp_path
     stale = ours.new_cache(1)
     ours(np.array([ids[:10]]), cache=stale)
     for n in range(11, 25):
-        logits, cache = gen.next_token_logits(ours, ids[:n], cache)
+        logits, cache = next_token_logits(ours, ids[:n], cache)
         reference = hf_logits(model, [ids[:n]])[0, -1]
         np.testing.assert_allclose(logits, reference, atol=TOL, rtol=0)
         stale_logits = ours(np.array([[ids[n - 1]]]), cache=stale)[0, -1]

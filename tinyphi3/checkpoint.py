@@ -15,6 +15,7 @@ from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+from tqdm import tqdm
 
 from .config import Phi3Config
 from .errors import (CheckpointError, CorruptCheckpointError, MissingTensorError,
@@ -25,6 +26,7 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 FLOAT_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 LOADABLE = ("F32", "F16", "BF16", "F64")
+PROGRESS_BYTES = 200_000_000          # show a progress bar when loading more than this
 
 
 def checkpoint_dir(path) -> Path:
@@ -67,13 +69,18 @@ def tensor_index(path) -> dict:
 def load_tensors(path, expected_shapes: dict) -> dict:
     """Read every expected tensor as float32, one at a time; check names, shapes and dtypes first.
 
-    Only one tensor's float32 copy is made at a time; the stored bytes stay memory-mapped.
+    Each tensor is read from its file and converted on its own, so memory holds the float32
+    weights plus at most one tensor in its stored dtype.
     """
     index = tensor_index(path)
     check_tensors(index, expected_shapes)
+    sizes = {name: int(np.prod(shape)) * 4 for name, shape in expected_shapes.items()}
     params = {}
-    for name in expected_shapes:
-        params[name] = np.array(index[name].get(name), dtype=np.float32)   # a copy, in float32
+    with tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, desc="loading",
+              disable=sum(sizes.values()) < PROGRESS_BYTES, leave=False) as progress:
+        for name in expected_shapes:
+            params[name] = index[name].get(name).astype(np.float32, copy=False)
+            progress.update(sizes[name])
     return params
 
 
@@ -122,8 +129,8 @@ def save(path, config: Phi3Config, params: dict, dtype="float32", max_shard_byte
         filename = (SINGLE_FILE if len(shards) == 1
                     else f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors")
         write_safetensors(path / filename,
-                          ((n, np.asarray(params[n]).astype(np_dtype)) for n in shard_names),
-                          metadata)
+                          [(n, np_dtype, params[n].shape, _converter(params[n], np_dtype))
+                           for n in shard_names], metadata)
         written.append(filename)
     if len(shards) > 1:
         total = sum(int(np.prod(params[n].shape)) * np.dtype(np_dtype).itemsize for n in names)
@@ -136,6 +143,10 @@ def save(path, config: Phi3Config, params: dict, dtype="float32", max_shard_byte
     config_dict = config.to_dict(config_layout)
     config_dict["torch_dtype"] = dtype
     _write_text_atomic(path / "config.json", json.dumps(config_dict, indent=2) + "\n")
+
+
+def _converter(array, dtype):
+    return lambda: np.asarray(array).astype(dtype)
 
 
 def _plan_shards(names, params, itemsize, max_shard_bytes):

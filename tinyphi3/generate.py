@@ -73,8 +73,11 @@ class GenerationStats:
 
 
 def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None, top_p=None,
-             seed=None, stop_token_ids=(), stats=None):
+             seed=None, stop_token_ids=(), stats=None, vocab_size=None):
     """Yield new token ids one at a time until a stop token, `max_new_tokens`, or the context end.
+
+    `vocab_size`: sample only ids below it. Phi-3 pads its embedding past the tokenizer's
+    vocabulary (32064 rows for 32011 tokens); the padding rows are not tokens.
 
     A stop token ends generation and is not yielded. LongRoPE models: when the sequence grows past
     `original_max_position_embeddings`, the cache (built with the short factors) is recomputed over
@@ -95,7 +98,7 @@ def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None,
     stats.prefill_seconds = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(max_new_tokens):
-        token = sample_next_token(logits, temperature, top_k, top_p, rng)
+        token = sample_next_token(logits[:vocab_size], temperature, top_k, top_p, rng)
         if token in stops:
             break
         stats.generated_tokens += 1

@@ -4,8 +4,8 @@ A safetensors file is: 8 bytes (little-endian u64) giving N, then N bytes of JSO
 `{name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}}`,
 then the raw little-endian tensor bytes, offsets relative to the end of the header.
 
-Tensors are returned as read-only views of a memory map: nothing is read until used, so a 7.6 GB
-checkpoint converts to float32 one tensor at a time without a second full copy in memory.
+Tensors are read one at a time, each straight from its offset in the file, so a 7.6 GB checkpoint
+converts to float32 tensor by tensor, never with a second full copy of the weights in memory.
 """
 
 import json
@@ -34,7 +34,6 @@ class SafetensorsFile:
     def __init__(self, path):
         self.path = Path(path)
         self.entries, self.metadata, self.data_start = read_header(self.path)
-        self._mmap = None
 
     def keys(self):
         return list(self.entries)
@@ -46,13 +45,15 @@ class SafetensorsFile:
         return self.entries[name]["dtype"]
 
     def get(self, name):
-        """The tensor as a read-only array view of the file, in its stored dtype."""
+        """Read one tensor from the file, in its stored dtype."""
         entry = self.entries[name]
-        if self._mmap is None:
-            self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
-        begin, end = entry["data_offsets"]
-        raw = self._mmap[self.data_start + begin:self.data_start + end]
-        return raw.view(DTYPES[entry["dtype"]]).reshape(entry["shape"])
+        dtype = DTYPES[entry["dtype"]]
+        count = int(np.prod(entry["shape"], dtype=np.int64))
+        array = np.fromfile(self.path, dtype=dtype, count=count,
+                            offset=self.data_start + entry["data_offsets"][0])
+        if array.size != count:
+            raise CorruptCheckpointError(f"{self.path}: tensor {name!r} is cut short")
+        return array.reshape(entry["shape"])
 
 
 def read_header(path):
@@ -115,28 +116,41 @@ def _check_entry(path, name, entry, data_size):
 def write_safetensors(path, tensors, metadata=None):
     """Write (name, array) pairs atomically: to a temporary file, then renamed into place.
 
-    Arrays are written in their own dtype (convert before calling). The header is padded with
-    spaces to a multiple of 8 bytes so that tensor data stays aligned.
+    Arrays are written in their own dtype (convert before calling). An item may also be
+    (name, dtype, shape, make) with `make()` returning the array: it is called only when its
+    bytes are written, so a checkpoint larger than memory streams through one tensor at a time.
+    The header is padded with spaces to a multiple of 8 bytes so that tensor data stays aligned.
     """
     path = Path(path)
-    tensors = [(name, np.ascontiguousarray(a)) for name, a in tensors]
+    items = [t if len(t) == 4 else (t[0], t[1].dtype, t[1].shape, _constant(t[1]))
+             for t in tensors]
     header, offset = {}, 0
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    for name, a in tensors:
-        if a.dtype not in DTYPE_NAMES:
-            raise UnsupportedDtypeError(f"tensor {name!r}: cannot write dtype {a.dtype}")
-        header[name] = {"dtype": DTYPE_NAMES[a.dtype], "shape": list(a.shape),
-                        "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
+    for name, dtype, shape, _ in items:
+        dtype = np.dtype(dtype)
+        if dtype not in DTYPE_NAMES:
+            raise UnsupportedDtypeError(f"tensor {name!r}: cannot write dtype {dtype}")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": [int(d) for d in shape],
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     blob += b" " * (-len(blob) % 8)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
-        for _, a in tensors:
-            f.write(a.reshape(-1).view(np.uint8).data)    # raw bytes, no copy
+        for name, dtype, shape, make in items:
+            a = np.ascontiguousarray(make())
+            if a.dtype != np.dtype(dtype) or a.shape != tuple(shape):
+                raise UnsupportedDtypeError(f"tensor {name!r}: made {a.dtype} {a.shape}, "
+                                            f"declared {np.dtype(dtype)} {tuple(shape)}")
+            f.write(a.reshape(-1).view(np.uint8).data)    # raw little-endian bytes
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _constant(array):
+    return lambda: array

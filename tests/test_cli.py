@@ -1,0 +1,150 @@
+"""The command line as a user meets it: help texts, outputs, and one clear line for bad input."""
+
+import json
+import struct
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from tinyphi3.cli import main
+from tinyphi3.info import init_checkpoint
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("demo")
+    init_checkpoint("tiny", directory, seed=0)
+    return directory
+
+
+def run(*args, stdin=None):
+    """Run the installed `tinyphi3` entry point as a user would, in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "tinyphi3.cli", *map(str, args)],
+                          input=stdin, capture_output=True, timeout=120)
+
+
+def assert_one_clear_error(result, fragment):
+    err = result.stderr.decode()
+    assert result.returncode != 0
+    assert "Traceback" not in err
+    assert fragment in err, err
+    assert err.strip().startswith("error:") and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("command", [["chat"], ["generate"], ["info"], ["init"],
+                                     ["tokenizer", "train"]])
+def test_every_help_explains_with_an_example(command):
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output
+
+
+def test_info_describes_without_loading(ckpt):
+    result = CliRunner().invoke(main, ["info", "--ckpt", str(ckpt)])
+    assert result.exit_code == 0, result.output
+    for fragment in ("2 layers, hidden 64", "parameters", "on disk", "fp32", "bf16", "4-bit",
+                     "KV cache"):
+        assert fragment in result.output
+
+
+def test_generate_is_deterministic_when_greedy_and_reports_stats(ckpt):
+    a = run("generate", "--ckpt", ckpt, "--prompt", "Phi-3 is", "--max-new-tokens", "8", "--stats")
+    b = run("generate", "--ckpt", ckpt, "--prompt", "Phi-3 is", "--max-new-tokens", "8")
+    assert a.returncode == 0, a.stderr.decode()
+    assert a.stdout == b.stdout and a.stdout.strip()
+    assert "prefill" in a.stderr.decode() and "tokens/s" in a.stderr.decode()
+
+
+def test_generate_reads_the_prompt_from_stdin(ckpt):
+    a = run("generate", "--ckpt", ckpt, "--prompt", "-", "--max-new-tokens", "5", stdin=b"Hello")
+    b = run("generate", "--ckpt", ckpt, "--prompt", "Hello", "--max-new-tokens", "5")
+    assert a.returncode == 0 and a.stdout == b.stdout
+
+
+def test_chat_with_piped_stdin_answers_each_line(ckpt):
+    result = run("chat", "--ckpt", ckpt, "--max-new-tokens", "4",
+                 stdin="Hi there\n/reset\nWhat is 2+3?\n/exit\nnever read\n".encode())
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(result.stdout.decode().splitlines()) == 2
+    assert "[conversation cleared]" in result.stderr.decode()
+
+
+def test_chat_message_past_the_context_keeps_the_session_alive(ckpt):
+    long_message = " ".join(["word"] * 400)
+    result = run("chat", "--ckpt", ckpt, "--max-new-tokens", "4",
+                 stdin=f"{long_message}\nshort one\n".encode())
+    assert result.returncode == 0
+    assert "the context holds 256" in result.stderr.decode()
+    assert len(result.stdout.decode().splitlines()) == 1       # the short one was answered
+
+
+def test_prompt_past_the_context_is_refused_or_trimmed(ckpt):
+    prompt = " ".join(["word"] * 400)
+    assert_one_clear_error(run("generate", "--ckpt", ckpt, "--prompt", prompt),
+                           "the context holds 256")
+    trimmed = run("generate", "--ckpt", ckpt, "--prompt", prompt, "--trim", "--max-new-tokens", "3")
+    assert trimmed.returncode == 0
+    assert "prompt trimmed: dropped its first" in trimmed.stderr.decode()
+
+
+def test_missing_checkpoint(tmp_path):
+    assert_one_clear_error(run("chat", "--ckpt", tmp_path / "nope"), "not found")
+    assert_one_clear_error(run("info", "--ckpt", tmp_path / "nope"), "not found")
+
+
+def test_corrupt_checkpoint(tmp_path, ckpt):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in ckpt.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert_one_clear_error(run("generate", "--ckpt", broken, "--prompt", "x"), "truncated")
+    assert_one_clear_error(run("info", "--ckpt", broken), "truncated")
+    weights.write_bytes(struct.pack("<Q", 8) + b"not json")
+    assert_one_clear_error(run("chat", "--ckpt", broken), "not valid JSON")
+
+
+def test_inconsistent_config(tmp_path, ckpt):
+    broken = tmp_path / "cfg"
+    broken.mkdir()
+    for f in ckpt.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    config = json.loads((broken / "config.json").read_text())
+    config["num_attention_heads"] = 5
+    (broken / "config.json").write_text(json.dumps(config))
+    assert_one_clear_error(run("info", "--ckpt", broken), "not divisible by num_attention_heads")
+
+
+def test_missing_tokenizer_file(tmp_path, ckpt):
+    broken = tmp_path / "notok"
+    broken.mkdir()
+    for f in ckpt.iterdir():
+        if f.name != "tokenizer.model":
+            (broken / f.name).write_bytes(f.read_bytes())
+    assert_one_clear_error(run("generate", "--ckpt", broken, "--prompt", "x"), "tokenizer.model")
+
+
+def test_non_utf8_stdin(ckpt):
+    assert_one_clear_error(run("chat", "--ckpt", ckpt, stdin=b"caf\xe9\n"), "not valid UTF-8")
+    assert_one_clear_error(run("generate", "--ckpt", ckpt, "--prompt", "-", stdin=b"\xff\xfe"),
+                           "not valid UTF-8")
+
+
+def test_tokenizer_train_command(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat. " * 200 + "1 + 2 = 3\n" * 50, encoding="utf-8")
+    result = run("tokenizer", "train", "--input", corpus, "--out", tmp_path / "tok",
+                 "--vocab-size", "300")
+    assert result.returncode == 0, result.stderr.decode()
+    assert (tmp_path / "tok" / "tokenizer.model").is_file()
+    assert (tmp_path / "tok" / "tokenizer_config.json").is_file()
+    assert_one_clear_error(run("tokenizer", "train", "--input", tmp_path / "missing.txt",
+                               "--out", tmp_path / "t2", "--vocab-size", "300"), "missing.txt")
+
+
+def test_bad_option_values_are_refused_by_the_parser(ckpt):
+    result = run("generate", "--ckpt", ckpt, "--prompt", "x", "--top-p", "1.5")
+    assert result.returncode == 2 and b"Traceback" not in result.stderr

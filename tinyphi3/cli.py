@@ -1,0 +1,326 @@
+"""The `tinyphi3` command line: chat, generate, info, init, tokenizer train."""
+
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import ContextLengthError, TinyPhi3Error
+
+DEFAULT_CKPT = "checkpoints/mini"
+
+
+class Group(click.Group):
+    """Turns every tinyphi3 error into one line on stderr and exit status 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TinyPhi3Error as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """tinyphi3: the Phi-3 models of the technical report, in readable NumPy.
+
+    \b
+    Examples:
+      tinyphi3 chat --ckpt checkpoints/mini
+      tinyphi3 generate --ckpt checkpoints/mini --prompt "Once upon a time"
+      tinyphi3 info --ckpt checkpoints/mini
+    """
+
+
+def load_model_and_tokenizer(ckpt):
+    from .model import Phi3
+    from .tokenizer import Tokenizer
+    path = Path(ckpt)
+    if not path.is_dir():
+        hint = (" (no model ships there yet: make one with `tinyphi3 init --out DIR`)"
+                if ckpt == DEFAULT_CKPT else "")
+        raise TinyPhi3Error(f"checkpoint directory {ckpt} not found{hint}")
+    tokenizer = Tokenizer.from_pretrained(path)
+    model = Phi3.from_pretrained(path)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise TinyPhi3Error(f"{ckpt}: tokenizer has {tokenizer.vocab_size} tokens but the model "
+                            f"only {model.config.vocab_size}")
+    return model, tokenizer
+
+
+def sampling_options(f):
+    """The options shared by `chat` and `generate`."""
+    options = [
+        click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+                     help="0 is greedy decoding; higher values sample more freely."),
+        click.option("--top-k", type=click.IntRange(min=1), default=None,
+                     help="Sample only among the k most likely tokens."),
+        click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+                     help="Sample only among the most likely tokens whose probability sums to p."),
+        click.option("--max-new-tokens", type=click.IntRange(min=1), default=256,
+                     show_default=True, help="Stop after this many generated tokens."),
+        click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible)."),
+        click.option("--stats", is_flag=True,
+                     help="Print prefill and decode speed (tokens/s) after each answer."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def print_stats(stats):
+    click.echo(f"[prefill {stats.prompt_tokens} tokens at {stats.prefill_tokens_per_second:.1f} "
+               f"tokens/s · decode {stats.generated_tokens} tokens at "
+               f"{stats.decode_tokens_per_second:.1f} tokens/s]", err=True)
+
+
+def stream_answer(model, tokenizer, prompt_ids, options, out):
+    """Generate and print text as it comes; return the full answer text."""
+    from .generate import GenerationStats, TextStreamer, generate
+    stats = GenerationStats()
+    streamer = TextStreamer(tokenizer)
+    pieces = []
+    for token in generate(model, prompt_ids, options["max_new_tokens"], options["temperature"],
+                          options["top_k"], options["top_p"], options["seed"],
+                          stop_token_ids=tokenizer.stop_token_ids, stats=stats,
+                          vocab_size=tokenizer.vocab_size):
+        piece = streamer.push(token)
+        pieces.append(piece)
+        out.write(piece)
+        out.flush()
+    pieces.append(streamer.flush())
+    out.write(pieces[-1] + "\n")
+    out.flush()
+    if options["stats"]:
+        print_stats(stats)
+    return "".join(pieces)
+
+
+# ---- chat -----------------------------------------------------------------------------------
+@main.command()
+@click.option("--ckpt", default=DEFAULT_CKPT, show_default=True,
+              help="Checkpoint directory (Hugging Face layout, with tokenizer files).")
+@click.option("--system", default=None, help="A system message that opens the conversation.")
+@sampling_options
+def chat(ckpt, system, **options):
+    """Talk to a model. Type a message and press Enter.
+
+    \b
+    Commands: /reset clears the conversation, /exit (or Ctrl-D) quits.
+    Ctrl-C stops an answer that is being written.
+    The oldest exchanges are dropped (and you are told) when the
+    conversation outgrows the model's context.
+
+    \b
+    Examples:
+      tinyphi3 chat --ckpt checkpoints/mini --system "Answer briefly."
+      tinyphi3 chat --ckpt checkpoints/mini --temperature 0.7 --top-p 0.9 --stats
+    With stdin piped, every line is one message and the answers go to stdout:
+      printf 'Hi\\nWhat is 2+3?\\n' | tinyphi3 chat --ckpt checkpoints/mini
+    """
+    model, tokenizer = load_model_and_tokenizer(ckpt)
+    session = ChatSession(model, tokenizer, system, options)
+    if sys.stdin.isatty():
+        click.echo(f"tinyphi3 chat · {ckpt} · /reset to start over, /exit or Ctrl-D to quit",
+                   err=True)
+        run_interactive(session)
+    else:
+        run_piped(session)
+
+
+class ChatSession:
+    """The conversation so far, kept within the model's context window."""
+
+    def __init__(self, model, tokenizer, system, options):
+        self.model, self.tokenizer, self.options = model, tokenizer, options
+        self.system = [{"role": "system", "content": system}] if system else []
+        self.turns = []
+
+    def reset(self):
+        self.turns = []
+
+    def prompt_for(self, message):
+        """Token ids of the chat with `message` appended; the oldest turns are dropped (and the
+        user told) when the whole history would leave no room for an answer."""
+        context = self.model.config.max_position_embeddings
+        budget = context - self.options["max_new_tokens"]
+        turns, dropped = list(self.turns), 0
+        while True:
+            messages = self.system + turns + [{"role": "user", "content": message}]
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                     tokenize=True)
+            if len(ids) <= budget or not turns:
+                break
+            turns, dropped = turns[2:], dropped + 1
+        if len(ids) >= context:
+            raise ContextLengthError(f"this message needs {len(ids)} tokens with the chat format, "
+                                     f"but the context holds {context}; send a shorter one")
+        if dropped:
+            click.echo(f"[dropped the {dropped} oldest exchange(s) to stay within the "
+                       f"{context}-token context]", err=True)
+        self.turns = turns
+        return ids
+
+    def answer(self, message, out):
+        ids = self.prompt_for(message)
+        reply = stream_answer(self.model, self.tokenizer, ids, self.options, out)
+        self.turns += [{"role": "user", "content": message},
+                       {"role": "assistant", "content": reply}]
+
+    def handle(self, line, out):
+        """Process one input line; return False when the session should end."""
+        message = line.strip()
+        if not message:
+            return True
+        if message == "/exit":
+            return False
+        if message == "/reset":
+            self.reset()
+            click.echo("[conversation cleared]", err=True)
+            return True
+        try:
+            self.answer(message, out)
+        except ContextLengthError as e:
+            click.echo(f"error: {e}", err=True)
+        return True
+
+
+def run_interactive(session):
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    while True:
+        try:
+            line = input(">>> ")
+        except EOFError:                          # Ctrl-D
+            click.echo("", err=True)
+            return
+        except KeyboardInterrupt:                 # Ctrl-C at the prompt: a fresh prompt
+            click.echo("\n(use /exit or Ctrl-D to quit)", err=True)
+            continue
+        try:
+            if not session.handle(line, sys.stdout):
+                return
+        except KeyboardInterrupt:                 # Ctrl-C while answering: stop this answer
+            click.echo("\n[answer interrupted; it is not kept in the conversation]", err=True)
+
+
+def run_piped(session):
+    for line in read_stdin_text().splitlines():
+        if not session.handle(line, sys.stdout):
+            return
+
+
+def read_stdin_text():
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TinyPhi3Error(f"stdin is not valid UTF-8 (byte {e.start}: {data[e.start:e.start + 1]!r})"
+                            ) from None
+
+
+# ---- generate ---------------------------------------------------------------------------------
+@main.command("generate")
+@click.option("--ckpt", default=DEFAULT_CKPT, show_default=True, help="Checkpoint directory.")
+@click.option("--prompt", required=True, help="Text to continue, or - to read it from stdin.")
+@click.option("--chat", "as_chat", is_flag=True,
+              help="Wrap the prompt as one user message in the chat template.")
+@click.option("--trim", is_flag=True,
+              help="Drop the start of a prompt that is too long for the context instead of "
+                   "refusing it.")
+@sampling_options
+def generate_command(ckpt, prompt, as_chat, trim, **options):
+    """Continue a prompt and print the generated text.
+
+    \b
+    Examples:
+      tinyphi3 generate --ckpt checkpoints/mini --prompt "The sum of 12 and 30 is"
+      echo "What is 7 times 6?" | tinyphi3 generate --ckpt checkpoints/mini --prompt - --chat
+    """
+    from .generate import fit_to_context
+    model, tokenizer = load_model_and_tokenizer(ckpt)
+    text = read_stdin_text() if prompt == "-" else prompt
+    if as_chat:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                            add_generation_prompt=True, tokenize=True)
+    else:
+        ids = tokenizer.encode(text)
+    ids, trimmed = fit_to_context(ids, model.config.max_position_embeddings, trim=trim)
+    if trimmed:
+        click.echo(f"[prompt trimmed: dropped its first {trimmed} tokens to fit the "
+                   f"{model.config.max_position_embeddings}-token context]", err=True)
+    stream_answer(model, tokenizer, ids, options, sys.stdout)
+
+
+# ---- info -------------------------------------------------------------------------------------
+@main.command()
+@click.option("--ckpt", default=DEFAULT_CKPT, show_default=True, help="Checkpoint directory.")
+def info(ckpt):
+    """Describe a checkpoint without loading its weights: architecture, parameters, sizes.
+
+    \b
+    Example:
+      tinyphi3 info --ckpt checkpoints/mini
+    """
+    from .info import describe_checkpoint
+    click.echo(describe_checkpoint(ckpt))
+
+
+# ---- init -------------------------------------------------------------------------------------
+@main.command()
+@click.option("--preset", default="tiny", show_default=True,
+              help="Configuration: phi-3-mini-4k, phi-3-mini-128k, phi-3-medium-4k, tiny, "
+                   "tiny-gqa, tiny-longrope.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write.")
+@click.option("--tokenizer", "tokenizer_dir", default=None, type=click.Path(file_okay=False),
+              help="Tokenizer directory to copy in (default: train a small one).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
+              default="float32", show_default=True)
+def init(preset, out, tokenizer_dir, seed, dtype):
+    """Write a randomly initialised model with a tokenizer, ready for `chat` (it answers noise
+    until trained).
+
+    \b
+    Example:
+      tinyphi3 init --preset tiny --out demo && tinyphi3 chat --ckpt demo
+    """
+    from .info import init_checkpoint
+    init_checkpoint(preset, out, tokenizer_dir, seed, dtype)
+    click.echo(f"wrote a random {preset} model and its tokenizer to {out}")
+
+
+# ---- tokenizer --------------------------------------------------------------------------------
+@main.group()
+def tokenizer():
+    """Tokenizer tools."""
+
+
+@tokenizer.command("train")
+@click.option("--input", "inputs", required=True, multiple=True, type=click.Path(),
+              help="A UTF-8 text file to learn from (repeat for several).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory to write tokenizer.model and its config files.")
+@click.option("--vocab-size", required=True, type=click.IntRange(min=1),
+              help="Size of the base vocabulary (Phi-3's special tokens come after it).")
+def tokenizer_train(inputs, out, vocab_size):
+    """Train a Llama-2-style BPE tokenizer (byte fallback) with Phi-3's special tokens.
+
+    \b
+    Example:
+      tinyphi3 tokenizer train --input corpus.txt --out tok --vocab-size 1000
+    """
+    from .tokenizer_train import train_tokenizer
+    tok = train_tokenizer(list(inputs), out, vocab_size)
+    click.echo(f"wrote a tokenizer of {tok.vocab_size} tokens (base vocabulary, then Phi-3's "
+               f"{len(tok.special_tokens)} special tokens) to {out}")
+
+
+if __name__ == "__main__":
+    main()
