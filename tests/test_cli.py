@@ -148,3 +148,70 @@ def test_tokenizer_train_command(tmp_path):
 def test_bad_option_values_are_refused_by_the_parser(ckpt):
     result = run("generate", "--ckpt", ckpt, "--prompt", "x", "--top-p", "1.5")
     assert result.returncode == 2 and b"Traceback" not in result.stderr
+
+
+def read_until(fd, needle, timeout=60):
+    import os
+    import select
+    import time
+    buf, end = b"", time.time() + timeout
+    while time.time() < end:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            if needle in buf:
+                return buf
+    raise AssertionError(f"did not see {needle!r}; got {buf!r}")
+
+
+def test_interactive_chat_in_a_terminal(ckpt):
+    """In a real terminal: a prompt, an answer, Ctrl-C at the prompt gives a fresh prompt,
+    Ctrl-D quits with status 0."""
+    import os
+    import pty
+    pid, fd = pty.fork()
+    if pid == 0:                                   # the child becomes `tinyphi3 chat`
+        os.execvp(sys.executable, [sys.executable, "-m", "tinyphi3.cli", "chat", "--ckpt",
+                                   str(ckpt), "--max-new-tokens", "5"])
+    read_until(fd, b">>> ")
+    os.write(fd, b"hello\r")
+    assert read_until(fd, b">>> ").count(b"\n") >= 2       # echo, answer line
+    os.write(fd, b"\x03")                                  # Ctrl-C
+    assert b"use /exit or Ctrl-D to quit" in read_until(fd, b">>> ")
+    os.write(fd, b"\x04")                                  # Ctrl-D
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_ctrl_c_while_answering_stops_the_answer_and_keeps_the_session(ckpt, monkeypatch, capsys):
+    import tinyphi3.cli as cli
+    from tinyphi3.model import Phi3
+    from tinyphi3.tokenizer import Tokenizer
+    session = cli.ChatSession(Phi3.from_pretrained(ckpt), Tokenizer.from_pretrained(ckpt), None,
+                              {"max_new_tokens": 50, "temperature": 0.0, "top_k": None,
+                               "top_p": None, "seed": None, "stats": False})
+    lines = iter(["first", "second"])
+
+    def fake_input(prompt):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+    real_stream = cli.stream_answer
+
+    def interrupted_once(*args):
+        if not session.turns and not interrupted_once.done:
+            interrupted_once.done = True
+            raise KeyboardInterrupt
+        return real_stream(*args)
+    interrupted_once.done = False
+    monkeypatch.setattr("builtins.input", fake_input)
+    monkeypatch.setattr(cli, "stream_answer", interrupted_once)
+    cli.run_interactive(session)
+    assert "[answer interrupted" in capsys.readouterr().err
+    assert [t["content"] for t in session.turns if t["role"] == "user"] == ["second"]
