@@ -103,3 +103,11 @@ def test_padding_rows_of_the_embedding_are_never_sampled(model):
     out = list(generate(model, [1, 2, 3], 40, temperature=5.0, seed=0, vocab_size=30))
     assert max(out) < 30
     assert max(generate(model, [1, 2, 3], 40, temperature=5.0, seed=0)) >= 30
+
+
+def test_no_forward_pass_is_wasted_after_the_last_token(model):
+    calls = []
+    counting = type("Counting", (), {"config": model.config, "new_cache": model.new_cache,
+                                     "__call__": lambda self, *a, **k: calls.append(1) or model(*a, **k)})()
+    assert len(list(generate(counting, [1, 2], max_new_tokens=10))) == 10
+    assert len(calls) == 10                      # prefill + 9 decode steps

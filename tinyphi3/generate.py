@@ -97,15 +97,15 @@ def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None,
     stats.prompt_tokens = len(ids)
     stats.prefill_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         token = sample_next_token(logits[:vocab_size], temperature, top_k, top_p, rng)
         if token in stops:
             break
         stats.generated_tokens += 1
         yield token
         ids.append(token)
-        if len(ids) >= config.max_position_embeddings:
-            break
+        if step == max_new_tokens - 1 or len(ids) >= config.max_position_embeddings:
+            break                                          # no forward pass whose logits go unused
         logits, cache = next_token_logits(model, ids, cache)
         stats.decode_seconds = time.perf_counter() - start
 
