@@ -319,7 +319,7 @@ def tokenizer_train(inputs, out, vocab_size):
     from .tokenizer_train import train_tokenizer
     tok = train_tokenizer(list(inputs), out, vocab_size)
     click.echo(f"wrote a tokenizer of {tok.vocab_size} tokens (base vocabulary, then Phi-3's "
-               f"{len(tok.special_tokens)} special tokens) to {out}")
+               f"{tok.vocab_size - tok.base_vocab_size} special tokens) to {out}")
 
 
 if __name__ == "__main__":
