@@ -111,3 +111,9 @@ def test_no_forward_pass_is_wasted_after_the_last_token(model):
                                      "__call__": lambda self, *a, **k: calls.append(1) or model(*a, **k)})()
     assert len(list(generate(counting, [1, 2], max_new_tokens=10))) == 10
     assert len(calls) == 10                      # prefill + 9 decode steps
+
+
+def test_a_tokenizer_supplies_stop_tokens_and_vocabulary(model):
+    free = list(generate(model, [1, 2, 3], 30, temperature=5.0, seed=0, vocab_size=40))
+    tok = type("Tok", (), {"stop_token_ids": [free[3]], "vocab_size": 40})()
+    assert list(generate(model, [1, 2, 3], 30, temperature=5.0, seed=0, tokenizer=tok)) == free[:3]

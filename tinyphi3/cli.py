@@ -86,8 +86,7 @@ def stream_answer(model, tokenizer, prompt_ids, options, out):
     pieces = []
     for token in generate(model, prompt_ids, options["max_new_tokens"], options["temperature"],
                           options["top_k"], options["top_p"], options["seed"],
-                          stop_token_ids=tokenizer.stop_token_ids, stats=stats,
-                          vocab_size=tokenizer.vocab_size):
+                          stats=stats, tokenizer=tokenizer):
         piece = streamer.push(token)
         pieces.append(piece)
         out.write(piece)

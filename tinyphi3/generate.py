@@ -73,11 +73,12 @@ class GenerationStats:
 
 
 def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None, top_p=None,
-             seed=None, stop_token_ids=(), stats=None, vocab_size=None):
+             seed=None, stop_token_ids=None, stats=None, vocab_size=None, tokenizer=None):
     """Yield new token ids one at a time until a stop token, `max_new_tokens`, or the context end.
 
     `vocab_size`: sample only ids below it. Phi-3 pads its embedding past the tokenizer's
     vocabulary (32064 rows for 32011 tokens); the padding rows are not tokens.
+    `tokenizer`: when given, its stop tokens and vocabulary size are the defaults of the two.
 
     A stop token ends generation and is not yielded. LongRoPE models: when the sequence grows past
     `original_max_position_embeddings`, the cache (built with the short factors) is recomputed over
@@ -89,7 +90,10 @@ def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None,
         raise InvalidInputError("the prompt is empty: give at least one token")
     rng = np.random.default_rng(seed)
     stats = stats if stats is not None else GenerationStats()
-    stops = set(stop_token_ids)
+    if tokenizer is not None:
+        stop_token_ids = tokenizer.stop_token_ids if stop_token_ids is None else stop_token_ids
+        vocab_size = tokenizer.vocab_size if vocab_size is None else vocab_size
+    stops = set(stop_token_ids or ())
 
     start = time.perf_counter()
     cache = model.new_cache(1)
