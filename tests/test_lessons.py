@@ -49,7 +49,7 @@ def test_lesson_is_jupytext_percent_format(path):
 
 @pytest.mark.parametrize("path", LESSONS, ids=[p.name for p in LESSONS])
 def test_lesson_opens_as_notebook(path):
-    jupytext = pytest.importorskip("jupytext")
+    import jupytext          # in the `test` extra
     notebook = jupytext.read(path, fmt="py:percent")
     kinds = {cell.cell_type for cell in notebook.cells}
     assert {"markdown", "code"} <= kinds, f"{path.name} cells: {kinds}"
