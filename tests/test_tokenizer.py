@@ -388,3 +388,17 @@ def test_training_errors(corpus, tmp_path, files, vocab_size, match):
 
 def test_training_accepts_one_path(corpus, tmp_path):
     assert train_tokenizer(corpus, tmp_path / "one", 400).base_vocab_size == 400
+
+
+@given(text=st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x1FAFF,
+                                           exclude_categories=("Cs",), exclude_characters="\ufffd"),
+                    min_size=1, max_size=30))
+def test_streamed_text_equals_the_decoded_text_and_never_splits_a_character(tok, text):
+    """Characters the vocabulary lacks are spelled in several byte tokens; the streamer holds
+    them back until complete, so every piece it emits is whole text."""
+    from tinyphi3.generate import TextStreamer
+    ids = tok.encode(text, add_special_tokens=False)
+    streamer = TextStreamer(tok)
+    pieces = [streamer.push(i) for i in ids] + [streamer.flush()]
+    assert "".join(pieces) == tok.decode(ids, skip_special_tokens=True)
+    assert all("\ufffd" not in piece for piece in pieces)
