@@ -37,7 +37,7 @@ def test_save_then_load_is_exact_in_every_dtype(tmp_path_factory, model, dtype, 
     model.save_pretrained(directory, dtype=dtype, max_shard_bytes=shard, config_layout=layout)
     loaded = Phi3.from_pretrained(directory)
     assert loaded.config.to_dict() == model.config.to_dict()
-    for name, array in model.named_parameters():
+    for name, array in model.params.items():
         expected = array.astype(DTYPES[dtype]).astype(np.float32)
         np.testing.assert_array_equal(loaded.params[name], expected)
         assert loaded.params[name].dtype == np.float32

@@ -8,7 +8,9 @@ queries per KV head; query head h reads KV head h // g. With KV = H it is multi-
 
 import numpy as np
 
-from .layers import softmax
+from . import gradients as grad
+from .autograd import differentiable
+from .layers import compute_dtype, softmax
 
 
 def causal_mask(query_index, key_valid, sliding_window=None):
@@ -27,6 +29,7 @@ def causal_mask(query_index, key_valid, sliding_window=None):
     return allowed[None, None] & key_valid[:, None, None, :]  # -> [B, 1, T, S]
 
 
+@differentiable(grad.attention_backward)
 def attention(q, k, v, mask, scale):
     """softmax(q k^T * scale, masked) v for grouped-query heads.
 
@@ -40,6 +43,6 @@ def attention(q, k, v, mask, scale):
     q = q.reshape(B, KV, g, T, hd)                            # [B, H, T, hd] -> [B, KV, g, T, hd]
     scores = (q @ k[:, :, None].swapaxes(-1, -2)) * scale     # -> [B, KV, g, T, S]
     scores = np.where(mask[:, :, None], scores, np.finfo(np.float32).min)
-    weights = softmax(scores.astype(np.float32), axis=-1)     # rows sum to 1
+    weights = softmax(scores.astype(compute_dtype(scores)), axis=-1)  # rows sum to 1
     out = weights @ v[:, :, None]                             # [B, KV, g, T, S] @ [B, KV, 1, S, hd]
     return out.reshape(B, H, T, v.shape[-1])                  # -> [B, H, T, hd]

@@ -7,30 +7,43 @@ Compute happens in float32.
 
 import numpy as np
 
+from . import gradients as grad
+from .autograd import differentiable
 
+
+def compute_dtype(x):
+    """float32, or float64 when the input already is (gradient checks run in float64)."""
+    return np.promote_types(x.dtype, np.float32)
+
+
+@differentiable(grad.embedding_backward)
 def embedding(input_ids, table):
     """Look up rows of the embedding table: [B, T] int -> [B, T, C]."""
     return table[input_ids]
 
 
+@differentiable(grad.linear_backward)
 def linear(x, weight, bias=None):
     """y = x W^T (+ b). Weights are stored [out_features, in_features] as in Hugging Face."""
     y = x @ weight.T                                   # [..., in] @ [in, out] -> [..., out]
     return y if bias is None else y + bias
 
 
+@differentiable(grad.rms_norm_backward)
 def rms_norm(x, weight, eps):
     """RMSNorm: w * x / sqrt(mean(x^2) + eps), over the last axis (Zhang & Sennrich 2019)."""
-    x = x.astype(np.float32, copy=False)
+    x = x.astype(compute_dtype(x), copy=False)
     variance = (x * x).mean(axis=-1, keepdims=True)     # [..., C] -> [..., 1]
     return weight * (x / np.sqrt(variance + eps))
 
 
+@differentiable(grad.silu_backward)
 def silu(x):
     """SiLU (swish): x * sigmoid(x) = x / (1 + exp(-x))."""
     return x / (1.0 + np.exp(-x))
 
 
+@differentiable(grad.softmax_backward)
 def softmax(x, axis=-1):
     """softmax(x)_i = exp(x_i - max x) / sum_j exp(x_j - max x), stable for large inputs."""
     shifted = x - x.max(axis=axis, keepdims=True)
@@ -46,3 +59,19 @@ def gated_mlp(x, gate_up_weight, down_weight):
     gate_up = linear(x, gate_up_weight)               # [B, T, C] -> [B, T, 2I]
     gate, up = np.split(gate_up, 2, axis=-1)           # -> 2 x [B, T, I]
     return linear(silu(gate) * up, down_weight)        # [B, T, I] -> [B, T, C]
+
+
+@differentiable(grad.causal_lm_loss_backward)
+def causal_lm_loss(logits, labels):
+    """Mean next-token cross-entropy, as transformers computes it for causal LMs:
+    position t predicts labels[t + 1]; labels equal to -100 are not counted.
+
+        L = -(1/N) sum_t log softmax(logits[t])[labels[t+1]]
+    """
+    targets = labels[:, 1:]                                 # [B, T-1]
+    keep = targets != -100
+    z = logits[:, :-1].astype(compute_dtype(logits), copy=False)   # [B, T-1, V]
+    log_probs = z - z.max(axis=-1, keepdims=True)
+    log_probs = log_probs - np.log(np.exp(log_probs).sum(axis=-1, keepdims=True))
+    picked = np.take_along_axis(log_probs, np.where(keep, targets, 0)[..., None], axis=-1)[..., 0]
+    return -(picked * keep).sum() / max(int(keep.sum()), 1)

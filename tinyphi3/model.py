@@ -7,17 +7,20 @@
     logits = lm_head(rmsnorm(x))
 
 Parameters live in one dict keyed by their Hugging Face tensor names, so the code reads beside the
-published implementation and checkpoints load without renaming.
+published implementation and checkpoints load without renaming. The same forward pass serves
+inference (plain NumPy arrays, nothing recorded) and training (`model.loss`, which records the
+operations on the parameters so that `backward()` can fill their gradients).
 """
 
 import numpy as np
 
 from . import checkpoint
 from .attention import attention, causal_mask
+from .autograd import Parameter, Tensor, enable_grad, is_recording
 from .cache import KVCache
 from .config import Phi3Config
 from .errors import InvalidInputError
-from .layers import embedding, gated_mlp, linear, rms_norm
+from .layers import causal_lm_loss, embedding, gated_mlp, linear, rms_norm
 from .rope import apply_rope, rope_cos_sin, rope_frequencies, uses_long_factors
 
 
@@ -82,7 +85,13 @@ class Phi3:
 
     def __init__(self, config: Phi3Config, params: dict | None = None, seed: int = 0):
         self.config = config
-        self.params = init_parameters(config, seed) if params is None else params
+        params = init_parameters(config, seed) if params is None else params
+        self._parameters = {name: Parameter(array) for name, array in params.items()}
+
+    @property
+    def params(self) -> dict:
+        """The weights as arrays, by Hugging Face name (the arrays the parameters hold)."""
+        return {name: p.data for name, p in self._parameters.items()}
 
     # ---- checkpoints ----------------------------------------------------------------------
     @classmethod
@@ -99,21 +108,32 @@ class Phi3:
                         max_shard_bytes=max_shard_bytes, config_layout=config_layout)
 
     def named_parameters(self):
-        """(Hugging Face tensor name, array) pairs, in checkpoint order."""
-        return iter(self.params.items())
+        """(Hugging Face tensor name, Parameter) pairs in checkpoint order; `.data` is the array,
+        `.grad` its gradient after `loss.backward()`."""
+        return iter(self._parameters.items())
+
+    def zero_grad(self):
+        for p in self._parameters.values():
+            p.grad = None
 
     def num_parameters(self) -> int:
-        return sum(int(np.prod(a.shape)) for a in self.params.values())
+        return sum(int(np.prod(p.shape)) for p in self._parameters.values())
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         c = self.config
         return KVCache(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim)
 
-    def layer_weights(self, i: int) -> dict:
+    def weights(self) -> dict:
+        """What the forward pass reads: the Parameters while recording for training, their
+        plain arrays otherwise (so inference records nothing)."""
+        return self._parameters if is_recording() else self.params
+
+    def layer_weights(self, i: int, weights: dict | None = None) -> dict:
         """Short names for layer i's tensors: 'qkv_proj', 'o_proj', 'gate_up_proj', ..."""
+        weights = self.weights() if weights is None else weights
         prefix = f"model.layers.{i}."
-        return {name[len(prefix):].split(".")[-2]: array
-                for name, array in self.params.items() if name.startswith(prefix)}
+        return {name[len(prefix):].split(".")[-2]: w
+                for name, w in weights.items() if name.startswith(prefix)}
 
     # ---- forward ----------------------------------------------------------------------------
     def __call__(self, input_ids, attention_mask=None, cache=None, position_ids=None,
@@ -126,8 +146,27 @@ class Phi3:
         inputs_embeds: [B, T, C] instead of ids (image features placed by a caller).
         logits_to_keep: if > 0, only the logits of the last that many positions.
         """
+        logits = self.forward(input_ids, attention_mask, cache, position_ids, inputs_embeds,
+                              logits_to_keep)
+        return logits.astype(np.float32, copy=False)
+
+    def loss(self, input_ids, labels, attention_mask=None):
+        """Mean next-token cross-entropy (labels shifted inside, -100 ignored), recorded so that
+        `loss.backward()` fills every parameter's `.grad`. Returns a scalar Tensor."""
+        labels = np.asarray(labels)
+        if labels.shape != np.shape(input_ids):
+            raise InvalidInputError(f"labels must have the shape of input_ids "
+                                    f"{np.shape(input_ids)}, got {labels.shape}")
+        with enable_grad():
+            logits = self.forward(input_ids, attention_mask)
+            return causal_lm_loss(logits, labels)
+
+    def forward(self, input_ids, attention_mask=None, cache=None, position_ids=None,
+                inputs_embeds=None, logits_to_keep=0):
+        """The forward pass: arrays in inference, Tensors when recording (see `weights`)."""
         c = self.config
-        x = self._embed(input_ids, inputs_embeds)                        # [B, T, C]
+        w = self.weights()
+        x = self._embed(input_ids, inputs_embeds, w)                     # [B, T, C]
         B, T, _ = x.shape
         valid = self._validity(attention_mask, B, T)                     # bool [B, T]
         past = 0 if cache is None else cache.length
@@ -145,16 +184,18 @@ class Phi3:
         mask = causal_mask(past + np.arange(T), key_valid, c.sliding_window)  # [B, 1, T, S]
 
         for i in range(c.num_hidden_layers):
-            x = decoder_layer(x, self.layer_weights(i), c, cos, sin, mask, cache, i)
+            x = decoder_layer(x, self.layer_weights(i, w), c, cos, sin, mask, cache, i)
         if cache is not None:
             cache.advance(valid, position_ids, uses_long_factors(c, seq_len))
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
-        x = rms_norm(x, self.params["model.norm.weight"], c.rms_norm_eps)
-        head = self.params["model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight"]
-        return linear(x, head).astype(np.float32, copy=False)           # [B, T, V]
+        x = rms_norm(x, w["model.norm.weight"], c.rms_norm_eps)
+        head = w["model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight"]
+        return linear(x, head)                                          # [B, T, V]
 
-    def _embed(self, input_ids, inputs_embeds):
+    def _embed(self, input_ids, inputs_embeds, w):
+        if isinstance(inputs_embeds, Tensor):
+            return inputs_embeds
         if inputs_embeds is not None:
             x = np.asarray(inputs_embeds, dtype=np.float32)
             if x.ndim != 3 or x.shape[-1] != self.config.hidden_size:
@@ -168,7 +209,7 @@ class Phi3:
         if ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise InvalidInputError(f"token ids must lie in [0, {self.config.vocab_size}), "
                                     f"got values from {ids.min()} to {ids.max()}")
-        return embedding(ids, self.params["model.embed_tokens.weight"])  # [B, T] -> [B, T, C]
+        return embedding(ids, w["model.embed_tokens.weight"])             # [B, T] -> [B, T, C]
 
     @staticmethod
     def _validity(attention_mask, B, T):

@@ -11,6 +11,9 @@ factor sqrt(1 + ln s / ln L0) so that attention entropy stays in range when the 
 
 import numpy as np
 
+from . import gradients as grad
+from .autograd import differentiable
+
 
 def rope_inv_freq(rotary_dim, theta, factors=None):
     """inv_freq[i] = 1 / (factor[i] * theta ** (2i / rd)),  i = 0 .. rd/2 - 1.
@@ -62,6 +65,7 @@ def rotate_half(x):
     return np.concatenate([-x2, x1], axis=-1)
 
 
+@differentiable(grad.rope_backward)
 def apply_rope(x, cos, sin):
     """Rotate the first rd dimensions of each head: x' = x * cos + rotate_half(x) * sin.
 

@@ -1,0 +1,100 @@
+"""Backward rules of the model's layers: for y = f(x, ...), given g = dL/dy, return dL/dx, ...
+
+Each rule takes (g, out, *the forward's positional arguments) and returns one gradient per
+argument, None for arguments without one (token ids, masks, rotation tables). They are plain
+NumPy and are checked against finite differences in tests/test_autograd.py.
+"""
+
+import numpy as np
+
+
+def _flat(a):
+    """[..., n] -> [N, n]: merge the leading axes."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def embedding_backward(g, out, input_ids, table):
+    """y = table[ids]: each used row receives the sum of the gradients of its positions."""
+    d_table = np.zeros_like(table)
+    np.add.at(d_table, input_ids.reshape(-1), _flat(g))
+    return None, d_table
+
+
+def linear_backward(g, out, x, weight, bias=None):
+    """y = x W^T + b:  dx = g W,  dW = g^T x (over all positions),  db = sum of g."""
+    dx = g @ weight
+    dw = _flat(g).T @ _flat(x)
+    return (dx, dw) if bias is None else (dx, dw, _flat(g).sum(axis=0))
+
+
+def rms_norm_backward(g, out, x, weight, eps):
+    """y = w * n, n = x r, r = 1 / sqrt(mean(x^2) + eps):
+    dw = sum of g * n;  dx = r * (dn - n * mean(dn * n)),  dn = g * w."""
+    x = x.astype(out.dtype, copy=False)
+    r = 1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)
+    n = x * r
+    dn = g * weight
+    dx = r * (dn - n * (dn * n).mean(axis=-1, keepdims=True))
+    return dx, _flat(g * n).sum(axis=0), None
+
+
+def silu_backward(g, out, x):
+    """silu(x) = x s(x), s = sigmoid:  d/dx = s(x) (1 + x (1 - s(x)))."""
+    s = 1.0 / (1.0 + np.exp(-x))
+    return (g * s * (1.0 + x * (1.0 - s)),)
+
+
+def softmax_backward(g, out, x, axis=-1):
+    """y = softmax(x):  dx = y * (g - sum(g * y))."""
+    return (out * (g - (g * out).sum(axis=axis, keepdims=True)),)
+
+
+def rope_backward(g, out, x, cos, sin):
+    """y = x c + R(x) s with R([x1, x2]) = [-x2, x1], a rotation; its transpose is
+    R^T([v1, v2]) = [v2, -v1], so dx = g c + R^T(g s). Dimensions past rd pass g through."""
+    rd = cos.shape[-1]
+    cos, sin = cos[:, None], sin[:, None]
+    g_rot, g_pass = g[..., :rd], g[..., rd:]
+    gs1, gs2 = np.split(g_rot * sin, 2, axis=-1)
+    dx_rot = g_rot * cos + np.concatenate([gs2, -gs1], axis=-1)
+    return np.concatenate([dx_rot, g_pass], axis=-1), None, None
+
+
+def attention_backward(g, out, q, k, v, mask, scale):
+    """O = P V, P = softmax(S), S = q k^T * scale (masked). With grouped heads the KV gradients
+    sum over the g query heads that share them:
+        dV = P^T dO,  dP = dO V^T,  dS = P (dP - sum(dP P)),  dq = dS k scale,  dk = dS^T q scale.
+    P is recomputed from q, k (as FlashAttention does) instead of being stored."""
+    B, H, T, hd = q.shape
+    KV = k.shape[1]
+    q = q.reshape(B, KV, H // KV, T, hd)                      # [B, KV, g, T, hd]
+    do = g.reshape(B, KV, H // KV, T, -1)
+    kk, vv = k[:, :, None], v[:, :, None]                     # [B, KV, 1, S, hd]
+    scores = (q @ kk.swapaxes(-1, -2)) * scale
+    scores = np.where(mask[:, :, None], scores, np.finfo(np.float32).min)
+    p = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)                        # [B, KV, g, T, S]
+    dv = (p.swapaxes(-1, -2) @ do).sum(axis=2)                # [B, KV, S, hd]
+    dp = do @ vv.swapaxes(-1, -2)
+    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    ds = np.where(mask[:, :, None], ds, 0.0)                  # masked scores do not depend on q, k
+    dq = (ds @ kk) * scale
+    dk = ((ds.swapaxes(-1, -2) @ q) * scale).sum(axis=2)
+    return dq.reshape(B, H, T, hd), dk, dv, None, None
+
+
+def causal_lm_loss_backward(g, out, logits, labels):
+    """L = mean over counted positions of -log softmax(logits[t])[labels[t+1]]:
+    dlogits[t] = (softmax(logits[t]) - onehot(labels[t+1])) / count, zero elsewhere."""
+    targets = labels[:, 1:]
+    keep = targets != -100
+    count = max(int(keep.sum()), 1)
+    z = logits[:, :-1]
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    b, t = np.nonzero(keep)
+    p[b, t, targets[b, t]] -= 1.0
+    p *= keep[..., None] / count
+    d = np.zeros_like(logits)
+    d[:, :-1] = p
+    return d * g, None
