@@ -6,7 +6,7 @@ setup(
     description="Phi-3 from scratch in readable NumPy: models, checkpoints, tokenizer, chat.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["tinyphi3", "tinyphi3.*"]),
     package_data={"tinyphi3": ["presets/*.json"]},
     install_requires=[

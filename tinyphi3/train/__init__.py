@@ -1,0 +1,1 @@
+"""Training: the optimizer, the learning-rate schedule and the training loop."""

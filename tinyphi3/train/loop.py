@@ -1,0 +1,192 @@
+"""The training loop: batches in, AdamW steps out, with evaluation, checkpoints and resume.
+
+    for each step:
+        lr = warm-up then cosine
+        for each of grad_accum micro-batches:  loss = model.loss(x, y) / grad_accum; backward
+        clip the global gradient norm; AdamW step
+        every eval_every steps: held-out loss;  every save_every steps: checkpoint
+
+A checkpoint (`<output>/checkpoint/`) holds the float32 weights in the Hugging Face layout, the
+tokenizer, the optimizer moments, and the trainer state (step, loss history, data position), so
+`--resume` continues exactly where the run stopped. It is written to a temporary directory and
+swapped in by renames: a crash or a full disk never leaves a half-written checkpoint.
+"""
+
+import json
+import math
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import TinyPhi3Error
+from ..model import Phi3
+from ..tokenizer import Tokenizer
+from .optim import AdamW, clip_grad_norm, cosine_lr
+from .recipe import Recipe
+
+
+class TrainingError(TinyPhi3Error):
+    """Training cannot go on: a diverged loss, a resume that does not match, a failed save."""
+
+
+def open_streams(recipe: Recipe, tokenizer):
+    """The train and validation token streams of the recipe's shards."""
+    from ..data.shards import TokenStream
+    t = recipe.train
+    train = TokenStream(recipe.data_shards, "train", t.batch_size, t.seq_len, t.seed,
+                        tokenizer=tokenizer)
+    return train, lambda: TokenStream(recipe.data_shards, "val", t.batch_size, t.seq_len, 0,
+                                      tokenizer=tokenizer)
+
+
+class Trainer:
+    """Owns the model, optimizer, data position and history of one run."""
+
+    def __init__(self, recipe: Recipe, resume: bool = False):
+        self.recipe = recipe
+        self.out = Path(recipe.output_dir)
+        self.tokenizer = Tokenizer.from_pretrained(recipe.tokenizer)
+        self.state = {"step": 0, "tokens": 0, "seconds": 0.0, "losses": [], "val_losses": []}
+        checkpoint = self.latest_checkpoint()
+        if resume and checkpoint is None:
+            raise TrainingError(f"--resume: no checkpoint in {self.out}")
+        if not resume and checkpoint is not None:
+            raise TrainingError(f"{self.out} already holds a checkpoint: pass --resume to continue "
+                                f"it, or choose another output directory")
+        if resume:
+            self.model = Phi3.from_pretrained(checkpoint)
+            expected = recipe.model_config(self.tokenizer.vocab_size)
+            if recipe.init_from is None and self.model.config.to_dict() != expected.to_dict():
+                raise TrainingError(f"cannot resume: the checkpoint in {checkpoint} has another "
+                                    f"model configuration than {recipe.source}")
+        elif recipe.init_from:
+            self.model = Phi3.from_pretrained(recipe.init_from)
+        else:
+            self.model = Phi3(recipe.model_config(self.tokenizer.vocab_size), seed=recipe.train.seed)
+        if self.tokenizer.vocab_size > self.model.config.vocab_size:
+            raise TrainingError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the "
+                                f"model's vocabulary only {self.model.config.vocab_size}")
+        t = recipe.train
+        self.optimizer = AdamW(self.model.named_parameters(), t.lr, (t.beta1, t.beta2),
+                               weight_decay=t.weight_decay)
+        self.stream, self.val_stream = open_streams(recipe, self.tokenizer)
+        if resume:
+            self.optimizer.load_state_dict(dict(np.load(checkpoint / "optimizer.npz")))
+            saved = json.loads((checkpoint / "trainer_state.json").read_text())
+            self.stream.load_state_dict(saved.pop("data"))
+            self.state = saved["state"]
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def latest_checkpoint(self):
+        for name in ("checkpoint", "checkpoint.old"):        # .old survives a crash mid-swap
+            if (self.out / name / "trainer_state.json").is_file():
+                return self.out / name
+        return None
+
+    def save_checkpoint(self):
+        """Write everything to checkpoint.tmp, then swap it in with renames."""
+        tmp, current, old = (self.out / n for n in ("checkpoint.tmp", "checkpoint", "checkpoint.old"))
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.model.save_pretrained(tmp, dtype="float32")
+            self.tokenizer.save_pretrained(tmp)
+            np.savez(tmp / "optimizer.npz", **self.optimizer.state_dict())
+            state = {"state": self.state, "data": self.stream.state_dict(),
+                     "recipe": self.recipe.to_dict()}
+            (tmp / "trainer_state.json").write_text(json.dumps(state, default=_to_json))
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            kept = self.latest_checkpoint()
+            raise TrainingError(f"could not save a checkpoint ({e}); "
+                                + (f"the previous one in {kept} is intact" if kept else
+                                   "no earlier checkpoint exists")) from None
+        if current.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            current.rename(old)
+        tmp.rename(current)
+        shutil.rmtree(old, ignore_errors=True)
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def validation_loss(self):
+        stream = self.val_stream()
+        losses = [float(self.model.loss(*stream.next_batch()).data)
+                  for _ in range(self.recipe.log.eval_batches)]
+        return float(np.mean(losses))
+
+    def step(self):
+        """One optimizer step over grad_accum micro-batches; returns the mean loss."""
+        t = self.recipe.train
+        self.model.zero_grad()
+        total = 0.0
+        for _ in range(t.grad_accum):
+            x, y = self.stream.next_batch()
+            loss = self.model.loss(x, y)
+            (loss * (1.0 / t.grad_accum)).backward()
+            total += float(loss.data) / t.grad_accum
+        if not math.isfinite(total):
+            kept = self.latest_checkpoint()
+            raise TrainingError(f"the loss became {total} at step {self.state['step'] + 1}; "
+                                f"stopped without saving"
+                                + (f" (the last good checkpoint is {kept})" if kept else ""))
+        clip_grad_norm([p for _, p in self.model.named_parameters()], t.clip)
+        lr = cosine_lr(self.state["step"], t.lr, t.min_lr, t.warmup_steps, t.steps)
+        self.optimizer.step(lr)
+        return total
+
+    def run(self, progress=True):
+        """Train to the recipe's step count. Ctrl-C finishes the current step, saves, and stops."""
+        t, log = self.recipe.train, self.recipe.log
+        tokens_per_step = t.batch_size * t.seq_len * t.grad_accum
+        interrupted = []
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+        bar = tqdm(total=t.steps, initial=self.state["step"], disable=not progress,
+                   desc=Path(self.recipe.output_dir).name, unit="step", dynamic_ncols=True)
+        try:
+            while self.state["step"] < t.steps and not interrupted:
+                start = time.perf_counter()
+                loss = self.step()
+                elapsed = time.perf_counter() - start
+                s = self.state
+                s["step"] += 1
+                s["tokens"] += tokens_per_step
+                s["seconds"] += elapsed
+                s["losses"].append([s["step"], loss])
+                if log.eval_every and (s["step"] % log.eval_every == 0 or s["step"] == t.steps):
+                    s["val_losses"].append([s["step"], self.validation_loss()])
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_step / elapsed:.0f}",
+                                val=f"{s['val_losses'][-1][1]:.3f}" if s["val_losses"] else "-")
+                bar.update(1)
+                if (log.save_every and s["step"] % log.save_every == 0) or s["step"] == t.steps:
+                    self.save_checkpoint()
+            if interrupted:
+                self.save_checkpoint()
+        finally:
+            bar.close()
+            signal.signal(signal.SIGINT, previous)
+        return not interrupted
+
+    def export(self):
+        """The final model in the Hugging Face layout (recipe dtype), tokenizer, loss curve."""
+        from ..plot import line_plot
+        final = self.out / "final"
+        self.model.save_pretrained(final, dtype=self.recipe.output_dtype)
+        self.tokenizer.save_pretrained(final)
+        series = {"train": tuple(zip(*self.state["losses"]))}
+        if self.state["val_losses"]:
+            series["held-out"] = tuple(zip(*self.state["val_losses"]))
+        line_plot(str(self.out / "loss.png"), series, f"loss: {self.out.name}", "step",
+                  "cross-entropy (nats/token)")
+        (self.out / "history.json").write_text(json.dumps(self.state))
+        return final
+
+
+def _to_json(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in trainer_state.json")

@@ -1,0 +1,142 @@
+"""Training recipes: TOML files in configs/ that say what to train, on what, and how.
+
+    [model]   preset = "tiny", any Phi3Config field to override, tokenizer = "DIR"
+              init_from = "DIR"            (optional: start from a checkpoint, e.g. phase 1's)
+    [data]    shards = "DIR"               (written by `tinyphi3 data tokenize`)
+    [train]   steps, batch_size, seq_len, grad_accum, lr, min_lr, warmup_steps, weight_decay,
+              beta1, beta2, clip, seed
+    [log]     eval_every, eval_batches, save_every
+    [output]  dir, dtype                   (dtype of the exported final model)
+
+Unknown sections or keys are errors, so a typo never silently falls back to a default.
+"""
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Phi3Config, preset
+from ..errors import TinyPhi3Error
+
+
+class RecipeError(TinyPhi3Error):
+    """A recipe file is missing, not TOML, or has unknown or invalid keys."""
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 1000
+    batch_size: int = 8
+    seq_len: int = 256
+    grad_accum: int = 1
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    clip: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class LogSettings:
+    eval_every: int = 100
+    eval_batches: int = 8
+    save_every: int = 100
+
+
+@dataclass
+class Recipe:
+    model: dict
+    data_shards: str
+    train: TrainSettings = field(default_factory=TrainSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    output_dir: str = "runs/out"
+    output_dtype: str = "bfloat16"
+    source: str = ""
+
+    @property
+    def tokenizer(self) -> str:
+        return self.model["tokenizer"]
+
+    @property
+    def init_from(self) -> str | None:
+        return self.model.get("init_from") or None
+
+    def model_config(self, vocab_size: int) -> Phi3Config:
+        """The architecture: a preset with overrides; vocab_size defaults to the tokenizer's,
+        rounded up to a multiple of 64 as Phi-3 pads its embedding."""
+        overrides = {k: v for k, v in self.model.items()
+                     if k not in ("preset", "tokenizer", "init_from")}
+        overrides.setdefault("vocab_size", -(-vocab_size // 64) * 64)
+        base = preset(self.model.get("preset", "tiny")).to_dict()
+        base.update(overrides)
+        return Phi3Config.from_dict(base)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "data": {"shards": self.data_shards},
+                "train": dataclasses.asdict(self.train), "log": dataclasses.asdict(self.log),
+                "output": {"dir": self.output_dir, "dtype": self.output_dtype}}
+
+
+def _fill(cls, section: dict, where: str):
+    known = {f.name: f.type for f in dataclasses.fields(cls)}
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise RecipeError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(known)}")
+    values = {}
+    for key, value in section.items():
+        kind = int if known[key] in (int, "int") else float
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                kind is int and not isinstance(value, int)):
+            raise RecipeError(f"{where}.{key}: expected a number ({kind.__name__}), got {value!r}")
+        values[key] = kind(value)
+    return cls(**values)
+
+
+def load_recipe(path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe not found")
+    try:
+        d = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path}: not valid TOML ({e})") from None
+    return recipe_from_dict(d, str(path))
+
+
+def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
+    unknown = sorted(set(d) - {"model", "data", "train", "log", "output"})
+    if unknown:
+        raise RecipeError(f"{source}: unknown section(s) {', '.join(unknown)}; "
+                          f"known: model, data, train, log, output")
+    model = dict(d.get("model", {}))
+    if "tokenizer" not in model:
+        raise RecipeError(f"{source}: [model] needs tokenizer = \"DIR\"")
+    config_keys = {f.name for f in dataclasses.fields(Phi3Config)} - {"extra"}
+    bad = sorted(set(model) - config_keys - {"preset", "tokenizer", "init_from"})
+    if bad:
+        raise RecipeError(f"{source}: [model] unknown key(s) {', '.join(bad)}")
+    data = dict(d.get("data", {}))
+    if set(data) != {"shards"}:
+        raise RecipeError(f"{source}: [data] needs exactly one key, shards = \"DIR\" "
+                          f"(got {', '.join(sorted(data)) or 'none'})")
+    output = dict(d.get("output", {}))
+    if set(output) - {"dir", "dtype"}:
+        raise RecipeError(f"{source}: [output] unknown key(s) "
+                          f"{', '.join(sorted(set(output) - {'dir', 'dtype'}))}")
+    recipe = Recipe(model=model, data_shards=data["shards"],
+                    train=_fill(TrainSettings, d.get("train", {}), f"{source} [train]"),
+                    log=_fill(LogSettings, d.get("log", {}), f"{source} [log]"),
+                    output_dir=output.get("dir", "runs/out"),
+                    output_dtype=output.get("dtype", "bfloat16"), source=source)
+    t = recipe.train
+    if min(t.steps, t.batch_size, t.seq_len, t.grad_accum) < 1 or t.lr <= 0:
+        raise RecipeError(f"{source}: steps, batch_size, seq_len, grad_accum and lr must be "
+                          f"positive")
+    if recipe.output_dtype not in ("float32", "bfloat16", "float16"):
+        raise RecipeError(f"{source}: [output] dtype must be float32, bfloat16 or float16")
+    return recipe
