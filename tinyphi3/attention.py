@@ -10,7 +10,7 @@ import numpy as np
 
 from . import gradients as grad
 from .autograd import differentiable
-from .layers import compute_dtype, softmax
+from .layers import compute_dtype
 
 
 def causal_mask(query_index, key_valid, sliding_window=None):
@@ -29,20 +29,34 @@ def causal_mask(query_index, key_valid, sliding_window=None):
     return allowed[None, None] & key_valid[:, None, None, :]  # -> [B, 1, T, S]
 
 
-@differentiable(grad.attention_backward)
+@differentiable(grad.attention_backward, saves=True)
 def attention(q, k, v, mask, scale):
     """softmax(q k^T * scale, masked) v for grouped-query heads.
 
     q: [B, H, T, hd]; k, v: [B, KV, S, hd]; mask: bool [B, 1, T, S] -> [B, H, T, hd].
-    Scores and softmax in float32. A query that may see no key (a padding row) gets uniform
-    weights instead of NaN; its output is never used.
+    Scores and softmax in float32 (float64 for float64 inputs). A query that may see no key (a
+    padding row) gets zero weights instead of NaN; its output is never used.
+    Returns (output, weights [B, KV, g, T, S]); the weights serve the backward pass.
     """
     B, H, T, hd = q.shape
     KV = k.shape[1]
     g = H // KV
     q = q.reshape(B, KV, g, T, hd)                            # [B, H, T, hd] -> [B, KV, g, T, hd]
-    scores = (q @ k[:, :, None].swapaxes(-1, -2)) * scale     # -> [B, KV, g, T, S]
-    scores = np.where(mask[:, :, None], scores, np.finfo(np.float32).min)
-    weights = softmax(scores.astype(compute_dtype(scores)), axis=-1)  # rows sum to 1
+    scores = q @ k[:, :, None].swapaxes(-1, -2)               # -> [B, KV, g, T, S]
+    scores = scores.astype(compute_dtype(scores), copy=False)
+    scores *= scale
+    np.copyto(scores, np.finfo(np.float32).min, where=~mask[:, :, None])   # masked: -inf-like
+    weights = softmax_(scores)                                # rows sum to 1
+    dead = ~mask.any(axis=-1)                                 # [B, 1, T]: rows that see no key
+    if dead.any():
+        weights *= ~dead[:, :, None, :, None]                 # give them zero weights
     out = weights @ v[:, :, None]                             # [B, KV, g, T, S] @ [B, KV, 1, S, hd]
-    return out.reshape(B, H, T, v.shape[-1])                  # -> [B, H, T, hd]
+    return out.reshape(B, H, T, v.shape[-1]), weights         # -> [B, H, T, hd]
+
+
+def softmax_(x):
+    """softmax over the last axis, computed in place in x (which it returns)."""
+    x -= x.max(axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x

@@ -65,6 +65,7 @@ class Tensor:
                 raise ValueError("backward() without a gradient needs a scalar output")
             grad = np.ones_like(self.data)
         grads = {id(self): grad}
+        owned = set()            # ids whose gradient array is ours to add into in place
         for node in reversed(_topological_order(self)):
             g = grads.pop(id(node), None)
             if g is None:
@@ -75,8 +76,24 @@ class Tensor:
             for parent, pg in zip(node.parents, node.backward_rule(g)):
                 if pg is None or not parent.requires_grad:
                     continue
+                key = id(parent)
+                if isinstance(pg, SliceGrad):                 # zero except one slice
+                    if key not in owned:
+                        full = np.zeros(parent.shape, pg.value.dtype)
+                        if key in grads:
+                            full += grads[key]
+                        grads[key] = full
+                        owned.add(key)
+                    grads[key][pg.index] += pg.value
+                    continue
                 pg = _unbroadcast(pg, parent.shape)
-                grads[id(parent)] = pg if id(parent) not in grads else grads[id(parent)] + pg
+                if key not in grads:
+                    grads[key] = pg
+                elif key in owned:
+                    grads[key] += pg
+                else:
+                    grads[key] = grads[key] + pg
+                    owned.add(key)
 
     # ---- operators ---------------------------------------------------------------------------
     def __add__(self, other):
@@ -133,11 +150,10 @@ class Tensor:
                     (index if isinstance(index, tuple) else (index,)))
 
         def rule(g, a):
+            if not fancy:
+                return (SliceGrad(index, g),)
             full = np.zeros_like(a)
-            if fancy:
-                np.add.at(full, index, g)      # repeated indices add up
-            else:
-                full[index] = g
+            np.add.at(full, index, g)          # repeated indices add up
             return (full,)
         return _record(lambda a: a[index], rule, self)
 
@@ -162,6 +178,14 @@ class Tensor:
         if func is np.concatenate:
             return _concatenate(*args, **kwargs)
         return NotImplemented
+
+
+class SliceGrad:
+    """A gradient that is zero except at `index`, where it is `value`: what slicing and
+    np.split pass back, added into one buffer instead of materialising zeros per slice."""
+
+    def __init__(self, index, value):
+        self.index, self.value = index, value
 
 
 class Parameter(Tensor):
@@ -216,11 +240,9 @@ def _split(x, indices_or_sections, axis=0):
     outs = []
     for k, piece in enumerate(pieces):
         def rule(g, a, start=bounds[k], stop=bounds[k + 1]):
-            full = np.zeros_like(a)
             index = [slice(None)] * a.ndim
             index[axis] = slice(start, stop)
-            full[tuple(index)] = g
-            return (full,)
+            return (SliceGrad(tuple(index), g),)
         outs.append(_record(lambda a, p=piece: p, rule, x))
     return outs
 
@@ -235,24 +257,27 @@ def _concatenate(tensors, axis=0):
     return _record(lambda *a: np.concatenate(a, axis=axis), rule, *tensors)
 
 
-def differentiable(rule):
+def differentiable(rule, saves=False):
     """Mark a NumPy function of arrays as differentiable with the backward `rule`.
 
     rule(grad_out, out, *args, **kwargs) returns one gradient per positional argument (None for
     arguments that take none, such as integer ids or constant tables). With only arrays as
     arguments, or when not recording, the function runs as plain NumPy.
+    With saves=True the function returns (out, saved) and the rule receives `saved` in place of
+    `out`: intermediates the backward pass needs (attention weights, say) are kept, not recomputed.
     """
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             if not any(isinstance(a, Tensor) for a in args):
-                return fn(*args, **kwargs)
+                return fn(*args, **kwargs)[0] if saves else fn(*args, **kwargs)
             arrays = [a.data if isinstance(a, Tensor) else a for a in args]
-            out = fn(*arrays, **kwargs)
+            result = fn(*arrays, **kwargs)
+            out, saved = result if saves else (result, result)
             tensors = [a if isinstance(a, Tensor) else Tensor(a) for a in args]
             if not is_recording() or not any(t.requires_grad for t in tensors):
                 return Tensor(out)
-            return Tensor(out, tuple(tensors), lambda g: rule(g, out, *arrays, **kwargs))
+            return Tensor(out, tuple(tensors), lambda g: rule(g, saved, *arrays, **kwargs))
         wrapper.backward_rule = rule
         return wrapper
     return decorate

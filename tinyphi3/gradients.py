@@ -22,7 +22,7 @@ def embedding_backward(g, out, input_ids, table):
 
 def linear_backward(g, out, x, weight, bias=None):
     """y = x W^T + b:  dx = g W,  dW = g^T x (over all positions),  db = sum of g."""
-    dx = g @ weight
+    dx = (_flat(g) @ weight).reshape(x.shape)
     dw = _flat(g).T @ _flat(x)
     return (dx, dw) if bias is None else (dx, dw, _flat(g).sum(axis=0))
 
@@ -60,41 +60,36 @@ def rope_backward(g, out, x, cos, sin):
     return np.concatenate([dx_rot, g_pass], axis=-1), None, None
 
 
-def attention_backward(g, out, q, k, v, mask, scale):
-    """O = P V, P = softmax(S), S = q k^T * scale (masked). With grouped heads the KV gradients
-    sum over the g query heads that share them:
+def attention_backward(g, weights, q, k, v, mask, scale):
+    """O = P V, P = softmax(S), S = q k^T * scale (masked); P comes saved from the forward pass.
+    With grouped heads the KV gradients sum over the g query heads that share them:
         dV = P^T dO,  dP = dO V^T,  dS = P (dP - sum(dP P)),  dq = dS k scale,  dk = dS^T q scale.
-    P is recomputed from q, k (as FlashAttention does) instead of being stored."""
+    Masked scores are constants, so P is 0 there and so is dS."""
     B, H, T, hd = q.shape
     KV = k.shape[1]
+    p = weights                                               # [B, KV, g, T, S]
     q = q.reshape(B, KV, H // KV, T, hd)                      # [B, KV, g, T, hd]
     do = g.reshape(B, KV, H // KV, T, -1)
     kk, vv = k[:, :, None], v[:, :, None]                     # [B, KV, 1, S, hd]
-    scores = (q @ kk.swapaxes(-1, -2)) * scale
-    scores = np.where(mask[:, :, None], scores, np.finfo(np.float32).min)
-    p = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    p /= p.sum(axis=-1, keepdims=True)                        # [B, KV, g, T, S]
     dv = (p.swapaxes(-1, -2) @ do).sum(axis=2)                # [B, KV, S, hd]
-    dp = do @ vv.swapaxes(-1, -2)
-    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
-    ds = np.where(mask[:, :, None], ds, 0.0)                  # masked scores do not depend on q, k
+    ds = do @ vv.swapaxes(-1, -2)                             # dP
+    ds -= (ds * p).sum(axis=-1, keepdims=True)
+    ds *= p                                                   # dS (0 where P is 0)
     dq = (ds @ kk) * scale
     dk = ((ds.swapaxes(-1, -2) @ q) * scale).sum(axis=2)
     return dq.reshape(B, H, T, hd), dk, dv, None, None
 
 
-def causal_lm_loss_backward(g, out, logits, labels):
+def causal_lm_loss_backward(g, probs, logits, labels):
     """L = mean over counted positions of -log softmax(logits[t])[labels[t+1]]:
-    dlogits[t] = (softmax(logits[t]) - onehot(labels[t+1])) / count, zero elsewhere."""
+    dlogits[t] = (softmax(logits[t]) - onehot(labels[t+1])) / count, zero elsewhere.
+    `probs` = softmax(logits[:, :-1]) comes saved from the forward pass."""
     targets = labels[:, 1:]
     keep = targets != -100
     count = max(int(keep.sum()), 1)
-    z = logits[:, :-1]
-    p = np.exp(z - z.max(axis=-1, keepdims=True))
-    p /= p.sum(axis=-1, keepdims=True)
-    b, t = np.nonzero(keep)
-    p[b, t, targets[b, t]] -= 1.0
-    p *= keep[..., None] / count
     d = np.zeros_like(logits)
-    d[:, :-1] = p
-    return d * g, None
+    d[:, :-1] = probs
+    b, t = np.nonzero(keep)
+    d[b, t, targets[b, t]] -= 1.0
+    d[:, :-1] *= keep[..., None] * (g / count)
+    return d, None

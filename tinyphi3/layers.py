@@ -25,7 +25,8 @@ def embedding(input_ids, table):
 @differentiable(grad.linear_backward)
 def linear(x, weight, bias=None):
     """y = x W^T (+ b). Weights are stored [out_features, in_features] as in Hugging Face."""
-    y = x @ weight.T                                   # [..., in] @ [in, out] -> [..., out]
+    y = x.reshape(-1, x.shape[-1]) @ weight.T           # [N, in] @ [in, out] -> [N, out]
+    y = y.reshape(*x.shape[:-1], weight.shape[0])      # one matrix product, not one per row
     return y if bias is None else y + bias
 
 
@@ -61,17 +62,22 @@ def gated_mlp(x, gate_up_weight, down_weight):
     return linear(silu(gate) * up, down_weight)        # [B, T, I] -> [B, T, C]
 
 
-@differentiable(grad.causal_lm_loss_backward)
+@differentiable(grad.causal_lm_loss_backward, saves=True)
 def causal_lm_loss(logits, labels):
     """Mean next-token cross-entropy, as transformers computes it for causal LMs:
     position t predicts labels[t + 1]; labels equal to -100 are not counted.
 
         L = -(1/N) sum_t log softmax(logits[t])[labels[t+1]]
+
+    Returns (loss, probabilities): the backward rule needs softmax(logits).
     """
     targets = labels[:, 1:]                                 # [B, T-1]
     keep = targets != -100
-    z = logits[:, :-1].astype(compute_dtype(logits), copy=False)   # [B, T-1, V]
-    log_probs = z - z.max(axis=-1, keepdims=True)
-    log_probs = log_probs - np.log(np.exp(log_probs).sum(axis=-1, keepdims=True))
-    picked = np.take_along_axis(log_probs, np.where(keep, targets, 0)[..., None], axis=-1)[..., 0]
-    return -(picked * keep).sum() / max(int(keep.sum()), 1)
+    z = logits[:, :-1].astype(compute_dtype(logits))        # [B, T-1, V], a copy we may modify
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    sums = z.sum(axis=-1, keepdims=True)
+    picked = np.take_along_axis(z, np.where(keep, targets, 0)[..., None], axis=-1)[..., 0]
+    log_likelihood = np.log(picked) - np.log(sums[..., 0])  # log softmax at the targets
+    z /= sums                                               # -> probabilities
+    return -(log_likelihood * keep).sum() / max(int(keep.sum()), 1), z
