@@ -1,14 +1,17 @@
 """A small reverse-mode automatic differentiation engine over NumPy arrays.
 
-A `Tensor` wraps an array. When an operation has a Tensor among its inputs and recording is on,
-its result remembers its inputs and a *backward rule*: given dL/d(output), the vector-Jacobian
+A `Tensor` wraps an array. When an operation has among its inputs a Tensor that requires a
+gradient (a Parameter, or a result computed from one), its result remembers its inputs and a
+*backward rule*: given dL/d(output), the vector-Jacobian
 product that returns dL/d(input) for each input. `loss.backward()` visits the recorded graph in
 reverse topological order, applying each rule once and summing gradients where paths meet
 (the chain rule, accumulated).
 
 The model code does not change for training: its layer functions are NumPy functions marked
-`@differentiable(rule)`. Given arrays they run as plain NumPy (inference records nothing);
-given Tensors they run the same NumPy code on the arrays inside and record the rule.
+`@differentiable(rule)`. Given arrays they run as plain NumPy; given Tensors they run the same
+NumPy code on the arrays inside and record the rule. The model hands its layers the Parameters
+only inside `enable_grad()` (which `model.loss` uses) and plain arrays otherwise, so inference
+records nothing.
 Operators (+, -, *, /, @, reshape, transpose, slicing, np.split, np.concatenate) are recorded by
 Tensor's own methods.
 """
@@ -23,7 +26,8 @@ _recording = [False]
 
 @contextlib.contextmanager
 def enable_grad(enabled=True):
-    """Record operations on Tensors inside this block (model.loss turns it on)."""
+    """Inside this block the model computes with its Parameters, so that its operations are
+    recorded (model.loss turns it on); outside, it computes with plain arrays."""
     previous = _recording[0]
     _recording[0] = enabled
     try:
@@ -204,7 +208,7 @@ def _record(forward, rule, *inputs):
     arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
     out = forward(*arrays)
     tensors = [x if isinstance(x, Tensor) else Tensor(np.asarray(x)) for x in inputs]
-    if not is_recording() or not any(t.requires_grad for t in tensors):
+    if not any(t.requires_grad for t in tensors):
         return Tensor(out)
     return Tensor(out, tuple(tensors), lambda g: rule(g, *arrays))
 
@@ -275,7 +279,7 @@ def differentiable(rule, saves=False):
             result = fn(*arrays, **kwargs)
             out, saved = result if saves else (result, result)
             tensors = [a if isinstance(a, Tensor) else Tensor(a) for a in args]
-            if not is_recording() or not any(t.requires_grad for t in tensors):
+            if not any(t.requires_grad for t in tensors):
                 return Tensor(out)
             return Tensor(out, tuple(tensors), lambda g: rule(g, saved, *arrays, **kwargs))
         wrapper.backward_rule = rule

@@ -352,5 +352,12 @@ def tokenizer_train(inputs, out, vocab_size):
                f"{tok.vocab_size - tok.base_vocab_size} special tokens) to {out}")
 
 
+def _register_subcommands():
+    from .data.cli import data
+    main.add_command(data)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()

@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..data.shards import TokenStream, val_batches
 from ..errors import TinyPhi3Error
+from ..layers import causal_lm_loss
 from ..model import Phi3
 from ..tokenizer import Tokenizer
 from .optim import AdamW, clip_grad_norm, cosine_lr
@@ -33,14 +35,6 @@ class TrainingError(TinyPhi3Error):
     """Training cannot go on: a diverged loss, a resume that does not match, a failed save."""
 
 
-def open_streams(recipe: Recipe, tokenizer):
-    """The train and validation token streams of the recipe's shards."""
-    from ..data.shards import TokenStream
-    t = recipe.train
-    train = TokenStream(recipe.data_shards, "train", t.batch_size, t.seq_len, t.seed,
-                        tokenizer=tokenizer)
-    return train, lambda: TokenStream(recipe.data_shards, "val", t.batch_size, t.seq_len, 0,
-                                      tokenizer=tokenizer)
 
 
 class Trainer:
@@ -73,7 +67,8 @@ class Trainer:
         t = recipe.train
         self.optimizer = AdamW(self.model.named_parameters(), t.lr, (t.beta1, t.beta2),
                                weight_decay=t.weight_decay)
-        self.stream, self.val_stream = open_streams(recipe, self.tokenizer)
+        self.stream = TokenStream(recipe.data_shards, "train", t.batch_size, t.seq_len, t.seed,
+                                  tokenizer=self.tokenizer)
         if resume:
             self.optimizer.load_state_dict(dict(np.load(checkpoint / "optimizer.npz")))
             saved = json.loads((checkpoint / "trainer_state.json").read_text())
@@ -112,9 +107,11 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def validation_loss(self):
-        stream = self.val_stream()
-        losses = [float(self.model.loss(*stream.next_batch()).data)
-                  for _ in range(self.recipe.log.eval_batches)]
+        """Mean loss over the first eval_batches batches of the held-out split (always the same)."""
+        t = self.recipe.train
+        losses = [float(causal_lm_loss(self.model(x), y))          # inference: no tape
+                  for x, y in val_batches(self.recipe.data_shards, t.batch_size, t.seq_len,
+                                          self.recipe.log.eval_batches, tokenizer=self.tokenizer)]
         return float(np.mean(losses))
 
     def step(self):
