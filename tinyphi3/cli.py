@@ -334,7 +334,7 @@ def tokenizer():
 
 @tokenizer.command("train")
 @click.option("--input", "inputs", required=True, multiple=True, type=click.Path(),
-              help="A UTF-8 text file to learn from (repeat for several).")
+              help="A UTF-8 text file, or a .jsonl file of documents, to learn from (repeat for several).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory to write tokenizer.model and its config files.")
 @click.option("--vocab-size", required=True, type=click.IntRange(min=1),

@@ -61,14 +61,23 @@ def phi3_special_tokens_map():
             "pad_token": entry("<|endoftext|>"), "unk_token": entry("<unk>")}
 
 
+def _file_lines(file):
+    """The text lines of a file; a .jsonl file of documents gives the lines of their texts."""
+    if Path(file).suffix == ".jsonl":
+        from .data.documents import iter_documents
+        for doc in iter_documents([file]):
+            yield from doc["text"].split("\n")
+        return
+    with open(file, encoding="utf-8", newline="\n") as lines:        # a line ends at '\n' only
+        yield from (line.rstrip("\r\n") for line in lines)
+
+
 def _lines(files, max_sentence_length):
     """Each non-empty line of the files that fits SentencePiece's sentence limit (in UTF-8 bytes)."""
     for file in files:
-        with open(file, encoding="utf-8", newline="\n") as lines:    # a line ends at '\n' only
-            for line in lines:
-                line = line.rstrip("\r\n")
-                if line and len(line.encode("utf-8")) <= max_sentence_length:
-                    yield line
+        for line in _file_lines(file):
+            if line and len(line.encode("utf-8")) <= max_sentence_length:
+                yield line
 
 
 def _kept_characters(files, room, coverage, max_sentence_length):
