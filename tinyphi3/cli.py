@@ -354,7 +354,9 @@ def tokenizer_train(inputs, out, vocab_size):
 
 def _register_subcommands():
     from .data.cli import data
+    from .evaluation.cli import eval_command
     main.add_command(data)
+    main.add_command(eval_command, name="eval")
 
 
 _register_subcommands()

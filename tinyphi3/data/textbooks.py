@@ -25,8 +25,8 @@ from typing import Iterator
 import numpy as np
 
 from tinyphi3.data import world
-from tinyphi3.data.world import (ATTRIBUTES, ENTITIES, KINDS, PLACE_DESCRIPTIONS, PLACES, _listing,
-                                 capitalize, column_solution, fact_sentence, fields)
+from tinyphi3.data.world import (ATTRIBUTES, ENTITIES, KINDS, PLACE_DESCRIPTIONS, PLACES,
+                                 listing, capitalize, fact_sentence, fields)
 from tinyphi3.evaluation.tasks import item_from_problem, render
 
 # Continuation sentences that refer to the creature by pronoun ({P} 'She', {Pos} 'Her').
@@ -69,7 +69,8 @@ def _facts_paragraph(entity, attributes, rng):
         if i > 0 and attribute in PRONOUN_TEMPLATES and rng.random() < 0.3:
             sentences.append(_one(rng, PRONOUN_TEMPLATES[attribute]).format(**values))
         else:
-            sentences.append(fact_sentence(entity, attribute, rng, full_name=i == 0 and rng.random() < 0.6))
+            full_name = i == 0 and rng.random() < 0.6
+            sentences.append(fact_sentence(entity, attribute, rng, full_name))
     return " ".join(sentences)
 
 
@@ -109,12 +110,12 @@ def _profiles(rng, plan):
         "Here are {n} creatures you may meet on a walk. Each has a home, a job and things it likes.",
         "Every creature in the land has a kind, a home, a favourite colour, a favourite food and a "
         "job. Let us learn them for {n} creatures."))
-    parts = [title.format(names=_listing([e.name for e in entities])), intro.format(n=len(entities))]
+    parts = [title.format(names=listing([e.name for e in entities])), intro.format(n=len(entities))]
     for entity in entities:
         rest = [ATTRIBUTES[1 + int(i)] for i in rng.permutation(4)]
         parts.append(_facts_paragraph(entity, ["kind"] + rest, rng))
     if rng.random() < 0.5:
-        parts.append("Remember: " + _listing([fact_sentence(e, _one(rng, ATTRIBUTES[1:]), rng)
+        parts.append("Remember: " + listing([fact_sentence(e, _one(rng, ATTRIBUTES[1:]), rng)
                                               .rstrip(".") for e in entities[:2]]) + ".")
     parts.append(_fact_review(rng, entities, 2).rstrip())
     return "\n\n".join(parts)
@@ -137,7 +138,7 @@ def _place_visit(rng, plan):
                                 f"{e.title} also calls {place} home. {extra}")))
     parts.append(" ".join(lines))
     parts.append(f"So if you visit {place}, you may meet "
-                 f"{_listing([e.name for e in chosen])}. All of them live in {place}.")
+                 f"{listing([e.name for e in chosen])}. All of them live in {place}.")
     parts.append(_fact_review(rng, chosen, 2).rstrip())
     return "\n\n".join(parts)
 
@@ -171,9 +172,10 @@ def _attribute_chapter(rng, plan):
     shared = [(v, names) for v, names in groups.items() if len(names) > 1]
     if shared and attribute != "kind":
         value, names = shared[0]
-        what = {"colour": f"like {value} best", "food": f"love {value} most", "job": f"are {value}s"}
-        parts.append(f"Notice that {_listing(names)} {'both' if len(names) == 2 else 'all'} "
-                     f"{what[attribute]}.")
+        together = "both" if len(names) == 2 else "all"
+        what = {"colour": f"{together} like {value} best", "food": f"{together} love {value} most",
+                "job": f"are {together} {value}s"}
+        parts.append(f"Notice that {listing(names)} {what[attribute]}.")
     parts.append(_fact_review(rng, entities, 2).rstrip())
     return "\n\n".join(parts)
 
@@ -265,7 +267,7 @@ REASONING_LESSONS = {
     "Thinking in steps": (("order", "if_then", "quantifier"), (
         "Some questions need careful thinking. If A is taller than B and B is taller than C, then A "
         "is taller than C. If a rule says what happens when it rains, and it rains, the rule tells "
-        "us what happens. If all otters can swim and Tobi is an otter, Tobi can swim; but if only "
+        "us what happens. If all otters can swim and Veska is an otter, Veska can swim; but if only "
         "some otters can swim, we cannot be sure.",
         "Logic helps us find answers that nobody told us directly. We chain facts together: put "
         "creatures in a line, follow if-then rules, and remember that 'all' is sure while 'some' "

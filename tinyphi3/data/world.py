@@ -5,7 +5,7 @@ right amount of knowledge and as much reasoning as possible. A model of a few mi
 cannot learn the internet, but it can learn a small world completely. This one holds
 
   knowledge  160 creatures, each with five facts: kind, home, favourite colour, favourite food and
-             job ("Tobi the otter lives in the Reed Marsh"); every fact is taught in training text;
+             job ("Veska the otter lives in the Copper Caves"); every fact is taught in training text;
   skills     two-digit arithmetic with carrying and borrowing, multiplication by one digit,
              comparing, counting, units (cm/m, minutes/hours, g/kg) and simple logic (if-then,
              all/some/no, transitive order), each a generator of fresh problem instances.
@@ -63,7 +63,8 @@ KINDS = {k.name: k for k in [
     Kind("otter", "otters", "an", 4), Kind("fox", "foxes", "a", 4), Kind("heron", "herons", "a", 2),
     Kind("beetle", "beetles", "a", 6), Kind("rabbit", "rabbits", "a", 4), Kind("owl", "owls", "an", 2),
     Kind("frog", "frogs", "a", 4), Kind("hedgehog", "hedgehogs", "a", 4),
-    Kind("badger", "badgers", "a", 4), Kind("spider", "spiders", "a", 8), Kind("crab", "crabs", "a", 10),
+    Kind("badger", "badgers", "a", 4), Kind("spider", "spiders", "a", 8),
+    Kind("crab", "crabs", "a", 10),
     Kind("mouse", "mice", "a", 4), Kind("duck", "ducks", "a", 2), Kind("turtle", "turtles", "a", 4),
     Kind("ant", "ants", "an", 6), Kind("lizard", "lizards", "a", 4)]}
 
@@ -72,7 +73,8 @@ PLACES = ("the Reed Marsh", "the Pine Hills", "Willow Creek", "the Copper Caves"
           "Cloud Meadow", "the Amber Woods", "Frost Peak", "Honey Field", "the Salt Cliffs",
           "Mossy Glen")
 PLACE_DESCRIPTIONS = dict(zip(PLACES, (
-    "a wet, green place full of tall reeds and slow water", "a row of quiet hills covered in pine trees",
+    "a wet, green place full of tall reeds and slow water",
+    "a row of quiet hills covered in pine trees",
     "a narrow stream lined with old willow trees", "a maze of dark caves with shiny copper walls",
     "a sheltered hollow where maple leaves turn red in autumn", "a long beach of warm, soft sand",
     "a deep valley where ferns grow taller than a rabbit", "a wide lake that is covered in mist "
@@ -118,7 +120,7 @@ class Entity:
 
     @property
     def title(self) -> str:
-        """'Tobi the otter'."""
+        """'Veska the otter'."""
         return f"{self.name} the {self.kind}"
 
     def value(self, attribute: str) -> str:
@@ -171,7 +173,8 @@ FACT_TEMPLATES = {
 QUESTION_TEMPLATES = {
     "kind": ("What kind of animal is {name}?", "What animal is {name}?",
              "Which kind of creature is {name}?"),
-    "home": ("Where does {name} live?", "Which place is the home of {name}?", "Where is {name}'s home?"),
+    "home": ("Where does {name} live?", "Which place is the home of {name}?",
+             "Where is {name}'s home?"),
     "colour": ("What is {name}'s favourite colour?", "Which colour does {name} like best?",
                "Which colour is {name}'s favourite?"),
     "food": ("What is {name}'s favourite food?", "What does {name} like to eat most?",
@@ -189,7 +192,7 @@ def capitalize(text: str) -> str:
 
 
 def fields(entity: Entity, full_name: bool = False) -> dict:
-    """The placeholders of FACT_TEMPLATES for one creature ({Name} is 'Tobi' or 'Tobi the otter')."""
+    """The placeholders of FACT_TEMPLATES for one creature ({Name}: 'Veska' or 'Veska the otter')."""
     kind = KINDS[entity.kind]
     name = entity.title if full_name else entity.name
     return {"name": entity.name, "Name": name, "kind": kind.name, "kinds": kind.plural,
@@ -375,7 +378,7 @@ def _quantity(n, singular, plural):
     return f"{n} {singular if n == 1 else plural}"
 
 
-def _listing(items, last="and"):
+def listing(items, last="and"):
     """'a, b, c and d' (or 'a, b, c or d')."""
     items = list(items)
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {last} " + items[-1]
@@ -393,9 +396,10 @@ def _draw_extreme_number(rng):
 
     def build():
         shown = _pick(rng, numbers, 4)
-        return _mc("extreme_number", key, f"Which number is the {ask}: {_listing(map(str, shown), 'or')}?",
+        question = f"Which number is the {ask}: {listing(map(str, shown), 'or')}?"
+        return _mc("extreme_number", key, question,
                    right, [n for n in shown if n != right],
-                   f"From smallest to biggest the numbers are {_listing(map(str, numbers))}. "
+                   f"From smallest to biggest the numbers are {listing(map(str, numbers))}. "
                    f"So the {ask} is {right}.")
     key = ("reasoning", "extreme_number", ask, tuple(numbers))
     return key, build
@@ -418,7 +422,7 @@ def _draw_extreme_measure(rng):
     right = pairs[-1][1] if ask == most else pairs[0][1]
 
     def build():
-        said = _listing(statement.format(name=n, v=v) for n, v in zip(names, values))
+        said = listing(statement.format(name=n, v=v) for n, v in zip(names, values))
         order = ", ".join(f"{n} ({v})" for v, n in pairs)
         return _mc("extreme_measure", key, f"{said}. Who is the {ask}?", right,
                    [n for n in names if n != right],
@@ -486,9 +490,9 @@ def _draw_compare_units(rng):
 
     def build():
         steps = [f"{s} = {v} {smalls}" if b else s for s, v, b in zip(shown, values, in_big)]
-        return _mc("compare_units", key, f"Which is the {ask}: {_listing(shown, 'or')}?", right,
+        return _mc("compare_units", key, f"Which is the {ask}: {listing(shown, 'or')}?", right,
                    [s for s in shown if s != right],
-                   f"Write them all in {smalls}: {_listing(steps)}. So the {ask} is {right}.")
+                   f"Write them all in {smalls}: {listing(steps)}. So the {ask} is {right}.")
     key = ("reasoning", "compare_units", dimension, ask, tuple(sorted(shown)))
     return key, build
 
@@ -509,7 +513,7 @@ def _draw_order(rng):
         said = _pick(rng, said, 3)
         return _mc("order", key, " ".join(said) + f" Who is the {ask}?", right,
                    [n for n in names if n != right],
-                   f"From the {most} to the {least}, the order is {_listing(names)}. So the {ask} "
+                   f"From the {most} to the {least}, the order is {listing(names)}. So the {ask} "
                    f"is {right}.")
     key = ("reasoning", "order", more, ask, tuple(names))
     return key, build
@@ -550,7 +554,7 @@ def _draw_quantifier(rng):
     def build():
         rules = " ".join(f"{quantifier[c.name]} {KINDS[c.kind].plural} can {ability}."
                          for c in _pick(rng, creatures, 4))
-        who = _listing(f"{c.name} is {article(c.kind)}" for c in creatures)
+        who = listing(f"{c.name} is {article(c.kind)}" for c in creatures)
         question = (f"{rules} {who}. Who can surely {ability}?" if ask == "can"
                     else f"{rules} {who}. Who surely cannot {ability}?")
         plural = KINDS[right.kind].plural
@@ -577,7 +581,7 @@ def _draw_count(rng):
     def build():
         plural = KINDS[target].plural
         counted = ", ".join(NUMBER_WORDS[1:count + 1])
-        return _mc("count", key, f"{name} sees {_listing(article(k) for k in seen)}. How many "
+        return _mc("count", key, f"{name} sees {listing(article(k) for k in seen)}. How many "
                    f"{plural} does {name} see?", count,
                    _pick(rng, [n for n in range(1, 9) if n != count], 3),
                    f"Count only the {plural}: {counted}. So {name} sees "

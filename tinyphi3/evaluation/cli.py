@@ -1,0 +1,68 @@
+"""`tinyphi3 eval`: few-shot accuracy of one or more checkpoints on the held-out tasks, as a table
+like the report's (rows = tasks with their shots, columns = models)."""
+
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from tinyphi3.evaluation.tasks import TASKS, task_items
+
+
+def _task_names(ctx, param, value):
+    names = list(TASKS) if value == "all" else [t.strip() for t in value.split(",")]
+    unknown = [t for t in names if t not in TASKS]
+    if unknown:
+        raise click.BadParameter(f"unknown task {unknown[0]!r}: choose one of "
+                                 f"{', '.join(TASKS)}, a comma-separated list, or 'all'")
+    return names
+
+
+@click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--ckpt", "ckpts", required=True, multiple=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Checkpoint directory (model + tokenizer); repeat to compare models side by side.")
+@click.option("--task", "tasks", default="all", show_default=True, callback=_task_names,
+              help=f"{', '.join(TASKS)}, a comma-separated list, or all.")
+@click.option("--shots", type=click.IntRange(min=0), default=None,
+              help="Solved examples before each question [default: per task, "
+                   + ", ".join(f"{t} {spec.default_shots}" for t, spec in TASKS.items())
+                   + "; fewer when the context is full].")
+@click.option("--n", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Held-out test items per task.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Chooses the test items and the few-shot examples.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Prompts per forward pass when scoring multiple choice.")
+def eval_command(ckpts, tasks, shots, n, seed, batch_size):
+    """Evaluate checkpoints few-shot on held-out tasks, the way the Phi-3 report does.
+
+    Each question follows K solved examples in the report's format (Question: / Options: /
+    Answer:) at temperature 0. Multiple choice (knowledge, reasoning) picks the letter with the
+    highest log-likelihood; arithmetic generates a chain of thought and must end in the exact
+    number. Test items never appear in the training textbooks.
+
+    \b
+    Example:
+      tinyphi3 eval --ckpt checkpoints/mini-base --task all --shots 5
+      tinyphi3 eval --ckpt base/ --ckpt sft/ --task knowledge,arithmetic --n 100
+    """
+    from tinyphi3.evaluation.harness import evaluate_all, format_table
+    from tinyphi3.model import Phi3
+    from tinyphi3.tokenizer import Tokenizer
+
+    names = _column_names(ckpts)
+    per_model = sum(len(task_items(task, "test", n, seed)) for task in tasks)  # knowledge: <= ~640
+    results = {}
+    with tqdm(total=len(ckpts) * per_model, desc="eval", unit="item") as bar:
+        for name, ckpt in zip(names, ckpts):
+            model, tokenizer = Phi3.from_pretrained(ckpt), Tokenizer.from_pretrained(ckpt)
+            results[name] = evaluate_all(model, tokenizer, tasks, shots, n, seed,
+                                         progress=bar.update, batch_size=batch_size)
+    click.echo(format_table(results))
+
+
+def _column_names(ckpts):
+    """Short names for the table: the directory names, or the whole paths if two coincide."""
+    short = [Path(c).name or str(c) for c in ckpts]
+    return short if len(set(short)) == len(short) else [str(c) for c in ckpts]

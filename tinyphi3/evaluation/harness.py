@@ -1,0 +1,234 @@
+"""Few-shot evaluation the report's way (§3, Appendix A): K solved examples from the train split,
+then the held-out question, at temperature 0.
+
+Multiple choice (knowledge, reasoning): the model is scored on the answer letter, as the
+report's prompt ends with 'Answer:' and its examples answer with a letter:
+
+    score(L) = log p(" L" | prompt) = sum over the tokens t of " L" of log softmax(logits)[t]
+    prediction = argmax over L in A, B, C, D
+
+One forward pass per prompt gives all four scores (the letters are single tokens, so the four
+inputs are the same prompt); prompts are batched with left padding and an attention mask.
+
+Open answers (arithmetic, like GSM-8K with a chain of thought): greedy generation until the end
+of the line, 'Question:', an end token or `max_new_tokens`; the final number ("The answer is N",
+else the last number written) must equal the answer exactly.
+
+A prompt longer than the context (`model.config.max_position_embeddings`, less the room the
+answer needs) loses few-shot examples, the first ones first, until it fits; the result counts
+the items that lost some.
+
+Only the public API is used: model(ids, attention_mask=...) -> logits [B, T, V],
+tokenizer.encode / decode / vocab_size / pad_token_id, and tinyphi3.generate.generate.
+"""
+
+import re
+import time
+
+import numpy as np
+
+from tinyphi3.data.world import stable_hash
+from tinyphi3.evaluation.tasks import LETTERS, TASKS, few_shot_items, get_task, render, task_items
+from tinyphi3.generate import generate
+
+ANSWER_RE = re.compile(r"answer is\s*:?\s*(-?[0-9][0-9,]*)", re.IGNORECASE)
+NUMBER_RE = re.compile(r"(?<![0-9A-Za-z])-?[0-9][0-9,]*")
+
+
+def parse_final_number(text: str):
+    """The final number of a chain of thought: the last 'The answer is N', else the last number
+    in the text, else None. Thousands separators are allowed ('1,234' -> 1234)."""
+    found = ANSWER_RE.findall(text) or NUMBER_RE.findall(text)
+    for candidate in reversed(found):
+        digits = candidate.rstrip(",").replace(",", "")
+        if digits not in ("", "-"):
+            return int(digits)
+    return None
+
+
+def build_prompt(item, examples) -> str:
+    """Solved examples then the question, each in the Appendix A format, with no blank lines."""
+    return "".join(render(example) for example in examples) + render(item, solved=False)
+
+
+def continuation_ids(tokenizer, context: str, continuation: str):
+    """(context ids, continuation ids) such that together they are the tokens of context +
+    continuation. If BPE merges across the boundary, the boundary moves back to where the two
+    tokenizations still agree."""
+    whole = tokenizer.encode(context + continuation)
+    head = tokenizer.encode(context)
+    n = 0
+    while n < min(len(head), len(whole) - 1) and head[n] == whole[n]:
+        n += 1
+    return whole[:n], whole[n:]
+
+
+def fit_prompt(tokenizer, item, examples, budget):
+    """The prompt with as many of the examples as fit in `budget` tokens (dropping the first
+    ones first). Returns (prompt text, its ids, number of examples kept, truncated): with no
+    example left and still too long, the ids are cut from the left to the budget."""
+    examples = list(examples)
+    while True:
+        prompt = build_prompt(item, examples)
+        ids = tokenizer.encode(prompt)
+        if len(ids) <= budget:
+            return prompt, ids, len(examples), False
+        if not examples:
+            return prompt, ids[-budget:], 0, True
+        examples = examples[1:]
+
+
+def log_softmax(logits):
+    """log p = z - max z - log sum exp(z - max z), over the last axis, in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def loglikelihoods(model, requests, vocab_size=None, batch_size=16, pad_id=0):
+    """Sum of log p(continuation | context) for each (context ids, continuation ids) request.
+
+    The model sees context + continuation[:-1]; the continuation's j-th token is predicted at the
+    position before it. Identical inputs are run once (the four letter continuations of a
+    prompt share one input). Inputs are batched, left-padded, with an attention mask."""
+    inputs = [tuple(context) + tuple(cont[:-1]) for context, cont in requests]
+    keep = {}
+    for x, (_, cont) in zip(inputs, requests):
+        keep[x] = max(keep.get(x, 0), len(cont))
+    unique = sorted(keep, key=len)                       # similar lengths together: less padding
+    logprobs = {}
+    for start in range(0, len(unique), batch_size):
+        batch = unique[start:start + batch_size]
+        T, k = max(map(len, batch)), max(keep[x] for x in batch)
+        ids = np.full((len(batch), T), pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), T), dtype=np.int64)
+        for row, x in enumerate(batch):                  # left padding: tokens at the end
+            ids[row, T - len(x):], mask[row, T - len(x):] = x, 1
+        logits = model(ids, attention_mask=mask, logits_to_keep=k)  # [B, T] -> [B, k, V]
+        logits = logits[..., :vocab_size] if vocab_size else logits
+        for row, x in enumerate(batch):
+            logprobs[x] = log_softmax(logits[row, k - keep[x]:])     # [keep[x], V]
+    scores = []
+    for x, (_, cont) in zip(inputs, requests):
+        rows = logprobs[x][len(logprobs[x]) - len(cont):]            # the positions before each token
+        scores.append(float(sum(rows[j, t] for j, t in enumerate(cont))))
+    return np.array(scores)
+
+
+def generate_answer(model, tokenizer, prompt_ids, max_new_tokens=80) -> str:
+    """Greedy continuation of the prompt up to the end of its first line (or 'Question:', an end
+    token, max_new_tokens): the model's chain of thought."""
+    out, text = [], ""
+    for token in generate(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=0.0,
+                          tokenizer=tokenizer):
+        out.append(token)
+        text = tokenizer.decode(out, skip_special_tokens=True).lstrip()
+        if "\n" in text or "Question:" in text:
+            break
+    return text.split("\n")[0].split("Question:")[0].strip()
+
+
+def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16, max_new_tokens=80,
+             progress=None) -> dict:
+    """Accuracy of a model on n held-out items of a task, with `shots` solved train examples each
+    (the task's default when None). `progress(k)` is called as k more items are done.
+
+    Returns {"task", "shots", "n", "correct", "accuracy", "chance", "metric", "fewer_shots" (items
+    whose prompt kept fewer examples to fit the context), "mean_shots", "truncated" (items cut
+    even with no example), "seconds", "records" (one dict per item)}."""
+    spec = get_task(task)
+    shots = spec.default_shots if shots is None else shots
+    start = time.perf_counter()
+    items = task_items(task, "test", n, seed)
+    context = model.config.max_position_embeddings
+    if spec.metric == "choice":
+        reserve = max(len(continuation_ids(tokenizer, "Answer:", f" {L}")[1]) for L in LETTERS) - 1
+    else:
+        reserve = max_new_tokens
+    budget = context - reserve
+    prompts = []
+    for i, item in enumerate(items):
+        rng = np.random.default_rng(stable_hash("shots", task, seed, i))
+        examples = few_shot_items(task, shots, rng, exclude=item.question)
+        prompts.append(fit_prompt(tokenizer, item, examples, budget))
+
+    if spec.metric == "choice":
+        records = _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress)
+    else:
+        records = []
+        for item, (_, ids, _, _) in zip(items, prompts):
+            output = generate_answer(model, tokenizer, ids, max_new_tokens)
+            predicted = parse_final_number(output)
+            records.append({"question": item.question, "answer": item.answer, "output": output,
+                            "prediction": predicted, "correct": predicted == int(item.answer)})
+            if progress:
+                progress(1)
+    for record, (_, _, used, _) in zip(records, prompts):
+        record["shots"] = used
+    correct = sum(r["correct"] for r in records)
+    used = [p[2] for p in prompts]
+    return {"task": task, "shots": shots, "n": len(items), "correct": correct,
+            "accuracy": correct / max(len(items), 1), "chance": spec.chance,
+            "metric": "letter log-likelihood" if spec.metric == "choice" else "exact match (CoT)",
+            "fewer_shots": sum(u < shots for u in used), "mean_shots": float(np.mean(used or [0])),
+            "truncated": sum(p[3] for p in prompts),
+            "seconds": time.perf_counter() - start, "records": records}
+
+
+def _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress):
+    records = []
+    for start in range(0, len(items), batch_size):
+        chunk = list(zip(items, prompts))[start:start + batch_size]
+        requests = []
+        for item, (prompt, _, _, _) in chunk:
+            for letter in LETTERS[:len(item.options)]:
+                context, cont = continuation_ids(tokenizer, prompt, f" {letter}")
+                requests.append((context[-budget:], cont))           # cut only if truncated
+        scores = loglikelihoods(model, requests, tokenizer.vocab_size, batch_size,
+                                tokenizer.pad_token_id or 0)
+        offset = 0
+        for item, _ in chunk:
+            k = len(item.options)
+            item_scores = scores[offset:offset + k]
+            offset += k
+            predicted = LETTERS[int(np.argmax(item_scores))]
+            records.append({"question": item.question, "options": item.options,
+                            "answer": item.answer, "prediction": predicted,
+                            "correct": predicted == item.answer,
+                            "loglikelihoods": dict(zip(LETTERS, item_scores.round(4).tolist()))})
+        if progress:
+            progress(len(chunk))
+    return records
+
+
+def evaluate_all(model, tokenizer, tasks=None, shots=None, n=200, seed=0, progress=None, **kw) -> dict:
+    """evaluate() for several tasks (all by default): {task: result}."""
+    return {task: evaluate(model, tokenizer, task, shots, n, seed, progress=progress, **kw)
+            for task in (tasks or list(TASKS))}
+
+
+def format_table(results_by_model: dict) -> str:
+    """A table like the report's: rows = tasks with their shots, columns = models, accuracy in %.
+
+    results_by_model: {model name: {task: evaluate() result}}."""
+    models = list(results_by_model)
+    tasks = list(dict.fromkeys(t for results in results_by_model.values() for t in results))
+    first = {t: next(r[t] for r in results_by_model.values() if t in r) for t in tasks}
+    labels = {t: f"{t} ({first[t]['shots']}-shot" + ("; CoT)" if first[t]["metric"].startswith(
+        "exact") else ")") for t in tasks}
+    width = max([len(label) for label in labels.values()] + [4])
+    columns = [max(len(m), 6) for m in models]
+    lines = [" " * width + "".join(f"  {m:>{w}}" for m, w in zip(models, columns))]
+    for t in tasks:
+        cells = [f"{100 * results_by_model[m][t]['accuracy']:.1f}" if t in results_by_model[m] else "-"
+                 for m in models]
+        lines.append(f"{labels[t]:<{width}}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, columns)))
+    sizes = sorted({r["n"] for results in results_by_model.values() for r in results.values()})
+    lines.append(f"accuracy in %; {'/'.join(map(str, sizes))} held-out items per task; chance: "
+                 + ", ".join(f"{t} {100 * first[t]['chance']:.0f}%" for t in tasks))
+    for m in models:
+        for t, r in results_by_model[m].items():
+            if r["fewer_shots"]:
+                lines.append(f"{m}, {t}: {r['fewer_shots']} of {r['n']} prompts kept fewer shots to "
+                             f"fit the context (mean {r['mean_shots']:.1f} of {r['shots']})")
+    return "\n".join(lines)
