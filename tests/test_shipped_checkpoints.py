@@ -1,0 +1,52 @@
+"""The checkpoints this repository ships: small, in the Hugging Face layout, and read by
+transformers with the same logits and the same token ids as tinyphi3."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from tinyphi3 import Phi3, Tokenizer
+from tinyphi3.safetensors_io import SafetensorsFile
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ["mini-base"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_layout_size_and_dtype(name):
+    directory = ROOT / "checkpoints" / name
+    for required in ("config.json", "model.safetensors", "tokenizer.model",
+                     "tokenizer_config.json", "README.md"):
+        assert (directory / required).is_file(), required
+    size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+    assert size <= 30e6, f"{name} is {size / 1e6:.1f} MB"
+    weights = SafetensorsFile(directory / "model.safetensors")
+    assert {weights.dtype(n) for n in weights.keys()} == {"BF16"}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_transformers_reads_it_with_the_same_logits_and_ids(name):
+    directory = ROOT / "checkpoints" / name
+    ours, tok = Phi3.from_pretrained(directory), Tokenizer.from_pretrained(directory)
+    theirs = transformers.Phi3ForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    their_tok = transformers.AutoTokenizer.from_pretrained(directory)
+    text = "Question:\nWhat is 27 + 48?\nAnswer: 27 + 48: 7 + 8 = 15, write 5 carry 1;"
+    ids = tok.encode(text)
+    assert ids == their_tok.encode(text)
+    assert max(ids) < tok.vocab_size <= ours.config.vocab_size
+    with torch.no_grad():
+        reference = theirs(torch.tensor([ids])).logits.numpy()
+    np.testing.assert_allclose(ours(np.array([ids])), reference, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_its_tokenizer_follows_the_phi3_layout(name):
+    tok = Tokenizer.from_pretrained(ROOT / "checkpoints" / name)
+    base = tok.base_vocab_size
+    specials = ["<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|placeholder2|>",
+                "<|placeholder3|>", "<|placeholder4|>", "<|system|>", "<|end|>",
+                "<|placeholder5|>", "<|placeholder6|>", "<|user|>"]
+    assert [tok.token_to_id(s) for s in specials] == list(range(base, base + 11))
