@@ -178,3 +178,12 @@ def test_loss_and_every_gradient_match_torch(tmp_path, overrides):
         g_ref = reference[name].grad.numpy()
         rel = np.linalg.norm(p.grad - g_ref) / np.linalg.norm(g_ref)
         assert rel <= 1e-4, (name, rel)
+
+
+def test_gradients_keep_the_parameters_dtype():
+    """float32 weights get float32 gradients (no silent promotion to float64 on the way)."""
+    from tinyphi3.config import preset
+    model = Phi3(preset("tiny-gqa"), seed=0)
+    ids = np.array([[1, 2, 3, 4, 5, 6]])
+    model.loss(ids, ids).backward()
+    assert {p.grad.dtype for _, p in model.named_parameters()} == {np.dtype(np.float32)}

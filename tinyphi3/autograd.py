@@ -203,7 +203,7 @@ class Parameter(Tensor):
 
 
 def _record(forward, rule, *inputs):
-    """Run forward on the arrays of `inputs`; if any input is a Tensor and recording is on,
+    """Run forward on the arrays of `inputs`; if any input is a Tensor that requires a gradient,
     return a Tensor that remembers `rule(g, *arrays) -> grads`."""
     arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
     out = forward(*arrays)
@@ -265,8 +265,8 @@ def differentiable(rule, saves=False):
     """Mark a NumPy function of arrays as differentiable with the backward `rule`.
 
     rule(grad_out, out, *args, **kwargs) returns one gradient per positional argument (None for
-    arguments that take none, such as integer ids or constant tables). With only arrays as
-    arguments, or when not recording, the function runs as plain NumPy.
+    arguments that take none, such as integer ids or constant tables). When no argument is a
+    Tensor that requires a gradient, the function runs as plain NumPy and records nothing.
     With saves=True the function returns (out, saved) and the rule receives `saved` in place of
     `out`: intermediates the backward pass needs (attention weights, say) are kept, not recomputed.
     """

@@ -67,7 +67,7 @@ def self_attention(x, w, config, cos, sin, mask, cache=None, layer=0):
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is not None:
         k, v = cache.update(layer, k, v)                             # -> [B, KV, S, hd]
-    out = attention(q, k, v, mask, scale=1.0 / np.sqrt(hd))          # -> [B, H, T, hd]
+    out = attention(q, k, v, mask, scale=hd ** -0.5)                 # -> [B, H, T, hd]
     out = out.transpose(0, 2, 1, 3).reshape(B, T, H * hd)            # -> [B, T, H*hd]
     return linear(out, w["o_proj"])                                  # -> [B, T, C]
 

@@ -129,7 +129,7 @@ class Trainer:
             raise TrainingError(f"the loss became {total} at step {self.state['step'] + 1}; "
                                 f"stopped without saving"
                                 + (f" (the last good checkpoint is {kept})" if kept else ""))
-        clip_grad_norm([p for _, p in self.model.named_parameters()], t.clip)
+        self.grad_norm = clip_grad_norm([p for _, p in self.model.named_parameters()], t.clip)
         lr = cosine_lr(self.state["step"], t.lr, t.min_lr, t.warmup_steps, t.steps)
         self.optimizer.step(lr)
         return total
@@ -154,7 +154,8 @@ class Trainer:
                 s["losses"].append([s["step"], loss])
                 if log.eval_every and (s["step"] % log.eval_every == 0 or s["step"] == t.steps):
                     s["val_losses"].append([s["step"], self.validation_loss()])
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_step / elapsed:.0f}",
+                bar.set_postfix(loss=f"{loss:.3f}", grad_norm=f"{self.grad_norm:.2f}",
+                                tok_s=f"{tokens_per_step / elapsed:.0f}",
                                 val=f"{s['val_losses'][-1][1]:.3f}" if s["val_losses"] else "-")
                 bar.update(1)
                 if (log.save_every and s["step"] % log.save_every == 0) or s["step"] == t.steps:
