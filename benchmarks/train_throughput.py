@@ -4,32 +4,37 @@ Both train the same Phi-3 configuration on the same batches: forward, backward a
 step, float32. Warm-up steps first, then the median of the timed steps. Results are written to
 docs/benchmarks.md (section "Training throughput") with the machine described.
 
-    python benchmarks/train_throughput.py [--steps 5] [--out docs/benchmarks.md]
+    python benchmarks/train_throughput.py [--threads 2] [--steps 5] [--out docs/benchmarks.md]
 """
 
 import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import transformers
+THREADS = next((a.split("=")[1] for a in sys.argv if a.startswith("--threads=")), None) or (
+    sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else str(os.cpu_count()))
+os.environ["OPENBLAS_NUM_THREADS"] = THREADS      # before NumPy loads its BLAS
 
-from tinyphi3.config import preset
-from tinyphi3.model import Phi3
-from tinyphi3.train.optim import AdamW
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from tinyphi3.config import preset  # noqa: E402
+from tinyphi3.model import Phi3  # noqa: E402
+from tinyphi3.train.optim import AdamW  # noqa: E402
 
 CONFIGS = {
     # name: (config overrides, batch, seq)
-    "5.2M (hidden 256, 4 layers, vocab 4096)": (dict(vocab_size=4096, hidden_size=256,
+    "hidden 256, 4 layers, vocab 4096": (dict(vocab_size=4096, hidden_size=256,
                                                      intermediate_size=683, num_hidden_layers=4,
                                                      num_attention_heads=8, num_key_value_heads=8,
                                                      max_position_embeddings=256,
                                                      original_max_position_embeddings=256), 8, 256),
-    "8.8M (hidden 320, 6 layers, vocab 4096)": (dict(vocab_size=4096, hidden_size=320,
+    "hidden 320, 6 layers, vocab 4096": (dict(vocab_size=4096, hidden_size=320,
                                                      intermediate_size=854, num_hidden_layers=6,
                                                      num_attention_heads=8, num_key_value_heads=8,
                                                      max_position_embeddings=256,
@@ -84,8 +89,11 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", default="docs/benchmarks.md")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads for both (NumPy's BLAS and PyTorch)")
+    parser.add_argument("--note", default="", help="a sentence on the conditions of the run")
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(args.threads)
     rows = []
     for name, (overrides, batch, seq) in CONFIGS.items():
         with tempfile.TemporaryDirectory() as tmp:
@@ -94,19 +102,20 @@ def main():
                     f"{ours / theirs:.2f}x |")
         print(rows[-1], flush=True)
     blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-    section = f"""## Training throughput
+    section = f"""## Training throughput, {args.threads} thread(s)
 
-`python benchmarks/train_throughput.py` — forward + backward + AdamW step, float32, tokens per
-second (median of {args.steps} steps after {args.warmup} warm-up steps), the same configuration and
-batches for both. Machine: {platform.machine()}, {os.cpu_count()} cores, Python
-{platform.python_version()}, NumPy {np.__version__} (BLAS: {blas.get('name', '?')}
-{blas.get('version', '')}), PyTorch {torch.__version__} with {torch.get_num_threads()} threads,
-transformers {transformers.__version__} (eager attention).
+`python benchmarks/train_throughput.py --threads {args.threads}` — forward + backward + AdamW step,
+float32, tokens per second (median of {args.steps} steps after {args.warmup} warm-up steps), the
+same configuration and batches for both. Machine: {platform.machine()}, {os.cpu_count()} cores,
+Python {platform.python_version()}, NumPy {np.__version__} (BLAS: {blas.get('name', '?')}
+{blas.get('version', '')}, {THREADS} thread(s)), PyTorch {torch.__version__} with
+{torch.get_num_threads()} thread(s), transformers {transformers.__version__} (eager attention).
+{args.note}
 
 | model | parameters | batch x seq | tinyphi3 tokens/s | PyTorch tokens/s | ratio |
 |---|---|---|---|---|---|
 """ + "\n".join(rows) + "\n"
-    write_section(Path(args.out), "## Training throughput", section)
+    write_section(Path(args.out), f"## Training throughput, {args.threads} thread(s)", section)
     print(section)
 
 
