@@ -38,7 +38,7 @@ def main():
     for label, run in (("phase 1 + 2", args.recipe), ("unfiltered", args.baseline)):
         final = Path(run) / "final"
         results[label] = evaluate_all(Phi3.from_pretrained(final), Tokenizer.from_pretrained(final),
-                                      n=args.n, progress=True)
+                                      n=args.n)
     table = format_table(results)
     print(table)
 
@@ -57,11 +57,18 @@ def main():
     tokens = {"phase 1": p1["tokens"], "phase 2": p2["tokens"], "unfiltered": base["tokens"]}
     minutes = {"phase 1 + 2": (p1["seconds"] + p2["seconds"]) / 60,
                "unfiltered": base["seconds"] / 60}
-    recipe_wins = {t: results["phase 1 + 2"][t]["accuracy"] > results["unfiltered"][t]["accuracy"]
-                   for t in results["phase 1 + 2"]}
-    verdict = ("holds on every task" if all(recipe_wins.values()) else
-               "holds on " + ", ".join(t for t, w in recipe_wins.items() if w) +
-               " and does NOT hold on " + ", ".join(t for t, w in recipe_wins.items() if not w))
+    def verdict_for(task):
+        """Recipe minus baseline, and whether it exceeds two binomial standard errors."""
+        a, b = (results[m][task] for m in ("phase 1 + 2", "unfiltered"))
+        se = np.sqrt(sum(r["accuracy"] * (1 - r["accuracy"]) / r["n"] for r in (a, b)))
+        diff = a["accuracy"] - b["accuracy"]
+        at_chance = all(abs(r["accuracy"] - r["chance"]) < 2 * np.sqrt(
+            r["chance"] * (1 - r["chance"]) / r["n"]) for r in (a, b)) and a["chance"] > 0
+        word = ("both models are at chance" if at_chance else
+                "the recipe is better" if diff > 2 * se else
+                "the recipe is worse" if diff < -2 * se else "no clear difference")
+        return f"- {task}: {100 * diff:+.1f} points (two standard errors: {200 * se:.1f}): {word}"
+    verdicts = "\n".join(verdict_for(t) for t in results["phase 1 + 2"])
     text = f"""# The data recipe at equal compute
 
 The report (§2, 'Training Methodology', 'Data Optimal Regime') trains phi-3-mini in two phases:
@@ -69,9 +76,10 @@ phase 1 mostly on filtered web data, phase 2 on more heavily filtered web data p
 data, and argues that this data makes a small model strong. Here the same tiny Phi-3 is trained
 twice for the same number of tokens:
 
-- **phase 1 + 2**: {tokens['phase 1']:,} tokens of lightly filtered web-like data, then
-  {tokens['phase 2']:,} tokens of heavily filtered web-like data mixed half and half with
-  synthetic textbooks (`configs/mini-base-phase1.toml`, `configs/mini-base-phase2.toml`);
+- **phase 1 + 2** (this is `checkpoints/mini-base`): {tokens['phase 1']:,} tokens of lightly
+  filtered web-like data, then {tokens['phase 2']:,} tokens of heavily filtered web-like data
+  with synthetic textbooks (70% of phase 2's words) (`configs/mini-base-phase1.toml`,
+  `configs/mini-base-phase2.toml`);
 - **unfiltered**: {tokens['unfiltered']:,} tokens of the raw web-like corpus, all kinds of pages
   in their natural mix, no synthetic data (`configs/unfiltered-baseline.toml`).
 
@@ -82,10 +90,19 @@ splits that training never saw):
 {table}
 ```
 
-**Verdict: the claim {verdict}.** The unfiltered corpus never states the closed world's facts nor
-works its arithmetic in steps, so part of this gap is simply that the recipe's data contains what
-the tasks ask; that is the report's point too (data chosen for the skills that matter), at a scale
-where it is stark.
+**Verdict.** Recipe minus unfiltered, per task:
+
+{verdicts}
+
+Said plainly: at this compute (4.25 M parameters, 5.7 M tokens, under an hour on two cores) the
+claim is **not** reproduced on the multiple-choice tasks, where both models are still at chance;
+on arithmetic the recipe's model gets a few answers right and the unfiltered one almost none,
+a difference at the edge of what 200 items can show. What the recipe's model has learned is
+visible in its text (it writes column additions step by step and states the world's facts in
+fluent sentences, see `checkpoints/mini-base/README.md`), not yet in the held-out scores. The
+unfiltered corpus never states the closed world's facts nor works arithmetic in steps, so when
+the recipe's model does pull ahead it will be partly because its data holds what the tasks ask:
+that is the report's point as well, data chosen for the skills that matter.
 
 ![loss curves]({Path(picture).name})
 
