@@ -53,12 +53,15 @@ def test_elementwise_operators(shape, seed, op):
          "div": lambda x, y: x / y, "neg": lambda x, y: -x * y}[op]
     check_gradient(f, a, b)
     check_gradient(lambda x: 2.0 - x / 3.0 + 1.0 * x, a)          # constants on either side
+    check_gradient(lambda y: 1.0 / y + 2.0 * y.astype(np.float64), b)   # reflected division, cast
 
 
 @given(b=st.integers(1, 3), n=st.integers(1, 4), m=st.integers(1, 4), k=st.integers(1, 4),
        seed=seeds)
 def test_matmul(b, n, m, k, seed):
     check_gradient(lambda x, y: x @ y, data((b, n, m), seed), data((m, k), seed + 1))
+    constant = data((n, m), seed + 2)
+    check_gradient(lambda y: constant @ y, data((b, m, k), seed + 3))   # array @ Tensor
 
 
 @given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=3).map(tuple), seed=seeds)
