@@ -13,7 +13,7 @@ from tinyphi3.data import world
 from tinyphi3.data.classifier import (
     ClassifierError, EduClassifier, SparseRows, evaluate, featurize, labels_of, loss_and_grad,
     roc_auc)
-from tinyphi3.data.cli import data as data_cli
+from tinyphi3.cli import main as tinyphi3_cli
 from tinyphi3.data.documents import DocumentError, read_documents, write_documents
 from tinyphi3.data.phases import (
     PhaseError, build_phases, keep_scored_at_least, phase2_documents, score_documents, take_words,
@@ -372,7 +372,7 @@ def test_shards_refuse_another_tokenizer_and_truncated_files(shard_dir, tmp_path
 # --- the command line -------------------------------------------------------------------------------
 
 def _run(args, ok=True):
-    result = CliRunner().invoke(data_cli, [str(a) for a in args])
+    result = CliRunner().invoke(tinyphi3_cli, ["data", *(str(a) for a in args)])
     assert (result.exit_code == 0) == ok, result.output
     return result.output
 
@@ -410,8 +410,9 @@ def test_cli_help_gives_an_example(command):
 
 def test_cli_errors_are_one_line(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
-    result = CliRunner().invoke(data_cli, ["classifier", "train", "--input",
-                                           str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "clf")])
+    result = CliRunner().invoke(tinyphi3_cli, ["data", "classifier", "train", "--input",
+                                               str(tmp_path / "empty.jsonl"), "--out",
+                                               str(tmp_path / "clf")])
     assert result.exit_code == 1 and result.output.strip().count("\n") == 0
     assert result.output.startswith("error: ") and "empty.jsonl is empty" in result.output
     assert issubclass(DocumentError, TinyPhi3Error) and issubclass(ShardError, TinyPhi3Error)

@@ -15,25 +15,13 @@ import click
 import numpy as np
 
 from tinyphi3.data.phases import HEAVY_THRESHOLD, LIGHT_THRESHOLD, SYNTHETIC_SHARE
-from tinyphi3.errors import TinyPhi3Error
-
-
-class _Group(click.Group):
-    """Prints a tinyphi3 error as one line on stderr and exits with status 1, never a traceback."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except TinyPhi3Error as err:
-            click.echo(f"error: {err}", err=True)
-            ctx.exit(1)
 
 
 def _echo_written(count, path):
     click.echo(f"wrote {count} documents to {path}")
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def data():
     """Make pre-training data the way the Phi-3 report does, in miniature: a web-like corpus,
     synthetic textbooks, an educational-value filter, two training phases, token shards.
