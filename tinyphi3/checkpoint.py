@@ -123,7 +123,7 @@ def save(path, config: Phi3Config, params: dict, dtype="float32", max_shard_byte
     names = list(params)
     shards = _plan_shards(names, params, np.dtype(np_dtype).itemsize, max_shard_bytes)
     metadata = {"format": "pt"}
-    stale = [p for p in path.glob("model*.safetensors*")]
+    stale = list(path.glob("model*.safetensors*"))
     written = []
     for k, shard_names in enumerate(shards):
         filename = (SINGLE_FILE if len(shards) == 1
@@ -137,8 +137,9 @@ def save(path, config: Phi3Config, params: dict, dtype="float32", max_shard_byte
         index = {"metadata": {"total_size": total},
                  "weight_map": {n: written[k] for k, s in enumerate(shards) for n in s}}
         _write_text_atomic(path / INDEX_FILE, json.dumps(index, indent=2))
+        written.append(INDEX_FILE)
     for old in stale:                                   # files of an earlier save, now replaced
-        if old.name not in written and not (len(shards) > 1 and old.name == INDEX_FILE):
+        if old.name not in written:
             old.unlink()
     config_dict = config.to_dict(config_layout)
     config_dict["torch_dtype"] = dtype

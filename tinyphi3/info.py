@@ -2,6 +2,7 @@
 random checkpoint to start from."""
 
 import ast
+import math
 import tempfile
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def describe_checkpoint(path) -> str:
     files = {f.path for f in index.values()}
     on_disk = sum(p.stat().st_size for p in files)
     dtypes = sorted({f.dtype(n) for n, f in index.items()})
-    n_params = sum(_numel(s) for s in shapes.values())
+    n_params = sum(math.prod(s) for s in shapes.values())
     c = config
     rope = f"RoPE theta {c.rope_theta:g}"
     if c.rope_scaling is not None:
@@ -56,13 +57,6 @@ def describe_checkpoint(path) -> str:
 
 def human_count(n) -> str:
     return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M"
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def package_documentation() -> str:
