@@ -11,6 +11,7 @@ setup(
     package_data={"tinyphi3": ["presets/*.json"]},
     install_requires=[
         "numpy>=1.24",
+        "numba>=0.59",         # the fused CPU kernels beside the NumPy reference (tinyphi3/kernels)
         "ml_dtypes>=0.3",      # bfloat16 as a NumPy dtype, for bf16 checkpoints
         "sentencepiece>=0.1.99",
         "jinja2>=3.1",         # renders a checkpoint's own chat_template, as transformers does

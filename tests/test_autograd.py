@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from tinyphi3 import autograd as ag
 from tinyphi3.attention import attention, causal_mask
 from tinyphi3.autograd import Tensor, differentiable
-from tinyphi3.layers import causal_lm_loss, embedding, linear, rms_norm, silu, softmax
+from tinyphi3.layers import (causal_lm_loss, embedding, linear, rms_norm, silu, silu_and_mul,
+                             softmax)
 from tinyphi3.model import Phi3
 from tinyphi3.rope import apply_rope, rope_cos_sin, rope_inv_freq
 
@@ -102,6 +103,7 @@ def test_rms_norm_silu_softmax(shape, seed):
     x, w = data(shape, seed), data(shape[-1:], seed + 1)
     check_gradient(lambda x, w: rms_norm(x, w, 1e-5), x, w)
     check_gradient(silu, x)
+    check_gradient(silu_and_mul, np.concatenate([x, x[..., ::-1] + 0.5], axis=-1))
     check_gradient(softmax, x)
 
 

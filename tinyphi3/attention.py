@@ -9,6 +9,7 @@ queries per KV head; query head h reads KV head h // g. With KV = H it is multi-
 import numpy as np
 
 from . import gradients as grad
+from . import kernels
 from .autograd import differentiable
 from .layers import compute_dtype
 
@@ -44,12 +45,15 @@ def attention(q, k, v, mask, scale):
     q = q.reshape(B, KV, g, T, hd)                            # [B, H, T, hd] -> [B, KV, g, T, hd]
     scores = q @ k[:, :, None].swapaxes(-1, -2)               # -> [B, KV, g, T, S]
     scores = scores.astype(compute_dtype(scores), copy=False)
-    scores *= scale
-    np.copyto(scores, np.finfo(np.float32).min, where=~mask[:, :, None])   # masked: -inf-like
-    weights = softmax_(scores)                                # rows sum to 1
-    dead = ~mask.any(axis=-1)                                 # [B, 1, T]: rows that see no key
-    if dead.any():
-        weights *= ~dead[:, :, None, :, None]                 # give them zero weights
+    if kernels.fast(scores):
+        weights = kernels.cpu().masked_softmax_(scores, mask, scale)   # the lines below, fused
+    else:
+        scores *= scale
+        np.copyto(scores, np.finfo(np.float32).min, where=~mask[:, :, None])   # masked: -inf-like
+        weights = softmax_(scores)                            # rows sum to 1
+        dead = ~mask.any(axis=-1)                             # [B, 1, T]: rows that see no key
+        if dead.any():
+            weights *= ~dead[:, :, None, :, None]             # give them zero weights
     out = weights @ v[:, :, None]                             # [B, KV, g, T, S] @ [B, KV, 1, S, hd]
     return out.reshape(B, H, T, v.shape[-1]), weights         # -> [B, H, T, hd]
 

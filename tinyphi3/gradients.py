@@ -7,6 +7,8 @@ NumPy and are checked against finite differences in tests/test_autograd.py.
 
 import numpy as np
 
+from . import kernels
+
 
 def _flat(a):
     """[..., n] -> [N, n]: merge the leading axes."""
@@ -15,6 +17,8 @@ def _flat(a):
 
 def embedding_backward(g, out, input_ids, table):
     """y = table[ids]: each used row receives the sum of the gradients of its positions."""
+    if kernels.fast(g, table):
+        return None, kernels.cpu().embedding_backward(input_ids, g, table.shape)
     d_table = np.zeros_like(table)
     np.add.at(d_table, input_ids.reshape(-1), _flat(g))
     return None, d_table
@@ -30,6 +34,8 @@ def linear_backward(g, out, x, weight, bias=None):
 def rms_norm_backward(g, out, x, weight, eps):
     """y = w * n, n = x r, r = 1 / sqrt(mean(x^2) + eps):
     dw = sum of g * n;  dx = r * (dn - n * mean(dn * n)),  dn = g * w."""
+    if kernels.fast(g, x, weight):
+        return (*kernels.cpu().rms_norm_backward(g, x, weight, eps), None)
     x = x.astype(out.dtype, copy=False)
     r = 1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)
     n = x * r
@@ -40,8 +46,20 @@ def rms_norm_backward(g, out, x, weight, eps):
 
 def silu_backward(g, out, x):
     """silu(x) = x s(x), s = sigmoid:  d/dx = s(x) (1 + x (1 - s(x)))."""
-    s = 1.0 / (1.0 + np.exp(-x))
+    with np.errstate(over="ignore"):
+        s = 1.0 / (1.0 + np.exp(-x))
     return (g * s * (1.0 + x * (1.0 - s)),)
+
+
+def silu_and_mul_backward(g, out, gate_up):
+    """y = silu(a) * b with [a | b] = gate_up, s = sigmoid(a):
+    da = g b s (1 + a (1 - s)),  db = g silu(a) = g a s."""
+    if kernels.fast(g, gate_up):
+        return (kernels.cpu().silu_and_mul_backward(g, gate_up),)
+    a, b = np.split(gate_up, 2, axis=-1)
+    with np.errstate(over="ignore"):
+        s = 1.0 / (1.0 + np.exp(-a))
+    return (np.concatenate([g * b * s * (1.0 + a * (1.0 - s)), g * a * s], axis=-1),)
 
 
 def softmax_backward(g, out, x, axis=-1):
@@ -52,6 +70,8 @@ def softmax_backward(g, out, x, axis=-1):
 def rope_backward(g, out, x, cos, sin):
     """y = x c + R(x) s with R([x1, x2]) = [-x2, x1], a rotation; its transpose is
     R^T([v1, v2]) = [v2, -v1], so dx = g c + R^T(g s). Dimensions past rd pass g through."""
+    if kernels.fast(g, cos, sin):
+        return kernels.cpu().rope_backward(g, cos, sin), None, None
     rd = cos.shape[-1]
     cos, sin = cos[:, None], sin[:, None]
     g_rot, g_pass = g[..., :rd], g[..., rd:]
@@ -73,8 +93,11 @@ def attention_backward(g, weights, q, k, v, mask, scale):
     kk, vv = k[:, :, None], v[:, :, None]                     # [B, KV, 1, S, hd]
     dv = (p.swapaxes(-1, -2) @ do).sum(axis=2)                # [B, KV, S, hd]
     ds = do @ vv.swapaxes(-1, -2)                             # dP
-    ds -= (ds * p).sum(axis=-1, keepdims=True)
-    ds *= p                                                   # dS (0 where P is 0)
+    if kernels.fast(ds, p):
+        kernels.cpu().softmax_backward_(ds, p)                # the two lines below, fused
+    else:
+        ds -= (ds * p).sum(axis=-1, keepdims=True)
+        ds *= p                                               # dS (0 where P is 0)
     dq = (ds @ kk) * scale
     dk = ((ds.swapaxes(-1, -2) @ q) * scale).sum(axis=2)
     return dq.reshape(B, H, T, hd), dk, dv, None, None
@@ -84,6 +107,8 @@ def causal_lm_loss_backward(g, probs, logits, labels):
     """L = mean over counted positions of -log softmax(logits[t])[labels[t+1]]:
     dlogits[t] = (softmax(logits[t]) - onehot(labels[t+1])) / count, zero elsewhere.
     `probs` = softmax(logits[:, :-1]) comes saved from the forward pass."""
+    if kernels.fast(probs):
+        return kernels.cpu().causal_lm_loss_backward(g, probs, logits, labels), None
     targets = labels[:, 1:]
     keep = targets != -100
     count = max(int(keep.sum()), 1)

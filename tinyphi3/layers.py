@@ -2,12 +2,14 @@
 
 Every function takes arrays and returns a new array; it uses only array methods, operators and
 NumPy ufuncs, which other array types (CuPy) take over through NumPy's dispatch protocols.
-Compute happens in float32.
+Compute happens in float32. Where a fused Numba kernel exists (tinyphi3.kernels), the function
+hands float32 arrays to it on the "numba" backend; the NumPy lines below it are the reference.
 """
 
 import numpy as np
 
 from . import gradients as grad
+from . import kernels
 from .autograd import differentiable
 
 
@@ -33,6 +35,8 @@ def linear(x, weight, bias=None):
 @differentiable(grad.rms_norm_backward)
 def rms_norm(x, weight, eps):
     """RMSNorm: w * x / sqrt(mean(x^2) + eps), over the last axis (Zhang & Sennrich 2019)."""
+    if kernels.fast(x, weight):
+        return kernels.cpu().rms_norm(x, weight, eps)
     x = x.astype(compute_dtype(x), copy=False)
     variance = (x * x).mean(axis=-1, keepdims=True)     # [..., C] -> [..., 1]
     return weight * (x / np.sqrt(variance + eps))
@@ -41,7 +45,8 @@ def rms_norm(x, weight, eps):
 @differentiable(grad.silu_backward)
 def silu(x):
     """SiLU (swish): x * sigmoid(x) = x / (1 + exp(-x))."""
-    return x / (1.0 + np.exp(-x))
+    with np.errstate(over="ignore"):                   # exp(-x) = inf for x << 0 gives 0: right
+        return x / (1.0 + np.exp(-x))
 
 
 @differentiable(grad.softmax_backward)
@@ -52,14 +57,22 @@ def softmax(x, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def gated_mlp(x, gate_up_weight, down_weight):
-    """Phi-3 MLP: down_proj(silu(gate) * up), with [gate | up] = gate_up_proj(x).
+@differentiable(grad.silu_and_mul_backward)
+def silu_and_mul(gate_up):
+    """The SwiGLU gate (Shazeer 2020): silu(gate) * up, where [gate | up] = gate_up.
 
     The fused projection holds the gate in its FIRST half and `up` in the second.
     """
+    if kernels.fast(gate_up):
+        return kernels.cpu().silu_and_mul(gate_up)
+    gate, up = np.split(gate_up, 2, axis=-1)           # [..., 2I] -> 2 x [..., I]
+    return silu(gate) * up
+
+
+def gated_mlp(x, gate_up_weight, down_weight):
+    """Phi-3 MLP: down_proj(silu(gate) * up), with [gate | up] = gate_up_proj(x)."""
     gate_up = linear(x, gate_up_weight)               # [B, T, C] -> [B, T, 2I]
-    gate, up = np.split(gate_up, 2, axis=-1)           # -> 2 x [B, T, I]
-    return linear(silu(gate) * up, down_weight)        # [B, T, I] -> [B, T, C]
+    return linear(silu_and_mul(gate_up), down_weight)  # [B, T, I] -> [B, T, C]
 
 
 @differentiable(grad.causal_lm_loss_backward, saves=True)
@@ -71,13 +84,15 @@ def causal_lm_loss(logits, labels):
 
     Returns (loss, probabilities): the backward rule needs softmax(logits).
     """
+    if kernels.fast(logits):
+        return kernels.cpu().causal_lm_loss(logits, labels)
     targets = labels[:, 1:]                                 # [B, T-1]
     keep = targets != -100
     z = logits[:, :-1].astype(compute_dtype(logits))        # [B, T-1, V], a copy we may modify
-    z -= z.max(axis=-1, keepdims=True)
-    np.exp(z, out=z)
-    sums = z.sum(axis=-1, keepdims=True)
+    z -= z.max(axis=-1, keepdims=True)                      # shifted logits: max 0
     picked = np.take_along_axis(z, np.where(keep, targets, 0)[..., None], axis=-1)[..., 0]
-    log_likelihood = np.log(picked) - np.log(sums[..., 0])  # log softmax at the targets
-    z /= sums                                               # -> probabilities
-    return -(log_likelihood * keep).sum() / max(int(keep.sum()), 1), z
+    np.exp(z, out=z)
+    sums = z.sum(axis=-1)                                   # [B, T-1]
+    log_likelihood = (picked - np.log(sums)) * keep         # log softmax at the targets
+    z /= sums[..., None]                                    # -> probabilities
+    return -log_likelihood.sum() / max(int(keep.sum()), 1), z

@@ -157,6 +157,9 @@ class Phi3:
         if labels.shape != np.shape(input_ids):
             raise InvalidInputError(f"labels must have the shape of input_ids "
                                     f"{np.shape(input_ids)}, got {labels.shape}")
+        V = self.config.vocab_size
+        if np.any((labels != -100) & ((labels < 0) | (labels >= V))):
+            raise InvalidInputError(f"labels must be token ids in [0, {V}) or -100 (ignored)")
         with enable_grad():
             logits = self.forward(input_ids, attention_mask)
             return causal_lm_loss(logits, labels)

@@ -12,6 +12,7 @@ factor sqrt(1 + ln s / ln L0) so that attention entropy stays in range when the 
 import numpy as np
 
 from . import gradients as grad
+from . import kernels
 from .autograd import differentiable
 
 
@@ -71,6 +72,8 @@ def apply_rope(x, cos, sin):
 
     x: [B, H, T, hd]; cos, sin: [B, T, rd]. Dimensions past rd (partial rotary) pass unchanged.
     """
+    if kernels.fast(x, cos, sin):
+        return kernels.cpu().apply_rope(x, cos, sin)
     rd = cos.shape[-1]
     cos, sin = cos[:, None], sin[:, None]                  # [B, T, rd] -> [B, 1, T, rd]
     x_rot, x_pass = x[..., :rd], x[..., rd:]

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from .. import kernels
+
 
 def decays(name: str, shape) -> bool:
     """Weight decay applies to the matrices of linear layers, not to norms or embeddings."""
@@ -40,12 +42,16 @@ class AdamW:
                 continue
             g = p.grad
             m, v = self.m[name], self.v[name]
+            decay = self.weight_decay if decays(name, p.shape) else 0.0
+            if kernels.fast(p.data, g) and p.data.flags.c_contiguous:
+                kernels.cpu().adamw_update(p.data, g, m, v, lr, self.betas, c1, c2, self.eps, decay)
+                continue
             m *= b1
             m += (1 - b1) * g
             v *= b2
             v += (1 - b2) * (g * g)
-            if self.weight_decay and decays(name, p.shape):
-                p.data -= lr * self.weight_decay * p.data
+            if decay:
+                p.data -= lr * decay * p.data
             p.data -= (lr / c1) * m / (np.sqrt(v / c2) + self.eps)
 
     def state_dict(self) -> dict:
