@@ -1,16 +1,20 @@
 """Training throughput: tinyphi3 (NumPy autograd) against PyTorch CPU eager, same run.
 
 Both train the same Phi-3 configuration on the same batches: forward, backward and an AdamW
-step, float32. Warm-up steps first, then the median of the timed steps. Results are written to
-docs/benchmarks.md (section "Training throughput") with the machine described.
+step, float32. Warm-up steps first, then the median of the timed steps. Each side runs in its own
+process, one after the other, so that neither's thread pool (PyTorch's OpenMP threads, Numba's)
+competes with the other's. Results are written to docs/benchmarks.md (section "Training
+throughput") with the machine described.
 
     python benchmarks/train_throughput.py [--threads 2] [--steps 5] [--out docs/benchmarks.md]
 """
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,11 +22,12 @@ from pathlib import Path
 THREADS = next((a.split("=")[1] for a in sys.argv if a.startswith("--threads=")), None) or (
     sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else str(os.cpu_count()))
 os.environ["OPENBLAS_NUM_THREADS"] = THREADS      # before NumPy loads its BLAS
+os.environ["NUMBA_NUM_THREADS"] = THREADS         # and Numba its thread pool
 
+import numba  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
 
+from tinyphi3 import kernels  # noqa: E402
 from tinyphi3.config import preset  # noqa: E402
 from tinyphi3.model import Phi3  # noqa: E402
 from tinyphi3.train.optim import AdamW  # noqa: E402
@@ -53,38 +58,54 @@ def time_steps(step, warmup, steps):
     return statistics.median(times)
 
 
-def bench(overrides, batch, seq, warmup, steps, tmp):
+def worker(side, name, warmup, steps):
+    """Tokens/s of one side ("numba", "numpy" or "torch") on one configuration, in this process."""
+    import tempfile
+    overrides, batch, seq = CONFIGS[name]
     config = preset("tiny").replace(**overrides)
-    ours = Phi3(config, seed=0)
-    ours.save_pretrained(tmp)
-    theirs = transformers.Phi3ForCausalLM.from_pretrained(tmp, attn_implementation="eager")
-    theirs.train()
     rng = np.random.default_rng(0)
-    batches = [rng.integers(0, config.vocab_size, size=(batch, seq)) for _ in range(warmup + steps)]
-    opt_ours = AdamW(ours.named_parameters(), 1e-4)
-    opt_theirs = torch.optim.AdamW(theirs.parameters(), 1e-4, betas=(0.9, 0.95), weight_decay=0.1)
-    it_ours, it_theirs = iter(batches), iter(batches)
+    batches = iter([rng.integers(0, config.vocab_size, size=(batch, seq))
+                    for _ in range(warmup + steps)])
+    ours = Phi3(config, seed=0)
+    if side == "torch":
+        import torch            # only in this process: its OpenMP threads stay out of ours
+        import transformers
+        torch.set_num_threads(int(THREADS))
+        with tempfile.TemporaryDirectory() as tmp:
+            ours.save_pretrained(tmp)
+            theirs = transformers.Phi3ForCausalLM.from_pretrained(tmp, attn_implementation="eager")
+        theirs.train()
+        opt = torch.optim.AdamW(theirs.parameters(), 1e-4, betas=(0.9, 0.95), weight_decay=0.1)
 
-    def step_ours():
-        ids = next(it_ours)
-        ours.zero_grad()
-        ours.loss(ids, ids).backward()
-        opt_ours.step()
+        def step():
+            ids = torch.tensor(next(batches))
+            opt.zero_grad()
+            theirs(ids, labels=ids).loss.backward()
+            opt.step()
+    else:
+        kernels.set_backend(side)
+        opt = AdamW(ours.named_parameters(), 1e-4)
 
-    def step_theirs():
-        ids = torch.tensor(next(it_theirs))
-        opt_theirs.zero_grad()
-        theirs(ids, labels=ids).loss.backward()
-        opt_theirs.step()
+        def step():
+            ids = next(batches)
+            ours.zero_grad()
+            ours.loss(ids, ids).backward()
+            opt.step()
+    return ours.num_parameters(), batch * seq / time_steps(step, warmup, steps)
 
-    tokens = batch * seq
-    t_ours = time_steps(step_ours, warmup, steps)
-    t_theirs = time_steps(step_theirs, warmup, steps)
-    return ours.num_parameters(), tokens / t_ours, tokens / t_theirs
+
+def bench(name, warmup, steps):
+    """(parameters, tokens/s with numba, with numpy only, of PyTorch): one process each."""
+    results = {}
+    for side in ("numba", "numpy", "torch"):
+        out = subprocess.run([sys.executable, __file__, "--threads", THREADS, "--worker", side,
+                              "--config", name, "--warmup", str(warmup), "--steps", str(steps)],
+                             check=True, capture_output=True, text=True).stdout
+        results[side] = json.loads(out.strip().splitlines()[-1])
+    return (results["numba"][0], results["numba"][1], results["numpy"][1], results["torch"][1])
 
 
 def main():
-    import tempfile
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
@@ -92,14 +113,20 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="threads for both (NumPy's BLAS and PyTorch)")
     parser.add_argument("--note", default="", help="a sentence on the conditions of the run")
+    parser.add_argument("--worker", choices=["numba", "numpy", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.config, args.warmup, args.steps)))
+        return
+    import torch
+    import transformers
     torch.set_num_threads(args.threads)
     rows = []
     for name, (overrides, batch, seq) in CONFIGS.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            n, ours, theirs = bench(overrides, batch, seq, args.warmup, args.steps, tmp)
-        rows.append(f"| {name} | {n:,} | {batch} x {seq} | {ours:,.0f} | {theirs:,.0f} | "
-                    f"{ours / theirs:.2f}x |")
+        n, ours, reference, theirs = bench(name, args.warmup, args.steps)
+        rows.append(f"| {name} | {n:,} | {batch} x {seq} | {ours:,.0f} | {reference:,.0f} | "
+                    f"{theirs:,.0f} | {ours / theirs:.2f}x |")
         print(rows[-1], flush=True)
     blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
     section = f"""## Training throughput, {args.threads} thread(s)
@@ -108,12 +135,16 @@ def main():
 float32, tokens per second (median of {args.steps} steps after {args.warmup} warm-up steps), the
 same configuration and batches for both. Machine: {platform.machine()}, {os.cpu_count()} cores,
 Python {platform.python_version()}, NumPy {np.__version__} (BLAS: {blas.get('name', '?')}
-{blas.get('version', '')}, {THREADS} thread(s)), PyTorch {torch.__version__} with
+{blas.get('version', '')}, {THREADS} thread(s)), Numba {numba.__version__} ({THREADS} thread(s)),
+PyTorch {torch.__version__} with
 {torch.get_num_threads()} thread(s), transformers {transformers.__version__} (eager attention).
 {args.note}
 
-| model | parameters | batch x seq | tinyphi3 tokens/s | PyTorch tokens/s | ratio |
-|---|---|---|---|---|---|
+tinyphi3 runs twice: with its Numba kernels (the default) and on the plain NumPy reference
+(`TINYPHI3_BACKEND=numpy`); the ratio is the default's against PyTorch.
+
+| model | parameters | batch x seq | tinyphi3 tokens/s | tinyphi3, NumPy only | PyTorch tokens/s | ratio |
+|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + "\n"
     write_section(Path(args.out), f"## Training throughput, {args.threads} thread(s)", section)
     print(section)
@@ -125,7 +156,7 @@ def write_section(path: Path, heading: str, section: str):
     if heading in text:
         start = text.index(heading)
         end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[end + 1:] if end != -1 else "")
+        text = text[:start] + section.rstrip("\n") + "\n" + (text[end:] if end != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
