@@ -56,7 +56,10 @@ def randn(rng, *shape, scale=1.0):
 def test_rms_norm(lead, c, eps, seed):
     rng = np.random.default_rng(seed)
     x, w = randn(rng, *lead, c, scale=3.0), randn(rng, c)
-    assert_same(on_both(lambda x, w: rms_norm(x, w, eps), x, w))
+    # dx = r (dn - n mean(dn n)) cancels when C is small (C = 1: dn (1 - n^2), n^2 ~ 1); the
+    # float32 reference then carries rounding noise of order 1e-6 that the kernel, summing in
+    # float64, does not: hence the absolute tolerance.
+    assert_same(on_both(lambda x, w: rms_norm(x, w, eps), x, w), atol=1e-5)
 
 
 @given(n=st.integers(1, 40), half=st.integers(1, 50), scale=st.sampled_from([1.0, 10.0, 60.0]),
