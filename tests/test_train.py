@@ -197,10 +197,10 @@ def test_gradient_accumulation_equals_one_big_batch(workspace, tmp_path):
     """Two micro-batches of 2 accumulate the gradient of one batch of 4 (same windows)."""
     big = Trainer(recipe(workspace, tmp_path / "big", batch_size=4))
     small = Trainer(recipe(workspace, tmp_path / "small", batch_size=2, grad_accum=2))
-    x, y = big.stream.next_batch()
+    x, y = big.objective.stream.next_batch()
     batches = iter([(x[:2], y[:2]), (x[2:], y[2:])])
-    small.stream.next_batch = lambda: next(batches)
-    big.stream.next_batch = lambda: (x, y)
+    small.objective.stream.next_batch = lambda: next(batches)
+    big.objective.stream.next_batch = lambda: (x, y)
     for trainer in (big, small):
         trainer.optimizer.step = lambda lr=None: None          # keep the weights, compare grads
         trainer.step()

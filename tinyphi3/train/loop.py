@@ -2,7 +2,7 @@
 
     for each step:
         lr = warm-up then cosine
-        for each of grad_accum micro-batches:  loss = model.loss(x, y) / grad_accum; backward
+        for each of grad_accum micro-batches:  loss = objective's loss / grad_accum; backward
         clip the global gradient norm; AdamW step
         every eval_every steps: held-out loss;  every save_every steps: checkpoint
 
@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..data.shards import TokenStream, val_batches
 from ..errors import TinyPhi3Error
-from ..layers import causal_lm_loss
 from ..model import Phi3
 from ..tokenizer import Tokenizer
+from .objectives import OBJECTIVES
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .recipe import Recipe
 
@@ -67,12 +66,11 @@ class Trainer:
         t = recipe.train
         self.optimizer = AdamW(self.model.named_parameters(), t.lr, (t.beta1, t.beta2),
                                weight_decay=t.weight_decay)
-        self.stream = TokenStream(recipe.data_shards, "train", t.batch_size, t.seq_len, t.seed,
-                                  tokenizer=self.tokenizer)
+        self.objective = OBJECTIVES[recipe.stage](recipe, self.tokenizer)
         if resume:
             self.optimizer.load_state_dict(dict(np.load(checkpoint / "optimizer.npz")))
             saved = json.loads((checkpoint / "trainer_state.json").read_text())
-            self.stream.load_state_dict(saved.pop("data"))
+            self.objective.load_state_dict(saved.pop("data"))
             self.state = saved["state"]
 
     # ---- checkpoints ---------------------------------------------------------------------------
@@ -90,7 +88,7 @@ class Trainer:
             self.model.save_pretrained(tmp, dtype="float32")
             self.tokenizer.save_pretrained(tmp)
             np.savez(tmp / "optimizer.npz", **self.optimizer.state_dict())
-            state = {"state": self.state, "data": self.stream.state_dict(),
+            state = {"state": self.state, "data": self.objective.state_dict(),
                      "recipe": self.recipe.to_dict()}
             (tmp / "trainer_state.json").write_text(json.dumps(state, default=_to_json))
         except OSError as e:
@@ -107,23 +105,25 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def validation_loss(self):
-        """Mean loss over the first eval_batches batches of the held-out split (always the same)."""
-        t = self.recipe.train
-        losses = [float(causal_lm_loss(self.model(x), y))          # inference: no tape
-                  for x, y in val_batches(self.recipe.data_shards, t.batch_size, t.seq_len,
-                                          self.recipe.log.eval_batches, tokenizer=self.tokenizer)]
-        return float(np.mean(losses))
+        """Held-out loss over the first eval_batches batches (always the same); the objective's
+        other held-out statistics (DPO: margin, accuracy) go to state["val_stats"]."""
+        stats = self.objective.validate(self.model)
+        if len(stats) > 1:
+            self.state.setdefault("val_stats", []).append([self.state["step"], stats])
+        return stats["loss"]
 
     def step(self):
         """One optimizer step over grad_accum micro-batches; returns the mean loss."""
         t = self.recipe.train
         self.model.zero_grad()
-        total = 0.0
+        total, self.step_stats, self.step_tokens = 0.0, {}, 0
         for _ in range(t.grad_accum):
-            x, y = self.stream.next_batch()
-            loss = self.model.loss(x, y)
+            loss, stats, tokens = self.objective.next_loss(self.model)
             (loss * (1.0 / t.grad_accum)).backward()
             total += float(loss.data) / t.grad_accum
+            self.step_tokens += tokens
+            for k, v in stats.items():
+                self.step_stats[k] = self.step_stats.get(k, 0.0) + v / t.grad_accum
         if not math.isfinite(total):
             kept = self.latest_checkpoint()
             raise TrainingError(f"the loss became {total} at step {self.state['step'] + 1}; "
@@ -137,7 +137,6 @@ class Trainer:
     def run(self, progress=True):
         """Train to the recipe's step count. Ctrl-C finishes the current step, saves, and stops."""
         t, log = self.recipe.train, self.recipe.log
-        tokens_per_step = t.batch_size * t.seq_len * t.grad_accum
         interrupted = []
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
         bar = tqdm(total=t.steps, initial=self.state["step"], disable=not progress,
@@ -149,13 +148,17 @@ class Trainer:
                 elapsed = time.perf_counter() - start
                 s = self.state
                 s["step"] += 1
-                s["tokens"] += tokens_per_step
+                s["tokens"] += self.step_tokens
                 s["seconds"] += elapsed
                 s["losses"].append([s["step"], loss])
+                if self.step_stats:
+                    s.setdefault("stats", []).append([s["step"], self.step_stats])
                 if log.eval_every and (s["step"] % log.eval_every == 0 or s["step"] == t.steps):
                     s["val_losses"].append([s["step"], self.validation_loss()])
-                bar.set_postfix(loss=f"{loss:.3f}", grad_norm=f"{self.grad_norm:.2f}",
-                                tok_s=f"{tokens_per_step / elapsed:.0f}",
+                shown = {k: f"{self.step_stats[k]:.2f}" for k in ("margin", "accuracy")
+                         if k in self.step_stats}
+                bar.set_postfix(loss=f"{loss:.3f}", **shown, grad_norm=f"{self.grad_norm:.2f}",
+                                tok_s=f"{self.step_tokens / elapsed:.0f}",
                                 val=f"{s['val_losses'][-1][1]:.3f}" if s["val_losses"] else "-")
                 bar.update(1)
                 if (log.save_every and s["step"] % log.save_every == 0) or s["step"] == t.steps:

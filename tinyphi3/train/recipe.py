@@ -2,11 +2,17 @@
 
     [model]   preset = "tiny", any Phi3Config field to override, tokenizer = "DIR"
               init_from = "DIR"            (optional: start from a checkpoint, e.g. phase 1's)
-    [data]    shards = "DIR"               (written by `tinyphi3 data tokenize`)
-    [train]   steps, batch_size, seq_len, grad_accum, lr, min_lr, warmup_steps, weight_decay,
-              beta1, beta2, clip, seed
+    [data]    shards = "DIR"               (pre-training: written by `tinyphi3 data tokenize`)
+              conversations = "FILE.jsonl" (stage "sft": written by `tinyphi3 data sft`)
+              preferences = "FILE.jsonl"   (stage "dpo": written by `tinyphi3 data dpo`)
+    [train]   stage = "pretrain" | "sft" | "dpo", steps, batch_size, seq_len, grad_accum, lr,
+              min_lr, warmup_steps, weight_decay, beta1, beta2, clip, seed,
+              beta, label_smoothing    (DPO; the reference model is init_from)
     [log]     eval_every, eval_batches, save_every
     [output]  dir, dtype                   (dtype of the exported final model)
+
+SFT and DPO batches hold whole examples (batch_size conversations or pairs, padded), not
+seq_len-token windows; seq_len is then the longest example kept.
 
 Unknown sections or keys are errors, so a typo never silently falls back to a default.
 """
@@ -38,6 +44,8 @@ class TrainSettings:
     beta2: float = 0.95
     clip: float = 1.0
     seed: int = 0
+    beta: float = 0.1
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -56,6 +64,8 @@ class Recipe:
     output_dir: str = "runs/out"
     output_dtype: str = "bfloat16"
     source: str = ""
+    stage: str = "pretrain"
+    data_file: str | None = None          # the conversations or preferences file (sft, dpo)
 
     @property
     def tokenizer(self) -> str:
@@ -76,9 +86,14 @@ class Recipe:
         return Phi3Config.from_dict(base)
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "data": {"shards": self.data_shards},
-                "train": dataclasses.asdict(self.train), "log": dataclasses.asdict(self.log),
+        data = {DATA_KEYS[self.stage]: self.data_file or self.data_shards}
+        return {"model": self.model, "data": data,
+                "train": {"stage": self.stage, **dataclasses.asdict(self.train)},
+                "log": dataclasses.asdict(self.log),
                 "output": {"dir": self.output_dir, "dtype": self.output_dtype}}
+
+
+DATA_KEYS = {"pretrain": "shards", "sft": "conversations", "dpo": "preferences"}
 
 
 def _fill(cls, section: dict, where: str):
@@ -120,16 +135,25 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
     bad = sorted(set(model) - config_keys - {"preset", "tokenizer", "init_from"})
     if bad:
         raise RecipeError(f"{source}: [model] unknown key(s) {', '.join(bad)}")
-    data = dict(d.get("data", {}))
-    if set(data) != {"shards"}:
-        raise RecipeError(f"{source}: [data] needs exactly one key, shards = \"DIR\" "
-                          f"(got {', '.join(sorted(data)) or 'none'})")
+    train = dict(d.get("train", {}))
+    stage = train.pop("stage", "pretrain")
+    if stage not in DATA_KEYS:
+        raise RecipeError(f"{source}: [train] stage must be one of {', '.join(DATA_KEYS)}, "
+                          f"got {stage!r}")
+    data, key = dict(d.get("data", {})), DATA_KEYS[stage]
+    if set(data) != {key}:
+        raise RecipeError(f"{source}: [data] of stage {stage!r} needs exactly one key, "
+                          f"{key} = \"...\" (got {', '.join(sorted(data)) or 'none'})")
+    if stage == "dpo" and not model.get("init_from"):
+        raise RecipeError(f"{source}: DPO starts from the SFT model, which is also its frozen "
+                          f"reference: set [model] init_from = \"DIR\"")
     output = dict(d.get("output", {}))
     if set(output) - {"dir", "dtype"}:
         raise RecipeError(f"{source}: [output] unknown key(s) "
                           f"{', '.join(sorted(set(output) - {'dir', 'dtype'}))}")
-    recipe = Recipe(model=model, data_shards=data["shards"],
-                    train=_fill(TrainSettings, d.get("train", {}), f"{source} [train]"),
+    recipe = Recipe(model=model, data_shards=data[key] if stage == "pretrain" else "",
+                    stage=stage, data_file=None if stage == "pretrain" else data[key],
+                    train=_fill(TrainSettings, train, f"{source} [train]"),
                     log=_fill(LogSettings, d.get("log", {}), f"{source} [log]"),
                     output_dir=output.get("dir", "runs/out"),
                     output_dtype=output.get("dtype", "bfloat16"), source=source)
@@ -137,6 +161,8 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
     if min(t.steps, t.batch_size, t.seq_len, t.grad_accum) < 1 or t.lr <= 0:
         raise RecipeError(f"{source}: steps, batch_size, seq_len, grad_accum and lr must be "
                           f"positive")
+    if not 0.0 <= t.label_smoothing < 0.5 or t.beta <= 0:
+        raise RecipeError(f"{source}: beta must be positive and label_smoothing in [0, 0.5)")
     if recipe.output_dtype not in ("float32", "bfloat16", "float16"):
         raise RecipeError(f"{source}: [output] dtype must be float32, bfloat16 or float16")
     return recipe

@@ -1,0 +1,85 @@
+"""Direct preference optimization (Rafailov et al. 2023), the sigmoid loss as TRL computes it.
+
+For a prompt x with a chosen reply y_w and a rejected reply y_l, the policy pi (being trained,
+starting from the SFT model) and the frozen reference ref (the SFT model itself):
+
+    z = (log pi(y_w|x) - log pi(y_l|x)) - (log ref(y_w|x) - log ref(y_l|x))
+    L = -(1 - eps) log sigmoid(beta z) - eps log sigmoid(-beta z)        (mean over pairs)
+
+log pi(y|x) is summed over the reply's tokens only. beta (0.1 by default) sets how far the policy
+may move from the reference; eps > 0 ("label smoothing") assumes a fraction of the preferences are
+wrong. The implicit rewards beta (log pi - log ref) of the chosen and rejected replies are logged:
+their difference (the margin) grows and the chosen one wins more often (the accuracy) as the
+policy learns the preferences.
+"""
+
+import numpy as np
+
+from ..autograd import Tensor, differentiable, enable_grad
+from .chat_data import pad_batch
+
+
+def _sequence_logprobs_backward(g, probs, logits, labels):
+    """d/dlogits[b, t] of sum_t log softmax(logits[b, t])[y]: g[b] (onehot(y) - softmax), on the
+    counted positions t (labels[b, t+1] != -100) only."""
+    targets = labels[:, 1:]
+    keep = targets != -100
+    d = np.zeros_like(logits)
+    d[:, :-1] = -probs
+    b, t = np.nonzero(keep)
+    d[b, t, targets[b, t]] += 1.0
+    d[:, :-1] *= keep[..., None] * g[:, None, None]
+    return d, None
+
+
+@differentiable(_sequence_logprobs_backward, saves=True)
+def sequence_logprobs(logits, labels):
+    """log p(labelled tokens) per sequence: [B, T, V], [B, T] -> [B].
+
+        log p = sum_t log softmax(logits[t])[labels[t + 1]]   over labels != -100
+    """
+    targets = labels[:, 1:]                                  # [B, T-1]
+    keep = targets != -100
+    z = logits[:, :-1].astype(np.float32)                     # [B, T-1, V], a copy
+    z -= z.max(axis=-1, keepdims=True)
+    picked = np.take_along_axis(z, np.where(keep, targets, 0)[..., None], axis=-1)[..., 0]
+    np.exp(z, out=z)
+    sums = z.sum(axis=-1)
+    z /= sums[..., None]                                      # -> probabilities, for backward
+    return ((picked - np.log(sums)) * keep).sum(axis=1), z
+
+
+@differentiable(lambda g, out, x: (g * -np.expm1(out),))     # d/dx = 1 - sigmoid(x)
+def log_sigmoid(x):
+    """log sigmoid(x) = -log(1 + e^-x), computed without overflow."""
+    return -np.logaddexp(0.0, -x)
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1,
+             label_smoothing=0.0):
+    """The DPO sigmoid loss (a scalar Tensor when the policy's log-probs are Tensors) and the
+    logged statistics: rewards, margin, accuracy."""
+    z = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)          # [P]
+    losses = -(1.0 - label_smoothing) * log_sigmoid(z * beta) \
+        - label_smoothing * log_sigmoid(z * -beta)
+    loss = losses.sum() * (1.0 / len(ref_chosen))
+    data = lambda a: a.data if isinstance(a, Tensor) else a                 # noqa: E731
+    chosen = beta * (data(policy_chosen) - ref_chosen)
+    rejected = beta * (data(policy_rejected) - ref_rejected)
+    stats = {"reward_chosen": float(chosen.mean()), "reward_rejected": float(rejected.mean()),
+             "margin": float((chosen - rejected).mean()),
+             "accuracy": float((chosen > rejected).mean())}
+    return loss, stats
+
+
+def dpo_batch_loss(policy, reference, pairs, beta=0.1, label_smoothing=0.0, pad_id=0,
+                   record=True):
+    """DPO loss of a batch of ((chosen ids, labels), (rejected ids, labels)) pairs. The chosen
+    and rejected sequences go through each model as one batch [2P, T]; the reference runs as
+    plain inference (no tape, no gradients)."""
+    P = len(pairs)
+    ids, labels = pad_batch([c for c, _ in pairs] + [r for _, r in pairs], pad_id)
+    ref = sequence_logprobs(reference(ids), labels)                          # [2P], array
+    with enable_grad(record):
+        logps = sequence_logprobs(policy.forward(ids), labels)              # [2P]
+        return dpo_loss(logps[:P], logps[P:], ref[:P], ref[P:], beta, label_smoothing)
