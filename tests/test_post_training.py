@@ -1,0 +1,220 @@
+"""SFT and DPO: the assistant-only loss mask, the DPO loss and its gradients against torch, the
+records' errors, and the stages run (and resume) through `tinyphi3 train`."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers
+
+from test_parity import hf_model
+from tinyphi3.model import Phi3
+from tinyphi3.tokenizer_train import train_tokenizer
+from tinyphi3.train.chat_data import ChatDataError, ChatEncoder, load_conversations, load_preferences
+from tinyphi3.train.dpo import dpo_batch_loss, dpo_loss
+from tinyphi3.train.loop import Trainer
+from tinyphi3.train.recipe import RecipeError, recipe_from_dict
+
+CHAT = [{"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "How many legs does an otter have?"},
+        {"role": "assistant", "content": "An otter has four legs."},
+        {"role": "user", "content": "And a beetle?"},
+        {"role": "assistant", "content": "A beetle has six legs."}]
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    root = tmp_path_factory.mktemp("post")
+    words = " ".join(m["content"] for m in CHAT) + " seven plus five is twelve. no, thanks!"
+    (root / "corpus.txt").write_text("\n".join([words] * 50), encoding="utf-8")
+    return train_tokenizer([root / "corpus.txt"], root / "tok", 300)
+
+
+def test_sft_labels_are_the_assistant_replies_and_their_end(tok):
+    ids, labels = ChatEncoder(tok).encode(CHAT)
+    kept = labels != -100
+    np.testing.assert_array_equal(labels[kept], ids[kept])
+    assert tok.decode(ids[kept].tolist()) == "An otter has four legs.<|end|>A beetle has six legs.<|end|>"
+    # the tokens right after each <|assistant|> are labelled; no user or system token is
+    assistant = tok.token_to_id("<|assistant|>")
+    assert all(kept[i + 1] and not kept[i] for i in np.nonzero(ids == assistant)[0])
+    for role in ("<|user|>", "<|system|>"):
+        start = int(np.nonzero(ids == tok.token_to_id(role))[0][0])
+        end = start + int(np.nonzero(ids[start:] == tok.token_to_id("<|end|>"))[0][0])
+        assert not kept[start:end + 1].any()
+    _, last = ChatEncoder(tok).encode(CHAT, last_only=True)
+    assert tok.decode(ids[last != -100].tolist()) == "A beetle has six legs.<|end|>"
+
+
+def test_sft_loss_is_the_mean_over_assistant_tokens_only(tok, tmp_path):
+    """model.loss with the SFT labels equals transformers' loss with the same labels, and the
+    gradient reaching the logits of unlabelled positions is zero."""
+    model, directory = hf_model(tmp_path, vocab_size=tok.vocab_size)
+    ours = Phi3.from_pretrained(directory)
+    ids, labels = ChatEncoder(tok).encode(CHAT)
+    loss = ours.loss(ids[None], labels[None])
+    with torch.no_grad():
+        ref = model(torch.tensor(ids[None]), labels=torch.tensor(labels[None])).loss.item()
+    assert float(loss.data) == pytest.approx(ref, rel=1e-5)
+    from tinyphi3.autograd import Parameter
+    from tinyphi3.layers import causal_lm_loss
+    logits = Parameter(ours(ids[None]))
+    causal_lm_loss(logits, labels[None]).backward()
+    predicts_nothing = labels[1:] == -100                         # position t predicts t + 1
+    assert np.abs(logits.grad[0, :-1][predicts_nothing]).max() == 0.0
+    assert np.abs(logits.grad[0, :-1][~predicts_nothing]).max() > 0.0
+
+
+def torch_dpo(model, ref_model, ids, labels, beta, eps):
+    """The DPO loss written independently in torch: log-softmax, gather, F.logsigmoid."""
+    ids_t, labels_t = torch.tensor(ids), torch.tensor(labels)
+
+    def logps(m):
+        logits = m(ids_t).logits[:, :-1].float()
+        targets = labels_t[:, 1:]
+        keep = targets != -100
+        picked = torch.gather(F.log_softmax(logits, -1), 2, targets.clamp(min=0)[..., None])[..., 0]
+        return (picked * keep).sum(-1)
+
+    with torch.no_grad():
+        ref = logps(ref_model)
+    pol = logps(model)
+    P = len(ids) // 2
+    z = (pol[:P] - pol[P:]) - (ref[:P] - ref[P:])
+    return (-(1 - eps) * F.logsigmoid(beta * z) - eps * F.logsigmoid(-beta * z)).mean()
+
+
+@pytest.mark.parametrize("beta,eps", [(0.1, 0.0), (0.5, 0.2)])
+def test_dpo_loss_and_gradients_match_torch(tmp_path, beta, eps):
+    """Loss and every parameter's gradient equal torch autograd through transformers, with a
+    reference model that differs from the policy (relative error <= 1e-4)."""
+    V = 64
+    policy_t, policy_dir = hf_model(tmp_path / "policy", seed=0, vocab_size=V)
+    ref_t, ref_dir = hf_model(tmp_path / "ref", seed=1, vocab_size=V)
+    policy, reference = Phi3.from_pretrained(policy_dir), Phi3.from_pretrained(ref_dir)
+    rng = np.random.default_rng(0)
+    pairs = []
+    for prompt_len, n_chosen, n_rejected in [(4, 5, 3), (6, 2, 7), (3, 4, 4)]:
+        prompt = rng.integers(3, V, prompt_len)
+        seqs = []
+        for n in (n_chosen, n_rejected):
+            ids = np.concatenate([prompt, rng.integers(3, V, n)])
+            labels = np.where(np.arange(len(ids)) >= prompt_len, ids, -100)
+            seqs.append((ids, labels))
+        pairs.append(tuple(seqs))
+    loss, stats = dpo_batch_loss(policy, reference, pairs, beta, eps, pad_id=0)
+    policy.zero_grad()
+    loss.backward()
+
+    from tinyphi3.train.chat_data import pad_batch
+    ids, labels = pad_batch([c for c, _ in pairs] + [r for _, r in pairs], 0)
+    policy_t.train()
+    ref_loss = torch_dpo(policy_t, ref_t, ids, labels, beta, eps)
+    ref_loss.backward()
+    assert float(loss.data) == pytest.approx(ref_loss.item(), rel=1e-5)
+    theirs = dict(policy_t.named_parameters())
+    for name, p in policy.named_parameters():
+        g = theirs[name].grad.numpy()
+        assert np.linalg.norm(p.grad - g) <= 1e-4 * np.linalg.norm(g) + 1e-9, name
+    assert 0.0 <= stats["accuracy"] <= 1.0
+
+
+def test_dpo_loss_formula_and_statistics():
+    """Hand-checkable values: with z = 0 the loss is log 2; the margin is beta * z."""
+    zero = np.zeros(2)
+    loss, stats = dpo_loss(zero, zero, zero, zero, beta=0.1)
+    assert float(loss) == pytest.approx(np.log(2))
+    loss, stats = dpo_loss(np.array([1.0]), np.array([-1.0]), np.array([0.0]), np.array([0.0]),
+                           beta=0.5, label_smoothing=0.1)
+    z = 2.0
+    expected = -0.9 * np.log(1 / (1 + np.exp(-0.5 * z))) - 0.1 * np.log(1 / (1 + np.exp(0.5 * z)))
+    assert float(loss) == pytest.approx(expected)
+    assert stats["margin"] == pytest.approx(1.0) and stats["accuracy"] == 1.0
+
+
+def write_jsonl(path, records):
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    return path
+
+
+def test_bad_records_name_the_line(tok, tmp_path):
+    good = {"messages": CHAT}
+    path = write_jsonl(tmp_path / "sft.jsonl", [good, {"messages": CHAT[:2]}])
+    with pytest.raises(ChatDataError, match=r"sft.jsonl:2: the conversation has no assistant turn"):
+        load_conversations(path, tok, 256)
+    path = write_jsonl(tmp_path / "bad_role.jsonl", [{"messages": [{"role": "bot", "content": "x"}]}])
+    with pytest.raises(ChatDataError, match=r"bad_role.jsonl:1: message 0 needs a role"):
+        load_conversations(path, tok, 256)
+    pair = {"prompt": [CHAT[1]], "chosen": "Four legs.", "rejected": "Six legs."}
+    path = write_jsonl(tmp_path / "dpo.jsonl", [pair, {"prompt": [CHAT[1]], "chosen": "Four."}])
+    with pytest.raises(ChatDataError, match=r"dpo.jsonl:2: the preference record has no rejected"):
+        load_preferences(path, tok, 256)
+    path = write_jsonl(tmp_path / "dpo2.jsonl", [{**pair, "prompt": CHAT[:3]}])
+    with pytest.raises(ChatDataError, match=r"dpo2.jsonl:1: the prompt must end with a user turn"):
+        load_preferences(path, tok, 256)
+    (tmp_path / "junk.jsonl").write_bytes(b"\xff\xfe not json\n")
+    with pytest.raises(ChatDataError, match=r"junk.jsonl:1: not a JSON line"):
+        load_conversations(tmp_path / "junk.jsonl", tok, 256)
+
+
+def post_recipe(tok_dir, stage, data, out, init_from=None, **train):
+    model = {"preset": "tiny", "tokenizer": str(tok_dir), "hidden_size": 32, "intermediate_size": 64,
+             "num_attention_heads": 4, "num_key_value_heads": 2}
+    if init_from:
+        model["init_from"] = str(init_from)
+    key = {"sft": "conversations", "dpo": "preferences"}[stage]
+    settings = dict(stage=stage, steps=6, batch_size=4, seq_len=96, lr=3e-3, min_lr=3e-4,
+                    warmup_steps=1)
+    settings.update(train)
+    return recipe_from_dict({"model": model, "data": {key: str(data)}, "train": settings,
+                             "log": {"eval_every": 3, "eval_batches": 2, "save_every": 3},
+                             "output": {"dir": str(out)}})
+
+
+def test_sft_then_dpo_run_and_resume_exactly(tok, tmp_path):
+    tok_dir = tmp_path / "tok"
+    tok.save_pretrained(tok_dir)
+    rng = np.random.default_rng(0)
+    conversations = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
+                                   {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
+                     for a, b in rng.integers(1, 9, size=(60, 2))]
+    sft_file = write_jsonl(tmp_path / "sft.jsonl", conversations)
+    sft = Trainer(post_recipe(tok_dir, "sft", sft_file, tmp_path / "sft"))
+    assert sft.run(progress=False)
+    sft_model = sft.export()
+    assert "48 conversations to train on, 12 held out" in sft.objective.notes[0]
+
+    pairs = [{"prompt": c["messages"][:1], "chosen": c["messages"][1]["content"],
+              "rejected": c["messages"][1]["content"] + " And then we went on and on"}
+             for c in conversations]
+    dpo_file = write_jsonl(tmp_path / "dpo.jsonl", pairs)
+    full = Trainer(post_recipe(tok_dir, "dpo", dpo_file, tmp_path / "full", sft_model))
+    full.run(progress=False)
+    assert {"margin", "accuracy"} <= set(full.state["stats"][-1][1])
+    assert {"margin", "accuracy"} <= set(full.state["val_stats"][-1][1])
+    # Ctrl-C during step 3 (it finishes, saves, stops); resume: the uninterrupted run's losses
+    part = Trainer(post_recipe(tok_dir, "dpo", dpo_file, tmp_path / "part", sft_model))
+    step = part.step
+
+    def interrupted_step():
+        loss = step()
+        if part.state["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+    part.step = interrupted_step
+    assert not part.run(progress=False) and part.state["step"] == 3
+    resumed = Trainer(post_recipe(tok_dir, "dpo", dpo_file, tmp_path / "part", sft_model), resume=True)
+    resumed.run(progress=False)
+    assert resumed.state["losses"] == full.state["losses"]
+
+
+def test_dpo_recipe_needs_its_reference(tok, tmp_path):
+    with pytest.raises(RecipeError, match="DPO starts from the SFT model"):
+        post_recipe(tmp_path, "dpo", tmp_path / "x.jsonl", tmp_path / "out")
+    with pytest.raises(RecipeError, match=r"stage 'sft' needs exactly one key, conversations"):
+        recipe_from_dict({"model": {"tokenizer": "t"}, "data": {"shards": "s"},
+                          "train": {"stage": "sft"}})
