@@ -4,6 +4,7 @@
               hlines={"label": y}, legend="upper left"|"upper right"|"lower right", overlap=False,
               xticks=["label of x=0", ...])
     bar_chart("name.png", {"label": value, ...}, title, unit)
+    grouped_bars("name.png", {"group": {"series": value, ...}, ...}, title, ylabel, vmax=None)
     heatmaps("name.png", [("panel title", matrix), ...], title, vmax=None, annotate=False)
 
 Each writes lesson_outputs/name.png under the current directory (or `name` itself when it is a
@@ -115,6 +116,42 @@ def bar_chart(name, values, title, unit="", size=(900, 60)):
         d.text((left - 8, y + 12), label, fill=BLACK, font=f, anchor="rm")
         d.text((x + 8, y + 12), f"{value:,.4g} {unit}", fill=BLACK, font=f, anchor="lm")
     d.text((W / 2, 12), title, fill=BLACK, font=_font(18), anchor="ma")
+    return _save(img, name)
+
+
+def grouped_bars(name, groups, title, ylabel="", vmax=None, size=(900, 480)):
+    """Vertical bars in groups (one colour per series, the same series in every group), each
+    bar with its value on top, and a legend of the series."""
+    W, H = size
+    img = Image.new("RGB", (W, H), WHITE)
+    d = ImageDraw.Draw(img)
+    f = _font()
+    series = list(dict.fromkeys(s for g in groups.values() for s in g))
+    top = vmax or max(v for g in groups.values() for v in g.values()) * 1.15 or 1.0
+    left, right, y0, y1 = 80, 30, 70, H - 60
+    y_of = lambda v: y1 - v / top * (y1 - y0)                                   # noqa: E731
+    for t in _ticks(0.0, top, False):
+        d.line([left, y_of(t), W - right, y_of(t)], fill=(230, 230, 230))
+        d.text((left - 8, y_of(t)), _label(t), fill=BLACK, font=f, anchor="rm")
+    d.line([left, y1, W - right, y1], fill=BLACK)
+    slot = (W - left - right) / len(groups)
+    bar = slot * 0.7 / len(series)
+    for gi, (group, values) in enumerate(groups.items()):
+        x = left + gi * slot + slot * 0.15
+        for si, s in enumerate(series):
+            if s in values:
+                v = values[s]
+                d.rectangle([x + si * bar, y_of(v), x + (si + 1) * bar - 4, y1],
+                            fill=COLORS[si % len(COLORS)])
+                d.text((x + (si + 0.5) * bar - 2, y_of(v) - 4), f"{v:.3g}", fill=BLACK, font=f,
+                       anchor="md")
+        d.text((left + (gi + 0.5) * slot, y1 + 10), group, fill=BLACK, font=f, anchor="ma")
+    for si, s in enumerate(series):
+        x = left + 10 + si * 160
+        d.rectangle([x, 40, x + 14, 54], fill=COLORS[si % len(COLORS)])
+        d.text((x + 20, 47), s, fill=BLACK, font=f, anchor="lm")
+    d.text((W / 2, 12), title, fill=BLACK, font=_font(18), anchor="ma")
+    d.text((12, (y0 + y1) / 2), ylabel, fill=BLACK, font=f, anchor="lm")
     return _save(img, name)
 
 

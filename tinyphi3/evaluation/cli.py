@@ -10,12 +10,14 @@ from tinyphi3.evaluation.tasks import TASKS, task_items
 
 
 def _task_names(ctx, param, value):
-    names = list(TASKS) if value == "all" else [t.strip() for t in value.split(",")]
-    unknown = [t for t in names if t not in TASKS]
+    names = []
+    for t in (t.strip() for t in value.split(",")):
+        names += list(TASKS) if t == "all" else [t]
+    unknown = [t for t in names if t not in TASKS and t != "safety"]
     if unknown:
         raise click.BadParameter(f"unknown task {unknown[0]!r}: choose one of "
-                                 f"{', '.join(TASKS)}, a comma-separated list, or 'all'")
-    return names
+                                 f"{', '.join(TASKS)}, safety, a comma-separated list, or 'all'")
+    return list(dict.fromkeys(names))
 
 
 @click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,7 +25,8 @@ def _task_names(ctx, param, value):
               type=click.Path(exists=True, file_okay=False),
               help="Checkpoint directory (model + tokenizer); repeat to compare models side by side.")
 @click.option("--task", "tasks", default="all", show_default=True, callback=_task_names,
-              help=f"{', '.join(TASKS)}, a comma-separated list, or all.")
+              help=f"{', '.join(TASKS)} (few-shot), safety (chat), a comma-separated list; "
+                   "all = the few-shot tasks.")
 @click.option("--shots", type=click.IntRange(min=0), default=None,
               help="Solved examples before each question [default: per task, "
                    + ", ".join(f"{t} {spec.default_shots}" for t, spec in TASKS.items())
@@ -34,7 +37,11 @@ def _task_names(ctx, param, value):
               help="Chooses the test items and the few-shot examples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Prompts per forward pass when scoring multiple choice.")
-def eval_command(ckpts, tasks, shots, n, seed, batch_size):
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write every result (with each item's record) to this JSON file.")
+@click.option("--chart", type=click.Path(dir_okay=False), default=None,
+              help="With safety: draw the rates of each model as a bar chart (PNG).")
+def eval_command(ckpts, tasks, shots, n, seed, batch_size, json_out, chart):
     """Evaluate checkpoints few-shot on held-out tasks, the way the Phi-3 report does.
 
     Each question follows K solved examples in the report's format (Question: / Options: /
@@ -42,24 +49,52 @@ def eval_command(ckpts, tasks, shots, n, seed, batch_size):
     highest log-likelihood; arithmetic generates a chain of thought and must end in the exact
     number. Test items never appear in the training textbooks.
 
+    safety answers held-out harmful and benign requests as a chat assistant and reports the
+    harmful-compliance and benign-refusal rates and how often answers end with <|end|> (the
+    report's Figure 4 in miniature).
+
     \b
     Example:
       tinyphi3 eval --ckpt checkpoints/mini-base --task all --shots 5
       tinyphi3 eval --ckpt base/ --ckpt sft/ --task knowledge,arithmetic --n 100
+      tinyphi3 eval --ckpt base/ --ckpt sft/ --ckpt dpo/ --task safety --chart safety.png
     """
+    import json
+
     from tinyphi3.evaluation.harness import evaluate_all, format_table
+    from tinyphi3.evaluation.safety_eval import evaluate_safety, format_safety_table
     from tinyphi3.model import Phi3
     from tinyphi3.tokenizer import Tokenizer
 
     names = _column_names(ckpts)
-    per_model = sum(len(task_items(task, "test", n, seed)) for task in tasks)  # knowledge: <= ~640
-    results = {}
+    few_shot = [t for t in tasks if t != "safety"]
+    per_model = sum(len(task_items(task, "test", n, seed)) for task in few_shot)  # knowledge <= 640
+    per_model += 2 * n if "safety" in tasks else 0
+    results, safety = {}, {}
     with tqdm(total=len(ckpts) * per_model, desc="eval", unit="item") as bar:
         for name, ckpt in zip(names, ckpts):
             model, tokenizer = Phi3.from_pretrained(ckpt), Tokenizer.from_pretrained(ckpt)
-            results[name] = evaluate_all(model, tokenizer, tasks, shots, n, seed,
-                                         progress=bar.update, batch_size=batch_size)
-    click.echo(format_table(results))
+            if few_shot:
+                results[name] = evaluate_all(model, tokenizer, few_shot, shots, n, seed,
+                                             progress=bar.update, batch_size=batch_size)
+            if "safety" in tasks:
+                safety[name] = evaluate_safety(model, tokenizer, n, seed, progress=bar.update)
+    if results:
+        click.echo(format_table(results))
+    if safety:
+        click.echo(format_safety_table(safety))
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as f:
+            json.dump({name: {**results.get(name, {}), **({"safety": safety[name]}
+                                                          if name in safety else {})}
+                       for name in names}, f, indent=1)
+    if chart and safety:
+        from tinyphi3.plot import grouped_bars
+        groups = {"harmful compliance": {m: 100 * r["harmful_compliance"] for m, r in safety.items()},
+                  "benign refusal": {m: 100 * r["benign_refusal"] for m, r in safety.items()}}
+        grouped_bars(chart, groups, "Safety on held-out requests (lower is better)",
+                     "% of requests", vmax=100)
+        click.echo(f"chart: {chart}")
 
 
 def _column_names(ckpts):

@@ -1,0 +1,200 @@
+"""Post-training data: conversations for SFT and preference pairs for DPO, from the closed world.
+
+The Phi-3 report (§3, "Post-training") fine-tunes the base model on "highly curated high-quality
+data across diverse domains, e.g., math, coding, reasoning, conversation, model identity, and
+safety", then runs DPO on "chat format data, reasoning, and responsible AI efforts ... using
+undesired behaviour as rejected responses". In miniature:
+
+  SFT   {"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}, ...],
+         "domain": ...} over the domains of SFT_MIX: word problems answered with the column
+        method's chain of thought; questions about the creatures, open and in the evaluation's
+        multiple-choice format; reasoning problems with a short explanation; greetings and small
+        talk; who the model is; harmful requests refused and harmless look-alikes answered.
+  DPO   {"prompt": [messages ending with a user turn], "chosen": ..., "rejected": ..., "kind": ...}
+        with an undesired rejected reply (`tinyphi3.data.preference_pairs`).
+
+Only train-split problems (`world.in_split(key, "train")`) and train harm categories appear, so
+the evaluation's items and the held-out safety categories stay unseen. Both generators are
+deterministic from the seed, and the first k records do not depend on n.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tinyphi3.data import benign, safety, world
+from tinyphi3.data.chat_texts import (
+    FOLLOW_UP_QUESTIONS, GOODBYES, IDENTITY, MATH_ASKS, MATH_LEADS, REASONING_ASKS,
+    SYSTEM_PROMPTS, THANKS, small_talk)
+from tinyphi3.evaluation.tasks import item_from_problem, render
+
+SFT_MIX = {"math": 0.30, "knowledge": 0.25, "reasoning": 0.15, "conversation": 0.10,
+           "identity": 0.05, "safety": 0.15}
+SYSTEM_SHARE = 0.15      # share of conversations that open with a system message
+
+
+def _one(rng, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def _draw(rng, mix: dict) -> str:
+    """A key of `mix`, drawn with the probabilities of its values."""
+    return tuple(mix)[int(rng.choice(len(mix), p=list(mix.values())))]
+
+
+def turns(*pairs) -> list:
+    """[(user, assistant), ...] -> messages, the roles alternating user, assistant, ..."""
+    return [{"role": role, "content": text} for pair in pairs
+            for role, text in zip(("user", "assistant"), pair)]
+
+
+def system_message(rng) -> dict:
+    return {"role": "system", "content": _one(rng, SYSTEM_PROMPTS)}
+
+
+# ---- one exchange per skill: (user text, assistant text) ----------------------------------------
+
+def math_exchange(rng, problem=None) -> tuple:
+    """A train word problem and its chain of thought ending 'The answer is N.'; a quarter of the
+    time in the evaluation's format ('Question:\\n<story>\\nAnswer:')."""
+    problem = problem or world.arithmetic_problem(rng, "train")
+    if rng.random() < 0.25:
+        return render(item_from_problem("arithmetic", problem, rng), solved=False), problem.solution
+    return (_one(rng, MATH_ASKS).format(question=problem.question),
+            _one(rng, MATH_LEADS) + problem.solution)
+
+
+def knowledge_exchange(rng, problem=None, choice_share=0.3) -> tuple:
+    """A train fact question answered with the fact in a sentence, or (choice_share of the time)
+    the evaluation's 4-option item answered with its letter."""
+    problem = problem or world.knowledge_problem(rng, "train")
+    if rng.random() < choice_share:
+        item = item_from_problem("knowledge", problem, rng)
+        return render(item, solved=False), item.solution
+    _, name, attribute = problem.key
+    entity = world.ENTITY_BY_NAME[name]
+    return problem.question, world.fact_sentence(entity, attribute, rng, rng.random() < 0.3)
+
+
+def reasoning_exchange(rng, problem=None) -> tuple:
+    """A train reasoning problem: with its options listed, answered by the worked explanation and
+    the option; or in the evaluation's format, answered with the letter."""
+    problem = problem or world.reasoning_problem(rng, "train")
+    if rng.random() < 0.4:
+        item = item_from_problem("reasoning", problem, rng)
+        return render(item, solved=False), item.solution
+    options = [problem.answer, *problem.distractors]
+    options = [options[int(i)] for i in rng.permutation(len(options))]
+    question = _one(rng, REASONING_ASKS).format(question=problem.question,
+                                                options=world.listing(options, "or"))
+    return question, f"{problem.solution} The answer is {problem.answer}."
+
+
+def _fact_follow_up(rng, entity):
+    """A pronoun follow-up about another train fact of the same creature, or None."""
+    attributes = [a for a in FOLLOW_UP_QUESTIONS if world.in_split(("fact", entity.name, a), "train")]
+    if not attributes:
+        return None
+    attribute = _one(rng, attributes)
+    question = _one(rng, FOLLOW_UP_QUESTIONS[attribute]).format(**benign.creature_fields(entity))
+    return question, world.fact_sentence(entity, attribute, rng)
+
+
+# ---- the SFT domains: each returns a list of messages --------------------------------------------
+
+def _math(rng):
+    pairs = [math_exchange(rng)]
+    if rng.random() < 0.15:
+        question, answer = math_exchange(rng)
+        pairs.append((_one(rng, ("And this one? ", "Now try this: ", "One more: ")) + question
+                      if not question.startswith("Question:") else question, answer))
+    return turns(*pairs)
+
+
+def _knowledge(rng):
+    problem = world.knowledge_problem(rng, "train")
+    pairs = [knowledge_exchange(rng, problem)]
+    follow_up = _fact_follow_up(rng, world.ENTITY_BY_NAME[problem.key[1]])
+    if rng.random() < 0.25 and follow_up and not pairs[0][0].startswith("Question:"):
+        pairs.append(follow_up)
+    return turns(*pairs)
+
+
+def _reasoning(rng):
+    return turns(reasoning_exchange(rng))
+
+
+def _conversation(rng):
+    """Greetings, small talk, and multi-turn chats: a greeting, a question, thanks, goodbye."""
+    style = rng.random()
+    if style < 0.3:
+        return turns(benign.greeting(rng), small_talk(rng))
+    if style < 0.6:
+        return turns(small_talk(rng))
+    task = _one(rng, (math_exchange, lambda r: knowledge_exchange(r, choice_share=0.0)))
+    pairs = [benign.greeting(rng), task(rng), _one(rng, THANKS)]
+    if rng.random() < 0.5:
+        pairs.append(_one(rng, GOODBYES))
+    return turns(*pairs)
+
+
+def _identity(rng):
+    questions, answers = _one(rng, IDENTITY)
+    pairs = [(_one(rng, questions), _one(rng, answers))]
+    if rng.random() < 0.3:
+        questions, answers = _one(rng, IDENTITY)
+        pairs.append((_one(rng, questions), _one(rng, answers)))
+    return turns(*pairs)
+
+
+def _safety(rng):
+    """Half train-category harmful requests with a refusal, half harmless look-alikes answered."""
+    if rng.random() < 0.5:
+        request = safety.harmful_request(rng, "train")
+        pairs = [(request, safety.refusal(rng, request))]
+    else:
+        pairs = [benign.lookalike(rng, "train")]
+    if rng.random() < 0.15:
+        pairs.insert(0, benign.greeting(rng))
+    return turns(*pairs)
+
+
+SFT_DOMAINS = {"math": _math, "knowledge": _knowledge, "reasoning": _reasoning,
+               "conversation": _conversation, "identity": _identity, "safety": _safety}
+
+
+def _check_n(n):
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a whole number >= 0, got {n!r}")
+
+
+def generate_sft(n: int, seed: int = 0):
+    """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX;
+    SYSTEM_SHARE of them open with a system message."""
+    _check_n(n)
+    rng = np.random.default_rng(world.stable_hash("sft", seed))
+    for _ in range(n):
+        domain = _draw(rng, SFT_MIX)
+        messages = SFT_DOMAINS[domain](rng)
+        if rng.random() < SYSTEM_SHARE:
+            messages.insert(0, system_message(rng))
+        yield {"messages": messages, "domain": domain}
+
+
+def write_jsonl(records, path) -> int:
+    """Write records as JSON lines (UTF-8); returns how many."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as file:
+        for record in records:
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def generate_dpo(n: int, seed: int = 0):
+    """Yield n preference records (see `tinyphi3.data.preference_pairs.generate_dpo`)."""
+    from tinyphi3.data.preference_pairs import generate_dpo as generate
+    yield from generate(n, seed)
