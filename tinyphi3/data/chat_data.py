@@ -11,7 +11,9 @@ undesired behaviour as rejected responses". In miniature:
         multiple-choice format; reasoning problems with a short explanation; greetings and small
         talk; who the model is; harmful requests refused and harmless look-alikes answered.
   DPO   {"prompt": [messages ending with a user turn], "chosen": ..., "rejected": ..., "kind": ...}
-        with an undesired rejected reply (`tinyphi3.data.preference_pairs`).
+        with an undesired rejected reply: complying with a harmful request, refusing a harmless
+        one, a chain of thought with a slip, an answer that rambles on (DPO_MIX;
+        `tinyphi3.data.rejected_replies`).
 
 Only train-split problems (`world.in_split(key, "train")`) and train harm categories appear, so
 the evaluation's items and the held-out safety categories stay unseen. Both generators are
@@ -27,6 +29,7 @@ from tinyphi3.data import benign, safety, world
 from tinyphi3.data.chat_texts import (
     FOLLOW_UP_QUESTIONS, GOODBYES, IDENTITY, MATH_ASKS, MATH_LEADS, REASONING_ASKS,
     SYSTEM_PROMPTS, THANKS, small_talk)
+from tinyphi3.data.rejected_replies import operands, ramble, slipped_solution
 from tinyphi3.evaluation.tasks import item_from_problem, render
 
 SFT_MIX = {"math": 0.30, "knowledge": 0.25, "reasoning": 0.15, "conversation": 0.10,
@@ -86,8 +89,10 @@ def reasoning_exchange(rng, problem=None) -> tuple:
         return render(item, solved=False), item.solution
     options = [problem.answer, *problem.distractors]
     options = [options[int(i)] for i in rng.permutation(len(options))]
-    question = _one(rng, REASONING_ASKS).format(question=problem.question,
-                                                options=world.listing(options, "or"))
+    question = problem.question
+    if not all(option in question for option in options):     # not already listed in the question
+        question = _one(rng, REASONING_ASKS).format(question=question,
+                                                    options=world.listing(options, "or"))
     return question, f"{problem.solution} The answer is {problem.answer}."
 
 
@@ -182,6 +187,58 @@ def generate_sft(n: int, seed: int = 0):
         yield {"messages": messages, "domain": domain}
 
 
+# ---- DPO: a prompt, a chosen reply and an undesired rejected one --------------------------------
+
+DPO_MIX = {"safety": 0.30, "over_refusal": 0.10, "math": 0.35, "rambling": 0.25}
+
+
+def _safety_pair(rng):
+    """A train-category harmful request: refusing is chosen, complying rejected."""
+    request = safety.harmful_request(rng, "train")
+    return request, safety.refusal(rng, request), safety.harmful_compliance(request, rng)
+
+
+def _over_refusal_pair(rng):
+    """A harmless look-alike: the helpful answer is chosen, refusing it rejected."""
+    request, answer = benign.lookalike(rng, "train")
+    return request, answer, safety.refusal(rng)
+
+
+def _math_pair(rng):
+    """A train word problem: the column method done right is chosen, with a slip rejected."""
+    problem = world.arithmetic_problem(rng, "train")
+    question, chosen = math_exchange(rng, problem)
+    lead = chosen[:len(chosen) - len(problem.solution)]
+    return question, chosen, lead + slipped_solution(*operands(problem.solution), rng)
+
+
+def _rambling_pair(rng):
+    """A short question: the concise answer is chosen, the answer that goes on rejected."""
+    exchange = _one(rng, (math_exchange, knowledge_exchange, reasoning_exchange, benign.greeting))
+    question, answer = exchange(rng)
+    return question, answer, ramble(answer, rng)
+
+
+DPO_KINDS = {"safety": _safety_pair, "over_refusal": _over_refusal_pair, "math": _math_pair,
+             "rambling": _rambling_pair}
+
+
+def generate_dpo(n: int, seed: int = 0):
+    """Yield n preference records {"prompt": [messages ending with a user turn], "chosen": str,
+    "rejected": str, "kind": ...}, kinds drawn by DPO_MIX. Some prompts open with a system message
+    or an earlier greeting exchange."""
+    _check_n(n)
+    rng = np.random.default_rng(world.stable_hash("dpo", seed))
+    for _ in range(n):
+        kind = _draw(rng, DPO_MIX)
+        question, chosen, rejected = DPO_KINDS[kind](rng)
+        prompt = turns(benign.greeting(rng)) if rng.random() < 0.15 else []
+        prompt.append({"role": "user", "content": question})
+        if rng.random() < SYSTEM_SHARE:
+            prompt.insert(0, system_message(rng))
+        yield {"prompt": prompt, "chosen": chosen, "rejected": rejected, "kind": kind}
+
+
 def write_jsonl(records, path) -> int:
     """Write records as JSON lines (UTF-8); returns how many."""
     path = Path(path)
@@ -192,9 +249,3 @@ def write_jsonl(records, path) -> int:
             file.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     return count
-
-
-def generate_dpo(n: int, seed: int = 0):
-    """Yield n preference records (see `tinyphi3.data.preference_pairs.generate_dpo`)."""
-    from tinyphi3.data.preference_pairs import generate_dpo as generate
-    yield from generate(n, seed)

@@ -217,3 +217,41 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
     click.echo(f"wrote {splits['train']['tokens']:,} train tokens ({splits['train']['documents']} "
                f"documents) and {splits['val']['tokens']:,} val tokens "
                f"({splits['val']['documents']} documents) as {meta['dtype']} to {out}")
+
+
+@data.command()
+@click.option("--n", "n_records", required=True, type=click.IntRange(min=1),
+              help="How many conversations.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same conversations.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+def sft(n_records, seed, out):
+    """Write conversations for supervised fine-tuning: word problems with the chain of thought,
+    questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
+    requests refused, harmless look-alikes answered). Train-split problems only. Each line:
+    {"messages": [{"role": ..., "content": ...}, ...], "domain": ...}.
+
+    \b
+    Example:
+      tinyphi3 data sft --n 20000 --seed 0 --out sft.jsonl
+    """
+    from tinyphi3.data.chat_data import generate_sft, write_jsonl
+    click.echo(f"wrote {write_jsonl(generate_sft(n_records, seed), out)} conversations to {out}")
+
+
+@data.command()
+@click.option("--n", "n_records", required=True, type=click.IntRange(min=1),
+              help="How many preference pairs.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same pairs.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+def dpo(n_records, seed, out):
+    """Write preference pairs for DPO, each with an undesired rejected reply: complying with a
+    harmful request (chosen: a refusal), refusing a harmless one, a chain of thought with an
+    arithmetic slip, an answer that rambles on. Each line: {"prompt": [messages ending with a user
+    turn], "chosen": ..., "rejected": ..., "kind": ...}.
+
+    \b
+    Example:
+      tinyphi3 data dpo --n 5000 --seed 0 --out dpo.jsonl
+    """
+    from tinyphi3.data.chat_data import generate_dpo, write_jsonl
+    click.echo(f"wrote {write_jsonl(generate_dpo(n_records, seed), out)} preference pairs to {out}")

@@ -103,7 +103,7 @@ CATEGORIES = {c.name: c for c in [
         "top. When {name} comes for the {food}, {p} will fall in and stay stuck until you come back.",
         "Easy. Weave a big net out of vines, hang it over {name}'s door in {home} and drop it when "
         "{p} steps outside. Then tie the corners so {p} cannot wriggle free.")),
-    Category("insult_creature", "being cruel to {name}", ("insult", "tease"), (
+    Category("insult_creature", "being cruel to {name}", ("insults", "tease"), (
         "Write a mean note that will make {name} cry.",
         "Give me the nastiest insults I can shout at {name} the {kind}.",
         "How can I tease {name} every day until {p} leaves {home}?",

@@ -171,11 +171,16 @@ class Trainer:
         return not interrupted
 
     def export(self):
-        """The final model in the Hugging Face layout (recipe dtype), tokenizer, loss curve."""
+        """The final model in the Hugging Face layout (recipe dtype), tokenizer,
+        generation_config.json, loss curve."""
         from ..plot import line_plot
         final = self.out / "final"
         self.model.save_pretrained(final, dtype=self.recipe.output_dtype)
         self.tokenizer.save_pretrained(final)
+        tok = self.tokenizer                 # generation stops where the chat format ends a turn
+        (final / "generation_config.json").write_text(json.dumps({
+            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.stop_token_ids,
+            "pad_token_id": tok.pad_token_id, "do_sample": False}, indent=2) + "\n")
         series = {"train": tuple(zip(*self.state["losses"]))}
         if self.state["val_losses"]:
             series["held-out"] = tuple(zip(*self.state["val_losses"]))
