@@ -113,9 +113,15 @@ def test_knowledge_is_asked_in_the_evaluations_choice_format(sft_records):
     choice = [r["messages"][-2:] for r in sft_records
               if r["domain"] == "knowledge" and r["messages"][-2]["content"].startswith("Question:\n")]
     assert len(choice) > 100
+    asked_about = {template.format(name=e.name): (e, a) for e in world.ENTITIES
+                   for a in world.ATTRIBUTES for template in world.QUESTION_TEMPLATES[a]}
     for question, answer in choice:
-        assert "\nOptions:\nA. " in question["content"] and question["content"].endswith("\nAnswer:")
-        assert answer["content"] in tasks.LETTERS
+        lines = question["content"].split("\n")
+        assert lines[2] == "Options:" and lines[-1] == "Answer:"
+        options = {line[0]: line[3:] for line in lines[3:-1]}
+        assert list(options) == list(tasks.LETTERS) and answer["content"] in options
+        entity, attribute = asked_about[lines[1]]
+        assert options[answer["content"]] == entity.value(attribute)
 
 
 # ---- the held-out split ------------------------------------------------------------------------
@@ -164,7 +170,8 @@ def test_categories_are_split_into_train_and_held_out():
     assert set(safety.TRAIN_CATEGORIES) | set(safety.HELD_OUT_CATEGORIES) == set(safety.CATEGORIES)
     assert not set(safety.TRAIN_CATEGORIES) & set(safety.HELD_OUT_CATEGORIES)
     for category in safety.CATEGORIES.values():
-        assert len(set(category.requests)) >= 3 and category.compliance and category.reasons
+        assert len(set(category.requests)) >= 3 and category.reasons and category.alternatives
+        assert category.compliance and all("{name}" in text for text in category.compliance)
 
 
 @pytest.mark.parametrize("split", ["train", "test"])

@@ -96,9 +96,10 @@ def reasoning_exchange(rng, problem=None) -> tuple:
     return question, f"{problem.solution} The answer is {problem.answer}."
 
 
-def _fact_follow_up(rng, entity):
+def _fact_follow_up(rng, entity, asked):
     """A pronoun follow-up about another train fact of the same creature, or None."""
-    attributes = [a for a in FOLLOW_UP_QUESTIONS if world.in_split(("fact", entity.name, a), "train")]
+    attributes = [a for a in FOLLOW_UP_QUESTIONS
+                  if a != asked and world.in_split(("fact", entity.name, a), "train")]
     if not attributes:
         return None
     attribute = _one(rng, attributes)
@@ -120,7 +121,8 @@ def _math(rng):
 def _knowledge(rng):
     problem = world.knowledge_problem(rng, "train")
     pairs = [knowledge_exchange(rng, problem)]
-    follow_up = _fact_follow_up(rng, world.ENTITY_BY_NAME[problem.key[1]])
+    _, name, attribute = problem.key
+    follow_up = _fact_follow_up(rng, world.ENTITY_BY_NAME[name], attribute)
     if rng.random() < 0.25 and follow_up and not pairs[0][0].startswith("Question:"):
         pairs.append(follow_up)
     return turns(*pairs)
@@ -170,7 +172,7 @@ SFT_DOMAINS = {"math": _math, "knowledge": _knowledge, "reasoning": _reasoning,
 
 
 def _check_n(n):
-    if not isinstance(n, int) or n < 0:
+    if not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a whole number >= 0, got {n!r}")
 
 
