@@ -315,6 +315,8 @@ def train(recipe, resume):
     from .train.loop import Trainer
     from .train.recipe import load_recipe
     trainer = Trainer(load_recipe(recipe), resume=resume)
+    for note in trainer.objective.notes:
+        click.echo(note)
     finished = trainer.run()
     s = trainer.state
     if not finished:

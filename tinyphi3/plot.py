@@ -128,7 +128,7 @@ def grouped_bars(name, groups, title, ylabel="", vmax=None, size=(900, 480)):
     f = _font()
     series = list(dict.fromkeys(s for g in groups.values() for s in g))
     top = vmax or max(v for g in groups.values() for v in g.values()) * 1.15 or 1.0
-    left, right, y0, y1 = 80, 30, 70, H - 60
+    left, right, y0, y1 = 60, 30, 110, H - 50
     y_of = lambda v: y1 - v / top * (y1 - y0)                                   # noqa: E731
     for t in _ticks(0.0, top, False):
         d.line([left, y_of(t), W - right, y_of(t)], fill=(230, 230, 230))
@@ -146,12 +146,13 @@ def grouped_bars(name, groups, title, ylabel="", vmax=None, size=(900, 480)):
                 d.text((x + (si + 0.5) * bar - 2, y_of(v) - 4), f"{v:.3g}", fill=BLACK, font=f,
                        anchor="md")
         d.text((left + (gi + 0.5) * slot, y1 + 10), group, fill=BLACK, font=f, anchor="ma")
-    for si, s in enumerate(series):
-        x = left + 10 + si * 160
+    x = left
+    for si, s in enumerate(series):                         # the legend, one row under the title
         d.rectangle([x, 40, x + 14, 54], fill=COLORS[si % len(COLORS)])
         d.text((x + 20, 47), s, fill=BLACK, font=f, anchor="lm")
+        x += 20 + d.textlength(s, font=f) + 30
     d.text((W / 2, 12), title, fill=BLACK, font=_font(18), anchor="ma")
-    d.text((12, (y0 + y1) / 2), ylabel, fill=BLACK, font=f, anchor="lm")
+    d.text((left - 50, y0 - 28), ylabel, fill=BLACK, font=f, anchor="lm")
     return _save(img, name)
 
 
