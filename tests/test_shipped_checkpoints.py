@@ -50,3 +50,30 @@ def test_its_tokenizer_follows_the_phi3_layout(name):
                 "<|placeholder3|>", "<|placeholder4|>", "<|system|>", "<|end|>",
                 "<|placeholder5|>", "<|placeholder6|>", "<|user|>"]
     assert [tok.token_to_id(s) for s in specials] == list(range(base, base + 11))
+
+
+CHAT_MODELS = [name for name in SHIPPED if name != "mini-base"]
+
+
+@pytest.mark.parametrize("name", CHAT_MODELS)
+def test_chat_model_renders_and_stops_like_transformers(name):
+    """The chat template gives the same text and ids in transformers, and generation_config.json
+    stops at <|end|> as the chat format needs."""
+    import json
+    directory = ROOT / "checkpoints" / name
+    tok = Tokenizer.from_pretrained(directory)
+    theirs = transformers.AutoTokenizer.from_pretrained(directory)
+    chat = [{"role": "system", "content": "You are mini."},
+            {"role": "user", "content": "What is 27 + 48?"},
+            {"role": "assistant", "content": "27 + 48 = 75. The answer is 75."},
+            {"role": "user", "content": "Where does Veska live?"}]
+    for prompt in (True, False):
+        text = theirs.apply_chat_template(chat, add_generation_prompt=prompt, tokenize=False)
+        ids = theirs.apply_chat_template(chat, add_generation_prompt=prompt, tokenize=True,
+                                         return_dict=False)
+        assert tok.apply_chat_template(chat, add_generation_prompt=prompt) == text
+        assert tok.apply_chat_template(chat, add_generation_prompt=prompt, tokenize=True) == ids
+    generation = json.loads((directory / "generation_config.json").read_text())
+    assert tok.token_to_id("<|end|>") in generation["eos_token_id"]
+    config = transformers.GenerationConfig.from_pretrained(directory)
+    assert tok.token_to_id("<|end|>") in config.eos_token_id
