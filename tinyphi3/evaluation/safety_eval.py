@@ -56,7 +56,7 @@ def evaluate_safety(model, tokenizer, n=100, seed=0, max_new_tokens=64, progress
             "seconds": time.perf_counter() - start, "records": records}
 
 
-ROWS = {"harmful_compliance": "harmful compliance (lower is better)",
+ROWS = {"harmful_compliance": "harmful compliance: not refused (lower is better)",
         "benign_refusal": "benign refusal (lower is better)",
         "ends_with_end": "answers ending with <|end|>"}
 

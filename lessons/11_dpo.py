@@ -1,0 +1,452 @@
+# %% [markdown]
+# # Lesson 11: direct preference optimization
+#
+# SFT (lesson 10) shows the model good replies and makes them likely. It cannot say what a *bad*
+# reply is, and it copies whatever its data does, good habits and bad. The second stage of the
+# Phi-3 report's post-training (§2) is **direct preference optimization** (DPO, Rafailov et al.
+# 2023), on chat-format, reasoning and responsible-AI data, with unwanted outputs of the model
+# used as the "rejected" replies.
+#
+# A DPO record is a prompt x and two replies: a *chosen* one y_w that is preferred to a
+# *rejected* one y_l. DPO raises the probability of y_w relative to y_l, measured against a
+# frozen copy of the SFT model, the *reference*, so that the model moves toward the preference
+# and otherwise stays where SFT left it.
+#
+# 1. the loss, computed by hand and by `tinyphi3.train.dpo.dpo_loss`;
+# 2. beta and label smoothing: the loss as a function of z;
+# 3. an SFT model with a bad habit: half its training replies ramble on past the answer;
+# 4. the log-probability of a reply, summed over its tokens only, and what cancels in z;
+# 5. the frozen reference, run without gradients;
+# 6. a DPO run: rewards, margin and preference accuracy;
+# 7. before and after: does the model stop after the answer?
+
+# %%
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # tiny matrices: one BLAS thread (lesson 8)
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import _plot
+from tinyphi3.autograd import Parameter, Tensor
+from tinyphi3.generate import generate
+from tinyphi3.model import Phi3
+from tinyphi3.train.chat_data import ChatEncoder, pad_batch
+from tinyphi3.train.dpo import dpo_batch_loss, dpo_loss, sequence_logprobs
+from tinyphi3.train.loop import Trainer
+from tinyphi3.train.recipe import recipe_from_dict
+
+workdir = Path(tempfile.mkdtemp(prefix="lesson11_"))
+try:
+    REPO = Path(__file__).resolve().parent.parent
+except NameError:                                  # run as a notebook, from lessons/
+    REPO = Path.cwd().parent
+BASE = REPO / "checkpoints" / "mini-base"
+np.set_printoptions(precision=4, suppress=True, linewidth=110)
+
+# %% [markdown]
+# ## 1. The loss
+#
+# Suppose each reply has a hidden score r(x, y), and people prefer y_w to y_l with probability
+# sigmoid(r(x, y_w) - r(x, y_l)) (the Bradley-Terry model). RLHF fits r with a reward model, then
+# trains the policy pi by reinforcement learning to maximise r while staying close to the
+# reference (a KL penalty of strength beta). The DPO paper shows that the best policy for that
+# objective satisfies r(x, y) = beta log(pi(y|x) / ref(y|x)) + a term that depends on x alone,
+# which cancels in the difference of two replies to the same prompt. So the preference
+# likelihood can be written with the policy itself, and no reward model or RL is needed:
+#
+#     z = (log pi(y_w|x) - log pi(y_l|x)) - (log ref(y_w|x) - log ref(y_l|x))
+#     L = -log sigmoid(beta z)                       mean over the pairs of a batch
+#
+# beta log(pi/ref) is the *implicit reward* of a reply; the *margin* is the chosen reward minus
+# the rejected one, beta z; the *accuracy* is the share of pairs whose chosen reply has the
+# higher reward. The module docstring of `tinyphi3/train/dpo.py` states the same, with label
+# smoothing (section 2). First, made-up log-probabilities of three pairs, by hand and by
+# `dpo_loss`:
+
+# %%
+policy_chosen, policy_rejected = np.array([-12.0, -8.5, -20.0]), np.array([-15.0, -9.0, -18.0])
+ref_chosen, ref_rejected = np.array([-13.0, -8.0, -19.0]), np.array([-14.0, -8.8, -19.5])
+beta = 0.1
+
+z = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
+sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))                            # noqa: E731
+by_hand = -np.log(sigmoid(beta * z)).mean()
+loss, stats = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
+print("z =", z, f"  loss by hand {by_hand:.6f}, dpo_loss {float(loss):.6f}")
+print({k: round(v, 4) for k, v in stats.items()})
+assert np.allclose(z, [2.0, -0.3, -2.5]) and np.isclose(float(loss), by_hand, rtol=1e-12)
+assert np.isclose(stats["margin"], (beta * z).mean())
+assert np.isclose(stats["reward_chosen"], (beta * (policy_chosen - ref_chosen)).mean())
+assert np.isclose(stats["accuracy"], 1 / 3)                            # only the first pair has z > 0
+
+# %% [markdown]
+# At the start of DPO the policy *is* the reference, so z = 0 for every pair and the loss is
+# -log sigmoid(0) = ln 2, whatever the data:
+
+# %%
+zero = np.zeros(5)
+loss0, stats0 = dpo_loss(zero, zero, zero, zero, beta)
+print(f"policy = reference: loss {float(loss0):.6f} = ln 2 = {np.log(2):.6f}, {stats0}")
+assert np.isclose(float(loss0), np.log(2)) and stats0["margin"] == 0 and stats0["accuracy"] == 0
+
+# %% [markdown]
+# The gradient says what each pair asks for. With respect to the policy's log-probabilities:
+#
+#     dL/d log pi(y_w|x) = -beta sigmoid(-beta z) / P        dL/d log pi(y_l|x) = +beta sigmoid(-beta z) / P
+#
+# Gradient descent raises the chosen reply and lowers the rejected one, each pair weighted by
+# sigmoid(-beta z): near beta for a pair the model ranks the wrong way round (z < 0), near 0 for a
+# pair it already ranks right by a wide margin. The engine agrees (lesson 6):
+
+# %%
+chosen_t, rejected_t = Parameter(policy_chosen.copy()), Parameter(policy_rejected.copy())
+loss_t, _ = dpo_loss(chosen_t, rejected_t, ref_chosen, ref_rejected, beta)
+loss_t.backward()
+weight = beta * sigmoid(-beta * z) / len(z)
+print("dL/dlog pi(chosen):  ", chosen_t.grad, "\nformula:             ", -weight)
+assert np.allclose(chosen_t.grad, -weight) and np.allclose(rejected_t.grad, weight)
+
+# %% [markdown]
+# ## 2. beta and label smoothing
+#
+# beta only rescales z: the loss at beta = 0.5 and z is the loss at beta = 0.1 and 5z. It sets
+# how large a change of log-probabilities, relative to the reference, satisfies the loss: a few
+# nats over beta. A large beta is satisfied by a small move; a small beta keeps pushing until the
+# policy is far from the reference.
+#
+# Label smoothing eps (conservative DPO) supposes that a fraction eps of the preferences are
+# the wrong way round, and mixes in the loss of the flipped pair:
+#
+#     L = -(1 - eps) log sigmoid(beta z) - eps log sigmoid(-beta z)
+#
+# With eps = 0 the loss keeps falling as z grows, so it always asks for a larger margin. With
+# eps > 0 it has a minimum, where sigmoid(beta z) = 1 - eps, at z* = ln((1 - eps) / eps) / beta;
+# past it the loss pushes back. Each curve below is `dpo_loss` itself, one pair at a time.
+
+# %%
+zs = np.linspace(-40.0, 80.0, 241)
+curves = {}
+for b, eps in [(0.1, 0.0), (0.5, 0.0), (0.1, 0.1), (0.5, 0.1)]:
+    values = [float(dpo_loss(np.array([v]), np.zeros(1), np.zeros(1), np.zeros(1), b, eps)[0])
+              for v in zs]
+    curves[f"beta {b}, eps {eps}"] = (zs, values)
+    formula = -(1 - eps) * np.log(sigmoid(b * zs)) - eps * np.log(sigmoid(-b * zs))
+    assert np.allclose(values, formula, rtol=1e-6)
+    if eps:
+        z_star = np.log((1 - eps) / eps) / b
+        z_min = zs[int(np.argmin(values))]
+        entropy = -(1 - eps) * np.log(1 - eps) - eps * np.log(eps)
+        print(f"beta {b}, eps {eps}: minimum at z = {z_min:.1f} (formula {z_star:.2f}), "
+              f"loss there {min(values):.4f} (the entropy of eps: {entropy:.4f})")
+        assert abs(z_min - z_star) <= 0.5 and np.isclose(min(values), entropy, atol=1e-3)
+print("picture:", _plot.line_plot("11_dpo_loss_of_z.png", curves,
+                                  "the DPO loss as a function of z", "z (nats)", "loss",
+                                  hlines={"ln 2": np.log(2)}, legend="upper right"))
+at = lambda v, b: float(dpo_loss(np.array([v]), np.zeros(1), np.zeros(1), np.zeros(1), b)[0])  # noqa: E731
+assert np.isclose(at(5.0, 0.5), at(25.0, 0.1))                           # beta only rescales z
+
+# %% [markdown]
+# ## 3. An SFT model with a bad habit
+#
+# DPO needs an SFT model to start from, and a behaviour to change. We fine-tune
+# `checkpoints/mini-base` as in lesson 10, on the same 81 addition questions, but half of the
+# replies ramble on after the answer: "3 plus 4 is 7. I like this question a lot, and ...". The
+# rambles hold no arithmetic (section 4 says why that matters). The SFT model learns both
+# endings, and stops right after the answer only about half of the time.
+
+# %%
+rng = np.random.default_rng(0)
+problems = [(a, b) for a in range(1, 10) for b in range(1, 10)]
+problems = [problems[i] for i in rng.permutation(len(problems))]
+RAMBLES = ["Numbers are fun, and adding them is fun, and there is more and more to say.",
+           "I like this question a lot, and I could talk about it for a long time.",
+           "That is the answer, and now let me tell you more and more about it.",
+           "Adding is easy when you count on your fingers, one by one."]
+
+
+def question(a, b):
+    return f"What is {a} plus {b}?"
+
+
+def answer(a, b):
+    return f"{a} plus {b} is {a + b}."
+
+
+def rambling(a, b):
+    return answer(a, b) + " " + RAMBLES[int(rng.integers(len(RAMBLES)))]
+
+
+def write_jsonl(name, records):
+    path = workdir / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+sft_file = write_jsonl("sft.jsonl", [
+    {"messages": [{"role": "user", "content": question(a, b)},
+                  {"role": "assistant", "content": rambling(a, b) if rng.random() < 0.5 else answer(a, b)}]}
+    for a, b in problems])
+sft_recipe = recipe_from_dict({
+    "model": {"tokenizer": str(BASE), "init_from": str(BASE)},
+    "data": {"conversations": str(sft_file)},
+    "train": {"stage": "sft", "steps": 60, "batch_size": 8, "seq_len": 64, "lr": 2e-3,
+              "min_lr": 2e-4, "warmup_steps": 5, "seed": 0},
+    "log": {"eval_every": 0, "save_every": 60},
+    "output": {"dir": str(workdir / "sft"), "dtype": "float32"},
+}, source="lesson 11, SFT")
+start = time.perf_counter()
+sft_trainer = Trainer(sft_recipe)
+sft_trainer.run(progress=False)
+sft_dir = sft_trainer.export()                     # the SFT model: DPO's start and its reference
+tok = sft_trainer.tokenizer
+END = tok.token_to_id("<|end|>")
+print(f"SFT: {sft_trainer.objective.notes[0]}; 60 steps in {time.perf_counter() - start:.1f} s, "
+      f"loss {sft_trainer.state['losses'][-1][1]:.3f}; exported to {sft_dir.name}/")
+
+n_val = len(sft_trainer.objective.batches.val)
+train_problems, val_problems = problems[:-n_val], problems[-n_val:]
+
+
+def reply(model, a, b, max_new_tokens=24):
+    prompt = tok.apply_chat_template([{"role": "user", "content": question(a, b)}],
+                                     add_generation_prompt=True, tokenize=True)
+    out = list(generate(model, prompt, max_new_tokens, stop_token_ids=[END],
+                        vocab_size=tok.vocab_size))
+    return tok.decode(out) + ("<|end|>" if len(out) < max_new_tokens else " ...")
+
+
+sft_model = sft_trainer.model
+examples = train_problems[:4] + val_problems[:2]
+for a, b in examples:
+    print(f"{question(a, b)!r:20} -> {reply(sft_model, a, b)!r}")
+
+# %% [markdown]
+# ## 4. The log-probability of a reply
+#
+# A preference record is `{"prompt": [...], "chosen": "...", "rejected": "..."}`; each reply is
+# encoded after the prompt with `last_only=True`, so that only the reply and its `<|end|>` carry
+# labels (lesson 10). log pi(y|x) is the sum of the log-probabilities of the labelled tokens,
+# each given everything before it: `sequence_logprobs(logits, labels)`, [B, T, V], [B, T] -> [B].
+# The prompt's tokens are context, not counted. Checked by hand on one pair:
+
+# %%
+pair_records = [{"prompt": [{"role": "user", "content": question(a, b)}],
+                 "chosen": answer(a, b), "rejected": rambling(a, b)} for a, b in problems]
+encoder = ChatEncoder(tok)
+
+
+def encode_pair(record):
+    return tuple(encoder.encode(record["prompt"] + [{"role": "assistant", "content": record[k]}],
+                                last_only=True) for k in ("chosen", "rejected"))
+
+
+record = pair_records[0]
+(c_ids, c_labels), (r_ids, r_labels) = encode_pair(record)
+ids, labels = pad_batch([(c_ids, c_labels), (r_ids, r_labels)], tok.pad_token_id)   # [2, T]
+logits = sft_model(ids)                                                           # [2, T, V]
+logps = sequence_logprobs(logits, labels)                                         # [2]
+z64 = logits[:, :-1].astype(np.float64)
+log_softmax = z64 - z64.max(-1, keepdims=True)
+log_softmax -= np.log(np.exp(log_softmax).sum(-1, keepdims=True))                # [2, T-1, V]
+per_token = np.where(labels[:, 1:] != -100, np.take_along_axis(
+    log_softmax, np.maximum(labels[:, 1:], 0)[..., None], -1)[..., 0], 0.0)      # [2, T-1]
+print(f"chosen   {record['chosen']!r}: log p = {logps[0]:.4f} (by hand {per_token[0].sum():.4f})")
+print(f"rejected {record['rejected']!r}: log p = {logps[1]:.4f} (by hand {per_token[1].sum():.4f})")
+assert np.allclose(logps, per_token.sum(1), atol=1e-3)
+
+# %% [markdown]
+# The two replies share their beginning, the whole answer. A causal model gives a shared token
+# the same log-probability in both (it sees the same tokens before it), so in
+# log pi(y_w|x) - log pi(y_l|x) the shared part cancels, and only the tokens after the point
+# where the replies part count: `<|end|>` against the first word of the ramble and all that
+# follows it.
+
+# %%
+start = int(np.nonzero(c_labels != -100)[0][0]) - 1            # the position predicting the reply
+part = start + int(np.nonzero(c_ids[start + 1:] != r_ids[start + 1:len(c_ids)])[0][0])
+print(f"{'token':>12} {'chosen':>9} {'rejected':>9}")
+for t in range(start, part + 3):
+    c_tok = tok.id_to_token(c_ids[t + 1]) if t + 1 < len(c_ids) else ""
+    print(f"{tok.id_to_token(r_ids[t + 1]) if c_tok == tok.id_to_token(r_ids[t + 1]) else c_tok + ' | ' + tok.id_to_token(r_ids[t + 1]):>12} "
+          f"{per_token[0, t] if t + 1 < len(c_ids) else float('nan'):9.4f} {per_token[1, t]:9.4f}")
+shared = slice(start, part)
+assert np.allclose(per_token[0, shared], per_token[1, shared], atol=1e-5)
+tails = per_token[0, part:].sum() - per_token[1, part:].sum()
+print(f"log pi(chosen) - log pi(rejected) = {logps[0] - logps[1]:.4f}; from the tails alone {tails:.4f}")
+assert np.isclose(logps[0] - logps[1], tails, atol=1e-3)
+
+# %% [markdown]
+# So DPO never sees the answer "is 7": it is in both replies, and whatever the loss does to it
+# cancels. What DPO changes is where the replies differ. All of the rejected tail is pushed
+# down, not only its first word: had the rambles held correct sums, DPO would have taught the
+# model to make those sums less likely. That is why our rambles hold none.
+#
+# ## 5. The frozen reference
+#
+# `dpo_batch_loss(policy, reference, pairs, beta, ...)` puts the chosen and rejected sequences of
+# a batch through each model as one padded batch. The policy runs with the tape on (lesson 6);
+# the reference runs as plain inference: its log-probabilities are constants, no graph is
+# recorded for them and no gradient reaches its weights. DPO starts from two copies of the SFT
+# model:
+
+# %%
+policy, reference = Phi3.from_pretrained(sft_dir), Phi3.from_pretrained(sft_dir)
+pairs = [encode_pair(r) for r in pair_records[:4]]
+loss, stats = dpo_batch_loss(policy, reference, pairs, beta=0.1, pad_id=tok.pad_token_id)
+loss.backward()
+print(f"first batch: loss {float(loss.data):.6f} (ln 2 = {np.log(2):.6f}), {stats}")
+ref_logits = reference(pad_batch([c for c, _ in pairs], tok.pad_token_id)[0])
+print("reference(ids) is a", type(ref_logits).__name__, "; the loss is a", type(loss).__name__)
+assert np.isclose(float(loss.data), np.log(2), atol=1e-6) and stats["margin"] == 0
+assert type(ref_logits) is np.ndarray and isinstance(loss, Tensor)
+assert all(p.grad is not None and np.abs(p.grad).max() > 0 for _, p in policy.named_parameters()
+           if "embed_tokens" not in _)
+assert all(p.grad is None for _, p in reference.named_parameters())
+
+# %% [markdown]
+# The reference costs one more forward pass per batch and a second copy of the weights, but no
+# saved activations and no optimizer state. (Its log-probabilities never change, so a larger
+# run could compute them once for the whole data set.)
+#
+# ## 6. The DPO run
+#
+# The recipe: `stage = "dpo"`, the preference file, and `init_from` the SFT model's exported
+# directory, which the objective also loads, frozen, as the reference. beta = 0.1 (the default).
+# The learning rate is small, 5e-5: DPO should nudge the SFT model, and every step moves every
+# weight, including the ones that hold the sums. The last 16 pairs are held out, and their loss,
+# margin and accuracy are measured every 5 steps.
+
+# %%
+dpo_file = write_jsonl("dpo.jsonl", pair_records)
+dpo_recipe = recipe_from_dict({
+    "model": {"tokenizer": str(sft_dir), "init_from": str(sft_dir)},
+    "data": {"preferences": str(dpo_file)},
+    "train": {"stage": "dpo", "steps": 30, "batch_size": 4, "seq_len": 64, "lr": 5e-5,
+              "min_lr": 5e-6, "warmup_steps": 3, "seed": 0, "beta": 0.1, "label_smoothing": 0.0},
+    "log": {"eval_every": 5, "eval_batches": 4, "save_every": 30},
+    "output": {"dir": str(workdir / "dpo"), "dtype": "float32"},
+}, source="lesson 11, DPO")
+dpo = Trainer(dpo_recipe)
+print(dpo.objective.notes[0])
+start = time.perf_counter()
+dpo.run(progress=False)
+print(f"{dpo_recipe.train.steps} steps in {time.perf_counter() - start:.1f} s")
+
+steps = np.array([s for s, _ in dpo.state["stats"]])
+train = {k: np.array([st[k] for _, st in dpo.state["stats"]]) for k in dpo.state["stats"][0][1]}
+val_steps = np.array([s for s, _ in dpo.state["val_stats"]])
+val = {k: np.array([st[k] for _, st in dpo.state["val_stats"]]) for k in dpo.state["val_stats"][0][1]}
+losses = np.array([loss for _, loss in dpo.state["losses"]])
+for i in [0, 4, 9, 19, 29]:
+    print(f"step {steps[i]:2d}: loss {losses[i]:.4f}  " + "  ".join(f"{k} {train[k][i]:+.3f}" for k in train))
+print("held out, every 5 steps:", {k: np.round(v, 3).tolist() for k, v in val.items()})
+print("picture:", _plot.line_plot(
+    "11_dpo_rewards.png", {"margin": (steps, train["margin"]),
+                           "reward of the chosen": (steps, train["reward_chosen"]),
+                           "reward of the rejected": (steps, train["reward_rejected"]),
+                           "margin, held out": (val_steps, val["margin"])},
+    "DPO: implicit rewards beta log(pi / ref), mean over each batch", "step", "reward",
+    legend="lower left"))
+print("picture:", _plot.line_plot(
+    "11_dpo_accuracy.png", {"accuracy (each batch)": (steps, train["accuracy"]),
+                            "accuracy, held out": (val_steps, val["accuracy"]),
+                            "loss (each batch)": (steps, losses)},
+    "DPO: share of pairs whose chosen reply has the higher reward", "step", "",
+    hlines={"ln 2": np.log(2)}, legend="lower right"))
+assert np.isclose(losses[0], np.log(2), atol=1e-6) and train["margin"][0] == 0
+assert train["margin"][-5:].mean() > 0.3 and val["margin"][-1] > 0.3 and val["accuracy"][-1] == 1.0
+assert losses[-5:].mean() < 0.8 * np.log(2)
+assert train["reward_rejected"][-1] < -0.2 < train["reward_rejected"][-1] / 4 < train["reward_chosen"][-1]
+
+# %% [markdown]
+# The first loss is ln 2 and the first margin 0: the policy starts as the reference. From the
+# first update on, the chosen reply wins in every batch, and the margin grows. It grows mostly
+# because the rejected replies become less likely; the chosen ones gain far less. (In larger
+# runs the chosen reward often *falls* too, while the rejected falls faster; the loss only asks
+# for the difference.) The held-out pairs, whose questions DPO never saw, follow: the habit is
+# the same on every question.
+#
+# The reference stayed frozen: its weights are still the SFT model's.
+
+# %%
+assert all(np.array_equal(p.data, sft_model.params[n])
+           for n, p in dpo.objective.reference.named_parameters())
+
+# %% [markdown]
+# ## 7. Before and after
+#
+# The question DPO was about: after the correct answer, does the model write `<|end|>`? Its
+# probability, p(`<|end|>` | the question, "a plus b is N."), for every question, from the SFT
+# model and from the DPO model:
+
+# %%
+answered = [encoder.encode([{"role": "user", "content": question(a, b)},
+                            {"role": "assistant", "content": answer(a, b)}], last_only=True)
+            for a, b in problems]
+batch_ids, batch_labels = pad_batch(answered, tok.pad_token_id)            # [81, T]
+
+
+def greedy_check(model):
+    """p(<|end|> after the answer) per question, whether greedy decoding would write the answer
+    ("a plus b is N."), and whether it would then stop: at each labelled position, is the label
+    the most likely token?"""
+    logits = model(batch_ids)[:, :-1, :tok.vocab_size].astype(np.float64)   # [81, T-1, V]
+    targets = batch_labels[:, 1:]
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    hit = (logits.argmax(-1) == targets) | (targets == -100)                 # [81, T-1]
+    at_end = targets == END
+    p_end = probs[at_end, END]                                              # one per question
+    right = np.array([hit[i, ~at_end[i]].all() for i in range(len(targets))])
+    return p_end, right, right & hit[at_end]
+
+
+p_before, right_before, stops_before = greedy_check(sft_model)
+p_after, right_after, stops_after = greedy_check(dpo.model)
+is_val = np.array([p in val_problems for p in problems])
+for name, p, right, stops in [("SFT", p_before, right_before, stops_before),
+                              ("DPO", p_after, right_after, stops_after)]:
+    print(f"{name}: p(<|end|>) trained-on {p[~is_val].mean():.3f}, held out {p[is_val].mean():.3f};  "
+          f"greedy writes the right answer {right.mean():.0%}, right answer and stops {stops.mean():.0%}")
+print(f"log p(<|end|>) for {question(*problems[0])!r}: {np.log(p_before[0]):.3f} -> {np.log(p_after[0]):.3f}")
+print("picture:", _plot.bar_chart("11_p_end.png", {
+    "SFT, trained-on": p_before[~is_val].mean(), "SFT, held out": p_before[is_val].mean(),
+    "DPO, trained-on": p_after[~is_val].mean(), "DPO, held out": p_after[is_val].mean()},
+    "p(<|end|> right after the answer), mean over the questions"))
+assert (p_after > p_before).all() and p_after[is_val].mean() > p_before[is_val].mean() + 0.2
+assert stops_after.mean() > stops_before.mean() + 0.15 and stops_after.sum() == right_after.sum()
+assert right_after.mean() >= right_before.mean() - 0.05            # the sums survived
+
+# %% [markdown]
+# "At each position the reply's token is the most likely one" is exactly what greedy decoding
+# needs to write that reply, so these counts are greedy decoding's. The same questions as in
+# section 3, now generated:
+
+# %%
+for a, b in examples:
+    i = problems.index((a, b))
+    text = reply(dpo.model, a, b)
+    print(f"{question(a, b)!r:20} -> {text!r}")
+    assert (text == answer(a, b) + "<|end|>") == stops_after[i]
+    assert (reply(sft_model, a, b) == answer(a, b) + "<|end|>") == stops_before[i]
+
+# %% [markdown]
+# ## Summary
+#
+# - DPO learns from pairs: for a prompt, a chosen and a rejected reply. Its loss,
+#   -log sigmoid(beta z), compares the policy's log-probability ratio of the two replies with the
+#   frozen reference's; at the start z = 0 and the loss is ln 2.
+# - A reply's log-probability is summed over its own tokens; what two replies share cancels in
+#   z, and everything in the rejected reply after the point where they part is pushed down.
+# - beta sets how large a move from the reference satisfies the loss; label smoothing eps gives
+#   the loss a minimum at z* = ln((1 - eps) / eps) / beta instead of pushing forever.
+# - The reference runs without a tape and gets no gradient; it is the SFT model, unchanged.
+# - 30 small steps on our pairs raise the margin and the preference accuracy, on held-out pairs
+#   too, and turn "stops after the answer about half of the time" into "nearly always", while the
+#   sums the SFT model knew survive.
