@@ -166,11 +166,25 @@ print(f"SFT loss {sft_loss:.4f}, by hand {by_hand:.4f}, over {len(counted)} posi
 assert np.isclose(sft_loss, by_hand, rtol=1e-5) and len(counted) == kept.sum()
 
 # %% [markdown]
+# Counted like pre-training, the loss would also ask the model to predict the system prompt and
+# the user's questions.
+#
 # "Only depends on the replies" needs care. Changing a *user token* changes the logits at every
-# later position (attention reads it), so the loss moves even though that token carries no label:
-# the questions still shape the answers, which is the point. What the mask removes is the
-# *target*: nothing pushes the model to predict the user's tokens. Two ways to see it, at the
-# level of the logits:
+# later position (attention reads it), so the loss moves even though that token carries no
+# label: the questions still shape the answers, which is the point. Here the question's 3
+# becomes a 5:
+
+# %%
+three = int(np.nonzero(ids == tok.token_to_id("3"))[0][0])             # in "What is 3 plus 4?"
+changed = ids.copy()
+changed[three] = tok.token_to_id("5")
+changed_loss = float(base.loss(changed[None], labels[None]).data)
+print(f"{tok.decode(changed[11:21].tolist())!r}: loss {changed_loss:.4f} (was {sft_loss:.4f})")
+assert not kept[three] and changed_loss != sft_loss
+
+# %% [markdown]
+# What the mask removes is the *target*: nothing pushes the model to predict the user's tokens.
+# Two ways to see it, at the level of the logits:
 #
 # - change the logits at every position that predicts an unlabelled token, by any amount: the
 #   loss does not move;
@@ -183,7 +197,8 @@ assert np.isclose(sft_loss, by_hand, rtol=1e-5) and len(counted) == kept.sum()
 T = len(ids)
 noisy = logits.copy()
 not_counted = np.setdiff1d(np.arange(T), counted)             # includes the last position
-noisy[0, not_counted] += 10 * np.random.default_rng(0).standard_normal((len(not_counted), logits.shape[-1]))
+noise = np.random.default_rng(0).standard_normal((len(not_counted), logits.shape[-1]))
+noisy[0, not_counted] += 10 * noise
 assert float(causal_lm_loss(noisy, labels[None])) == float(causal_lm_loss(logits, labels[None]))
 
 leaf = Parameter(logits.copy())
@@ -198,7 +213,8 @@ assert np.allclose(grad, expected, atol=1e-7)
 print(f"{'t':>3} {'token':14} {'label':>6}  {'predicts':14} {'|dL/dlogits[t]|':>16}")
 for t in range(T):
     nxt = tok.id_to_token(labels[t + 1]) if t + 1 < T and labels[t + 1] != -100 else "-"
-    print(f"{t:3d} {tok.id_to_token(ids[t]):14} {labels[t]:6d}  {nxt:14} {np.linalg.norm(grad[t]):16.4f}")
+    norm = np.linalg.norm(grad[t])
+    print(f"{t:3d} {tok.id_to_token(ids[t]):14} {labels[t]:6d}  {nxt:14} {norm:16.4f}")
 zero_rows = np.linalg.norm(grad, axis=-1) == 0
 assert np.array_equal(np.nonzero(~zero_rows)[0], counted)
 

@@ -14,7 +14,7 @@
 #
 # 1. the loss, computed by hand and by `tinyphi3.train.dpo.dpo_loss`;
 # 2. beta and label smoothing: the loss as a function of z;
-# 3. an SFT model with a bad habit: half its training replies ramble on past the answer;
+# 3. an SFT model with a bad habit: most of its training replies ramble on past the answer;
 # 4. the log-probability of a reply, summed over its tokens only, and what cancels in z;
 # 5. the frozen reference, run without gradients;
 # 6. a DPO run: rewards, margin and preference accuracy;
@@ -42,6 +42,7 @@ from tinyphi3.train.loop import Trainer
 from tinyphi3.train.recipe import recipe_from_dict
 
 workdir = Path(tempfile.mkdtemp(prefix="lesson11_"))
+sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))
 try:
     REPO = Path(__file__).resolve().parent.parent
 except NameError:                                  # run as a notebook, from lessons/
@@ -75,7 +76,6 @@ ref_chosen, ref_rejected = np.array([-13.0, -8.0, -19.0]), np.array([-14.0, -8.8
 beta = 0.1
 
 z = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
-sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))                            # noqa: E731
 by_hand = -np.log(sigmoid(beta * z)).mean()
 loss, stats = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
 print("z =", z, f"  loss by hand {by_hand:.6f}, dpo_loss {float(loss):.6f}")
@@ -98,7 +98,8 @@ assert np.isclose(float(loss0), np.log(2)) and stats0["margin"] == 0 and stats0[
 # %% [markdown]
 # The gradient says what each pair asks for. With respect to the policy's log-probabilities:
 #
-#     dL/d log pi(y_w|x) = -beta sigmoid(-beta z) / P        dL/d log pi(y_l|x) = +beta sigmoid(-beta z) / P
+#     dL/d log pi(y_w|x) = -beta sigmoid(-beta z) / P
+#     dL/d log pi(y_l|x) = +beta sigmoid(-beta z) / P              (P pairs in the batch)
 #
 # Gradient descent raises the chosen reply and lowers the rejected one, each pair weighted by
 # sigmoid(-beta z): near beta for a pair the model ranks the wrong way round (z < 0), near 0 for a
@@ -116,9 +117,10 @@ assert np.allclose(chosen_t.grad, -weight) and np.allclose(rejected_t.grad, weig
 # ## 2. beta and label smoothing
 #
 # beta only rescales z: the loss at beta = 0.5 and z is the loss at beta = 0.1 and 5z. It sets
-# how large a change of log-probabilities, relative to the reference, satisfies the loss: a few
-# nats over beta. A large beta is satisfied by a small move; a small beta keeps pushing until the
-# policy is far from the reference.
+# how large a change of log-probabilities, relative to the reference, satisfies the loss: the
+# loss is small once beta z is a few units, so z must reach about 30 nats at beta = 0.1 but
+# only 6 at beta = 0.5. A large beta is satisfied by a small move; a small beta keeps pushing
+# until the policy is far from the reference.
 #
 # Label smoothing eps (conservative DPO) supposes that a fraction eps of the preferences are
 # the wrong way round, and mixes in the loss of the flipped pair:
@@ -130,11 +132,11 @@ assert np.allclose(chosen_t.grad, -weight) and np.allclose(rejected_t.grad, weig
 # past it the loss pushes back. Each curve below is `dpo_loss` itself, one pair at a time.
 
 # %%
-zs = np.linspace(-40.0, 80.0, 241)
+zs = np.linspace(-10.0, 50.0, 241)
 curves = {}
 for b, eps in [(0.1, 0.0), (0.5, 0.0), (0.1, 0.1), (0.5, 0.1)]:
     values = [float(dpo_loss(np.array([v]), np.zeros(1), np.zeros(1), np.zeros(1), b, eps)[0])
-              for v in zs]
+              for v in zs]                                               # one pair at a time
     curves[f"beta {b}, eps {eps}"] = (zs, values)
     formula = -(1 - eps) * np.log(sigmoid(b * zs)) - eps * np.log(sigmoid(-b * zs))
     assert np.allclose(values, formula, rtol=1e-6)
@@ -148,26 +150,28 @@ for b, eps in [(0.1, 0.0), (0.5, 0.0), (0.1, 0.1), (0.5, 0.1)]:
 print("picture:", _plot.line_plot("11_dpo_loss_of_z.png", curves,
                                   "the DPO loss as a function of z", "z (nats)", "loss",
                                   hlines={"ln 2": np.log(2)}, legend="upper right"))
-at = lambda v, b: float(dpo_loss(np.array([v]), np.zeros(1), np.zeros(1), np.zeros(1), b)[0])  # noqa: E731
+one = np.zeros(1)
+at = lambda v, b: float(dpo_loss(np.array([v]), one, one, one, b)[0])
 assert np.isclose(at(5.0, 0.5), at(25.0, 0.1))                           # beta only rescales z
 
 # %% [markdown]
 # ## 3. An SFT model with a bad habit
 #
 # DPO needs an SFT model to start from, and a behaviour to change. We fine-tune
-# `checkpoints/mini-base` as in lesson 10, on the same 81 addition questions, but half of the
-# replies ramble on after the answer: "3 plus 4 is 7. I like this question a lot, and ...". The
-# rambles hold no arithmetic (section 4 says why that matters). The SFT model learns both
-# endings, and stops right after the answer only about half of the time.
+# `checkpoints/mini-base` as in lesson 10, on the same 81 addition questions, but seven replies
+# in ten ramble on after the answer: "3 plus 4 is 7. And I like this question a lot, and ...".
+# The rambles hold no arithmetic (section 4 says why that matters). 60 steps this time: enough
+# for the habit, and for most of the sums. The SFT model learns both endings, and copies its
+# data: after most answers, it rambles on.
 
 # %%
 rng = np.random.default_rng(0)
 problems = [(a, b) for a in range(1, 10) for b in range(1, 10)]
 problems = [problems[i] for i in rng.permutation(len(problems))]
-RAMBLES = ["Numbers are fun, and adding them is fun, and there is more and more to say.",
-           "I like this question a lot, and I could talk about it for a long time.",
-           "That is the answer, and now let me tell you more and more about it.",
-           "Adding is easy when you count on your fingers, one by one."]
+RAMBLES = ["And numbers are fun, and adding them is fun, and there is more and more to say.",
+           "And I like this question a lot, and I could talk about it for a long time.",
+           "And that is the answer, and now let me tell you more and more about it.",
+           "And adding is easy when you count on your fingers, one by one."]
 
 
 def question(a, b):
@@ -190,7 +194,8 @@ def write_jsonl(name, records):
 
 sft_file = write_jsonl("sft.jsonl", [
     {"messages": [{"role": "user", "content": question(a, b)},
-                  {"role": "assistant", "content": rambling(a, b) if rng.random() < 0.5 else answer(a, b)}]}
+                  {"role": "assistant",
+                   "content": rambling(a, b) if rng.random() < 0.7 else answer(a, b)}]}
     for a, b in problems])
 sft_recipe = recipe_from_dict({
     "model": {"tokenizer": str(BASE), "init_from": str(BASE)},
@@ -225,6 +230,7 @@ sft_model = sft_trainer.model
 examples = train_problems[:4] + val_problems[:2]
 for a, b in examples:
     print(f"{question(a, b)!r:20} -> {reply(sft_model, a, b)!r}")
+assert sum(reply(sft_model, a, b).endswith(" ...") for a, b in examples) >= len(examples) // 2
 
 # %% [markdown]
 # ## 4. The log-probability of a reply
@@ -268,24 +274,28 @@ assert np.allclose(logps, per_token.sum(1), atol=1e-3)
 # follows it.
 
 # %%
-start = int(np.nonzero(c_labels != -100)[0][0]) - 1            # the position predicting the reply
-part = start + int(np.nonzero(c_ids[start + 1:] != r_ids[start + 1:len(c_ids)])[0][0])
-print(f"{'token':>12} {'chosen':>9} {'rejected':>9}")
-for t in range(start, part + 3):
-    c_tok = tok.id_to_token(c_ids[t + 1]) if t + 1 < len(c_ids) else ""
-    print(f"{tok.id_to_token(r_ids[t + 1]) if c_tok == tok.id_to_token(r_ids[t + 1]) else c_tok + ' | ' + tok.id_to_token(r_ids[t + 1]):>12} "
-          f"{per_token[0, t] if t + 1 < len(c_ids) else float('nan'):9.4f} {per_token[1, t]:9.4f}")
-shared = slice(start, part)
-assert np.allclose(per_token[0, shared], per_token[1, shared], atol=1e-5)
-tails = per_token[0, part:].sum() - per_token[1, part:].sum()
-print(f"log pi(chosen) - log pi(rejected) = {logps[0] - logps[1]:.4f}; from the tails alone {tails:.4f}")
-assert np.isclose(logps[0] - logps[1], tails, atol=1e-3)
+first = int(np.nonzero(c_labels != -100)[0][0]) - 1         # the position predicting the reply
+part = first + int(np.nonzero(c_ids[first + 1:] != r_ids[first + 1:len(c_ids)])[0][0])
+print(f"{'token':>8} {'chosen':>9} {'rejected':>9}")
+for t in range(first, part):                                     # the shared answer
+    print(f"{tok.id_to_token(c_ids[t + 1]):>8} {per_token[0, t]:9.4f} {per_token[1, t]:9.4f}")
+tail_c, tail_r = per_token[0, part:].sum(), per_token[1, part:].sum()
+rejected_tail = tok.decode(r_ids[part + 1:][r_labels[part + 1:] != -100].tolist())
+print(f"then the chosen reply writes {tok.id_to_token(c_ids[part + 1])}: {per_token[0, part]:.4f}")
+print(f"and the rejected one {rejected_tail!r}: {tok.id_to_token(r_ids[part + 1])} "
+      f"{per_token[1, part]:.4f}, the rest {tail_r - per_token[1, part]:.4f}")
+assert np.allclose(per_token[0, first:part], per_token[1, first:part], atol=1e-5)
+print(f"log pi(chosen) - log pi(rejected) = {logps[0] - logps[1]:.4f}; "
+      f"from the tails alone {tail_c - tail_r:.4f}")
+assert np.isclose(logps[0] - logps[1], tail_c - tail_r, atol=1e-3) and logps[0] < logps[1]
 
 # %% [markdown]
-# So DPO never sees the answer "is 7": it is in both replies, and whatever the loss does to it
-# cancels. What DPO changes is where the replies differ. All of the rejected tail is pushed
-# down, not only its first word: had the rambles held correct sums, DPO would have taught the
-# model to make those sums less likely. That is why our rambles hold none.
+# For this question the SFT model finds the rambling reply the more likely one: that is the
+# habit to remove. And DPO never sees the answer itself: it is in both replies, and whatever
+# the loss does to it cancels. What DPO changes is where the replies differ. All of the
+# rejected tail is pushed down, not only its first word: had the rambles held correct sums, DPO
+# would have taught the model to make those sums less likely. That is why our rambles hold
+# none.
 #
 # ## 5. The frozen reference
 #
@@ -302,11 +312,10 @@ loss, stats = dpo_batch_loss(policy, reference, pairs, beta=0.1, pad_id=tok.pad_
 loss.backward()
 print(f"first batch: loss {float(loss.data):.6f} (ln 2 = {np.log(2):.6f}), {stats}")
 ref_logits = reference(pad_batch([c for c, _ in pairs], tok.pad_token_id)[0])
-print("reference(ids) is a", type(ref_logits).__name__, "; the loss is a", type(loss).__name__)
+print(f"reference(ids) is a {type(ref_logits).__name__}; the loss is a {type(loss).__name__}")
 assert np.isclose(float(loss.data), np.log(2), atol=1e-6) and stats["margin"] == 0
 assert type(ref_logits) is np.ndarray and isinstance(loss, Tensor)
-assert all(p.grad is not None and np.abs(p.grad).max() > 0 for _, p in policy.named_parameters()
-           if "embed_tokens" not in _)
+assert all(p.grad is not None and np.abs(p.grad).max() > 0 for _, p in policy.named_parameters())
 assert all(p.grad is None for _, p in reference.named_parameters())
 
 # %% [markdown]
@@ -344,7 +353,8 @@ val_steps = np.array([s for s, _ in dpo.state["val_stats"]])
 val = {k: np.array([st[k] for _, st in dpo.state["val_stats"]]) for k in dpo.state["val_stats"][0][1]}
 losses = np.array([loss for _, loss in dpo.state["losses"]])
 for i in [0, 4, 9, 19, 29]:
-    print(f"step {steps[i]:2d}: loss {losses[i]:.4f}  " + "  ".join(f"{k} {train[k][i]:+.3f}" for k in train))
+    logged = "  ".join(f"{k} {train[k][i]:+.3f}" for k in train)
+    print(f"step {steps[i]:2d}: loss {losses[i]:.4f}  {logged}")
 print("held out, every 5 steps:", {k: np.round(v, 3).tolist() for k, v in val.items()})
 print("picture:", _plot.line_plot(
     "11_dpo_rewards.png", {"margin": (steps, train["margin"]),
@@ -356,21 +366,24 @@ print("picture:", _plot.line_plot(
 print("picture:", _plot.line_plot(
     "11_dpo_accuracy.png", {"accuracy (each batch)": (steps, train["accuracy"]),
                             "accuracy, held out": (val_steps, val["accuracy"]),
-                            "loss (each batch)": (steps, losses)},
-    "DPO: share of pairs whose chosen reply has the higher reward", "step", "",
-    hlines={"ln 2": np.log(2)}, legend="lower right"))
+                            "loss (each batch)": (steps, losses),
+                            "loss, held out": (val_steps, val["loss"])},
+    "DPO: preference accuracy and loss", "step", "", hlines={"ln 2": np.log(2)},
+    legend="lower left"))
 assert np.isclose(losses[0], np.log(2), atol=1e-6) and train["margin"][0] == 0
 assert train["margin"][-5:].mean() > 0.3 and val["margin"][-1] > 0.3 and val["accuracy"][-1] == 1.0
 assert losses[-5:].mean() < 0.8 * np.log(2)
-assert train["reward_rejected"][-1] < -0.2 < train["reward_rejected"][-1] / 4 < train["reward_chosen"][-1]
+assert (train["accuracy"][1:] == 1.0).all()
+assert train["reward_rejected"][-1] < -0.2
+assert abs(train["reward_chosen"][-1]) < abs(train["reward_rejected"][-1]) / 3
 
 # %% [markdown]
 # The first loss is ln 2 and the first margin 0: the policy starts as the reference. From the
 # first update on, the chosen reply wins in every batch, and the margin grows. It grows mostly
-# because the rejected replies become less likely; the chosen ones gain far less. (In larger
-# runs the chosen reward often *falls* too, while the rejected falls faster; the loss only asks
-# for the difference.) The held-out pairs, whose questions DPO never saw, follow: the habit is
-# the same on every question.
+# because the rejected replies become less likely; the chosen ones gain far less. (In many DPO
+# runs the chosen reward falls too, only more slowly than the rejected one: the loss asks for
+# the difference, nothing else.) The held-out pairs, whose questions DPO never saw, follow: the
+# habit is the same on every question.
 #
 # The reference stayed frozen: its weights are still the SFT model's.
 
@@ -393,35 +406,60 @@ batch_ids, batch_labels = pad_batch(answered, tok.pad_token_id)            # [81
 
 
 def greedy_check(model):
-    """p(<|end|> after the answer) per question, whether greedy decoding would write the answer
-    ("a plus b is N."), and whether it would then stop: at each labelled position, is the label
-    the most likely token?"""
+    """Per question: p(<|end|> right after the answer), p(the answer), and whether greedy
+    decoding writes the answer and then stops: is each label the most likely token there?"""
     logits = model(batch_ids)[:, :-1, :tok.vocab_size].astype(np.float64)   # [81, T-1, V]
     targets = batch_labels[:, 1:]
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
+    log_p = logits - logits.max(-1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+    picked = np.take_along_axis(log_p, np.maximum(targets, 0)[..., None], -1)[..., 0]
     hit = (logits.argmax(-1) == targets) | (targets == -100)                 # [81, T-1]
-    at_end = targets == END
-    p_end = probs[at_end, END]                                              # one per question
-    right = np.array([hit[i, ~at_end[i]].all() for i in range(len(targets))])
-    return p_end, right, right & hit[at_end]
+    at_end, in_answer = targets == END, (targets != -100) & (targets != END)
+    right = np.array([hit[i, in_answer[i]].all() for i in range(len(targets))])
+    return {"p_end": np.exp(picked[at_end]), "p_answer": np.exp((picked * in_answer).sum(1)),
+            "right": right, "stops": right & hit[at_end]}
 
 
-p_before, right_before, stops_before = greedy_check(sft_model)
-p_after, right_after, stops_after = greedy_check(dpo.model)
+before, after = greedy_check(sft_model), greedy_check(dpo.model)
 is_val = np.array([p in val_problems for p in problems])
-for name, p, right, stops in [("SFT", p_before, right_before, stops_before),
-                              ("DPO", p_after, right_after, stops_after)]:
-    print(f"{name}: p(<|end|>) trained-on {p[~is_val].mean():.3f}, held out {p[is_val].mean():.3f};  "
-          f"greedy writes the right answer {right.mean():.0%}, right answer and stops {stops.mean():.0%}")
-print(f"log p(<|end|>) for {question(*problems[0])!r}: {np.log(p_before[0]):.3f} -> {np.log(p_after[0]):.3f}")
+for name, r in [("SFT", before), ("DPO", after)]:
+    print(f"{name}: p(<|end|>) trained-on {r['p_end'][~is_val].mean():.3f}, held out "
+          f"{r['p_end'][is_val].mean():.3f};  greedy writes the right answer {r['right'].sum()} "
+          f"of 81, the right answer and stops {r['stops'].sum()}")
+print(f"log p(<|end|>) after {answer(*problems[0])!r}: SFT {np.log(before['p_end'][0]):.3f}, "
+      f"DPO {np.log(after['p_end'][0]):.3f}")
 print("picture:", _plot.bar_chart("11_p_end.png", {
-    "SFT, trained-on": p_before[~is_val].mean(), "SFT, held out": p_before[is_val].mean(),
-    "DPO, trained-on": p_after[~is_val].mean(), "DPO, held out": p_after[is_val].mean()},
+    "SFT, trained-on": before["p_end"][~is_val].mean(), "SFT, held out": before["p_end"][is_val].mean(),
+    "DPO, trained-on": after["p_end"][~is_val].mean(), "DPO, held out": after["p_end"][is_val].mean()},
     "p(<|end|> right after the answer), mean over the questions"))
-assert (p_after > p_before).all() and p_after[is_val].mean() > p_before[is_val].mean() + 0.2
-assert stops_after.mean() > stops_before.mean() + 0.15 and stops_after.sum() == right_after.sum()
-assert right_after.mean() >= right_before.mean() - 0.05            # the sums survived
+assert (after["p_end"] > before["p_end"]).all() and after["p_end"].min() > 0.5 > before["p_end"].mean()
+assert after["stops"].sum() == after["right"].sum() > 2 * before["stops"].sum()
+
+# %% [markdown]
+# The ending changed everywhere: `<|end|>` went from the less likely ending to a near certainty
+# after every answer, on held-out questions too, and greedy decoding now stops after every
+# answer it gets right. The sums did not improve, and a few got worse. DPO does not hold the
+# shared answer in place: it is absent from z, so nothing in the loss keeps it where it was,
+# and the weights that moved for the ending move it too. The questions whose answer changed,
+# with the probability of the whole right answer under each model:
+
+# %%
+lost = np.nonzero(before["right"] & ~after["right"])[0]
+gained = np.nonzero(~before["right"] & after["right"])[0]
+for i in list(lost) + list(gained):
+    print(f"{question(*problems[i])!r:20} SFT {before['p_answer'][i]:.2f} -> "
+          f"DPO {after['p_answer'][i]:.2f}   ({'lost' if i in lost else 'gained'})")
+print(f"p(the right answer), mean over the 81 questions: SFT {before['p_answer'].mean():.3f}, "
+      f"DPO {after['p_answer'].mean():.3f}")
+assert len(lost) - len(gained) <= 8 and (before["p_answer"][lost] < 0.5).all()
+assert abs(after["p_answer"].mean() - before["p_answer"].mean()) < 0.05
+
+# %% [markdown]
+# On average the probability of the right answer hardly moved. The answers that flipped were
+# ones the SFT model gave with less than even odds; a small drift was enough to let another
+# number overtake them. Real DPO runs guard the shared content with a
+# small learning rate and few epochs, as here, and some add the SFT loss on the chosen replies
+# to the DPO loss.
 
 # %% [markdown]
 # "At each position the reply's token is the most likely one" is exactly what greedy decoding
@@ -433,8 +471,8 @@ for a, b in examples:
     i = problems.index((a, b))
     text = reply(dpo.model, a, b)
     print(f"{question(a, b)!r:20} -> {text!r}")
-    assert (text == answer(a, b) + "<|end|>") == stops_after[i]
-    assert (reply(sft_model, a, b) == answer(a, b) + "<|end|>") == stops_before[i]
+    assert (text == answer(a, b) + "<|end|>") == after["stops"][i]
+    assert (reply(sft_model, a, b) == answer(a, b) + "<|end|>") == before["stops"][i]
 
 # %% [markdown]
 # ## Summary
@@ -448,5 +486,5 @@ for a, b in examples:
 #   the loss a minimum at z* = ln((1 - eps) / eps) / beta instead of pushing forever.
 # - The reference runs without a tape and gets no gradient; it is the SFT model, unchanged.
 # - 30 small steps on our pairs raise the margin and the preference accuracy, on held-out pairs
-#   too, and turn "stops after the answer about half of the time" into "nearly always", while the
-#   sums the SFT model knew survive.
+#   too, and make the model stop after the answer instead of rambling on. The shared answer is
+#   not protected: a few sums the SFT model knew only narrowly flip.

@@ -96,7 +96,9 @@ def blocksparse_mask(layout, q_len, k_len, block_size, past=None):
                                 f"for k_len = {k_len}")
     query_pos = past + np.arange(q_len)                       # [T]
     key_pos = np.arange(k_len)                                # [S]
-    active = layout[:, query_pos[:, None] // block_size, key_pos[None, :] // block_size]   # [H, T, S]
+    query_block = query_pos[:, None] // block_size            # [T, 1]
+    key_block = key_pos[None, :] // block_size                # [1, S]
+    active = layout[:, query_block, key_block]                # [H, NB, NB] -> [H, T, S]
     causal = key_pos[None, :] <= query_pos[:, None]           # [T, S]
     return active & causal[None]                              # -> [H, T, S]
 

@@ -1,4 +1,4 @@
-"""Numba CPU kernels for block-sparse attention (reference: tinyphi3.blocksparse.blocksparse_attention).
+"""Numba CPU kernels for block-sparse attention (reference: blocksparse.blocksparse_attention).
 
 Both kernels visit only the active key blocks of the layout and never build the [T, S] score
 matrix. They fold one key block at a time into an online softmax (FlashAttention, Dao et al.
