@@ -179,7 +179,9 @@ three = int(np.nonzero(ids == tok.token_to_id("3"))[0][0])             # in "Wha
 changed = ids.copy()
 changed[three] = tok.token_to_id("5")
 changed_loss = float(base.loss(changed[None], labels[None]).data)
-print(f"{tok.decode(changed[11:21].tolist())!r}: loss {changed_loss:.4f} (was {sft_loss:.4f})")
+user = int(np.nonzero(ids == tok.token_to_id("<|user|>"))[0][0])
+question_span = slice(user + 1, user + int(np.nonzero(ids[user:] == END)[0][0]))
+print(f"{tok.decode(changed[question_span].tolist())!r}: loss {changed_loss:.4f} (was {sft_loss:.4f})")
 assert not kept[three] and changed_loss != sft_loss
 
 # %% [markdown]

@@ -457,9 +457,9 @@ assert abs(after["p_answer"].mean() - before["p_answer"].mean()) < 0.05
 # %% [markdown]
 # On average the probability of the right answer hardly moved. The answers that flipped were
 # ones the SFT model gave with less than even odds; a small drift was enough to let another
-# number overtake them. Real DPO runs guard the shared content with a
-# small learning rate and few epochs, as here, and some add the SFT loss on the chosen replies
-# to the DPO loss.
+# number overtake them. A small learning rate and few steps, as here, keep the drift small;
+# some variants of DPO also add the SFT loss of the chosen replies to the DPO loss, which holds
+# the shared content where SFT put it.
 
 # %% [markdown]
 # "At each position the reply's token is the most likely one" is exactly what greedy decoding

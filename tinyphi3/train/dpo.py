@@ -16,6 +16,7 @@ policy learns the preferences.
 import numpy as np
 
 from ..autograd import Tensor, differentiable, enable_grad
+from ..layers import compute_dtype
 from .chat_data import pad_batch
 
 
@@ -40,7 +41,7 @@ def sequence_logprobs(logits, labels):
     """
     targets = labels[:, 1:]                                  # [B, T-1]
     keep = targets != -100
-    z = logits[:, :-1].astype(np.float32)                     # [B, T-1, V], a copy
+    z = logits[:, :-1].astype(compute_dtype(logits))          # [B, T-1, V], a copy
     z -= z.max(axis=-1, keepdims=True)
     picked = np.take_along_axis(z, np.where(keep, targets, 0)[..., None], axis=-1)[..., 0]
     np.exp(z, out=z)

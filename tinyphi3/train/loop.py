@@ -184,8 +184,8 @@ class Trainer:
         series = {"train": tuple(zip(*self.state["losses"]))}
         if self.state["val_losses"]:
             series["held-out"] = tuple(zip(*self.state["val_losses"]))
-        line_plot(str(self.out / "loss.png"), series, f"loss: {self.out.name}", "step",
-                  "cross-entropy (nats/token)")
+        ylabel = "DPO loss" if self.recipe.stage == "dpo" else "cross-entropy (nats/token)"
+        line_plot(str(self.out / "loss.png"), series, f"loss: {self.out.name}", "step", ylabel)
         (self.out / "history.json").write_text(json.dumps(self.state))
         return final
 
