@@ -14,6 +14,7 @@ setup(
         "numba>=0.59",         # the fused CPU kernels beside the NumPy reference (tinyphi3/kernels)
         "ml_dtypes>=0.3",      # bfloat16 as a NumPy dtype, for bf16 checkpoints
         "sentencepiece>=0.1.99",
+        "tiktoken>=0.6",       # phi-3-small's tokenizer: byte-level BPE over cl100k_base-style ranks
         "jinja2>=3.1",         # renders a checkpoint's own chat_template, as transformers does
         "pillow>=9",
         "click>=8.1",

@@ -34,7 +34,8 @@ def causal_mask(query_index, key_valid, sliding_window=None):
 def attention(q, k, v, mask, scale):
     """softmax(q k^T * scale, masked) v for grouped-query heads.
 
-    q: [B, H, T, hd]; k, v: [B, KV, S, hd]; mask: bool [B, 1, T, S] -> [B, H, T, hd].
+    q: [B, H, T, hd]; k, v: [B, KV, S, hd]; mask: bool [B, 1, T, S], one for all heads, or
+    [B, H, T, S], one per head (phi-3-small's block-sparse pattern) -> [B, H, T, hd].
     Scores and softmax in float32 (float64 for float64 inputs). A query that may see no key (a
     padding row) gets zero weights instead of NaN; its output is never used.
     Returns (output, weights [B, KV, g, T, S]); the weights serve the backward pass.
@@ -45,15 +46,17 @@ def attention(q, k, v, mask, scale):
     q = q.reshape(B, KV, g, T, hd)                            # [B, H, T, hd] -> [B, KV, g, T, hd]
     scores = q @ k[:, :, None].swapaxes(-1, -2)               # -> [B, KV, g, T, S]
     scores = scores.astype(compute_dtype(scores), copy=False)
-    if kernels.fast(scores):
+    per_head = mask.shape[1] != 1
+    if kernels.fast(scores) and not per_head:
         weights = kernels.cpu().masked_softmax_(scores, mask, scale)   # the lines below, fused
     else:
+        mask = mask.reshape(B, KV, g, T, -1) if per_head else mask[:, :, None]  # [B, *, *, T, S]
         scores *= scale
-        np.copyto(scores, np.finfo(np.float32).min, where=~mask[:, :, None])   # masked: -inf-like
+        np.copyto(scores, np.finfo(np.float32).min, where=~mask)   # masked: -inf-like
         weights = softmax_(scores)                            # rows sum to 1
-        dead = ~mask.any(axis=-1)                             # [B, 1, T]: rows that see no key
+        dead = ~mask.any(axis=-1, keepdims=True)              # [B, *, *, T, 1]: rows with no key
         if dead.any():
-            weights *= ~dead[:, :, None, :, None]             # give them zero weights
+            weights *= ~dead                                  # give them zero weights
     out = weights @ v[:, :, None]                             # [B, KV, g, T, S] @ [B, KV, 1, S, hd]
     return out.reshape(B, H, T, v.shape[-1]), weights         # -> [B, H, T, hd]
 

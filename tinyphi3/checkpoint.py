@@ -66,13 +66,21 @@ def tensor_index(path) -> dict:
     raise CheckpointError(f"{path}: no {SINGLE_FILE} or {INDEX_FILE}")
 
 
-def load_tensors(path, expected_shapes: dict) -> dict:
+def tied_copies(config: Phi3Config) -> tuple:
+    """Tensors a checkpoint may hold that the model does not read: with tied embeddings, a copy
+    of the embedding as `lm_head.weight` (some writers keep it, Hugging Face's drops it)."""
+    return ("lm_head.weight",) if config.tie_word_embeddings else ()
+
+
+def load_tensors(path, expected_shapes: dict, ignored=()) -> dict:
     """Read every expected tensor as float32, one at a time; check names, shapes and dtypes first.
 
     Each tensor is read from its file and converted on its own, so memory holds the float32
-    weights plus at most one tensor in its stored dtype.
+    weights plus at most one tensor in its stored dtype. Tensors named in `ignored` may be
+    present and are not read.
     """
     index = tensor_index(path)
+    index = {name: f for name, f in index.items() if name not in ignored}
     check_tensors(index, expected_shapes)
     sizes = {name: int(np.prod(shape)) * 4 for name, shape in expected_shapes.items()}
     params = {}

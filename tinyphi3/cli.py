@@ -338,16 +338,28 @@ def tokenizer():
 @click.option("--input", "inputs", required=True, multiple=True, type=click.Path(),
               help="A UTF-8 text file, or a .jsonl file of documents, to learn from (repeat for several).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Directory to write tokenizer.model and its config files.")
+              help="Directory to write the tokenizer files to.")
 @click.option("--vocab-size", required=True, type=click.IntRange(min=1),
               help="Size of the base vocabulary (Phi-3's special tokens come after it).")
-def tokenizer_train(inputs, out, vocab_size):
-    """Train a Llama-2-style BPE tokenizer (byte fallback) with Phi-3's special tokens.
+@click.option("--kind", type=click.Choice(["sentencepiece", "tiktoken"]), default="sentencepiece",
+              show_default=True,
+              help="sentencepiece: Phi-3-mini's kind (tokenizer.model); tiktoken: phi-3-small's "
+                   "byte-level BPE (tokenizer.tiktoken).")
+def tokenizer_train(inputs, out, vocab_size, kind):
+    """Train a BPE tokenizer with Phi-3's special tokens: Llama-2-style SentencePiece with byte
+    fallback (Phi-3-mini), or tiktoken-style byte-level BPE (phi-3-small).
 
     \b
     Example:
       tinyphi3 tokenizer train --input corpus.txt --out tok --vocab-size 1000
+      tinyphi3 tokenizer train --kind tiktoken --input corpus.txt --out tok --vocab-size 1000
     """
+    if kind == "tiktoken":
+        from .tiktoken_tokenizer import train_tiktoken_tokenizer
+        tok = train_tiktoken_tokenizer(list(inputs), out, vocab_size)
+        click.echo(f"wrote a tokenizer of {tok.vocab_size} ids ({tok.base_vocab_size} BPE ranks, then "
+                   f"phi-3-small's special and padding ids) to {out}")
+        return
     from .tokenizer_train import train_tokenizer
     tok = train_tokenizer(list(inputs), out, vocab_size)
     click.echo(f"wrote a tokenizer of {tok.vocab_size} tokens (base vocabulary, then Phi-3's "

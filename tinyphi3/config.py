@@ -20,6 +20,59 @@ from .errors import ConfigError
 # Keys that describe a saved file rather than the model; dropped on reading, rewritten on saving.
 FILE_KEYS = ("torch_dtype", "dtype", "transformers_version", "_name_or_path", "architectures",
              "auto_map")
+MODEL_TYPES = ("phi3", "phi3small")
+
+# ---- phi-3-small's config.json (configuration_phi3_small.py in its model repository) -----------
+PHI3SMALL_KEYS = {"ff_intermediate_size": "intermediate_size",     # its name: our field
+                  "layer_norm_epsilon": "rms_norm_eps",
+                  "rope_embedding_base": "rope_theta"}
+PHI3SMALL_FIELDS = ("rope_position_scale", "gegelu_limit", "dense_attention_every_n_layers",
+                    "blocksparse_block_size", "blocksparse_num_local_blocks",
+                    "blocksparse_vert_stride", "blocksparse_homo_head_pattern", "mup_use_scaling",
+                    "mup_width_multiplier", "mup_embedding_multiplier", "mup_attn_multiplier",
+                    "dummy_token_indices")
+PHI3SMALL_FILE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                         "num_key_value_heads", "max_position_embeddings", "hidden_act",
+                         "initializer_range", "bos_token_id", "eos_token_id", "model_type",
+                         "rope_position_scale", "gegelu_limit", "dense_attention_every_n_layers",
+                         "blocksparse_block_size", "blocksparse_num_local_blocks",
+                         "blocksparse_vert_stride", "blocksparse_homo_head_pattern",
+                         "mup_use_scaling", "mup_width_multiplier", "mup_embedding_multiplier",
+                         "mup_attn_multiplier")
+# The published Phi3SmallConfig's defaults, by our field names (phi-3-small-8k's values).
+PHI3SMALL_DEFAULTS = dict(
+    vocab_size=100352, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+    num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
+    rope_theta=1e6, rope_position_scale=1.0, rms_norm_eps=1e-5, hidden_act="gegelu",
+    gegelu_limit=20.0, dense_attention_every_n_layers=2, blocksparse_block_size=64,
+    blocksparse_num_local_blocks=16, blocksparse_vert_stride=8,
+    blocksparse_homo_head_pattern=False, mup_use_scaling=True, mup_width_multiplier=8.0,
+    mup_embedding_multiplier=10.0, mup_attn_multiplier=1.0, initializer_range=0.02,
+    bos_token_id=100257, eos_token_id=100257, pad_token_id=None, tie_word_embeddings=True,
+    model_type="phi3small")
+# Keys of the published file that the forward pass does not read (training options), written
+# with their published values unless a loaded file said otherwise.
+PHI3SMALL_CARRIED = {"attention_dropout_prob": 0.0, "embedding_dropout_prob": 0.1,
+                     "ffn_dropout_prob": 0.1, "gegelu_pad_to_256": True,
+                     "pad_sequence_to_multiple_of_64": True, "reorder_and_upcast_attn": False,
+                     "use_cache": True}
+PHI3SMALL_VOCAB_SIZE = 100352
+
+
+def _phi3small_dummy_token_ids() -> tuple:
+    """The ids phi-3-small's tokenizer (tokenization_phi3_small.py) lists as dummies; its model
+    sets their logits to the dtype minimum. 91 of the 100352 rows:
+
+        100256, 100264, 100265, 100267..100275   unused specials `<|dummy_id_0..11|>`
+        100258..100260, 100276                   cl100k specials it does not use (fim, endofprompt)
+        100277..100351                           padding of the vocabulary to 100352
+    """
+    ids = [100256, 100264, 100265, *range(100267, 100276), 100258, 100259, 100260, 100276,
+           *range(100277, PHI3SMALL_VOCAB_SIZE)]
+    return tuple(sorted(ids))
+
+
+PHI3SMALL_DUMMY_TOKEN_IDS = _phi3small_dummy_token_ids()
 
 
 @dataclass
@@ -29,6 +82,13 @@ class Phi3Config:
     `rope_scaling` is None for plain RoPE, or a dict
     `{"type": "longrope", "short_factor": [...], "long_factor": [...]}` (optionally with
     `"attention_factor"`), whichever of the two `config.json` layouts it was read from.
+
+    phi-3-small (`model_type` "phi3small") is the same type with the fields of its own section
+    switched on: LayerNorm, GEGELU, μP multipliers, block-sparse attention. Its `config.json`
+    names three shared fields differently (see `PHI3SMALL_KEYS`): `ff_intermediate_size` is
+    `intermediate_size`, `rope_embedding_base` is `rope_theta`, and `layer_norm_epsilon` is
+    `rms_norm_eps` (read it as `norm_eps`: the epsilon of whichever norm the variant uses).
+    Build one with `phi3small_config(**changes)`, which starts from the published defaults.
     """
 
     vocab_size: int = 32064
@@ -51,6 +111,23 @@ class Phi3Config:
     eos_token_id: int | list | None = 32000
     pad_token_id: int | None = 32000
     model_type: str = "phi3"
+    # ---- phi-3-small only (model_type "phi3small"); the defaults below leave them off ----------
+    rope_position_scale: float = 1.0          # RoPE angle = position * scale * inv_freq
+    gegelu_limit: float | None = None         # GEGELU clamps its inputs at this limit
+    dense_attention_every_n_layers: int | None = None   # layer i dense when (i + 1) % n == 0
+    blocksparse_block_size: int = 64
+    blocksparse_num_local_blocks: int = 16
+    blocksparse_vert_stride: int = 8
+    blocksparse_homo_head_pattern: bool = False
+    mup_use_scaling: bool = False             # attention scale 1/(hd / mup_attn_multiplier)
+    mup_width_multiplier: float | None = None       # logits are divided by it
+    mup_embedding_multiplier: float | None = None   # embeddings are multiplied by it
+    mup_attn_multiplier: float = 1.0
+    # Ids whose logits are set to the float32 minimum (vocabulary padding and unused specials).
+    # Not a key of the published config.json: its model reads `config.dummy_token_indices` from
+    # its tokenizer module. None means that default: `PHI3SMALL_DUMMY_TOKEN_IDS` when the
+    # vocabulary is the published 100352, none otherwise. tinyphi3 writes the key only when set.
+    dummy_token_indices: list | None = None
     extra: dict = field(default_factory=dict, repr=False)   # keys we carry but do not use
 
     def __post_init__(self):
@@ -64,6 +141,39 @@ class Phi3Config:
     @property
     def rotary_dim(self) -> int:
         return int(self.head_dim * self.partial_rotary_factor)
+
+    @property
+    def is_phi3small(self) -> bool:
+        return self.model_type == "phi3small"
+
+    @property
+    def norm_eps(self) -> float:
+        """The epsilon of the model's norms: RMSNorm (phi3) or LayerNorm (phi3small)."""
+        return self.rms_norm_eps
+
+    @property
+    def attention_scale(self) -> float:
+        """Softmax scale: 1/sqrt(hd), or with μP 1/(hd / mup_attn_multiplier) (phi-3-small)."""
+        if self.mup_use_scaling:
+            return self.mup_attn_multiplier / self.head_dim
+        return self.head_dim ** -0.5
+
+    def uses_blocksparse(self, layer: int) -> bool:
+        """phi-3-small: layer i (0-based) is dense when (i + 1) % dense_attention_every_n_layers
+        == 0, block-sparse otherwise (every layer when n is 0 or null)."""
+        if not self.is_phi3small:
+            return False
+        n = self.dense_attention_every_n_layers
+        return not (n and (layer + 1) % n == 0)
+
+    @property
+    def dummy_token_ids(self) -> tuple:
+        """The ids whose logits are masked (see the field `dummy_token_indices`)."""
+        if self.dummy_token_indices is not None:
+            return tuple(self.dummy_token_indices)
+        if self.is_phi3small and self.vocab_size == PHI3SMALL_VOCAB_SIZE:
+            return PHI3SMALL_DUMMY_TOKEN_IDS
+        return ()
 
     @property
     def rope_type(self) -> str:
@@ -92,9 +202,9 @@ class Phi3Config:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"config: {key} must be a positive integer, got {value!r}")
-        if self.model_type != "phi3":
+        if self.model_type not in MODEL_TYPES:
             raise ConfigError(f"config: model_type {self.model_type!r} is not supported "
-                              f"(supported: 'phi3')")
+                              f"(supported: {', '.join(map(repr, MODEL_TYPES))})")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(f"config: hidden_size {self.hidden_size} is not divisible by "
                               f"num_attention_heads {self.num_attention_heads}")
@@ -104,9 +214,10 @@ class Phi3Config:
         if not 0.0 < self.partial_rotary_factor <= 1.0 or self.rotary_dim % 2:
             raise ConfigError(f"config: partial_rotary_factor {self.partial_rotary_factor} gives "
                               f"an odd or empty rotary dimension {self.rotary_dim}")
-        if self.hidden_act != "silu":
+        act = "gegelu" if self.is_phi3small else "silu"
+        if self.hidden_act != act:
             raise ConfigError(f"config: hidden_act {self.hidden_act!r} is not supported "
-                              f"(Phi-3 uses 'silu')")
+                              f"({self.model_type} uses {act!r})")
         if self.sliding_window is not None and (
                 not isinstance(self.sliding_window, int) or self.sliding_window <= 0):
             raise ConfigError(f"config: sliding_window must be a positive integer or null, "
@@ -126,14 +237,60 @@ class Phi3Config:
                                       f"{self.rotary_dim // 2} entries, got {got}")
                 if any(not f > 0 for f in factors):
                     raise ConfigError(f"config: rope_scaling.{name} must be positive")
+        if self.is_phi3small:
+            self._validate_phi3small()
+            return
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for key in PHI3SMALL_FIELDS:
+            if getattr(self, key) != defaults[key]:
+                raise ConfigError(f"config: {key} is an option of model_type 'phi3small', not "
+                                  f"{self.model_type!r}")
+
+    def _validate_phi3small(self) -> None:
+        for key in ("blocksparse_block_size", "blocksparse_num_local_blocks",
+                    "blocksparse_vert_stride"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"config: {key} must be a positive integer, got {value!r}")
+        n = self.dense_attention_every_n_layers
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            raise ConfigError(f"config: dense_attention_every_n_layers must be a non-negative "
+                              f"integer or null, got {n!r}")
+        if not isinstance(self.blocksparse_homo_head_pattern, bool):
+            raise ConfigError(f"config: blocksparse_homo_head_pattern must be true or false, "
+                              f"got {self.blocksparse_homo_head_pattern!r}")
+        for key in ("gegelu_limit", "mup_width_multiplier", "mup_embedding_multiplier"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ConfigError(f"config: {key} must be a positive number or null, "
+                                  f"got {value!r}")
+        for key in ("mup_attn_multiplier", "rope_position_scale"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ConfigError(f"config: {key} must be a positive number, got {value!r}")
+        unsupported = {"rope_scaling": (self.rope_scaling, None),
+                       "sliding_window": (self.sliding_window, None),
+                       "partial_rotary_factor": (self.partial_rotary_factor, 1.0)}
+        for key, (value, plain) in unsupported.items():
+            if value != plain:
+                raise ConfigError(f"config: phi3small with {key} set is not supported "
+                                  f"(tinyphi3 runs phi-3-small-8k, whose {key} is {plain!r})")
+        ids = self.dummy_token_indices
+        if ids is not None and any(isinstance(i, bool) or not isinstance(i, int)
+                                   or not 0 <= i < self.vocab_size for i in ids):
+            raise ConfigError(f"config: dummy_token_indices must be token ids in "
+                              f"[0, {self.vocab_size})")
 
     # ---- Hugging Face config.json -----------------------------------------------------------
     @classmethod
     def from_dict(cls, d: dict) -> "Phi3Config":
         """Build from a HF config dict, in either layout (rope_theta + rope_scaling, or
-        transformers-5 rope_parameters)."""
+        transformers-5 rope_parameters), or in phi-3-small's layout (model_type "phi3small")."""
+        if d.get("model_type") == "phi3small":
+            return cls._from_phi3small_dict(d)
         d = {k: v for k, v in d.items() if k not in FILE_KEYS}
         known = {f.name for f in dataclasses.fields(cls)} - {"extra", "rope_scaling"}
+        known -= set(PHI3SMALL_FIELDS)
         kwargs = {k: d.pop(k) for k in list(d) if k in known}
         rope_scaling = d.pop("rope_scaling", None)
         rope_parameters = d.pop("rope_parameters", None)
@@ -173,12 +330,65 @@ class Phi3Config:
         except TypeError as e:
             raise ConfigError(f"config: {e}") from None
 
+    @classmethod
+    def _from_phi3small_dict(cls, d: dict) -> "Phi3Config":
+        """phi-3-small's config.json: the published key names, the published defaults for keys
+        it leaves out; keys the model does not use (dropouts, kernel options) are carried."""
+        d = {k: v for k, v in d.items() if k not in FILE_KEYS}
+        kwargs = dict(PHI3SMALL_DEFAULTS)
+        for theirs, ours in PHI3SMALL_KEYS.items():
+            if theirs in d:
+                kwargs[ours] = d.pop(theirs)
+        multiplier = d.pop("ff_dim_multiplier", None)
+        d.pop("blocksparse_triton_kernel_block_size", None)    # rewritten as the block size
+        for key, value in PHI3SMALL_CARRIED.items():           # kept only where they differ
+            if key in d and d[key] == value:
+                del d[key]
+        ours = {f.name for f in dataclasses.fields(cls)} - {"extra"} - set(PHI3SMALL_KEYS.values())
+        kwargs.update({k: d.pop(k) for k in list(d) if k in ours})
+        if kwargs["intermediate_size"] is None:
+            if multiplier is None:
+                raise ConfigError("config: phi3small needs ff_intermediate_size or "
+                                  "ff_dim_multiplier")
+            # the published rule: multiplier * (C // 3) * 2, rounded up to a multiple of 256
+            size = multiplier * (kwargs["hidden_size"] // 3) * 2
+            if d.get("gegelu_pad_to_256", True):
+                size = -(-size // 256) * 256
+            kwargs["intermediate_size"] = size
+        elif multiplier is not None:
+            raise ConfigError("config: give ff_intermediate_size or ff_dim_multiplier, not both")
+        kwargs["original_max_position_embeddings"] = kwargs.get("max_position_embeddings", 8192)
+        try:
+            return cls(extra=d, **kwargs)
+        except TypeError as e:
+            raise ConfigError(f"config: {e}") from None
+
+    def _to_phi3small_dict(self) -> dict:
+        """phi-3-small's config.json layout, keys sorted as the published file has them."""
+        d = {**PHI3SMALL_CARRIED, **self.extra}
+        for name in PHI3SMALL_FILE_FIELDS:
+            d[name] = getattr(self, name)
+        for theirs, ours in PHI3SMALL_KEYS.items():
+            d[theirs] = getattr(self, ours)
+        d["ff_dim_multiplier"] = None
+        d["blocksparse_triton_kernel_block_size"] = self.blocksparse_block_size
+        if self.pad_token_id is not None:
+            d["pad_token_id"] = self.pad_token_id
+        if not self.tie_word_embeddings:               # the published default is tied
+            d["tie_word_embeddings"] = False
+        if self.dummy_token_indices is not None:
+            d["dummy_token_indices"] = list(self.dummy_token_indices)
+        d["architectures"] = ["Phi3SmallForCausalLM"]
+        return dict(sorted(d.items()))
+
     def to_dict(self, layout: str = "rope_scaling") -> dict:
         """HF config dict. layout "rope_scaling" is what published snapshots use;
-        "rope_parameters" is what transformers 5 writes."""
+        "rope_parameters" is what transformers 5 writes. phi3small has one layout, its own."""
+        if self.is_phi3small:
+            return self._to_phi3small_dict()
         d = {k: v for k, v in self.extra.items() if k not in ("rope_scaling", "rope_parameters")}
         for f in dataclasses.fields(self):
-            if f.name not in ("extra", "rope_scaling"):
+            if f.name not in ("extra", "rope_scaling", *PHI3SMALL_FIELDS):
                 d[f.name] = getattr(self, f.name)
         d["architectures"] = ["Phi3ForCausalLM"]
         if layout == "rope_scaling":
@@ -222,6 +432,12 @@ def _mini_128k_rope_scaling() -> dict:
     return {"type": "longrope", **json.loads(text)}
 
 
+def phi3small_config(**changes) -> Phi3Config:
+    """A phi-3-small configuration: the published defaults (phi-3-small-8k) with `changes`."""
+    return Phi3Config(**{**PHI3SMALL_DEFAULTS, "original_max_position_embeddings":
+                         changes.get("max_position_embeddings", 8192), **changes})
+
+
 def preset(name: str) -> Phi3Config:
     """A named configuration: the report's models, and tiny ones for tests and lessons."""
     makers = {
@@ -245,6 +461,19 @@ def preset(name: str) -> Phi3Config:
             rope_scaling={"type": "longrope",
                           "short_factor": [1.0 + 0.1 * i for i in range(8)],
                           "long_factor": [1.0 + 2.0 * i for i in range(8)]}),
+        # The report, §2 (and REFERENCE.md): 4096 x 32 layers, 32 heads, 8 KV heads, 100352
+        # vocab, GEGELU, μP, block-sparse attention (64-token blocks, 16 local, stride 8) on
+        # every other layer.
+        "phi-3-small-8k": phi3small_config,
+        # Tiny phi-3-small: 4-token blocks, so that 40 tokens already cross ten blocks; 4 layers,
+        # block-sparse on 0 and 2, dense on 1 and 3; the last 3 vocabulary rows are dummies.
+        "tiny-small": lambda: phi3small_config(
+            vocab_size=512, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+            blocksparse_block_size=4, blocksparse_num_local_blocks=2, blocksparse_vert_stride=3,
+            bos_token_id=1, eos_token_id=2, pad_token_id=0, dummy_token_indices=[509, 510, 511]),
+        "tiny-small-homo": lambda: preset("tiny-small").replace(
+            num_key_value_heads=4, blocksparse_homo_head_pattern=True),
     }
     if name not in makers:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(makers)}")
@@ -252,4 +481,5 @@ def preset(name: str) -> Phi3Config:
 
 
 PRESETS = ("phi-3-mini-4k", "phi-3-mini-128k", "phi-3-medium-4k", "tiny", "tiny-gqa",
-           "tiny-longrope")
+           "tiny-longrope")                      # model_type "phi3": transformers reads them
+PHI3SMALL_PRESETS = ("phi-3-small-8k", "tiny-small", "tiny-small-homo")   # model_type "phi3small"

@@ -44,6 +44,37 @@ def rms_norm_backward(g, out, x, weight, eps):
     return dx, _flat(g * n).sum(axis=0), None
 
 
+def layer_norm_backward(g, out, x, weight, bias, eps):
+    """y = w * n + b, n = (x - mean(x)) r, r = 1 / sqrt(var(x) + eps):
+    dw = sum of g * n;  db = sum of g;  dx = r * (dn - mean(dn) - n * mean(dn * n)),  dn = g * w."""
+    x = x.astype(out.dtype, copy=False)
+    centred = x - x.mean(axis=-1, keepdims=True)
+    r = 1.0 / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)
+    n = centred * r
+    dn = g * weight
+    dx = r * (dn - dn.mean(axis=-1, keepdims=True) - n * (dn * n).mean(axis=-1, keepdims=True))
+    return dx, _flat(g * n).sum(axis=0), _flat(g).sum(axis=0), None
+
+
+def gegelu_backward(g, out, x, limit):
+    """y = q(a) (b + 1), q(a) = a s(1.702 a), s = sigmoid, with a = clamp(x_even), b = clamp(x_odd):
+        dx_even = g (b + 1) q'(a) where the clamp passes a (a <= limit), 0 where it cuts,
+        dx_odd  = g q(a)         where |b| <= limit, 0 where it cuts,
+        q'(a) = s + 1.702 a s (1 - s)."""
+    from .layers import gegelu_inputs                 # the clamp, as the forward pass did it
+    a, b = gegelu_inputs(x, limit)
+    with np.errstate(over="ignore"):
+        s = 1.0 / (1.0 + np.exp(-1.702 * a))
+    da = g * (b + 1.0) * (s + 1.702 * a * s * (1.0 - s))
+    db = g * a * s
+    if limit is not None:                              # the clamp's own derivative: 0 or 1
+        da *= (x[..., 0::2] <= limit) | np.isinf(x[..., 0::2])
+        db *= (np.abs(x[..., 1::2]) <= limit) | np.isinf(x[..., 1::2])
+    dx = np.empty(x.shape, da.dtype)
+    dx[..., 0::2], dx[..., 1::2] = da, db              # back to the interleaved channels
+    return dx, None
+
+
 def silu_backward(g, out, x):
     """silu(x) = x s(x), s = sigmoid:  d/dx = s(x) (1 + x (1 - s(x)))."""
     with np.errstate(over="ignore"):

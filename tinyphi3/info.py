@@ -25,6 +25,7 @@ def describe_checkpoint(path) -> str:
     config = checkpoint.load_config(path)
     shapes = parameter_shapes(config)
     index = checkpoint.tensor_index(path)
+    index = {n: f for n, f in index.items() if n not in checkpoint.tied_copies(config)}
     checkpoint.check_tensors(index, shapes)
     files = {f.path for f in index.values()}
     on_disk = sum(p.stat().st_size for p in files)

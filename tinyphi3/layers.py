@@ -42,6 +42,16 @@ def rms_norm(x, weight, eps):
     return weight * (x / np.sqrt(variance + eps))
 
 
+@differentiable(grad.layer_norm_backward)
+def layer_norm(x, weight, bias, eps):
+    """LayerNorm (Ba et al. 2016): w * (x - mean(x)) / sqrt(var(x) + eps) + b, over the last axis,
+    var the biased variance mean((x - mean)^2). phi-3-small's norm (phi3 uses RMSNorm)."""
+    x = x.astype(compute_dtype(x), copy=False)
+    centred = x - x.mean(axis=-1, keepdims=True)                  # [..., C]
+    variance = (centred * centred).mean(axis=-1, keepdims=True)   # [..., C] -> [..., 1]
+    return weight * (centred / np.sqrt(variance + eps)) + bias
+
+
 @differentiable(grad.silu_backward)
 def silu(x):
     """SiLU (swish): x * sigmoid(x) = x / (1 + exp(-x))."""
@@ -73,6 +83,41 @@ def gated_mlp(x, gate_up_weight, down_weight):
     """Phi-3 MLP: down_proj(silu(gate) * up), with [gate | up] = gate_up_proj(x)."""
     gate_up = linear(x, gate_up_weight)               # [B, T, C] -> [B, T, 2I]
     return linear(silu_and_mul(gate_up), down_weight)  # [B, T, I] -> [B, T, C]
+
+
+def quick_gelu(x):
+    """GELU's sigmoid approximation: x * sigmoid(1.702 x) (Hendrycks & Gimpel 2016, §2)."""
+    with np.errstate(over="ignore"):
+        return x / (1.0 + np.exp(-1.702 * x))
+
+
+def gegelu_inputs(x, limit):
+    """Split [..., 2I] into the gelu input a (even channels) and the linear input b (odd
+    channels), each [..., I], clamped: a <= limit, -limit <= b <= limit; infinities pass."""
+    a, b = x[..., 0::2], x[..., 1::2]                 # interleaved, not halves
+    if limit is None:
+        return a, b
+    a = np.where(np.isinf(a), a, np.minimum(a, limit))
+    b = np.where(np.isinf(b), b, np.clip(b, -limit, limit))
+    return a, b
+
+
+@differentiable(grad.gegelu_backward)
+def gegelu(x, limit):
+    """phi-3-small's gated activation (GEGLU, Shazeer 2020, with its own clamp and a + 1):
+
+        gegelu(x) = quick_gelu(a) * (b + 1),   a, b = gegelu_inputs(x, limit)
+
+    [..., 2I] -> [..., I]. `limit` None: no clamp.
+    """
+    a, b = gegelu_inputs(x, limit)
+    return quick_gelu(a) * (b + 1.0)
+
+
+def geglu_mlp(x, up_weight, up_bias, down_weight, down_bias, limit):
+    """phi-3-small MLP: down_proj(gegelu(up_proj(x))), both projections with bias."""
+    up = linear(x, up_weight, up_bias)                         # [B, T, C] -> [B, T, 2I]
+    return linear(gegelu(up, limit), down_weight, down_bias)   # [B, T, I] -> [B, T, C]
 
 
 @differentiable(grad.causal_lm_loss_backward, saves=True)

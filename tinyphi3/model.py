@@ -1,10 +1,14 @@
-"""The Phi-3 decoder (phi-3-mini, mini-128K, medium) in NumPy.
+"""The Phi-3 decoder (phi-3-mini, mini-128K, medium, small) in NumPy.
 
     x = embed_tokens[ids]
     for each layer:
         h = x + o_proj(attention(rope(q), rope(k), v))      q, k, v = split(qkv_proj(rmsnorm(x)))
         x = h + down_proj(silu(gate) * up)                  gate, up = split(gate_up_proj(rmsnorm(h)))
     logits = lm_head(rmsnorm(x))
+
+phi-3-small (model_type "phi3small") runs the same code with its own parts where the configuration
+asks for them (tinyphi3.small): LayerNorm, a per-group fused qkv, GEGELU, biases, μP's multipliers,
+block-sparse attention on most layers, masked dummy logits.
 
 Parameters live in one dict keyed by their Hugging Face tensor names, so the code reads beside the
 published implementation and checkpoints load without renaming. The same forward pass serves
@@ -14,18 +18,21 @@ operations on the parameters so that `backward()` can fill their gradients).
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, small
 from .attention import attention, causal_mask
 from .autograd import Parameter, Tensor, enable_grad, is_recording
 from .cache import KVCache
 from .config import Phi3Config
 from .errors import InvalidInputError
-from .layers import causal_lm_loss, embedding, gated_mlp, linear, rms_norm
+from .layers import (causal_lm_loss, embedding, gated_mlp, geglu_mlp, layer_norm, linear,
+                     rms_norm)
 from .rope import apply_rope, rope_cos_sin, rope_frequencies, uses_long_factors
 
 
 def parameter_shapes(config: Phi3Config) -> dict:
     """Every tensor of the model, by Hugging Face name, with its shape [out, in] for linears."""
+    if config.is_phi3small:
+        return small.parameter_shapes(config)
     C, I, V = config.hidden_size, config.intermediate_size, config.vocab_size
     hd, H, KV = config.head_dim, config.num_attention_heads, config.num_key_value_heads
     shapes = {"model.embed_tokens.weight": (V, C)}
@@ -44,40 +51,81 @@ def parameter_shapes(config: Phi3Config) -> dict:
 
 
 def init_parameters(config: Phi3Config, seed: int = 0) -> dict:
-    """Random weights: normal(0, initializer_range) for matrices, ones for norm gains."""
+    """Random weights: normal(0, initializer_range) for matrices, ones for norm gains, zeros for
+    biases; phi-3-small scales its `down_proj` down (μP, see small.init_std)."""
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in parameter_shapes(config).items():
         if name.endswith("norm.weight"):
             params[name] = np.ones(shape, np.float32)
+        elif name.endswith(".bias"):
+            params[name] = np.zeros(shape, np.float32)
         else:
-            params[name] = (rng.standard_normal(shape, np.float32) * config.initializer_range)
+            std = small.init_std(name, config) if config.is_phi3small else config.initializer_range
+            params[name] = (rng.standard_normal(shape, np.float32) * np.float32(std))
     return params
 
 
-def self_attention(x, w, config, cos, sin, mask, cache=None, layer=0):
-    """Fused-qkv attention of one layer: [B, T, C] -> [B, T, C]."""
-    B, T, _ = x.shape
+def split_qkv(qkv, config):
+    """Split phi-3's fused projection, laid out [all q | all k | all v]:
+    [B, T, (H + 2KV) hd] -> q [B, H, T, hd], k and v [B, KV, T, hd]."""
+    B, T, _ = qkv.shape
     H, KV, hd = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-    qkv = linear(x, w["qkv_proj"])                                   # [B, T, C] -> [B, T, (H+2KV)*hd]
     q, k, v = np.split(qkv, [H * hd, (H + KV) * hd], axis=-1)        # q, then k, then v
     q = q.reshape(B, T, H, hd).transpose(0, 2, 1, 3)                 # -> [B, H, T, hd]
     k = k.reshape(B, T, KV, hd).transpose(0, 2, 1, 3)                # -> [B, KV, T, hd]
     v = v.reshape(B, T, KV, hd).transpose(0, 2, 1, 3)                # -> [B, KV, T, hd]
+    return q, k, v
+
+
+def self_attention(x, w, config, cos, sin, mask, cache=None, layer=0, sparse=None):
+    """Fused-qkv attention of one layer: [B, T, C] -> [B, T, C].
+
+    mask: bool [B, 1, T, S] for dense layers; `sparse` (a small.BlockSparseCall) for the
+    block-sparse layers of phi-3-small, built from `mask`'s keys when not given.
+    """
+    B, T, _ = x.shape
+    H, hd = config.num_attention_heads, config.head_dim
+    if config.is_phi3small:                                          # [q_0..q_g-1, k, v] per group
+        qkv = linear(x, w["query_key_value"], w["query_key_value.bias"])
+        q, k, v = small.split_grouped_qkv(qkv, config)
+    else:                                                            # [q | k | v]
+        q, k, v = split_qkv(linear(x, w["qkv_proj"]), config)        # -> 3 x [B, *, T, hd]
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is not None:
         k, v = cache.update(layer, k, v)                             # -> [B, KV, S, hd]
-    out = attention(q, k, v, mask, scale=hd ** -0.5)                 # -> [B, H, T, hd]
+    if config.uses_blocksparse(layer):
+        if sparse is None:
+            sparse = small.BlockSparseCall.for_config(config, mask.any(axis=(1, 2)), T)
+        out = small.blocksparse_self_attention(q, k, v, sparse, config.attention_scale)
+    else:
+        out = attention(q, k, v, mask, scale=config.attention_scale)    # -> [B, H, T, hd]
     out = out.transpose(0, 2, 1, 3).reshape(B, T, H * hd)            # -> [B, T, H*hd]
+    if config.is_phi3small:
+        return linear(out, w["dense"], w["dense.bias"])              # -> [B, T, C]
     return linear(out, w["o_proj"])                                  # -> [B, T, C]
 
 
-def decoder_layer(x, w, config, cos, sin, mask, cache=None, layer=0):
+def norm(x, w, name, config):
+    """The block's normalisation: RMSNorm (phi3), or LayerNorm with a bias (phi3small)."""
+    if config.is_phi3small:
+        return layer_norm(x, w[name], w[name + ".bias"], config.norm_eps)
+    return rms_norm(x, w[name], config.norm_eps)
+
+
+def mlp(x, w, config):
+    """The block's MLP: silu(gate) * up (phi3), or GEGELU between biased projections (phi3small)."""
+    if config.is_phi3small:
+        return geglu_mlp(x, w["up_proj"], w["up_proj.bias"], w["down_proj"], w["down_proj.bias"],
+                         config.gegelu_limit)
+    return gated_mlp(x, w["gate_up_proj"], w["down_proj"])
+
+
+def decoder_layer(x, w, config, cos, sin, mask, cache=None, layer=0, sparse=None):
     """One pre-norm Phi-3 block with two residual branches: [B, T, C] -> [B, T, C]."""
-    h = x + self_attention(rms_norm(x, w["input_layernorm"], config.rms_norm_eps),
-                           w, config, cos, sin, mask, cache, layer)
-    return h + gated_mlp(rms_norm(h, w["post_attention_layernorm"], config.rms_norm_eps),
-                         w["gate_up_proj"], w["down_proj"])
+    h = x + self_attention(norm(x, w, "input_layernorm", config),
+                           w, config, cos, sin, mask, cache, layer, sparse)
+    return h + mlp(norm(h, w, "post_attention_layernorm", config), w, config)
 
 
 class Phi3:
@@ -96,9 +144,11 @@ class Phi3:
     # ---- checkpoints ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path) -> "Phi3":
-        """Load a Hugging Face directory (config.json + safetensors, single or sharded)."""
+        """Load a Hugging Face directory (config.json + safetensors, single or sharded); the
+        variant (phi3, phi3small) comes from config.json's model_type."""
         config = checkpoint.load_config(path)
-        params = checkpoint.load_tensors(path, parameter_shapes(config))
+        params = checkpoint.load_tensors(path, parameter_shapes(config),
+                                         ignored=checkpoint.tied_copies(config))
         return cls(config, params)
 
     def save_pretrained(self, path, dtype="float32", max_shard_bytes=None,
@@ -129,11 +179,16 @@ class Phi3:
         return self._parameters if is_recording() else self.params
 
     def layer_weights(self, i: int, weights: dict | None = None) -> dict:
-        """Short names for layer i's tensors: 'qkv_proj', 'o_proj', 'gate_up_proj', ..."""
+        """Short names for layer i's tensors: 'qkv_proj', 'o_proj', 'gate_up_proj', ... for the
+        weights, 'dense.bias', ... for the biases (phi-3-small)."""
         weights = self.weights() if weights is None else weights
         prefix = f"model.layers.{i}."
-        return {name[len(prefix):].split(".")[-2]: w
-                for name, w in weights.items() if name.startswith(prefix)}
+        short = {}
+        for name, w in weights.items():
+            if name.startswith(prefix):
+                module, kind = name[len(prefix):].split(".")[-2:]
+                short[module if kind == "weight" else f"{module}.{kind}"] = w
+        return short
 
     # ---- forward ----------------------------------------------------------------------------
     def __call__(self, input_ids, attention_mask=None, cache=None, position_ids=None,
@@ -169,7 +224,7 @@ class Phi3:
         """The forward pass: arrays in inference, Tensors when recording (see `weights`)."""
         c = self.config
         w = self.weights()
-        x = self._embed(input_ids, inputs_embeds, w)                     # [B, T, C]
+        x = self.embed(input_ids, inputs_embeds, w)                      # [B, T, C]
         B, T, _ = x.shape
         valid = self._validity(attention_mask, B, T)                     # bool [B, T]
         past = 0 if cache is None else cache.length
@@ -182,19 +237,45 @@ class Phi3:
         position_ids = np.asarray(position_ids, dtype=np.int64)
         seq_len = int(position_ids.max()) + 1
         inv_freq, magnitude = rope_frequencies(c, seq_len)
-        cos, sin = rope_cos_sin(position_ids, inv_freq, magnitude)       # [B, T, rd] each
+        positions = position_ids.astype(np.float32) * np.float32(c.rope_position_scale)
+        cos, sin = rope_cos_sin(positions, inv_freq, magnitude)          # [B, T, rd] each
         key_valid = valid if cache is None else np.concatenate([cache.key_valid, valid], axis=1)
         mask = causal_mask(past + np.arange(T), key_valid, c.sliding_window)  # [B, 1, T, S]
+        sparse = small.BlockSparseCall.for_config(c, key_valid, T) if c.is_phi3small else None
 
         for i in range(c.num_hidden_layers):
-            x = decoder_layer(x, self.layer_weights(i, w), c, cos, sin, mask, cache, i)
+            x = decoder_layer(x, self.layer_weights(i, w), c, cos, sin, mask, cache, i, sparse)
         if cache is not None:
             cache.advance(valid, position_ids, uses_long_factors(c, seq_len))
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
-        x = rms_norm(x, w["model.norm.weight"], c.rms_norm_eps)
+        return self.lm_head(x, w)                                       # [B, T, V]
+
+    def lm_head(self, x, w):
+        """Final norm and output projection: [B, T, C] -> logits [B, T, V]. phi-3-small's head is
+        the embedding (tied); μP divides its logits by mup_width_multiplier; the dummy rows of its
+        vocabulary get the float32 minimum."""
+        c = self.config
+        if c.is_phi3small:
+            x = layer_norm(x, w["model.final_layernorm.weight"], w["model.final_layernorm.bias"],
+                           c.norm_eps)
+        else:
+            x = rms_norm(x, w["model.norm.weight"], c.norm_eps)
         head = w["model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight"]
-        return linear(x, head)                                          # [B, T, V]
+        logits = linear(x, head)                                        # [B, T, C] -> [B, T, V]
+        if c.mup_width_multiplier:
+            logits = logits / np.float32(c.mup_width_multiplier)
+        if c.dummy_token_ids:
+            logits = small.mask_dummy_logits(logits, c.dummy_token_ids)
+        return logits
+
+    def embed(self, input_ids, inputs_embeds=None, w=None):
+        """Token embeddings [B, T] -> [B, T, C] (or the given inputs_embeds), times μP's
+        mup_embedding_multiplier when the configuration has one (phi-3-small: 10)."""
+        x = self._embed(input_ids, inputs_embeds, self.weights() if w is None else w)
+        if self.config.mup_embedding_multiplier:
+            x = x * np.float32(self.config.mup_embedding_multiplier)
+        return x
 
     def _embed(self, input_ids, inputs_embeds, w):
         if isinstance(inputs_embeds, Tensor):
