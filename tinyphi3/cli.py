@@ -38,13 +38,13 @@ def main():
 
 def load_model_and_tokenizer(ckpt):
     from .model import Phi3
-    from .tokenizer import Tokenizer
+    from .tiktoken_tokenizer import load_tokenizer
     path = Path(ckpt)
     if not path.is_dir():
         hint = (" (no model ships there yet: make one with `tinyphi3 init --out DIR`)"
                 if ckpt == DEFAULT_CKPT else "")
         raise TinyPhi3Error(f"checkpoint directory {ckpt} not found{hint}")
-    tokenizer = Tokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     model = Phi3.from_pretrained(path)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise TinyPhi3Error(f"{ckpt}: tokenizer has {tokenizer.vocab_size} tokens but the model "

@@ -77,12 +77,12 @@ def package_documentation() -> str:
 def init_checkpoint(preset_name, out, tokenizer_dir=None, seed=0, dtype="float32"):
     """Write a random `preset_name` model plus a tokenizer (copied, or trained on the package's
     own documentation with a base vocabulary that fits the model's embedding)."""
-    from .tokenizer import Tokenizer
+    from .tiktoken_tokenizer import load_tokenizer
     from .tokenizer_train import train_tokenizer
     config = preset(preset_name)
     out = Path(out)
     if tokenizer_dir is not None:
-        tok = Tokenizer.from_pretrained(tokenizer_dir)
+        tok = load_tokenizer(tokenizer_dir)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             corpus = Path(tmp) / "docs.txt"

@@ -209,8 +209,8 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
     """
     from tinyphi3.data.documents import iter_documents
     from tinyphi3.data.shards import write_shards
-    from tinyphi3.tokenizer import Tokenizer
-    tok = Tokenizer.from_pretrained(tokenizer_dir)
+    from tinyphi3.tiktoken_tokenizer import load_tokenizer
+    tok = load_tokenizer(tokenizer_dir)
     meta = write_shards(iter_documents(list(inputs)), tok, out, shard_tokens, val_fraction,
                         source=" + ".join(inputs), progress=True)
     splits = meta["splits"]

@@ -64,7 +64,7 @@ def eval_command(ckpts, tasks, shots, n, seed, batch_size, json_out, chart):
     from tinyphi3.evaluation.harness import evaluate_all, format_table
     from tinyphi3.evaluation.safety_eval import evaluate_safety, format_safety_table
     from tinyphi3.model import Phi3
-    from tinyphi3.tokenizer import Tokenizer
+    from tinyphi3.tiktoken_tokenizer import load_tokenizer
 
     names = _column_names(ckpts)
     few_shot = [t for t in tasks if t != "safety"]
@@ -73,7 +73,7 @@ def eval_command(ckpts, tasks, shots, n, seed, batch_size, json_out, chart):
     results, safety = {}, {}
     with tqdm(total=len(ckpts) * per_model, desc="eval", unit="item") as bar:
         for name, ckpt in zip(names, ckpts):
-            model, tokenizer = Phi3.from_pretrained(ckpt), Tokenizer.from_pretrained(ckpt)
+            model, tokenizer = Phi3.from_pretrained(ckpt), load_tokenizer(ckpt)
             if few_shot:
                 results[name] = evaluate_all(model, tokenizer, few_shot, shots, n, seed,
                                              progress=bar.update, batch_size=batch_size)

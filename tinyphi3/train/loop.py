@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..errors import TinyPhi3Error
 from ..model import Phi3
-from ..tokenizer import Tokenizer
+from ..tiktoken_tokenizer import load_tokenizer
 from .objectives import OBJECTIVES
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .recipe import Recipe
@@ -42,7 +42,7 @@ class Trainer:
     def __init__(self, recipe: Recipe, resume: bool = False):
         self.recipe = recipe
         self.out = Path(recipe.output_dir)
-        self.tokenizer = Tokenizer.from_pretrained(recipe.tokenizer)
+        self.tokenizer = load_tokenizer(recipe.tokenizer)
         self.state = {"step": 0, "tokens": 0, "seconds": 0.0, "losses": [], "val_losses": []}
         checkpoint = self.latest_checkpoint()
         if resume and checkpoint is None:
