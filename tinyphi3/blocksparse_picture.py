@@ -31,7 +31,7 @@ def block_kinds(layout, local_blocks):
     """What each block of each head is: FUTURE, LOCAL, VERTICAL or SKIPPED, int [H, NB, NB].
 
     A block both local and vertical counts as local (the report's figure colours it blue)."""
-    H, NB, _ = layout.shape
+    NB = layout.shape[1]
     q = np.arange(NB)[:, None]                                # [NB, 1]
     k = np.arange(NB)[None, :]                                # [1, NB]
     causal = q >= k                                           # [NB, NB]
@@ -52,10 +52,10 @@ def _tick_step(num_blocks):
     return 1 if num_blocks <= 16 else 2 ** math.ceil(math.log2(num_blocks / 16))
 
 
-def draw_layout(path, layout, local_blocks, title, subtitle="", heads=None):
+def draw_layout(path, layout, local_blocks, title, subtitle="", heads=None, labels=None):
     """Draw the panels of `heads` (default: every head) of a bool layout [H, NB, NB] to `path`
-    (a PNG; its directory is created). A head whose pattern repeats an earlier head's says so.
-    Returns the path."""
+    (a PNG; its directory is created). Panels are titled "head h", and a head whose pattern
+    repeats an earlier head's says so, unless `labels` gives a title per panel. Returns the path."""
     layout = np.asarray(layout, dtype=bool)
     heads = list(range(layout.shape[0])) if heads is None else list(heads)
     NB = layout.shape[1]
@@ -96,9 +96,10 @@ def draw_layout(path, layout, local_blocks, title, subtitle="", heads=None):
         for j in range(0, NB, step):                          # block numbers: keys on top,
             d.text((ox + (j + 0.5) * cell, oy - 3), str(j), fill=GREY, font=small, anchor="md")
             d.text((ox - 5, oy + (j + 0.5) * cell), str(j), fill=GREY, font=small, anchor="rm")
-        d.text((ox - 5, oy - 3), "q\\k", fill=GREY, font=small, anchor="rd")   # queries left
+        d.text((ox - 9, oy - 3), "q\\k", fill=GREY, font=small, anchor="rd")   # rows q, columns k
         same = next((e for e in heads[:i] if np.array_equal(layout[e], layout[h])), None)
         label = f"head {h}" + (f" (same as head {same})" if same is not None else "")
+        label = labels[i] if labels else label
         d.text((ox + panel / 2, oy - 22), label, fill=BLACK, font=f, anchor="md")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
