@@ -308,3 +308,23 @@ def test_cli_prints_the_table(tiny):
     assert result.exit_code == 0, result.output
     assert re.search(r"knowledge \(1-shot\)\s+\d+\.\d", result.output)
     assert re.search(r"reasoning \(1-shot\)\s+\d+\.\d", result.output)
+
+
+def test_chat_format_puts_the_prompt_in_a_user_turn_and_scores_the_reply():
+    """--chat: the few-shot prompt is the user's message; the scored continuation is exactly
+    the assistant reply's tokens as the chat template writes them (as in SFT)."""
+    from pathlib import Path
+
+    from tinyphi3 import Tokenizer
+    tok = Tokenizer.from_pretrained(Path(__file__).resolve().parent.parent / "checkpoints" / "mini-base")
+    item = task_items("knowledge", "test", 1)[0]
+    prompt = harness.build_prompt(item, [])
+    context, reply = harness.chat_choice_ids(tok, prompt, "B")
+    assert context == tok.apply_chat_template([{"role": "user", "content": prompt}],
+                                              add_generation_prompt=True, tokenize=True)
+    assert context[-1] == tok.token_to_id("<|assistant|>") and tok.decode(reply) == "B"
+    whole = tok.apply_chat_template([{"role": "user", "content": prompt},
+                                     {"role": "assistant", "content": "B"}],
+                                    add_generation_prompt=False, tokenize=True)
+    assert whole[:len(context) + len(reply)] == context + reply
+    assert whole[len(context) + len(reply)] == tok.token_to_id("<|end|>")

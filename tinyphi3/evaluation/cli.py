@@ -37,11 +37,14 @@ def _task_names(ctx, param, value):
               help="Chooses the test items and the few-shot examples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Prompts per forward pass when scoring multiple choice.")
+@click.option("--chat", is_flag=True,
+              help="Chat models: each few-shot prompt is the user's message and the answer is the "
+                   "assistant's reply (the format of their fine-tuning).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write every result (with each item's record) to this JSON file.")
 @click.option("--chart", type=click.Path(dir_okay=False), default=None,
               help="With safety: draw the rates of each model as a bar chart (PNG).")
-def eval_command(ckpts, tasks, shots, n, seed, batch_size, json_out, chart):
+def eval_command(ckpts, tasks, shots, n, seed, batch_size, chat, json_out, chart):
     """Evaluate checkpoints few-shot on held-out tasks, the way the Phi-3 report does.
 
     Each question follows K solved examples in the report's format (Question: / Options: /
@@ -57,6 +60,7 @@ def eval_command(ckpts, tasks, shots, n, seed, batch_size, json_out, chart):
     Example:
       tinyphi3 eval --ckpt checkpoints/mini-base --task all --shots 5
       tinyphi3 eval --ckpt base/ --ckpt sft/ --task knowledge,arithmetic --n 100
+      tinyphi3 eval --ckpt checkpoints/mini --task all --chat
       tinyphi3 eval --ckpt base/ --ckpt sft/ --ckpt dpo/ --task safety --chart safety.png
     """
     import json
@@ -76,7 +80,7 @@ def eval_command(ckpts, tasks, shots, n, seed, batch_size, json_out, chart):
             model, tokenizer = Phi3.from_pretrained(ckpt), load_tokenizer(ckpt)
             if few_shot:
                 results[name] = evaluate_all(model, tokenizer, few_shot, shots, n, seed,
-                                             progress=bar.update, batch_size=batch_size)
+                                             progress=bar.update, batch_size=batch_size, chat=chat)
             if "safety" in tasks:
                 safety[name] = evaluate_safety(model, tokenizer, n, seed, progress=bar.update)
     if results:

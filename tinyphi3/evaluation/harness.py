@@ -14,6 +14,10 @@ Open answers (arithmetic, like GSM-8K with a chain of thought): greedy generatio
 of the line, 'Question:', an end token or `max_new_tokens`; the final number ("The answer is N",
 else the last number written) must equal the answer exactly.
 
+Chat models can also be asked in their chat format (`chat=True`): the same few-shot prompt is
+the user's message, and the answer is the assistant's reply (the letter, or the chain of
+thought up to <|end|>), as the model met multiple-choice questions in SFT.
+
 A prompt longer than the context (`model.config.max_position_embeddings`, less the room the
 answer needs) loses few-shot examples, the first ones first, until it fits; the result counts
 the items that lost some.
@@ -63,14 +67,34 @@ def continuation_ids(tokenizer, context: str, continuation: str):
     return whole[:n], whole[n:]
 
 
-def fit_prompt(tokenizer, item, examples, budget):
+def chat_prompt_ids(tokenizer, prompt: str):
+    """Ids of the prompt as the user's message, ready for the assistant's reply."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                         add_generation_prompt=True, tokenize=True)
+
+
+def chat_choice_ids(tokenizer, prompt: str, reply: str):
+    """(context ids, reply ids): the chat up to the assistant header, then the reply's tokens as
+    the chat template writes them (without the closing <|end|>)."""
+    context = chat_prompt_ids(tokenizer, prompt)
+    whole = tokenizer.apply_chat_template([{"role": "user", "content": prompt},
+                                           {"role": "assistant", "content": reply}],
+                                          add_generation_prompt=False, tokenize=True)
+    if whole[:len(context)] != context:
+        raise ValueError("the chat template renders the reply differently from the prompt")
+    end = tokenizer.token_to_id("<|end|>")
+    rest = whole[len(context):]
+    return context, rest[:rest.index(end)] if end in rest else rest
+
+
+def fit_prompt(tokenizer, item, examples, budget, chat=False):
     """The prompt with as many of the examples as fit in `budget` tokens (dropping the first
     ones first). Returns (prompt text, its ids, number of examples kept, truncated): with no
     example left and still too long, the ids are cut from the left to the budget."""
     examples = list(examples)
     while True:
         prompt = build_prompt(item, examples)
-        ids = tokenizer.encode(prompt)
+        ids = chat_prompt_ids(tokenizer, prompt) if chat else tokenizer.encode(prompt)
         if len(ids) <= budget:
             return prompt, ids, len(examples), False
         if not examples:
@@ -129,7 +153,7 @@ def generate_answer(model, tokenizer, prompt_ids, max_new_tokens=80) -> str:
 
 
 def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16, max_new_tokens=80,
-             progress=None) -> dict:
+             progress=None, chat=False) -> dict:
     """Accuracy of a model on n held-out items of a task, with `shots` solved train examples each
     (the task's default when None). `progress(k)` is called as k more items are done.
 
@@ -142,7 +166,8 @@ def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16, m
     items = task_items(task, "test", n, seed)
     context = model.config.max_position_embeddings
     if spec.metric == "choice":
-        reserve = max(len(continuation_ids(tokenizer, "Answer:", f" {L}")[1]) for L in LETTERS) - 1
+        reserve = max(len(chat_choice_ids(tokenizer, "Answer:", L)[1] if chat else
+                          continuation_ids(tokenizer, "Answer:", f" {L}")[1]) for L in LETTERS) - 1
     else:
         reserve = max_new_tokens
     budget = context - reserve
@@ -150,10 +175,11 @@ def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16, m
     for i, item in enumerate(items):
         rng = np.random.default_rng(stable_hash("shots", task, seed, i))
         examples = few_shot_items(task, shots, rng, exclude=item.question)
-        prompts.append(fit_prompt(tokenizer, item, examples, budget))
+        prompts.append(fit_prompt(tokenizer, item, examples, budget, chat))
 
     if spec.metric == "choice":
-        records = _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress)
+        records = _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress,
+                                 chat)
     else:
         records = []
         for item, (_, ids, _, _) in zip(items, prompts):
@@ -170,19 +196,21 @@ def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16, m
     return {"task": task, "shots": shots, "n": len(items), "correct": correct,
             "accuracy": correct / max(len(items), 1), "chance": spec.chance,
             "metric": "letter log-likelihood" if spec.metric == "choice" else "exact match (CoT)",
+            "format": "chat" if chat else "raw",
             "fewer_shots": sum(u < shots for u in used), "mean_shots": float(np.mean(used or [0])),
             "truncated": sum(p[3] for p in prompts),
             "seconds": time.perf_counter() - start, "records": records}
 
 
-def _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress):
+def _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress, chat=False):
     records = []
     for start in range(0, len(items), batch_size):
         chunk = list(zip(items, prompts))[start:start + batch_size]
         requests = []
         for item, (prompt, _, _, _) in chunk:
             for letter in LETTERS[:len(item.options)]:
-                context, cont = continuation_ids(tokenizer, prompt, f" {letter}")
+                context, cont = (chat_choice_ids(tokenizer, prompt, letter) if chat else
+                                 continuation_ids(tokenizer, prompt, f" {letter}"))
                 requests.append((context[-budget:], cont))           # cut only if truncated
         scores = loglikelihoods(model, requests, tokenizer.vocab_size, batch_size,
                                 tokenizer.pad_token_id or 0)
@@ -214,8 +242,9 @@ def format_table(results_by_model: dict) -> str:
     models = list(results_by_model)
     tasks = list(dict.fromkeys(t for results in results_by_model.values() for t in results))
     first = {t: next(r[t] for r in results_by_model.values() if t in r) for t in tasks}
-    labels = {t: f"{t} ({first[t]['shots']}-shot" + ("; CoT)" if first[t]["metric"].startswith(
-        "exact") else ")") for t in tasks}
+    labels = {t: f"{t} ({first[t]['shots']}-shot" + ("; CoT" if first[t]["metric"].startswith(
+        "exact") else "") + ("; chat" if first[t].get("format") == "chat" else "") + ")"
+        for t in tasks}
     width = max([len(label) for label in labels.values()] + [4])
     columns = [max(len(m), 6) for m in models]
     lines = [" " * width + "".join(f"  {m:>{w}}" for m, w in zip(models, columns))]
