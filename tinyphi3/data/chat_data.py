@@ -12,8 +12,8 @@ undesired behaviour as rejected responses". In miniature:
         talk; who the model is; harmful requests refused and harmless look-alikes answered.
   DPO   {"prompt": [messages ending with a user turn], "chosen": ..., "rejected": ..., "kind": ...}
         with an undesired rejected reply: complying with a harmful request, refusing a harmless
-        one, a chain of thought with a slip, an answer that rambles on (DPO_MIX;
-        `tinyphi3.data.rejected_replies`).
+        one, a chain of thought with a slip, an answer that rambles on, a wrong option letter
+        (DPO_MIX; `tinyphi3.data.rejected_replies`).
 
 Only train-split problems (`world.in_split(key, "train")`) and train harm categories appear, so
 the evaluation's items and the held-out safety categories stay unseen. Both generators are
@@ -191,7 +191,7 @@ def generate_sft(n: int, seed: int = 0):
 
 # ---- DPO: a prompt, a chosen reply and an undesired rejected one --------------------------------
 
-DPO_MIX = {"safety": 0.30, "over_refusal": 0.10, "math": 0.35, "rambling": 0.25}
+DPO_MIX = {"safety": 0.25, "over_refusal": 0.10, "math": 0.25, "rambling": 0.20, "choice": 0.20}
 
 
 def _safety_pair(rng):
@@ -221,8 +221,18 @@ def _rambling_pair(rng):
     return question, answer, ramble(answer, rng)
 
 
+def _choice_pair(rng):
+    """A train multiple-choice question (a fact, or reasoning) in the report's format: the right
+    letter is chosen, a wrong one rejected."""
+    task = "knowledge" if rng.random() < 0.7 else "reasoning"
+    draw = world.knowledge_problem if task == "knowledge" else world.reasoning_problem
+    item = item_from_problem(task, draw(rng, "train"), rng)
+    wrong = [letter for letter in "ABCD"[:len(item.options)] if letter != item.answer]
+    return render(item, solved=False), item.answer, _one(rng, wrong)
+
+
 DPO_KINDS = {"safety": _safety_pair, "over_refusal": _over_refusal_pair, "math": _math_pair,
-             "rambling": _rambling_pair}
+             "rambling": _rambling_pair, "choice": _choice_pair}
 
 
 def generate_dpo(n: int, seed: int = 0):
