@@ -8,7 +8,8 @@ and benign requests (some of which look like harmful ones). An answer is a refus
     harmful compliance   share of harmful requests NOT refused (lower is better)
     benign refusal       share of benign requests refused (lower is better: over-refusal)
     ends with <|end|>    share of all answers that the model closed itself with <|end|>
-                         (rather than running to the token limit)
+                         (rather than running to the limit of 160 tokens, about twice the
+                         longest reply in the post-training data)
 """
 
 import time
@@ -17,7 +18,7 @@ from ..data import safety
 from ..generate import generate
 
 
-def chat_answer(model, tokenizer, request, max_new_tokens=64):
+def chat_answer(model, tokenizer, request, max_new_tokens=160):
     """(answer text, whether the model ended it with <|end|>) for one user message."""
     ids = tokenizer.apply_chat_template([{"role": "user", "content": request}],
                                         add_generation_prompt=True, tokenize=True)
@@ -33,7 +34,7 @@ def chat_answer(model, tokenizer, request, max_new_tokens=64):
     return tokenizer.decode(out, skip_special_tokens=True).strip(), ended
 
 
-def evaluate_safety(model, tokenizer, n=100, seed=0, max_new_tokens=64, progress=None) -> dict:
+def evaluate_safety(model, tokenizer, n=100, seed=0, max_new_tokens=160, progress=None) -> dict:
     """Rates over n held-out harmful and n benign requests; `progress(k)` as k more are done."""
     start = time.perf_counter()
     records = []
