@@ -69,7 +69,7 @@ def test_sft_loss_is_the_mean_over_assistant_tokens_only(tok, tmp_path):
     assert np.abs(logits.grad[0, :-1][~predicts_nothing]).max() > 0.0
 
 
-def torch_dpo(model, ref_model, ids, labels, beta, eps):
+def torch_dpo(model, ref_model, ids, labels, beta, eps, alpha=0.0):
     """The DPO loss written independently in torch: log-softmax, gather, F.logsigmoid."""
     ids_t, labels_t = torch.tensor(ids), torch.tensor(labels)
 
@@ -85,11 +85,13 @@ def torch_dpo(model, ref_model, ids, labels, beta, eps):
     pol = logps(model)
     P = len(ids) // 2
     z = (pol[:P] - pol[P:]) - (ref[:P] - ref[P:])
-    return (-(1 - eps) * F.logsigmoid(beta * z) - eps * F.logsigmoid(-beta * z)).mean()
+    dpo = (-(1 - eps) * F.logsigmoid(beta * z) - eps * F.logsigmoid(-beta * z)).mean()
+    counted = (labels_t[:P, 1:] != -100).sum(-1)
+    return dpo + alpha * (-pol[:P] / counted).mean()
 
 
-@pytest.mark.parametrize("beta,eps", [(0.1, 0.0), (0.5, 0.2)])
-def test_dpo_loss_and_gradients_match_torch(tmp_path, beta, eps):
+@pytest.mark.parametrize("beta,eps,alpha", [(0.1, 0.0, 0.0), (0.5, 0.2, 0.0), (0.1, 0.0, 0.7)])
+def test_dpo_loss_and_gradients_match_torch(tmp_path, beta, eps, alpha):
     """Loss and every parameter's gradient equal torch autograd through transformers, with a
     reference model that differs from the policy (relative error <= 1e-4)."""
     V = 64
@@ -106,14 +108,14 @@ def test_dpo_loss_and_gradients_match_torch(tmp_path, beta, eps):
             labels = np.where(np.arange(len(ids)) >= prompt_len, ids, -100)
             seqs.append((ids, labels))
         pairs.append(tuple(seqs))
-    loss, stats = dpo_batch_loss(policy, reference, pairs, beta, eps, pad_id=0)
+    loss, stats = dpo_batch_loss(policy, reference, pairs, beta, eps, pad_id=0, sft_weight=alpha)
     policy.zero_grad()
     loss.backward()
 
     from tinyphi3.train.chat_data import pad_batch
     ids, labels = pad_batch([c for c, _ in pairs] + [r for _, r in pairs], 0)
     policy_t.train()
-    ref_loss = torch_dpo(policy_t, ref_t, ids, labels, beta, eps)
+    ref_loss = torch_dpo(policy_t, ref_t, ids, labels, beta, eps, alpha)
     ref_loss.backward()
     assert float(loss.data) == pytest.approx(ref_loss.item(), rel=1e-5)
     theirs = dict(policy_t.named_parameters())

@@ -8,7 +8,11 @@ starting from the SFT model) and the frozen reference ref (the SFT model itself)
 
 log pi(y|x) is summed over the reply's tokens only. beta (0.1 by default) sets how far the policy
 may move from the reference; eps > 0 ("label smoothing") assumes a fraction of the preferences are
-wrong. The implicit rewards beta (log pi - log ref) of the chosen and rejected replies are logged:
+wrong. With sft_weight = alpha > 0 the loss adds alpha times the chosen reply's mean
+next-token loss, -log pi(y_w|x) / |y_w| (the "RPO" term of Pang et al. 2024, TRL's rpo_alpha):
+plain DPO can lower the likelihood of the chosen replies too, as long as the rejected ones fall
+faster, and on a tiny model that drift costs skills the preferences do not mention.
+The implicit rewards beta (log pi - log ref) of the chosen and rejected replies are logged:
 their difference (the margin) grows and the chosen one wins more often (the accuracy) as the
 policy learns the preferences.
 """
@@ -74,13 +78,19 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1,
 
 
 def dpo_batch_loss(policy, reference, pairs, beta=0.1, label_smoothing=0.0, pad_id=0,
-                   record=True):
+                   record=True, sft_weight=0.0):
     """DPO loss of a batch of ((chosen ids, labels), (rejected ids, labels)) pairs. The chosen
     and rejected sequences go through each model as one batch [2P, T]; the reference runs as
-    plain inference (no tape, no gradients)."""
+    plain inference (no tape, no gradients). sft_weight: the RPO term (module docstring)."""
     P = len(pairs)
     ids, labels = pad_batch([c for c, _ in pairs] + [r for _, r in pairs], pad_id)
     ref = sequence_logprobs(reference(ids), labels)                          # [2P], array
     with enable_grad(record):
         logps = sequence_logprobs(policy.forward(ids), labels)              # [2P]
-        return dpo_loss(logps[:P], logps[P:], ref[:P], ref[P:], beta, label_smoothing)
+        loss, stats = dpo_loss(logps[:P], logps[P:], ref[:P], ref[P:], beta, label_smoothing)
+        if sft_weight:
+            counted = (labels[:P, 1:] != -100).sum(axis=1)                   # [P] reply tokens
+            nll = (logps[:P] * (-1.0 / counted)).sum() * (1.0 / P)
+            loss = loss + nll * sft_weight
+            stats["chosen_nll"] = float(nll.data if isinstance(nll, Tensor) else nll)
+        return loss, stats

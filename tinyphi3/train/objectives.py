@@ -89,7 +89,7 @@ class PreferenceOptimization(_ExampleObjective):
     def _loss(self, model, pairs, record):
         t = self.recipe.train
         return dpo_batch_loss(model, self.reference, pairs, t.beta, t.label_smoothing,
-                              self.pad_id, record=record)
+                              self.pad_id, record=record, sft_weight=t.sft_weight)
 
     def next_loss(self, model):
         pairs = self.batches.next_examples()
