@@ -206,3 +206,15 @@ def test_gradient_accumulation_equals_one_big_batch(workspace, tmp_path):
         trainer.step()
     for (name, a), (_, b) in zip(big.model.named_parameters(), small.model.named_parameters()):
         np.testing.assert_allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7, err_msg=name)
+
+
+def test_recipe_overrides_apply_to_every_variant():
+    """[model] keys are config fields: they override a phi-3-small preset too (whose config.json
+    spells the MLP width ff_intermediate_size)."""
+    r = recipe_from_dict({"model": {"preset": "tiny-small", "tokenizer": "t", "hidden_size": 32,
+                                    "intermediate_size": 80, "num_attention_heads": 4,
+                                    "num_key_value_heads": 2, "dummy_token_indices": [318, 319]},
+                          "data": {"shards": "s"}})
+    config = r.model_config(300)
+    assert (config.intermediate_size, config.hidden_size, config.vocab_size) == (80, 32, 320)
+    assert config.is_phi3small

@@ -82,9 +82,10 @@ class Recipe:
         overrides = {k: v for k, v in self.model.items()
                      if k not in ("preset", "tokenizer", "init_from")}
         overrides.setdefault("vocab_size", -(-vocab_size // 64) * 64)
-        base = preset(self.model.get("preset", "tiny")).to_dict()
-        base.update(overrides)
-        return Phi3Config.from_dict(base)
+        try:                                  # by field name, whatever the variant's file layout
+            return preset(self.model.get("preset", "tiny")).replace(**overrides)
+        except (TypeError, ValueError, TinyPhi3Error) as e:
+            raise RecipeError(f"{self.source}: [model] {e}") from None
 
     def to_dict(self) -> dict:
         data = {DATA_KEYS[self.stage]: self.data_file or self.data_shards}
