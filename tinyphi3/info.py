@@ -38,9 +38,13 @@ def describe_checkpoint(path) -> str:
                  f"{c.longrope_attention_factor:.4f})")
     window = f", sliding window {c.sliding_window}" if c.sliding_window else ""
     kv_per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 4
+    variant = ("phi-3-small decoder (GEGELU, muP; dense attention on one layer in "
+               f"{c.dense_attention_every_n_layers}, block-sparse on the others: blocks of "
+               f"{c.blocksparse_block_size}, {c.blocksparse_num_local_blocks} local, stride "
+               f"{c.blocksparse_vert_stride})" if c.is_phi3small else "Phi-3 decoder")
     rows = [
         ("checkpoint", str(path)),
-        ("architecture", f"Phi-3 decoder: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
+        ("architecture", f"{variant}: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
                          f"{c.num_attention_heads} heads ({c.num_key_value_heads} KV heads, "
                          f"head dim {c.head_dim}), MLP {c.intermediate_size}, vocab {c.vocab_size}"),
         ("positions", f"context {c.max_position_embeddings} tokens, {rope}{window}"),
