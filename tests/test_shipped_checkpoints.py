@@ -12,7 +12,7 @@ from tinyphi3 import Phi3, Tokenizer
 from tinyphi3.safetensors_io import SafetensorsFile
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ["mini-base"]
+SHIPPED = ["mini-base", "mini"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
