@@ -28,6 +28,7 @@ os.environ["NUMBA_NUM_THREADS"] = THREADS         # before Numba starts its thre
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
+from _docs import write_section  # noqa: E402
 from tinyphi3.blocksparse import blocksparse_layout, density, kv_bytes_per_token  # noqa: E402
 from tinyphi3.kernels.blocksparse import blocksparse_decode, blocksparse_prefill  # noqa: E402
 
@@ -161,19 +162,6 @@ blocks.
     print(section)
     if out:
         write_section(Path(out), HEADING, section)
-
-
-def write_section(path: Path, heading: str, section: str):
-    """Replace (or append) one `## ` section of a Markdown file, keeping the others."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if heading + "\n" in text:
-        start = text.index(heading + "\n")
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section.rstrip("\n") + "\n" + (text[end:] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 if __name__ == "__main__":

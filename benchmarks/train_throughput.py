@@ -27,6 +27,7 @@ os.environ["NUMBA_NUM_THREADS"] = THREADS         # and Numba its thread pool
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
+from _docs import write_section  # noqa: E402
 from tinyphi3 import kernels  # noqa: E402
 from tinyphi3.config import preset  # noqa: E402
 from tinyphi3.model import Phi3  # noqa: E402
@@ -148,19 +149,6 @@ tinyphi3 runs twice: with its Numba kernels (the default) and on the plain NumPy
 """ + "\n".join(rows) + "\n"
     write_section(Path(args.out), f"## Training throughput, {args.threads} thread(s)", section)
     print(section)
-
-
-def write_section(path: Path, heading: str, section: str):
-    """Replace (or append) one `## ` section of a Markdown file, keeping the others."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if heading in text:
-        start = text.index(heading)
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section.rstrip("\n") + "\n" + (text[end:] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ from tinyphi3.bpe_train import (
 from tinyphi3.chat_template import (
     PHI3_CHAT_TEMPLATE, compile_chat_template, fill_placeholders, render_chat, render_with_placeholders)
 from tinyphi3.errors import TokenizerError
+from tinyphi3.tokenizer import _read_json as read_json
+from tinyphi3.tokenizer_train import training_files
 
 TOKENIZER_CLASS = "Phi3SmallTokenizer"
 PUBLISHED_RANKS_FILE = "cl100k_base.tiktoken"
@@ -80,24 +82,12 @@ def phi3_small_special_tokens(base_vocab_size, vocab_size=None):
     return special
 
 
-def _read_json(file):
-    if not file.is_file():
-        return None
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TokenizerError(f"cannot read {file} as JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise TokenizerError(f"{file} must hold a JSON object")
-    return data
-
-
 def is_tiktoken_directory(path):
     """Whether a directory holds a tokenizer in this module's layout (not a SentencePiece one): its
     config names the class Phi3SmallTokenizer, or names no class and a .tiktoken ranks file is there."""
     directory = Path(path)
     try:
-        config = _read_json(directory / "tokenizer_config.json") or {}
+        config = read_json(directory / "tokenizer_config.json", required=False) or {}
     except TokenizerError:
         config = {}
     if "tokenizer_class" in config:
@@ -143,7 +133,7 @@ class TiktokenTokenizer:
         directory = Path(path)
         if not directory.is_dir():
             raise TokenizerError(f"tokenizer directory {directory} does not exist")
-        config = _read_json(directory / "tokenizer_config.json") or {}
+        config = read_json(directory / "tokenizer_config.json", required=False) or {}
         if config.get("tokenizer_class", TOKENIZER_CLASS) != TOKENIZER_CLASS:
             raise TokenizerError(f"{directory} holds a {config['tokenizer_class']}, not phi-3-small's "
                                  f"tiktoken tokenizer: load it with tinyphi3.Tokenizer or load_tokenizer")
@@ -299,12 +289,7 @@ def train_tiktoken_tokenizer(text_files, out_dir, vocab_size, *, padded_vocab_si
     fewer. This is what `tinyphi3 tokenizer train --kind tiktoken` runs.
     """
     from tinyphi3.data.documents import iter_documents
-    files = [Path(f) for f in ([text_files] if isinstance(text_files, (str, Path)) else text_files)]
-    if not files:
-        raise TokenizerError("no training files given")
-    for file in files:
-        if not file.is_file():
-            raise TokenizerError(f"training file {file} does not exist")
+    files = training_files(text_files)
     if not isinstance(vocab_size, int) or vocab_size < BYTE_TOKENS + 1:
         raise TokenizerError(f"vocab_size {vocab_size!r} is impossible: {BYTE_TOKENS} byte tokens come "
                              f"first, so it needs at least {BYTE_TOKENS + 1}")

@@ -106,6 +106,17 @@ def _training_sentences(files, kept, max_sentence_length):
         yield from (piece for piece in rare.split(line) if piece)
 
 
+def training_files(text_files) -> list:
+    """One path or several, as Paths, each an existing file (else TokenizerError)."""
+    files = [Path(f) for f in ([text_files] if isinstance(text_files, (str, Path)) else text_files)]
+    if not files:
+        raise TokenizerError("no training files given")
+    for file in files:
+        if not file.is_file():
+            raise TokenizerError(f"training file {file} does not exist")
+    return files
+
+
 def train_tokenizer(text_files, out_dir, vocab_size, *, character_coverage=DEFAULT_CHARACTER_COVERAGE,
                     model_max_length=4096, max_sentence_length=16384, num_threads=1):
     """Train a Phi-3 tokenizer on text files and write it to `out_dir`; returns the loaded Tokenizer.
@@ -122,12 +133,7 @@ def train_tokenizer(text_files, out_dir, vocab_size, *, character_coverage=DEFAU
     raises TokenizerError for missing or empty files and impossible sizes. This is what
     `tinyphi3 tokenizer train --input FILE... --out DIR --vocab-size N` runs.
     """
-    files = [Path(f) for f in ([text_files] if isinstance(text_files, (str, Path)) else text_files)]
-    if not files:
-        raise TokenizerError("no training files given")
-    for file in files:
-        if not file.is_file():
-            raise TokenizerError(f"training file {file} does not exist")
+    files = training_files(text_files)
     smallest = len(CONTROL_PIECES) + BYTE_PIECES + 2
     if not isinstance(vocab_size, int) or vocab_size < smallest:
         raise TokenizerError(f"vocab_size {vocab_size!r} is impossible: the base vocabulary holds "
