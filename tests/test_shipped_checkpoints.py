@@ -77,3 +77,28 @@ def test_chat_model_renders_and_stops_like_transformers(name):
     assert tok.token_to_id("<|end|>") in generation["eos_token_id"]
     config = transformers.GenerationConfig.from_pretrained(directory)
     assert tok.token_to_id("<|end|>") in config.eos_token_id
+
+
+def test_small_is_a_phi3small_checkpoint_that_chats():
+    """checkpoints/small: phi-3-small's published config layout and tensor names, bf16, <= 30 MB,
+    its tiktoken-style tokenizer; a greedy reply in the chat format closes with <|end|>.
+    (transformers has no phi-3-small: tests/test_phi3_small.py checks the code against an
+    independent torch implementation instead.)"""
+    import json
+
+    from tinyphi3.generate import generate
+    from tinyphi3.tiktoken_tokenizer import TiktokenTokenizer, load_tokenizer
+    directory = ROOT / "checkpoints" / "small"
+    config = json.loads((directory / "config.json").read_text())
+    assert config["model_type"] == "phi3small" and "ff_intermediate_size" in config
+    size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+    assert size <= 30e6
+    weights = SafetensorsFile(directory / "model.safetensors")
+    assert {weights.dtype(n) for n in weights.keys()} == {"BF16"}
+    assert "model.layers.0.self_attn.query_key_value.weight" in weights.keys()
+    model, tok = Phi3.from_pretrained(directory), load_tokenizer(directory)
+    assert isinstance(tok, TiktokenTokenizer) and model.config.is_phi3small
+    ids = tok.apply_chat_template([{"role": "user", "content": "Hello!"}], tokenize=True)
+    end = tok.token_to_id("<|end|>")
+    reply = list(generate(model, ids, max_new_tokens=100, stop_token_ids=(), vocab_size=tok.vocab_size))
+    assert end in reply
