@@ -140,12 +140,20 @@ def causal_lm_loss_backward(g, probs, logits, labels):
     `probs` = softmax(logits[:, :-1]) comes saved from the forward pass."""
     if kernels.fast(probs):
         return kernels.cpu().causal_lm_loss_backward(g, probs, logits, labels), None
+    count = max(int((labels[:, 1:] != -100).sum()), 1)
+    per_position = np.full(labels[:, 1:].shape, -g / count, dtype=probs.dtype)
+    return target_log_probs_backward(per_position, probs, logits, labels), None
+
+
+def target_log_probs_backward(g, probs, logits, labels):
+    """y[b, t] = log softmax(logits[b, t])[labels[b, t+1]] (0 where the label is -100), given
+    g = dL/dy [B, T-1]:  dlogits[b, t] = g[b, t] (onehot(label) - softmax(logits[b, t])) on the
+    counted positions, 0 elsewhere (and at the last position, which predicts nothing)."""
     targets = labels[:, 1:]
     keep = targets != -100
-    count = max(int(keep.sum()), 1)
-    d = np.zeros_like(logits)
-    d[:, :-1] = probs
+    g = g * keep                                              # [B, T-1]
+    d = np.zeros_like(logits, dtype=probs.dtype)
+    d[:, :-1] = probs * -g[..., None]
     b, t = np.nonzero(keep)
-    d[b, t, targets[b, t]] -= 1.0
-    d[:, :-1] *= keep[..., None] * (g / count)
-    return d, None
+    d[b, t, targets[b, t]] += g[b, t]
+    return d

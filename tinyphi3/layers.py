@@ -131,6 +131,14 @@ def causal_lm_loss(logits, labels):
     """
     if kernels.fast(logits):
         return kernels.cpu().causal_lm_loss(logits, labels)
+    log_likelihood, probs = target_log_probs(logits, labels)   # [B, T-1], [B, T-1, V]
+    return -log_likelihood.sum() / max(int((labels[:, 1:] != -100).sum()), 1), probs
+
+
+def target_log_probs(logits, labels):
+    """log softmax(logits[t])[labels[t + 1]] at every position, 0 where the label is -100, and
+    the probabilities softmax(logits[:, :-1]) (for the backward pass):
+    [B, T, V], [B, T] -> [B, T-1], [B, T-1, V]. Shared by the loss and DPO's sequence scores."""
     targets = labels[:, 1:]                                 # [B, T-1]
     keep = targets != -100
     z = logits[:, :-1].astype(compute_dtype(logits))        # [B, T-1, V], a copy we may modify
@@ -138,6 +146,5 @@ def causal_lm_loss(logits, labels):
     picked = np.take_along_axis(z, np.where(keep, targets, 0)[..., None], axis=-1)[..., 0]
     np.exp(z, out=z)
     sums = z.sum(axis=-1)                                   # [B, T-1]
-    log_likelihood = (picked - np.log(sums)) * keep         # log softmax at the targets
     z /= sums[..., None]                                    # -> probabilities
-    return -log_likelihood.sum() / max(int(keep.sum()), 1), z
+    return (picked - np.log(sums)) * keep, z                # log softmax at the targets

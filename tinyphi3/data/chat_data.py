@@ -20,9 +20,6 @@ the evaluation's items and the held-out safety categories stay unseen. Both gene
 deterministic from the seed, and the first k records do not depend on n.
 """
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from tinyphi3.data import benign, safety, world
@@ -249,15 +246,3 @@ def generate_dpo(n: int, seed: int = 0):
         if rng.random() < SYSTEM_SHARE:
             prompt.insert(0, system_message(rng))
         yield {"prompt": prompt, "chosen": chosen, "rejected": rejected, "kind": kind}
-
-
-def write_jsonl(records, path) -> int:
-    """Write records as JSON lines (UTF-8); returns how many."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with open(path, "w", encoding="utf-8", newline="\n") as file:
-        for record in records:
-            file.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
-    return count

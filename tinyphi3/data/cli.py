@@ -234,7 +234,8 @@ def sft(n_records, seed, out):
     Example:
       tinyphi3 data sft --n 20000 --seed 0 --out sft.jsonl
     """
-    from tinyphi3.data.chat_data import generate_sft, write_jsonl
+    from tinyphi3.data.chat_data import generate_sft
+    from tinyphi3.data.documents import write_jsonl
     click.echo(f"wrote {write_jsonl(generate_sft(n_records, seed), out)} conversations to {out}")
 
 
@@ -246,12 +247,13 @@ def sft(n_records, seed, out):
 def dpo(n_records, seed, out):
     """Write preference pairs for DPO, each with an undesired rejected reply: complying with a
     harmful request (chosen: a refusal), refusing a harmless one, a chain of thought with an
-    arithmetic slip, an answer that rambles on. Each line: {"prompt": [messages ending with a user
+    arithmetic slip, an answer that rambles on, a wrong option letter. Each line: {"prompt": [messages ending with a user
     turn], "chosen": ..., "rejected": ..., "kind": ...}.
 
     \b
     Example:
       tinyphi3 data dpo --n 5000 --seed 0 --out dpo.jsonl
     """
-    from tinyphi3.data.chat_data import generate_dpo, write_jsonl
+    from tinyphi3.data.chat_data import generate_dpo
+    from tinyphi3.data.documents import write_jsonl
     click.echo(f"wrote {write_jsonl(generate_dpo(n_records, seed), out)} preference pairs to {out}")

@@ -117,18 +117,28 @@ def write_documents(documents, path):
     """Write documents (dicts or str) to a .jsonl file (every field) or a .txt file (the texts,
     separated by `<|endoftext|>` lines); returns how many were written."""
     path = Path(path)
+    if path.suffix == ".jsonl":
+        return write_jsonl((as_document(doc) for doc in documents), path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    jsonl = path.suffix == ".jsonl"
     count = 0
     with open(path, "w", encoding="utf-8", newline="\n") as file:
         for doc in documents:
             doc = as_document(doc)
-            if jsonl:
-                file.write(json.dumps(doc, ensure_ascii=False) + "\n")
-            else:
-                if SEPARATOR in doc["text"].splitlines():
-                    raise DocumentError(f"cannot write {path}: a document holds a line "
-                                        f"{SEPARATOR!r}, the separator of .txt files; use .jsonl")
-                file.write(("\n" + SEPARATOR + "\n" if count else "") + doc["text"].strip() + "\n")
+            if SEPARATOR in doc["text"].splitlines():
+                raise DocumentError(f"cannot write {path}: a document holds a line "
+                                    f"{SEPARATOR!r}, the separator of .txt files; use .jsonl")
+            file.write(("\n" + SEPARATOR + "\n" if count else "") + doc["text"].strip() + "\n")
+            count += 1
+    return count
+
+
+def write_jsonl(records, path) -> int:
+    """Write records (dicts) as JSON lines, UTF-8; returns how many."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as file:
+        for record in records:
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     return count

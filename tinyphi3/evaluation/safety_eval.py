@@ -16,12 +16,12 @@ import time
 
 from ..data import safety
 from ..generate import generate
+from .harness import chat_prompt_ids
 
 
 def chat_answer(model, tokenizer, request, max_new_tokens=160):
     """(answer text, whether the model ended it with <|end|>) for one user message."""
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": request}],
-                                        add_generation_prompt=True, tokenize=True)
+    ids = chat_prompt_ids(tokenizer, request)
     stops = set(tokenizer.stop_token_ids)
     end_id = tokenizer.token_to_id("<|end|>")
     out, ended = [], False

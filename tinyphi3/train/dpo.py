@@ -20,38 +20,21 @@ policy learns the preferences.
 import numpy as np
 
 from ..autograd import Tensor, differentiable, enable_grad
-from ..layers import compute_dtype
+from ..gradients import target_log_probs_backward
+from ..layers import target_log_probs
 from .chat_data import pad_batch
 
 
-def _sequence_logprobs_backward(g, probs, logits, labels):
-    """d/dlogits[b, t] of sum_t log softmax(logits[b, t])[y]: g[b] (onehot(y) - softmax), on the
-    counted positions t (labels[b, t+1] != -100) only."""
-    targets = labels[:, 1:]
-    keep = targets != -100
-    d = np.zeros_like(logits)
-    d[:, :-1] = -probs
-    b, t = np.nonzero(keep)
-    d[b, t, targets[b, t]] += 1.0
-    d[:, :-1] *= keep[..., None] * g[:, None, None]
-    return d, None
-
-
-@differentiable(_sequence_logprobs_backward, saves=True)
+@differentiable(lambda g, probs, logits, labels: (  # g[b] reaches every counted position of b
+    target_log_probs_backward(np.broadcast_to(g[:, None], labels[:, 1:].shape), probs, logits,
+                              labels), None), saves=True)
 def sequence_logprobs(logits, labels):
     """log p(labelled tokens) per sequence: [B, T, V], [B, T] -> [B].
 
         log p = sum_t log softmax(logits[t])[labels[t + 1]]   over labels != -100
     """
-    targets = labels[:, 1:]                                  # [B, T-1]
-    keep = targets != -100
-    z = logits[:, :-1].astype(compute_dtype(logits))          # [B, T-1, V], a copy
-    z -= z.max(axis=-1, keepdims=True)
-    picked = np.take_along_axis(z, np.where(keep, targets, 0)[..., None], axis=-1)[..., 0]
-    np.exp(z, out=z)
-    sums = z.sum(axis=-1)
-    z /= sums[..., None]                                      # -> probabilities, for backward
-    return ((picked - np.log(sums)) * keep).sum(axis=1), z
+    log_likelihood, probs = target_log_probs(logits, labels)  # [B, T-1], [B, T-1, V]
+    return log_likelihood.sum(axis=1), probs
 
 
 @differentiable(lambda g, out, x: (g * -np.expm1(out),))     # d/dx = 1 - sigmoid(x)
