@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from .cli_options import backend_option
 from .errors import ContextLengthError, TinyPhi3Error
 
 DEFAULT_CKPT = "checkpoints/mini"
@@ -55,6 +56,7 @@ def load_model_and_tokenizer(ckpt):
 def sampling_options(f):
     """The options shared by `chat` and `generate`."""
     options = [
+        backend_option,
         click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
                      help="0 is greedy decoding; higher values sample more freely."),
         click.option("--top-k", type=click.IntRange(min=1), default=None,
@@ -65,17 +67,24 @@ def sampling_options(f):
                      show_default=True, help="Stop after this many generated tokens."),
         click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible)."),
         click.option("--stats", is_flag=True,
-                     help="Print prefill and decode speed (tokens/s) after each answer."),
+                     help="Print prefill and decode speed (tokens/s), the weights' memory and the "
+                          "process's peak memory after each answer."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def print_stats(stats):
+def print_stats(stats, model):
+    import resource
+
+    from .info import human_bytes
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024     # KiB on Linux
+    kind = "4-bit" if model.quantization else "float"
     click.echo(f"[prefill {stats.prompt_tokens} tokens at {stats.prefill_tokens_per_second:.1f} "
                f"tokens/s · decode {stats.generated_tokens} tokens at "
-               f"{stats.decode_tokens_per_second:.1f} tokens/s]", err=True)
+               f"{stats.decode_tokens_per_second:.1f} tokens/s · weights {kind} "
+               f"{human_bytes(model.weight_bytes())} · peak memory {human_bytes(peak)}]", err=True)
 
 
 def stream_answer(model, tokenizer, prompt_ids, options, out):
@@ -95,7 +104,7 @@ def stream_answer(model, tokenizer, prompt_ids, options, out):
     out.write(pieces[-1] + "\n")
     out.flush()
     if options["stats"]:
-        print_stats(stats)
+        print_stats(stats, model)
     return "".join(pieces)
 
 
@@ -269,6 +278,45 @@ def info(ckpt):
     """
     from .info import describe_checkpoint
     click.echo(describe_checkpoint(ckpt))
+
+
+# ---- quantize ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--ckpt", required=True, type=click.Path(file_okay=False),
+              help="Float checkpoint to quantize (fp32, bf16 or fp16; single file or shards).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory to write; must not exist yet (or be empty).")
+@click.option("--bits", type=int, default=4, show_default=True, help="Bits per weight (4).")
+@click.option("--block", type=int, default=32, show_default=True,
+              help="Weights per scale: 32, 64 or 128. Smaller blocks are more accurate and "
+                   "larger (4.5, 4.25, 4.125 bits/weight).")
+@click.option("--scheme", type=click.Choice(["symmetric", "minmax"]), default="symmetric",
+              show_default=True,
+              help="symmetric: w = d * (q - 8); minmax: w = d * q + min (one more fp16 per block).")
+def quantize(ckpt, out, bits, block, scheme):
+    """Quantize a checkpoint's weights to 4 bits in blocks, for `chat`, `generate`, `info` and
+    `eval` to run directly.
+
+    Every 2-D weight (linear layers, embedding, lm_head) is stored as 4-bit levels with one
+    float16 scale (and minimum) per block; norms and biases stay float32. Tensors are read,
+    quantized and written one at a time, so a 7.6 GB snapshot needs memory for one tensor. The
+    output appears only when complete.
+
+    \b
+    Example:
+      tinyphi3 quantize --ckpt checkpoints/mini --out mini-q4 --bits 4 --block 32
+      tinyphi3 chat --ckpt mini-q4 --stats
+    """
+    from .info import human_bytes
+    from .quant import bits_per_weight, check_options
+    from .quant_checkpoint import quantize_checkpoint
+    check_options(bits, block, scheme)
+    if not Path(ckpt).is_dir():
+        raise TinyPhi3Error(f"checkpoint directory {ckpt} not found")
+    quantize_checkpoint(ckpt, out, block, scheme)
+    size = (Path(out) / "model.safetensors").stat().st_size
+    click.echo(f"wrote {out}: {human_bytes(size)}, {bits_per_weight(block, scheme):g} bits per "
+               f"quantized weight ({scheme}, blocks of {block})")
 
 
 # ---- init -------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ hands float32 arrays to it on the "numba" backend; the NumPy lines below it are 
 import numpy as np
 
 from . import gradients as grad
-from . import kernels
+from . import kernels, quant
 from .autograd import differentiable
 
 
@@ -21,12 +21,16 @@ def compute_dtype(x):
 @differentiable(grad.embedding_backward)
 def embedding(input_ids, table):
     """Look up rows of the embedding table: [B, T] int -> [B, T, C]."""
+    if isinstance(table, quant.Q4Weight):                # a 4-bit table: dequantize the rows
+        return quant.q4_embedding(input_ids, table)
     return table[input_ids]
 
 
 @differentiable(grad.linear_backward)
 def linear(x, weight, bias=None):
     """y = x W^T (+ b). Weights are stored [out_features, in_features] as in Hugging Face."""
+    if isinstance(weight, quant.Q4Weight):               # 4-bit weights (inference only)
+        return quant.q4_linear(x, weight, bias)
     y = x.reshape(-1, x.shape[-1]) @ weight.T           # [N, in] @ [in, out] -> [N, out]
     y = y.reshape(*x.shape[:-1], weight.shape[0])      # one matrix product, not one per row
     return y if bias is None else y + bias

@@ -18,12 +18,12 @@ operations on the parameters so that `backward()` can fill their gradients).
 
 import numpy as np
 
-from . import checkpoint, small
+from . import checkpoint, quant_checkpoint, small
 from .attention import attention, causal_mask
 from .autograd import Parameter, Tensor, enable_grad, is_recording
 from .cache import KVCache
 from .config import Phi3Config
-from .errors import InvalidInputError
+from .errors import CheckpointError, InvalidInputError
 from .layers import (causal_lm_loss, embedding, gated_mlp, geglu_mlp, layer_norm, linear,
                      rms_norm)
 from .rope import apply_rope, rope_cos_sin, rope_frequencies, uses_long_factors
@@ -135,6 +135,11 @@ class Phi3:
         self.config = config
         params = init_parameters(config, seed) if params is None else params
         self._parameters = {name: Parameter(array) for name, array in params.items()}
+        self.quantization = None        # the quantization_config of a 4-bit checkpoint
+
+    def weight_bytes(self) -> int:
+        """Bytes the weights take in memory (packed levels and scales for 4-bit ones)."""
+        return sum(int(p.data.nbytes) for p in self._parameters.values())
 
     @property
     def params(self) -> dict:
@@ -147,6 +152,11 @@ class Phi3:
         """Load a Hugging Face directory (config.json + safetensors, single or sharded); the
         variant (phi3, phi3small) comes from config.json's model_type."""
         config = checkpoint.load_config(path)
+        qc = quant_checkpoint.quantization_config(path)
+        if qc is not None:                                   # 4-bit weights (tinyphi3.quant)
+            model = cls(config, quant_checkpoint.load_quantized_tensors(path, config, qc))
+            model.quantization = qc
+            return model
         params = checkpoint.load_tensors(path, parameter_shapes(config),
                                          ignored=checkpoint.tied_copies(config))
         return cls(config, params)
@@ -154,6 +164,9 @@ class Phi3:
     def save_pretrained(self, path, dtype="float32", max_shard_bytes=None,
                         config_layout="rope_scaling"):
         """Write config.json and model.safetensors (or shards + index) in fp32, fp16 or bf16."""
+        if self.quantization is not None:
+            raise CheckpointError("a 4-bit model is not saved again: quantize its float "
+                                  "checkpoint with `tinyphi3 quantize` instead")
         checkpoint.save(path, self.config, self.params, dtype=dtype,
                         max_shard_bytes=max_shard_bytes, config_layout=config_layout)
 
@@ -208,6 +221,9 @@ class Phi3:
     def loss(self, input_ids, labels, attention_mask=None):
         """Mean next-token cross-entropy (labels shifted inside, -100 ignored), recorded so that
         `loss.backward()` fills every parameter's `.grad`. Returns a scalar Tensor."""
+        if self.quantization is not None:
+            raise InvalidInputError("a 4-bit model runs inference only; train its float "
+                                    "checkpoint")
         labels = np.asarray(labels)
         if labels.shape != np.shape(input_ids):
             raise InvalidInputError(f"labels must have the shape of input_ids "

@@ -6,6 +6,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from tinyphi3.cli_options import backend_option
+
 from tinyphi3.evaluation.tasks import TASKS, task_items
 
 
@@ -21,6 +23,7 @@ def _task_names(ctx, param, value):
 
 
 @click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
+@backend_option
 @click.option("--ckpt", "ckpts", required=True, multiple=True,
               type=click.Path(exists=True, file_okay=False),
               help="Checkpoint directory (model + tokenizer); repeat to compare models side by side.")
