@@ -92,8 +92,9 @@ def load_tensors(path, expected_shapes: dict, ignored=()) -> dict:
     return params
 
 
-def check_tensors(index: dict, expected_shapes: dict) -> None:
-    """Raise a named error listing every tensor that is missing, unexpected or misshapen."""
+def check_tensors(index: dict, expected_shapes: dict, expected_dtypes=None) -> None:
+    """Raise a named error listing every tensor that is missing, unexpected or misshapen, or
+    stored in a dtype it may not have (float types, or `expected_dtypes[name]` when given)."""
     missing = [n for n in expected_shapes if n not in index]
     if missing:
         raise MissingTensorError(f"checkpoint lacks {len(missing)} tensor(s): "
@@ -110,9 +111,10 @@ def check_tensors(index: dict, expected_shapes: dict) -> None:
         raise ShapeMismatchError("; ".join(f"{n}: shape {list(got)}, expected {list(want)}"
                                            for n, got, want in wrong[:8]))
     for name in expected_shapes:
-        if index[name].dtype(name) not in LOADABLE:
-            raise UnsupportedDtypeError(f"{name}: dtype {index[name].dtype(name)} is not a float "
-                                        f"type tinyphi3 loads ({', '.join(LOADABLE)})")
+        allowed = (expected_dtypes or {}).get(name, LOADABLE)
+        if index[name].dtype(name) not in allowed:
+            raise UnsupportedDtypeError(f"{name}: dtype {index[name].dtype(name)} is not one "
+                                        f"tinyphi3 loads here ({', '.join(allowed)})")
 
 
 def save(path, config: Phi3Config, params: dict, dtype="float32", max_shard_bytes=None,

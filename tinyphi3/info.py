@@ -6,9 +6,10 @@ import math
 import tempfile
 from pathlib import Path
 
-from . import checkpoint
+from . import checkpoint, quant_checkpoint
 from .config import preset
 from .model import Phi3, parameter_shapes
+from .quant import bits_per_weight
 
 Q4_BITS_PER_WEIGHT = 4.5     # 4-bit values plus one fp16 scale per block of 32 weights
 
@@ -26,7 +27,11 @@ def describe_checkpoint(path) -> str:
     shapes = parameter_shapes(config)
     index = checkpoint.tensor_index(path)
     index = {n: f for n, f in index.items() if n not in checkpoint.tied_copies(config)}
-    checkpoint.check_tensors(index, shapes)
+    qc = quant_checkpoint.quantization_config(path)
+    if qc is None:
+        checkpoint.check_tensors(index, shapes)
+    else:
+        checkpoint.check_tensors(index, *quant_checkpoint.expected_tensors(config, qc))
     files = {f.path for f in index.values()}
     on_disk = sum(p.stat().st_size for p in files)
     dtypes = sorted({f.dtype(n) for n, f in index.items()})
@@ -49,7 +54,11 @@ def describe_checkpoint(path) -> str:
                          f"head dim {c.head_dim}), MLP {c.intermediate_size}, vocab {c.vocab_size}"),
         ("positions", f"context {c.max_position_embeddings} tokens, {rope}{window}"),
         ("parameters", f"{n_params:,} ({human_count(n_params)})"),
-        ("on disk", f"{human_bytes(on_disk)} ({', '.join(dtypes)}, {len(files)} file(s))"),
+        ("on disk", f"{human_bytes(on_disk)} ({', '.join(dtypes)}, {len(files)} file(s))"
+                    + ("" if qc is None else
+                       f"; 4-bit weights, blocks of {qc['block_size']}, {qc['scheme']} "
+                       f"({bits_per_weight(int(qc['block_size']), qc['scheme']):g} bits/weight), "
+                       f"norms and biases float32")),
         ("memory", f"fp32 {human_bytes(4 * n_params)} · bf16 {human_bytes(2 * n_params)} · "
                    f"4-bit {human_bytes(n_params * Q4_BITS_PER_WEIGHT / 8)} "
                    f"({Q4_BITS_PER_WEIGHT} bits/weight: 4-bit values + an fp16 scale per 32)"),

@@ -16,6 +16,7 @@ inference (plain NumPy arrays, nothing recorded) and training (`model.loss`, whi
 operations on the parameters so that `backward()` can fill their gradients).
 """
 
+import ml_dtypes
 import numpy as np
 
 from . import checkpoint, quant_checkpoint, small
@@ -183,8 +184,11 @@ class Phi3:
         return sum(int(np.prod(p.shape)) for p in self._parameters.values())
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
+        """An empty KV cache: float32, or bfloat16 for a 4-bit model (half the memory and the
+        bytes read per generated token; its attention kernel converts as it reads)."""
         c = self.config
-        return KVCache(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim)
+        dtype = np.float32 if self.quantization is None else ml_dtypes.bfloat16
+        return KVCache(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim, dtype)
 
     def weights(self) -> dict:
         """What the forward pass reads: the Parameters while recording for training, their

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from . import checkpoint, quant
 from .config import Phi3Config
-from .errors import CheckpointError, MissingTensorError, ShapeMismatchError
+from .errors import CheckpointError
 from .safetensors_io import write_safetensors
 
 QUANT_METHOD = "tinyphi3_q4"
@@ -153,30 +153,37 @@ def quantize_checkpoint(src, out, block=32, scheme="symmetric", progress=True):
                     copy_from=src, progress=progress)
 
 
-def load_quantized_tensors(path, config: Phi3Config, qc: dict) -> dict:
-    """The weights of a 4-bit checkpoint: quant.Q4Weight for 2-D weights, float32 arrays for
-    the rest; every stored tensor is checked against the shape the configuration implies."""
+def expected_tensors(config: Phi3Config, qc: dict):
+    """({stored name: shape}, {stored name: allowed dtypes}) of a 4-bit checkpoint."""
     from .model import parameter_shapes
     block, scheme = int(qc["block_size"]), qc.get("scheme", "symmetric")
+    shapes, dtypes = {}, {}
+    for name, shape in parameter_shapes(config).items():
+        if not is_quantized_name(name, shape):
+            shapes[name] = tuple(shape)
+            continue
+        prefix = name[:-len(".weight")]
+        for suffix, s in stored_shapes(shape, block, scheme).items():
+            shapes[f"{prefix}.{suffix}"] = s
+            dtypes[f"{prefix}.{suffix}"] = ("U8",) if suffix == "qweight" else ("F16",)
+    return shapes, dtypes
+
+
+def load_quantized_tensors(path, config: Phi3Config, qc: dict) -> dict:
+    """The weights of a 4-bit checkpoint: quant.Q4Weight for 2-D weights, float32 arrays for
+    the rest; names, shapes and dtypes are checked against the configuration first."""
+    from .model import parameter_shapes
     index = checkpoint.tensor_index(path)
+    index = {n: f for n, f in index.items() if n not in checkpoint.tied_copies(config)}
+    checkpoint.check_tensors(index, *expected_tensors(config, qc))
     params = {}
     for name, shape in parameter_shapes(config).items():
         if not is_quantized_name(name, shape):
-            params[name] = _read(index, path, name, shape).astype(np.float32, copy=False)
+            params[name] = index[name].get(name).astype(np.float32, copy=False)
             continue
         prefix = name[:-len(".weight")]
-        parts = {suffix: _read(index, path, f"{prefix}.{suffix}", s)
-                 for suffix, s in stored_shapes(shape, block, scheme).items()}
-        params[name] = quant.Q4Weight(parts["qweight"].astype(np.uint8, copy=False),
-                                      parts["scales"].astype(np.float16, copy=False),
-                                      parts.get("mins"), shape[0], shape[1])
+        mins = index[f"{prefix}.mins"].get(f"{prefix}.mins") if f"{prefix}.mins" in index else None
+        params[name] = quant.Q4Weight(index[f"{prefix}.qweight"].get(f"{prefix}.qweight"),
+                                      index[f"{prefix}.scales"].get(f"{prefix}.scales"),
+                                      mins, shape[0], shape[1])
     return params
-
-
-def _read(index, path, name, shape):
-    if name not in index:
-        raise MissingTensorError(f"{path}: quantized checkpoint lacks tensor {name!r}")
-    got = index[name].shape(name)
-    if got != tuple(shape):
-        raise ShapeMismatchError(f"{path}: {name} has shape {list(got)}, expected {list(shape)}")
-    return index[name].get(name)

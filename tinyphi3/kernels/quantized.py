@@ -23,7 +23,7 @@ kernels equal to the reference of quant.py.
 import numpy as np
 from numba import njit, prange
 
-from .fused import _float_from_bits
+from .fused import _float_from_bits, exp32
 
 ROWS = 64                    # rows per tile (quant.ROWS_PER_TILE)
 SUB = 16                     # bytes (32 values) per sub-block: the unrolled inner loop
@@ -133,3 +133,54 @@ def q4_linear(x, q):
         _q4_dequantize(q.packed, scale_bits, min_bits, first, stop, w)
         y[:, first * ROWS:first * ROWS + rows] = x @ w[:rows].T      # BLAS: [M, K] @ [K, rows]
     return y
+
+
+# ---- attention over a bfloat16 KV cache (decode) ----------------------------------------------
+
+@njit(inline="always")
+def bf16_to_float(bits):
+    """bfloat16 bits (the top half of a float32) -> float32."""
+    return _float_from_bits(np.int32(np.int32(bits) << 16))
+
+
+@njit(parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, cache=True,
+      boundscheck=False)
+def _attention_decode(q, k_bits, v_bits, allowed, scale, out):
+    """One query per row against a bfloat16 KV cache: out[b, h] = softmax(q k^T * scale) v over
+    the allowed keys. q [B, H, hd] float32; k_bits, v_bits [B, KV, S, hd] uint16;
+    allowed bool [B, S]; out [B, H, hd]. Query head h reads KV head h // (H / KV)."""
+    B, H, hd = q.shape
+    KV, S = k_bits.shape[1], k_bits.shape[2]
+    g = H // KV
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        kv = h // g
+        scores = np.empty(S, np.float32)
+        top = np.float32(-np.inf)
+        for s in range(S):
+            if allowed[b, s]:
+                dot = np.float32(0.0)
+                for d in range(hd):
+                    dot += q[b, h, d] * bf16_to_float(k_bits[b, kv, s, d])
+                scores[s] = dot * scale
+                top = max(top, scores[s])
+        total = np.float32(0.0)
+        acc = np.zeros(hd, np.float32)
+        for s in range(S):
+            if allowed[b, s]:
+                p = exp32(scores[s] - top)
+                total += p
+                for d in range(hd):
+                    acc[d] += p * bf16_to_float(v_bits[b, kv, s, d])
+        for d in range(hd):
+            out[b, h, d] = acc[d] / total if total > 0 else np.float32(0.0)
+
+
+def attention_decode(q, k, v, allowed, scale):
+    """q [B, H, 1, hd] float32, k and v [B, KV, S, hd] bfloat16, allowed bool [B, S] ->
+    [B, H, 1, hd] float32: what tinyphi3.attention computes after converting k and v to float32."""
+    B, H, _, hd = q.shape
+    out = np.empty((B, H, hd), np.float32)
+    _attention_decode(np.ascontiguousarray(q[:, :, 0]), k.view(np.uint16), v.view(np.uint16),
+                      np.ascontiguousarray(allowed), np.float32(scale), out)
+    return out[:, :, None]
