@@ -1,0 +1,294 @@
+"""Inference speed and memory: tinyphi3 fp32 and 4-bit against transformers (PyTorch CPU eager,
+fp32) on the same weights, in the same run.
+
+llama-bench conventions: a warm-up, then the median of --runs runs; prefill (the prompt in one
+forward pass) and decode (new tokens one at a time, greedy, after the prompt) timed separately;
+prompt tokens never counted as generated. Each side runs in its own process, one after the
+other, and reports its peak resident memory (ru_maxrss) over loading, prefill and decode.
+
+Two models:
+  --model mini        checkpoints/mini (4.25 M parameters), quantized here with each block size;
+  --model phi-3-mini  the phi-3-mini geometry (3.82 B parameters) with random weights, generated
+                      tensor by tensor from a seed per tensor: each 4-bit checkpoint is written
+                      to --workdir without fp32 ever in memory whole; the fp32 sides generate the
+                      same weights in memory (15.3 GB each, one process at a time).
+
+The read bandwidth of this machine is measured in the same run (NumPy's fp32 matrix-vector
+product over 1 GB, so, out of cache) and gives the bound: decode tokens/s <= bandwidth / bytes
+read per token (the weights plus the KV cache). Results go to docs/benchmarks.md.
+
+    python benchmarks/inference.py --model mini
+    python benchmarks/inference.py --model phi-3-mini --workdir /tmp/tinyphi3-bench --runs 5
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+THREADS = str(os.cpu_count())
+os.environ.setdefault("OPENBLAS_NUM_THREADS", THREADS)
+os.environ.setdefault("NUMBA_NUM_THREADS", THREADS)
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+BLOCKS = (32, 64, 128)
+
+
+# ---- the weights ------------------------------------------------------------------------------
+
+def random_tensor(name, shape, std=0.02):
+    """The benchmark's weights: normal(0, std) from a seed per tensor name; norms are ones."""
+    if name.endswith("norm.weight"):
+        return np.ones(shape, np.float32)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    return rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+
+
+def model_config(model):
+    from tinyphi3.checkpoint import load_config
+    from tinyphi3.config import preset
+    if model == "mini":
+        return load_config(REPO / "checkpoints" / "mini")
+    return preset("phi-3-mini-4k")
+
+
+def float_params(model):
+    """All weights in fp32, by Hugging Face name."""
+    from tinyphi3.checkpoint import load_tensors, tied_copies
+    from tinyphi3.model import parameter_shapes
+    config = model_config(model)
+    shapes = parameter_shapes(config)
+    if model == "mini":
+        return load_tensors(REPO / "checkpoints" / "mini", shapes, tied_copies(config))
+    return {name: random_tensor(name, shape) for name, shape in shapes.items()}
+
+
+def write_q4(model, block, workdir):
+    """The 4-bit checkpoint of the benchmark's weights with this block size (written once)."""
+    from tinyphi3.model import parameter_shapes
+    from tinyphi3.quant_checkpoint import quantize_checkpoint, write_quantized
+    out = Path(workdir) / f"{model}-q4-b{block}"
+    if (out / "config.json").exists():
+        return out
+    if model == "mini":
+        quantize_checkpoint(REPO / "checkpoints" / "mini", out, block, progress=False)
+    else:
+        config = model_config(model)
+        shapes = parameter_shapes(config)
+        write_quantized(out, config, lambda name: random_tensor(name, shapes[name]), block,
+                        progress=True)
+    return out
+
+
+# ---- one side, in its own process ------------------------------------------------------------
+
+def peak_rss():
+    """This process's peak resident memory in bytes (VmHWM; ru_maxrss would include the parent's
+    peak from before exec)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def time_tinyphi3(model, prompt, new_tokens):
+    """(prefill seconds, decode seconds for new_tokens - 1 steps) with greedy decoding."""
+    cache = model.new_cache(1)
+    start = time.perf_counter()
+    logits = model(np.array([prompt]), cache=cache, logits_to_keep=1)[0, -1]
+    prefill = time.perf_counter() - start
+    token = int(logits.argmax())
+    start = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        token = int(model(np.array([[token]]), cache=cache)[0, -1].argmax())
+    return prefill, time.perf_counter() - start
+
+
+def time_transformers(model, prompt, new_tokens):
+    import torch
+    with torch.inference_mode():
+        start = time.perf_counter()
+        out = model(torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
+        prefill = time.perf_counter() - start
+        past, token = out.past_key_values, int(out.logits[0, -1].argmax())
+        start = time.perf_counter()
+        for _ in range(new_tokens - 1):
+            out = model(torch.tensor([[token]]), past_key_values=past, use_cache=True)
+            past, token = out.past_key_values, int(out.logits[0, -1].argmax())
+    return prefill, time.perf_counter() - start
+
+
+def worker(side, model_name, workdir, prompt_tokens, decode_prompt, new_tokens, runs):
+    rng = np.random.default_rng(0)
+    config = model_config(model_name)
+    prompt = rng.integers(3, min(config.vocab_size, 32000), prompt_tokens).tolist()
+    short = prompt[:decode_prompt]
+    if side == "transformers":
+        import torch
+        import transformers
+        torch.set_num_threads(int(THREADS))
+        hf_config = transformers.Phi3Config(**config.to_dict())
+        with torch.device("meta"):
+            model = transformers.Phi3ForCausalLM(hf_config)
+        state = {n: torch.from_numpy(a) for n, a in float_params(model_name).items()}
+        model.load_state_dict(state, assign=True, strict=True)
+        rotary = model.model.rotary_emb                              # its buffers are not weights:
+        model.model.rotary_emb = type(rotary)(config=hf_config)      # build them off the meta device
+        model.config._attn_implementation = "eager"
+        model.eval()
+        weight_bytes = sum(t.numel() * 4 for t in state.values())
+        del state
+        timer = time_transformers
+    else:
+        from tinyphi3.model import Phi3
+        if side == "fp32":
+            model = Phi3(config, float_params(model_name))
+        else:
+            model = Phi3.from_pretrained(Path(workdir) / f"{model_name}-q4-b{side[len('q4-b'):]}")
+        weight_bytes = model.weight_bytes()
+        timer = time_tinyphi3
+    timer(model, prompt[:16], 4)                                     # warm-up: compile, caches
+    prefills, decodes = [], []
+    for _ in range(runs):
+        prefill, _ = timer(model, prompt, 1)                         # prefill: the whole prompt
+        _, decode = timer(model, short, new_tokens)                  # decode after decode_prompt
+        prefills.append(prompt_tokens / prefill)
+        decodes.append((new_tokens - 1) / decode)
+    return {"prefill": statistics.median(prefills), "decode": statistics.median(decodes),
+            "peak_rss": peak_rss(), "weight_bytes": weight_bytes}
+
+
+def read_bandwidth():
+    """GB/s of NumPy's fp32 matrix-vector product over 1 GB (out of cache), median of 5."""
+    w = np.random.default_rng(0).standard_normal((65536, 4096), dtype=np.float32)
+    x = np.ones(4096, np.float32)
+    times = []
+    for _ in range(6):
+        start = time.perf_counter()
+        w @ x
+        times.append(time.perf_counter() - start)
+    return w.nbytes / statistics.median(times[1:]) / 1e9
+
+
+def run_side(side, args):
+    out = subprocess.run([sys.executable, __file__, "--worker", side, "--model", args.model,
+                          "--workdir", str(args.workdir), "--runs", str(args.runs),
+                          "--prompt-tokens", str(args.prompt_tokens),
+                          "--decode-prompt", str(args.decode_prompt),
+                          "--new-tokens", str(args.new_tokens)],
+                         check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    print(side, result, flush=True)
+    return result
+
+
+def describe_machine():
+    import numba
+    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    return (f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python "
+            f"{platform.python_version()}, NumPy {np.__version__} (BLAS: {blas.get('name', '?')} "
+            f"{blas.get('version', '')}, {THREADS} threads), Numba {numba.__version__} "
+            f"({THREADS} threads)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["mini", "phi-3-mini"], default="mini")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/tinyphi3-bench"))
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--fp32-runs", type=int, default=None,
+                        help="runs for the fp32 sides (default --runs)")
+    parser.add_argument("--prompt-tokens", type=int, default=512)
+    parser.add_argument("--decode-prompt", type=int, default=None,
+                        help="prompt before the decode test [default: 512, or the context less "
+                             "the new tokens]")
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--sides", default="transformers,fp32,q4-b32,q4-b64,q4-b128")
+    parser.add_argument("--out", default="docs/benchmarks.md")
+    parser.add_argument("--note", default="")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.decode_prompt is None:
+        context = model_config(args.model).max_position_embeddings
+        args.decode_prompt = min(args.prompt_tokens, context - args.new_tokens)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.model, args.workdir, args.prompt_tokens,
+                                args.decode_prompt, args.new_tokens, args.runs)))
+        return
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    sides = args.sides.split(",")
+    sizes = {}
+    for side in sides:
+        if side.startswith("q4-b"):
+            path = write_q4(args.model, int(side[len("q4-b"):]), args.workdir)
+            sizes[side] = (path / "model.safetensors").stat().st_size
+    bandwidth = read_bandwidth()
+    print(f"read bandwidth {bandwidth:.1f} GB/s", flush=True)
+    results = {}
+    for side in sides:
+        runs = args.runs
+        if side in ("fp32", "transformers") and args.fp32_runs:
+            args.runs = args.fp32_runs
+        results[side] = run_side(side, args)
+        args.runs = runs
+    write_report(args, results, sizes, bandwidth)
+
+
+def write_report(args, results, sizes, bandwidth):
+    from _docs import write_section
+    from tinyphi3.info import human_bytes
+    config = model_config(args.model)
+    c = config
+    kv_bytes = {"fp32": 4, "transformers": 4}                        # per value in the KV cache
+    context = args.decode_prompt + args.new_tokens // 2               # mean context while decoding
+    names = {"transformers": "transformers fp32 (eager)", "fp32": "tinyphi3 fp32"}
+    rows = []
+    base = results.get("transformers", {}).get("decode")
+    for side, r in results.items():
+        kv = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * context \
+            * kv_bytes.get(side, 2)
+        per_token = r["weight_bytes"] + kv
+        bound = bandwidth * 1e9 / per_token
+        name = names.get(side, f"tinyphi3 4-bit, block {side[len('q4-b'):]}")
+        disk = human_bytes(sizes[side]) if side in sizes else "-"
+        rows.append(f"| {name} | {disk} | {human_bytes(r['weight_bytes'])} | "
+                    f"{human_bytes(r['peak_rss'])} | {r['prefill']:.1f} | {r['decode']:.2f} | "
+                    f"{bound:.2f} | {100 * r['decode'] / bound:.0f}% | "
+                    + (f"{r['decode'] / base:.2f}x |" if base else "- |"))
+    fp32_runs = args.fp32_runs or args.runs
+    title = ("checkpoints/mini" if args.model == "mini"
+             else "the phi-3-mini geometry (3.82 B parameters, random weights)")
+    heading = f"## Inference: {title}"
+    section = f"""{heading}
+
+`python benchmarks/inference.py --model {args.model}` — prefill of {args.prompt_tokens} tokens and
+decode of {args.new_tokens} tokens (greedy) after a {args.decode_prompt}-token prompt, reported
+separately in tokens/s, median of {args.runs} runs after a warm-up ({fp32_runs} for the fp32 sides);
+prompt tokens are never counted as generated. Each side in its own process; peak memory is the
+process's maximum resident set over loading, prefill and decode. The bound is the measured read
+bandwidth ({bandwidth:.1f} GB/s, NumPy fp32 matrix-vector product over 1 GB) over the bytes read per
+generated token: the weights plus the KV cache at the mean context ({context} tokens; fp32 cache for
+the fp32 sides, bfloat16 for the 4-bit ones). Machine: {describe_machine()}; PyTorch and
+transformers as installed, {THREADS} threads. {args.note}
+
+| side | on disk | weights in memory | peak memory | prefill tokens/s | decode tokens/s | bound | of bound | decode vs transformers |
+|---|---|---|---|---|---|---|---|---|
+""" + "\n".join(rows) + "\n"
+    write_section(REPO / args.out, heading, section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()

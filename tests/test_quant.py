@@ -1,0 +1,331 @@
+"""4-bit quantization: the format, the Numba kernels against the NumPy reference, checkpoints
+written and loaded, the quality of the shipped model at 4 bits, and bad input."""
+
+import json
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tinyphi3 import kernels, quant
+from tinyphi3.attention import attention, causal_mask
+from tinyphi3.cli import main
+from tinyphi3.config import preset
+from tinyphi3.errors import CheckpointError, InvalidInputError, ShapeMismatchError
+from tinyphi3.evaluation.perplexity import heldout_examples, perplexity
+from tinyphi3.info import init_checkpoint
+from tinyphi3.model import Phi3
+from tinyphi3.quant_checkpoint import (AlreadyQuantizedError, quantize_checkpoint,
+                                       write_quantized)
+from tinyphi3.tiktoken_tokenizer import load_tokenizer
+
+MINI = Path(__file__).resolve().parents[1] / "checkpoints" / "mini"
+
+
+def rounding_scale(x, q):
+    """The size of the terms the kernel adds: it computes d * sum(q_k x_k) + offset * sum(x_k)
+    per block, so float32 rounding is relative to sum_k |x_k| (|w_k| + |offset|), where
+    offset = -8d (symmetric) or the block's minimum."""
+    N, K = q.shape
+    d = quant.from_tiles(q.scales, N).astype(np.float32)
+    offset = 8 * np.abs(d) if q.mins is None else np.abs(quant.from_tiles(q.mins, N).astype(
+        np.float32))
+    offset = np.repeat(offset, q.block, axis=1)[:, :K]
+    return np.abs(x) @ (np.abs(quant.dequantize_q4(q)) + offset).T
+
+
+def random_weight(rng, N, K):
+    w = rng.standard_normal((N, K)).astype(np.float32) * 0.02
+    w[rng.random((N, K)) < 0.01] *= 20                       # a few outliers, as real weights have
+    return w
+
+
+# ---- the format -----------------------------------------------------------------------------
+
+def test_packing_puts_value_j_low_and_j_plus_half_high_in_tiles_of_64_rows():
+    levels = np.arange(32) % 16                              # one block: levels 0..15 twice
+    w = ((levels - 8) * 0.5).astype(np.float32)              # symmetric, d = -0.5 * ... below
+    w[0] = -4.0                                              # largest |w| -> d = -4 / -8 = 0.5
+    q = quant.quantize_q4(np.tile(w, (3, 1)), block=32)
+    assert q.packed.shape == (1, 1, 16, 64) and q.scales.shape == (1, 1, 64)
+    assert q.scales[0, 0, 0] == np.float16(0.5) and q.scales[0, 0, 3] == 0   # row 3 is padding
+    expected_levels = np.rint(w / 0.5 + 8).astype(np.uint8)
+    byte = q.packed[0, 0, :, 1]                              # row 1's 16 bytes
+    assert np.array_equal(byte & 0x0F, expected_levels[:16])
+    assert np.array_equal(byte >> 4, expected_levels[16:])
+
+
+@given(st.integers(1, 140), st.integers(1, 300), st.sampled_from(quant.BLOCK_SIZES),
+       st.sampled_from(quant.SCHEMES), st.integers(0, 2**32 - 1))
+def test_dequantized_weights_are_within_one_level_and_requantizing_is_exact(N, K, block, scheme,
+                                                                            seed):
+    K = max(K, block)
+    w = random_weight(np.random.default_rng(seed), N, K)
+    q = quant.quantize_q4(w, block, scheme)
+    back = quant.dequantize_q4(q)
+    assert back.shape == (N, K) and back.dtype == np.float32
+    step = np.abs(quant.from_tiles(q.scales, N).astype(np.float32))          # [N, nb]
+    step = np.repeat(step, block, axis=1)[:, :K]
+    nb = -(-K // block)
+    largest = np.abs(np.pad(w, ((0, 0), (0, nb * block - K)))).reshape(N, nb, block).max(-1)
+    largest = np.repeat(largest, block, axis=1)[:, :K]
+    # minmax covers [min, max]: half a level; symmetric clips the side opposite the largest value
+    # by at most one level; both up to the float16 rounding of the scale and the minimum
+    bound = (0.5 if scheme == "minmax" else 1.0) * step * (1 + 1e-3) + largest * 2.0**-10
+    assert np.all(np.abs(back - w) <= bound)
+    again = quant.quantize_q4(back, block, scheme)
+    assert np.array_equal(again.packed, q.packed) and np.array_equal(again.scales, q.scales)
+
+
+def test_bits_per_weight():
+    assert quant.bits_per_weight(32) == 4.5 and quant.bits_per_weight(128) == 4.125
+    assert quant.bits_per_weight(64, "minmax") == 4.5
+    q = quant.quantize_q4(np.ones((128, 256), np.float32), 32)
+    assert q.nbytes * 8 / (128 * 256) == 4.5
+
+
+# ---- the kernels equal the reference ------------------------------------------------------
+
+@given(st.integers(1, 200), st.integers(1, 300), st.integers(1, 24),
+       st.sampled_from(quant.BLOCK_SIZES), st.sampled_from(quant.SCHEMES),
+       st.integers(0, 2**32 - 1))
+def test_q4_linear_kernel_equals_the_reference(N, K, M, block, scheme, seed):
+    """Decode (M < 16 rows: the matrix-vector kernel) and prefill (dequantize + BLAS), for row
+    counts and lengths that are not multiples of the tile or the block."""
+    rng = np.random.default_rng(seed)
+    K = max(K, block)
+    q = quant.quantize_q4(random_weight(rng, N, K), block, scheme)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    with kernels.use_backend("numpy"):
+        reference = quant.q4_linear(x, q)
+    with kernels.use_backend("numba"):
+        fast = quant.q4_linear(x, q)
+    assert fast.shape == reference.shape == (M, N)
+    assert np.all(np.abs(fast - reference) <= 1e-5 * rounding_scale(x, q) + 1e-30)
+
+
+def test_q4_linear_kernel_check_can_fail():
+    """Negative control: a kernel result from a different weight fails the same comparison."""
+    rng = np.random.default_rng(0)
+    q, other = (quant.quantize_q4(random_weight(rng, 64, 96), 32) for _ in range(2))
+    x = rng.standard_normal((1, 96)).astype(np.float32)
+    with kernels.use_backend("numpy"):
+        reference = quant.q4_linear(x, q)
+    wrong = quant.q4_linear(x, other)
+    assert not np.all(np.abs(wrong - reference) <= 1e-5 * rounding_scale(x, q))
+
+
+def test_half_to_float_converts_every_finite_float16():
+    bits = np.arange(2**16, dtype=np.uint16)
+    halves = bits.view(np.float16)
+    finite = np.isfinite(halves)
+    convert = kernels.q4().half_to_float
+    from numba import njit, prange
+
+    @njit(parallel=True)
+    def all_of(b):
+        out = np.empty(b.size, np.float32)
+        for i in prange(b.size):
+            out[i] = convert(b[i])
+        return out
+
+    assert np.array_equal(all_of(bits)[finite], halves[finite].astype(np.float32))
+
+
+@given(st.integers(1, 2), st.sampled_from([(4, 4), (8, 2), (6, 3)]), st.integers(1, 70),
+       st.sampled_from([8, 16, 32]), st.integers(0, 2**32 - 1))
+def test_attention_decode_kernel_over_a_bfloat16_cache_equals_the_reference(B, heads, S, hd,
+                                                                            seed):
+    H, KV = heads
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((B, H, 1, hd)).astype(np.float32)
+    k, v = (rng.standard_normal((B, KV, S, hd)).astype(ml_dtypes.bfloat16) for _ in range(2))
+    valid = rng.random((B, S)) > 0.3
+    valid[:, -1] = True
+    mask = causal_mask(np.array([S - 1]), valid)
+    with kernels.use_backend("numpy"):
+        reference = attention(q, k, v, mask, 0.125)
+    fast = attention(q, k, v, mask, 0.125)
+    np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-6)
+
+
+# ---- checkpoints -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mini_q4(tmp_path_factory):
+    out = tmp_path_factory.mktemp("q4") / "mini-q4"
+    quantize_checkpoint(MINI, out, 32, progress=False)
+    return out
+
+
+def test_quantized_checkpoint_holds_the_quantized_float_weights(mini_q4):
+    float_model, model = Phi3.from_pretrained(MINI), Phi3.from_pretrained(mini_q4)
+    assert model.quantization["block_size"] == 32
+    for name, w in float_model.params.items():
+        stored = model.params[name]
+        if w.ndim == 2:
+            expected = quant.quantize_q4(w, 32)
+            assert isinstance(stored, quant.Q4Weight)
+            assert np.array_equal(stored.packed, expected.packed)
+            assert np.array_equal(stored.scales, expected.scales)
+        else:
+            assert np.array_equal(stored, w)
+    assert model.weight_bytes() < float_model.weight_bytes() / 6
+
+
+def test_quantized_model_runs_the_same_on_both_backends(mini_q4):
+    model = Phi3.from_pretrained(mini_q4)
+    ids = np.random.default_rng(0).integers(3, 2000, (2, 40))
+    with kernels.use_backend("numpy"):
+        reference = model(ids)
+    np.testing.assert_allclose(model(ids), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_cached_decoding_with_the_bfloat16_cache_follows_the_full_pass(mini_q4):
+    """The 4-bit model's cache holds keys and values in bfloat16 (8 bits of mantissa): logits of
+    step-by-step decoding stay within bfloat16 rounding of the full pass, and the greedy tokens
+    are the same."""
+    model = Phi3.from_pretrained(mini_q4)
+    ids = np.random.default_rng(1).integers(3, 2000, (1, 30))
+    full = model(ids)[0]
+    cache = model.new_cache(1)
+    assert cache._keys[0].dtype == ml_dtypes.bfloat16
+    steps = [model(ids[:, :10], cache=cache)[0]]
+    steps += [model(ids[:, t:t + 1], cache=cache)[0] for t in range(10, 30)]
+    stepped = np.concatenate(steps)
+    assert np.abs(stepped - full).max() < 0.02 * np.abs(full).max()
+    assert np.array_equal(stepped.argmax(-1), full.argmax(-1))
+
+
+@pytest.mark.parametrize("block", quant.BLOCK_SIZES)
+def test_shipped_mini_at_4_bits_keeps_heldout_perplexity_within_5_percent(block, tmp_path):
+    tokenizer = load_tokenizer(MINI)
+    examples = heldout_examples(tokenizer, "chat", n=100)
+    quantize_checkpoint(MINI, tmp_path / "q", block, progress=False)
+    reference = perplexity(Phi3.from_pretrained(MINI), examples)
+    quantized = perplexity(Phi3.from_pretrained(tmp_path / "q"), examples)
+    assert abs(quantized / reference - 1) <= 0.05, (reference, quantized)
+
+
+def test_quantizing_a_sharded_bf16_snapshot_streams_tensor_by_tensor(tmp_path, monkeypatch):
+    """A snapshot in the published layout (bf16, several shards) quantizes; the source is read
+    one tensor at a time, each exactly once, in checkpoint order."""
+    config = preset("tiny")
+    Phi3(config, seed=0).save_pretrained(tmp_path / "src", dtype="bfloat16",
+                                         max_shard_bytes=40_000)
+    assert len(list((tmp_path / "src").glob("model-*.safetensors"))) > 1
+    from tinyphi3 import safetensors_io
+    reads, original = [], safetensors_io.SafetensorsFile.get
+    monkeypatch.setattr(safetensors_io.SafetensorsFile, "get",
+                        lambda self, name: reads.append(name) or original(self, name))
+    quantize_checkpoint(tmp_path / "src", tmp_path / "q", 32, progress=False)
+    from tinyphi3.model import parameter_shapes
+    assert reads == list(parameter_shapes(config))
+    model = Phi3.from_pretrained(tmp_path / "q")
+    dequantized = Phi3(config, {n: quant.dequantize_q4(w) if isinstance(w, quant.Q4Weight) else w
+                                for n, w in model.params.items()})
+    ids = np.arange(3, 40)[None]
+    np.testing.assert_allclose(model(ids), dequantized(ids), rtol=1e-4, atol=1e-5)
+
+
+def test_quantized_models_are_for_inference_only(mini_q4, tmp_path):
+    model = Phi3.from_pretrained(mini_q4)
+    with pytest.raises(CheckpointError, match="quantize"):
+        model.save_pretrained(tmp_path / "again")
+    with pytest.raises(InvalidInputError, match="inference"):
+        model.loss(np.array([[3, 4, 5]]), np.array([[3, 4, 5]]))
+
+
+# ---- the command line and bad input --------------------------------------------------------
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+def assert_one_error_line(result, fragment):
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and fragment in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_quantize_then_chat_generate_info_and_eval(tmp_path):
+    out = tmp_path / "mini-q4"
+    result = invoke("quantize", "--ckpt", MINI, "--out", out, "--bits", 4, "--block", 64)
+    assert result.exit_code == 0, result.output
+    assert "4.25 bits" in result.output
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["block_size"] == 64
+    info = invoke("info", "--ckpt", out)
+    assert info.exit_code == 0 and "4-bit weights, blocks of 64" in info.output
+    chat = invoke("chat", "--ckpt", out, "--stats", "--max-new-tokens", 20, input="Hello!\n")
+    assert chat.exit_code == 0 and "weights 4-bit" in chat.output and "peak memory" in chat.output
+    gen = invoke("generate", "--ckpt", out, "--prompt", "The", "--max-new-tokens", 5,
+                 "--backend", "numpy")
+    assert gen.exit_code == 0, gen.output
+    ev = invoke("eval", "--ckpt", out, "--task", "arithmetic", "--chat", "--shots", 0, "--n", 3)
+    assert ev.exit_code == 0, ev.output
+
+
+def test_quantizing_a_quantized_checkpoint_is_refused(mini_q4, tmp_path):
+    with pytest.raises(AlreadyQuantizedError):
+        quantize_checkpoint(mini_q4, tmp_path / "twice")
+    assert_one_error_line(invoke("quantize", "--ckpt", mini_q4, "--out", tmp_path / "twice"),
+                          "already quantized")
+    assert not (tmp_path / "twice").exists()
+
+
+@pytest.mark.parametrize("option, fragment", [(["--bits", "8"], "--bits 8 is not supported"),
+                                              (["--block", "48"], "--block 48 is not supported")])
+def test_unsupported_bits_or_block_are_refused(option, fragment, tmp_path):
+    result = invoke("quantize", "--ckpt", MINI, "--out", tmp_path / "q", *option)
+    assert_one_error_line(result, fragment)
+    assert not (tmp_path / "q").exists()
+
+
+def test_a_tensor_shorter_than_a_block_is_refused_before_anything_is_written(tmp_path):
+    init_checkpoint("tiny", tmp_path / "tiny", seed=0)               # hidden size 64
+    result = invoke("quantize", "--ckpt", tmp_path / "tiny", "--out", tmp_path / "q",
+                    "--block", 128)
+    assert_one_error_line(result, "shorter than one block of 128")
+    assert not (tmp_path / "q").exists() and not (tmp_path / ".q.partial").exists()
+
+
+def test_an_existing_output_directory_is_not_overwritten(tmp_path):
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "keep.txt").write_text("mine")
+    assert_one_error_line(invoke("quantize", "--ckpt", MINI, "--out", tmp_path / "q"),
+                          "not empty")
+    assert (tmp_path / "q" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, MemoryError])
+def test_an_interrupted_quantization_leaves_no_output(interruption, tmp_path):
+    config = preset("tiny")
+    params, calls = Phi3(config).params, []
+
+    def source(name):
+        calls.append(name)
+        if len(calls) == 4:
+            raise interruption()
+        return params[name]
+
+    with pytest.raises(interruption):
+        write_quantized(tmp_path / "q", config, source, 32, progress=False)
+    assert not (tmp_path / "q").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_corrupt_quantized_checkpoint_gets_one_clear_error(mini_q4, tmp_path):
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(mini_q4, bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["quantization_config"]["block_size"] = 64                 # the tensors say 32
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ShapeMismatchError):
+        Phi3.from_pretrained(bad)
+    assert_one_error_line(invoke("generate", "--ckpt", bad, "--prompt", "Hi"), "shape")
