@@ -81,7 +81,7 @@ class Q4Weight:
 
     def __repr__(self):
         return (f"Q4Weight(shape={self.shape}, block={self.block}, scheme={self.scheme}, "
-                f"{self.nbytes * 8 / np.prod(self.shape):.3f} bits/weight)")
+                f"{self.nbytes:,} bytes with padding)")
 
 
 def bits_per_weight(block: int, scheme: str = "symmetric") -> float:
@@ -117,14 +117,19 @@ def quantize_q4(w, block: int = 32, scheme: str = "symmetric", name: str = "tens
     if scheme == "symmetric":
         at = np.abs(blocks).argmax(axis=-1)[..., None]               # [N, nb, 1]
         m = np.take_along_axis(blocks, at, axis=-1)[..., 0]          # signed largest-|w| value
-        scales = (m / -8.0).astype(np.float16)                       # [N, nb]
+        with np.errstate(over="ignore"):
+            scales = (m / -8.0).astype(np.float16)                   # [N, nb]
         mins = None
         offset = -8.0 * scales.astype(np.float32)                    # w = d*q + (-8d)
     else:
         lo, hi = blocks.min(axis=-1), blocks.max(axis=-1)            # [N, nb] each
-        scales = ((hi - lo) / (LEVELS - 1)).astype(np.float16)
-        mins = lo.astype(np.float16)
+        with np.errstate(over="ignore"):
+            scales = ((hi - lo) / (LEVELS - 1)).astype(np.float16)
+            mins = lo.astype(np.float16)
         offset = mins.astype(np.float32)
+    if not (np.isfinite(scales).all() and (mins is None or np.isfinite(mins).all())):
+        raise QuantizationError(f"{name}: a block's scale or minimum overflows float16 (values "
+                                f"beyond ~5e5 in magnitude); such weights cannot be stored")
     d = scales.astype(np.float32)[..., None]                         # the stored (rounded) scale
     safe = np.where(d == 0, 1.0, d)
     q = np.rint((blocks - offset[..., None]) / safe)
