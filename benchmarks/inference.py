@@ -160,8 +160,11 @@ def worker(side, model_name, workdir, prompt_tokens, decode_prompt, new_tokens, 
     timer(model, prompt[:16], 4)                                     # warm-up: compile, caches
     prefills, decodes = [], []
     for _ in range(runs):
-        prefill, _ = timer(model, prompt, 1)                         # prefill: the whole prompt
-        _, decode = timer(model, short, new_tokens)                  # decode after decode_prompt
+        if decode_prompt == prompt_tokens:                           # one pass times both
+            prefill, decode = timer(model, prompt, new_tokens)
+        else:
+            prefill, _ = timer(model, prompt, 1)                     # prefill: the whole prompt
+            _, decode = timer(model, short, new_tokens)              # decode after decode_prompt
         prefills.append(prompt_tokens / prefill)
         decodes.append((new_tokens - 1) / decode)
     return {"prefill": statistics.median(prefills), "decode": statistics.median(decodes),
