@@ -143,7 +143,7 @@ def worker(side, model_name, workdir, prompt_tokens, decode_prompt, new_tokens, 
         state = {n: torch.from_numpy(a) for n, a in float_params(model_name).items()}
         model.load_state_dict(state, assign=True, strict=True)
         rotary = model.model.rotary_emb                              # its buffers are not weights:
-        model.model.rotary_emb = type(rotary)(config=hf_config)      # build them off the meta device
+        model.model.rotary_emb = type(rotary)(config=hf_config)      # built off the meta device
         model.config._attn_implementation = "eager"
         model.eval()
         weight_bytes = sum(t.numel() * 4 for t in state.values())

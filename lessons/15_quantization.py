@@ -486,9 +486,9 @@ with kernels.use_backend("numba"):
     assert np.allclose(q4_linear(x1, Wq), x1 @ dequantize_q4(Wq).T, rtol=1e-4, atol=1e-3)
 
 # %% [markdown]
-# A prompt goes another way. From 16 rows of `x` on, `q4_linear` dequantizes 8 tiles (512 rows)
-# at a time to float32 with `_q4_dequantize_transposed` and hands the product to BLAS, which reuses each
-# weight across the rows of `x` far better than a hand-written loop. Dequantizing costs a few
+# A prompt goes another way. From 16 rows of `x` on, `q4_linear` dequantizes 8 tiles (512 rows) at
+# a time to float32 with `_q4_dequantize_transposed` and hands the product to BLAS, which reuses
+# each weight across the rows of `x` far better than a hand-written loop. Dequantizing costs a few
 # operations per weight, once, against `2 M` flops per weight of the product. With `M = 64`:
 
 # %%

@@ -10,13 +10,15 @@ side, so the loop over rows r is the innermost and LLVM turns it into vector ins
 The level sum runs in float32 with four partial sums, so that four multiply-adds are in flight
 at once. The float16 scales are read as their bits and widened by the CPU's float16 conversion.
 
-Prefill (many rows of x): `_q4_dequantize_transposed` expands a chunk of tiles to float32 and the matrix
-product goes to BLAS, which reuses each weight across the rows of x far better than a
-hand-written loop can.
+Prefill (many rows of x): `_q4_dequantize_transposed` expands a chunk of tiles to float32
+and the matrix product goes to BLAS, which reuses each weight across the rows of x far better
+than a hand-written loop can.
 
 Why float and not integer dot products: Numba cannot reach the AVX-512 VNNI instruction that
 multiplies bytes by bytes and sums four at a time, and LLVM does not find it in this loop; the
-float loop costs 7 vector instructions per 32 weights. tests/test_q4_kernels.py proves these
+float loop costs about 8 vector instructions per 16 bytes (32 weights of 16 rows: a load, two
+masks or shifts, two widenings, two conversions, two multiply-adds), which makes it
+compute-bound at about half of this machine's memory bandwidth. tests/test_quant.py proves these
 kernels equal to the reference of quant.py.
 """
 
@@ -93,7 +95,7 @@ def _q4_matvec(x, x_sums, packed, scale_bits, min_bits, out):
                         offset = (half_to_float(min_bits[t, b, r]) if has_min
                                   else np.float32(-8.0) * d)
                         acc[r] += d * v + offset * x_sum             # d sum q x + offset sum x
-                else:                                                # 64, 128: sub-block by sub-block
+                else:                                                # 64, 128: sub-blocks
                     levels[:] = 0.0
                     for s in range(n_sub):
                         for r in range(ROWS):
