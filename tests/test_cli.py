@@ -33,7 +33,7 @@ def assert_one_clear_error(result, fragment):
     assert err.strip().startswith("error:") and len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.parametrize("command", [["chat"], ["generate"], ["info"], ["init"],
+@pytest.mark.parametrize("command", [["chat"], ["generate"], ["info"], ["init"], ["quantize"],
                                      ["tokenizer", "train"]])
 def test_every_help_explains_with_an_example(command):
     result = CliRunner().invoke(main, [*command, "--help"])
