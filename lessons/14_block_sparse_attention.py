@@ -25,14 +25,13 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # one BLAS thread (lesson 8)
 
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import numba
 import numpy as np
 
 import _plot
+from _timing import median_seconds
 from tinyphi3.attention import attention, causal_mask
 from tinyphi3.blocksparse import (blocksparse_attention, blocksparse_layout, blocksparse_mask,
                                   density, kv_bytes_per_token)
@@ -377,16 +376,6 @@ everything = np.ascontiguousarray(np.broadcast_to(np.tril(np.ones((T // bs, T //
                                                   lay.shape))
 q, k, v = randn(1, H, T, hd), randn(1, KV, T, hd), randn(1, KV, T, hd)
 blocksparse_prefill(q[:, :, :64], k[:, :, :64], v[:, :, :64], lay, bs, 1 / hd)   # warm up
-
-
-def median_seconds(fn, runs=3):
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
 
 t_ref = median_seconds(lambda: blocksparse_attention(q, k, v, lay, bs, 1 / hd))
 t_kernel = median_seconds(lambda: blocksparse_prefill(q, k, v, lay, bs, 1 / hd))

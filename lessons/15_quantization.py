@@ -25,15 +25,14 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # one BLAS thread (lesson 8)
 
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numba
 import numpy as np
 
 import _plot
+from _timing import median_seconds
 from tinyphi3 import kernels
 from tinyphi3.config import preset
 from tinyphi3.evaluation.perplexity import heldout_examples, perplexity
@@ -456,22 +455,12 @@ Wf = rng.standard_normal((N, K)).astype(np.float32)
 Wq = quantize_q4(Wf, 32)
 x1 = rng.standard_normal((1, K)).astype(np.float32)
 
-
-def median_seconds(fn, runs=7):
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 threads = numba.get_num_threads()
 numba.set_num_threads(1)                               # one thread, as BLAS has
 with kernels.use_backend("numba"):
     q4_linear(x1, Wq)                                  # warm up (compiles on a first run)
-    t_q4 = median_seconds(lambda: q4_linear(x1, Wq))
-t_fp32 = median_seconds(lambda: x1 @ Wf.T)
+    t_q4 = median_seconds(lambda: q4_linear(x1, Wq), runs=7)
+t_fp32 = median_seconds(lambda: x1 @ Wf.T, runs=7)
 numba.set_num_threads(threads)
 print(f"fp32  (NumPy): {t_fp32 * 1e3:6.2f} ms, {Wf.nbytes / t_fp32 / 1e9:5.1f} GB/s of weights")
 print(f"4-bit (kernel): {t_q4 * 1e3:5.2f} ms, {Wq.nbytes / t_q4 / 1e9:5.1f} GB/s of weights "
