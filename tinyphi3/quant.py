@@ -100,17 +100,22 @@ def check_options(bits: int = 4, block: int = 32, scheme: str = "symmetric") -> 
                                 f"{', '.join(SCHEMES)}")
 
 
+def check_fits(name: str, shape, block: int) -> None:
+    """A weight can be cut into blocks when it is a matrix whose rows hold at least one block."""
+    if len(shape) != 2 or 0 in shape:
+        raise QuantizationError(f"{name}: shape {list(shape)} is not a matrix [rows, columns]; "
+                                f"only 2-D weights are quantized")
+    if shape[1] < block:
+        raise QuantizationError(f"{name}: rows of {shape[1]} values are shorter than one block "
+                                f"of {block}; choose a smaller --block")
+
+
 def quantize_q4(w, block: int = 32, scheme: str = "symmetric", name: str = "tensor") -> Q4Weight:
     """Quantize W [N, K] row by row in blocks of `block` values (see the module docstring)."""
     check_options(BITS, block, scheme)
     w = np.asarray(w, dtype=np.float32)
-    if w.ndim != 2 or 0 in w.shape:
-        raise QuantizationError(f"{name}: shape {list(w.shape)} is not a matrix [rows, columns]; "
-                                f"only 2-D weights are quantized")
+    check_fits(name, w.shape, block)
     N, K = w.shape
-    if K < block:
-        raise QuantizationError(f"{name}: rows of {K} values are shorter than one block of "
-                                f"{block}; choose a smaller --block")
     nb = -(-K // block)                                              # ceil(K / block)
     padded = np.pad(w, ((0, 0), (0, nb * block - K)), mode="edge")
     blocks = padded.reshape(N, nb, block)                            # [N, K] -> [N, nb, block]

@@ -83,9 +83,8 @@ def write_quantized(out, config: Phi3Config, source, block=32, scheme="symmetric
         raise CheckpointError(f"{out}: already exists and is not empty; choose a new --out")
     shapes = parameter_shapes(config)
     for name, shape in shapes.items():          # every tensor must fit before anything is written
-        if is_quantized_name(name, shape) and shape[1] < block:
-            raise quant.QuantizationError(f"{name}: rows of {shape[1]} values are shorter than "
-                                          f"one block of {block}; choose a smaller --block")
+        if is_quantized_name(name, shape):
+            quant.check_fits(name, shape, block)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -27,9 +27,9 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from ..quant import ROWS_PER_TILE as ROWS     # rows per tile: 64
 from .fused import _float_from_bits, exp32
 
-ROWS = 64                    # rows per tile (quant.ROWS_PER_TILE)
 SUB = 16                     # bytes (32 values) per sub-block: the unrolled inner loop
 PREFILL_ROWS = 16            # from this many rows of x on, dequantize and use BLAS
 TILES_PER_CHUNK = 8          # tiles dequantized at once for BLAS (512 rows)
@@ -44,6 +44,13 @@ def half_to_float(typingctx, bits):
     def codegen(context, builder, signature, args):
         return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
     return types.float32(types.uint16), codegen
+
+
+@njit(inline="always")
+def _scale_and_offset(scale_bits, min_bits, has_min, t, b, r):
+    """Block b of row r of tile t: its scale d and its offset (-8d, or its minimum)."""
+    d = half_to_float(scale_bits[t, b, r])
+    return d, (half_to_float(min_bits[t, b, r]) if has_min else np.float32(-8.0) * d)
 
 
 @njit(inline="always")
@@ -86,14 +93,11 @@ def _q4_matvec(x, x_sums, packed, scale_bits, min_bits, out):
                 x_hi = xb[half:]                                     # meet the high nibbles
                 x_sum = x_sums[m, b]
                 w = packed[t, b]                                     # [half, 64]
-                bits = scale_bits[t, b]
                 # the loop over r is innermost so that it runs 16 rows per vector instruction
                 if n_sub == 1:                                       # blocks of 32: one pass
                     for r in range(ROWS):
                         v = _sub_block_dot(w, x_lo, x_hi, r, 0)
-                        d = half_to_float(bits[r])
-                        offset = (half_to_float(min_bits[t, b, r]) if has_min
-                                  else np.float32(-8.0) * d)
+                        d, offset = _scale_and_offset(scale_bits, min_bits, has_min, t, b, r)
                         acc[r] += d * v + offset * x_sum             # d sum q x + offset sum x
                 else:                                                # 64, 128: sub-blocks
                     levels[:] = 0.0
@@ -101,9 +105,7 @@ def _q4_matvec(x, x_sums, packed, scale_bits, min_bits, out):
                         for r in range(ROWS):
                             levels[r] += _sub_block_dot(w, x_lo, x_hi, r, s)
                     for r in range(ROWS):
-                        d = half_to_float(bits[r])
-                        offset = (half_to_float(min_bits[t, b, r]) if has_min
-                                  else np.float32(-8.0) * d)
+                        d, offset = _scale_and_offset(scale_bits, min_bits, has_min, t, b, r)
                         acc[r] += d * levels[r] + offset * x_sum
             for r in range(ROWS):
                 out[m, t * ROWS + r] = acc[r]
@@ -122,8 +124,7 @@ def _q4_dequantize_transposed(packed, scale_bits, min_bits, first, stop, out):
         offset = np.empty(ROWS, np.float32)
         for b in range(nb):
             for r in range(ROWS):
-                d[r] = half_to_float(scale_bits[t, b, r])
-                offset[r] = half_to_float(min_bits[t, b, r]) if has_min else np.float32(-8.0) * d[r]
+                d[r], offset[r] = _scale_and_offset(scale_bits, min_bits, has_min, t, b, r)
             for j in range(half):
                 lo = out[b * block + j, col:col + ROWS]
                 hi = out[b * block + half + j, col:col + ROWS]
