@@ -183,9 +183,9 @@ def read_bandwidth():
     return w.nbytes / statistics.median(times[1:]) / 1e9
 
 
-def run_side(side, args):
+def run_side(side, args, runs):
     out = subprocess.run([sys.executable, __file__, "--worker", side, "--model", args.model,
-                          "--workdir", str(args.workdir), "--runs", str(args.runs),
+                          "--workdir", str(args.workdir), "--runs", str(runs),
                           "--prompt-tokens", str(args.prompt_tokens),
                           "--decode-prompt", str(args.decode_prompt),
                           "--new-tokens", str(args.new_tokens)],
@@ -241,11 +241,9 @@ def main():
     print(f"read bandwidth {bandwidth:.1f} GB/s", flush=True)
     results = {}
     for side in sides:
-        runs = args.runs
-        if side in ("fp32", "transformers") and args.fp32_runs:
-            args.runs = args.fp32_runs
-        results[side] = run_side(side, args)
-        args.runs = runs
+        fp32 = side in ("fp32", "transformers")
+        runs = args.fp32_runs if fp32 and args.fp32_runs else args.runs
+        results[side] = run_side(side, args, runs)
     write_report(args, results, sizes, bandwidth)
 
 
