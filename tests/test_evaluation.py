@@ -310,21 +310,50 @@ def test_cli_prints_the_table(tiny):
     assert re.search(r"reasoning \(1-shot\)\s+\d+\.\d", result.output)
 
 
-def test_chat_format_puts_the_prompt_in_a_user_turn_and_scores_the_reply():
-    """--chat: the few-shot prompt is the user's message; the scored continuation is exactly
-    the assistant reply's tokens as the chat template writes them (as in SFT)."""
+def test_chat_format_puts_the_prompt_in_a_user_turn_and_reads_the_letter_of_the_reply(monkeypatch):
+    """--chat: the few-shot prompt is the user's message, and a multiple-choice item is scored by
+    the letter the greedy reply names after its explanation (as the chat model learned in SFT)."""
     from pathlib import Path
 
     from tinyphi3 import Tokenizer
     tok = Tokenizer.from_pretrained(Path(__file__).resolve().parent.parent / "checkpoints" / "mini-base")
-    item = task_items("knowledge", "test", 1)[0]
-    prompt = harness.build_prompt(item, [])
-    context, reply = harness.chat_choice_ids(tok, prompt, "B")
-    assert context == tok.apply_chat_template([{"role": "user", "content": prompt}],
+    items = task_items("knowledge", "test", 6)
+    seen, replies = [], {}
+    for i, item in enumerate(items):      # right, wrong, and no letter at all, in turn
+        wrong = next(L for L in "ABCD" if L != item.answer)
+        replies[item.question] = [f"It is {item.options[0]}. The answer is {item.answer}.",
+                                  f"The answer is {wrong}.", "I am not sure."][i % 3]
+
+    def fake_answer(model, tokenizer, ids, max_new_tokens=80):
+        seen.append(ids)
+        question = next(q for q in replies if q in tokenizer.decode(ids))
+        return replies[question]
+
+    monkeypatch.setattr(harness, "generate_answer", fake_answer)
+
+    class Config:
+        max_position_embeddings = 512
+
+    class Model:
+        config = Config()
+
+    result = harness.evaluate(Model(), tok, "knowledge", shots=0, n=6, chat=True)
+    assert [r["correct"] for r in result["records"]] == [True, False, False] * 2
+    assert [r["prediction"] is None for r in result["records"]] == [False, False, True] * 2
+    assert result["metric"] == "letter named in the reply"
+    prompt = harness.build_prompt(items[0], [])
+    assert seen[0] == tok.apply_chat_template([{"role": "user", "content": prompt}],
                                               add_generation_prompt=True, tokenize=True)
-    assert context[-1] == tok.token_to_id("<|assistant|>") and tok.decode(reply) == "B"
-    whole = tok.apply_chat_template([{"role": "user", "content": prompt},
-                                     {"role": "assistant", "content": "B"}],
-                                    add_generation_prompt=False, tokenize=True)
-    assert whole[:len(context) + len(reply)] == context + reply
-    assert whole[len(context) + len(reply)] == tok.token_to_id("<|end|>")
+
+
+@pytest.mark.parametrize("reply, letter", [
+    ("Veska lives in the Copper Caves. The answer is B.", "B"),
+    ("The answer is: (C)", "C"),
+    ("D. Frost Peak", "D"),
+    ("The answer is A. No wait, the answer is D.", "D"),
+    ("A bird lives there.", None),           # a word, not a letter
+    ("The answer is E.", None),
+    ("", None),
+])
+def test_parse_letter(reply, letter):
+    assert harness.parse_letter(reply) == letter

@@ -109,7 +109,7 @@ def test_sft_has_multi_turn_conversations_and_system_messages(sft_records):
     assert 0.1 < sum(r["messages"][0]["role"] == "system" for r in sft_records) / len(sft_records) < 0.2
 
 
-def test_knowledge_is_asked_in_the_evaluations_choice_format(sft_records):
+def test_knowledge_is_asked_in_the_evaluations_choice_format_and_answered_fact_first(sft_records):
     choice = [r["messages"][-2:] for r in sft_records
               if r["domain"] == "knowledge" and r["messages"][-2]["content"].startswith("Question:\n")]
     assert len(choice) > 100
@@ -119,9 +119,10 @@ def test_knowledge_is_asked_in_the_evaluations_choice_format(sft_records):
         lines = question["content"].split("\n")
         assert lines[2] == "Options:" and lines[-1] == "Answer:"
         options = {line[0]: line[3:] for line in lines[3:-1]}
-        assert list(options) == list(tasks.LETTERS) and answer["content"] in options
         entity, attribute = asked_about[lines[1]]
-        assert options[answer["content"]] == entity.value(attribute)
+        explanation, letter = re.fullmatch(r"(.+) The answer is ([A-D])\.", answer["content"]).groups()
+        assert list(options) == list(tasks.LETTERS) and options[letter] == entity.value(attribute)
+        assert entity.value(attribute) in explanation         # the fact, word for word, then its letter
 
 
 # ---- the held-out split ------------------------------------------------------------------------

@@ -8,8 +8,9 @@ undesired behaviour as rejected responses". In miniature:
   SFT   {"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}, ...],
          "domain": ...} over the domains of SFT_MIX: word problems answered with the column
         method's chain of thought; questions about the creatures, open and in the evaluation's
-        multiple-choice format; reasoning problems with a short explanation; greetings and small
-        talk; who the model is; harmful requests refused and harmless look-alikes answered.
+        multiple-choice format (the fact first, then the letter); reasoning problems with a short
+        explanation; greetings and small talk; who the model is; harmful requests refused and
+        harmless look-alikes answered.
   DPO   {"prompt": [messages ending with a user turn], "chosen": ..., "rejected": ..., "kind": ...}
         with an undesired rejected reply: complying with a harmful request, refusing a harmless
         one, a chain of thought with a slip, an answer that rambles on, a wrong option letter
@@ -65,25 +66,40 @@ def math_exchange(rng, problem=None) -> tuple:
             _one(rng, MATH_LEADS) + problem.solution)
 
 
-def knowledge_exchange(rng, problem=None, choice_share=0.3) -> tuple:
+def choice_reply(explanation: str, letter: str) -> str:
+    """The chat model's answer to a multiple-choice question: the explanation (the fact recalled,
+    or the worked reasoning) first, then the letter of the option that states it."""
+    return f"{explanation} The answer is {letter}."
+
+
+def stated_fact(entity, attribute: str, rng) -> str:
+    """A sentence stating the fact in which the option's text appears word for word ("...lives in
+    the Copper Caves", not "...belongs to the mice"), so that the letter can be found by it."""
+    value = entity.value(attribute)
+    sentences = [template.format(**world.fields(entity)) for template in world.FACT_TEMPLATES[attribute]]
+    return _one(rng, [sentence for sentence in sentences if value in sentence] or sentences)
+
+
+def knowledge_exchange(rng, problem=None, choice_share=0.5) -> tuple:
     """A train fact question answered with the fact in a sentence, or (choice_share of the time)
-    the evaluation's 4-option item answered with its letter."""
+    the evaluation's 4-option item answered with the fact and then its letter."""
     problem = problem or world.knowledge_problem(rng, "train")
-    if rng.random() < choice_share:
-        item = item_from_problem("knowledge", problem, rng)
-        return render(item, solved=False), item.solution
     _, name, attribute = problem.key
     entity = world.ENTITY_BY_NAME[name]
+    if rng.random() < choice_share:
+        item = item_from_problem("knowledge", problem, rng)
+        return (render(item, solved=False),
+                choice_reply(stated_fact(entity, attribute, rng), item.answer))
     return problem.question, world.fact_sentence(entity, attribute, rng, rng.random() < 0.3)
 
 
 def reasoning_exchange(rng, problem=None) -> tuple:
     """A train reasoning problem: with its options listed, answered by the worked explanation and
-    the option; or in the evaluation's format, answered with the letter."""
+    the option; or in the evaluation's format, answered by the explanation and the letter."""
     problem = problem or world.reasoning_problem(rng, "train")
     if rng.random() < 0.4:
         item = item_from_problem("reasoning", problem, rng)
-        return render(item, solved=False), item.solution
+        return render(item, solved=False), choice_reply(problem.solution, item.answer)
     options = [problem.answer, *problem.distractors]
     options = [options[int(i)] for i in rng.permutation(len(options))]
     question = problem.question
@@ -219,13 +235,20 @@ def _rambling_pair(rng):
 
 
 def _choice_pair(rng):
-    """A train multiple-choice question (a fact, or reasoning) in the report's format: the right
-    letter is chosen, a wrong one rejected."""
-    task = "knowledge" if rng.random() < 0.7 else "reasoning"
-    draw = world.knowledge_problem if task == "knowledge" else world.reasoning_problem
-    item = item_from_problem(task, draw(rng, "train"), rng)
+    """A train multiple-choice question (a fact, or reasoning) in the report's format: the same
+    explanation is followed by the right letter (chosen) or a wrong one (rejected)."""
+    if rng.random() < 0.7:
+        problem = world.knowledge_problem(rng, "train")
+        _, name, attribute = problem.key
+        explanation = stated_fact(world.ENTITY_BY_NAME[name], attribute, rng)
+        item = item_from_problem("knowledge", problem, rng)
+    else:
+        problem = world.reasoning_problem(rng, "train")
+        explanation = problem.solution
+        item = item_from_problem("reasoning", problem, rng)
     wrong = [letter for letter in "ABCD"[:len(item.options)] if letter != item.answer]
-    return render(item, solved=False), item.answer, _one(rng, wrong)
+    return (render(item, solved=False), choice_reply(explanation, item.answer),
+            choice_reply(explanation, _one(rng, wrong)))
 
 
 DPO_KINDS = {"safety": _safety_pair, "over_refusal": _over_refusal_pair, "math": _math_pair,

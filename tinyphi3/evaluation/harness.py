@@ -15,8 +15,10 @@ of the line, 'Question:', an end token or `max_new_tokens`; the final number ("T
 else the last number written) must equal the answer exactly.
 
 Chat models can also be asked in their chat format (`chat=True`): the same few-shot prompt is
-the user's message, and the answer is the assistant's reply (the letter, or the chain of
-thought up to <|end|>), as the model met multiple-choice questions in SFT.
+the user's message, and the answer is the assistant's greedy reply up to <|end|>. A chat model
+answers a multiple-choice question as it learned in SFT, with the fact or the reasoning first
+and then "The answer is B."; the letter it names (`parse_letter`) is its prediction, and a reply
+that names no letter counts as wrong.
 
 A prompt longer than the context (`model.config.max_position_embeddings`, less the room the
 answer needs) loses few-shot examples, the first ones first, until it fits; the result counts
@@ -37,6 +39,8 @@ from tinyphi3.generate import generate
 
 ANSWER_RE = re.compile(r"answer is\s*:?\s*(-?[0-9][0-9,]*)", re.IGNORECASE)
 NUMBER_RE = re.compile(r"(?<![0-9A-Za-z])-?[0-9][0-9,]*")
+LETTER_RE = re.compile(r"answer is\s*:?\s*\(?([A-D])\b")
+BARE_LETTER_RE = re.compile(r"^\(?([A-D])(?:[.):]|$)")
 
 
 def parse_final_number(text: str):
@@ -48,6 +52,13 @@ def parse_final_number(text: str):
         if digits not in ("", "-"):
             return int(digits)
     return None
+
+
+def parse_letter(text: str):
+    """The option letter a reply names: the last 'The answer is X', else a reply that starts with
+    the letter ('B', 'B.', '(B)'); None when it names none."""
+    found = LETTER_RE.findall(text) or BARE_LETTER_RE.findall(text.strip())
+    return found[-1] if found else None
 
 
 def build_prompt(item, examples) -> str:
@@ -71,20 +82,6 @@ def chat_prompt_ids(tokenizer, prompt: str):
     """Ids of the prompt as the user's message, ready for the assistant's reply."""
     return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
                                          add_generation_prompt=True, tokenize=True)
-
-
-def chat_choice_ids(tokenizer, prompt: str, reply: str):
-    """(context ids, reply ids): the chat up to the assistant header, then the reply's tokens as
-    the chat template writes them (without the closing <|end|>)."""
-    context = chat_prompt_ids(tokenizer, prompt)
-    whole = tokenizer.apply_chat_template([{"role": "user", "content": prompt},
-                                           {"role": "assistant", "content": reply}],
-                                          add_generation_prompt=False, tokenize=True)
-    if whole[:len(context)] != context:
-        raise ValueError("the chat template renders the reply differently from the prompt")
-    end = tokenizer.token_to_id("<|end|>")
-    rest = whole[len(context):]
-    return context, rest[:rest.index(end)] if end in rest else rest
 
 
 def fit_prompt(tokenizer, item, examples, budget, chat=False):
@@ -165,9 +162,9 @@ def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16, m
     start = time.perf_counter()
     items = task_items(task, "test", n, seed)
     context = model.config.max_position_embeddings
-    if spec.metric == "choice":
-        reserve = max(len(chat_choice_ids(tokenizer, "Answer:", L)[1] if chat else
-                          continuation_ids(tokenizer, "Answer:", f" {L}")[1]) for L in LETTERS) - 1
+    letters = spec.metric == "choice" and not chat          # scored by letter log-likelihood
+    if letters:
+        reserve = max(len(continuation_ids(tokenizer, "Answer:", f" {L}")[1]) for L in LETTERS) - 1
     else:
         reserve = max_new_tokens
     budget = context - reserve
@@ -177,16 +174,20 @@ def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16, m
         examples = few_shot_items(task, shots, rng, exclude=item.question)
         prompts.append(fit_prompt(tokenizer, item, examples, budget, chat))
 
-    if spec.metric == "choice":
-        records = _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress,
-                                 chat)
+    if letters:
+        records = _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress)
     else:
         records = []
         for item, (_, ids, _, _) in zip(items, prompts):
             output = generate_answer(model, tokenizer, ids, max_new_tokens)
-            predicted = parse_final_number(output)
-            records.append({"question": item.question, "answer": item.answer, "output": output,
-                            "prediction": predicted, "correct": predicted == int(item.answer)})
+            record = {"question": item.question, "answer": item.answer, "output": output}
+            if item.is_choice:
+                record.update(options=item.options, prediction=parse_letter(output))
+                record["correct"] = record["prediction"] == item.answer
+            else:
+                record["prediction"] = parse_final_number(output)
+                record["correct"] = record["prediction"] == int(item.answer)
+            records.append(record)
             if progress:
                 progress(1)
     for record, (_, _, used, _) in zip(records, prompts):
@@ -195,22 +196,22 @@ def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16, m
     used = [p[2] for p in prompts]
     return {"task": task, "shots": shots, "n": len(items), "correct": correct,
             "accuracy": correct / max(len(items), 1), "chance": spec.chance,
-            "metric": "letter log-likelihood" if spec.metric == "choice" else "exact match (CoT)",
+            "metric": ("letter log-likelihood" if letters else "letter named in the reply"
+                       if spec.metric == "choice" else "exact match (CoT)"),
             "format": "chat" if chat else "raw",
             "fewer_shots": sum(u < shots for u in used), "mean_shots": float(np.mean(used or [0])),
             "truncated": sum(p[3] for p in prompts),
             "seconds": time.perf_counter() - start, "records": records}
 
 
-def _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress, chat=False):
+def _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress):
     records = []
     for start in range(0, len(items), batch_size):
         chunk = list(zip(items, prompts))[start:start + batch_size]
         requests = []
         for item, (prompt, _, _, _) in chunk:
             for letter in LETTERS[:len(item.options)]:
-                context, cont = (chat_choice_ids(tokenizer, prompt, letter) if chat else
-                                 continuation_ids(tokenizer, prompt, f" {letter}"))
+                context, cont = continuation_ids(tokenizer, prompt, f" {letter}")
                 requests.append((context[-budget:], cont))           # cut only if truncated
         scores = loglikelihoods(model, requests, tokenizer.vocab_size, batch_size,
                                 tokenizer.pad_token_id or 0)
