@@ -18,6 +18,7 @@ from tinyphi3.config import preset
 from tinyphi3.errors import CheckpointError, InvalidInputError, ShapeMismatchError
 from tinyphi3.evaluation.perplexity import heldout_examples, perplexity
 from tinyphi3.info import init_checkpoint
+from tinyphi3.kernels import quantized
 from tinyphi3.model import Phi3
 from tinyphi3.quant_checkpoint import (AlreadyQuantizedError, quantize_checkpoint,
                                        write_quantized)
@@ -46,17 +47,36 @@ def random_weight(rng, N, K):
 
 # ---- the format -----------------------------------------------------------------------------
 
-def test_packing_puts_value_j_low_and_j_plus_half_high_in_tiles_of_64_rows():
+def test_packing_puts_values_8g_plus_i_low_and_8g_plus_4_plus_i_high_in_tiles_of_64_rows():
     levels = np.arange(32) % 16                              # one block: levels 0..15 twice
     w = ((levels - 8) * 0.5).astype(np.float32)              # symmetric, d = -0.5 * ... below
     w[0] = -4.0                                              # largest |w| -> d = -4 / -8 = 0.5
     q = quant.quantize_q4(np.tile(w, (3, 1)), block=32)
-    assert q.packed.shape == (1, 1, 16, 64) and q.scales.shape == (1, 1, 64)
+    assert q.packed.shape == (1, 1, 4, 64, 4) and q.scales.shape == (1, 1, 64)
     assert q.scales[0, 0, 0] == np.float16(0.5) and q.scales[0, 0, 3] == 0   # row 3 is padding
-    expected_levels = np.rint(w / 0.5 + 8).astype(np.uint8)
-    byte = q.packed[0, 0, :, 1]                              # row 1's 16 bytes
-    assert np.array_equal(byte & 0x0F, expected_levels[:16])
-    assert np.array_equal(byte >> 4, expected_levels[16:])
+    assert not q.packed[0, 0, :, 3:].any()
+    expected = np.rint(w / 0.5 + 8).astype(np.uint8)
+    for g in range(4):
+        group = q.packed[0, 0, g, 1]                         # row 1's 4 bytes of group g
+        assert np.array_equal(group & 0x0F, expected[8 * g:8 * g + 4])
+        assert np.array_equal(group >> 4, expected[8 * g + 4:8 * g + 8])
+    assert np.array_equal(quant.unpack_levels(q.packed[0, 0, :, 1]), expected)
+
+
+@given(st.integers(1, 9), st.integers(1, 300), st.sampled_from(quant.BLOCK_SIZES),
+       st.integers(0, 2**32 - 1))
+def test_activations_round_to_8_bits_per_block(M, K, block, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((M, K)).astype(np.float32) * rng.choice([1e-3, 1.0, 1e3])
+    x[:, :block // 2] = 0.0 if rng.random() < 0.3 else x[:, :block // 2]
+    xq, dx = quant.quantize_activations(x, block)
+    nb = -(-K // block)
+    assert xq.shape == (M, nb * block) and xq.dtype == np.int8 and dx.shape == (M, nb)
+    padded = np.pad(x, ((0, 0), (0, nb * block - K))).reshape(M, nb, block)
+    np.testing.assert_allclose(dx, np.abs(padded).max(-1) / 127, rtol=1e-6)
+    assert np.abs(xq).max() <= 127 and not xq[:, K:].any()
+    back = xq.reshape(M, nb, block) * dx[..., None]
+    assert np.all(np.abs(back - padded) <= 0.5 * dx[..., None] * (1 + 1e-5))
 
 
 @given(st.integers(1, 140), st.integers(1, 300), st.sampled_from(quant.BLOCK_SIZES),
@@ -78,7 +98,10 @@ def test_dequantized_weights_are_within_one_level_and_requantizing_is_exact(N, K
     bound = (0.5 if scheme == "minmax" else 1.0) * step * (1 + 1e-3) + largest * 2.0**-10
     assert np.all(np.abs(back - w) <= bound)
     again = quant.quantize_q4(back, block, scheme)
-    assert np.array_equal(again.packed, q.packed) and np.array_equal(again.scales, q.scales)
+    if scheme == "symmetric":                                # the grid reproduces itself exactly
+        assert np.array_equal(again.packed, q.packed) and np.array_equal(again.scales, q.scales)
+    else:   # the float16 minimum can sit more than half a (tiny) step below the block's minimum
+        assert np.all(np.abs(quant.dequantize_q4(again) - back) <= bound)
 
 
 def test_bits_per_weight():
@@ -90,22 +113,40 @@ def test_bits_per_weight():
 
 # ---- the kernels equal the reference ------------------------------------------------------
 
+KERNELS = [pytest.param(True, id="vnni", marks=pytest.mark.skipif(
+    not quantized.has_vnni(), reason="this CPU has no AVX-512 VNNI")), pytest.param(False, id="portable")]
+
+
+@pytest.mark.parametrize("vnni", KERNELS)
 @given(st.integers(1, 200), st.integers(1, 300), st.integers(1, 24),
        st.sampled_from(quant.BLOCK_SIZES), st.sampled_from(quant.SCHEMES),
        st.integers(0, 2**32 - 1))
-def test_q4_linear_kernel_equals_the_reference(N, K, M, block, scheme, seed):
-    """Decode (M < 16 rows: the matrix-vector kernel) and prefill (dequantize + BLAS), for row
-    counts and lengths that are not multiples of the tile or the block."""
+def test_q4_linear_kernel_equals_the_reference(vnni, N, K, M, block, scheme, seed):
+    """Both integer kernels against the float reference, for row counts and lengths that are not
+    multiples of the tile or the block, one row of x (decode) or many (prefill)."""
     rng = np.random.default_rng(seed)
     K = max(K, block)
     q = quant.quantize_q4(random_weight(rng, N, K), block, scheme)
     x = rng.standard_normal((M, K)).astype(np.float32)
     with kernels.use_backend("numpy"):
         reference = quant.q4_linear(x, q)
-    with kernels.use_backend("numba"):
-        fast = quant.q4_linear(x, q)
+    fast = quantized.q4_linear(*quant.quantize_activations(x, block), q, vnni=vnni)
     assert fast.shape == reference.shape == (M, N)
     assert np.all(np.abs(fast - reference) <= 1e-5 * rounding_scale(x, q) + 1e-30)
+
+
+def test_the_layer_uses_the_kernel_on_the_numba_backend(monkeypatch):
+    rng = np.random.default_rng(0)
+    q = quant.quantize_q4(random_weight(rng, 64, 96), 32)
+    x = rng.standard_normal((2, 96)).astype(np.float32)
+    calls = []
+    original = quantized.q4_linear
+    monkeypatch.setattr(quantized, "q4_linear", lambda *a, **k: calls.append(1) or original(*a, **k))
+    with kernels.use_backend("numba"):
+        quant.q4_linear(x, q)
+    with kernels.use_backend("numpy"):
+        quant.q4_linear(x, q)
+    assert calls == [1]
 
 
 def test_q4_linear_kernel_check_can_fail():
@@ -178,17 +219,24 @@ def test_quantized_checkpoint_holds_the_quantized_float_weights(mini_q4):
 
 
 def test_quantized_model_runs_the_same_on_both_backends(mini_q4):
+    """Each 4-bit product equals its reference to float32 rounding (above), but the activations
+    are rounded to 8 bits: a value a rounding error away from a boundary between two levels may
+    round either way, and the step (1/127 of its block's largest value) carries on. The logits
+    stay within that noise of each other, and the greedy tokens agree."""
     model = Phi3.from_pretrained(mini_q4)
     ids = np.random.default_rng(0).integers(3, 2000, (2, 40))
     with kernels.use_backend("numpy"):
         reference = model(ids)
-    np.testing.assert_allclose(model(ids), reference, rtol=1e-4, atol=1e-4)
+    fast = model(ids)
+    assert np.abs(fast - reference).max() < 0.02 * np.abs(reference).max()
+    assert (fast.argmax(-1) == reference.argmax(-1)).mean() >= 0.95
 
 
 def test_cached_decoding_with_the_bfloat16_cache_follows_the_full_pass(mini_q4):
-    """The 4-bit model's cache holds keys and values in bfloat16 (8 bits of mantissa): logits of
-    step-by-step decoding stay within bfloat16 rounding of the full pass, and the greedy tokens
-    are the same."""
+    """The 4-bit model's cache holds keys and values in bfloat16 (8 bits of mantissa), and its
+    activations are rounded to 8 bits: logits of step-by-step decoding stay within that rounding
+    of the full pass (a cache that mixed up positions would be off by far more), and the greedy
+    tokens are nearly all the same."""
     model = Phi3.from_pretrained(mini_q4)
     ids = np.random.default_rng(1).integers(3, 2000, (1, 30))
     full = model(ids)[0]
@@ -197,8 +245,11 @@ def test_cached_decoding_with_the_bfloat16_cache_follows_the_full_pass(mini_q4):
     steps = [model(ids[:, :10], cache=cache)[0]]
     steps += [model(ids[:, t:t + 1], cache=cache)[0] for t in range(10, 30)]
     stepped = np.concatenate(steps)
-    assert np.abs(stepped - full).max() < 0.02 * np.abs(full).max()
-    assert np.array_equal(stepped.argmax(-1), full.argmax(-1))
+    assert np.abs(stepped - full).max() < 0.03 * np.abs(full).max()
+    assert (stepped.argmax(-1) == full.argmax(-1)).mean() >= 0.9
+    shuffled = model.new_cache(1)                            # control: positions out of order
+    wrong = [model(ids[:, t:t + 1], cache=shuffled)[0] for t in [*range(1, 30), 0]]
+    assert np.abs(np.concatenate(wrong)[:-1] - full[1:]).max() > 0.1 * np.abs(full).max()
 
 
 @pytest.mark.parametrize("block", quant.BLOCK_SIZES)
@@ -225,11 +276,13 @@ def test_quantizing_a_sharded_bf16_snapshot_streams_tensor_by_tensor(tmp_path, m
     quantize_checkpoint(tmp_path / "src", tmp_path / "q", 32, progress=False)
     from tinyphi3.model import parameter_shapes
     assert reads == list(parameter_shapes(config))
-    model = Phi3.from_pretrained(tmp_path / "q")
-    dequantized = Phi3(config, {n: quant.dequantize_q4(w) if isinstance(w, quant.Q4Weight) else w
-                                for n, w in model.params.items()})
-    ids = np.arange(3, 40)[None]
-    np.testing.assert_allclose(model(ids), dequantized(ids), rtol=1e-4, atol=1e-5)
+    model, source = Phi3.from_pretrained(tmp_path / "q"), Phi3.from_pretrained(tmp_path / "src")
+    for name, w in source.params.items():
+        stored = model.params[name]
+        if w.ndim == 2:
+            assert np.array_equal(stored.packed, quant.quantize_q4(w, 32).packed), name
+        else:
+            assert np.array_equal(stored, w), name
 
 
 def test_quantized_models_are_for_inference_only(mini_q4, tmp_path):
@@ -329,3 +382,15 @@ def test_a_corrupt_quantized_checkpoint_gets_one_clear_error(mini_q4, tmp_path):
     with pytest.raises(ShapeMismatchError):
         Phi3.from_pretrained(bad)
     assert_one_error_line(invoke("generate", "--ckpt", bad, "--prompt", "Hi"), "shape")
+
+
+def test_a_checkpoint_packed_in_another_layout_is_refused(mini_q4, tmp_path):
+    import shutil
+    old = tmp_path / "old"
+    shutil.copytree(mini_q4, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["quantization_config"]["packing"]                    # as an older layout wrote it
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="quantize the float checkpoint again"):
+        Phi3.from_pretrained(old)
+    assert_one_error_line(invoke("info", "--ckpt", old), "packed")

@@ -12,19 +12,28 @@ block 32, 4.125 at 128); minmax adds another 16/block. A row whose length is not
 block has its last block padded (with copies of its last value, which changes neither the largest
 magnitude nor the minimum and maximum); the padding multiplies zeros and never shows.
 
-Packing, two levels per byte: byte j of a block holds value j in its low nibble and value
-j + block/2 in its high nibble, so a byte's two halves meet the first and second half of the
-block's activations (as in llama.cpp's Q4_0). Rows are stored in tiles of 64, interleaved: the
-bytes of 64 consecutive rows at the same position sit side by side,
+Packing, two levels per byte, in groups of 8 values: byte i (0..3) of group g of a block holds
+value 8g + i in its low nibble and value 8g + 4 + i in its high nibble, so that the four low
+nibbles of a group's 4 bytes are 4 consecutive values, and so are the four high ones. Rows are
+stored in tiles of 64, interleaved group by group: the 4 bytes of a group of 64 consecutive rows
+sit side by side,
 
-    packed[tile, block, j, r] = byte j of block `block` of row 64 * tile + r
+    packed[tile, block, g, r, i] = byte i of group g of block `block` of row 64 * tile + r
 
-so that a kernel loads one position of 64 rows with one vector load and works on 64 rows at once
-(no sums across a vector). Scales (and mins) are laid out the same way: [tile, block, r]. The
-last tile is padded with zero rows.
+so that one 64-byte vector load brings the 4 bytes of a group of 16 rows, which is what the
+CPU's byte dot product (AVX-512 VNNI `vpdpbusd`: 16 lanes, each the sum of 4 products of bytes)
+multiplies with 4 activations. Scales (and mins) are laid out [tile, block, r]. The last tile is
+padded with zero rows.
 
-The reference product (`q4_linear`) dequantizes and multiplies in float32; the Numba kernels in
-tinyphi3/kernels/quantized.py compute the same product without ever writing W out in float.
+Activations in 8 bits. The layer quantizes its input x as well, per block of the same size
+(llama.cpp's Q8 activations): x_k ~ dx * xq_k, xq in -127..127, dx = max|x| / 127. Then a
+block's part of the product is exact integer arithmetic scaled twice:
+
+    sum_k w_k x_k = d * dx * sum_k q_k xq_k + offset * dx * sum_k xq_k      (offset = -8d or m)
+
+The reference product (`q4_linear`) computes it as x dequantized times W dequantized, in float32;
+the Numba kernels in tinyphi3/kernels/quantized.py compute it with integer dot products, never
+writing W out in float.
 """
 
 from dataclasses import dataclass
@@ -39,6 +48,8 @@ BLOCK_SIZES = (32, 64, 128)
 SCHEMES = ("symmetric", "minmax")
 LEVELS = 2 ** BITS                    # 16
 ROWS_PER_TILE = 64                    # rows interleaved in the packed layout
+GROUP = 8                             # values per group of 4 bytes
+ACTIVATION_LEVELS = 127               # activations are rounded to -127..127 times a scale
 TILES_PER_CHUNK = 16                  # the reference dequantizes 16 * 64 rows at a time
 
 
@@ -51,7 +62,7 @@ class QuantizationError(InvalidInputError):
 class Q4Weight:
     """A weight matrix [N, K] in 4-bit blocks, in tiles of 64 interleaved rows.
 
-    packed: uint8 [nt, nb, block/2, 64], two levels per byte; scales: float16 [nt, nb, 64];
+    packed: uint8 [nt, nb, block/8, 64, 4], two levels per byte; scales: float16 [nt, nb, 64];
     mins: float16 [nt, nb, 64] for the minmax scheme, None for symmetric.
     nt = ceil(N / 64) tiles, nb = ceil(K / block) blocks per row.
     """
@@ -63,7 +74,7 @@ class Q4Weight:
 
     @property
     def block(self):
-        return 2 * self.packed.shape[2]
+        return GROUP * self.packed.shape[2]
 
     @property
     def shape(self):
@@ -140,36 +151,58 @@ def quantize_q4(w, block: int = 32, scheme: str = "symmetric", name: str = "tens
     q = np.rint((blocks - offset[..., None]) / safe)
     q = np.clip(np.where(d == 0, 0 if mins is not None else 8, q), 0, LEVELS - 1)
     q = q.astype(np.uint8)                                           # [N, nb, block]
-    half = block // 2
-    packed = q[..., :half] | (q[..., half:] << 4)                    # -> [N, nb, block/2]
-    return Q4Weight(to_tiles(packed), to_tiles(scales),
+    return Q4Weight(to_tiles(pack_levels(q), lanes=4), to_tiles(scales),
                     None if mins is None else to_tiles(mins), N, K)
 
 
-def to_tiles(a):
-    """Rows [N, ...] -> tiles of 64 interleaved rows [nt, ..., 64] (zero rows pad the last)."""
-    nt = -(-a.shape[0] // ROWS_PER_TILE)
-    a = np.pad(a, [(0, nt * ROWS_PER_TILE - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
-    a = a.reshape(nt, ROWS_PER_TILE, *a.shape[1:])                   # [nt, 64, ...]
-    return np.ascontiguousarray(np.moveaxis(a, 1, -1))               # -> [nt, ..., 64]
-
-
-def from_tiles(a, n_rows):
-    """Tiles [nt, ..., 64] -> rows [n_rows, ...] (the inverse of to_tiles)."""
-    a = np.moveaxis(a, -1, 1)                                        # [nt, 64, ...]
-    return a.reshape(-1, *a.shape[2:])[:n_rows]
+def pack_levels(q):
+    """Levels [..., block] (0..15) -> bytes [..., block/8, 4]: byte i of group g holds value
+    8g + i low and 8g + 4 + i high."""
+    groups = q.reshape(*q.shape[:-1], -1, GROUP)                     # [..., block/8, 8]
+    return groups[..., :4] | (groups[..., 4:] << 4)                  # [..., block/8, 4]
 
 
 def unpack_levels(packed):
-    """Levels 0..15 from packed bytes: [..., block/2] -> [..., block] (low nibbles first)."""
-    return np.concatenate([packed & 0x0F, packed >> 4], axis=-1)
+    """Levels 0..15 from packed bytes: [..., block/8, 4] -> [..., block] (pack_levels undone)."""
+    groups = np.concatenate([packed & 0x0F, packed >> 4], axis=-1)   # [..., block/8, 8]
+    return groups.reshape(*packed.shape[:-2], -1)
+
+
+def to_tiles(a, lanes: int = 0):
+    """Rows [N, ...] -> tiles of 64 interleaved rows (zero rows pad the last): [nt, ..., 64],
+    or with lanes=4 (the packed bytes [N, nb, block/8, 4]) [nt, nb, block/8, 64, 4]."""
+    nt = -(-a.shape[0] // ROWS_PER_TILE)
+    a = np.pad(a, [(0, nt * ROWS_PER_TILE - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
+    a = a.reshape(nt, ROWS_PER_TILE, *a.shape[1:])                   # [nt, 64, ...]
+    return np.ascontiguousarray(np.moveaxis(a, 1, -2 if lanes else -1))
+
+
+def from_tiles(a, n_rows, lanes: int = 0):
+    """Tiles -> rows [n_rows, ...] (the inverse of to_tiles)."""
+    a = np.moveaxis(a, -2 if lanes else -1, 1)                       # [nt, 64, ...]
+    return a.reshape(-1, *a.shape[2:])[:n_rows]
+
+
+def quantize_activations(x, block: int):
+    """x [M, K] float32 -> (xq int8 [M, nb*block], dx float32 [M, nb]): each block of x (zero
+    padded to whole blocks) as dx * xq with xq in -127..127 and dx = max|x| / 127 (0 for a block
+    of zeros)."""
+    M, K = x.shape
+    nb = -(-K // block)
+    blocks = np.zeros((M, nb * block), np.float32)
+    blocks[:, :K] = x
+    blocks = blocks.reshape(M, nb, block)
+    dx = np.abs(blocks).max(axis=-1) / np.float32(ACTIVATION_LEVELS)            # [M, nb]
+    safe = np.where(dx == 0, np.float32(1), dx)[..., None]
+    xq = np.clip(np.rint(blocks / safe), -ACTIVATION_LEVELS, ACTIVATION_LEVELS).astype(np.int8)
+    return xq.reshape(M, nb * block), dx.astype(np.float32)
 
 
 def dequantize_q4(q: Q4Weight, tiles: slice = slice(None)) -> np.ndarray:
     """W back in float32 [N, K], or the rows of some tiles of it."""
     first, stop, _ = tiles.indices(q.packed.shape[0])
     n_rows = min(q.out_features, stop * ROWS_PER_TILE) - first * ROWS_PER_TILE
-    packed = from_tiles(q.packed[tiles], n_rows)                     # [n, nb, block/2]
+    packed = from_tiles(q.packed[tiles], n_rows, lanes=4)            # [n, nb, block/8, 4]
     levels = unpack_levels(packed).astype(np.float32)                # [n, nb, block]
     d = from_tiles(q.scales[tiles], n_rows).astype(np.float32)[..., None]    # [n, nb, 1]
     offset = (-8.0 * d if q.mins is None
@@ -179,26 +212,31 @@ def dequantize_q4(q: Q4Weight, tiles: slice = slice(None)) -> np.ndarray:
 
 
 def q4_linear(x, q: Q4Weight, bias=None):
-    """y = x W^T (+ b) with W in 4-bit blocks: [..., K] -> [..., N].
+    """y = x W^T (+ b) with W in 4-bit blocks and x rounded to 8 bits per block: [..., K] ->
+    [..., N].
 
-    Reference: dequantize 1024 rows of W (16 tiles) at a time and multiply in float32, so that W
-    never sits in memory in float whole. On the numba backend the kernels of
-    tinyphi3/kernels/quantized.py compute the same product.
+    Reference: x quantized and dequantized (`quantize_activations`), then 1024 rows of W (16
+    tiles) dequantized at a time and multiplied in float32, so that W never sits in memory in
+    float whole. On the numba backend the kernels of tinyphi3/kernels/quantized.py compute the
+    same product with integer dot products.
     """
     x = np.asarray(x, dtype=np.float32)
     if x.shape[-1] != q.in_features:
         raise InvalidInputError(f"input has {x.shape[-1]} features, the weight expects "
                                 f"{q.in_features}")
     x2 = x.reshape(-1, q.in_features)                                # [M, K]
+    xq, dx = quantize_activations(x2, q.block)                       # [M, nb*block], [M, nb]
     if kernels.fast(x2):
-        y = kernels.q4().q4_linear(x2, q)
+        y = kernels.q4().q4_linear(xq, dx, q)
     else:
+        M, nb = dx.shape
+        x_hat = (xq.reshape(M, nb, q.block) * dx[..., None]).reshape(M, -1)[:, :q.in_features]
         N = q.out_features
-        y = np.empty((x2.shape[0], N), np.float32)
+        y = np.empty((M, N), np.float32)
         for t in range(0, q.packed.shape[0], TILES_PER_CHUNK):
             tiles = slice(t, t + TILES_PER_CHUNK)
             rows = slice(t * ROWS_PER_TILE, min((t + TILES_PER_CHUNK) * ROWS_PER_TILE, N))
-            y[:, rows] = x2 @ dequantize_q4(q, tiles).T              # [M, K] @ [K, n]
+            y[:, rows] = x_hat @ dequantize_q4(q, tiles).T           # [M, K] @ [K, n]
     y = y.reshape(*x.shape[:-1], q.shape[0])
     return y if bias is None else y + bias
 

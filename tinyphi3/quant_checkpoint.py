@@ -3,12 +3,12 @@
 A quantized checkpoint is a Hugging Face directory whose config.json carries
 
     "quantization_config": {"quant_method": "tinyphi3_q4", "bits": 4, "block_size": 32,
-                            "scheme": "symmetric"}
+                            "scheme": "symmetric", "packing": "tiles64-groups8"}
 
 and whose model.safetensors holds, for every 2-D weight `X.weight` [N, K] (the linear layers, the
 embedding and lm_head), the tensors of quant.Q4Weight:
 
-    X.qweight  uint8    [ceil(N/64), ceil(K/block), block/2, 64]   levels, two per byte
+    X.qweight  uint8    [ceil(N/64), ceil(K/block), block/8, 64, 4]   levels, two per byte
     X.scales   float16  [ceil(N/64), ceil(K/block), 64]
     X.mins     float16  [ceil(N/64), ceil(K/block), 64]            (minmax scheme only)
 
@@ -33,6 +33,7 @@ from .errors import CheckpointError
 from .safetensors_io import write_safetensors
 
 QUANT_METHOD = "tinyphi3_q4"
+PACKING = "tiles64-groups8"                  # quant.py's layout; a different one must not load
 MODEL_FILES = ("model.safetensors", "model.safetensors.index.json")
 NOT_COPIED = (".md", ".png")                 # the source's model card and its pictures
 
@@ -50,6 +51,10 @@ def quantization_config(path) -> dict | None:
     if qc.get("quant_method") != QUANT_METHOD:
         raise CheckpointError(f"{path}: quantization method {qc.get('quant_method')!r} is not "
                               f"one tinyphi3 reads (it reads {QUANT_METHOD!r})")
+    if qc.get("packing") != PACKING:
+        raise CheckpointError(f"{path}: its 4-bit weights are packed as {qc.get('packing')!r}, "
+                              f"this tinyphi3 reads {PACKING!r}; quantize the float checkpoint "
+                              f"again with `tinyphi3 quantize`")
     quant.check_options(int(qc.get("bits", 0)), int(qc.get("block_size", 0)),
                         qc.get("scheme", "symmetric"))
     return qc
@@ -64,7 +69,7 @@ def stored_shapes(shape, block, scheme) -> dict:
     """The tensors that store one [N, K] weight, by suffix, with their shapes."""
     N, K = shape
     nt, nb = -(-N // quant.ROWS_PER_TILE), -(-K // block)
-    shapes = {"qweight": (nt, nb, block // 2, quant.ROWS_PER_TILE),
+    shapes = {"qweight": (nt, nb, block // quant.GROUP, quant.ROWS_PER_TILE, 4),
               "scales": (nt, nb, quant.ROWS_PER_TILE)}
     if scheme == "minmax":
         shapes["mins"] = (nt, nb, quant.ROWS_PER_TILE)
@@ -122,7 +127,8 @@ def write_quantized(out, config: Phi3Config, source, block=32, scheme="symmetric
         bar.close()
         config_dict = config.to_dict()
         config_dict["quantization_config"] = {"quant_method": QUANT_METHOD, "bits": 4,
-                                              "block_size": block, "scheme": scheme}
+                                              "block_size": block, "scheme": scheme,
+                                              "packing": PACKING}
         (tmp / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
         if copy_from is not None:
             for f in Path(copy_from).iterdir():

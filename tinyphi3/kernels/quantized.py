@@ -1,40 +1,54 @@
 """Numba kernels for 4-bit weights (tinyphi3/quant.py): y = x W^T without writing W in float.
 
-Decode (a few rows of x): `_q4_matvec` streams the packed weights once per call. It reads the
-interleaved tiles of quant.py: at each byte position j of a block, 64 rows' bytes lie side by
-side, so the loop over rows r is the innermost and LLVM turns it into vector instructions over
-16 rows at a time, with no sum across a vector. For each block and row:
+The layer has rounded x to 8 bits per block (xq, dx), so each block of each row is an integer
+dot product, scaled:
 
-    sum_k w_k x_k = d * sum_k q_k x_k + offset * sum_k x_k       (offset = -8d, or the minimum)
+    y[m, n] = sum over blocks b of  d[n, b] dx[m, b] isum[m, n, b] + offset[n, b] sx[m, b]
+    isum = sum_k q[n, k] xq[m, k]  (exact, int32),   sx[m, b] = dx[m, b] sum_k xq[m, k]
 
-The level sum runs in float32 with four partial sums, so that four multiply-adds are in flight
-at once. The float16 scales are read as their bits and widened by the CPU's float16 conversion.
+`_q4_matmul_vnni` computes isum with the AVX-512 VNNI instruction `vpdpbusd`, which multiplies
+the 64 unsigned bytes of one vector by 64 signed bytes and adds each four neighbouring products
+into one of 16 int32 lanes. Numba has no name for it, so `_vnni_block_dots` writes it in LLVM IR:
+per group of 8 values, one 64-byte load brings 4 packed bytes of each of 16 rows (quant.py's
+layout), a mask and a shift split the low and high nibbles (values 8g..8g+3 and 8g+4..8g+7 of
+each row), and two `vpdpbusd` multiply them by the 4 + 4 activations broadcast to every lane.
+That is 6 instructions per 64 bytes of weights, against ~32 for unpacking to float and
+multiplying: fast enough that reading the weights from memory, not the arithmetic, sets the pace.
 
-Prefill (many rows of x): `_q4_dequantize_transposed` expands a chunk of tiles to float32
-and the matrix product goes to BLAS, which reuses each weight across the rows of x far better
-than a hand-written loop can.
+Where the CPU has no VNNI (`has_vnni()`), `_q4_matmul_portable` computes the same integers with
+plain Numba loops that LLVM vectorises as it can. The float epilogue (`_accumulate_block`) is
+the same for both; tests/test_quant.py proves both equal to the reference of quant.py.
 
-Why float and not integer dot products: Numba cannot reach the AVX-512 VNNI instruction that
-multiplies bytes by bytes and sums four at a time, and LLVM does not find it in this loop; the
-float loop costs about 8 vector instructions per 16 bytes (32 weights of 16 rows: a load, two
-masks or shifts, two widenings, two conversions, two multiply-adds), which makes it
-compute-bound at about half of this machine's memory bandwidth. tests/test_quant.py proves these
-kernels equal to the reference of quant.py.
+Rows of x are handled one at a time inside each tile of 64 weight rows, so a tile (at most 16 KB
+per 1024 inputs) is read from memory once and from cache for the other rows of x: one kernel
+serves decode (one row) and prefill (hundreds).
 """
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..quant import GROUP
 from ..quant import ROWS_PER_TILE as ROWS     # rows per tile: 64
 from .fused import _float_from_bits, exp32
 
-SUB = 16                     # bytes (32 values) per sub-block: the unrolled inner loop
-PREFILL_ROWS = 16            # from this many rows of x on, dequantize and use BLAS
-TILES_PER_CHUNK = 8          # tiles dequantized at once for BLAS (512 rows)
-_FASTMATH = {"contract", "nsz", "arcp"}     # no reassociation: the four partial sums stay apart
+LANES = 16                   # int32 lanes of a 512-bit vector: rows per vpdpbusd
+_FASTMATH = {"contract", "nsz", "arcp"}
 _JIT = dict(parallel=True, fastmath=_FASTMATH, cache=True, boundscheck=False)
+
+
+def has_vnni() -> bool:
+    """Whether Numba compiles for a CPU with AVX-512 VNNI (NUMBA_CPU_NAME/FEATURES, else the
+    host's features)."""
+    import llvmlite.binding as llvm
+    from numba.core import config
+    if config.CPU_FEATURES:
+        return "+avx512vnni" in config.CPU_FEATURES.split(",")
+    if config.CPU_NAME and config.CPU_NAME != "host":
+        return False
+    return bool(llvm.get_host_cpu_features().get("avx512vnni"))
 
 
 @intrinsic
@@ -46,121 +60,152 @@ def half_to_float(typingctx, bits):
     return types.float32(types.uint16), codegen
 
 
-@njit(inline="always")
-def _scale_and_offset(scale_bits, min_bits, has_min, t, b, r):
-    """Block b of row r of tile t: its scale d and its offset (-8d, or its minimum)."""
-    d = half_to_float(scale_bits[t, b, r])
-    return d, (half_to_float(min_bits[t, b, r]) if has_min else np.float32(-8.0) * d)
+@intrinsic
+def _vnni_block_dots(typingctx, packed, t, b, xq, m, isum):
+    """isum[r] = sum_k q[64t + r, k] xq[m, k] over block b, for the 64 rows r of tile t.
+    packed uint8 [nt, nb, G, 64, 4] (C order), xq int8 [M, >= nb*8G] (rows contiguous),
+    isum int32 [64]."""
+    def codegen(context, builder, signature, args):
+        packed_type, t_type, b_type, xq_type, m_type, _ = signature.args
+        i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+        vec = ir.VectorType(i32, LANES)                              # 64 bytes
+
+        def const(value):
+            return ir.Constant(i64, value)
+
+        weights = context.make_array(packed_type)(context, builder, args[0])
+        acts = context.make_array(xq_type)(context, builder, args[3])
+        sums = context.make_array(signature.args[5])(context, builder, args[5])
+        t = context.cast(builder, args[1], t_type, types.int64)
+        b = context.cast(builder, args[2], b_type, types.int64)
+        m = context.cast(builder, args[4], m_type, types.int64)
+        _, nb, groups, _, _ = cgutils.unpack_tuple(builder, weights.shape, 5)
+        # bytes: tile t, block b starts at ((t nb + b) G) * 256; x row m, block b at m*stride + b*8G
+        w_start = builder.mul(builder.mul(builder.add(builder.mul(t, nb), b), groups),
+                              const(GROUP * 32))
+        w_base = builder.gep(builder.bitcast(weights.data, i8.as_pointer()), [w_start])
+        row_stride = cgutils.unpack_tuple(builder, acts.strides, 2)[0]
+        x_start = builder.add(builder.mul(m, row_stride),
+                              builder.mul(b, builder.mul(groups, const(GROUP))))
+        x_base = builder.gep(builder.bitcast(acts.data, i8.as_pointer()), [x_start])
+
+        dpbusd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec, vec, vec]), "llvm.x86.avx512.vpdpbusd.512")
+        nibbles = ir.Constant(vec, [0x0F0F0F0F] * LANES)
+        four = ir.Constant(vec, [4] * LANES)
+        undef = ir.Constant(vec, ir.Undefined)
+        everywhere = ir.Constant(vec, [0] * LANES)                    # shuffle mask: lane 0 to all
+
+        def broadcast(pointer):                                      # 4 int8 -> all 16 lanes
+            word = builder.load(pointer, align=1)
+            return builder.shuffle_vector(builder.insert_element(undef, word, ir.Constant(i32, 0)),
+                                          undef, everywhere)
+
+        # 4 quarters of 16 rows, low and high nibbles apart: 8 independent sums in flight
+        accumulators = [cgutils.alloca_once_value(builder, ir.Constant(vec, None))
+                        for _ in range(8)]
+        with cgutils.for_range(builder, groups) as loop:
+            x_group = builder.bitcast(builder.gep(x_base, [builder.mul(loop.index, const(GROUP))]),
+                                      i32.as_pointer())
+            x_low = broadcast(x_group)                               # values 8g .. 8g+3
+            x_high = broadcast(builder.gep(x_group, [const(1)]))     # values 8g+4 .. 8g+7
+            w_group = builder.gep(w_base, [builder.mul(loop.index, const(4 * ROWS))])
+            for quarter in range(ROWS // LANES):
+                pointer = builder.gep(w_group, [const(4 * LANES * quarter)])
+                w = builder.load(builder.bitcast(pointer, vec.as_pointer()), align=1)
+                low = builder.and_(w, nibbles)
+                high = builder.and_(builder.lshr(w, four), nibbles)
+                for acc, levels, x in ((accumulators[quarter], low, x_low),
+                                       (accumulators[4 + quarter], high, x_high)):
+                    builder.store(builder.call(dpbusd, [builder.load(acc), levels, x]), acc)
+        out = builder.bitcast(sums.data, vec.as_pointer())
+        for quarter in range(ROWS // LANES):
+            total = builder.add(builder.load(accumulators[quarter]),
+                                builder.load(accumulators[4 + quarter]))
+            builder.store(total, builder.gep(out, [const(quarter)]), align=4)
+        return context.get_dummy_value()
+    return types.void(packed, t, b, xq, m, isum), codegen
 
 
 @njit(inline="always")
-def _sub_block_dot(w, x_lo, x_hi, r, s):
-    """sum over the 32 values of sub-block s (bytes s*16 .. s*16+15) of row r: level * x, with
-    four partial sums so that four multiply-adds are in flight at once."""
-    v0 = np.float32(0.0)
-    v1 = np.float32(0.0)
-    v2 = np.float32(0.0)
-    v3 = np.float32(0.0)
-    for i in range(0, SUB, 2):                                       # unrolled: SUB is constant
-        j = s * SUB + i
-        b0 = w[j, r]
-        b1 = w[j + 1, r]
-        v0 += np.float32(np.int32(b0 & 15)) * x_lo[j]
-        v1 += np.float32(np.int32(b0 >> 4)) * x_hi[j]
-        v2 += np.float32(np.int32(b1 & 15)) * x_lo[j + 1]
-        v3 += np.float32(np.int32(b1 >> 4)) * x_hi[j + 1]
-    return (v0 + v1) + (v2 + v3)
+def _portable_block_dots(packed, t, b, xq, m, isum):
+    """What _vnni_block_dots computes, in plain Numba."""
+    groups = packed.shape[2]
+    isum[:] = 0
+    for g in range(groups):
+        k = (b * groups + g) * GROUP
+        x = xq[m, k:k + GROUP]
+        x0, x1, x2, x3 = np.int32(x[0]), np.int32(x[1]), np.int32(x[2]), np.int32(x[3])
+        x4, x5, x6, x7 = np.int32(x[4]), np.int32(x[5]), np.int32(x[6]), np.int32(x[7])
+        w = packed[t, b, g]                                          # [64, 4]
+        for r in range(ROWS):
+            w0, w1 = np.int32(w[r, 0]), np.int32(w[r, 1])
+            w2, w3 = np.int32(w[r, 2]), np.int32(w[r, 3])
+            isum[r] += ((w0 & 15) * x0 + (w1 & 15) * x1 + (w2 & 15) * x2 + (w3 & 15) * x3
+                        + (w0 >> 4) * x4 + (w1 >> 4) * x5 + (w2 >> 4) * x6 + (w3 >> 4) * x7)
+
+
+@njit(inline="always")
+def _accumulate_block(acc, isum, scale_bits, min_bits, t, b, dx, sx):
+    """acc[r] += d dx isum[r] + offset sx for block b of the 64 rows of tile t, where offset is
+    the block's minimum (minmax) or -8d (symmetric)."""
+    has_min = min_bits.shape[0] > 0
+    for r in range(ROWS):
+        d = half_to_float(scale_bits[t, b, r])
+        offset = half_to_float(min_bits[t, b, r]) if has_min else np.float32(-8.0) * d
+        acc[r] += d * (dx * np.float32(isum[r])) + offset * sx
 
 
 @njit(**_JIT)
-def _q4_matvec(x, x_sums, packed, scale_bits, min_bits, out):
-    """out[m, n] = sum_k x[m, k] W[n, k] for W in tiles; x [M, nb*block] (zero-padded),
-    x_sums [M, nb] the sums of x over each block, packed [nt, nb, half, 64],
-    scale_bits/min_bits [nt, nb, 64] (min_bits empty: symmetric), out [M, nt*64]."""
-    nt, nb, half, _ = packed.shape
-    block = 2 * half
-    n_sub = half // SUB                                              # 1, 2 or 4 sub-blocks
-    has_min = min_bits.shape[0] > 0
-    M = x.shape[0]
+def _q4_matmul_vnni(xq, dx, sx, packed, scale_bits, min_bits, out):
+    """out[m, n] = sum_k x[m, k] W[n, k] with x = dx * xq per block. xq int8 [M, nb*block]
+    (zero-padded), dx and sx float32 [M, nb], packed uint8 [nt, nb, block/8, 64, 4],
+    scale_bits/min_bits uint16 [nt, nb, 64] (min_bits empty: symmetric), out [M, nt*64]."""
+    nt, nb = packed.shape[0], packed.shape[1]
     for t in prange(nt):
+        isum = np.empty(ROWS, np.int32)
         acc = np.empty(ROWS, np.float32)
-        levels = np.empty(ROWS, np.float32)
-        for m in range(M):
+        for m in range(xq.shape[0]):
             acc[:] = 0.0
             for b in range(nb):
-                xb = x[m, b * block:(b + 1) * block]
-                x_lo = xb[:half]                                     # meet the low nibbles
-                x_hi = xb[half:]                                     # meet the high nibbles
-                x_sum = x_sums[m, b]
-                w = packed[t, b]                                     # [half, 64]
-                # the loop over r is innermost so that it runs 16 rows per vector instruction
-                if n_sub == 1:                                       # blocks of 32: one pass
-                    for r in range(ROWS):
-                        v = _sub_block_dot(w, x_lo, x_hi, r, 0)
-                        d, offset = _scale_and_offset(scale_bits, min_bits, has_min, t, b, r)
-                        acc[r] += d * v + offset * x_sum             # d sum q x + offset sum x
-                else:                                                # 64, 128: sub-blocks
-                    levels[:] = 0.0
-                    for s in range(n_sub):
-                        for r in range(ROWS):
-                            levels[r] += _sub_block_dot(w, x_lo, x_hi, r, s)
-                    for r in range(ROWS):
-                        d, offset = _scale_and_offset(scale_bits, min_bits, has_min, t, b, r)
-                        acc[r] += d * levels[r] + offset * x_sum
-            for r in range(ROWS):
-                out[m, t * ROWS + r] = acc[r]
+                _vnni_block_dots(packed, t, b, xq, m, isum)
+                _accumulate_block(acc, isum, scale_bits, min_bits, t, b, dx[m, b], sx[m, b])
+            out[m, t * ROWS:(t + 1) * ROWS] = acc
 
 
 @njit(**_JIT)
-def _q4_dequantize_transposed(packed, scale_bits, min_bits, first, stop, out):
-    """W^T for the rows of tiles first..stop-1, in float32: out [nb*block, (stop-first)*64].
-    Transposed, so that the 64 rows of a tile are written side by side (vector stores)."""
-    _, nb, half, _ = packed.shape
-    block = 2 * half
-    has_min = min_bits.shape[0] > 0
-    for t in prange(first, stop):
-        col = (t - first) * ROWS
-        d = np.empty(ROWS, np.float32)
-        offset = np.empty(ROWS, np.float32)
-        for b in range(nb):
-            for r in range(ROWS):
-                d[r], offset[r] = _scale_and_offset(scale_bits, min_bits, has_min, t, b, r)
-            for j in range(half):
-                lo = out[b * block + j, col:col + ROWS]
-                hi = out[b * block + half + j, col:col + ROWS]
-                byte = packed[t, b, j]
-                for r in range(ROWS):
-                    lo[r] = d[r] * np.float32(np.int32(byte[r] & 15)) + offset[r]
-                    hi[r] = d[r] * np.float32(np.int32(byte[r] >> 4)) + offset[r]
+def _q4_matmul_portable(xq, dx, sx, packed, scale_bits, min_bits, out):
+    """_q4_matmul_vnni without VNNI."""
+    nt, nb = packed.shape[0], packed.shape[1]
+    for t in prange(nt):
+        isum = np.empty(ROWS, np.int32)
+        acc = np.empty(ROWS, np.float32)
+        for m in range(xq.shape[0]):
+            acc[:] = 0.0
+            for b in range(nb):
+                _portable_block_dots(packed, t, b, xq, m, isum)
+                _accumulate_block(acc, isum, scale_bits, min_bits, t, b, dx[m, b], sx[m, b])
+            out[m, t * ROWS:(t + 1) * ROWS] = acc
 
 
 def _bits(a):
     return np.zeros((0, 0, 0), np.uint16) if a is None else a.view(np.uint16)
 
 
-def q4_linear(x, q):
-    """x [M, K] float32 @ W^T for a quant.Q4Weight W [N, K] -> [M, N] float32."""
-    nt, nb, half, _ = q.packed.shape
-    M, K = x.shape
-    padded = nb * 2 * half
-    if padded != K:
-        x = np.concatenate([x, np.zeros((M, padded - K), np.float32)], axis=1)
-    x = np.ascontiguousarray(x)
-    N = q.out_features
-    scale_bits, min_bits = _bits(q.scales), _bits(q.mins)
-    if M < PREFILL_ROWS:
-        out = np.empty((M, nt * ROWS), np.float32)
-        x_sums = x.reshape(M, nb, 2 * half).sum(axis=-1, dtype=np.float32)      # [M, nb]
-        _q4_matvec(x, x_sums, q.packed, scale_bits, min_bits, out)
-        return out[:, :N] if N != nt * ROWS else out
-    y = np.empty((M, N), np.float32)
-    w_t = np.empty((padded, TILES_PER_CHUNK * ROWS), np.float32)
-    for first in range(0, nt, TILES_PER_CHUNK):
-        stop = min(first + TILES_PER_CHUNK, nt)
-        rows = min(N, stop * ROWS) - first * ROWS
-        _q4_dequantize_transposed(q.packed, scale_bits, min_bits, first, stop, w_t)
-        y[:, first * ROWS:first * ROWS + rows] = x @ w_t[:, :rows]  # BLAS: [M, K] @ [K, rows]
-    return y
+def q4_linear(xq, dx, q, vnni=None):
+    """x [M, K] as 8-bit blocks (quant.quantize_activations: xq int8 [M, nb*block], dx float32
+    [M, nb]) @ W^T for a quant.Q4Weight W [N, K] -> [M, N] float32. `vnni`: which kernel (by
+    default VNNI where the CPU has it)."""
+    M, nb = dx.shape
+    sx = (xq.reshape(M, nb, -1).sum(axis=-1, dtype=np.int32) * dx).astype(np.float32)
+    nt = q.packed.shape[0]
+    out = np.empty((M, nt * ROWS), np.float32)
+    kernel = _q4_matmul_vnni if (_VNNI if vnni is None else vnni) else _q4_matmul_portable
+    kernel(np.ascontiguousarray(xq), dx, sx, q.packed, _bits(q.scales), _bits(q.mins), out)
+    return out[:, :q.out_features] if q.out_features != nt * ROWS else out
+
+
+_VNNI = has_vnni()
 
 
 # ---- attention over a bfloat16 KV cache (decode) ----------------------------------------------
