@@ -103,7 +103,7 @@ def peak_rss():
 
 def time_tinyphi3(model, prompt, new_tokens):
     """(prefill seconds, decode seconds for new_tokens - 1 steps) with greedy decoding."""
-    cache = model.new_cache(1)
+    cache = model.new_cache(1, len(prompt) + new_tokens)             # as generate() reserves it
     start = time.perf_counter()
     logits = model(np.array([prompt]), cache=cache, logits_to_keep=1)[0, -1]
     prefill = time.perf_counter() - start
@@ -150,7 +150,9 @@ def worker(side, model_name, workdir, prompt_tokens, decode_prompt, new_tokens, 
         del state
         timer = time_transformers
     else:
+        from tinyphi3 import kernels
         from tinyphi3.model import Phi3
+        kernels.spin_between_kernels()                               # as `tinyphi3 chat` does
         if side == "fp32":
             model = Phi3(config, float_params(model_name))
         else:

@@ -4,7 +4,6 @@ written and loaded, the quality of the shipped model at 4 bits, and bad input.""
 import json
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 
 from tinyphi3 import kernels, quant
 from tinyphi3.attention import attention, causal_mask
+from tinyphi3.cache import KVCache, QuantizedKV, quantize_vectors
 from tinyphi3.cli import main
 from tinyphi3.config import preset
 from tinyphi3.errors import CheckpointError, InvalidInputError, ShapeMismatchError
@@ -67,7 +67,7 @@ def test_packing_puts_values_8g_plus_i_low_and_8g_plus_4_plus_i_high_in_tiles_of
        st.integers(0, 2**32 - 1))
 def test_activations_round_to_8_bits_per_block(M, K, block, seed):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((M, K)).astype(np.float32) * rng.choice([1e-3, 1.0, 1e3])
+    x = (rng.standard_normal((M, K)) * rng.choice([1e-3, 1.0, 1e3])).astype(np.float32)
     x[:, :block // 2] = 0.0 if rng.random() < 0.3 else x[:, :block // 2]
     xq, dx = quant.quantize_activations(x, block)
     nb = -(-K // block)
@@ -77,6 +77,9 @@ def test_activations_round_to_8_bits_per_block(M, K, block, seed):
     assert np.abs(xq).max() <= 127 and not xq[:, K:].any()
     back = xq.reshape(M, nb, block) * dx[..., None]
     assert np.all(np.abs(back - padded) <= 0.5 * dx[..., None] * (1 + 1e-5))
+    fused_xq, fused_dx, fused_sx = quantized.quantize_activations(x, block)   # the kernel's own
+    assert np.array_equal(fused_xq, xq) and np.array_equal(fused_dx, dx)
+    assert np.array_equal(fused_sx, (xq.reshape(M, nb, block).sum(-1) * dx).astype(np.float32))
 
 
 @given(st.integers(1, 140), st.integers(1, 300), st.sampled_from(quant.BLOCK_SIZES),
@@ -130,7 +133,7 @@ def test_q4_linear_kernel_equals_the_reference(vnni, N, K, M, block, scheme, see
     x = rng.standard_normal((M, K)).astype(np.float32)
     with kernels.use_backend("numpy"):
         reference = quant.q4_linear(x, q)
-    fast = quantized.q4_linear(*quant.quantize_activations(x, block), q, vnni=vnni)
+    fast = quantized.q4_matmul(*quant.quantize_activations(x, block), q, vnni=vnni)
     assert fast.shape == reference.shape == (M, N)
     assert np.all(np.abs(fast - reference) <= 1e-5 * rounding_scale(x, q) + 1e-30)
 
@@ -179,12 +182,12 @@ def test_half_to_float_converts_every_finite_float16():
 
 @given(st.integers(1, 2), st.sampled_from([(4, 4), (8, 2), (6, 3)]), st.integers(1, 70),
        st.sampled_from([8, 16, 32]), st.integers(0, 2**32 - 1))
-def test_attention_decode_kernel_over_a_bfloat16_cache_equals_the_reference(B, heads, S, hd,
-                                                                            seed):
+def test_attention_decode_kernel_over_an_8_bit_cache_equals_the_reference(B, heads, S, hd, seed):
     H, KV = heads
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((B, H, 1, hd)).astype(np.float32)
-    k, v = (rng.standard_normal((B, KV, S, hd)).astype(ml_dtypes.bfloat16) for _ in range(2))
+    k, v = (QuantizedKV(*quantize_vectors(rng.standard_normal((B, KV, S, hd)).astype(np.float32)))
+            for _ in range(2))
     valid = rng.random((B, S)) > 0.3
     valid[:, -1] = True
     mask = causal_mask(np.array([S - 1]), valid)
@@ -192,6 +195,25 @@ def test_attention_decode_kernel_over_a_bfloat16_cache_equals_the_reference(B, h
         reference = attention(q, k, v, mask, 0.125)
     fast = attention(q, k, v, mask, 0.125)
     np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-6)
+
+
+@given(st.integers(1, 3), st.integers(1, 40), st.sampled_from([8, 32, 96]),
+       st.integers(0, 2**32 - 1))
+def test_the_8_bit_cache_keeps_each_vector_within_half_a_level(B, S, hd, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((B, 2, S, hd)) * rng.choice([1e-3, 1.0, 30.0])).astype(np.float32)
+    x[0, 0, 0] = 0.0                                          # a zero vector stays zero
+    levels, scales = quantize_vectors(x)
+    assert levels.dtype == np.int8 and scales.shape == (B, 2, S) and np.abs(levels).max() <= 127
+    back = QuantizedKV(levels, scales).dequantize()
+    assert np.all(np.abs(back - x) <= 0.5 * scales[..., None] * (1 + 1e-5))
+    assert not back[0, 0, 0].any()
+    cache = KVCache(1, B, 2, hd, np.int8, capacity=S // 2)     # grows past its capacity
+    for t in range(S):
+        k, v = cache.update(0, x[:, :, t:t + 1], -x[:, :, t:t + 1])
+        cache.advance(np.ones((B, 1), bool), np.full((B, 1), t), False)
+    assert np.array_equal(k.dequantize(), back) and np.array_equal(v.dequantize(), -back)
+    assert cache.nbytes() == 2 * B * 2 * S * (hd + 4)
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
@@ -232,16 +254,16 @@ def test_quantized_model_runs_the_same_on_both_backends(mini_q4):
     assert (fast.argmax(-1) == reference.argmax(-1)).mean() >= 0.95
 
 
-def test_cached_decoding_with_the_bfloat16_cache_follows_the_full_pass(mini_q4):
-    """The 4-bit model's cache holds keys and values in bfloat16 (8 bits of mantissa), and its
-    activations are rounded to 8 bits: logits of step-by-step decoding stay within that rounding
-    of the full pass (a cache that mixed up positions would be off by far more), and the greedy
-    tokens are nearly all the same."""
+def test_cached_decoding_with_the_8_bit_cache_follows_the_full_pass(mini_q4):
+    """The 4-bit model's cache holds keys and values in 8 bits, and its activations are rounded
+    to 8 bits: logits of step-by-step decoding stay within that rounding of the full pass (a
+    cache that mixed up positions would be off by far more), and the greedy tokens are nearly
+    all the same."""
     model = Phi3.from_pretrained(mini_q4)
     ids = np.random.default_rng(1).integers(3, 2000, (1, 30))
     full = model(ids)[0]
     cache = model.new_cache(1)
-    assert cache._keys[0].dtype == ml_dtypes.bfloat16
+    assert cache._keys[0].dtype == np.int8
     steps = [model(ids[:, :10], cache=cache)[0]]
     steps += [model(ids[:, t:t + 1], cache=cache)[0] for t in range(10, 30)]
     stepped = np.concatenate(steps)

@@ -6,15 +6,13 @@ Grouped-query attention (Ainslie et al. 2023): H query heads share KV key/value 
 queries per KV head; query head h reads KV head h // g. With KV = H it is multi-head attention.
 """
 
-import ml_dtypes
 import numpy as np
 
 from . import gradients as grad
 from . import kernels
 from .autograd import differentiable
+from .cache import QuantizedKV
 from .layers import compute_dtype
-
-BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 
 
 def causal_mask(query_index, key_valid, sliding_window=None):
@@ -46,10 +44,10 @@ def attention(q, k, v, mask, scale):
     B, H, T, hd = q.shape
     KV = k.shape[1]
     g = H // KV
-    if k.dtype == BFLOAT16:                                   # a bfloat16 KV cache (4-bit models)
+    if isinstance(k, QuantizedKV):                            # an 8-bit KV cache (4-bit models)
         if T == 1 and mask.shape[1] == 1 and kernels.fast(q):
             return kernels.q4().attention_decode(q, k, v, mask[:, 0, 0], scale), None
-        k, v = k.astype(np.float32), v.astype(np.float32)    # the reference reads float32
+        k, v = k.dequantize(), v.dequantize()                # the reference reads float32
     q = q.reshape(B, KV, g, T, hd)                            # [B, H, T, hd] -> [B, KV, g, T, hd]
     scores = q @ k[:, :, None].swapaxes(-1, -2)               # -> [B, KV, g, T, S]
     scores = scores.astype(compute_dtype(scores), copy=False)

@@ -96,7 +96,7 @@ def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None,
     stops = set(stop_token_ids or ())
 
     start = time.perf_counter()
-    cache = model.new_cache(1)
+    cache = model.new_cache(1, min(len(ids) + max_new_tokens, config.max_position_embeddings))
     logits = model(np.array([ids]), cache=cache, logits_to_keep=1)[0, -1]
     stats.prompt_tokens = len(ids)
     stats.prefill_seconds = time.perf_counter() - start

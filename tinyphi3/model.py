@@ -16,13 +16,12 @@ inference (plain NumPy arrays, nothing recorded) and training (`model.loss`, whi
 operations on the parameters so that `backward()` can fill their gradients).
 """
 
-import ml_dtypes
 import numpy as np
 
 from . import checkpoint, quant_checkpoint, small
 from .attention import attention, causal_mask
 from .autograd import Parameter, Tensor, enable_grad, is_recording
-from .cache import KVCache
+from .cache import KVCache, as_float
 from .config import Phi3Config
 from .errors import CheckpointError, InvalidInputError
 from .layers import (causal_lm_loss, embedding, gated_mlp, geglu_mlp, layer_norm, linear,
@@ -96,6 +95,7 @@ def self_attention(x, w, config, cos, sin, mask, cache=None, layer=0, sparse=Non
     if cache is not None:
         k, v = cache.update(layer, k, v)                             # -> [B, KV, S, hd]
     if config.uses_blocksparse(layer):
+        k, v = as_float(k), as_float(v)
         if sparse is None:
             sparse = small.BlockSparseCall.for_config(config, mask.any(axis=(1, 2)), T)
         out = small.blocksparse_self_attention(q, k, v, sparse, config.attention_scale)
@@ -183,12 +183,15 @@ class Phi3:
     def num_parameters(self) -> int:
         return sum(int(np.prod(p.shape)) for p in self._parameters.values())
 
-    def new_cache(self, batch_size: int = 1) -> KVCache:
-        """An empty KV cache: float32, or bfloat16 for a 4-bit model (half the memory and the
-        bytes read per generated token; its attention kernel converts as it reads)."""
+    def new_cache(self, batch_size: int = 1, capacity: int = 0) -> KVCache:
+        """An empty KV cache: float32, or 8 bits for a 4-bit model (about a quarter of the memory
+        and of the bytes read per generated token; its attention kernel converts as it reads).
+        capacity: the positions it will hold, when known (the prompt and the tokens to
+        generate)."""
         c = self.config
-        dtype = np.float32 if self.quantization is None else ml_dtypes.bfloat16
-        return KVCache(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim, dtype)
+        dtype = np.float32 if self.quantization is None else np.int8
+        return KVCache(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim, dtype,
+                       capacity)
 
     def weights(self) -> dict:
         """What the forward pass reads: the Parameters while recording for training, their
@@ -199,13 +202,15 @@ class Phi3:
         """Short names for layer i's tensors: 'qkv_proj', 'o_proj', 'gate_up_proj', ... for the
         weights, 'dense.bias', ... for the biases (phi-3-small)."""
         weights = self.weights() if weights is None else weights
-        prefix = f"model.layers.{i}."
-        short = {}
-        for name, w in weights.items():
-            if name.startswith(prefix):
-                module, kind = name[len(prefix):].split(".")[-2:]
-                short[module if kind == "weight" else f"{module}.{kind}"] = w
-        return short
+        names = self.__dict__.setdefault("_layer_names", {})
+        if i not in names:                      # found once per layer, not on every token
+            prefix = f"model.layers.{i}."
+            names[i] = []
+            for name in weights:
+                if name.startswith(prefix):
+                    module, kind = name[len(prefix):].split(".")[-2:]
+                    names[i].append((name, module if kind == "weight" else f"{module}.{kind}"))
+        return {short: weights[name] for name, short in names[i]}
 
     # ---- forward ----------------------------------------------------------------------------
     def __call__(self, input_ids, attention_mask=None, cache=None, position_ids=None,

@@ -225,10 +225,10 @@ def q4_linear(x, q: Q4Weight, bias=None):
         raise InvalidInputError(f"input has {x.shape[-1]} features, the weight expects "
                                 f"{q.in_features}")
     x2 = x.reshape(-1, q.in_features)                                # [M, K]
-    xq, dx = quantize_activations(x2, q.block)                       # [M, nb*block], [M, nb]
     if kernels.fast(x2):
-        y = kernels.q4().q4_linear(xq, dx, q)
+        y = kernels.q4().q4_linear(x2, q)
     else:
+        xq, dx = quantize_activations(x2, q.block)                   # [M, nb*block], [M, nb]
         M, nb = dx.shape
         x_hat = (xq.reshape(M, nb, q.block) * dx[..., None]).reshape(M, -1)[:, :q.in_features]
         N = q.out_features

@@ -15,6 +15,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from . import threads_for
+
 # fast-math lets LLVM reorder sums (and so vectorise them) but not assume away infinities and
 # NaNs: masked rows rely on -inf, and a NaN in training must surface, not vanish.
 _JIT = dict(parallel=True, fastmath={"reassoc", "contract", "arcp", "nsz"}, cache=True)
@@ -102,7 +104,8 @@ def rms_norm(x, w, eps):
     """y = w * x / sqrt(mean(x^2) + eps): [..., C] -> [..., C]."""
     x2 = _rows(x)
     y = np.empty_like(x2)
-    _rms_norm(x2, w, float(eps), y)
+    with threads_for(x2.size):
+        _rms_norm(x2, w, float(eps), y)
     return y.reshape(x.shape)
 
 
@@ -140,7 +143,8 @@ def silu_and_mul(gate_up):
     """silu(gate) * up with [gate | up] on the last axis: [..., 2I] -> [..., I]."""
     gu = _rows(gate_up)
     y = np.empty((gu.shape[0], gu.shape[1] // 2), np.float32)
-    _silu_and_mul(gu, y)
+    with threads_for(gu.size):
+        _silu_and_mul(gu, y)
     return y.reshape(*gate_up.shape[:-1], y.shape[1])
 
 
@@ -178,7 +182,8 @@ def _rope(x, cos, sin, sign, out):
 def apply_rope(x, cos, sin):
     """x [B, H, T, hd] (any strides), cos/sin [B, T, rd] -> rotated [B, H, T, hd]."""
     out = np.empty(x.shape, np.float32)
-    _rope(x, np.ascontiguousarray(cos), np.ascontiguousarray(sin), 1, out)
+    with threads_for(x.size):
+        _rope(x, np.ascontiguousarray(cos), np.ascontiguousarray(sin), 1, out)
     return out
 
 

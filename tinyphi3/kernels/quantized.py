@@ -19,6 +19,9 @@ Where the CPU has no VNNI (`has_vnni()`), `_q4_matmul_portable` computes the sam
 plain Numba loops that LLVM vectorises as it can. The float epilogue (`_accumulate_block`) is
 the same for both; tests/test_quant.py proves both equal to the reference of quant.py.
 
+`attention_decode` reads the 8-bit KV cache of a 4-bit model (tinyphi3/cache.py) for one new
+token, converting levels to float as it goes.
+
 Rows of x are handled one at a time inside each tile of 64 weight rows, so a tile (at most 16 KB
 per 1024 inputs) is read from memory once and from cache for the other rows of x: one kernel
 serves decode (one row) and prefill (hundreds).
@@ -32,9 +35,11 @@ from numba.extending import intrinsic
 
 from ..quant import GROUP
 from ..quant import ROWS_PER_TILE as ROWS     # rows per tile: 64
-from .fused import _float_from_bits, exp32
+from . import threads_for
+from .fused import exp32
 
 LANES = 16                   # int32 lanes of a 512-bit vector: rows per vpdpbusd
+UNROLL = 4                   # groups per pass of the VNNI loop (every block has 4, 8 or 16)
 _FASTMATH = {"contract", "nsz", "arcp"}
 _JIT = dict(parallel=True, fastmath=_FASTMATH, cache=True, boundscheck=False)
 
@@ -104,20 +109,23 @@ def _vnni_block_dots(typingctx, packed, t, b, xq, m, isum):
         # 4 quarters of 16 rows, low and high nibbles apart: 8 independent sums in flight
         accumulators = [cgutils.alloca_once_value(builder, ir.Constant(vec, None))
                         for _ in range(8)]
-        with cgutils.for_range(builder, groups) as loop:
-            x_group = builder.bitcast(builder.gep(x_base, [builder.mul(loop.index, const(GROUP))]),
-                                      i32.as_pointer())
-            x_low = broadcast(x_group)                               # values 8g .. 8g+3
-            x_high = broadcast(builder.gep(x_group, [const(1)]))     # values 8g+4 .. 8g+7
-            w_group = builder.gep(w_base, [builder.mul(loop.index, const(4 * ROWS))])
-            for quarter in range(ROWS // LANES):
-                pointer = builder.gep(w_group, [const(4 * LANES * quarter)])
-                w = builder.load(builder.bitcast(pointer, vec.as_pointer()), align=1)
-                low = builder.and_(w, nibbles)
-                high = builder.and_(builder.lshr(w, four), nibbles)
-                for acc, levels, x in ((accumulators[quarter], low, x_low),
-                                       (accumulators[4 + quarter], high, x_high)):
-                    builder.store(builder.call(dpbusd, [builder.load(acc), levels, x]), acc)
+        # G is 4, 8 or 16: the loop runs G/4 times over 4 groups written out (1 KiB of weights)
+        with cgutils.for_range(builder, builder.udiv(groups, const(UNROLL))) as loop:
+            for step in range(UNROLL):
+                g = builder.add(builder.mul(loop.index, const(UNROLL)), const(step))
+                x_group = builder.bitcast(builder.gep(x_base, [builder.mul(g, const(GROUP))]),
+                                          i32.as_pointer())
+                x_low = broadcast(x_group)                           # values 8g .. 8g+3
+                x_high = broadcast(builder.gep(x_group, [const(1)]))  # values 8g+4 .. 8g+7
+                w_group = builder.gep(w_base, [builder.mul(g, const(4 * ROWS))])
+                for quarter in range(ROWS // LANES):
+                    pointer = builder.gep(w_group, [const(4 * LANES * quarter)])
+                    w = builder.load(builder.bitcast(pointer, vec.as_pointer()), align=1)
+                    low = builder.and_(w, nibbles)
+                    high = builder.and_(builder.lshr(w, four), nibbles)
+                    for acc, levels, x in ((accumulators[quarter], low, x_low),
+                                           (accumulators[4 + quarter], high, x_high)):
+                        builder.store(builder.call(dpbusd, [builder.load(acc), levels, x]), acc)
         out = builder.bitcast(sums.data, vec.as_pointer())
         for quarter in range(ROWS // LANES):
             total = builder.add(builder.load(accumulators[quarter]),
@@ -148,12 +156,15 @@ def _portable_block_dots(packed, t, b, xq, m, isum):
 @njit(inline="always")
 def _accumulate_block(acc, isum, scale_bits, min_bits, t, b, dx, sx):
     """acc[r] += d dx isum[r] + offset sx for block b of the 64 rows of tile t, where offset is
-    the block's minimum (minmax) or -8d (symmetric)."""
-    has_min = min_bits.shape[0] > 0
-    for r in range(ROWS):
-        d = half_to_float(scale_bits[t, b, r])
-        offset = half_to_float(min_bits[t, b, r]) if has_min else np.float32(-8.0) * d
-        acc[r] += d * (dx * np.float32(isum[r])) + offset * sx
+    the block's minimum (minmax) or -8d (symmetric: acc[r] += d (dx isum[r] - 8 sx))."""
+    if min_bits.shape[0] > 0:
+        for r in range(ROWS):
+            acc[r] += (half_to_float(scale_bits[t, b, r]) * (dx * np.float32(isum[r]))
+                       + half_to_float(min_bits[t, b, r]) * sx)
+    else:
+        eight_sx = np.float32(8.0) * sx
+        for r in range(ROWS):
+            acc[r] += half_to_float(scale_bits[t, b, r]) * (dx * np.float32(isum[r]) - eight_sx)
 
 
 @njit(**_JIT)
@@ -192,12 +203,50 @@ def _bits(a):
     return np.zeros((0, 0, 0), np.uint16) if a is None else a.view(np.uint16)
 
 
-def q4_linear(xq, dx, q, vnni=None):
+@njit(parallel=True, cache=True, boundscheck=False)      # exact: no fastmath (x / dx as NumPy)
+def _quantize_activations(x, block, xq, dx, sx):
+    """quant.quantize_activations, with the block sums sx = dx * sum(xq) besides: x float32
+    [M, K] -> xq int8 [M, nb*block], dx and sx float32 [M, nb]."""
+    M, K = x.shape
+    nb = dx.shape[1]
+    for m in prange(M):
+        for b in range(nb):
+            start, stop = b * block, min((b + 1) * block, K)
+            top = np.float32(0.0)
+            for k in range(start, stop):
+                top = max(top, abs(x[m, k]))
+            d = top / np.float32(127.0)
+            safe = d if d != 0 else np.float32(1.0)
+            total = 0
+            for k in range(start, stop):
+                level = min(max(np.rint(x[m, k] / safe), np.float32(-127.0)), np.float32(127.0))
+                xq[m, k] = np.int8(level)
+                total += np.int32(level)
+            for k in range(stop, (b + 1) * block):
+                xq[m, k] = 0
+            dx[m, b] = d
+            sx[m, b] = d * np.float32(total)
+
+
+def quantize_activations(x, block):
+    """(xq, dx, sx) of x [M, K] float32 (quant.quantize_activations, plus sx)."""
+    M, K = x.shape
+    nb = -(-K // block)
+    xq = np.empty((M, nb * block), np.int8)
+    dx = np.empty((M, nb), np.float32)
+    sx = np.empty((M, nb), np.float32)
+    with threads_for(x.size):
+        _quantize_activations(np.ascontiguousarray(x, dtype=np.float32), block, xq, dx, sx)
+    return xq, dx, sx
+
+
+def q4_matmul(xq, dx, q, vnni=None, sx=None):
     """x [M, K] as 8-bit blocks (quant.quantize_activations: xq int8 [M, nb*block], dx float32
     [M, nb]) @ W^T for a quant.Q4Weight W [N, K] -> [M, N] float32. `vnni`: which kernel (by
-    default VNNI where the CPU has it)."""
+    default VNNI where the CPU has it); sx: dx * sum(xq) per block, when already known."""
     M, nb = dx.shape
-    sx = (xq.reshape(M, nb, -1).sum(axis=-1, dtype=np.int32) * dx).astype(np.float32)
+    if sx is None:
+        sx = (xq.reshape(M, nb, -1).sum(axis=-1, dtype=np.int32) * dx).astype(np.float32)
     nt = q.packed.shape[0]
     out = np.empty((M, nt * ROWS), np.float32)
     kernel = _q4_matmul_vnni if (_VNNI if vnni is None else vnni) else _q4_matmul_portable
@@ -205,26 +254,29 @@ def q4_linear(xq, dx, q, vnni=None):
     return out[:, :q.out_features] if q.out_features != nt * ROWS else out
 
 
+def q4_linear(x, q):
+    """x [M, K] float32 @ W^T for a quant.Q4Weight W -> [M, N]: x rounded to 8 bits per block,
+    then the integer kernel."""
+    xq, dx, sx = quantize_activations(x, q.block)
+    return q4_matmul(xq, dx, q, sx=sx)
+
+
 _VNNI = has_vnni()
 
 
-# ---- attention over a bfloat16 KV cache (decode) ----------------------------------------------
-
-@njit(inline="always")
-def bf16_to_float(bits):
-    """bfloat16 bits (the top half of a float32) -> float32."""
-    return _float_from_bits(np.int32(bits) << np.int32(16))
-
+# ---- attention over an 8-bit KV cache (decode) ------------------------------------------------
 
 @njit(parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, cache=True,
       boundscheck=False)
-def _attention_decode(q, k_bits, v_bits, S, allowed, scale, out):
-    """One query per row against a bfloat16 KV cache: out[b, h] = softmax(q k^T * scale) v over
-    the allowed keys among the first S. q [B, H, hd] float32; k_bits, v_bits [B, KV, >=S, hd]
-    uint16 (the cache's whole buffers, C-contiguous, so that the loops over hd vectorise);
-    allowed bool [B, S]; out [B, H, hd]. Query head h reads KV head h // (H / KV)."""
+def _attention_decode(q, k_levels, k_scales, v_levels, v_scales, S, allowed, scale, out):
+    """One query per row against an int8 KV cache (tinyphi3/cache.py): out[b, h] =
+    softmax(q k^T * scale) v over the allowed keys among the first S, with k = k_scale * k_levels
+    per vector (and v alike). q [B, H, hd] float32; k_levels, v_levels int8 [B, KV, >=S, hd] and
+    k_scales, v_scales float32 [B, KV, >=S] (the cache's whole buffers, C-contiguous, so that the
+    loops over hd vectorise); allowed bool [B, S]; out [B, H, hd]. Query head h reads KV head
+    h // (H / KV)."""
     B, H, hd = q.shape
-    KV = k_bits.shape[1]
+    KV = k_levels.shape[1]
     g = H // KV
     for bh in prange(B * H):
         b, h = bh // H, bh % H
@@ -233,11 +285,11 @@ def _attention_decode(q, k_bits, v_bits, S, allowed, scale, out):
         scores = np.empty(S, np.float32)
         top = np.float32(-np.inf)
         for s in range(S):
-            key = k_bits[b, kv, s]
+            key = k_levels[b, kv, s]
             dot = np.float32(0.0)
             for d in range(hd):
-                dot += qh[d] * bf16_to_float(key[d])
-            scores[s] = dot * scale if allowed[b, s] else np.float32(-np.inf)
+                dot += qh[d] * np.float32(key[d])
+            scores[s] = dot * (k_scales[b, kv, s] * scale) if allowed[b, s] else np.float32(-np.inf)
             top = max(top, scores[s])
         total = np.float32(0.0)
         acc = np.zeros(hd, np.float32)
@@ -245,9 +297,10 @@ def _attention_decode(q, k_bits, v_bits, S, allowed, scale, out):
             if allowed[b, s]:
                 p = exp32(scores[s] - top)
                 total += p
-                value = v_bits[b, kv, s]
+                weight = p * v_scales[b, kv, s]
+                value = v_levels[b, kv, s]
                 for d in range(hd):
-                    acc[d] += p * bf16_to_float(value[d])
+                    acc[d] += weight * np.float32(value[d])
         for d in range(hd):
             out[b, h, d] = acc[d] / total if total > 0 else np.float32(0.0)
 
@@ -255,8 +308,8 @@ def _attention_decode(q, k_bits, v_bits, S, allowed, scale, out):
 def _whole_buffer(a):
     """The C-contiguous cache buffer that `a` (its first S positions) is a view of, if any."""
     base = a.base
-    if (isinstance(base, np.ndarray) and base.flags.c_contiguous and base.ndim == 4
-            and base.shape[:2] == a.shape[:2] and base.shape[3] == a.shape[3]
+    if (isinstance(base, np.ndarray) and base.flags.c_contiguous and base.ndim == a.ndim
+            and base.shape[:2] == a.shape[:2] and base.shape[3:] == a.shape[3:]
             and base.dtype == a.dtype and a.__array_interface__["data"][0]
             == base.__array_interface__["data"][0]):
         return base
@@ -264,11 +317,13 @@ def _whole_buffer(a):
 
 
 def attention_decode(q, k, v, allowed, scale):
-    """q [B, H, 1, hd] float32, k and v [B, KV, S, hd] bfloat16, allowed bool [B, S] ->
-    [B, H, 1, hd] float32: what tinyphi3.attention computes after converting k and v to float32."""
+    """q [B, H, 1, hd] float32, k and v cache.QuantizedKV [B, KV, S, hd], allowed bool [B, S] ->
+    [B, H, 1, hd] float32: what tinyphi3.attention computes from k and v in float32."""
     B, H, _, hd = q.shape
     out = np.empty((B, H, hd), np.float32)
-    _attention_decode(np.ascontiguousarray(q[:, :, 0]), _whole_buffer(k).view(np.uint16),
-                      _whole_buffer(v).view(np.uint16), k.shape[2],
-                      np.ascontiguousarray(allowed), np.float32(scale), out)
+    with threads_for(B * H * k.shape[2] * hd):
+        _attention_decode(np.ascontiguousarray(q[:, :, 0]), _whole_buffer(k.levels),
+                          _whole_buffer(k.scales), _whole_buffer(v.levels),
+                          _whole_buffer(v.scales), k.shape[2], np.ascontiguousarray(allowed),
+                          np.float32(scale), out)
     return out[:, :, None]
