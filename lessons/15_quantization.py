@@ -35,6 +35,7 @@ import numpy as np
 import _plot
 from _timing import median_seconds
 from tinyphi3 import kernels
+from tinyphi3.cache import QuantizedKV, quantize_vectors
 from tinyphi3.config import preset
 from tinyphi3.evaluation.perplexity import heldout_examples, perplexity
 from tinyphi3.generate import generate
@@ -319,10 +320,12 @@ assert per_token == 384 * 2 ** 10 and round(4096 * per_token / 1e9, 2) == 1.61
 # %% [markdown]
 # At the full 4K context the cache (1.6 GB) is nearly as large as the 4-bit weights: a long
 # conversation on a phone costs nearly as much memory as the model. tinyphi3 keeps the cache of a
-# 4-bit model in bfloat16 (2 bytes a number, half of the float32 cache of a float model), and its
-# attention kernel converts as it reads. On mini (4 layers, 8 KV heads of 32) and its 4-bit copy,
-# which `quantize_checkpoint` writes into a temporary directory (section 6 uses it too), after a
-# prompt of 20 tokens:
+# 4-bit model in 8 bits: each key or value vector (one head at one position, `hd` numbers) as
+# int8 levels and one float32 scale, `k ~ scale * rint(k / scale)` with `scale = max|k| / 127`.
+# That is `hd + 4` bytes a vector instead of `4 hd` (phi-3-mini's 4096 tokens: 0.84 GB instead of
+# 3.2 GB in float32), and the attention kernel converts as it reads. On mini (4 layers, 8 KV heads
+# of 32) and its 4-bit copy, which `quantize_checkpoint` writes into a temporary directory
+# (section 6 uses it too), after a prompt of 20 tokens:
 
 # %%
 prompt20 = rng.integers(3, 2000, size=(1, 20))
@@ -332,10 +335,17 @@ caches = {}
 for name, model in (("float", float_model), ("4-bit", q4_model)):
     caches[name] = model.new_cache(1)
     model(prompt20, cache=caches[name])
-    numbers = 20 * 4 * 2 * 8 * 32                  # tokens x layers x (k, v) x KV heads x hd
+    vectors = 20 * 4 * 2 * 8                       # tokens x layers x (k, v) x KV heads
     print(f"{name:5s} model: cache of 20 tokens = {caches[name].nbytes():,} bytes "
-          f"({caches[name].nbytes() // numbers} bytes a number)")
-assert caches["float"].nbytes() == 2 * caches["4-bit"].nbytes() == numbers * 4
+          f"({caches[name].nbytes() / (vectors * 32):.3f} bytes a number)")
+assert caches["float"].nbytes() == vectors * 32 * 4
+assert caches["4-bit"].nbytes() == vectors * (32 + 4)            # 32 levels and a scale
+float_keys = caches["float"]._keys[0][0, 0, :20]                  # layer 0, KV head 0: [20, 32]
+levels, scales = quantize_vectors(float_keys)                      # what an 8-bit cache keeps
+error = np.abs(QuantizedKV(levels, scales).dequantize() - float_keys)
+print(f"the float model's keys of layer 0, head 0, in 8 bits: largest error {error.max():.4f}, "
+      f"at most half a level ({0.5 * scales.max():.4f}); keys up to {np.abs(float_keys).max():.2f}")
+assert np.all(error <= 0.5 * scales[:, None] * (1 + 1e-5))
 
 # %% [markdown]
 # ## 4. Reading the kernel
@@ -406,7 +416,7 @@ for scheme in ("symmetric", "minmax"):
             with kernels.use_backend("numpy"):
                 reference = q4_linear(xa, qa)
             for vnni in variants:
-                kernel = q4k.q4_linear(*quantize_activations(xa, block), qa, vnni=vnni)
+                kernel = q4k.q4_matmul(*quantize_activations(xa, block), qa, vnni=vnni)
                 assert reference.shape == kernel.shape == (rows, 300)
                 assert np.allclose(kernel, reference, rtol=1e-4, atol=1e-4)
                 worst = max(worst, float(np.abs(kernel - reference).max()
