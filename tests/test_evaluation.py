@@ -150,7 +150,7 @@ class OracleWriterModel:
         self.config = SimpleNamespace(max_position_embeddings=context, vocab_size=257,
                                       rope_scaling=None)
 
-    def new_cache(self, batch_size=1):
+    def new_cache(self, batch_size=1, capacity=0):
         return SimpleNamespace(ids=[], long_rope=False)
 
     def __call__(self, ids, attention_mask=None, cache=None, logits_to_keep=0):

@@ -120,9 +120,13 @@ def test_knowledge_is_asked_in_the_evaluations_choice_format_and_answered_fact_f
         assert lines[2] == "Options:" and lines[-1] == "Answer:"
         options = {line[0]: line[3:] for line in lines[3:-1]}
         entity, attribute = asked_about[lines[1]]
-        explanation, letter = re.fullmatch(r"(.+) The answer is ([A-D])\.", answer["content"]).groups()
+        reply = answer["content"]
+        explanation, checks, letter = re.fullmatch(r"(.+?\.) ((?:[A-D]\. .+?: (?:yes|no)\. )+)"
+                                                   r"The answer is ([A-D])\.", reply).groups()
         assert list(options) == list(tasks.LETTERS) and options[letter] == entity.value(attribute)
-        assert entity.value(attribute) in explanation         # the fact, word for word, then its letter
+        assert entity.value(attribute) in explanation         # the fact, word for word,
+        expected = [f"{L}. {options[L]}: {'yes' if L == letter else 'no'}." for L in "ABCD"]
+        assert checks.strip() == " ".join(expected[:"ABCD".index(letter) + 1])   # then the checks
 
 
 # ---- the held-out split ------------------------------------------------------------------------

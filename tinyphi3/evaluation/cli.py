@@ -42,7 +42,8 @@ def _task_names(ctx, param, value):
               help="Prompts per forward pass when scoring multiple choice.")
 @click.option("--chat", is_flag=True,
               help="Chat models: each few-shot prompt is the user's message and the answer is the "
-                   "assistant's reply (the format of their fine-tuning).")
+                   "assistant's greedy reply (the format of their fine-tuning); multiple choice "
+                   "is scored by the letter the reply names ('... The answer is B.').")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write every result (with each item's record) to this JSON file.")
 @click.option("--chart", type=click.Path(dir_okay=False), default=None,
@@ -52,8 +53,9 @@ def eval_command(ckpts, tasks, shots, n, seed, batch_size, chat, json_out, chart
 
     Each question follows K solved examples in the report's format (Question: / Options: /
     Answer:) at temperature 0. Multiple choice (knowledge, reasoning) picks the letter with the
-    highest log-likelihood; arithmetic generates a chain of thought and must end in the exact
-    number. Test items never appear in the training textbooks.
+    highest log-likelihood (with --chat: the letter the model's reply names); arithmetic
+    generates a chain of thought and must end in the exact number. Test items never appear in
+    the training textbooks.
 
     safety answers held-out harmful and benign requests as a chat assistant and reports the
     harmful-compliance and benign-refusal rates and how often answers end with <|end|> (the

@@ -149,8 +149,8 @@ def generate_answer(model, tokenizer, prompt_ids, max_new_tokens=80) -> str:
     return text.split("\n")[0].split("Question:")[0].strip()
 
 
-def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16, max_new_tokens=80,
-             progress=None, chat=False) -> dict:
+def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16,
+             max_new_tokens=None, progress=None, chat=False) -> dict:
     """Accuracy of a model on n held-out items of a task, with `shots` solved train examples each
     (the task's default when None). `progress(k)` is called as k more items are done.
 
@@ -163,6 +163,8 @@ def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16, m
     items = task_items(task, "test", n, seed)
     context = model.config.max_position_embeddings
     letters = spec.metric == "choice" and not chat          # scored by letter log-likelihood
+    if max_new_tokens is None:                               # a chat reply checks the options
+        max_new_tokens = 160 if spec.metric == "choice" else 80
     if letters:
         reserve = max(len(continuation_ids(tokenizer, "Answer:", f" {L}")[1]) for L in LETTERS) - 1
     else:
