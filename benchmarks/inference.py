@@ -1,8 +1,9 @@
 """Inference speed and memory: tinyphi3 fp32 and 4-bit against transformers (PyTorch CPU eager,
 fp32) on the same weights, in the same run.
 
-llama-bench conventions: a warm-up, then the median of --runs runs; prefill (the prompt in one
-forward pass) and decode (new tokens one at a time, greedy, after the prompt) timed separately;
+llama-bench conventions: a warm-up, then the median of --runs runs; prefill (the prompt into the
+KV cache, as tinyphi3's generate() does it: 256 tokens per forward pass; transformers: one pass)
+and decode (new tokens one at a time, greedy, after the prompt) timed separately;
 prompt tokens never counted as generated. Each side runs in its own process, one after the
 other, and reports its peak resident memory (ru_maxrss) over loading, prefill and decode.
 
@@ -103,9 +104,10 @@ def peak_rss():
 
 def time_tinyphi3(model, prompt, new_tokens):
     """(prefill seconds, decode seconds for new_tokens - 1 steps) with greedy decoding."""
-    cache = model.new_cache(1, len(prompt) + new_tokens)             # as generate() reserves it
+    from tinyphi3.generate import prefill as fill_cache
+    cache = model.new_cache(1, len(prompt) + new_tokens)             # as generate() does it
     start = time.perf_counter()
-    logits = model(np.array([prompt]), cache=cache, logits_to_keep=1)[0, -1]
+    logits = fill_cache(model, prompt, cache)
     prefill = time.perf_counter() - start
     token = int(logits.argmax())
     start = time.perf_counter()
@@ -254,14 +256,15 @@ def write_report(args, results, sizes, bandwidth):
     from tinyphi3.info import human_bytes
     config = model_config(args.model)
     c = config
-    kv_bytes = {"fp32": 4, "transformers": 4}                        # per value in the KV cache
+    fp32_vector = 4 * c.head_dim                                     # bytes per cached vector:
+    vector_bytes = {"fp32": fp32_vector, "transformers": fp32_vector}   # 8 bits + a float32 scale
     context = args.decode_prompt + args.new_tokens // 2               # mean context while decoding
     names = {"transformers": "transformers fp32 (eager)", "fp32": "tinyphi3 fp32"}
     rows = []
     base = results.get("transformers", {}).get("decode")
     for side, r in results.items():
-        kv = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * context \
-            * kv_bytes.get(side, 2)
+        kv = 2 * c.num_hidden_layers * c.num_key_value_heads * context \
+            * vector_bytes.get(side, c.head_dim + 4)
         per_token = r["weight_bytes"] + kv
         bound = bandwidth * 1e9 / per_token
         name = names.get(side, f"tinyphi3 4-bit, block {side[len('q4-b'):]}")
@@ -283,7 +286,7 @@ prompt tokens are never counted as generated. Each side in its own process; peak
 process's maximum resident set over loading, prefill and decode. The bound is the measured read
 bandwidth ({bandwidth:.1f} GB/s, NumPy fp32 matrix-vector product over 1 GB) over the bytes read per
 generated token: the weights plus the KV cache at the mean context ({context} tokens; fp32 cache for
-the fp32 sides, bfloat16 for the 4-bit ones). Machine: {describe_machine()}; PyTorch and
+the fp32 sides, 8 bits and a float32 scale per vector for the 4-bit ones). Machine: {describe_machine()}; PyTorch and
 transformers as installed, {THREADS} threads. {args.note}
 
 | side | on disk | weights in memory | peak memory | prefill tokens/s | decode tokens/s | bound | of bound | decode vs transformers |

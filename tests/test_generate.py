@@ -8,7 +8,7 @@ from hypothesis.extra.numpy import arrays
 
 from tinyphi3.config import preset
 from tinyphi3.errors import ContextLengthError
-from tinyphi3.generate import (GenerationStats, TextStreamer, fit_to_context, generate,
+from tinyphi3.generate import (GenerationStats, TextStreamer, fit_to_context, generate, prefill,
                                sample_next_token)
 from tinyphi3.model import Phi3
 
@@ -117,3 +117,18 @@ def test_a_tokenizer_supplies_stop_tokens_and_vocabulary(model):
     free = list(generate(model, [1, 2, 3], 30, temperature=5.0, seed=0, vocab_size=40))
     tok = type("Tok", (), {"stop_token_ids": [free[3]], "vocab_size": 40})()
     assert list(generate(model, [1, 2, 3], 30, temperature=5.0, seed=0, tokenizer=tok)) == free[:3]
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 64])
+def test_prefill_in_chunks_is_one_pass(model, chunk):
+    """Filling the cache a few tokens per pass gives the logits and the cache of one pass."""
+    ids = list(np.random.default_rng(3).integers(3, 200, 23))
+    one = model.new_cache(1)
+    whole = model(np.array([ids]), cache=one)[0, -1]
+    chunked = model.new_cache(1, capacity=len(ids))
+    np.testing.assert_allclose(prefill(model, ids, chunked, chunk), whole, rtol=1e-5, atol=1e-5)
+    assert chunked.length == one.length == len(ids)
+    np.testing.assert_array_equal(chunked.next_position, one.next_position)
+    for layer in range(model.config.num_hidden_layers):
+        np.testing.assert_allclose(chunked._keys[layer][:, :, :len(ids)],
+                                   one._keys[layer][:, :, :len(ids)], rtol=1e-5, atol=1e-5)

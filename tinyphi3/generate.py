@@ -1,6 +1,6 @@
 """Autoregressive generation: sampling, the prefill/decode loop, stop tokens, streaming text.
 
-    prefill: logits = model(prompt, cache)             one pass over the prompt fills the KV cache
+    prefill: logits = model(prompt, cache)             the prompt fills the KV cache (256 tokens a pass)
     decode:  repeat: t = sample(logits[-1]); logits = model([t], cache)   one token per pass
 """
 
@@ -11,6 +11,8 @@ import numpy as np
 
 from .errors import ContextLengthError, InvalidInputError
 from .layers import softmax
+
+PREFILL_CHUNK = 256          # prompt tokens per forward pass while filling the cache
 
 
 def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None, rng=None) -> int:
@@ -97,7 +99,7 @@ def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None,
 
     start = time.perf_counter()
     cache = model.new_cache(1, min(len(ids) + max_new_tokens, config.max_position_embeddings))
-    logits = model(np.array([ids]), cache=cache, logits_to_keep=1)[0, -1]
+    logits = prefill(model, ids, cache)
     stats.prompt_tokens = len(ids)
     stats.prefill_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -112,6 +114,21 @@ def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None,
             break                                          # no forward pass whose logits go unused
         logits, cache = next_token_logits(model, ids, cache)
         stats.decode_seconds = time.perf_counter() - start
+
+
+def prefill(model, ids, cache, chunk=PREFILL_CHUNK):
+    """Logits [V] after the prompt `ids`, which fills the empty `cache`, `chunk` tokens per
+    forward pass. With a cache that is the computation of one pass (each chunk attends to the
+    cached keys of the chunks before it), and it keeps the activations of a long prompt small:
+    a 512-token prompt to phi-3-mini needs 34 MB of attention scores per layer in one pass. A
+    LongRoPE prompt longer than the original context goes in one pass, as its rotary factors
+    depend on the whole length."""
+    config = model.config
+    if config.rope_scaling is not None and len(ids) > config.original_max_position_embeddings:
+        chunk = len(ids)
+    for start in range(0, len(ids), chunk):
+        logits = model(np.array([ids[start:start + chunk]]), cache=cache, logits_to_keep=1)
+    return logits[0, -1]
 
 
 def next_token_logits(model, ids, cache):

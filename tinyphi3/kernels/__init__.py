@@ -43,8 +43,12 @@ import numpy as np
 from ..errors import TinyPhi3Error
 
 BACKENDS = ("numpy", "numba")
-_OUR_WAIT_POLICY = "OMP_WAIT_POLICY" not in os.environ
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")     # read when Numba first starts its threads
+# read when Numba first starts its threads; TINYPHI3_WAIT_POLICY marks our own choice, so that
+# child processes (which inherit it) know that the user did not make it
+_OUR_WAIT_POLICY = ("OMP_WAIT_POLICY" not in os.environ
+                    or os.environ.get("TINYPHI3_WAIT_POLICY") == os.environ["OMP_WAIT_POLICY"])
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = os.environ["TINYPHI3_WAIT_POLICY"] = "PASSIVE"
 
 
 def _prefer_512_bit_vectors():
@@ -110,6 +114,7 @@ def spin_between_kernels(spins: int = 200_000):
     Numba starts its threads, that is before the first parallel kernel runs."""
     if _OUR_WAIT_POLICY:
         os.environ.pop("OMP_WAIT_POLICY", None)
+        os.environ.pop("TINYPHI3_WAIT_POLICY", None)
         os.environ.setdefault("GOMP_SPINCOUNT", str(spins))
 
 

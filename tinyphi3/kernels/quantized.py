@@ -39,6 +39,7 @@ from . import threads_for
 from .fused import exp32
 
 LANES = 16                   # int32 lanes of a 512-bit vector: rows per vpdpbusd
+WEIGHT_BYTES_PER_ELEMENT = 16   # for threads_for: 16 bytes of weights (per row of x) count as one
 UNROLL = 4                   # groups per pass of the VNNI loop (every block has 4, 8 or 16)
 _FASTMATH = {"contract", "nsz", "arcp"}
 _JIT = dict(parallel=True, fastmath=_FASTMATH, cache=True, boundscheck=False)
@@ -250,7 +251,8 @@ def q4_matmul(xq, dx, q, vnni=None, sx=None):
     nt = q.packed.shape[0]
     out = np.empty((M, nt * ROWS), np.float32)
     kernel = _q4_matmul_vnni if (_VNNI if vnni is None else vnni) else _q4_matmul_portable
-    kernel(np.ascontiguousarray(xq), dx, sx, q.packed, _bits(q.scales), _bits(q.mins), out)
+    with threads_for(M * q.packed.size // WEIGHT_BYTES_PER_ELEMENT):    # one thread below ~1 MB
+        kernel(np.ascontiguousarray(xq), dx, sx, q.packed, _bits(q.scales), _bits(q.mins), out)
     return out[:, :q.out_features] if q.out_features != nt * ROWS else out
 
 
