@@ -152,9 +152,7 @@ def worker(side, model_name, workdir, prompt_tokens, decode_prompt, new_tokens, 
         del state
         timer = time_transformers
     else:
-        from tinyphi3 import kernels
         from tinyphi3.model import Phi3
-        kernels.spin_between_kernels()                               # as `tinyphi3 chat` does
         if side == "fp32":
             model = Phi3(config, float_params(model_name))
         else:

@@ -39,9 +39,7 @@ def main():
 
 def load_model_and_tokenizer(ckpt):
     """The model and tokenizer of a checkpoint directory, for generating text."""
-    from . import kernels
     from .model import Phi3
-    kernels.spin_between_kernels()
     from .tiktoken_tokenizer import load_tokenizer
     path = Path(ckpt)
     if not path.is_dir():

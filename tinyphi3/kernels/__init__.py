@@ -12,7 +12,9 @@ tests/test_kernels.py proves each kernel equal to its reference over hypothesis-
 
 Numba's OpenMP threads are told to sleep when idle (OMP_WAIT_POLICY=PASSIVE, unless set): by
 default they spin after each kernel and take the cores from NumPy's BLAS threads, which made a
-training step 1.5x slower on a 2-core machine.
+training step 1.5x slower on a 2-core machine. (Spinning would also save the wake-up below
+when generating text on an idle machine, about 10% of phi-3-mini's 4-bit decode; on a busy one
+it made decoding up to 4 times slower, so threads sleep there too.)
 
 On CPUs with AVX-512, LLVM is told to use 512-bit vectors (NUMBA_CPU_FEATURES gets
 "-prefer-256-bit", unless set): by default it stops at 256 bits on Intel CPUs, which left the
@@ -21,11 +23,6 @@ On CPUs with AVX-512, LLVM is told to use 512-bit vectors (NUMBA_CPU_FEATURES ge
 Numba's threads sleep between kernels, and waking one costs about 60 microseconds here: more
 than a row-wise kernel on one token's activations takes in all. Such small calls (fewer than
 SERIAL_BELOW elements, as when decoding a token) run on the calling thread alone (`threads_for`).
-
-Generating text is the opposite case: one token calls a few hundred kernels back to back, and a
-sleeping thread is woken for each. `spin_between_kernels()`, which the generating commands call
-before any kernel runs, lets idle threads spin for a moment (GOMP_SPINCOUNT) before they sleep;
-phi-3-mini in 4 bits decodes about 10% faster for it.
 
 Choose the backend with the environment variable TINYPHI3_BACKEND=numpy|numba, with
 `set_backend(name)`, or for a block of code with `with use_backend(name): ...`. The default is
@@ -43,12 +40,7 @@ import numpy as np
 from ..errors import TinyPhi3Error
 
 BACKENDS = ("numpy", "numba")
-# read when Numba first starts its threads; TINYPHI3_WAIT_POLICY marks our own choice, so that
-# child processes (which inherit it) know that the user did not make it
-_OUR_WAIT_POLICY = ("OMP_WAIT_POLICY" not in os.environ
-                    or os.environ.get("TINYPHI3_WAIT_POLICY") == os.environ["OMP_WAIT_POLICY"])
-if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ["OMP_WAIT_POLICY"] = os.environ["TINYPHI3_WAIT_POLICY"] = "PASSIVE"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")     # read when Numba first starts its threads
 
 
 def _prefer_512_bit_vectors():
@@ -106,16 +98,6 @@ def use_backend(name: str):
         yield
     finally:
         _backend[0] = previous
-
-
-def spin_between_kernels(spins: int = 200_000):
-    """Let Numba's idle threads spin `spins` times before sleeping, instead of sleeping at once
-    (unless OMP_WAIT_POLICY or GOMP_SPINCOUNT were set by the user). Only has an effect before
-    Numba starts its threads, that is before the first parallel kernel runs."""
-    if _OUR_WAIT_POLICY:
-        os.environ.pop("OMP_WAIT_POLICY", None)
-        os.environ.pop("TINYPHI3_WAIT_POLICY", None)
-        os.environ.setdefault("GOMP_SPINCOUNT", str(spins))
 
 
 SERIAL_BELOW = 1 << 16                 # elements: smaller calls run on one thread
