@@ -241,6 +241,33 @@ def quantize_activations(x, block):
     return xq, dx, sx
 
 
+@njit(parallel=True, cache=True, boundscheck=False)      # exact: no fastmath (x / scale as NumPy)
+def _quantize_vectors(x, levels, scales):
+    """cache.quantize_vectors: x float32 [N, hd] -> levels int8 [N, hd], scales float32 [N]."""
+    N, hd = x.shape
+    for i in prange(N):
+        top = np.float32(0.0)
+        for d in range(hd):
+            top = max(top, abs(x[i, d]))
+        scale = top / np.float32(127.0)
+        safe = scale if scale != 0 else np.float32(1.0)
+        for d in range(hd):
+            levels[i, d] = np.int8(min(max(np.rint(x[i, d] / safe), np.float32(-127.0)),
+                                       np.float32(127.0)))
+        scales[i] = scale
+
+
+def quantize_vectors(x):
+    """x float32 [..., hd] -> (levels int8 [..., hd], scales float32 [...]), as
+    tinyphi3.cache.quantize_vectors computes them."""
+    rows = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
+    levels = np.empty(rows.shape, np.int8)
+    scales = np.empty(rows.shape[0], np.float32)
+    with threads_for(rows.size):
+        _quantize_vectors(rows, levels, scales)
+    return levels.reshape(x.shape), scales.reshape(x.shape[:-1])
+
+
 def q4_matmul(xq, dx, q, vnni=None, sx=None):
     """x [M, K] as 8-bit blocks (quant.quantize_activations: xq int8 [M, nb*block], dx float32
     [M, nb]) @ W^T for a quant.Q4Weight W [N, K] -> [M, N] float32. `vnni`: which kernel (by
