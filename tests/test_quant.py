@@ -76,7 +76,7 @@ def test_activations_round_to_8_bits_per_block(M, K, block, seed):
     np.testing.assert_allclose(dx, np.abs(padded).max(-1) / 127, rtol=1e-6)
     assert np.abs(xq).max() <= 127 and not xq[:, K:].any()
     back = xq.reshape(M, nb, block) * dx[..., None]
-    assert np.all(np.abs(back - padded) <= 0.5 * dx[..., None] * (1 + 1e-5))
+    assert np.all(np.abs(back - padded) <= 0.5 * dx[..., None] * (1 + 1e-4))     # + float32 rounding
     fused_xq, fused_dx, fused_sx = quantized.quantize_activations(x, block)   # the kernel's own
     assert np.array_equal(fused_xq, xq) and np.array_equal(fused_dx, dx)
     assert np.array_equal(fused_sx, (xq.reshape(M, nb, block).sum(-1) * dx).astype(np.float32))
@@ -209,7 +209,7 @@ def test_the_8_bit_cache_keeps_each_vector_within_half_a_level(B, S, hd, seed):
     assert np.array_equal(fused[0], levels) and np.array_equal(fused[1], scales)
     assert levels.dtype == np.int8 and scales.shape == (B, 2, S) and np.abs(levels).max() <= 127
     back = QuantizedKV(levels, scales).dequantize()
-    assert np.all(np.abs(back - x) <= 0.5 * scales[..., None] * (1 + 1e-5))
+    assert np.all(np.abs(back - x) <= 0.5 * scales[..., None] * (1 + 1e-4))      # + float32 rounding
     assert not back[0, 0, 0].any()
     cache = KVCache(1, B, 2, hd, np.int8, capacity=S // 2)     # grows past its capacity
     for t in range(S):

@@ -14,6 +14,8 @@ layout), a mask and a shift split the low and high nibbles (values 8g..8g+3 and 
 each row), and two `vpdpbusd` multiply them by the 4 + 4 activations broadcast to every lane.
 That is 6 instructions per 64 bytes of weights, against ~32 for unpacking to float and
 multiplying: fast enough that reading the weights from memory, not the arithmetic, sets the pace.
+A software prefetch 1 KiB ahead of the loads keeps more of those reads in flight than the
+hardware's prefetcher alone does: 10% more bandwidth here (27 instead of 25 GB/s on 2 cores).
 
 Where the CPU has no VNNI (`has_vnni()`), `_q4_matmul_portable` computes the same integers with
 plain Numba loops that LLVM vectorises as it can. The float epilogue (`_accumulate_block`) is
@@ -40,6 +42,7 @@ from .fused import exp32
 
 LANES = 16                   # int32 lanes of a 512-bit vector: rows per vpdpbusd
 WEIGHT_BYTES_PER_ELEMENT = 16   # for threads_for: 16 bytes of weights (per row of x) count as one
+PREFETCH_AHEAD = 1024        # bytes: the kernel asks for the weights 4 groups ahead of their use
 UNROLL = 4                   # groups per pass of the VNNI loop (every block has 4, 8 or 16)
 _FASTMATH = {"contract", "nsz", "arcp"}
 _JIT = dict(parallel=True, fastmath=_FASTMATH, cache=True, boundscheck=False)
@@ -97,6 +100,9 @@ def _vnni_block_dots(typingctx, packed, t, b, xq, m, isum):
 
         dpbusd = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vec, [vec, vec, vec]), "llvm.x86.avx512.vpdpbusd.512")
+        prefetch = cgutils.get_or_insert_function(          # (address, read, keep in L1, data)
+            builder.module, ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]),
+            "llvm.prefetch.p0")
         nibbles = ir.Constant(vec, [0x0F0F0F0F] * LANES)
         four = ir.Constant(vec, [4] * LANES)
         undef = ir.Constant(vec, ir.Undefined)
@@ -119,6 +125,10 @@ def _vnni_block_dots(typingctx, packed, t, b, xq, m, isum):
                 x_low = broadcast(x_group)                           # values 8g .. 8g+3
                 x_high = broadcast(builder.gep(x_group, [const(1)]))  # values 8g+4 .. 8g+7
                 w_group = builder.gep(w_base, [builder.mul(g, const(4 * ROWS))])
+                for line in range(0, 4 * ROWS, 64):                  # ask for the weights ahead
+                    builder.call(prefetch, [builder.gep(w_group, [const(PREFETCH_AHEAD + line)]),
+                                            ir.Constant(i32, 0), ir.Constant(i32, 3),
+                                            ir.Constant(i32, 1)])
                 for quarter in range(ROWS // LANES):
                     pointer = builder.gep(w_group, [const(4 * LANES * quarter)])
                     w = builder.load(builder.bitcast(pointer, vec.as_pointer()), align=1)
