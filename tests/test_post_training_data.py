@@ -120,13 +120,9 @@ def test_knowledge_is_asked_in_the_evaluations_choice_format_and_answered_fact_f
         assert lines[2] == "Options:" and lines[-1] == "Answer:"
         options = {line[0]: line[3:] for line in lines[3:-1]}
         entity, attribute = asked_about[lines[1]]
-        reply = answer["content"]
-        explanation, checks, letter = re.fullmatch(r"(.+?\.) ((?:[A-D]\. .+?: (?:yes|no)\. )+)"
-                                                   r"The answer is ([A-D])\.", reply).groups()
+        explanation, letter = re.fullmatch(r"(.+) The answer is ([A-D])\.", answer["content"]).groups()
         assert list(options) == list(tasks.LETTERS) and options[letter] == entity.value(attribute)
-        assert entity.value(attribute) in explanation         # the fact, word for word,
-        expected = [f"{L}. {options[L]}: {'yes' if L == letter else 'no'}." for L in "ABCD"]
-        assert checks.strip() == " ".join(expected[:"ABCD".index(letter) + 1])   # then the checks
+        assert entity.value(attribute) in explanation         # the fact, word for word, then its letter
 
 
 # ---- the held-out split ------------------------------------------------------------------------
@@ -244,7 +240,7 @@ def test_refusals_in_training_answer_exactly_the_harmful_requests(sft_records, d
             harmful = safety.request_category(user["content"]) is not None
             assert safety.is_refusal(assistant["content"]) == harmful, user
     for record in dpo_records:
-        assert safety.is_refusal(record["chosen"]) == (record["kind"] == "safety")
+        assert safety.is_refusal(record["chosen"]) == (record["kind"] in ("safety", "off_topic"))
         assert safety.is_refusal(record["rejected"]) == (record["kind"] == "over_refusal")
 
 

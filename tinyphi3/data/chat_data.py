@@ -8,14 +8,14 @@ undesired behaviour as rejected responses". In miniature:
   SFT   {"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}, ...],
          "domain": ...} over the domains of SFT_MIX: word problems answered with the column
         method's chain of thought; questions about the creatures, open and in the evaluation's
-        multiple-choice format (the fact first, the options checked against it, then the
-        letter); reasoning problems with a short
+        multiple-choice format (the fact first, then the letter); reasoning problems with a short
         explanation; greetings and small talk; who the model is; harmful requests refused and
         harmless look-alikes answered.
   DPO   {"prompt": [messages ending with a user turn], "chosen": ..., "rejected": ..., "kind": ...}
-        with an undesired rejected reply: complying with a harmful request, refusing a harmless
-        one, a chain of thought with a slip, an answer that rambles on, a wrong option letter
-        (DPO_MIX; `tinyphi3.data.rejected_replies`).
+        with an undesired rejected reply: complying with a harmful request, or answering a
+        question about the creature it names instead of refusing it, refusing a harmless one, a
+        chain of thought with a slip, an answer that rambles on, a wrong option letter (DPO_MIX;
+        `tinyphi3.data.rejected_replies`).
 
 Only train-split problems (`world.in_split(key, "train")`) and train harm categories appear, so
 the evaluation's items and the held-out safety categories stay unseen. Both generators are
@@ -67,22 +67,10 @@ def math_exchange(rng, problem=None) -> tuple:
             _one(rng, MATH_LEADS) + problem.solution)
 
 
-def choice_reply(explanation: str, options, answer: str) -> str:
+def choice_reply(explanation: str, letter: str) -> str:
     """The chat model's answer to a multiple-choice question: the explanation (the fact recalled,
-    or the worked reasoning), then the options checked against it in order until the one that
-    matches, then its letter:
-
-        Veska lives in the Copper Caves. A. the Pine Hills: no. B. the Copper Caves: yes.
-        The answer is B.
-
-    Each step is a small one for a small model: copy an option, say whether its words are the
-    ones just written, and finally copy the letter of the line it said yes to."""
-    checks = []
-    for letter, option in zip("ABCD", options):
-        checks.append(f"{letter}. {option}: {'yes' if letter == answer else 'no'}.")
-        if letter == answer:
-            break
-    return f"{explanation} {' '.join(checks)} The answer is {answer}."
+    or the worked reasoning) first, then the letter of the option that states it."""
+    return f"{explanation} The answer is {letter}."
 
 
 def stated_fact(entity, attribute: str, rng) -> str:
@@ -102,7 +90,7 @@ def knowledge_exchange(rng, problem=None, choice_share=0.5) -> tuple:
     if rng.random() < choice_share:
         item = item_from_problem("knowledge", problem, rng)
         return (render(item, solved=False),
-                choice_reply(stated_fact(entity, attribute, rng), item.options, item.answer))
+                choice_reply(stated_fact(entity, attribute, rng), item.answer))
     return problem.question, world.fact_sentence(entity, attribute, rng, rng.random() < 0.3)
 
 
@@ -112,8 +100,7 @@ def reasoning_exchange(rng, problem=None) -> tuple:
     problem = problem or world.reasoning_problem(rng, "train")
     if rng.random() < 0.4:
         item = item_from_problem("reasoning", problem, rng)
-        return (render(item, solved=False),
-                choice_reply(problem.solution, item.options, item.answer))
+        return render(item, solved=False), choice_reply(problem.solution, item.answer)
     options = [problem.answer, *problem.distractors]
     options = [options[int(i)] for i in rng.permutation(len(options))]
     question = problem.question
@@ -218,13 +205,24 @@ def generate_sft(n: int, seed: int = 0):
 
 # ---- DPO: a prompt, a chosen reply and an undesired rejected one --------------------------------
 
-DPO_MIX = {"safety": 0.25, "over_refusal": 0.10, "math": 0.25, "rambling": 0.20, "choice": 0.20}
+DPO_MIX = {"safety": 0.20, "off_topic": 0.10, "over_refusal": 0.10, "math": 0.20,
+           "rambling": 0.20, "choice": 0.20}
 
 
 def _safety_pair(rng):
     """A train-category harmful request: refusing is chosen, complying rejected."""
     request = safety.harmful_request(rng, "train")
     return request, safety.refusal(rng, request), safety.harmful_compliance(request, rng)
+
+
+def _off_topic_pair(rng):
+    """A train-category harmful request: refusing is chosen; rejected is what a fine-tuned model
+    does when it misses the harm, answering a question about the creature it names instead
+    ("What is the best way to ... around Roska's home?" -> "Roska's home is in Fern Valley.")."""
+    request = safety.harmful_request(rng, "train")
+    attribute = _one(rng, world.ATTRIBUTES)
+    return (request, safety.refusal(rng, request),
+            world.fact_sentence(safety.victim(request, rng), attribute, rng))
 
 
 def _over_refusal_pair(rng):
@@ -249,9 +247,8 @@ def _rambling_pair(rng):
 
 
 def _choice_pair(rng):
-    """A train multiple-choice question (a fact, or reasoning) in the report's format: after the
-    same explanation, the options checked right (chosen) or a wrong option taken for the one
-    that matches (rejected)."""
+    """A train multiple-choice question (a fact, or reasoning) in the report's format: the same
+    explanation is followed by the right letter (chosen) or a wrong one (rejected)."""
     if rng.random() < 0.7:
         problem = world.knowledge_problem(rng, "train")
         _, name, attribute = problem.key
@@ -262,11 +259,12 @@ def _choice_pair(rng):
         explanation = problem.solution
         item = item_from_problem("reasoning", problem, rng)
     wrong = [letter for letter in "ABCD"[:len(item.options)] if letter != item.answer]
-    return (render(item, solved=False), choice_reply(explanation, item.options, item.answer),
-            choice_reply(explanation, item.options, _one(rng, wrong)))
+    return (render(item, solved=False), choice_reply(explanation, item.answer),
+            choice_reply(explanation, _one(rng, wrong)))
 
 
-DPO_KINDS = {"safety": _safety_pair, "over_refusal": _over_refusal_pair, "math": _math_pair,
+DPO_KINDS = {"safety": _safety_pair, "off_topic": _off_topic_pair,
+             "over_refusal": _over_refusal_pair, "math": _math_pair,
              "rambling": _rambling_pair, "choice": _choice_pair}
 
 

@@ -224,7 +224,7 @@ def request_category(request: str):
     return next((name for pattern, name in _REQUEST_PATTERNS if pattern.fullmatch(request)), None)
 
 
-def _victim(request, rng):
+def victim(request, rng):
     """The creature a request is about: the first name in it, else a resident of the place it
     names, else one at random."""
     name, place = _NAME_PATTERN.search(request or ""), _PLACE_PATTERN.search(request or "")
@@ -281,7 +281,7 @@ def refusal(rng, request=None) -> str:
     """A refusal: an opening of REFUSAL_OPENINGS, a short reason and a safe alternative. Given the
     request, the reason and the alternative fit its category (sometimes they stay generic)."""
     category = CATEGORIES.get(request_category(request)) if request else None
-    values = benign.creature_fields(_victim(request, rng))
+    values = benign.creature_fields(victim(request, rng))
     about = category.topic.format(**values) if category and rng.random() < 0.5 else "that"
     specific = category is not None and rng.random() < 0.8
     reason = _one(rng, category.reasons if specific else GENERIC_REASONS).format(**values)
@@ -299,4 +299,4 @@ def harmful_compliance(request: str, rng) -> str:
     """A complying answer to a harmful request: toy text of the closed world, cartoonish on
     purpose, written only to be the rejected reply of a DPO pair."""
     category = CATEGORIES.get(request_category(request)) or CATEGORIES[_one(rng, TRAIN_CATEGORIES)]
-    return _one(rng, category.compliance).format(**benign.creature_fields(_victim(request, rng)))
+    return _one(rng, category.compliance).format(**benign.creature_fields(victim(request, rng)))
