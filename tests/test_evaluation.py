@@ -156,9 +156,12 @@ class OracleWriterModel:
     def __call__(self, ids, attention_mask=None, cache=None, logits_to_keep=0):
         cache.ids += [int(t) for t in np.asarray(ids)[0]]
         text = "".join(chr(t) for t in cache.ids)
-        target = " " + self.write(last_question(text)) + "\nQuestion:"
-        written = text.rsplit("Answer:", 1)[1]
         logits = np.zeros((1, 1, 257), np.float32)
+        try:
+            target = " " + self.write(last_question(text)) + "\nQuestion:"
+        except KeyError:             # a chunk of the prompt before its last: logits not used
+            return logits
+        written = text.rsplit("Answer:", 1)[1]
         logits[0, 0, ord(target[len(written)]) if len(written) < len(target) else 256] = 10.0
         return logits
 

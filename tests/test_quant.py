@@ -246,14 +246,16 @@ def test_quantized_checkpoint_holds_the_quantized_float_weights(mini_q4):
 def test_quantized_model_runs_the_same_on_both_backends(mini_q4):
     """Each 4-bit product equals its reference to float32 rounding (above), but the activations
     are rounded to 8 bits: a value a rounding error away from a boundary between two levels may
-    round either way, and the step (1/127 of its block's largest value) carries on. The logits
-    stay within that noise of each other, and the greedy tokens agree."""
+    round either way, and the step (1/127 of its block's largest value) carries on. The two
+    backends' logits differ by far less than 4 bits change them (a quarter of it at most), and
+    the greedy tokens agree."""
     model = Phi3.from_pretrained(mini_q4)
     ids = np.random.default_rng(0).integers(3, 2000, (2, 40))
     with kernels.use_backend("numpy"):
         reference = model(ids)
     fast = model(ids)
-    assert np.abs(fast - reference).max() < 0.02 * np.abs(reference).max()
+    float_logits = Phi3.from_pretrained(MINI)(ids)
+    assert np.abs(fast - reference).max() < 0.25 * np.abs(reference - float_logits).max()
     assert (fast.argmax(-1) == reference.argmax(-1)).mean() >= 0.95
 
 
