@@ -15,7 +15,6 @@ from phi3_small_reference import Phi3SmallReference, gegelu as torch_gegelu
 from safetensors.torch import save_file
 from test_autograd import check_gradient
 
-from tinyphi3 import autograd as ag
 from tinyphi3 import kernels
 from tinyphi3.attention import attention, causal_mask
 from tinyphi3.autograd import differentiable

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import transformers
 
 from test_parity import hf_model
 from tinyphi3.model import Phi3
