@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels
+from .cache import quantize_vectors
 from .errors import InvalidInputError
 
 BITS = 4
@@ -49,7 +50,6 @@ SCHEMES = ("symmetric", "minmax")
 LEVELS = 2 ** BITS                    # 16
 ROWS_PER_TILE = 64                    # rows interleaved in the packed layout
 GROUP = 8                             # values per group of 4 bytes
-ACTIVATION_LEVELS = 127               # activations are rounded to -127..127 times a scale
 TILES_PER_CHUNK = 16                  # the reference dequantizes 16 * 64 rows at a time
 
 
@@ -186,16 +186,13 @@ def from_tiles(a, n_rows, lanes: int = 0):
 def quantize_activations(x, block: int):
     """x [M, K] float32 -> (xq int8 [M, nb*block], dx float32 [M, nb]): each block of x (zero
     padded to whole blocks) as dx * xq with xq in -127..127 and dx = max|x| / 127 (0 for a block
-    of zeros)."""
+    of zeros), the rounding of cache.quantize_vectors applied to blocks."""
     M, K = x.shape
     nb = -(-K // block)
     blocks = np.zeros((M, nb * block), np.float32)
     blocks[:, :K] = x
-    blocks = blocks.reshape(M, nb, block)
-    dx = np.abs(blocks).max(axis=-1) / np.float32(ACTIVATION_LEVELS)            # [M, nb]
-    safe = np.where(dx == 0, np.float32(1), dx)[..., None]
-    xq = np.clip(np.rint(blocks / safe), -ACTIVATION_LEVELS, ACTIVATION_LEVELS).astype(np.int8)
-    return xq.reshape(M, nb * block), dx.astype(np.float32)
+    xq, dx = quantize_vectors(blocks.reshape(M, nb, block))                  # [M, nb, block]
+    return xq.reshape(M, nb * block), dx
 
 
 def dequantize_q4(q: Q4Weight, tiles: slice = slice(None)) -> np.ndarray:

@@ -214,7 +214,24 @@ def _bits(a):
     return np.zeros((0, 0, 0), np.uint16) if a is None else a.view(np.uint16)
 
 
-@njit(parallel=True, cache=True, boundscheck=False)      # exact: no fastmath (x / dx as NumPy)
+@njit(inline="always")                                   # exact: no fastmath (x / scale as NumPy)
+def _round_to_levels(x, levels):
+    """levels[:] = rint(x / scale) in -127..127 with scale = max|x| / 127 (x 1-D float32);
+    returns (scale, sum of the levels)."""
+    top = np.float32(0.0)
+    for k in range(x.shape[0]):
+        top = max(top, abs(x[k]))
+    scale = top / np.float32(127.0)
+    safe = scale if scale != 0 else np.float32(1.0)
+    total = 0
+    for k in range(x.shape[0]):
+        level = min(max(np.rint(x[k] / safe), np.float32(-127.0)), np.float32(127.0))
+        levels[k] = np.int8(level)
+        total += np.int32(level)
+    return scale, total
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
 def _quantize_activations(x, block, xq, dx, sx):
     """quant.quantize_activations, with the block sums sx = dx * sum(xq) besides: x float32
     [M, K] -> xq int8 [M, nb*block], dx and sx float32 [M, nb]."""
@@ -223,18 +240,8 @@ def _quantize_activations(x, block, xq, dx, sx):
     for m in prange(M):
         for b in range(nb):
             start, stop = b * block, min((b + 1) * block, K)
-            top = np.float32(0.0)
-            for k in range(start, stop):
-                top = max(top, abs(x[m, k]))
-            d = top / np.float32(127.0)
-            safe = d if d != 0 else np.float32(1.0)
-            total = 0
-            for k in range(start, stop):
-                level = min(max(np.rint(x[m, k] / safe), np.float32(-127.0)), np.float32(127.0))
-                xq[m, k] = np.int8(level)
-                total += np.int32(level)
-            for k in range(stop, (b + 1) * block):
-                xq[m, k] = 0
+            d, total = _round_to_levels(x[m, start:stop], xq[m, start:stop])
+            xq[m, stop:(b + 1) * block] = 0                          # the padding
             dx[m, b] = d
             sx[m, b] = d * np.float32(total)
 
@@ -251,20 +258,11 @@ def quantize_activations(x, block):
     return xq, dx, sx
 
 
-@njit(parallel=True, cache=True, boundscheck=False)      # exact: no fastmath (x / scale as NumPy)
+@njit(parallel=True, cache=True, boundscheck=False)
 def _quantize_vectors(x, levels, scales):
     """cache.quantize_vectors: x float32 [N, hd] -> levels int8 [N, hd], scales float32 [N]."""
-    N, hd = x.shape
-    for i in prange(N):
-        top = np.float32(0.0)
-        for d in range(hd):
-            top = max(top, abs(x[i, d]))
-        scale = top / np.float32(127.0)
-        safe = scale if scale != 0 else np.float32(1.0)
-        for d in range(hd):
-            levels[i, d] = np.int8(min(max(np.rint(x[i, d] / safe), np.float32(-127.0)),
-                                       np.float32(127.0)))
-        scales[i] = scale
+    for i in prange(x.shape[0]):
+        scales[i], _ = _round_to_levels(x[i], levels[i])
 
 
 def quantize_vectors(x):
