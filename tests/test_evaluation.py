@@ -17,7 +17,8 @@ from tinyphi3.data.textbooks import generate_textbooks
 from tinyphi3.errors import TinyPhi3Error
 from tinyphi3.evaluation import harness
 from tinyphi3.evaluation.cli import eval_command
-from tinyphi3.evaluation.tasks import (TASKS, Item, UnknownTaskError, get_task, render, task_items)
+from tinyphi3.evaluation.tasks import (TASKS, Item, UnknownTaskError, get_task, render,
+                                       render_cloze, task_items)
 from tinyphi3.info import init_checkpoint
 from tinyphi3.tokenizer_train import train_tokenizer
 
@@ -186,6 +187,43 @@ def test_rigged_choice_models_score_100_and_0_percent(task, answers):
     assert sum(shape[0] for shape in right.calls) == 40 and max(s[0] for s in right.calls) == 8
 
 
+class OracleClozeModel:
+    """After the last 'Answer:', puts a high logit on the next character of ' ' + say(question)."""
+
+    def __init__(self, say):
+        self.say = say
+        self.config = SimpleNamespace(max_position_embeddings=4096, vocab_size=257, rope_scaling=None)
+
+    def __call__(self, ids, attention_mask=None, cache=None, logits_to_keep=0):
+        ids = np.asarray(ids)
+        mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
+        logits = np.zeros((*ids.shape, 257), np.float32)
+        for row in range(len(ids)):
+            text = "".join(chr(t) if m else "\0" for t, m in zip(ids[row], mask[row]))
+            assert "Options:" not in text                # the cloze formulation lists no options
+            start = text.rindex("Answer:") + len("Answer:")
+            target = " " + self.say(last_question(text.replace("\0", "")))
+            for p in range(start - 1, min(len(text), start - 1 + len(target))):
+                logits[row, p, ord(target[p - start + 1])] = 10.0
+        return logits[:, -logits_to_keep:] if logits_to_keep else logits
+
+
+@pytest.mark.parametrize("task", ["knowledge", "reasoning"])
+def test_the_cloze_formulation_scores_the_options_text(task, answers):
+    key = answers[task]
+    text = {q: item.options["ABCD".index(item.answer)] for q, item in key.items()}
+    wrong = {q: item.options[("ABCD".index(item.answer) + 1) % 4] for q, item in key.items()}
+    tok = CharTokenizer()
+    good = harness.evaluate(OracleClozeModel(text.get), tok, task, shots=2, n=40, cloze=True)
+    bad = harness.evaluate(OracleClozeModel(wrong.get), tok, task, shots=2, n=40, cloze=True)
+    assert good["accuracy"] == 1.0 and bad["accuracy"] == 0.0
+    assert good["format"] == "cloze" and good["metric"] == "option log-likelihood (cloze)"
+    example = render_cloze(key[next(iter(key))])
+    assert example.endswith(f"Answer: {text[next(iter(key))]}\n") and "Options:" not in example
+    with pytest.raises(ValueError, match="without chat"):
+        harness.evaluate(OracleClozeModel(text.get), tok, task, n=4, cloze=True, chat=True)
+
+
 def test_rigged_writers_score_100_and_0_percent_on_arithmetic(answers):
     key = answers["arithmetic"]
     tok = CharTokenizer()
@@ -302,6 +340,13 @@ def test_cli_unknown_task_is_one_clear_message(tiny):
     result = CliRunner().invoke(eval_command, ["--ckpt", str(ckpt), "--task", "trivia"])
     assert result.exit_code == 2
     assert "unknown task 'trivia'" in result.output and "Traceback" not in result.output
+
+
+def test_cli_cloze_with_chat_is_one_clear_message(tiny):
+    ckpt, _, _ = tiny
+    result = CliRunner().invoke(eval_command, ["--ckpt", str(ckpt), "--cloze", "--chat"])
+    assert result.exit_code == 2
+    assert "--cloze scores raw completions" in result.output and "Traceback" not in result.output
 
 
 def test_cli_prints_the_table(tiny):

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
 from tinyphi3.cli import main as tinyphi3_cli
-from tinyphi3.data import benign, safety, world
-from tinyphi3.data.chat_data import DPO_MIX, SFT_MIX, generate_dpo, generate_sft
+from tinyphi3.data import benign, reading, safety, world
+from tinyphi3.data.chat_data import COPYING_MIX, DPO_MIX, SFT_MIX, generate_dpo, generate_sft
 from tinyphi3.data.chat_texts import IDENTITY
 from tinyphi3.data.rejected_replies import operands, ramble, slipped_solution
 from tinyphi3.evaluation import tasks
@@ -302,3 +302,47 @@ def test_cli_rejects_a_bad_n_and_has_an_example(tmp_path, command):
     assert not (tmp_path / "x.jsonl").exists()
     help_text = _run([command, "--help"]).output
     assert "Example" in help_text and f"tinyphi3 data {command} --n" in help_text
+
+
+# ---- reading from the prompt -------------------------------------------------------------------
+
+@settings(max_examples=50)
+@given(seeds)
+def test_copy_exchanges_answer_with_the_words_they_were_given(seed):
+    rng = np.random.default_rng(seed)
+    request, reply = reading.copy_exchange(rng)
+    words = request.split(": ", 1)[1]
+    assert reply == words + "." and 3 <= len(words.split(", ")) <= 15
+
+
+@settings(max_examples=50)
+@given(seeds)
+def test_lookup_exchanges_name_the_letter_of_the_option_that_says_the_word(seed):
+    request, reply = reading.lookup_exchange(np.random.default_rng(seed))
+    lines = request.split("\n")
+    options = {line[0]: line[3:] for line in lines[3:-1]}
+    wanted = re.fullmatch(r"Which option says (.+)\?", lines[1]).group(1)
+    said, letter = re.fullmatch(r"It says (.+)\. The answer is ([A-D])\.", reply).groups()
+    assert len(set(options.values())) == 4 and said == wanted == options[letter]
+
+
+@settings(max_examples=50)
+@given(seeds)
+def test_passages_state_a_train_fact_and_answer_with_its_letter(seed):
+    request, reply = reading.passage_exchange(np.random.default_rng(seed))
+    lines = request.split("\n")
+    options = {line[0]: line[3:] for line in lines[3:-1]}
+    letter = re.fullmatch(r".+ The answer is ([A-D])\.", reply).group(1)
+    entity = next(e for e in world.ENTITIES if re.search(rf"\b{e.name}\b", lines[1]))
+    attribute = next(a for a in world.ATTRIBUTES if entity.value(a) == options[letter])
+    assert world.in_split(("fact", entity.name, attribute), "train")
+    assert options[letter] in lines[1] and options[letter] in reply
+
+
+def test_the_copying_warm_up_is_mostly_copying():
+    records = list(generate_sft(500, seed=0, mix="copying"))
+    counts = Counter(r["domain"] for r in records)
+    assert abs(counts["copying"] / 500 - COPYING_MIX["copying"]) < 0.06
+    assert set(counts) <= set(COPYING_MIX)
+    with pytest.raises(ValueError, match="mix must be one of"):
+        next(generate_sft(5, mix="poetry"))

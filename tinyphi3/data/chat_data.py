@@ -24,15 +24,20 @@ deterministic from the seed, and the first k records do not depend on n.
 
 import numpy as np
 
-from tinyphi3.data import benign, safety, world
+from tinyphi3.data import benign, reading, safety, world
 from tinyphi3.data.chat_texts import (
     FOLLOW_UP_QUESTIONS, GOODBYES, IDENTITY, MATH_ASKS, MATH_LEADS, REASONING_ASKS,
     SYSTEM_PROMPTS, THANKS, small_talk)
 from tinyphi3.data.rejected_replies import operands, ramble, slipped_solution
 from tinyphi3.evaluation.tasks import item_from_problem, render
 
-SFT_MIX = {"math": 0.30, "knowledge": 0.25, "reasoning": 0.15, "conversation": 0.10,
-           "identity": 0.05, "safety": 0.15}
+SFT_MIX = {"math": 0.25, "knowledge": 0.22, "reasoning": 0.12, "reading": 0.15,
+           "conversation": 0.07, "identity": 0.04, "safety": 0.15}
+# A warm-up before SFT that teaches copying from the prompt (`tinyphi3.data.reading`): the base
+# model cannot, and without it never learns to find the option its answer states.
+COPYING_MIX = {"copying": 0.55, "reading": 0.20, "math": 0.10, "knowledge": 0.10,
+               "safety": 0.05}
+SFT_MIXES = {"chat": SFT_MIX, "copying": COPYING_MIX}
 SYSTEM_SHARE = 0.15      # share of conversations that open with a system message
 
 
@@ -146,6 +151,17 @@ def _reasoning(rng):
     return turns(reasoning_exchange(rng))
 
 
+def _reading(rng):
+    """Reading from the prompt (`tinyphi3.data.reading`): a list copied, an option found by its
+    words, a passage's fact found among options."""
+    return turns(_one(rng, (reading.copy_exchange, reading.lookup_exchange,
+                            reading.passage_exchange))(rng))
+
+
+def _copying(rng):
+    return turns(reading.copy_exchange(rng, shortest=5))
+
+
 def _conversation(rng):
     """Greetings, small talk, and multi-turn chats: a greeting, a question, thanks, goodbye."""
     style = rng.random()
@@ -182,7 +198,8 @@ def _safety(rng):
 
 
 SFT_DOMAINS = {"math": _math, "knowledge": _knowledge, "reasoning": _reasoning,
-               "conversation": _conversation, "identity": _identity, "safety": _safety}
+               "reading": _reading, "conversation": _conversation, "identity": _identity,
+               "safety": _safety, "copying": _copying}
 
 
 def _check_n(n):
@@ -190,13 +207,17 @@ def _check_n(n):
         raise ValueError(f"n must be a whole number >= 0, got {n!r}")
 
 
-def generate_sft(n: int, seed: int = 0):
-    """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX;
-    SYSTEM_SHARE of them open with a system message."""
+def generate_sft(n: int, seed: int = 0, mix: str = "chat"):
+    """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by
+    SFT_MIXES[mix] (SFT_MIX, or the copying warm-up); SYSTEM_SHARE of them open with a system
+    message."""
     _check_n(n)
+    if mix not in SFT_MIXES:
+        raise ValueError(f"mix must be one of {', '.join(SFT_MIXES)}, got {mix!r}")
+    weights = SFT_MIXES[mix]
     rng = np.random.default_rng(world.stable_hash("sft", seed))
     for _ in range(n):
-        domain = _draw(rng, SFT_MIX)
+        domain = _draw(rng, weights)
         messages = SFT_DOMAINS[domain](rng)
         if rng.random() < SYSTEM_SHARE:
             messages.insert(0, system_message(rng))

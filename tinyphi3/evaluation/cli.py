@@ -44,11 +44,15 @@ def _task_names(ctx, param, value):
               help="Chat models: each few-shot prompt is the user's message and the answer is the "
                    "assistant's greedy reply (the format of their fine-tuning); multiple choice "
                    "is scored by the letter the reply names ('... The answer is B.').")
+@click.option("--cloze", is_flag=True,
+              help="Multiple choice in the cloze formulation: the question without its options, "
+                   "each option's text scored as the answer by its log-likelihood (the way small "
+                   "models, which cannot yet pick a listed letter, are evaluated). Not with --chat.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write every result (with each item's record) to this JSON file.")
 @click.option("--chart", type=click.Path(dir_okay=False), default=None,
               help="With safety: draw the rates of each model as a bar chart (PNG).")
-def eval_command(ckpts, tasks, shots, n, seed, batch_size, chat, json_out, chart):
+def eval_command(ckpts, tasks, shots, n, seed, batch_size, chat, cloze, json_out, chart):
     """Evaluate checkpoints few-shot on held-out tasks, the way the Phi-3 report does.
 
     Each question follows K solved examples in the report's format (Question: / Options: /
@@ -75,6 +79,8 @@ def eval_command(ckpts, tasks, shots, n, seed, batch_size, chat, json_out, chart
     from tinyphi3.model import Phi3
     from tinyphi3.tiktoken_tokenizer import load_tokenizer
 
+    if chat and cloze:
+        raise click.UsageError("--cloze scores raw completions of the question; leave out --chat.")
     names = _column_names(ckpts)
     few_shot = [t for t in tasks if t != "safety"]
     per_model = sum(len(task_items(task, "test", n, seed)) for task in few_shot)  # knowledge <= 640
@@ -85,7 +91,8 @@ def eval_command(ckpts, tasks, shots, n, seed, batch_size, chat, json_out, chart
             model, tokenizer = Phi3.from_pretrained(ckpt), load_tokenizer(ckpt)
             if few_shot:
                 results[name] = evaluate_all(model, tokenizer, few_shot, shots, n, seed,
-                                             progress=bar.update, batch_size=batch_size, chat=chat)
+                                             progress=bar.update, batch_size=batch_size, chat=chat,
+                                             cloze=cloze)
             if "safety" in tasks:
                 safety[name] = evaluate_safety(model, tokenizer, n, seed, progress=bar.update)
     if results:

@@ -34,7 +34,8 @@ import time
 import numpy as np
 
 from tinyphi3.data.world import stable_hash
-from tinyphi3.evaluation.tasks import LETTERS, TASKS, few_shot_items, get_task, render, task_items
+from tinyphi3.evaluation.tasks import (LETTERS, TASKS, few_shot_items, get_task, render,
+                                       render_cloze, task_items)
 from tinyphi3.generate import generate
 
 ANSWER_RE = re.compile(r"answer is\s*:?\s*(-?[0-9][0-9,]*)", re.IGNORECASE)
@@ -61,9 +62,11 @@ def parse_letter(text: str):
     return found[-1] if found else None
 
 
-def build_prompt(item, examples) -> str:
-    """Solved examples then the question, each in the Appendix A format, with no blank lines."""
-    return "".join(render(example) for example in examples) + render(item, solved=False)
+def build_prompt(item, examples, cloze=False) -> str:
+    """Solved examples then the question, each in the Appendix A format (or the cloze
+    formulation: no options), with no blank lines."""
+    show = render_cloze if cloze else render
+    return "".join(show(example) for example in examples) + show(item, solved=False)
 
 
 def continuation_ids(tokenizer, context: str, continuation: str):
@@ -84,13 +87,13 @@ def chat_prompt_ids(tokenizer, prompt: str):
                                          add_generation_prompt=True, tokenize=True)
 
 
-def fit_prompt(tokenizer, item, examples, budget, chat=False):
+def fit_prompt(tokenizer, item, examples, budget, chat=False, cloze=False):
     """The prompt with as many of the examples as fit in `budget` tokens (dropping the first
     ones first). Returns (prompt text, its ids, number of examples kept, truncated): with no
     example left and still too long, the ids are cut from the left to the budget."""
     examples = list(examples)
     while True:
-        prompt = build_prompt(item, examples)
+        prompt = build_prompt(item, examples, cloze)
         ids = chat_prompt_ids(tokenizer, prompt) if chat else tokenizer.encode(prompt)
         if len(ids) <= budget:
             return prompt, ids, len(examples), False
@@ -150,7 +153,7 @@ def generate_answer(model, tokenizer, prompt_ids, max_new_tokens=80) -> str:
 
 
 def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16,
-             max_new_tokens=None, progress=None, chat=False) -> dict:
+             max_new_tokens=None, progress=None, chat=False, cloze=False) -> dict:
     """Accuracy of a model on n held-out items of a task, with `shots` solved train examples each
     (the task's default when None). `progress(k)` is called as k more items are done.
 
@@ -162,11 +165,17 @@ def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16,
     start = time.perf_counter()
     items = task_items(task, "test", n, seed)
     context = model.config.max_position_embeddings
-    letters = spec.metric == "choice" and not chat          # scored by letter log-likelihood
+    if cloze and chat:
+        raise ValueError("the cloze formulation scores raw completions: use it without chat")
+    cloze = cloze and spec.metric == "choice"               # scored by the options' text
+    letters = spec.metric == "choice" and not chat and not cloze   # by letter log-likelihood
     if max_new_tokens is None:                               # a chat reply checks the options
         max_new_tokens = 160 if spec.metric == "choice" else 80
     if letters:
         reserve = max(len(continuation_ids(tokenizer, "Answer:", f" {L}")[1]) for L in LETTERS) - 1
+    elif cloze:
+        reserve = max(len(continuation_ids(tokenizer, "Answer:", f" {option}")[1])
+                      for item in items for option in item.options) - 1
     else:
         reserve = max_new_tokens
     budget = context - reserve
@@ -174,10 +183,11 @@ def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16,
     for i, item in enumerate(items):
         rng = np.random.default_rng(stable_hash("shots", task, seed, i))
         examples = few_shot_items(task, shots, rng, exclude=item.question)
-        prompts.append(fit_prompt(tokenizer, item, examples, budget, chat))
+        prompts.append(fit_prompt(tokenizer, item, examples, budget, chat, cloze))
 
-    if letters:
-        records = _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress)
+    if letters or cloze:
+        records = _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress,
+                                 cloze)
     else:
         records = []
         for item, (_, ids, _, _) in zip(items, prompts):
@@ -198,22 +208,26 @@ def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16,
     used = [p[2] for p in prompts]
     return {"task": task, "shots": shots, "n": len(items), "correct": correct,
             "accuracy": correct / max(len(items), 1), "chance": spec.chance,
-            "metric": ("letter log-likelihood" if letters else "letter named in the reply"
-                       if spec.metric == "choice" else "exact match (CoT)"),
-            "format": "chat" if chat else "raw",
+            "metric": ("letter log-likelihood" if letters else "option log-likelihood (cloze)"
+                       if cloze else "letter named in the reply" if spec.metric == "choice"
+                       else "exact match (CoT)"),
+            "format": "chat" if chat else "cloze" if cloze else "raw",
             "fewer_shots": sum(u < shots for u in used), "mean_shots": float(np.mean(used or [0])),
             "truncated": sum(p[3] for p in prompts),
             "seconds": time.perf_counter() - start, "records": records}
 
 
-def _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress):
+def _score_choices(model, tokenizer, items, prompts, budget, batch_size, progress, cloze=False):
+    """Score each option: the log-likelihood of its letter after the prompt or, in the cloze
+    formulation, of its own text."""
     records = []
     for start in range(0, len(items), batch_size):
         chunk = list(zip(items, prompts))[start:start + batch_size]
         requests = []
         for item, (prompt, _, _, _) in chunk:
-            for letter in LETTERS[:len(item.options)]:
-                context, cont = continuation_ids(tokenizer, prompt, f" {letter}")
+            for letter, option in zip(LETTERS, item.options):
+                context, cont = continuation_ids(tokenizer, prompt,
+                                                 f" {option}" if cloze else f" {letter}")
                 requests.append((context[-budget:], cont))           # cut only if truncated
         scores = loglikelihoods(model, requests, tokenizer.vocab_size, batch_size,
                                 tokenizer.pad_token_id or 0)
@@ -246,7 +260,7 @@ def format_table(results_by_model: dict) -> str:
     tasks = list(dict.fromkeys(t for results in results_by_model.values() for t in results))
     first = {t: next(r[t] for r in results_by_model.values() if t in r) for t in tasks}
     labels = {t: f"{t} ({first[t]['shots']}-shot" + ("; CoT" if first[t]["metric"].startswith(
-        "exact") else "") + ("; chat" if first[t].get("format") == "chat" else "") + ")"
+        "exact") else "") + {"chat": "; chat", "cloze": "; cloze"}.get(first[t].get("format"), "") + ")"
         for t in tasks}
     width = max([len(label) for label in labels.values()] + [4])
     columns = [max(len(m), 6) for m in models]

@@ -100,6 +100,13 @@ def render(item: Item, solved: bool = True) -> str:
     return "\n".join(lines + [f"Answer: {item.solution}"]) + "\n"
 
 
+def render_cloze(item: Item, solved: bool = True) -> str:
+    """The item in the cloze formulation: the question alone, no options; solved, the answer is
+    the right option's text ('Answer: the Copper Caves')."""
+    text = f"Question:\n{item.question}\nAnswer:"
+    return f"{text} {item.options[LETTERS.index(item.answer)]}\n" if solved else text
+
+
 def sample_item(name: str, split: str, rng) -> Item:
     """One random item of a task from a split (what the training text and few-shot examples use)."""
     return item_from_problem(name, get_task(name).draw(rng, split), rng)

@@ -1,0 +1,76 @@
+"""Reading from the prompt: copying words and finding the option that says something.
+
+Answering "Question: ... Options: A. ... B. ... Answer:" with a letter takes two steps: knowing
+the answer, and finding which listed option states it. The second step is reading, not knowing:
+the model must match the words of its answer against the words of each option line and copy
+that line's letter. A transformer does this with "induction" attention (find an earlier place
+where the current words occur, read what stands next to it), which language models pick up from
+the many repetitions of ordinary text. The closed world's textbooks hardly ever require it (every
+fact can be recalled from the weights), so a model pre-trained on them cannot copy even a short
+list of words from its prompt (`lessons/10_sft_and_the_loss_mask.py` shows the test). These
+exchanges teach it:
+
+    copy      "Repeat these words: fish, kadorlo, Veska" -> "fish, kadorlo, Veska."
+    lookup    "Which option says fish?" with four options -> "It says fish. The answer is C."
+    passage   a fact stated in the question ("Veska lives in the Copper Caves. Where does Veska
+              live?") with four options -> the fact, then its letter
+
+Words are the world's values and names, and made-up words of random syllables, so that nothing
+but the prompt tells the model what to write. Facts of passages are train-split facts only.
+"""
+
+from tinyphi3.data import world
+from tinyphi3.evaluation.tasks import LETTERS, Item, item_from_problem, render
+
+SYLLABLES = ("ka", "lo", "mi", "ru", "ben", "tas", "o", "vi", "dor", "pel", "zu", "gra", "fin",
+             "sho", "te", "nam", "qu", "wix")
+WORDS = tuple(dict.fromkeys([value for values in world.ATTRIBUTE_VALUES.values() for value in values]
+                            + [entity.name for entity in world.ENTITIES]))
+COPY_ASKS = ("Repeat these words: {words}", "Say this back to me: {words}",
+             "Copy this list: {words}", "Please repeat after me: {words}")
+
+
+def _one(rng, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def made_up_word(rng) -> str:
+    """One to three random syllables: 'kadorlo', 'vi', 'zupel'."""
+    return "".join(_one(rng, SYLLABLES) for _ in range(int(rng.integers(1, 4))))
+
+
+def word(rng) -> str:
+    """A word of the world (a value or a name) or a made-up one, half and half."""
+    return _one(rng, WORDS) if rng.random() < 0.5 else made_up_word(rng)
+
+
+def copy_exchange(rng, shortest=3, longest=15) -> tuple:
+    """(a list of words to repeat, the same words back)."""
+    words = ", ".join(word(rng) for _ in range(int(rng.integers(shortest, longest + 1))))
+    return _one(rng, COPY_ASKS).format(words=words), words + "."
+
+
+def lookup_exchange(rng) -> tuple:
+    """(four options and 'Which option says X?', 'It says X. The answer is <letter>.')."""
+    options = []
+    while len(options) < len(LETTERS):
+        candidate = word(rng)
+        if candidate not in options:
+            options.append(candidate)
+    k = int(rng.integers(len(options)))
+    item = Item("lookup", f"Which option says {options[k]}?", tuple(options), LETTERS[k],
+                LETTERS[k], ())
+    return render(item, solved=False), f"It says {options[k]}. The answer is {LETTERS[k]}."
+
+
+def passage_exchange(rng) -> tuple:
+    """(a train fact, then its question with four options; the fact again, then its letter)."""
+    from tinyphi3.data.chat_data import choice_reply, stated_fact   # chat_data imports this module
+    problem = world.knowledge_problem(rng, "train")
+    _, name, attribute = problem.key
+    entity = world.ENTITY_BY_NAME[name]
+    item = item_from_problem("knowledge", problem, rng)
+    passage = stated_fact(entity, attribute, rng)
+    item = Item(item.task, f"{passage} {item.question}", item.options, item.answer, item.solution,
+                item.key)
+    return render(item, solved=False), choice_reply(stated_fact(entity, attribute, rng), item.answer)
