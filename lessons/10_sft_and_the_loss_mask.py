@@ -17,6 +17,7 @@
 # 4. a small SFT data set, and what the base model does with a question;
 # 5. fine-tuning `checkpoints/mini-base` on it with the Trainer;
 # 6. the fine-tuned model's answers, and where its loss went, token by token.
+# 7. copying from the prompt: what multiple choice needs, and the base model cannot do.
 
 # %%
 import os
@@ -429,6 +430,55 @@ assert names[-1] == "'<|end|>'" and end_before > 2 * np.log(base.config.vocab_si
 assert end_after < 0.01
 
 # %% [markdown]
+# ## 7. Can the model read its prompt?
+#
+# Our additions taught sums that live in the weights. A multiple-choice question needs one more
+# skill: after the model has recalled "Veska lives in the Copper Caves", it must find which of
+# the listed options says "the Copper Caves" and copy that line's letter. That is reading from
+# the prompt, and a transformer does it with *induction* attention: look back for the place
+# where the current words occurred before and read what stands next to them. Language models
+# pick this up from the endless repetitions of ordinary text; our textbooks never require it,
+# since every fact they state can be recalled from the weights.
+#
+# A direct test: give each model lists of made-up words to repeat
+# (`tinyphi3.data.reading.copy_exchange`) and count, with the true reply fed in, how many of its
+# tokens the model predicts. Nothing but the prompt says what comes next. `checkpoints/mini` had
+# a warm-up of such lists before its SFT (`configs/mini-sft-copying.toml`, its model card says
+# why):
+
+# %%
+from tinyphi3.data import reading  # noqa: E402
+
+
+def copied(model, n=40, seed=0):
+    """Share of the reply tokens of n lists to repeat that the model predicts (teacher-forced)."""
+    rng = np.random.default_rng(seed)
+    right = total = 0
+    for _ in range(n):
+        request, words = reading.copy_exchange(rng, shortest=5, longest=10)
+        prompt = tok.apply_chat_template([{"role": "user", "content": request}],
+                                         add_generation_prompt=True, tokenize=True)
+        target = tok.encode(words)
+        predicted = model(np.array([prompt + target]))[0, len(prompt) - 1:-1].argmax(-1)
+        right, total = right + int((predicted == target).sum()), total + len(target)
+    return right / total
+
+
+chat_model = Phi3.from_pretrained(REPO / "checkpoints" / "mini")
+rng = np.random.default_rng(1)
+request, words = reading.copy_exchange(rng, shortest=6, longest=6)
+print(repr(request))
+for name, model in [("mini-base", base), ("mini", chat_model)]:
+    print(f"{name:9} repeats: {reply(model, request, 40)[0]!r}")
+share = {name: copied(model) for name, model in [("mini-base", base), ("mini", chat_model)]}
+print({name: f"{value:.0%}" for name, value in share.items()}, "of the reply tokens predicted")
+assert share["mini-base"] < 0.5 < share["mini"]
+
+# %% [markdown]
+# The base model writes words of its world, not the ones it was given; the chat model copies.
+# Lesson 9's multiple-choice scores depend on this: a model that cannot copy can recall the
+# answer and still not know its letter.
+#
 # ## Summary
 #
 # - SFT is next-token training on conversations in the chat format, with a loss mask: only the
@@ -438,5 +488,7 @@ assert end_after < 0.01
 # - Labelling `<|end|>` is what teaches the model to stop; before SFT the base model never did.
 # - 150 small steps on a narrow data set teach the format completely, on unseen questions too,
 #   and the facts of the examples, but not the facts of other questions.
+# - Finding an answer among listed options is reading, not recall: a model pre-trained on text
+#   that never needs copying cannot do it until it is taught to copy.
 #
 # Next (lesson 11): DPO, which learns from pairs of replies, one preferred to the other.

@@ -120,7 +120,8 @@ def test_knowledge_is_asked_in_the_evaluations_choice_format_and_answered_fact_f
         assert lines[2] == "Options:" and lines[-1] == "Answer:"
         options = {line[0]: line[3:] for line in lines[3:-1]}
         entity, attribute = asked_about[lines[1]]
-        explanation, letter = re.fullmatch(r"(.+) The answer is ([A-D])\.", answer["content"]).groups()
+        letter = checked_letter(answer["content"], options)
+        explanation = answer["content"].split(" A. ")[0]
         assert list(options) == list(tasks.LETTERS) and options[letter] == entity.value(attribute)
         assert entity.value(attribute) in explanation         # the fact, word for word, then its letter
 
@@ -306,6 +307,16 @@ def test_cli_rejects_a_bad_n_and_has_an_example(tmp_path, command):
 
 # ---- reading from the prompt -------------------------------------------------------------------
 
+def checked_letter(reply, options):
+    """The letter of a multiple-choice reply, after checking that the reply goes through the
+    options in order, copied word for word, with 'no' on each until 'yes' on the letter it names."""
+    letter = re.search(r" The answer is ([A-D])\.$", reply).group(1)
+    checks = "".join(f" {L}. {options[L]}: {'yes' if L == letter else 'no'}."
+                     for L in "ABCD"[:"ABCD".index(letter) + 1])
+    assert reply.endswith(f"{checks} The answer is {letter}."), reply
+    return letter
+
+
 @settings(max_examples=50)
 @given(seeds)
 def test_copy_exchanges_answer_with_the_words_they_were_given(seed):
@@ -322,7 +333,8 @@ def test_lookup_exchanges_name_the_letter_of_the_option_that_says_the_word(seed)
     lines = request.split("\n")
     options = {line[0]: line[3:] for line in lines[3:-1]}
     wanted = re.fullmatch(r"Which option says (.+)\?", lines[1]).group(1)
-    said, letter = re.fullmatch(r"It says (.+)\. The answer is ([A-D])\.", reply).groups()
+    said = re.match(r"It says (.+?)\. A\. ", reply).group(1)
+    letter = checked_letter(reply, options)
     assert len(set(options.values())) == 4 and said == wanted == options[letter]
 
 
@@ -332,7 +344,7 @@ def test_passages_state_a_train_fact_and_answer_with_its_letter(seed):
     request, reply = reading.passage_exchange(np.random.default_rng(seed))
     lines = request.split("\n")
     options = {line[0]: line[3:] for line in lines[3:-1]}
-    letter = re.fullmatch(r".+ The answer is ([A-D])\.", reply).group(1)
+    letter = checked_letter(reply, options)
     entity = next(e for e in world.ENTITIES if re.search(rf"\b{e.name}\b", lines[1]))
     attribute = next(a for a in world.ATTRIBUTES if entity.value(a) == options[letter])
     assert world.in_split(("fact", entity.name, attribute), "train")
@@ -346,3 +358,47 @@ def test_the_copying_warm_up_is_mostly_copying():
     assert set(counts) <= set(COPYING_MIX)
     with pytest.raises(ValueError, match="mix must be one of"):
         next(generate_sft(5, mix="poetry"))
+
+
+def test_dpo_choice_pairs_check_the_options_and_differ_in_the_letter_they_say_yes_to(dpo_records):
+    pairs = [r for r in dpo_records if r["kind"] == "choice"]
+    assert len(pairs) > 100
+    for record in pairs:
+        lines = record["prompt"][-1]["content"].split("\n")
+        options = {line[0]: line[3:] for line in lines[lines.index("Options:") + 1:-1]}
+        chosen, rejected = (checked_letter(record[side], options) for side in ("chosen", "rejected"))
+        assert chosen != rejected
+        assert record["chosen"].split(" A. ")[0] == record["rejected"].split(" A. ")[0]
+
+
+@settings(max_examples=30)
+@given(seeds)
+def test_copying_documents_repeat_what_they_say_and_find_options(seed):
+    text = reading.copying_document(np.random.default_rng(seed))
+    title, *exercises = text.split("\n\n")
+    assert title in reading.TITLES and 4 <= len(exercises) <= 8
+    for exercise in exercises:
+        if exercise.startswith("Read this list: "):
+            first, again = re.fullmatch(r"Read this list: (.+)\. Now say it again: (.+)\.",
+                                        exercise).groups()
+            assert first == again
+        elif exercise.startswith("Here is a row of words: "):
+            row, asked, after, answer = re.fullmatch(
+                r"Here is a row of words: (.+)\. Which word comes after (.+)\? After (.+) comes (.+)\.",
+                exercise).groups()
+            words = row.split(", ")
+            assert asked == after and words[words.index(asked) + 1] == answer
+        else:
+            question, answer = exercise.split("\nAnswer: ")
+            lines = question.split("\n")
+            options = {line[0]: line[3:] for line in lines[3:]}
+            assert options[checked_letter(answer, options)] in lines[1]
+
+
+def test_data_copying_writes_documents(tmp_path):
+    out = tmp_path / "copying.jsonl"
+    result = CliRunner().invoke(tinyphi3_cli, ["data", "copying", "--docs", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 3 and all(r["kind"] == "copying" and r["text"] for r in records)
+    assert list(reading.generate_copying_documents(3)) == [r["text"] for r in records]

@@ -8,9 +8,11 @@ undesired behaviour as rejected responses". In miniature:
   SFT   {"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}, ...],
          "domain": ...} over the domains of SFT_MIX: word problems answered with the column
         method's chain of thought; questions about the creatures, open and in the evaluation's
-        multiple-choice format (the fact first, then the letter); reasoning problems with a short
-        explanation; greetings and small talk; who the model is; harmful requests refused and
-        harmless look-alikes answered.
+        multiple-choice format (the fact first, then the options checked in turn, then the
+        letter); reasoning problems with a short explanation; reading from the prompt (copying,
+        finding an option); greetings and small talk; who the model is; harmful requests refused
+        and harmless look-alikes answered. COPYING_MIX is a warm-up before SFT, mostly lists of
+        words to repeat.
   DPO   {"prompt": [messages ending with a user turn], "chosen": ..., "rejected": ..., "kind": ...}
         with an undesired rejected reply: complying with a harmful request, or answering a
         question about the creature it names instead of refusing it, refusing a harmless one, a
@@ -29,7 +31,7 @@ from tinyphi3.data.chat_texts import (
     FOLLOW_UP_QUESTIONS, GOODBYES, IDENTITY, MATH_ASKS, MATH_LEADS, REASONING_ASKS,
     SYSTEM_PROMPTS, THANKS, small_talk)
 from tinyphi3.data.rejected_replies import operands, ramble, slipped_solution
-from tinyphi3.evaluation.tasks import item_from_problem, render
+from tinyphi3.evaluation.tasks import LETTERS, item_from_problem, render
 
 SFT_MIX = {"math": 0.25, "knowledge": 0.22, "reasoning": 0.12, "reading": 0.15,
            "conversation": 0.07, "identity": 0.04, "safety": 0.15}
@@ -72,10 +74,19 @@ def math_exchange(rng, problem=None) -> tuple:
             _one(rng, MATH_LEADS) + problem.solution)
 
 
-def choice_reply(explanation: str, letter: str) -> str:
+def choice_reply(explanation: str, options, letter: str) -> str:
     """The chat model's answer to a multiple-choice question: the explanation (the fact recalled,
-    or the worked reasoning) first, then the letter of the option that states it."""
-    return f"{explanation} The answer is {letter}."
+    or the worked reasoning), then the options checked in turn up to the one it names, then that
+    letter: "... the Copper Caves. A. the Pine Hills: no. B. the Copper Caves: yes. The answer is
+    B." Checking copies each option line from the prompt and compares it with the explanation
+    close by, and the letter is the last one written: a small model finds the letter this way,
+    where it cannot look it up among the options directly (`tinyphi3.data.reading`)."""
+    checks = []
+    for option_letter, option in zip(LETTERS, options):
+        checks.append(f"{option_letter}. {option}: {'yes' if option_letter == letter else 'no'}.")
+        if option_letter == letter:
+            break
+    return f"{explanation} {' '.join(checks)} The answer is {letter}."
 
 
 def stated_fact(entity, attribute: str, rng) -> str:
@@ -95,7 +106,7 @@ def knowledge_exchange(rng, problem=None, choice_share=0.5) -> tuple:
     if rng.random() < choice_share:
         item = item_from_problem("knowledge", problem, rng)
         return (render(item, solved=False),
-                choice_reply(stated_fact(entity, attribute, rng), item.answer))
+                choice_reply(stated_fact(entity, attribute, rng), item.options, item.answer))
     return problem.question, world.fact_sentence(entity, attribute, rng, rng.random() < 0.3)
 
 
@@ -105,7 +116,7 @@ def reasoning_exchange(rng, problem=None) -> tuple:
     problem = problem or world.reasoning_problem(rng, "train")
     if rng.random() < 0.4:
         item = item_from_problem("reasoning", problem, rng)
-        return render(item, solved=False), choice_reply(problem.solution, item.answer)
+        return render(item, solved=False), choice_reply(problem.solution, item.options, item.answer)
     options = [problem.answer, *problem.distractors]
     options = [options[int(i)] for i in rng.permutation(len(options))]
     question = problem.question
@@ -280,8 +291,8 @@ def _choice_pair(rng):
         explanation = problem.solution
         item = item_from_problem("reasoning", problem, rng)
     wrong = [letter for letter in "ABCD"[:len(item.options)] if letter != item.answer]
-    return (render(item, solved=False), choice_reply(explanation, item.answer),
-            choice_reply(explanation, _one(rng, wrong)))
+    return (render(item, solved=False), choice_reply(explanation, item.options, item.answer),
+            choice_reply(explanation, item.options, _one(rng, wrong)))
 
 
 DPO_KINDS = {"safety": _safety_pair, "off_topic": _off_topic_pair,

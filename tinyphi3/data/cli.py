@@ -73,6 +73,25 @@ def textbooks(n_docs, seed, out):
     _echo_written(write_documents(docs, out), out)
 
 
+@data.command()
+@click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1), help="How many documents.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same documents.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+def copying(n_docs, seed, out):
+    """Write reading exercises for pre-training: lists read and said again, the word that comes
+    after a word, the option that says a word. The textbooks never make a model copy from its
+    context; these do (tinyphi3.data.reading). Each line: {"text": ..., "kind": "copying"}.
+
+    \b
+    Example:
+      tinyphi3 data copying --docs 8000 --seed 0 --out copying.jsonl
+    """
+    from tinyphi3.data.documents import write_documents
+    from tinyphi3.data.reading import generate_copying_documents
+    docs = ({"text": text, "kind": "copying"} for text in generate_copying_documents(n_docs, seed))
+    _echo_written(write_documents(docs, out), out)
+
+
 @data.group()
 def classifier():
     """Train the educational-value classifier, or score documents with it."""

@@ -11,13 +11,22 @@ list of words from its prompt (`lessons/10_sft_and_the_loss_mask.py` shows the t
 exchanges teach it:
 
     copy      "Repeat these words: fish, kadorlo, Veska" -> "fish, kadorlo, Veska."
-    lookup    "Which option says fish?" with four options -> "It says fish. The answer is C."
+    lookup    "Which option says fish?" with four options -> "It says fish. A. honey: no.
+              B. pears: no. C. fish: yes. The answer is C."
     passage   a fact stated in the question ("Veska lives in the Copper Caves. Where does Veska
-              live?") with four options -> the fact, then its letter
+              live?") with four options -> the fact, the options checked, then the letter
+
+The replies check the options the way every multiple-choice reply does (`chat_data.choice_reply`):
+each option line is copied from the prompt and compared with the answer just written, and the
+letter is the last one the reply wrote. Looking the letter up directly (the answer's words, find
+them among the options, read the letter in front) is a two-step search this model did not learn
+even after the copying warm-up.
 
 Words are the world's values and names, and made-up words of random syllables, so that nothing
 but the prompt tells the model what to write. Facts of passages are train-split facts only.
 """
+
+import numpy as np
 
 from tinyphi3.data import world
 from tinyphi3.evaluation.tasks import LETTERS, Item, item_from_problem, render
@@ -51,7 +60,7 @@ def copy_exchange(rng, shortest=3, longest=15) -> tuple:
 
 
 def lookup_exchange(rng) -> tuple:
-    """(four options and 'Which option says X?', 'It says X. The answer is <letter>.')."""
+    """(four options and 'Which option says X?', 'It says X.', the options checked, the letter)."""
     options = []
     while len(options) < len(LETTERS):
         candidate = word(rng)
@@ -60,7 +69,8 @@ def lookup_exchange(rng) -> tuple:
     k = int(rng.integers(len(options)))
     item = Item("lookup", f"Which option says {options[k]}?", tuple(options), LETTERS[k],
                 LETTERS[k], ())
-    return render(item, solved=False), f"It says {options[k]}. The answer is {LETTERS[k]}."
+    from tinyphi3.data.chat_data import choice_reply
+    return render(item, solved=False), choice_reply(f"It says {options[k]}.", options, LETTERS[k])
 
 
 def passage_exchange(rng) -> tuple:
@@ -73,4 +83,43 @@ def passage_exchange(rng) -> tuple:
     passage = stated_fact(entity, attribute, rng)
     item = Item(item.task, f"{passage} {item.question}", item.options, item.answer, item.solution,
                 item.key)
-    return render(item, solved=False), choice_reply(stated_fact(entity, attribute, rng), item.answer)
+    return render(item, solved=False), choice_reply(stated_fact(entity, attribute, rng),
+                                                    item.options, item.answer)
+
+
+# ---- the same skills as pre-training text ------------------------------------------------------
+
+def _list_exercise(rng) -> str:
+    words = ", ".join(word(rng) for _ in range(int(rng.integers(4, 13))))
+    return f"Read this list: {words}. Now say it again: {words}."
+
+
+def _next_word_exercise(rng) -> str:
+    words = list(dict.fromkeys(word(rng) for _ in range(int(rng.integers(5, 11)))))
+    k = int(rng.integers(len(words) - 1))
+    return (f"Here is a row of words: {', '.join(words)}. Which word comes after {words[k]}? "
+            f"After {words[k]} comes {words[k + 1]}.")
+
+
+def _lookup_exercise(rng) -> str:
+    question, answer = lookup_exchange(rng)
+    return f"{question} {answer}"
+
+
+EXERCISES = (_list_exercise, _next_word_exercise, _lookup_exercise)
+TITLES = ("Word games: read it, say it again", "Reading practice", "Lists and options",
+          "Careful reading")
+
+
+def copying_document(rng) -> str:
+    """A page of reading exercises (lists said again, the word after a word, the option that says
+    a word) for pre-training: text in which the next words can only be read from earlier ones."""
+    exercises = [_one(rng, EXERCISES)(rng) for _ in range(int(rng.integers(4, 9)))]
+    return _one(rng, TITLES) + "\n\n" + "\n\n".join(exercises)
+
+
+def generate_copying_documents(n: int, seed: int = 0):
+    """Yield n documents of `copying_document`, deterministic from the seed."""
+    rng = np.random.default_rng(world.stable_hash("copying", seed))
+    for _ in range(n):
+        yield copying_document(rng)

@@ -16,9 +16,13 @@ else the last number written) must equal the answer exactly.
 
 Chat models can also be asked in their chat format (`chat=True`): the same few-shot prompt is
 the user's message, and the answer is the assistant's greedy reply up to <|end|>. A chat model
-answers a multiple-choice question as it learned in SFT, with the fact or the reasoning first
-and then "The answer is B."; the letter it names (`parse_letter`) is its prediction, and a reply
-that names no letter counts as wrong.
+answers a multiple-choice question as it learned in SFT, with the fact or the reasoning first,
+the options checked in turn, and then "The answer is B."; the letter it names (`parse_letter`)
+is its prediction, and a reply that names no letter counts as wrong.
+
+In the cloze formulation (`cloze=True`, raw prompts only) the options are not shown: each
+option's own text is scored as the answer, log p(" the Copper Caves" | "...Answer:"), the way
+models too small to pick a listed letter are usually evaluated.
 
 A prompt longer than the context (`model.config.max_position_embeddings`, less the room the
 answer needs) loses few-shot examples, the first ones first, until it fits; the result counts
