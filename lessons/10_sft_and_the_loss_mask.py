@@ -442,9 +442,9 @@ assert end_after < 0.01
 #
 # A direct test: give each model lists of made-up words to repeat
 # (`tinyphi3.data.reading.copy_exchange`) and count, with the true reply fed in, how many of its
-# tokens the model predicts. Nothing but the prompt says what comes next. `checkpoints/mini` had
-# a warm-up of such lists before its SFT (`configs/mini-sft-copying.toml`, its model card says
-# why):
+# tokens the model predicts. Nothing but the prompt says what comes next. Before its SFT,
+# `checkpoints/mini`'s base model read pages of such exercises mixed with its textbooks
+# (`configs/mini-base-copying.toml`; its model card says why):
 
 # %%
 from tinyphi3.data import reading  # noqa: E402

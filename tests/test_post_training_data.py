@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from tinyphi3.cli import main as tinyphi3_cli
 from tinyphi3.data import benign, reading, safety, world
-from tinyphi3.data.chat_data import COPYING_MIX, DPO_MIX, SFT_MIX, generate_dpo, generate_sft
+from tinyphi3.data.chat_data import DPO_MIX, SFT_MIX, generate_dpo, generate_sft
 from tinyphi3.data.chat_texts import IDENTITY
 from tinyphi3.data.rejected_replies import operands, ramble, slipped_solution
 from tinyphi3.evaluation import tasks
@@ -349,15 +349,6 @@ def test_passages_state_a_train_fact_and_answer_with_its_letter(seed):
     attribute = next(a for a in world.ATTRIBUTES if entity.value(a) == options[letter])
     assert world.in_split(("fact", entity.name, attribute), "train")
     assert options[letter] in lines[1] and options[letter] in reply
-
-
-def test_the_copying_warm_up_is_mostly_copying():
-    records = list(generate_sft(500, seed=0, mix="copying"))
-    counts = Counter(r["domain"] for r in records)
-    assert abs(counts["copying"] / 500 - COPYING_MIX["copying"]) < 0.06
-    assert set(counts) <= set(COPYING_MIX)
-    with pytest.raises(ValueError, match="mix must be one of"):
-        next(generate_sft(5, mix="poetry"))
 
 
 def test_dpo_choice_pairs_check_the_options_and_differ_in_the_letter_they_say_yes_to(dpo_records):

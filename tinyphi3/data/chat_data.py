@@ -11,8 +11,7 @@ undesired behaviour as rejected responses". In miniature:
         multiple-choice format (the fact first, then the options checked in turn, then the
         letter); reasoning problems with a short explanation; reading from the prompt (copying,
         finding an option); greetings and small talk; who the model is; harmful requests refused
-        and harmless look-alikes answered. COPYING_MIX is a warm-up before SFT, mostly lists of
-        words to repeat.
+        and harmless look-alikes answered.
   DPO   {"prompt": [messages ending with a user turn], "chosen": ..., "rejected": ..., "kind": ...}
         with an undesired rejected reply: complying with a harmful request, or answering a
         question about the creature it names instead of refusing it, refusing a harmless one, a
@@ -35,11 +34,6 @@ from tinyphi3.evaluation.tasks import LETTERS, item_from_problem, render
 
 SFT_MIX = {"math": 0.25, "knowledge": 0.22, "reasoning": 0.12, "reading": 0.15,
            "conversation": 0.07, "identity": 0.04, "safety": 0.15}
-# A warm-up before SFT that teaches copying from the prompt (`tinyphi3.data.reading`): the base
-# model cannot, and without it never learns to find the option its answer states.
-COPYING_MIX = {"copying": 0.55, "reading": 0.20, "math": 0.10, "knowledge": 0.10,
-               "safety": 0.05}
-SFT_MIXES = {"chat": SFT_MIX, "copying": COPYING_MIX}
 SYSTEM_SHARE = 0.15      # share of conversations that open with a system message
 
 
@@ -169,10 +163,6 @@ def _reading(rng):
                             reading.passage_exchange))(rng))
 
 
-def _copying(rng):
-    return turns(reading.copy_exchange(rng, shortest=5))
-
-
 def _conversation(rng):
     """Greetings, small talk, and multi-turn chats: a greeting, a question, thanks, goodbye."""
     style = rng.random()
@@ -210,7 +200,7 @@ def _safety(rng):
 
 SFT_DOMAINS = {"math": _math, "knowledge": _knowledge, "reasoning": _reasoning,
                "reading": _reading, "conversation": _conversation, "identity": _identity,
-               "safety": _safety, "copying": _copying}
+               "safety": _safety}
 
 
 def _check_n(n):
@@ -218,17 +208,13 @@ def _check_n(n):
         raise ValueError(f"n must be a whole number >= 0, got {n!r}")
 
 
-def generate_sft(n: int, seed: int = 0, mix: str = "chat"):
-    """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by
-    SFT_MIXES[mix] (SFT_MIX, or the copying warm-up); SYSTEM_SHARE of them open with a system
-    message."""
+def generate_sft(n: int, seed: int = 0):
+    """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX;
+    SYSTEM_SHARE of them open with a system message."""
     _check_n(n)
-    if mix not in SFT_MIXES:
-        raise ValueError(f"mix must be one of {', '.join(SFT_MIXES)}, got {mix!r}")
-    weights = SFT_MIXES[mix]
     rng = np.random.default_rng(world.stable_hash("sft", seed))
     for _ in range(n):
-        domain = _draw(rng, weights)
+        domain = _draw(rng, SFT_MIX)
         messages = SFT_DOMAINS[domain](rng)
         if rng.random() < SYSTEM_SHARE:
             messages.insert(0, system_message(rng))

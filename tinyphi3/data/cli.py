@@ -242,11 +242,8 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
 @click.option("--n", "n_records", required=True, type=click.IntRange(min=1),
               help="How many conversations.")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same conversations.")
-@click.option("--mix", type=click.Choice(["chat", "copying"]), default="chat", show_default=True,
-              help="chat: the SFT conversations; copying: the warm-up before them, mostly lists "
-                   "of words to repeat (the base model cannot copy from its prompt).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
-def sft(n_records, seed, mix, out):
+def sft(n_records, seed, out):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
     requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
@@ -256,11 +253,10 @@ def sft(n_records, seed, mix, out):
     \b
     Example:
       tinyphi3 data sft --n 20000 --seed 0 --out sft.jsonl
-      tinyphi3 data sft --n 8000 --mix copying --out copying.jsonl
     """
     from tinyphi3.data.chat_data import generate_sft
     from tinyphi3.data.documents import write_jsonl
-    click.echo(f"wrote {write_jsonl(generate_sft(n_records, seed, mix), out)} conversations to {out}")
+    click.echo(f"wrote {write_jsonl(generate_sft(n_records, seed), out)} conversations to {out}")
 
 
 @data.command()

@@ -2,14 +2,20 @@
 
 Answering "Question: ... Options: A. ... B. ... Answer:" with a letter takes two steps: knowing
 the answer, and finding which listed option states it. The second step is reading, not knowing:
-the model must match the words of its answer against the words of each option line and copy
-that line's letter. A transformer does this with "induction" attention (find an earlier place
-where the current words occur, read what stands next to it), which language models pick up from
-the many repetitions of ordinary text. The closed world's textbooks hardly ever require it (every
-fact can be recalled from the weights), so a model pre-trained on them cannot copy even a short
-list of words from its prompt (`lessons/10_sft_and_the_loss_mask.py` shows the test). These
-exchanges teach it:
+the model must match the words of its answer against the words of each option line. A
+transformer reads from its context with "induction" attention (find an earlier place where the
+current words occur, read what stands next to it), which language models pick up from the many
+repetitions of ordinary text. The closed world's textbooks hardly ever require it (every fact
+can be recalled from the weights), and a model pre-trained on them cannot copy even a short list
+of words from its prompt (`lessons/10_sft_and_the_loss_mask.py`, section 7). Two kinds of data
+teach it:
 
+  pre-training pages (`copying_document`, `tinyphi3 data copying`), mixed with the textbooks:
+    "Read this list: fish, kadorlo, Veska. Now say it again: fish, kadorlo, Veska."
+    "Here is a row of words: ... Which word comes after kadorlo? After kadorlo comes Veska."
+    and the lookup below as text;
+
+  SFT exchanges (the "reading" domain of `tinyphi3.data.chat_data`):
     copy      "Repeat these words: fish, kadorlo, Veska" -> "fish, kadorlo, Veska."
     lookup    "Which option says fish?" with four options -> "It says fish. A. honey: no.
               B. pears: no. C. fish: yes. The answer is C."
@@ -18,9 +24,7 @@ exchanges teach it:
 
 The replies check the options the way every multiple-choice reply does (`chat_data.choice_reply`):
 each option line is copied from the prompt and compared with the answer just written, and the
-letter is the last one the reply wrote. Looking the letter up directly (the answer's words, find
-them among the options, read the letter in front) is a two-step search this model did not learn
-even after the copying warm-up.
+letter is the last one the reply wrote.
 
 Words are the world's values and names, and made-up words of random syllables, so that nothing
 but the prompt tells the model what to write. Facts of passages are train-split facts only.
