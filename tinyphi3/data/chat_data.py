@@ -30,7 +30,7 @@ from tinyphi3.data.chat_texts import (
     FOLLOW_UP_QUESTIONS, GOODBYES, IDENTITY, MATH_ASKS, MATH_LEADS, REASONING_ASKS,
     SYSTEM_PROMPTS, THANKS, small_talk)
 from tinyphi3.data.rejected_replies import operands, ramble, slipped_solution
-from tinyphi3.evaluation.tasks import LETTERS, item_from_problem, render
+from tinyphi3.evaluation.tasks import item_from_problem, render
 
 SFT_MIX = {"math": 0.25, "knowledge": 0.22, "reasoning": 0.12, "reading": 0.15,
            "conversation": 0.07, "identity": 0.04, "safety": 0.15}
@@ -75,12 +75,7 @@ def choice_reply(explanation: str, options, letter: str) -> str:
     B." Checking copies each option line from the prompt and compares it with the explanation
     close by, and the letter is the last one written: a small model finds the letter this way,
     where it cannot look it up among the options directly (`tinyphi3.data.reading`)."""
-    checks = []
-    for option_letter, option in zip(LETTERS, options):
-        checks.append(f"{option_letter}. {option}: {'yes' if option_letter == letter else 'no'}.")
-        if option_letter == letter:
-            break
-    return f"{explanation} {' '.join(checks)} The answer is {letter}."
+    return reading.checked_options(explanation, options, letter)
 
 
 def stated_fact(entity, attribute: str, rng) -> str:

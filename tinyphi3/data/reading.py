@@ -57,6 +57,15 @@ def word(rng) -> str:
     return _one(rng, WORDS) if rng.random() < 0.5 else made_up_word(rng)
 
 
+def _distinct_words(rng, n) -> list:
+    words = []
+    while len(words) < n:
+        candidate = word(rng)
+        if candidate not in words:
+            words.append(candidate)
+    return words
+
+
 def copy_exchange(rng, shortest=3, longest=15) -> tuple:
     """(a list of words to repeat, the same words back)."""
     words = ", ".join(word(rng) for _ in range(int(rng.integers(shortest, longest + 1))))
@@ -65,11 +74,7 @@ def copy_exchange(rng, shortest=3, longest=15) -> tuple:
 
 def lookup_exchange(rng) -> tuple:
     """(four options and 'Which option says X?', 'It says X.', the options checked, the letter)."""
-    options = []
-    while len(options) < len(LETTERS):
-        candidate = word(rng)
-        if candidate not in options:
-            options.append(candidate)
+    options = _distinct_words(rng, len(LETTERS))
     k = int(rng.integers(len(options)))
     item = Item("lookup", f"Which option says {options[k]}?", tuple(options), LETTERS[k],
                 LETTERS[k], ())
@@ -105,9 +110,23 @@ def _next_word_exercise(rng) -> str:
             f"After {words[k]} comes {words[k + 1]}.")
 
 
+def checked_options(explanation: str, options, letter: str) -> str:
+    """The options checked in turn up to the right one, after the explanation: "It says fish.
+    A. honey: no. B. fish: yes. The answer is B." (the pre-training pages' lookups)."""
+    checks = []
+    for option_letter, option in zip(LETTERS, options):
+        checks.append(f"{option_letter}. {option}: {'yes' if option_letter == letter else 'no'}.")
+        if option_letter == letter:
+            break
+    return f"{explanation} {' '.join(checks)} The answer is {letter}."
+
+
 def _lookup_exercise(rng) -> str:
-    question, answer = lookup_exchange(rng)
-    return f"{question} {answer}"
+    options = _distinct_words(rng, len(LETTERS))
+    k = int(rng.integers(len(options)))
+    item = Item("lookup", f"Which option says {options[k]}?", tuple(options), LETTERS[k],
+                LETTERS[k], ())
+    return f"{render(item, solved=False)} {checked_options(f'It says {options[k]}.', options, LETTERS[k])}"
 
 
 EXERCISES = (_list_exercise, _next_word_exercise, _lookup_exercise)
