@@ -120,8 +120,8 @@ def test_knowledge_is_asked_in_the_evaluations_choice_format_and_answered_fact_f
         assert lines[2] == "Options:" and lines[-1] == "Answer:"
         options = {line[0]: line[3:] for line in lines[3:-1]}
         entity, attribute = asked_about[lines[1]]
-        letter = checked_letter(answer["content"], options)
-        explanation = answer["content"].split(" A. ")[0]
+        letter = named_letter(answer["content"])
+        explanation = answer["content"].rsplit(" The answer is ", 1)[0]
         assert list(options) == list(tasks.LETTERS) and options[letter] == entity.value(attribute)
         assert entity.value(attribute) in explanation         # the fact, word for word, then its letter
 
@@ -308,13 +308,18 @@ def test_cli_rejects_a_bad_n_and_has_an_example(tmp_path, command):
 # ---- reading from the prompt -------------------------------------------------------------------
 
 def checked_letter(reply, options):
-    """The letter of a multiple-choice reply, after checking that the reply goes through the
+    """The letter of a pre-training page's lookup, after checking that it goes through the
     options in order, copied word for word, with 'no' on each until 'yes' on the letter it names."""
     letter = re.search(r" The answer is ([A-D])\.$", reply).group(1)
     checks = "".join(f" {L}. {options[L]}: {'yes' if L == letter else 'no'}."
                      for L in "ABCD"[:"ABCD".index(letter) + 1])
     assert reply.endswith(f"{checks} The answer is {letter}."), reply
     return letter
+
+
+def named_letter(reply):
+    """The letter of a chat reply to a multiple-choice question: 'explanation. The answer is X.'"""
+    return re.fullmatch(r"(.+) The answer is ([A-D])\.", reply, re.S).group(2)
 
 
 @settings(max_examples=50)
@@ -333,8 +338,7 @@ def test_lookup_exchanges_name_the_letter_of_the_option_that_says_the_word(seed)
     lines = request.split("\n")
     options = {line[0]: line[3:] for line in lines[3:-1]}
     wanted = re.fullmatch(r"Which option says (.+)\?", lines[1]).group(1)
-    said = re.match(r"It says (.+?)\. A\. ", reply).group(1)
-    letter = checked_letter(reply, options)
+    said, letter = re.fullmatch(r"It says (.+)\. The answer is ([A-D])\.", reply).groups()
     assert len(set(options.values())) == 4 and said == wanted == options[letter]
 
 
@@ -344,22 +348,22 @@ def test_passages_state_a_train_fact_and_answer_with_its_letter(seed):
     request, reply = reading.passage_exchange(np.random.default_rng(seed))
     lines = request.split("\n")
     options = {line[0]: line[3:] for line in lines[3:-1]}
-    letter = checked_letter(reply, options)
+    letter = named_letter(reply)
     entity = next(e for e in world.ENTITIES if re.search(rf"\b{e.name}\b", lines[1]))
     attribute = next(a for a in world.ATTRIBUTES if entity.value(a) == options[letter])
     assert world.in_split(("fact", entity.name, attribute), "train")
     assert options[letter] in lines[1] and options[letter] in reply
 
 
-def test_dpo_choice_pairs_check_the_options_and_differ_in_the_letter_they_say_yes_to(dpo_records):
+def test_dpo_choice_pairs_share_the_explanation_and_differ_in_the_letter(dpo_records):
     pairs = [r for r in dpo_records if r["kind"] == "choice"]
     assert len(pairs) > 100
     for record in pairs:
         lines = record["prompt"][-1]["content"].split("\n")
         options = {line[0]: line[3:] for line in lines[lines.index("Options:") + 1:-1]}
-        chosen, rejected = (checked_letter(record[side], options) for side in ("chosen", "rejected"))
-        assert chosen != rejected
-        assert record["chosen"].split(" A. ")[0] == record["rejected"].split(" A. ")[0]
+        chosen, rejected = (named_letter(record[side]) for side in ("chosen", "rejected"))
+        assert chosen != rejected and options[chosen] in record["chosen"]
+        assert record["chosen"].rsplit(" The answer", 1)[0] == record["rejected"].rsplit(" The answer", 1)[0]
 
 
 @settings(max_examples=30)

@@ -8,8 +8,7 @@ undesired behaviour as rejected responses". In miniature:
   SFT   {"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}, ...],
          "domain": ...} over the domains of SFT_MIX: word problems answered with the column
         method's chain of thought; questions about the creatures, open and in the evaluation's
-        multiple-choice format (the fact first, then the options checked in turn, then the
-        letter); reasoning problems with a short explanation; reading from the prompt (copying,
+        multiple-choice format (the fact first, then the letter); reasoning problems with a short explanation; reading from the prompt (copying,
         finding an option); greetings and small talk; who the model is; harmful requests refused
         and harmless look-alikes answered.
   DPO   {"prompt": [messages ending with a user turn], "chosen": ..., "rejected": ..., "kind": ...}
@@ -70,12 +69,11 @@ def math_exchange(rng, problem=None) -> tuple:
 
 def choice_reply(explanation: str, options, letter: str) -> str:
     """The chat model's answer to a multiple-choice question: the explanation (the fact recalled,
-    or the worked reasoning), then the options checked in turn up to the one it names, then that
-    letter: "... the Copper Caves. A. the Pine Hills: no. B. the Copper Caves: yes. The answer is
-    B." Checking copies each option line from the prompt and compares it with the explanation
-    close by, and the letter is the last one written: a small model finds the letter this way,
-    where it cannot look it up among the options directly (`tinyphi3.data.reading`)."""
-    return reading.checked_options(explanation, options, letter)
+    or the worked reasoning), then the letter of the option that states it: "Veska lives in the
+    Copper Caves. The answer is B." (`options` is unused here: two other forms that went through
+    them, checking each in turn or listing them with their letters after, taught this model no
+    better; checkpoints/mini/README.md.)"""
+    return f"{explanation} The answer is {letter}."
 
 
 def stated_fact(entity, attribute: str, rng) -> str:

@@ -17,14 +17,12 @@ teach it:
 
   SFT exchanges (the "reading" domain of `tinyphi3.data.chat_data`):
     copy      "Repeat these words: fish, kadorlo, Veska" -> "fish, kadorlo, Veska."
-    lookup    "Which option says fish?" with four options -> "It says fish. A. honey: no.
-              B. pears: no. C. fish: yes. The answer is C."
+    lookup    "Which option says fish?" with four options -> "It says fish. The answer is C."
     passage   a fact stated in the question ("Veska lives in the Copper Caves. Where does Veska
-              live?") with four options -> the fact, the options checked, then the letter
+              live?") with four options -> the fact, then its letter
 
-The replies check the options the way every multiple-choice reply does (`chat_data.choice_reply`):
-each option line is copied from the prompt and compared with the answer just written, and the
-letter is the last one the reply wrote.
+The pre-training pages check the options in turn instead ("It says fish. A. honey: no. B. fish:
+yes. The answer is B.", `checked_options`), a form that needs no search for the letter.
 
 Words are the world's values and names, and made-up words of random syllables, so that nothing
 but the prompt tells the model what to write. Facts of passages are train-split facts only.
@@ -73,7 +71,7 @@ def copy_exchange(rng, shortest=3, longest=15) -> tuple:
 
 
 def lookup_exchange(rng) -> tuple:
-    """(four options and 'Which option says X?', 'It says X.', the options checked, the letter)."""
+    """(four options and 'Which option says X?', 'It says X. The answer is <letter>.')."""
     options = _distinct_words(rng, len(LETTERS))
     k = int(rng.integers(len(options)))
     item = Item("lookup", f"Which option says {options[k]}?", tuple(options), LETTERS[k],

@@ -1,0 +1,60 @@
+"""Can a model read from its context? Two measurements, in wordings no training text used.
+
+copy        "My friend wrote: fish, kadorlo, Veska, .... I wrote the same: fish, kadorlo, ...":
+            the share of the repeated list's tokens the model predicts (the true list fed in).
+            A list can be copied by position alone: the copy runs a fixed distance behind.
+word after  "In the box there were fish, kadorlo, Veska, .... The thing next to kadorlo was":
+            is the next word the one after kadorlo? This needs a search by content (find
+            kadorlo, read what follows), the "induction" that finding an option's letter needs.
+
+Words are the world's values and names and made-up words (`tinyphi3.data.reading.word`), so
+nothing but the context says what comes next.
+
+    python benchmarks/reading.py --ckpt runs/mini-base-long/final --ckpt runs/mini-base-copying/final
+"""
+
+import argparse
+
+import numpy as np
+
+from tinyphi3 import Phi3
+from tinyphi3.data import reading
+from tinyphi3.tiktoken_tokenizer import load_tokenizer
+
+
+def copy_rate(model, tokenizer, n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    right = total = 0
+    for _ in range(n):
+        words = ", ".join(reading.word(rng) for _ in range(8))
+        prompt = tokenizer.encode(f"My friend wrote: {words}. I wrote the same:")
+        target = tokenizer.encode(f" {words}.")
+        predicted = model(np.array([prompt + target]))[0, len(prompt) - 1:-1].argmax(-1)
+        right, total = right + int((predicted == np.array(target)).sum()), total + len(target)
+    return right / total
+
+
+def word_after_rate(model, tokenizer, n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    right = 0
+    for _ in range(n):
+        words = list(dict.fromkeys(reading.word(rng) for _ in range(8)))
+        k = int(rng.integers(len(words) - 1))
+        prompt = tokenizer.encode(f"In the box there were {', '.join(words)}. "
+                                  f"The thing next to {words[k]} was")
+        right += int(model(np.array([prompt]))[0, -1].argmax() == tokenizer.encode(f" {words[k + 1]}")[0])
+    return right / n
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, action="append", help="repeat to compare")
+    args = parser.parse_args()
+    for ckpt in args.ckpt:
+        model, tokenizer = Phi3.from_pretrained(ckpt), load_tokenizer(ckpt)
+        print(f"{ckpt}: copy {100 * copy_rate(model, tokenizer):.0f}% of the list's tokens; "
+              f"word after {100 * word_after_rate(model, tokenizer):.0f}% (a word of the list at random: 12%)")
+
+
+if __name__ == "__main__":
+    main()
