@@ -475,9 +475,13 @@ print({name: f"{value:.0%}" for name, value in share.items()}, "of the reply tok
 assert share["mini-base"] < 0.5 < share["mini"]
 
 # %% [markdown]
-# The base model writes words of its world, not the ones it was given; the chat model copies.
-# Lesson 9's multiple-choice scores depend on this: a model that cannot copy can recall the
-# answer and still not know its letter.
+# The base model writes words of its world, not the ones it was given; the chat model copies
+# most of the list, slipping on made-up words and on familiar ones ("baker" for "builder").
+# Copying a list can be done by position alone: the copy runs a fixed distance behind the
+# original. Finding the option that says "the Copper Caves" cannot: it needs a search by
+# content, and that `checkpoints/mini` never learned (`python benchmarks/reading.py`), which is
+# why it recalls the answer to a multiple-choice question and still names its letter at chance
+# (its model card has the numbers).
 #
 # ## Summary
 #
