@@ -572,7 +572,7 @@ for name, model in models.items():
           f"{ppl[name]:10.4f} | {100 * change:+6.2f}% | {100 * same:6.2f}%")
     assert abs(change) < 0.05
     assert name == "float32" or model.quantization["block_size"] == int(name.split()[-1])
-assert all(0.98 < same_top1[name] < 1 for name in models if name != "float32")
+assert all(0.95 < same_top1[name] < 1 for name in models if name != "float32")
 print(f"file on disk: {(MINI / 'model.safetensors').stat().st_size / 1e6:.1f} MB (bf16) -> "
       f"{(Path(workdir.name) / 'mini-q4-b32' / 'model.safetensors').stat().st_size / 1e6:.1f} MB "
       f"(4 bits, block 32)")

@@ -262,9 +262,9 @@ def test_quantized_model_runs_the_same_on_both_backends(mini_q4):
 
 def test_cached_decoding_with_the_8_bit_cache_follows_the_full_pass(mini_q4):
     """The 4-bit model's cache holds keys and values in 8 bits, and its activations are rounded
-    to 8 bits: logits of step-by-step decoding stay within that rounding of the full pass (a
-    cache that mixed up positions would be off by far more), and the greedy tokens are nearly
-    all the same."""
+    to 8 bits: logits of step-by-step decoding stay within that rounding of the full pass, a
+    small part of what 4 bits change (a cache that mixed up positions would be off by far more),
+    and the greedy tokens are nearly all the same."""
     model = Phi3.from_pretrained(mini_q4)
     ids = np.random.default_rng(1).integers(3, 2000, (1, 30))
     full = model(ids)[0]
@@ -273,7 +273,8 @@ def test_cached_decoding_with_the_8_bit_cache_follows_the_full_pass(mini_q4):
     steps = [model(ids[:, :10], cache=cache)[0]]
     steps += [model(ids[:, t:t + 1], cache=cache)[0] for t in range(10, 30)]
     stepped = np.concatenate(steps)
-    assert np.abs(stepped - full).max() < 0.03 * np.abs(full).max()
+    four_bits = np.abs(full - Phi3.from_pretrained(MINI)(ids)[0]).max()     # 4-bit vs float weights
+    assert np.abs(stepped - full).max() < 0.25 * four_bits
     assert (stepped.argmax(-1) == full.argmax(-1)).mean() >= 0.9
     shuffled = model.new_cache(1)                            # control: positions out of order
     wrong = [model(ids[:, t:t + 1], cache=shuffled)[0] for t in [*range(1, 30), 0]]
