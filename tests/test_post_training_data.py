@@ -118,7 +118,7 @@ def test_knowledge_is_asked_in_the_evaluations_choice_format_and_answered_fact_f
     for question, answer in choice:
         lines = question["content"].split("\n")
         assert lines[2] == "Options:" and lines[-1] == "Answer:"
-        options = {line[0]: line[3:] for line in lines[3:-1]}
+        options = listed_options(question["content"])
         entity, attribute = asked_about[lines[1]]
         letter = named_letter(answer["content"])
         explanation = answer["content"].rsplit(" The answer is ", 1)[0]
@@ -317,6 +317,12 @@ def checked_letter(reply, options):
     return letter
 
 
+def listed_options(prompt):
+    """{letter: text} of the option lines ('A. honey') after 'Options:' in a rendered item."""
+    lines = prompt.split("\n")
+    return {line[0]: line[3:] for line in lines[lines.index("Options:") + 1:] if line != "Answer:"}
+
+
 def named_letter(reply):
     """The letter of a chat reply to a multiple-choice question: 'explanation. The answer is X.'"""
     return re.fullmatch(r"(.+) The answer is ([A-D])\.", reply, re.S).group(2)
@@ -336,7 +342,7 @@ def test_copy_exchanges_answer_with_the_words_they_were_given(seed):
 def test_lookup_exchanges_name_the_letter_of_the_option_that_says_the_word(seed):
     request, reply = reading.lookup_exchange(np.random.default_rng(seed))
     lines = request.split("\n")
-    options = {line[0]: line[3:] for line in lines[3:-1]}
+    options = listed_options(request)
     wanted = re.fullmatch(r"Which option says (.+)\?", lines[1]).group(1)
     said, letter = re.fullmatch(r"It says (.+)\. The answer is ([A-D])\.", reply).groups()
     assert len(set(options.values())) == 4 and said == wanted == options[letter]
@@ -347,7 +353,7 @@ def test_lookup_exchanges_name_the_letter_of_the_option_that_says_the_word(seed)
 def test_passages_state_a_train_fact_and_answer_with_its_letter(seed):
     request, reply = reading.passage_exchange(np.random.default_rng(seed))
     lines = request.split("\n")
-    options = {line[0]: line[3:] for line in lines[3:-1]}
+    options = listed_options(request)
     letter = named_letter(reply)
     entity = next(e for e in world.ENTITIES if re.search(rf"\b{e.name}\b", lines[1]))
     attribute = next(a for a in world.ATTRIBUTES if entity.value(a) == options[letter])
@@ -359,8 +365,7 @@ def test_dpo_choice_pairs_share_the_explanation_and_differ_in_the_letter(dpo_rec
     pairs = [r for r in dpo_records if r["kind"] == "choice"]
     assert len(pairs) > 100
     for record in pairs:
-        lines = record["prompt"][-1]["content"].split("\n")
-        options = {line[0]: line[3:] for line in lines[lines.index("Options:") + 1:-1]}
+        options = listed_options(record["prompt"][-1]["content"])
         chosen, rejected = (named_letter(record[side]) for side in ("chosen", "rejected"))
         assert chosen != rejected and options[chosen] in record["chosen"]
         assert record["chosen"].rsplit(" The answer", 1)[0] == record["rejected"].rsplit(" The answer", 1)[0]
@@ -385,9 +390,8 @@ def test_copying_documents_repeat_what_they_say_and_find_options(seed):
             assert asked == after and words[words.index(asked) + 1] == answer
         else:
             question, answer = exercise.split("\nAnswer: ")
-            lines = question.split("\n")
-            options = {line[0]: line[3:] for line in lines[3:]}
-            assert options[checked_letter(answer, options)] in lines[1]
+            options = listed_options(question)
+            assert options[checked_letter(answer, options)] in question.split("\n")[1]
 
 
 def test_data_copying_writes_documents(tmp_path):

@@ -67,12 +67,11 @@ def math_exchange(rng, problem=None) -> tuple:
             _one(rng, MATH_LEADS) + problem.solution)
 
 
-def choice_reply(explanation: str, options, letter: str) -> str:
+def choice_reply(explanation: str, letter: str) -> str:
     """The chat model's answer to a multiple-choice question: the explanation (the fact recalled,
     or the worked reasoning), then the letter of the option that states it: "Veska lives in the
-    Copper Caves. The answer is B." (`options` is unused here: two other forms that went through
-    them, checking each in turn or listing them with their letters after, taught this model no
-    better; checkpoints/mini/README.md.)"""
+    Copper Caves. The answer is B." (Two other forms, checking each option in turn or listing
+    them with their letters after, taught this model no better; checkpoints/mini/README.md.)"""
     return f"{explanation} The answer is {letter}."
 
 
@@ -93,7 +92,7 @@ def knowledge_exchange(rng, problem=None, choice_share=0.5) -> tuple:
     if rng.random() < choice_share:
         item = item_from_problem("knowledge", problem, rng)
         return (render(item, solved=False),
-                choice_reply(stated_fact(entity, attribute, rng), item.options, item.answer))
+                choice_reply(stated_fact(entity, attribute, rng), item.answer))
     return problem.question, world.fact_sentence(entity, attribute, rng, rng.random() < 0.3)
 
 
@@ -103,7 +102,7 @@ def reasoning_exchange(rng, problem=None) -> tuple:
     problem = problem or world.reasoning_problem(rng, "train")
     if rng.random() < 0.4:
         item = item_from_problem("reasoning", problem, rng)
-        return render(item, solved=False), choice_reply(problem.solution, item.options, item.answer)
+        return render(item, solved=False), choice_reply(problem.solution, item.answer)
     options = [problem.answer, *problem.distractors]
     options = [options[int(i)] for i in rng.permutation(len(options))]
     question = problem.question
@@ -270,8 +269,8 @@ def _choice_pair(rng):
         explanation = problem.solution
         item = item_from_problem("reasoning", problem, rng)
     wrong = [letter for letter in "ABCD"[:len(item.options)] if letter != item.answer]
-    return (render(item, solved=False), choice_reply(explanation, item.options, item.answer),
-            choice_reply(explanation, item.options, _one(rng, wrong)))
+    return (render(item, solved=False), choice_reply(explanation, item.answer),
+            choice_reply(explanation, _one(rng, wrong)))
 
 
 DPO_KINDS = {"safety": _safety_pair, "off_topic": _off_topic_pair,

@@ -70,19 +70,24 @@ def copy_exchange(rng, shortest=3, longest=15) -> tuple:
     return _one(rng, COPY_ASKS).format(words=words), words + "."
 
 
-def lookup_exchange(rng) -> tuple:
-    """(four options and 'Which option says X?', 'It says X. The answer is <letter>.')."""
+def _lookup_item(rng) -> tuple:
+    """(four distinct words as options and 'Which option says X?', X)."""
     options = _distinct_words(rng, len(LETTERS))
     k = int(rng.integers(len(options)))
-    item = Item("lookup", f"Which option says {options[k]}?", tuple(options), LETTERS[k],
-                LETTERS[k], ())
-    from tinyphi3.data.chat_data import choice_reply
-    return render(item, solved=False), choice_reply(f"It says {options[k]}.", options, LETTERS[k])
+    return Item("lookup", f"Which option says {options[k]}?", tuple(options), LETTERS[k],
+                LETTERS[k], ()), options[k]
+
+
+def lookup_exchange(rng) -> tuple:
+    """(four options and 'Which option says X?', 'It says X. The answer is <letter>.')."""
+    from tinyphi3.data.chat_data import choice_reply   # chat_data imports this module
+    item, said = _lookup_item(rng)
+    return render(item, solved=False), choice_reply(f"It says {said}.", item.answer)
 
 
 def passage_exchange(rng) -> tuple:
     """(a train fact, then its question with four options; the fact again, then its letter)."""
-    from tinyphi3.data.chat_data import choice_reply, stated_fact   # chat_data imports this module
+    from tinyphi3.data.chat_data import choice_reply, stated_fact
     problem = world.knowledge_problem(rng, "train")
     _, name, attribute = problem.key
     entity = world.ENTITY_BY_NAME[name]
@@ -90,8 +95,7 @@ def passage_exchange(rng) -> tuple:
     passage = stated_fact(entity, attribute, rng)
     item = Item(item.task, f"{passage} {item.question}", item.options, item.answer, item.solution,
                 item.key)
-    return render(item, solved=False), choice_reply(stated_fact(entity, attribute, rng),
-                                                    item.options, item.answer)
+    return render(item, solved=False), choice_reply(stated_fact(entity, attribute, rng), item.answer)
 
 
 # ---- the same skills as pre-training text ------------------------------------------------------
@@ -120,11 +124,8 @@ def checked_options(explanation: str, options, letter: str) -> str:
 
 
 def _lookup_exercise(rng) -> str:
-    options = _distinct_words(rng, len(LETTERS))
-    k = int(rng.integers(len(options)))
-    item = Item("lookup", f"Which option says {options[k]}?", tuple(options), LETTERS[k],
-                LETTERS[k], ())
-    return f"{render(item, solved=False)} {checked_options(f'It says {options[k]}.', options, LETTERS[k])}"
+    item, said = _lookup_item(rng)
+    return f"{render(item, solved=False)} {checked_options(f'It says {said}.', item.options, item.answer)}"
 
 
 EXERCISES = (_list_exercise, _next_word_exercise, _lookup_exercise)
