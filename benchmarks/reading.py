@@ -3,6 +3,10 @@
 copy        "My friend wrote: fish, kadorlo, Veska, .... I wrote the same: fish, kadorlo, ...":
             the share of the repeated list's tokens the model predicts (the true list fed in).
             A list can be copied by position alone: the copy runs a fixed distance behind.
+continue    "fish, kadorlo, Veska, ..., Nira" and, on the next line, the list again from a word
+            chosen at random: the share of the words' tokens after that first word the model
+            predicts (the commas between them are not counted).
+            No fixed distance works (the starting word varies), so this needs a search by content.
 word after  "In the box there were fish, kadorlo, Veska, .... The thing next to kadorlo was":
             is the next word the one after kadorlo? This needs a search by content (find
             kadorlo, read what follows), the "induction" that finding an option's letter needs.
@@ -34,6 +38,22 @@ def copy_rate(model, tokenizer, n=40, seed=0):
     return right / total
 
 
+def continue_rate(model, tokenizer, n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    comma = tokenizer.encode(",", add_special_tokens=False)[-1]
+    right = total = 0
+    for _ in range(n):
+        words = reading._distinct_words(rng, 12)
+        k = int(rng.integers(0, 7))
+        prompt = tokenizer.encode(f"{', '.join(words)}\n{words[k]}")
+        target = tokenizer.encode(", " + ", ".join(words[k + 1:k + 6]), add_special_tokens=False)
+        predicted = model(np.array([prompt + target]))[0, len(prompt) - 1:-1].argmax(-1)
+        counted = np.array(target) != comma
+        right += int((predicted == np.array(target))[counted].sum())
+        total += int(counted.sum())
+    return right / total
+
+
 def word_after_rate(model, tokenizer, n=60, seed=0):
     rng = np.random.default_rng(seed)
     right = 0
@@ -52,7 +72,8 @@ def main():
     args = parser.parse_args()
     for ckpt in args.ckpt:
         model, tokenizer = Phi3.from_pretrained(ckpt), load_tokenizer(ckpt)
-        print(f"{ckpt}: copy {100 * copy_rate(model, tokenizer):.0f}% of the list's tokens; "
+        print(f"{ckpt}: copy {100 * copy_rate(model, tokenizer):.0f}% of the list's tokens; continue "
+              f"{100 * continue_rate(model, tokenizer):.0f}%; "
               f"word after {100 * word_after_rate(model, tokenizer):.0f}% (a word of the list at random: 12%)")
 
 

@@ -443,8 +443,9 @@ assert end_after < 0.01
 # A direct test: give each model lists of made-up words to repeat
 # (`tinyphi3.data.reading.copy_exchange`) and count, with the true reply fed in, how many of its
 # tokens the model predicts. Nothing but the prompt says what comes next. Before its SFT,
-# `checkpoints/mini`'s base model read pages of such exercises mixed with its textbooks
-# (`configs/mini-base-copying.toml`; its model card says why):
+# `checkpoints/mini`'s base model read pages of reading exercises: first mixed with its
+# textbooks, then on their own, until it could search its context by content
+# (`configs/mini-base-induction.toml`; its model card tells the story):
 
 # %%
 from tinyphi3.data import reading  # noqa: E402
@@ -476,12 +477,42 @@ assert share["mini-base"] < 0.5 < share["mini"]
 
 # %% [markdown]
 # The base model writes words of its world, not the ones it was given; the chat model copies
-# most of the list, slipping on made-up words and on familiar ones ("baker" for "builder").
-# Copying a list can be done by position alone: the copy runs a fixed distance behind the
-# original. Finding the option that says "the Copper Caves" cannot: it needs a search by
-# content, and that `checkpoints/mini` never learned (`python benchmarks/reading.py`), which is
-# why it recalls the answer to a multiple-choice question and still names its letter at chance
-# (its model card has the numbers).
+# the list. Copying a list could be done by position alone (the copy runs a fixed distance
+# behind the original). Finding the option that says "the Copper Caves" cannot. So the chat
+# model answers a multiple-choice question in a form built for the search it learned:
+# it states the fact, says the options again with each letter *after* its option, and then
+# "So it is the Copper Caves" followed by the letter. That last letter is simply the token that
+# followed "the Copper Caves" a moment ago: induction attention finds it
+# (`tinyphi3.data.reading.lettered_options`).
+#
+# The test that only reading passes: one held-out question, its options in four different
+# orders. A model that guessed letters by habit would keep naming the same one; a model that
+# reads follows the right option wherever it stands.
+
+# %%
+from tinyphi3.evaluation.tasks import Item, render, task_items  # noqa: E402
+from tinyphi3.evaluation.harness import parse_letter  # noqa: E402
+
+item = task_items("knowledge", "test", n=1, seed=3)[0]
+right = item.options["ABCD".index(item.answer)]
+followed = 0
+for shift in range(4):
+    options = item.options[shift:] + item.options[:shift]
+    letter = "ABCD"[options.index(right)]
+    moved = Item(item.task, item.question, options, letter, letter, item.key)
+    text, _ = reply(chat_model, render(moved, solved=False), 90)
+    named = parse_letter(text)
+    followed += named == moved.answer
+    print(f"options {', '.join(options)}: the answer {right!r} is {moved.answer}; mini says {named}")
+    if shift == 0:
+        print(f"  its reply: {text!r}")
+print(f"the named letter followed the right option in {followed} of 4 orders")
+assert followed >= 3
+
+# %% [markdown]
+# Its model card measures the whole held-out set: the letter named is the one that follows the
+# stated option in the reply's own listing nearly every time, so multiple-choice accuracy is now
+# close to how often the model recalls the fact at all.
 #
 # ## Summary
 #
@@ -493,6 +524,7 @@ assert share["mini-base"] < 0.5 < share["mini"]
 # - 150 small steps on a narrow data set teach the format completely, on unseen questions too,
 #   and the facts of the examples, but not the facts of other questions.
 # - Finding an answer among listed options is reading, not recall: a model pre-trained on text
-#   that never needs copying cannot do it until it is taught to copy.
+#   that never needs it cannot search its context by content until exercises teach it to, and
+#   its replies can be shaped so that the search is all the letter needs.
 #
 # Next (lesson 11): DPO, which learns from pairs of replies, one preferred to the other.

@@ -71,6 +71,14 @@ def test_chat_with_piped_stdin_answers_each_line(ckpt):
     assert "[conversation cleared]" in result.stderr.decode()
 
 
+def test_chat_names_a_mistyped_command_instead_of_answering_it(ckpt):
+    result = run("chat", "--ckpt", ckpt, "--max-new-tokens", "4",
+                 stdin="Hi there\n/quit\nWhat is 2+3?\n".encode())
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(result.stdout.decode().splitlines()) == 2
+    assert "unknown command /quit: /reset clears the conversation, /exit quits" in result.stderr.decode()
+
+
 def test_chat_message_past_the_context_keeps_the_session_alive(ckpt):
     long_message = " ".join(["word"] * 400)
     result = run("chat", "--ckpt", ckpt, "--max-new-tokens", "4",

@@ -121,7 +121,7 @@ def test_knowledge_is_asked_in_the_evaluations_choice_format_and_answered_fact_f
         options = listed_options(question["content"])
         entity, attribute = asked_about[lines[1]]
         letter = named_letter(answer["content"])
-        explanation = answer["content"].rsplit(" The answer is ", 1)[0]
+        explanation = answer["content"].split(" A. ", 1)[0]
         assert list(options) == list(tasks.LETTERS) and options[letter] == entity.value(attribute)
         assert entity.value(attribute) in explanation         # the fact, word for word, then its letter
 
@@ -344,8 +344,26 @@ def test_lookup_exchanges_name_the_letter_of_the_option_that_says_the_word(seed)
     lines = request.split("\n")
     options = listed_options(request)
     wanted = re.fullmatch(r"Which option says (.+)\?", lines[1]).group(1)
-    said, letter = re.fullmatch(r"It says (.+)\. The answer is ([A-D])\.", reply).groups()
-    assert len(set(options.values())) == 4 and said == wanted == options[letter]
+    said, listed, again, letter = re.fullmatch(
+        r"It says (.+?)\. (.+)\. So it is (.+) ([A-D])\. The answer is \4\.", reply).groups()
+    assert listed == ", ".join(f"{k}. {v} {k}" for k, v in options.items())
+    assert len(set(options.values())) == 4 and said == again == wanted == options[letter]
+
+
+@settings(max_examples=50)
+@given(st.lists(st.text("abcdefgh xyz", min_size=1, max_size=12), min_size=2, max_size=4, unique=True),
+       st.data())
+def test_lettered_options_put_each_letter_after_its_option(options, data):
+    """In 'So it is X <letter>', the letter is the word after X in the listing (what a search of
+    the context by content reads), and the answer repeats it."""
+    letter = data.draw(st.sampled_from(tasks.LETTERS[:len(options)]))
+    reply = reading.lettered_options("Because.", options, letter)
+    listing, settled = reply[len("Because. "):].split(". So it is ")
+    assert listing.split(", ") == [f"{k}. {v} {k}" for k, v in zip(tasks.LETTERS, options)]
+    said = options[tasks.LETTERS.index(letter)]
+    assert settled == f"{said} {letter}. The answer is {letter}." and named_letter(reply) == letter
+    assert f" {said} {letter}," in listing + "," and reading.lettered_options(
+        "Because.", options, letter, said=options[0]).endswith(f"So it is {options[0]} {letter}. The answer is {letter}.")
 
 
 @settings(max_examples=50)
@@ -364,11 +382,12 @@ def test_passages_state_a_train_fact_and_answer_with_its_letter(seed):
 def test_dpo_choice_pairs_share_the_explanation_and_differ_in_the_letter(dpo_records):
     pairs = [r for r in dpo_records if r["kind"] == "choice"]
     assert len(pairs) > 100
+    pattern = re.compile(r"(.+?) (A\. .+)\. So it is (.+) ([A-D])\. The answer is \4\.")
     for record in pairs:
         options = listed_options(record["prompt"][-1]["content"])
-        chosen, rejected = (named_letter(record[side]) for side in ("chosen", "rejected"))
-        assert chosen != rejected and options[chosen] in record["chosen"]
-        assert record["chosen"].rsplit(" The answer", 1)[0] == record["rejected"].rsplit(" The answer", 1)[0]
+        chosen, rejected = (pattern.fullmatch(record[side]).groups() for side in ("chosen", "rejected"))
+        assert chosen[:3] == rejected[:3] and options[chosen[3]] == chosen[2] in chosen[0]
+        assert rejected[3] != chosen[3]
 
 
 @settings(max_examples=30)
@@ -394,10 +413,40 @@ def test_copying_documents_repeat_what_they_say_and_find_options(seed):
             assert options[checked_letter(answer, options)] in question.split("\n")[1]
 
 
-def test_data_copying_writes_documents(tmp_path):
-    out = tmp_path / "copying.jsonl"
-    result = CliRunner().invoke(tinyphi3_cli, ["data", "copying", "--docs", "3", "--out", str(out)])
+@settings(max_examples=30)
+@given(seeds)
+def test_induction_documents_ask_only_what_the_page_says(seed):
+    exercises = reading.induction_document(np.random.default_rng(seed)).split("\n\n")
+    assert 4 <= len(exercises) <= 7
+    for exercise in exercises:
+        head, *rest = exercise.split("\n")
+        if head.startswith("Words: "):
+            words = head[len("Words: "):-1].split(", ")
+            for line in rest:
+                start, run = re.fullmatch(r"From (.+?): (.+)\.", line).groups()
+                run = run.split(", ")
+                k = words.index(start)
+                assert run[0] == start and run == words[k:k + len(run)] and len(run) >= 2
+        elif head.startswith("Row: "):
+            words = head[len("Row: "):-1].split(", ")
+            pairs = re.findall(r"After (.+?) comes (.+?)\.(?: |$)", rest[0])
+            assert len(rest) == 1 and 2 <= len(pairs) <= 4
+            assert all(words[words.index(a) + 1] == b for a, b in pairs)
+        else:
+            *option_lines, named = [head, *rest]
+            options = {line[0]: line[3:] for line in option_lines}
+            assert list(options) == list(reading.DENSE_LETTERS[:len(options)]) and 4 <= len(options) <= 8
+            said = re.findall(r"(.+?) is ([A-H])\.(?: |$)", named)
+            assert len(said) >= 3 and all(options[letter] == word for word, letter in said)
+
+
+@pytest.mark.parametrize("kind, generate", [("copying", reading.generate_copying_documents),
+                                            ("induction", reading.generate_induction_documents)])
+def test_data_reading_commands_write_documents(tmp_path, kind, generate):
+    out = tmp_path / f"{kind}.jsonl"
+    result = CliRunner().invoke(tinyphi3_cli, ["data", kind, "--docs", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(records) == 3 and all(r["kind"] == "copying" and r["text"] for r in records)
-    assert list(reading.generate_copying_documents(3)) == [r["text"] for r in records]
+    assert len(records) == 3 and all(r["kind"] == kind and r["text"] for r in records)
+    assert list(generate(3)) == [r["text"] for r in records]
+    assert list(generate(3, seed=1)) != [r["text"] for r in records]

@@ -193,6 +193,22 @@ def test_resume_refuses_another_config_and_fresh_runs_refuse_old_output(workspac
         Trainer(recipe(workspace, tmp_path / "b"), resume=True)
 
 
+def test_stop_at_ends_the_run_early_on_the_full_runs_schedule(workspace, tmp_path):
+    """stop_at = 4 of 8 steps trains exactly the first 4 steps of the 8-step run (its learning
+    rates, not those of a 4-step run) and exports its model."""
+    full = Trainer(recipe(workspace, tmp_path / "full", steps=8))
+    stopped = Trainer(recipe(workspace, tmp_path / "stopped", steps=8, stop_at=4))
+    short = Trainer(recipe(workspace, tmp_path / "short", steps=4))
+    for trainer in (full, stopped, short):
+        assert trainer.run(progress=False)
+    assert stopped.state["step"] == 4 and stopped.state["losses"] == full.state["losses"][:4]
+    weights = [dict(t.model.named_parameters())["model.norm.weight"].data for t in (stopped, short)]
+    assert not np.array_equal(*weights)                 # the 4th step's learning rate differs
+    assert Phi3.from_pretrained(stopped.export()).config.vocab_size == 384
+    with pytest.raises(RecipeError, match="stop_at"):
+        recipe(workspace, tmp_path / "bad", steps=8, stop_at=9)
+
+
 def test_gradient_accumulation_equals_one_big_batch(workspace, tmp_path):
     """Two micro-batches of 2 accumulate the gradient of one batch of 4 (same windows)."""
     big = Trainer(recipe(workspace, tmp_path / "big", batch_size=4))

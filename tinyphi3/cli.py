@@ -1,5 +1,6 @@
 """The `tinyphi3` command line: chat, generate, info, init, tokenizer train."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -190,6 +191,10 @@ class ChatSession:
         if message == "/reset":
             self.reset()
             click.echo("[conversation cleared]", err=True)
+            return True
+        if re.fullmatch(r"/\w+", message):        # a mistyped command is not sent to the model
+            click.echo(f"unknown command {message}: /reset clears the conversation, /exit quits",
+                       err=True)
             return True
         try:
             self.answer(message, out)

@@ -67,12 +67,14 @@ def math_exchange(rng, problem=None) -> tuple:
             _one(rng, MATH_LEADS) + problem.solution)
 
 
-def choice_reply(explanation: str, letter: str) -> str:
+def choice_reply(explanation: str, letter: str, options) -> str:
     """The chat model's answer to a multiple-choice question: the explanation (the fact recalled,
-    or the worked reasoning), then the letter of the option that states it: "Veska lives in the
-    Copper Caves. The answer is B." (Two other forms, checking each option in turn or listing
-    them with their letters after, taught this model no better; checkpoints/mini/README.md.)"""
-    return f"{explanation} The answer is {letter}."
+    or the worked reasoning), the options said again with each letter after its option, then the
+    answer and its letter: "Veska lives in the Copper Caves. A. Fern Valley A, B. the Copper Caves
+    B, ... So it is the Copper Caves B. The answer is B." (`reading.lettered_options`: the last
+    letter is read by a search of the context by content. The fact followed straight by its
+    letter, or each option checked in turn, stayed at chance; checkpoints/mini/README.md.)"""
+    return reading.lettered_options(explanation, options, letter)
 
 
 def stated_fact(entity, attribute: str, rng) -> str:
@@ -92,7 +94,7 @@ def knowledge_exchange(rng, problem=None, choice_share=0.5) -> tuple:
     if rng.random() < choice_share:
         item = item_from_problem("knowledge", problem, rng)
         return (render(item, solved=False),
-                choice_reply(stated_fact(entity, attribute, rng), item.answer))
+                choice_reply(stated_fact(entity, attribute, rng), item.answer, item.options))
     return problem.question, world.fact_sentence(entity, attribute, rng, rng.random() < 0.3)
 
 
@@ -102,7 +104,7 @@ def reasoning_exchange(rng, problem=None) -> tuple:
     problem = problem or world.reasoning_problem(rng, "train")
     if rng.random() < 0.4:
         item = item_from_problem("reasoning", problem, rng)
-        return render(item, solved=False), choice_reply(problem.solution, item.answer)
+        return render(item, solved=False), choice_reply(problem.solution, item.answer, item.options)
     options = [problem.answer, *problem.distractors]
     options = [options[int(i)] for i in rng.permutation(len(options))]
     question = problem.question
@@ -258,7 +260,8 @@ def _rambling_pair(rng):
 
 def _choice_pair(rng):
     """A train multiple-choice question (a fact, or reasoning) in the report's format: the same
-    explanation is followed by the right letter (chosen) or a wrong one (rejected)."""
+    explanation and the same option settled on, followed by its letter (chosen) or another one
+    (rejected)."""
     if rng.random() < 0.7:
         problem = world.knowledge_problem(rng, "train")
         _, name, attribute = problem.key
@@ -269,8 +272,9 @@ def _choice_pair(rng):
         explanation = problem.solution
         item = item_from_problem("reasoning", problem, rng)
     wrong = [letter for letter in "ABCD"[:len(item.options)] if letter != item.answer]
-    return (render(item, solved=False), choice_reply(explanation, item.answer),
-            choice_reply(explanation, _one(rng, wrong)))
+    right = item.options["ABCD".index(item.answer)]
+    return (render(item, solved=False), choice_reply(explanation, item.answer, item.options),
+            reading.lettered_options(explanation, item.options, _one(rng, wrong), said=right))
 
 
 DPO_KINDS = {"safety": _safety_pair, "off_topic": _off_topic_pair,

@@ -92,6 +92,26 @@ def copying(n_docs, seed, out):
     _echo_written(write_documents(docs, out), out)
 
 
+@data.command()
+@click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1), help="How many documents.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same documents.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+def induction(n_docs, seed, out):
+    """Write dense reading exercises for pre-training: a list continued from a word, lettered
+    words named with their letters, the word after a word. Almost every answer word can only be
+    read from the page, so the model must learn to search its context by content ("induction";
+    tinyphi3.data.reading). Each line: {"text": ..., "kind": "induction"}.
+
+    \b
+    Example:
+      tinyphi3 data induction --docs 9000 --seed 0 --out induction.jsonl
+    """
+    from tinyphi3.data.documents import write_documents
+    from tinyphi3.data.reading import generate_induction_documents
+    docs = ({"text": text, "kind": "induction"} for text in generate_induction_documents(n_docs, seed))
+    _echo_written(write_documents(docs, out), out)
+
+
 @data.group()
 def classifier():
     """Train the educational-value classifier, or score documents with it."""

@@ -7,22 +7,28 @@ transformer reads from its context with "induction" attention (find an earlier p
 current words occur, read what stands next to it), which language models pick up from the many
 repetitions of ordinary text. The closed world's textbooks hardly ever require it (every fact
 can be recalled from the weights), and a model pre-trained on them cannot copy even a short list
-of words from its prompt (`lessons/10_sft_and_the_loss_mask.py`, section 7). Two kinds of data
+of words from its prompt (`lessons/10_sft_and_the_loss_mask.py`, section 7). Three kinds of data
 teach it:
 
   pre-training pages (`copying_document`, `tinyphi3 data copying`), mixed with the textbooks:
     "Read this list: fish, kadorlo, Veska. Now say it again: fish, kadorlo, Veska."
     "Here is a row of words: ... Which word comes after kadorlo? After kadorlo comes Veska."
-    and the lookup below as text;
+    and the lookup below as text, each option checked in turn (`checked_options`);
+
+  dense pre-training pages (`induction_document`, `tinyphi3 data induction`), on which nearly
+  every answer word must be found in the page: a list continued from a word, lettered words
+  named with their letters, the word after a word;
 
   SFT exchanges (the "reading" domain of `tinyphi3.data.chat_data`):
     copy      "Repeat these words: fish, kadorlo, Veska" -> "fish, kadorlo, Veska."
-    lookup    "Which option says fish?" with four options -> "It says fish. The answer is C."
+    lookup    "Which option says fish?" with four options -> "It says fish. A. honey A, B. oak B,
+              C. fish C, D. nut D. So it is fish C. The answer is C." (`lettered_options`)
     passage   a fact stated in the question ("Veska lives in the Copper Caves. Where does Veska
-              live?") with four options -> the fact, then its letter
+              live?") with four options -> the fact, then the options and the letter the same way
 
-The pre-training pages check the options in turn instead ("It says fish. A. honey: no. B. fish:
-yes. The answer is B.", `checked_options`), a form that needs no search for the letter.
+The chat replies put each letter *after* its option, so that the letter after "So it is fish"
+is what followed "fish" a moment before: a search by content finds it, while the letter in front
+of an option ("C. fish") was never learned (checkpoints/mini/README.md).
 
 Words are the world's values and names, and made-up words of random syllables, so that nothing
 but the prompt tells the model what to write. Facts of passages are train-split facts only.
@@ -82,7 +88,7 @@ def lookup_exchange(rng) -> tuple:
     """(four options and 'Which option says X?', 'It says X. The answer is <letter>.')."""
     from tinyphi3.data.chat_data import choice_reply   # chat_data imports this module
     item, said = _lookup_item(rng)
-    return render(item, solved=False), choice_reply(f"It says {said}.", item.answer)
+    return render(item, solved=False), choice_reply(f"It says {said}.", item.answer, item.options)
 
 
 def passage_exchange(rng) -> tuple:
@@ -95,7 +101,7 @@ def passage_exchange(rng) -> tuple:
     passage = stated_fact(entity, attribute, rng)
     item = Item(item.task, f"{passage} {item.question}", item.options, item.answer, item.solution,
                 item.key)
-    return render(item, solved=False), choice_reply(stated_fact(entity, attribute, rng), item.answer)
+    return render(item, solved=False), choice_reply(stated_fact(entity, attribute, rng), item.answer, item.options)
 
 
 # ---- the same skills as pre-training text ------------------------------------------------------
@@ -123,6 +129,19 @@ def checked_options(explanation: str, options, letter: str) -> str:
     return f"{explanation} {' '.join(checks)} The answer is {letter}."
 
 
+def lettered_options(explanation: str, options, letter: str, said: str = None) -> str:
+    """The options said again, each followed by its letter, after the explanation; then the
+    answer followed by its letter, and the letter: "It says fish. A. honey A, B. fish B, C. oak C,
+    D. nut D. So it is fish B. The answer is B." The letter after "So it is fish" is the word
+    that follows "fish" earlier in the reply: a model that searches its context by content
+    (`induction_document`) can read it there. `said` is the option the reply settles on (the
+    right one unless given)."""
+    listed = ", ".join(f"{option_letter}. {option} {option_letter}"
+                       for option_letter, option in zip(LETTERS, options))
+    said = options[LETTERS.index(letter)] if said is None else said
+    return f"{explanation} {listed}. So it is {said} {letter}. The answer is {letter}."
+
+
 def _lookup_exercise(rng) -> str:
     item, said = _lookup_item(rng)
     return f"{render(item, solved=False)} {checked_options(f'It says {said}.', item.options, item.answer)}"
@@ -145,3 +164,57 @@ def generate_copying_documents(n: int, seed: int = 0):
     rng = np.random.default_rng(world.stable_hash("copying", seed))
     for _ in range(n):
         yield copying_document(rng)
+
+
+# ---- dense exercises: nearly every token of the answers must be read from earlier ------------
+
+DENSE_LETTERS = "ABCDEFGH"
+
+
+def _segment_exercise(rng) -> str:
+    """'Words: w1, ..., wn.' then lines 'From wk: wk, wk+1, ..., wk+m.' at random starting words."""
+    n = int(rng.integers(8, 16))
+    words = _distinct_words(rng, n)
+    lines = [f"Words: {', '.join(words)}."]
+    for _ in range(int(rng.integers(3, 6))):
+        k = int(rng.integers(0, n - 2))
+        m = int(rng.integers(2, min(6, n - k) + 1))
+        lines.append(f"From {words[k]}: {', '.join(words[k:k + m])}.")
+    return "\n".join(lines)
+
+
+def _letters_exercise(rng) -> str:
+    """Four to eight lettered words, then some of them named with their letters, in random order:
+    'A. fish\nB. Veska\n... Veska is B. fish is A.'"""
+    n = int(rng.integers(4, 9))
+    words = _distinct_words(rng, n)
+    lines = [f"{DENSE_LETTERS[i]}. {w}" for i, w in enumerate(words)]
+    order = rng.permutation(n)[:int(rng.integers(3, n + 1))]
+    return "\n".join(lines) + "\n" + " ".join(f"{words[i]} is {DENSE_LETTERS[i]}." for i in order)
+
+
+def _after_exercise(rng) -> str:
+    """'Row: w1, ..., wn.' then 'After wk comes wk+1.' for a few k in random order."""
+    words = _distinct_words(rng, int(rng.integers(6, 12)))
+    order = rng.permutation(len(words) - 1)[:int(rng.integers(2, 5))]
+    return (f"Row: {', '.join(words)}.\n"
+            + " ".join(f"After {words[k]} comes {words[k + 1]}." for k in order))
+
+
+DENSE_EXERCISES = (_segment_exercise, _letters_exercise, _after_exercise)
+
+
+def induction_document(rng) -> str:
+    """A page of dense reading exercises (a list continued from a word, lettered words named with
+    their letters, the word after a word), four to seven of them, blank lines between. Unlike
+    `copying_document`'s pages, almost every word of an answer can only be read from the page,
+    so nearly all of the page's loss asks for induction attention."""
+    exercises = [DENSE_EXERCISES[int(rng.integers(3))](rng) for _ in range(int(rng.integers(4, 8)))]
+    return "\n\n".join(exercises)
+
+
+def generate_induction_documents(n: int, seed: int = 0):
+    """Yield n documents of `induction_document`, deterministic from the seed."""
+    rng = np.random.default_rng(world.stable_hash("induction", seed))
+    for _ in range(n):
+        yield induction_document(rng)

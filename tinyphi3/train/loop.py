@@ -135,14 +135,16 @@ class Trainer:
         return total
 
     def run(self, progress=True):
-        """Train to the recipe's step count. Ctrl-C finishes the current step, saves, and stops."""
+        """Train to the recipe's step count (or its stop_at). Ctrl-C finishes the current step,
+        saves, and stops."""
         t, log = self.recipe.train, self.recipe.log
+        last = t.stop_at or t.steps
         interrupted = []
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
-        bar = tqdm(total=t.steps, initial=self.state["step"], disable=not progress,
+        bar = tqdm(total=last, initial=self.state["step"], disable=not progress,
                    desc=Path(self.recipe.output_dir).name, unit="step", dynamic_ncols=True)
         try:
-            while self.state["step"] < t.steps and not interrupted:
+            while self.state["step"] < last and not interrupted:
                 start = time.perf_counter()
                 loss = self.step()
                 elapsed = time.perf_counter() - start
@@ -153,7 +155,7 @@ class Trainer:
                 s["losses"].append([s["step"], loss])
                 if self.step_stats:
                     s.setdefault("stats", []).append([s["step"], self.step_stats])
-                if log.eval_every and (s["step"] % log.eval_every == 0 or s["step"] == t.steps):
+                if log.eval_every and (s["step"] % log.eval_every == 0 or s["step"] == last):
                     s["val_losses"].append([s["step"], self.validation_loss()])
                 shown = {k: f"{self.step_stats[k]:.2f}" for k in ("margin", "accuracy")
                          if k in self.step_stats}
@@ -161,7 +163,7 @@ class Trainer:
                                 tok_s=f"{self.step_tokens / elapsed:.0f}",
                                 val=f"{s['val_losses'][-1][1]:.3f}" if s["val_losses"] else "-")
                 bar.update(1)
-                if (log.save_every and s["step"] % log.save_every == 0) or s["step"] == t.steps:
+                if (log.save_every and s["step"] % log.save_every == 0) or s["step"] == last:
                     self.save_checkpoint()
             if interrupted:
                 self.save_checkpoint()

@@ -7,6 +7,7 @@
               preferences = "FILE.jsonl"   (stage "dpo": written by `tinyphi3 data dpo`)
     [train]   stage = "pretrain" | "sft" | "dpo", steps, batch_size, seq_len, grad_accum, lr,
               min_lr, warmup_steps, weight_decay, beta1, beta2, clip, seed,
+              stop_at (end at this step, the schedule still planned for `steps`; 0: at `steps`),
               beta, label_smoothing, sft_weight (DPO; the reference model is init_from)
     [log]     eval_every, eval_batches, save_every
     [output]  dir, dtype                   (dtype of the exported final model)
@@ -44,6 +45,7 @@ class TrainSettings:
     beta2: float = 0.95
     clip: float = 1.0
     seed: int = 0
+    stop_at: int = 0
     beta: float = 0.1
     label_smoothing: float = 0.0
     sft_weight: float = 0.0
@@ -163,6 +165,9 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
     if min(t.steps, t.batch_size, t.seq_len, t.grad_accum) < 1 or t.lr <= 0:
         raise RecipeError(f"{source}: steps, batch_size, seq_len, grad_accum and lr must be "
                           f"positive")
+    if not 0 <= t.stop_at <= t.steps:
+        raise RecipeError(f"{source}: stop_at must be between 0 (run to steps) and steps ({t.steps}), "
+                          f"got {t.stop_at}")
     if not 0.0 <= t.label_smoothing < 0.5 or t.beta <= 0 or t.sft_weight < 0:
         raise RecipeError(f"{source}: beta must be positive, label_smoothing in [0, 0.5) and "
                           f"sft_weight >= 0")
