@@ -26,6 +26,12 @@ from tinyphi3.data import reading
 from tinyphi3.tiktoken_tokenizer import load_tokenizer
 
 
+def predicted_right(model, prompt, target):
+    """Which tokens of target the model predicts, with the true ones fed in (teacher-forced)."""
+    predicted = model(np.array([prompt + target]))[0, len(prompt) - 1:-1].argmax(-1)
+    return predicted == np.array(target)
+
+
 def copy_rate(model, tokenizer, n=40, seed=0):
     rng = np.random.default_rng(seed)
     right = total = 0
@@ -33,8 +39,7 @@ def copy_rate(model, tokenizer, n=40, seed=0):
         words = ", ".join(reading.word(rng) for _ in range(8))
         prompt = tokenizer.encode(f"My friend wrote: {words}. I wrote the same:")
         target = tokenizer.encode(f" {words}.")
-        predicted = model(np.array([prompt + target]))[0, len(prompt) - 1:-1].argmax(-1)
-        right, total = right + int((predicted == np.array(target)).sum()), total + len(target)
+        right, total = right + int(predicted_right(model, prompt, target).sum()), total + len(target)
     return right / total
 
 
@@ -47,9 +52,8 @@ def continue_rate(model, tokenizer, n=40, seed=0):
         k = int(rng.integers(0, 7))
         prompt = tokenizer.encode(f"{', '.join(words)}\n{words[k]}")
         target = tokenizer.encode(", " + ", ".join(words[k + 1:k + 6]), add_special_tokens=False)
-        predicted = model(np.array([prompt + target]))[0, len(prompt) - 1:-1].argmax(-1)
         counted = np.array(target) != comma
-        right += int((predicted == np.array(target))[counted].sum())
+        right += int(predicted_right(model, prompt, target)[counted].sum())
         total += int(counted.sum())
     return right / total
 

@@ -328,6 +328,11 @@ def named_letter(reply):
     return re.fullmatch(r"(.+) The answer is ([A-D])\.", reply, re.S).group(2)
 
 
+LETTERED_REPLY = re.compile(r"(.+?) (A\. .+)\. So it is (.+) ([A-D])\. The answer is \4\.")
+"""A multiple-choice reply in `reading.lettered_options`' form: (explanation, the options with their
+letters after them, the option settled on, its letter)."""
+
+
 @settings(max_examples=50)
 @given(seeds)
 def test_copy_exchanges_answer_with_the_words_they_were_given(seed):
@@ -344,8 +349,8 @@ def test_lookup_exchanges_name_the_letter_of_the_option_that_says_the_word(seed)
     lines = request.split("\n")
     options = listed_options(request)
     wanted = re.fullmatch(r"Which option says (.+)\?", lines[1]).group(1)
-    said, listed, again, letter = re.fullmatch(
-        r"It says (.+?)\. (.+)\. So it is (.+) ([A-D])\. The answer is \4\.", reply).groups()
+    explanation, listed, again, letter = LETTERED_REPLY.fullmatch(reply).groups()
+    said = re.fullmatch(r"It says (.+)\.", explanation).group(1)
     assert listed == ", ".join(f"{k}. {v} {k}" for k, v in options.items())
     assert len(set(options.values())) == 4 and said == again == wanted == options[letter]
 
@@ -382,10 +387,10 @@ def test_passages_state_a_train_fact_and_answer_with_its_letter(seed):
 def test_dpo_choice_pairs_share_the_explanation_and_differ_in_the_letter(dpo_records):
     pairs = [r for r in dpo_records if r["kind"] == "choice"]
     assert len(pairs) > 100
-    pattern = re.compile(r"(.+?) (A\. .+)\. So it is (.+) ([A-D])\. The answer is \4\.")
     for record in pairs:
         options = listed_options(record["prompt"][-1]["content"])
-        chosen, rejected = (pattern.fullmatch(record[side]).groups() for side in ("chosen", "rejected"))
+        chosen, rejected = (LETTERED_REPLY.fullmatch(record[side]).groups()
+                            for side in ("chosen", "rejected"))
         assert chosen[:3] == rejected[:3] and options[chosen[3]] == chosen[2] in chosen[0]
         assert rejected[3] != chosen[3]
 

@@ -8,9 +8,10 @@ undesired behaviour as rejected responses". In miniature:
   SFT   {"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}, ...],
          "domain": ...} over the domains of SFT_MIX: word problems answered with the column
         method's chain of thought; questions about the creatures, open and in the evaluation's
-        multiple-choice format (the fact first, then the letter); reasoning problems with a short explanation; reading from the prompt (copying,
-        finding an option); greetings and small talk; who the model is; harmful requests refused
-        and harmless look-alikes answered.
+        multiple-choice format (the fact first, then the options with each letter after its
+        option, then the answer and its letter); reasoning problems with a short explanation;
+        reading from the prompt (copying, finding an option); greetings and small talk; who the
+        model is; harmful requests refused and harmless look-alikes answered.
   DPO   {"prompt": [messages ending with a user turn], "chosen": ..., "rejected": ..., "kind": ...}
         with an undesired rejected reply: complying with a harmful request, or answering a
         question about the creature it names instead of refusing it, refusing a harmless one, a

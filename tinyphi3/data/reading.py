@@ -85,7 +85,8 @@ def _lookup_item(rng) -> tuple:
 
 
 def lookup_exchange(rng) -> tuple:
-    """(four options and 'Which option says X?', 'It says X. The answer is <letter>.')."""
+    """(four options and 'Which option says X?', 'It says X.', the options with their letters
+    after them, 'So it is X <letter>. The answer is <letter>.')."""
     from tinyphi3.data.chat_data import choice_reply   # chat_data imports this module
     item, said = _lookup_item(rng)
     return render(item, solved=False), choice_reply(f"It says {said}.", item.answer, item.options)
@@ -101,7 +102,8 @@ def passage_exchange(rng) -> tuple:
     passage = stated_fact(entity, attribute, rng)
     item = Item(item.task, f"{passage} {item.question}", item.options, item.answer, item.solution,
                 item.key)
-    return render(item, solved=False), choice_reply(stated_fact(entity, attribute, rng), item.answer, item.options)
+    return render(item, solved=False), choice_reply(stated_fact(entity, attribute, rng),
+                                                    item.answer, item.options)
 
 
 # ---- the same skills as pre-training text ------------------------------------------------------
@@ -209,7 +211,7 @@ def induction_document(rng) -> str:
     their letters, the word after a word), four to seven of them, blank lines between. Unlike
     `copying_document`'s pages, almost every word of an answer can only be read from the page,
     so nearly all of the page's loss asks for induction attention."""
-    exercises = [DENSE_EXERCISES[int(rng.integers(3))](rng) for _ in range(int(rng.integers(4, 8)))]
+    exercises = [_one(rng, DENSE_EXERCISES)(rng) for _ in range(int(rng.integers(4, 8)))]
     return "\n\n".join(exercises)
 
 
