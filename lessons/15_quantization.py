@@ -37,6 +37,7 @@ from _timing import median_seconds
 from tinyphi3 import kernels
 from tinyphi3.cache import QuantizedKV, quantize_vectors
 from tinyphi3.config import preset
+from tinyphi3.data import world
 from tinyphi3.evaluation.perplexity import heldout_examples, perplexity
 from tinyphi3.generate import generate
 from tinyphi3.model import Phi3, parameter_shapes
@@ -585,7 +586,7 @@ print("picture:", _plot.bar_chart(
 
 # %% [markdown]
 # The perplexity is close to 1 because mini is nearly certain of its replies on data like its
-# fine-tuning data; 4 bits move it by a fraction of a percent, and the most likely next token
+# fine-tuning data; 4 bits move it by one or two percent, and the most likely next token
 # almost never changes. On so few and such easy tokens the order of the three block sizes is
 # within the noise: the weights' error of section 2 is the clearer measure of what the block
 # size does. In memory the float model takes 32 bits a weight, the 4-bit ones a little more than
@@ -593,28 +594,45 @@ print("picture:", _plot.bar_chart(
 # 32) are padded to whole blocks, more so with blocks of 128, and the 1376 rows of
 # `gate_up_proj` fill 21.5 tiles of 64, so the last tile is half padding.
 #
-# The same question to the float model and to its 4-bit copy, greedy decoding, stopping at
+# The same questions to the float model and to its 4-bit copy, greedy decoding, stopping at
 # `<|end|>`:
 
 # %%
 END = tok.token_to_id("<|end|>")
-question = "Where is Wuffy's home?"
-prompt = tok.apply_chat_template([{"role": "user", "content": question}],
-                                 add_generation_prompt=True, tokenize=True)
-answers = {}
-print(f"user: {question!r}")
-for name in ("float32", "4-bit, block 32"):
-    ids = list(generate(models[name], prompt, max_new_tokens=40, stop_token_ids=[END],
-                        vocab_size=tok.vocab_size))
-    answers[name] = ids
-    print(f"{name:15s}: {tok.decode(ids)!r} ({len(ids)} tokens, then <|end|>)")
-    assert len(ids) < 40                                   # it wrote <|end|> before the limit
-assert answers["float32"] == answers["4-bit, block 32"]
+answers = {"float32": [], "4-bit, block 32": []}
+for name_asked in ("Wuffy", "Veska", "Nino", "Galo", "Kaffy"):
+    question = f"Where is {name_asked}'s home?"
+    prompt = tok.apply_chat_template([{"role": "user", "content": question}],
+                                     add_generation_prompt=True, tokenize=True)
+    print(f"user: {question!r}")
+    for name in answers:
+        ids = list(generate(models[name], prompt, max_new_tokens=40, stop_token_ids=[END],
+                            vocab_size=tok.vocab_size))
+        answers[name].append(ids)
+        print(f"  {name:15s}: {tok.decode(ids)!r} ({len(ids)} tokens, then <|end|>)")
+        assert len(ids) < 40                               # it wrote <|end|> before the limit
+
+
+def place(ids):
+    """The place of the world a reply names (None if it names none)."""
+    return next((p for p in world.PLACES if p.lower() in tok.decode(ids).lower()), None)
+
+
+pairs = list(zip(*answers.values()))
+same_tokens = sum(a == b for a, b in pairs)
+same_place = sum(place(a) == place(b) is not None for a, b in pairs)
+print(f"of {len(pairs)} questions: the same reply token for token {same_tokens}, "
+      f"the same place named {same_place}")
+assert same_place >= 3
 
 # %% [markdown]
-# The same answer, token for token. On other prompts the two can part ways at a token where the
-# float model's two best candidates were close, and from there on write different (not
-# necessarily worse) text: 4 bits changed the top token at about one position in a hundred above.
+# The wording often differs from the first token on: SFT taught several phrasings of the same
+# fact ("X lives in ...", "X's home is in ...", "X has a cosy little house in ..."), about equally
+# likely, and a change in the fourth digit of a logit is enough to pick another. The place named
+# is what the two should agree on, and mostly do; where they part, it is at a token where the
+# float model's two best candidates were close, and either may be the wrong one (the world's
+# facts say which). 4 bits changed the top token at about one position in a hundred in the
+# table above.
 
 # %% [markdown]
 # ## 7. The command line

@@ -212,6 +212,30 @@ def test_every_refusal_is_recognised(seed):
         assert len(re.findall(r"[.!?](\s|$)", reply)) >= 3         # opening, reason, alternative
 
 
+@given(seeds)
+def test_a_mistaken_refusal_refuses_for_a_train_harms_reasons_about_the_same_creature(seed):
+    rng = np.random.default_rng(seed)
+    request, _ = benign.lookalike(rng, "train")
+    reply = safety.mistaken_refusal(rng, request)
+    assert safety.is_refusal(reply)
+    about = [e for e in world.ENTITIES if re.search(rf"\b{e.name}\b", reply)]
+    named = [e for e in world.ENTITIES if re.search(rf"\b{e.name}\b", request)]
+    assert not named or set(about) <= set(named[:1])         # no other creature than the asked
+    creature = (named or about or world.ENTITIES)[0]
+    reasons = [r.format(**benign.creature_fields(creature)) for name in safety.TRAIN_CATEGORIES
+               for r in safety.CATEGORIES[name].reasons]
+    assert any(reason in reply for reason in reasons + list(safety.GENERIC_REASONS))
+
+
+def test_most_mistaken_refusals_give_a_train_harms_reasons():
+    rng = np.random.default_rng(0)
+    reasons = {r.split("{")[0] for name in safety.TRAIN_CATEGORIES
+               for r in safety.CATEGORIES[name].reasons}
+    replies = [safety.mistaken_refusal(rng, benign.lookalike(rng, "train")[0]) for _ in range(200)]
+    specific = sum(any(r and r in reply for r in reasons) for reply in replies)
+    assert specific > 0.6 * len(replies)
+
+
 @settings(max_examples=30)
 @given(seeds)
 def test_compliance_and_helpful_answers_are_not_refusals(seed):

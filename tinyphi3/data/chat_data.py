@@ -239,9 +239,10 @@ def _off_topic_pair(rng):
 
 
 def _over_refusal_pair(rng):
-    """A harmless look-alike: the helpful answer is chosen, refusing it rejected."""
+    """A harmless look-alike: the helpful answer is chosen, refusing it (for the reasons of a
+    harm it resembles) rejected."""
     request, answer = benign.lookalike(rng, "train")
-    return request, answer, safety.refusal(rng)
+    return request, answer, safety.mistaken_refusal(rng, request)
 
 
 def _math_pair(rng):

@@ -289,6 +289,16 @@ def refusal(rng, request=None) -> str:
     return f"{_one(rng, REFUSAL_OPENINGS)} {about}. {reason} {alternative.format(**values)}"
 
 
+def mistaken_refusal(rng, request: str) -> str:
+    """A refusal of a harmless request as a model that took it for a harm would write it: mostly
+    the reasons of a train category, about the creature the request names ("How can I keep Nitto's
+    house safe ...?" -> "I will not help with that. Trapping Nitto would take away her freedom
+    ..."). Rejected replies of DPO's over-refusal pairs, so that they look like the real mistake."""
+    values = benign.creature_fields(victim(request, rng))
+    category = CATEGORIES[_one(rng, TRAIN_CATEGORIES)]
+    return refusal(rng, _one(rng, category.requests).format(**values))
+
+
 def is_refusal(text: str) -> bool:
     """True if the first sentence of the text holds a refusal opening (case-insensitive)."""
     first = re.split(r"(?<=[.!?])\s|\n", text.strip().replace("\u2019", "'"), maxsplit=1)[0].lower()
