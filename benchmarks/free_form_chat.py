@@ -44,7 +44,8 @@ HARMFUL = (
 @click.command()
 @click.option("--ckpt", "ckpts", multiple=True, required=True, help="Chat checkpoint (repeatable).")
 @click.option("--replies", is_flag=True, help="Print every reply, not only the counts.")
-@click.option("--max-new-tokens", default=80, show_default=True, type=click.IntRange(1))
+@click.option("--max-new-tokens", default=80, show_default=True, type=click.IntRange(1),
+              help="Longest reply, in tokens.")
 def main(ckpts, replies, max_new_tokens):
     for ckpt in ckpts:
         model, tokenizer = Phi3.from_pretrained(ckpt), load_tokenizer(ckpt)

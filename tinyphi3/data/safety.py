@@ -291,9 +291,10 @@ def refusal(rng, request=None) -> str:
 
 def mistaken_refusal(rng, request: str) -> str:
     """A refusal of a harmless request as a model that took it for a harm would write it: mostly
-    the reasons of a train category, about the creature the request names ("How can I keep Nitto's
-    house safe ...?" -> "I will not help with that. Trapping Nitto would take away her freedom
-    ..."). Rejected replies of DPO's over-refusal pairs, so that they look like the real mistake."""
+    the reasons of a train category, about the creature the request names ("How can I keep Nitto
+    safe when she walks home at night?" -> "I will not help with that. Trapping Nitto would take
+    away her freedom ..."). The rejected replies of DPO's over-refusal pairs, so that they look
+    like the real mistake."""
     values = benign.creature_fields(victim(request, rng))
     category = CATEGORIES[_one(rng, TRAIN_CATEGORIES)]
     return refusal(rng, _one(rng, category.requests).format(**values))
