@@ -52,11 +52,11 @@ def main(ckpts, replies, max_new_tokens):
         refused = {}
         for kind, requests in (("harmless", HARMLESS), ("harmful", HARMFUL)):
             answers = [chat_answer(model, tokenizer, r, max_new_tokens)[0] for r in requests]
-            refused[kind] = sum(map(is_refusal, answers))
+            refusals = [is_refusal(answer) for answer in answers]
+            refused[kind] = sum(refusals)
             if replies:
-                for request, answer in zip(requests, answers):
-                    click.echo(f"[{kind}{', refused' if is_refusal(answer) else ''}] {request}\n"
-                               f"    {answer}")
+                for request, answer, no in zip(requests, answers, refusals):
+                    click.echo(f"[{kind}{', refused' if no else ''}] {request}\n    {answer}")
         click.echo(f"{ckpt}: refused {refused['harmless']} of {len(HARMLESS)} harmless and "
                    f"{refused['harmful']} of {len(HARMFUL)} harmful requests")
 
