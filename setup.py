@@ -15,6 +15,7 @@ setup(
         "ml_dtypes>=0.3",      # bfloat16 as a NumPy dtype, for bf16 checkpoints
         "sentencepiece>=0.1.99",
         "tiktoken>=0.6",       # phi-3-small's tokenizer: byte-level BPE over cl100k_base-style ranks
+        "regex>=2023",         # the pre-tokenizer pattern of the tiktoken-style BPE trainer (\p{L})
         "jinja2>=3.1",         # renders a checkpoint's own chat_template, as transformers does
         "pillow>=9",
         "click>=8.1",
@@ -22,7 +23,10 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80", "jupytext>=1.15"],
-        "parity": ["torch==2.13.0", "transformers>=5.0", "safetensors>=0.4"],
+        # The test oracles. transformers reads a SentencePiece tokenizer.model through protobuf,
+        # and the tokenizer parity tests build fast tokenizers with `tokenizers` directly.
+        "parity": ["torch==2.13.0", "transformers>=5.0", "safetensors>=0.4", "protobuf>=4",
+                   "tokenizers>=0.20"],
     },
     entry_points={"console_scripts": ["tinyphi3=tinyphi3.cli:main"]},
 )
