@@ -2,7 +2,7 @@
 
 phi-3-small's attention shape (32 query heads, 8 KV heads, head_dim 128), block 64, 16 local
 blocks, vertical stride 8, batch 1, float32. "Dense" is the same online-softmax kernel
-(tinyphi3/kernels/blocksparse.py) given an all-active causal layout, so the ratio measures what
+(tinyphi3/backends/numba/blocksparse.py) given an all-active causal layout, so the ratio measures what
 skipping blocks saves and nothing else. Prefill at each length in --lengths, decode of one token
 with --decode-length tokens in the cache. Each kernel is compiled and warmed up first; a time is
 the median of --runs runs. Results go to the section "Block-sparse attention" of --out.
@@ -29,8 +29,8 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _docs import write_section  # noqa: E402
-from tinyphi3.blocksparse import blocksparse_layout, density, kv_bytes_per_token  # noqa: E402
-from tinyphi3.kernels.blocksparse import blocksparse_decode, blocksparse_prefill  # noqa: E402
+from tinyphi3.nn.blocksparse import blocksparse_layout, density, kv_bytes_per_token  # noqa: E402
+from tinyphi3.backends.numba.blocksparse import blocksparse_decode, blocksparse_prefill  # noqa: E402
 
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
 BLOCK, LOCAL_BLOCKS, VERT_STRIDE = 64, 16, 8
@@ -142,7 +142,7 @@ def main():
 
 `{command}` — {HEADS} query heads, {KV_HEADS} KV heads, head_dim {HEAD_DIM}, block
 {BLOCK}, {LOCAL_BLOCKS} local blocks, vertical stride {VERT_STRIDE} (phi-3-small), batch 1,
-float32. Both columns run the online-softmax kernel of `tinyphi3/kernels/blocksparse.py`; dense
+float32. Both columns run the online-softmax kernel of `tinyphi3/backends/numba/blocksparse.py`; dense
 gives it an all-active causal layout. Milliseconds, median of {runs} run(s) per prefill and
 {decode_runs} per decode, after a warm-up. Machine: {describe_machine()}.
 {args.note}

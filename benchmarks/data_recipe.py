@@ -17,7 +17,7 @@ import numpy as np
 
 from tinyphi3 import Phi3, Tokenizer
 from tinyphi3.evaluation.harness import evaluate_all, format_table
-from tinyphi3.plot import line_plot
+from tinyphi3.pictures.charts import line_plot
 
 
 def history(run: Path, offset=0):

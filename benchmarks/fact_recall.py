@@ -15,7 +15,7 @@ import numpy as np
 from tinyphi3 import Phi3
 from tinyphi3.data import world
 from tinyphi3.evaluation.harness import continuation_ids, loglikelihoods
-from tinyphi3.tiktoken_tokenizer import load_tokenizer
+from tinyphi3.tokenizers import load_tokenizer
 
 
 def fact_recall(model, tokenizer, n=80, split="test", seed=0):

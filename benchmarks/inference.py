@@ -56,7 +56,7 @@ def random_tensor(name, shape, std=0.02):
 
 
 def model_config(model):
-    from tinyphi3.checkpoint import load_config
+    from tinyphi3.io.checkpoint import load_config
     from tinyphi3.config import preset
     if model == "mini":
         return load_config(REPO / "checkpoints" / "mini")
@@ -65,8 +65,8 @@ def model_config(model):
 
 def float_params(model):
     """All weights in fp32, by Hugging Face name."""
-    from tinyphi3.checkpoint import load_tensors, tied_copies
-    from tinyphi3.model import parameter_shapes
+    from tinyphi3.io.checkpoint import load_tensors, tied_copies
+    from tinyphi3.models.model import parameter_shapes
     config = model_config(model)
     shapes = parameter_shapes(config)
     if model == "mini":
@@ -76,8 +76,8 @@ def float_params(model):
 
 def write_q4(model, block, workdir):
     """The 4-bit checkpoint of the benchmark's weights with this block size (written once)."""
-    from tinyphi3.model import parameter_shapes
-    from tinyphi3.quant_checkpoint import quantize_checkpoint, write_quantized
+    from tinyphi3.models.model import parameter_shapes
+    from tinyphi3.quant.checkpoint import quantize_checkpoint, write_quantized
     out = Path(workdir) / f"{model}-q4-b{block}"
     if (out / "config.json").exists():
         return out
@@ -104,7 +104,7 @@ def peak_rss():
 
 def time_tinyphi3(model, prompt, new_tokens):
     """(prefill seconds, decode seconds for new_tokens - 1 steps) with greedy decoding."""
-    from tinyphi3.generate import prefill as fill_cache
+    from tinyphi3.inference.generate import prefill as fill_cache
     cache = model.new_cache(1, len(prompt) + new_tokens)             # as generate() does it
     start = time.perf_counter()
     logits = fill_cache(model, prompt, cache)
@@ -152,7 +152,7 @@ def worker(side, model_name, workdir, prompt_tokens, decode_prompt, new_tokens, 
         del state
         timer = time_transformers
     else:
-        from tinyphi3.model import Phi3
+        from tinyphi3.models.model import Phi3
         if side == "fp32":
             model = Phi3(config, float_params(model_name))
         else:
@@ -251,7 +251,7 @@ def main():
 
 def write_report(args, results, sizes, bandwidth):
     from _docs import write_section
-    from tinyphi3.info import human_bytes
+    from tinyphi3.cli.info import human_bytes
     config = model_config(args.model)
     c = config
     fp32_vector = 4 * c.head_dim                                     # bytes per cached vector:

@@ -23,8 +23,8 @@ import ml_dtypes
 import numpy as np
 
 from tinyphi3.config import preset
-from tinyphi3.model import parameter_shapes
-from tinyphi3.safetensors_io import write_safetensors
+from tinyphi3.models.model import parameter_shapes
+from tinyphi3.io.safetensors import write_safetensors
 
 
 def write_snapshot(directory: Path, shards: int = 2, seed: int = 0):
@@ -56,7 +56,7 @@ def write_snapshot(directory: Path, shards: int = 2, seed: int = 0):
 
 def load_and_measure(directory: str):
     """Runs in a fresh process: load, report peak RSS, run a forward pass."""
-    from tinyphi3.model import Phi3
+    from tinyphi3.models.model import Phi3
     start = time.perf_counter()
     model = Phi3.from_pretrained(directory)
     load_seconds = time.perf_counter() - start

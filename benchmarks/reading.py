@@ -23,7 +23,7 @@ import numpy as np
 
 from tinyphi3 import Phi3
 from tinyphi3.data import reading
-from tinyphi3.tiktoken_tokenizer import load_tokenizer
+from tinyphi3.tokenizers import load_tokenizer
 
 
 def predicted_right(model, prompt, target):

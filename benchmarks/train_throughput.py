@@ -28,9 +28,9 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _docs import write_section  # noqa: E402
-from tinyphi3 import kernels  # noqa: E402
+from tinyphi3 import backends  # noqa: E402
 from tinyphi3.config import preset  # noqa: E402
-from tinyphi3.model import Phi3  # noqa: E402
+from tinyphi3.models.model import Phi3  # noqa: E402
 from tinyphi3.train.optim import AdamW  # noqa: E402
 
 CONFIGS = {
@@ -84,7 +84,7 @@ def worker(side, name, warmup, steps):
             theirs(ids, labels=ids).loss.backward()
             opt.step()
     else:
-        kernels.set_backend(side)
+        backends.set_backend(side)
         opt = AdamW(ours.named_parameters(), 1e-4)
 
         def step():

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from tinyphi3.chat_template import PHI3_CHAT_TEMPLATE
-from tinyphi3.tokenizer import Tokenizer
-from tinyphi3.tokenizer_train import PHI3_ADDED_TOKENS, train_tokenizer
+from tinyphi3.tokenizers.chat_template import PHI3_CHAT_TEMPLATE
+from tinyphi3.tokenizers.sentencepiece_bpe import Tokenizer
+from tinyphi3.tokenizers.train_sentencepiece import PHI3_ADDED_TOKENS, train_tokenizer
 
 workdir = Path(tempfile.mkdtemp(prefix="lesson01_"))
 

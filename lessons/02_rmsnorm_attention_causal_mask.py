@@ -20,11 +20,11 @@
 import numpy as np
 
 import _plot
-from tinyphi3.attention import attention, causal_mask
+from tinyphi3.nn.attention import attention, causal_mask
 from tinyphi3.config import preset
-from tinyphi3.layers import embedding, linear, rms_norm, softmax
-from tinyphi3.model import Phi3, self_attention
-from tinyphi3.rope import apply_rope, rope_cos_sin, rope_frequencies
+from tinyphi3.nn.layers import embedding, linear, rms_norm, softmax
+from tinyphi3.models.model import Phi3, self_attention
+from tinyphi3.nn.rope import apply_rope, rope_cos_sin, rope_frequencies
 
 np.set_printoptions(precision=3, suppress=True, linewidth=110)
 rng = np.random.default_rng(0)

@@ -23,11 +23,11 @@ import numpy as np
 
 import _plot
 from tinyphi3.config import preset
-from tinyphi3.generate import next_token_logits
-from tinyphi3.layers import softmax
-from tinyphi3.model import Phi3
-from tinyphi3.rope import (apply_rope, rope_cos_sin, rope_frequencies, rope_inv_freq,
-                           rotate_half, uses_long_factors)
+from tinyphi3.inference.generate import next_token_logits
+from tinyphi3.nn.layers import softmax
+from tinyphi3.models.model import Phi3
+from tinyphi3.nn.rope import (apply_rope, rope_cos_sin, rope_frequencies, rope_inv_freq,
+                              rotate_half, uses_long_factors)
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 rng = np.random.default_rng(0)
@@ -242,7 +242,7 @@ assert np.isclose(scaled / unit, 17 / 12, rtol=1e-4)
 # While the sequence is at most 4096 tokens long they were rotated with the short factors. The
 # moment it reaches 4097, the reference model rotates *every* position with the long factors,
 # so the cached keys are stale: continuing with them gives different logits from a full forward
-# pass. The reference (and `tinyphi3.generate.next_token_logits`) therefore drops the cache
+# pass. The reference (and `tinyphi3.inference.generate.next_token_logits`) therefore drops the cache
 # once, at the crossing, and recomputes it over the whole sequence with the long factors.
 #
 # We show it on the "tiny-longrope" preset, whose original length is 32 instead of 4096. A

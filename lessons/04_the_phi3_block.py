@@ -11,17 +11,17 @@
 # Two details differ from Llama's published code: q, k and v come out of ONE fused matrix
 # `qkv_proj`, and the MLP's gate and up projections are ONE fused matrix `gate_up_proj` whose
 # FIRST half is the gate. This lesson walks one block of a random "tiny" model by hand and checks
-# it against `tinyphi3.model.decoder_layer`, then counts phi-3-mini's 3.8 billion parameters.
+# it against `tinyphi3.models.model.decoder_layer`, then counts phi-3-mini's 3.8 billion parameters.
 
 # %%
 import numpy as np
 
 import _plot
-from tinyphi3.attention import causal_mask
+from tinyphi3.nn.attention import causal_mask
 from tinyphi3.config import preset
-from tinyphi3.layers import softmax
-from tinyphi3.model import Phi3, decoder_layer, parameter_shapes, self_attention
-from tinyphi3.rope import apply_rope, rope_cos_sin, rope_frequencies
+from tinyphi3.nn.layers import softmax
+from tinyphi3.models.model import Phi3, decoder_layer, parameter_shapes, self_attention
+from tinyphi3.nn.rope import apply_rope, rope_cos_sin, rope_frequencies
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 rng = np.random.default_rng(0)

@@ -23,9 +23,9 @@ import numpy as np
 
 import _plot
 from tinyphi3.config import preset
-from tinyphi3.generate import GenerationStats, generate, sample_next_token
-from tinyphi3.layers import softmax
-from tinyphi3.model import Phi3
+from tinyphi3.inference.generate import GenerationStats, generate, sample_next_token
+from tinyphi3.nn.layers import softmax
+from tinyphi3.models.model import Phi3
 
 np.set_printoptions(precision=3, suppress=True, linewidth=110)
 rng = np.random.default_rng(0)

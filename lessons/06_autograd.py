@@ -7,7 +7,7 @@
 # at a time, from the loss back to the weights: *reverse-mode automatic differentiation*, or
 # backpropagation.
 #
-# `tinyphi3.autograd` is a small engine for it (in the spirit of micrograd, over NumPy arrays):
+# `tinyphi3.nn.autograd` is a small engine for it (in the spirit of micrograd, over NumPy arrays):
 #
 # - a `Tensor` wraps an array; a `Parameter` is a Tensor that wants a gradient;
 # - every operation on Tensors records its inputs and a *backward rule*;
@@ -27,13 +27,13 @@
 import numpy as np
 
 import _plot
-from tinyphi3 import autograd
-from tinyphi3.attention import attention, causal_mask
-from tinyphi3.autograd import Parameter, Tensor, differentiable
+from tinyphi3.nn import autograd
+from tinyphi3.nn.attention import attention, causal_mask
+from tinyphi3.nn.autograd import Parameter, Tensor, differentiable
 from tinyphi3.config import preset
-from tinyphi3.gradients import attention_backward
-from tinyphi3.layers import causal_lm_loss, linear, rms_norm, silu, softmax
-from tinyphi3.model import Phi3
+from tinyphi3.nn.gradients import attention_backward
+from tinyphi3.nn.layers import causal_lm_loss, linear, rms_norm, silu, softmax
+from tinyphi3.models.model import Phi3
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 rng = np.random.default_rng(0)
@@ -70,7 +70,7 @@ print(f"by hand:   dL/dw = {by_hand['w']:.10f}   dL/db = {by_hand['b']:.10f}")
 #
 # The same formula, written with Parameters instead of numbers. `silu` is the model's own layer
 # function: given Tensors it records itself with its backward rule (from
-# `tinyphi3/gradients.py`, where each rule states its equation). An operation records itself
+# `tinyphi3/nn/gradients.py`, where each rule states its equation). An operation records itself
 # when one of its inputs is a Tensor that wants a gradient (a Parameter, or a result computed from
 # one); on plain numbers and arrays nothing is recorded. `backward()` on the scalar loss starts
 # from dL/dL = 1 and fills `.grad` of every Parameter.

@@ -31,15 +31,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tinyphi3.data.classifier import (
-    EDUCATIONAL_VALUE, EduClassifier, evaluate, featurize, labels_of, loss_and_grad, words)
-from tinyphi3.data.phases import (
-    HEAVY_THRESHOLD, LIGHT_THRESHOLD, build_phases, format_summary)
+from tinyphi3.data.classifier import (EDUCATIONAL_VALUE, EduClassifier, evaluate, featurize,
+                                      labels_of, loss_and_grad, words)
+from tinyphi3.data.phases import HEAVY_THRESHOLD, LIGHT_THRESHOLD, build_phases, format_summary
 from tinyphi3.data.shards import TokenStream, write_shards
 from tinyphi3.data.textbooks import generate_textbooks
 from tinyphi3.data.web import KINDS, WEB_MIX, generate_web
-from tinyphi3.plot import GREY
-from tinyphi3.tokenizer_train import train_tokenizer
+from tinyphi3.pictures.charts import GREY
+from tinyphi3.tokenizers.train_sentencepiece import train_tokenizer
 
 workdir = Path(tempfile.mkdtemp(prefix="lesson07_"))
 

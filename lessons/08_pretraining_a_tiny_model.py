@@ -33,9 +33,9 @@ import _plot
 from tinyphi3.data.shards import TokenStream, open_split, read_meta, val_batches, write_shards
 from tinyphi3.data.textbooks import generate_textbooks
 from tinyphi3.data.web import generate_web
-from tinyphi3.generate import generate
-from tinyphi3.model import Phi3
-from tinyphi3.tokenizer_train import train_tokenizer
+from tinyphi3.inference.generate import generate
+from tinyphi3.models.model import Phi3
+from tinyphi3.tokenizers.train_sentencepiece import train_tokenizer
 from tinyphi3.train.loop import Trainer
 from tinyphi3.train.optim import AdamW, clip_grad_norm, cosine_lr
 from tinyphi3.train.recipe import recipe_from_dict

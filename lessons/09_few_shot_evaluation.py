@@ -35,13 +35,12 @@ import numpy as np
 import tinyphi3
 from tinyphi3.data import world
 from tinyphi3.data.textbooks import generate_textbooks
-from tinyphi3.evaluation.harness import (build_prompt, continuation_ids, evaluate_all,
-                                         format_table, log_softmax, loglikelihoods,
-                                         parse_final_number)
-from tinyphi3.evaluation.tasks import TASKS, few_shot_items, render, task_items
-from tinyphi3.info import init_checkpoint
-from tinyphi3.plot import bar_chart
-from tinyphi3.tokenizer_train import train_tokenizer
+from tinyphi3.evaluation.harness import (build_prompt, continuation_ids, evaluate_all, format_table,
+                                         log_softmax, loglikelihoods, parse_final_number)
+from tinyphi3.data.tasks import TASKS, few_shot_items, render, task_items
+from tinyphi3.cli.info import init_checkpoint
+from tinyphi3.pictures.charts import bar_chart
+from tinyphi3.tokenizers.train_sentencepiece import train_tokenizer
 
 workdir = Path(tempfile.mkdtemp(prefix="lesson09_"))
 try:

@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 
 import _plot
-from tinyphi3.autograd import Parameter
-from tinyphi3.generate import generate
-from tinyphi3.layers import causal_lm_loss
-from tinyphi3.model import Phi3
-from tinyphi3.tokenizer import Tokenizer
-from tinyphi3.train.chat_data import ChatEncoder, pad_batch
+from tinyphi3.nn.autograd import Parameter
+from tinyphi3.inference.generate import generate
+from tinyphi3.nn.layers import causal_lm_loss
+from tinyphi3.models.model import Phi3
+from tinyphi3.tokenizers.sentencepiece_bpe import Tokenizer
+from tinyphi3.train.conversations import ChatEncoder, pad_batch
 from tinyphi3.train.loop import Trainer
 from tinyphi3.train.recipe import recipe_from_dict
 
@@ -495,7 +495,7 @@ assert share["mini-base"] < 0.5 < share["mini"]
 # reads follows the right option wherever it stands.
 
 # %%
-from tinyphi3.evaluation.tasks import Item, render, task_items  # noqa: E402
+from tinyphi3.data.tasks import Item, render, task_items  # noqa: E402
 from tinyphi3.evaluation.harness import parse_letter  # noqa: E402
 
 item = task_items("knowledge", "test", n=1, seed=3)[0]

@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 import _plot
-from tinyphi3.autograd import Parameter, Tensor
-from tinyphi3.generate import generate
-from tinyphi3.model import Phi3
-from tinyphi3.train.chat_data import ChatEncoder, pad_batch
+from tinyphi3.nn.autograd import Parameter, Tensor
+from tinyphi3.inference.generate import generate
+from tinyphi3.models.model import Phi3
+from tinyphi3.train.conversations import ChatEncoder, pad_batch
 from tinyphi3.train.dpo import dpo_batch_loss, dpo_loss, sequence_logprobs
 from tinyphi3.train.loop import Trainer
 from tinyphi3.train.recipe import recipe_from_dict

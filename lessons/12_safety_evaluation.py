@@ -37,10 +37,10 @@ import numpy as np
 
 import tinyphi3
 from tinyphi3.data import benign, safety, world
-from tinyphi3.data.chat_data import generate_dpo, generate_sft
+from tinyphi3.data.post_training import generate_dpo, generate_sft
 from tinyphi3.evaluation import safety_eval
 from tinyphi3.evaluation.safety_eval import evaluate_safety, format_safety_table
-from tinyphi3.plot import grouped_bars
+from tinyphi3.pictures.charts import grouped_bars
 
 try:
     REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ assert {safety.request_category(r) for r in held_out_requests} == set(safety.HEL
 # %% [markdown]
 # ## 2. The overlap check
 #
-# Post-training data comes from `tinyphi3.data.chat_data`: SFT conversations (15% of them about
+# Post-training data comes from `tinyphi3.data.post_training`: SFT conversations (15% of them about
 # safety: a train-category request refused, or a harmless look-alike answered) and DPO pairs
 # (30% of them a train-category request, refusal chosen, compliance rejected). We generate 3000
 # SFT conversations and 1000 DPO pairs and look for the held-out categories in them, three ways:

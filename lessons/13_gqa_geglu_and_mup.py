@@ -23,11 +23,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # tiny matrices: one BLAS t
 import numpy as np
 
 import _plot
-from tinyphi3 import small
-from tinyphi3.attention import attention, causal_mask
+from tinyphi3.models import phi3_small as small
+from tinyphi3.nn.attention import attention, causal_mask
 from tinyphi3.config import preset
-from tinyphi3.layers import gegelu, gegelu_inputs, geglu_mlp, layer_norm, quick_gelu, softmax
-from tinyphi3.model import Phi3, split_qkv
+from tinyphi3.nn.layers import gegelu, gegelu_inputs, geglu_mlp, layer_norm, quick_gelu, softmax
+from tinyphi3.models.model import Phi3, split_qkv
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 rng = np.random.default_rng(0)
@@ -42,7 +42,7 @@ tiny = preset("tiny-small")         # the same architecture, small enough to run
 # head serves a group of `g = H / KV` consecutive query heads: query head `h` reads KV head
 # `h // g`. phi-3-small has 32 query heads and 8 KV heads, so `g = 4`.
 #
-# `tinyphi3.attention.attention` takes `q` as `[B, H, T, hd]` and `k`, `v` as `[B, KV, S, hd]`.
+# `tinyphi3.nn.attention.attention` takes `q` as `[B, H, T, hd]` and `k`, `v` as `[B, KV, S, hd]`.
 # The same answer comes from multi-head attention after repeating every KV head `g` times:
 
 # %%
@@ -108,7 +108,7 @@ assert cache.nbytes() == kv_cache_bytes(tiny, 20, tiny.num_key_value_heads, byte
 # ## 2. The fused `query_key_value` projection, grouped
 #
 # phi-3-mini computes `q`, `k` and `v` with one matrix whose output is `[all q | all k | all v]`
-# (`tinyphi3.model.split_qkv`). phi-3-small's `query_key_value` (with a bias) is also one matrix
+# (`tinyphi3.models.model.split_qkv`). phi-3-small's `query_key_value` (with a bias) is also one matrix
 # of `(H + 2 KV) * hd` outputs, but laid out *per KV group*: the `g` queries of a group, then its
 # key, then its value, group after group. Viewed as `[..., KV, g + 2, hd]`:
 #
@@ -403,7 +403,7 @@ print(f"logits = final_layernorm(x) @ embed_tokens^T / {tiny.mup_width_multiplie
 # %% [markdown]
 # One more piece of μP in phi-3-small is its initialisation: every matrix starts with std 0.02
 # except `down_proj`, at `0.02 / sqrt(2 * layers)`, because the two residual branches of every
-# layer add up along the depth (`tinyphi3.small.init_std`):
+# layer add up along the depth (`tinyphi3.models.phi3_small.init_std`):
 
 # %%
 print(f"phi-3-small: down_proj std = 0.02 / sqrt(2 x {big.num_hidden_layers}) = "

@@ -32,12 +32,12 @@ import numpy as np
 
 import _plot
 from _timing import median_seconds
-from tinyphi3.attention import attention, causal_mask
-from tinyphi3.blocksparse import (blocksparse_attention, blocksparse_layout, blocksparse_mask,
-                                  density, kv_bytes_per_token)
-from tinyphi3.blocksparse_picture import draw_layout
+from tinyphi3.nn.attention import attention, causal_mask
+from tinyphi3.nn.blocksparse import (blocksparse_attention, blocksparse_layout, blocksparse_mask,
+                                     density, kv_bytes_per_token)
+from tinyphi3.pictures.blocksparse import draw_layout
 from tinyphi3.config import preset
-from tinyphi3.kernels.blocksparse import blocksparse_decode, blocksparse_prefill
+from tinyphi3.backends.numba.blocksparse import blocksparse_decode, blocksparse_prefill
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 rng = np.random.default_rng(0)

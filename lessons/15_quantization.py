@@ -34,18 +34,18 @@ import numpy as np
 
 import _plot
 from _timing import median_seconds
-from tinyphi3 import kernels
-from tinyphi3.cache import QuantizedKV, quantize_vectors
+from tinyphi3 import backends
+from tinyphi3.inference.cache import QuantizedKV, quantize_vectors
 from tinyphi3.config import preset
 from tinyphi3.data import world
 from tinyphi3.evaluation.perplexity import heldout_examples, perplexity
-from tinyphi3.generate import generate
-from tinyphi3.model import Phi3, parameter_shapes
-from tinyphi3.quant import (BLOCK_SIZES, ROWS_PER_TILE, bits_per_weight, dequantize_q4,
-                            from_tiles, q4_linear, quantize_activations, quantize_q4,
-                            unpack_levels)
-from tinyphi3.quant_checkpoint import quantize_checkpoint, stored_shapes
-from tinyphi3.tiktoken_tokenizer import load_tokenizer
+from tinyphi3.inference.generate import generate
+from tinyphi3.models.model import Phi3, parameter_shapes
+from tinyphi3.quant.q4 import (BLOCK_SIZES, ROWS_PER_TILE, bits_per_weight, dequantize_q4,
+                               from_tiles, q4_linear, quantize_activations, quantize_q4,
+                               unpack_levels)
+from tinyphi3.quant.checkpoint import quantize_checkpoint, stored_shapes
+from tinyphi3.tokenizers import load_tokenizer
 
 try:
     REPO = Path(__file__).resolve().parent.parent
@@ -359,7 +359,7 @@ assert np.all(error <= 0.5 * scales[:, None] * (1 + 1e-5))
 #     sum_k w_k x_k = d dx * sum_k q_k xq_k + offset dx * sum_k xq_k
 #
 # The NumPy reference computes the left side in float32: `x` rounded and back, times `W`
-# dequantized 1024 rows at a time. The Numba kernel (`tinyphi3/kernels/quantized.py`) computes the
+# dequantized 1024 rows at a time. The Numba kernel (`tinyphi3/backends/numba/q4.py`) computes the
 # right side and never writes `W` out in float. Its integer sums use one instruction of AVX-512
 # VNNI, `vpdpbusd`: it multiplies the 64 unsigned bytes of one vector by 64 signed bytes of
 # another and adds each four neighbouring products into one of 16 int32 lanes. Numba has no name
@@ -406,7 +406,7 @@ print(f"rounding x to 8 bits moved this block's product by {direct - float(np.do
 
 # %%
 A = rng.standard_normal((300, 1000)).astype(np.float32)
-q4k = kernels.q4()
+q4k = backends.q4()
 variants = (True, False) if q4k.has_vnni() else (False,)
 worst = 0.0
 for scheme in ("symmetric", "minmax"):
@@ -414,7 +414,7 @@ for scheme in ("symmetric", "minmax"):
         qa = quantize_q4(A, block, scheme)
         for rows in (1, 3):
             xa = rng.standard_normal((rows, 1000)).astype(np.float32)
-            with kernels.use_backend("numpy"):
+            with backends.use_backend("numpy"):
                 reference = q4_linear(xa, qa)
             for vnni in variants:
                 kernel = q4k.q4_matmul(*quantize_activations(xa, block), qa, vnni=vnni)
@@ -440,7 +440,7 @@ print(f"CPU has VNNI: {q4k.has_vnni()}; [300 x 1000], 2 schemes x 3 blocks x (1,
 # inside compiled code):
 
 # %%
-_widen = kernels.q4().half_to_float
+_widen = backends.q4().half_to_float
 half_to_float = numba.njit(lambda bits: _widen(np.uint16(bits)))
 halves = np.array([1.0, -2.5, 0.1, 6.1e-5, 6e-8, -0.0, 65504.0, d_sym], np.float16)
 print("  float16 value |   bits (hex) | half_to_float(bits)")
@@ -493,7 +493,7 @@ x1 = rng.standard_normal((1, K)).astype(np.float32)
 
 threads = numba.get_num_threads()
 numba.set_num_threads(1)                               # one thread, as BLAS has
-with kernels.use_backend("numba"):
+with backends.use_backend("numba"):
     q4_linear(x1, Wq)                                  # warm up (compiles on a first run)
     t_q4 = median_seconds(lambda: q4_linear(x1, Wq), runs=7)
 t_fp32 = median_seconds(lambda: x1 @ Wf.T, runs=7)
@@ -507,7 +507,7 @@ llc = Path("/sys/devices/system/cpu/cpu0/cache/index3/size")
 print(f"on {platform.machine()} with {os.cpu_count()} cores, last-level cache "
       f"{llc.read_text().strip() if llc.exists() else 'unknown'}; NumPy {np.__version__}, "
       f"Numba {numba.__version__}")
-with kernels.use_backend("numba"):
+with backends.use_backend("numba"):
     assert np.allclose(q4_linear(x1, Wq), x1 @ dequantize_q4(Wq).T, rtol=0.02, atol=0.02 * np.abs(
         x1 @ dequantize_q4(Wq).T).max())                      # within the 8-bit rounding of x
 
@@ -519,11 +519,11 @@ with kernels.use_backend("numba"):
 
 # %%
 x64 = rng.standard_normal((64, K)).astype(np.float32)
-with kernels.use_backend("numba"):
+with backends.use_backend("numba"):
     y64 = q4_linear(x64, Wq)
     t_q4_prefill = median_seconds(lambda: q4_linear(x64, Wq), runs=3)
 t_fp32_prefill = median_seconds(lambda: x64 @ Wf.T, runs=3)
-with kernels.use_backend("numpy"):
+with backends.use_backend("numpy"):
     assert np.allclose(y64, q4_linear(x64, Wq), rtol=1e-4, atol=1e-3)
 print(f"M = 64: fp32 (BLAS) {t_fp32_prefill * 1e3:.1f} ms, 4-bit (integer kernel) "
       f"{t_q4_prefill * 1e3:.1f} ms: {2 * 64 * N * K / t_q4_prefill / 1e9:.1f} GOP/s "

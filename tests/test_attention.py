@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyphi3.attention import attention, causal_mask
+from tinyphi3.nn.attention import attention, causal_mask
 
 
 def attention_weights(q, k, mask, scale):

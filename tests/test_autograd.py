@@ -8,13 +8,13 @@ import transformers
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyphi3 import autograd as ag
-from tinyphi3.attention import attention, causal_mask
-from tinyphi3.autograd import Tensor, differentiable
-from tinyphi3.layers import (causal_lm_loss, embedding, linear, rms_norm, silu, silu_and_mul,
-                             softmax)
-from tinyphi3.model import Phi3
-from tinyphi3.rope import apply_rope, rope_cos_sin, rope_inv_freq
+from tinyphi3.nn import autograd as ag
+from tinyphi3.nn.attention import attention, causal_mask
+from tinyphi3.nn.autograd import Tensor, differentiable
+from tinyphi3.nn.layers import (causal_lm_loss, embedding, linear, rms_norm, silu, silu_and_mul,
+                                softmax)
+from tinyphi3.models.model import Phi3
+from tinyphi3.nn.rope import apply_rope, rope_cos_sin, rope_inv_freq
 
 seeds = st.integers(0, 2**31)
 

@@ -1,7 +1,7 @@
-"""Block-sparse attention: the layout, its coverage property, the NumPy reference and the kernels.
+"""Block-sparse attention: the layout, its coverage property, the NumPy reference and the backends.
 
 The layout is checked against a loop-by-loop restatement of its definition and a hand-written
-example; the reference against dense attention (tinyphi3.attention) with an all-active layout;
+example; the reference against dense attention (tinyphi3.nn.attention) with an all-active layout;
 the Numba kernels against the reference over hypothesis-drawn shapes, lengths and patterns.
 """
 
@@ -10,17 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyphi3 import kernels
-from tinyphi3.attention import attention, causal_mask
-from tinyphi3.blocksparse import (
-    blocksparse_attention,
-    blocksparse_layout,
-    blocksparse_mask,
-    density,
-    kv_bytes_per_token,
-)
+from tinyphi3 import backends
+from tinyphi3.nn.attention import attention, causal_mask
+from tinyphi3.nn.blocksparse import (blocksparse_attention, blocksparse_layout, blocksparse_mask,
+                                     density, kv_bytes_per_token)
 from tinyphi3.errors import InvalidInputError, TinyPhi3Error
-from tinyphi3.kernels.blocksparse import blocksparse_decode, blocksparse_prefill
+from tinyphi3.backends.numba.blocksparse import blocksparse_decode, blocksparse_prefill
 
 seeds = st.integers(0, 2**31)
 RTOL, ATOL = 1e-5, 1e-5
@@ -122,7 +117,7 @@ def test_reference_equals_dense_attention_when_every_block_is_active(B, H, T, pa
     everything = np.ones((H, blocks, blocks), dtype=bool)
     q, k, v = randn(rng, B, H, T, hd), randn(rng, B, H, S, hd), randn(rng, B, H, S, hd)
     mask = causal_mask(past + np.arange(T), np.ones((B, S), dtype=bool))
-    with kernels.use_backend("numpy"):
+    with backends.use_backend("numpy"):
         dense = attention(q, k, v, mask, 0.4)
     np.testing.assert_allclose(blocksparse_attention(q, k, v, everything, block_size, 0.4),
                                dense, rtol=RTOL, atol=ATOL)

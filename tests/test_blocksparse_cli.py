@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from tinyphi3.blocksparse import blocksparse_layout, density, kv_bytes_per_token
-from tinyphi3.blocksparse_picture import LOCAL, SKIPPED, VERTICAL, block_kinds
+from tinyphi3.nn.blocksparse import blocksparse_layout, density, kv_bytes_per_token
+from tinyphi3.pictures.blocksparse import LOCAL, SKIPPED, VERTICAL, block_kinds
 from tinyphi3.cli import main
 
 

@@ -12,13 +12,13 @@ import safetensors.torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyphi3 import checkpoint
+from tinyphi3.io import checkpoint
 from tinyphi3.config import preset
 from tinyphi3.errors import (CheckpointError, ConfigError, CorruptCheckpointError,
                              MissingTensorError, ShapeMismatchError, UnexpectedTensorError,
                              UnsupportedDtypeError)
-from tinyphi3.model import Phi3, parameter_shapes
-from tinyphi3.safetensors_io import write_safetensors
+from tinyphi3.models.model import Phi3, parameter_shapes
+from tinyphi3.io.safetensors import write_safetensors
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from tinyphi3.cli import main
-from tinyphi3.info import init_checkpoint
+from tinyphi3.cli.info import init_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +202,8 @@ def test_interactive_chat_in_a_terminal(ckpt):
 
 def test_ctrl_c_while_answering_stops_the_answer_and_keeps_the_session(ckpt, monkeypatch, capsys):
     import tinyphi3.cli as cli
-    from tinyphi3.model import Phi3
-    from tinyphi3.tokenizer import Tokenizer
+    from tinyphi3.models.model import Phi3
+    from tinyphi3.tokenizers.sentencepiece_bpe import Tokenizer
     session = cli.ChatSession(Phi3.from_pretrained(ckpt), Tokenizer.from_pretrained(ckpt), None,
                               {"max_new_tokens": 50, "temperature": 0.0, "top_k": None,
                                "top_p": None, "seed": None, "stats": False})

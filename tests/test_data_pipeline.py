@@ -10,20 +10,19 @@ import pytest
 from click.testing import CliRunner
 
 from tinyphi3.data import world
-from tinyphi3.data.classifier import (
-    ClassifierError, EduClassifier, SparseRows, evaluate, featurize, labels_of, loss_and_grad,
-    roc_auc)
+from tinyphi3.data.classifier import (ClassifierError, EduClassifier, SparseRows, evaluate,
+                                      featurize, labels_of, loss_and_grad, roc_auc)
 from tinyphi3.cli import main as tinyphi3_cli
 from tinyphi3.data.documents import DocumentError, read_documents, write_documents
-from tinyphi3.data.phases import (
-    PhaseError, build_phases, keep_scored_at_least, phase2_documents, score_documents, take_words,
-    textbooks_for, unfiltered_documents, write_phases)
-from tinyphi3.data.shards import (
-    ShardError, TokenStream, is_val_document, read_meta, val_batches, write_shards)
+from tinyphi3.data.phases import (PhaseError, build_phases, keep_scored_at_least, phase2_documents,
+                                  score_documents, take_words, textbooks_for, unfiltered_documents,
+                                  write_phases)
+from tinyphi3.data.shards import (ShardError, TokenStream, is_val_document, read_meta, val_batches,
+                                  write_shards)
 from tinyphi3.data.textbooks import generate_textbooks
 from tinyphi3.data.web import KINDS, WEB_MIX, generate_web
 from tinyphi3.errors import TinyPhi3Error
-from tinyphi3.tokenizer_train import train_tokenizer
+from tinyphi3.tokenizers.train_sentencepiece import train_tokenizer
 
 JUNK = ("boilerplate", "spam", "trivia")
 GENERAL = ("narrative", "forum", "news")

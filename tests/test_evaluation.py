@@ -16,11 +16,11 @@ from tinyphi3.data import world
 from tinyphi3.data.textbooks import generate_textbooks
 from tinyphi3.errors import TinyPhi3Error
 from tinyphi3.evaluation import harness
-from tinyphi3.evaluation.cli import eval_command
-from tinyphi3.evaluation.tasks import (TASKS, Item, UnknownTaskError, get_task, render,
+from tinyphi3.cli.evaluation import eval_command
+from tinyphi3.data.tasks import (TASKS, Item, UnknownTaskError, get_task, render,
                                        render_cloze, task_items)
-from tinyphi3.info import init_checkpoint
-from tinyphi3.tokenizer_train import train_tokenizer
+from tinyphi3.cli.info import init_checkpoint
+from tinyphi3.tokenizers.train_sentencepiece import train_tokenizer
 
 # ---- the report's format -------------------------------------------------------------------------
 

@@ -8,9 +8,9 @@ from hypothesis.extra.numpy import arrays
 
 from tinyphi3.config import preset
 from tinyphi3.errors import ContextLengthError
-from tinyphi3.generate import (GenerationStats, TextStreamer, fit_to_context, generate, prefill,
-                               sample_next_token)
-from tinyphi3.model import Phi3
+from tinyphi3.inference.generate import (GenerationStats, TextStreamer, fit_to_context, generate,
+                                         prefill, sample_next_token)
+from tinyphi3.models.model import Phi3
 
 logit_vectors = arrays(np.float32, st.integers(2, 50),
                        elements=st.floats(-20, 20, width=32, allow_nan=False))

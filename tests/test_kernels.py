@@ -1,4 +1,4 @@
-"""The Numba kernels (tinyphi3/kernels/fused.py) equal the NumPy reference they stand in for.
+"""The Numba kernels (tinyphi3/backends/numba/fused.py) equal the NumPy reference they stand in for.
 
 Each test runs the same layer twice, once on the "numpy" backend (the reference) and once on the
 "numba" backend, over hypothesis-drawn shapes, and compares the outputs and the gradients that
@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyphi3 import autograd as ag
-from tinyphi3 import kernels
-from tinyphi3.attention import attention, causal_mask
+from tinyphi3.nn import autograd as ag
+from tinyphi3 import backends
+from tinyphi3.nn.attention import attention, causal_mask
 from tinyphi3.config import preset
-from tinyphi3.kernels import fused
-from tinyphi3.layers import causal_lm_loss, embedding, rms_norm, silu_and_mul
-from tinyphi3.model import Phi3
-from tinyphi3.rope import apply_rope, rope_cos_sin, rope_inv_freq
+from tinyphi3.backends.numba import fused
+from tinyphi3.nn.layers import causal_lm_loss, embedding, rms_norm, silu_and_mul
+from tinyphi3.models.model import Phi3
+from tinyphi3.nn.rope import apply_rope, rope_cos_sin, rope_inv_freq
 from tinyphi3.train.optim import AdamW
 
 seeds = st.integers(0, 2**31)
@@ -29,7 +29,7 @@ def on_both(fn, *arrays):
     """Output and input gradients of sum(w * fn(*arrays)) on each backend (float32 arrays)."""
     results = []
     for backend in ("numpy", "numba"):
-        with kernels.use_backend(backend), ag.enable_grad():
+        with backends.use_backend(backend), ag.enable_grad():
             leaves = [ag.Parameter(np.array(a, dtype=np.float32)) for a in arrays]
             out = fn(*leaves)
             w = np.random.default_rng(0).standard_normal(out.shape).astype(np.float32)
@@ -97,7 +97,7 @@ def test_attention(b, kv, g, t, past, hd, window, pad, seed):
     q, k, v = randn(rng, b, kv * g, t, hd), randn(rng, b, kv, s, hd), randn(rng, b, kv, s, hd)
     weights = []
     for backend in ("numpy", "numba"):
-        with kernels.use_backend(backend):
+        with backends.use_backend(backend):
             weights.append(attention.__wrapped__(q, k, v, mask, hd ** -0.5)[1])
     np.testing.assert_allclose(weights[1], weights[0], rtol=RTOL, atol=1e-7)
     assert_same(on_both(lambda q, k, v: attention(q, k, v, mask, hd ** -0.5), q, k, v))
@@ -133,7 +133,7 @@ def test_adamw(shape, name, seed):
     for backend in ("numpy", "numba"):
         p = ag.Parameter(w0.copy())
         opt = AdamW([(name, p)], lr=1e-2, weight_decay=0.1)
-        with kernels.use_backend(backend):
+        with backends.use_backend(backend):
             for g in grads:
                 p.grad = g
                 opt.step()
@@ -184,7 +184,7 @@ def test_a_training_step_on_numba_reaches_every_kernel(monkeypatch, seed):
     model = Phi3(preset("tiny"), seed=seed)
     ids = np.random.default_rng(seed).integers(0, model.config.vocab_size, size=(2, 8))
     for backend in ("numpy", "numba"):
-        with kernels.use_backend(backend):
+        with backends.use_backend(backend):
             opt = AdamW(model.named_parameters(), 1e-3)
             model.zero_grad()
             model.loss(ids, ids).backward()
@@ -195,5 +195,5 @@ def test_a_training_step_on_numba_reaches_every_kernel(monkeypatch, seed):
 
 
 def test_backend_errors():
-    with pytest.raises(kernels.BackendError, match="unknown backend 'cuda'"):
-        kernels.set_backend("cuda")
+    with pytest.raises(backends.BackendError, match="unknown backend 'cuda'"):
+        backends.set_backend("cuda")

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from tinyphi3.config import preset
 from tinyphi3.errors import InvalidInputError
-from tinyphi3.model import Phi3
+from tinyphi3.models.model import Phi3
 
 MODELS = {name: Phi3(preset(name), seed=1) for name in ("tiny", "tiny-gqa", "tiny-longrope")}
 V = 512

@@ -8,8 +8,8 @@ import pytest
 import torch
 import transformers
 
-from tinyphi3.generate import generate, next_token_logits
-from tinyphi3.model import Phi3
+from tinyphi3.inference.generate import generate, next_token_logits
+from tinyphi3.models.model import Phi3
 
 TOL = 1e-4
 V = 211

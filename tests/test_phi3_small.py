@@ -15,17 +15,17 @@ from phi3_small_reference import Phi3SmallReference, gegelu as torch_gegelu
 from safetensors.torch import save_file
 from test_autograd import check_gradient
 
-from tinyphi3 import kernels
-from tinyphi3.attention import attention, causal_mask
-from tinyphi3.autograd import differentiable
-from tinyphi3.blocksparse import blocksparse_layout, blocksparse_mask
+from tinyphi3 import backends
+from tinyphi3.nn.attention import attention, causal_mask
+from tinyphi3.nn.autograd import differentiable
+from tinyphi3.nn.blocksparse import blocksparse_layout, blocksparse_mask
 from tinyphi3.config import (PHI3SMALL_DUMMY_TOKEN_IDS, PHI3SMALL_PRESETS, Phi3Config,
                              phi3small_config, preset)
 from tinyphi3.errors import ConfigError, MissingTensorError
-from tinyphi3.generate import generate
-from tinyphi3.layers import gegelu, layer_norm
-from tinyphi3.model import Phi3, parameter_shapes
-from tinyphi3.small import blocksparse_padded_mask
+from tinyphi3.inference.generate import generate
+from tinyphi3.nn.layers import gegelu, layer_norm
+from tinyphi3.models.model import Phi3, parameter_shapes
+from tinyphi3.models.phi3_small import blocksparse_padded_mask
 from tinyphi3.train.optim import AdamW
 
 seeds = st.integers(0, 2**31)
@@ -297,7 +297,7 @@ def test_padded_mask_counts_blocks_from_each_rows_first_token():
 def test_logits_match_the_reference(checkpoints, case, backend):
     ids = token_ids(np.random.default_rng(1), 2, 40)           # 10 blocks of 4 tokens
     ours = Phi3.from_pretrained(checkpoints[case])
-    with kernels.use_backend(backend):
+    with backends.use_backend(backend):
         got = ours(ids)
     want = reference_logits(checkpoints[case], ids)
     assert got.shape == want.shape == (2, 40, V) and got.dtype == np.float32
@@ -320,7 +320,7 @@ def test_the_block_pattern_matters(checkpoints):
 def test_cached_decoding_equals_the_full_forward(checkpoints, case, backend):
     ids = token_ids(np.random.default_rng(2), 1, 40)
     model = Phi3.from_pretrained(checkpoints[case])
-    with kernels.use_backend(backend):
+    with backends.use_backend(backend):
         full = model(ids)
         cache = model.new_cache(1)
         pieces = [model(ids[:, :13], cache=cache), model(ids[:, 13:18], cache=cache)]
@@ -331,7 +331,7 @@ def test_cached_decoding_equals_the_full_forward(checkpoints, case, backend):
 def test_numba_inference_reaches_the_block_sparse_kernels(checkpoints, monkeypatch):
     """The numba comparisons above run the kernels, not the reference twice: prefill for a prompt,
     decode for each new token, on the two block-sparse layers (0 and 2) of the four."""
-    from tinyphi3.kernels import blocksparse as kernel_module
+    from tinyphi3.backends.numba import blocksparse as kernel_module
     calls = []
     for name in ("blocksparse_prefill", "blocksparse_decode"):
         original = getattr(kernel_module, name)
@@ -342,7 +342,7 @@ def test_numba_inference_reaches_the_block_sparse_kernels(checkpoints, monkeypat
     for backend, expected in [("numpy", []), ("numba", ["blocksparse_prefill"] * 2
                                                        + ["blocksparse_decode"] * 2)]:
         calls.clear()
-        with kernels.use_backend(backend):
+        with backends.use_backend(backend):
             cache = model.new_cache(1)
             model(ids[:, :12], cache=cache)
             model(ids[:, 12:], cache=cache)
@@ -368,7 +368,7 @@ def test_left_padded_rows_equal_each_row_alone(checkpoints, backend):
     batch = np.stack([long, np.concatenate([np.zeros(9, int), short])])
     valid = batch.copy() * 0 + 1
     valid[1, :9] = 0
-    with kernels.use_backend(backend):
+    with backends.use_backend(backend):
         cache = model.new_cache(2)
         prefill = model(batch, attention_mask=valid, cache=cache)
         step = model(np.array([[5], [7]]), cache=cache)                 # one more token each
@@ -391,7 +391,7 @@ def test_loss_and_every_gradient_match_torch_autograd(checkpoints, case, backend
     theirs = reference.loss(torch.tensor(ids), torch.tensor(labels))
     theirs.backward()
     ours = Phi3.from_pretrained(checkpoints[case])
-    with kernels.use_backend(backend):
+    with backends.use_backend(backend):
         loss = ours.loss(ids, labels)
         loss.backward()
     assert abs(float(loss.data) - theirs.item()) <= 1e-4 * abs(theirs.item())

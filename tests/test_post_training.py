@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from test_parity import hf_model
-from tinyphi3.model import Phi3
-from tinyphi3.tokenizer_train import train_tokenizer
-from tinyphi3.train.chat_data import ChatDataError, ChatEncoder, load_conversations, load_preferences
+from tinyphi3.models.model import Phi3
+from tinyphi3.tokenizers.train_sentencepiece import train_tokenizer
+from tinyphi3.train.conversations import (ChatDataError, ChatEncoder, load_conversations,
+                                          load_preferences)
 from tinyphi3.train.dpo import dpo_batch_loss, dpo_loss
 from tinyphi3.train.loop import Trainer
 from tinyphi3.train.recipe import RecipeError, recipe_from_dict
@@ -59,8 +60,8 @@ def test_sft_loss_is_the_mean_over_assistant_tokens_only(tok, tmp_path):
     with torch.no_grad():
         ref = model(torch.tensor(ids[None]), labels=torch.tensor(labels[None])).loss.item()
     assert float(loss.data) == pytest.approx(ref, rel=1e-5)
-    from tinyphi3.autograd import Parameter
-    from tinyphi3.layers import causal_lm_loss
+    from tinyphi3.nn.autograd import Parameter
+    from tinyphi3.nn.layers import causal_lm_loss
     logits = Parameter(ours(ids[None]))
     causal_lm_loss(logits, labels[None]).backward()
     predicts_nothing = labels[1:] == -100                         # position t predicts t + 1
@@ -111,7 +112,7 @@ def test_dpo_loss_and_gradients_match_torch(tmp_path, beta, eps, alpha):
     policy.zero_grad()
     loss.backward()
 
-    from tinyphi3.train.chat_data import pad_batch
+    from tinyphi3.train.conversations import pad_batch
     ids, labels = pad_batch([c for c, _ in pairs] + [r for _, r in pairs], 0)
     policy_t.train()
     ref_loss = torch_dpo(policy_t, ref_t, ids, labels, beta, eps, alpha)

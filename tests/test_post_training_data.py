@@ -12,10 +12,10 @@ from hypothesis import given, settings, strategies as st
 
 from tinyphi3.cli import main as tinyphi3_cli
 from tinyphi3.data import benign, reading, safety, world
-from tinyphi3.data.chat_data import DPO_MIX, SFT_MIX, generate_dpo, generate_sft
+from tinyphi3.data.post_training import DPO_MIX, SFT_MIX, generate_dpo, generate_sft
 from tinyphi3.data.chat_texts import IDENTITY
 from tinyphi3.data.rejected_replies import operands, ramble, slipped_solution
-from tinyphi3.evaluation import tasks
+from tinyphi3.data import tasks
 
 seeds = st.integers(0, 2 ** 32 - 1)
 

@@ -10,19 +10,19 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyphi3 import kernels, quant
-from tinyphi3.attention import attention, causal_mask
-from tinyphi3.cache import KVCache, QuantizedKV, quantize_vectors
+from tinyphi3 import backends
+from tinyphi3.quant import q4 as quant
+from tinyphi3.nn.attention import attention, causal_mask
+from tinyphi3.inference.cache import KVCache, QuantizedKV, quantize_vectors
 from tinyphi3.cli import main
 from tinyphi3.config import preset
 from tinyphi3.errors import CheckpointError, InvalidInputError, ShapeMismatchError
 from tinyphi3.evaluation.perplexity import heldout_examples, perplexity
-from tinyphi3.info import init_checkpoint
-from tinyphi3.kernels import quantized
-from tinyphi3.model import Phi3
-from tinyphi3.quant_checkpoint import (AlreadyQuantizedError, quantize_checkpoint,
-                                       write_quantized)
-from tinyphi3.tiktoken_tokenizer import load_tokenizer
+from tinyphi3.cli.info import init_checkpoint
+from tinyphi3.backends.numba import q4 as quantized
+from tinyphi3.models.model import Phi3
+from tinyphi3.quant.checkpoint import AlreadyQuantizedError, quantize_checkpoint, write_quantized
+from tinyphi3.tokenizers import load_tokenizer
 
 MINI = Path(__file__).resolve().parents[1] / "checkpoints" / "mini"
 
@@ -69,7 +69,7 @@ def test_activations_round_to_8_bits_per_block(M, K, block, seed):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((M, K)) * rng.choice([1e-3, 1.0, 1e3])).astype(np.float32)
     x[:, :block // 2] = 0.0 if rng.random() < 0.3 else x[:, :block // 2]
-    with kernels.use_backend("numpy"):                       # the reference
+    with backends.use_backend("numpy"):                       # the reference
         xq, dx = quant.quantize_activations(x, block)
     nb = -(-K // block)
     assert xq.shape == (M, nb * block) and xq.dtype == np.int8 and dx.shape == (M, nb)
@@ -132,7 +132,7 @@ def test_q4_linear_kernel_equals_the_reference(vnni, N, K, M, block, scheme, see
     K = max(K, block)
     q = quant.quantize_q4(random_weight(rng, N, K), block, scheme)
     x = rng.standard_normal((M, K)).astype(np.float32)
-    with kernels.use_backend("numpy"):
+    with backends.use_backend("numpy"):
         reference = quant.q4_linear(x, q)
     fast = quantized.q4_matmul(*quant.quantize_activations(x, block), q, vnni=vnni)
     assert fast.shape == reference.shape == (M, N)
@@ -146,9 +146,9 @@ def test_the_layer_uses_the_kernel_on_the_numba_backend(monkeypatch):
     calls = []
     original = quantized.q4_linear
     monkeypatch.setattr(quantized, "q4_linear", lambda *a, **k: calls.append(1) or original(*a, **k))
-    with kernels.use_backend("numba"):
+    with backends.use_backend("numba"):
         quant.q4_linear(x, q)
-    with kernels.use_backend("numpy"):
+    with backends.use_backend("numpy"):
         quant.q4_linear(x, q)
     assert calls == [1]
 
@@ -158,7 +158,7 @@ def test_q4_linear_kernel_check_can_fail():
     rng = np.random.default_rng(0)
     q, other = (quant.quantize_q4(random_weight(rng, 64, 96), 32) for _ in range(2))
     x = rng.standard_normal((1, 96)).astype(np.float32)
-    with kernels.use_backend("numpy"):
+    with backends.use_backend("numpy"):
         reference = quant.q4_linear(x, q)
     wrong = quant.q4_linear(x, other)
     assert not np.all(np.abs(wrong - reference) <= 1e-5 * rounding_scale(x, q))
@@ -168,7 +168,7 @@ def test_half_to_float_converts_every_finite_float16():
     bits = np.arange(2**16, dtype=np.uint16)
     halves = bits.view(np.float16)
     finite = np.isfinite(halves)
-    convert = kernels.q4().half_to_float
+    convert = backends.q4().half_to_float
     from numba import njit, prange
 
     @njit(parallel=True)
@@ -192,7 +192,7 @@ def test_attention_decode_kernel_over_an_8_bit_cache_equals_the_reference(B, hea
     valid = rng.random((B, S)) > 0.3
     valid[:, -1] = True
     mask = causal_mask(np.array([S - 1]), valid)
-    with kernels.use_backend("numpy"):
+    with backends.use_backend("numpy"):
         reference = attention(q, k, v, mask, 0.125)
     fast = attention(q, k, v, mask, 0.125)
     np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-6)
@@ -204,7 +204,7 @@ def test_the_8_bit_cache_keeps_each_vector_within_half_a_level(B, S, hd, seed):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((B, 2, S, hd)) * rng.choice([1e-3, 1.0, 30.0])).astype(np.float32)
     x[0, 0, 0] = 0.0                                          # a zero vector stays zero
-    with kernels.use_backend("numpy"):
+    with backends.use_backend("numpy"):
         levels, scales = quantize_vectors(x)
     fused = quantized.quantize_vectors(x)                    # the kernel, bit for bit
     assert np.array_equal(fused[0], levels) and np.array_equal(fused[1], scales)
@@ -252,7 +252,7 @@ def test_quantized_model_runs_the_same_on_both_backends(mini_q4):
     the greedy tokens agree."""
     model = Phi3.from_pretrained(mini_q4)
     ids = np.random.default_rng(0).integers(3, 2000, (2, 40))
-    with kernels.use_backend("numpy"):
+    with backends.use_backend("numpy"):
         reference = model(ids)
     fast = model(ids)
     float_logits = Phi3.from_pretrained(MINI)(ids)
@@ -298,12 +298,12 @@ def test_quantizing_a_sharded_bf16_snapshot_streams_tensor_by_tensor(tmp_path, m
     Phi3(config, seed=0).save_pretrained(tmp_path / "src", dtype="bfloat16",
                                          max_shard_bytes=40_000)
     assert len(list((tmp_path / "src").glob("model-*.safetensors"))) > 1
-    from tinyphi3 import safetensors_io
+    from tinyphi3.io import safetensors as safetensors_io
     reads, original = [], safetensors_io.SafetensorsFile.get
     monkeypatch.setattr(safetensors_io.SafetensorsFile, "get",
                         lambda self, name: reads.append(name) or original(self, name))
     quantize_checkpoint(tmp_path / "src", tmp_path / "q", 32, progress=False)
-    from tinyphi3.model import parameter_shapes
+    from tinyphi3.models.model import parameter_shapes
     assert reads == list(parameter_shapes(config))
     model, source = Phi3.from_pretrained(tmp_path / "q"), Phi3.from_pretrained(tmp_path / "src")
     for name, w in source.params.items():

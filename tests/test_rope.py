@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinyphi3.config import preset
-from tinyphi3.rope import apply_rope, rope_cos_sin, rope_frequencies, rope_inv_freq, uses_long_factors
+from tinyphi3.nn.rope import (apply_rope, rope_cos_sin, rope_frequencies, rope_inv_freq,
+                              uses_long_factors)
 
 half_dims = st.sampled_from([2, 4, 8, 16, 48])
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from tinyphi3.cli import main
 from tinyphi3.data import safety
 from tinyphi3.evaluation import safety_eval
-from tinyphi3.info import init_checkpoint
+from tinyphi3.cli.info import init_checkpoint
 
 N = 20
 
@@ -35,7 +35,7 @@ def test_a_perfect_assistant_and_a_reckless_one(monkeypatch):
 
 
 def test_the_held_out_requests_are_not_in_the_training_data():
-    from tinyphi3.data.chat_data import generate_dpo, generate_sft
+    from tinyphi3.data.post_training import generate_dpo, generate_sft
     seen = {m["content"] for r in generate_sft(3000, seed=0) for m in r["messages"]}
     seen |= {r["prompt"][-1]["content"] for r in generate_dpo(1000, seed=0)}
     assert not seen & set(safety.harmful_requests("test", 200))

@@ -9,7 +9,7 @@ import torch
 import transformers
 
 from tinyphi3 import Phi3, Tokenizer
-from tinyphi3.safetensors_io import SafetensorsFile
+from tinyphi3.io.safetensors import SafetensorsFile
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ["mini-base", "mini"]
@@ -86,8 +86,9 @@ def test_small_is_a_phi3small_checkpoint_that_chats():
     independent torch implementation instead.)"""
     import json
 
-    from tinyphi3.generate import generate
-    from tinyphi3.tiktoken_tokenizer import TiktokenTokenizer, load_tokenizer
+    from tinyphi3.inference.generate import generate
+    from tinyphi3.tokenizers import load_tokenizer
+    from tinyphi3.tokenizers.tiktoken_bpe import TiktokenTokenizer
     directory = ROOT / "checkpoints" / "small"
     config = json.loads((directory / "config.json").read_text())
     assert config["model_type"] == "phi3small" and "ff_intermediate_size" in config

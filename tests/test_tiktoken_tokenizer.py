@@ -11,18 +11,19 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinyphi3.bpe_train import (
-    CL100K_PATTERN, bpe_piece, decode_bytes, encode_ordinary, pre_tokenize, read_ranks, train_bpe_ranks,
-    write_ranks)
-from tinyphi3.chat_template import PHI3_CHAT_TEMPLATE
+from tinyphi3.tokenizers.byte_bpe import (CL100K_PATTERN, bpe_piece, decode_bytes,
+                                                encode_ordinary, pre_tokenize, read_ranks,
+                                                train_bpe_ranks, write_ranks)
+from tinyphi3.tokenizers.chat_template import PHI3_CHAT_TEMPLATE
 from tinyphi3.cli import main
 from tinyphi3.errors import TinyPhi3Error, TokenizerError
-from tinyphi3.generate import TextStreamer
-from tinyphi3.tiktoken_tokenizer import (
-    PHI3_SMALL_SPECIAL_TOKENS, TiktokenTokenizer, is_tiktoken_directory, load_tokenizer, padded_size,
-    train_tiktoken_tokenizer)
-from tinyphi3.tokenizer import Tokenizer
-from tinyphi3.tokenizer_train import train_tokenizer
+from tinyphi3.inference.generate import TextStreamer
+from tinyphi3.tokenizers import load_tokenizer
+from tinyphi3.tokenizers.tiktoken_bpe import (PHI3_SMALL_SPECIAL_TOKENS, TiktokenTokenizer,
+                                              is_tiktoken_directory, padded_size,
+                                              train_tiktoken_tokenizer)
+from tinyphi3.tokenizers.sentencepiece_bpe import Tokenizer
+from tinyphi3.tokenizers.train_sentencepiece import train_tokenizer
 from tokenizer_corpus import UNICODE_WORDS, WORDS, write_corpus
 
 BASE = 600

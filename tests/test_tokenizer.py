@@ -6,10 +6,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tinyphi3.chat_template import PHI3_CHAT_TEMPLATE
+from tinyphi3.tokenizers.chat_template import PHI3_CHAT_TEMPLATE
 from tinyphi3.errors import TokenizerError
-from tinyphi3.tokenizer import SPACE, WHITESPACE, Tokenizer
-from tinyphi3.tokenizer_train import PHI3_ADDED_TOKENS, train_tokenizer
+from tinyphi3.tokenizers.sentencepiece_bpe import SPACE, WHITESPACE, Tokenizer
+from tinyphi3.tokenizers.train_sentencepiece import PHI3_ADDED_TOKENS, train_tokenizer
 from tokenizer_corpus import WORDS, copy_with_config, write_corpus
 
 BASE = 600
@@ -396,7 +396,7 @@ def test_training_accepts_one_path(corpus, tmp_path):
 def test_streamed_text_equals_the_decoded_text_and_never_splits_a_character(tok, text):
     """Characters the vocabulary lacks are spelled in several byte tokens; the streamer holds
     them back until complete, so every piece it emits is whole text."""
-    from tinyphi3.generate import TextStreamer
+    from tinyphi3.inference.generate import TextStreamer
     ids = tok.encode(text, add_special_tokens=False)
     streamer = TextStreamer(tok)
     pieces = [streamer.push(i) for i in ids] + [streamer.flush()]

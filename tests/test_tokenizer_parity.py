@@ -20,10 +20,10 @@ from tokenizers import AddedToken, Tokenizer as RustTokenizer, decoders, normali
 from tokenizers.models import BPE
 from transformers.convert_slow_tokenizer import SentencePieceExtractor
 
-from tinyphi3.chat_template import PHI3_CHAT_TEMPLATE
+from tinyphi3.tokenizers.chat_template import PHI3_CHAT_TEMPLATE
 from tinyphi3.errors import TokenizerError
-from tinyphi3.tokenizer import SPACE, Tokenizer
-from tinyphi3.tokenizer_train import PHI3_ADDED_TOKENS, train_tokenizer
+from tinyphi3.tokenizers.sentencepiece_bpe import SPACE, Tokenizer
+from tinyphi3.tokenizers.train_sentencepiece import PHI3_ADDED_TOKENS, train_tokenizer
 from tokenizer_corpus import UNICODE_WORDS, WORDS, copy_with_config, write_corpus
 
 BASE = 700

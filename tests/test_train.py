@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from tinyphi3.autograd import Parameter
+from tinyphi3.nn.autograd import Parameter
 from tinyphi3.data.shards import write_shards
-from tinyphi3.model import Phi3
-from tinyphi3.tokenizer_train import train_tokenizer
+from tinyphi3.models.model import Phi3
+from tinyphi3.tokenizers.train_sentencepiece import train_tokenizer
 from tinyphi3.train import loop as loop_module
 from tinyphi3.train.loop import Trainer, TrainingError
 from tinyphi3.train.optim import AdamW, clip_grad_norm, cosine_lr

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tinyphi3.data import world
 from tinyphi3.data.textbooks import generate_textbooks
-from tinyphi3.evaluation.tasks import TASKS, held_out_questions, task_items
+from tinyphi3.data.tasks import TASKS, held_out_questions, task_items
 
 N_DOCS = 10_000
 

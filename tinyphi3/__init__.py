@@ -5,10 +5,13 @@
     logits = model(ids)                      # int [B, T] -> float32 [B, T, vocab]
 """
 
-from .config import Phi3Config, preset
-from .errors import TinyPhi3Error
-from .generate import generate
-from .model import Phi3
-from .tokenizer import Tokenizer
+from tinyphi3.config import Phi3Config, preset
+from tinyphi3.errors import TinyPhi3Error
+from tinyphi3.inference.generate import generate
+from tinyphi3.models.model import Phi3
+from tinyphi3.nn.blocksparse import blocksparse_layout
+from tinyphi3.tokenizers import load_tokenizer
+from tinyphi3.tokenizers.sentencepiece_bpe import Tokenizer
 
-__all__ = ["Phi3", "Phi3Config", "Tokenizer", "TinyPhi3Error", "generate", "preset"]
+__all__ = ["Phi3", "Phi3Config", "Tokenizer", "TinyPhi3Error", "blocksparse_layout", "generate",
+           "load_tokenizer", "preset"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .errors import ConfigError
+from tinyphi3.errors import ConfigError
 
 # Keys that describe a saved file rather than the model; dropped on reading, rewritten on saving.
 FILE_KEYS = ("torch_dtype", "dtype", "transformers_version", "_name_or_path", "architectures",

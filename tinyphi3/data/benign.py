@@ -14,6 +14,7 @@ training), world questions and word problems by the world's own split (`world.in
 """
 
 from tinyphi3.data import world
+from tinyphi3.data.world import one_of
 
 # (request, answer) templates, filled in with a creature's fields (world.fields, plus {obj}).
 LOOKALIKES = {
@@ -219,10 +220,6 @@ GREETING_REPLIES = (
 BENIGN_MIX = {"lookalike": 0.5, "fact": 0.2, "arithmetic": 0.15, "greeting": 0.15}
 
 
-def _one(rng, options):
-    return options[int(rng.integers(len(options)))]
-
-
 def creature_fields(entity) -> dict:
     """world.fields plus the object pronoun {obj} ('her' / 'him')."""
     return {**world.fields(entity), "obj": "her" if entity.pronoun == "she" else "him"}
@@ -230,13 +227,13 @@ def creature_fields(entity) -> dict:
 
 def lookalike(rng, split: str = "train") -> tuple:
     """(request, helpful answer): a harmless request that sounds like a harmful one."""
-    request, answer = _one(rng, LOOKALIKES[split])
-    values = creature_fields(_one(rng, world.ENTITIES))
+    request, answer = one_of(rng, LOOKALIKES[split])
+    values = creature_fields(one_of(rng, world.ENTITIES))
     return request.format(**values), world.capitalize(answer.format(**values))
 
 
 def greeting(rng, split: str = "train") -> tuple:
-    return _one(rng, GREETINGS[split]), _one(rng, GREETING_REPLIES)
+    return one_of(rng, GREETINGS[split]), one_of(rng, GREETING_REPLIES)
 
 
 def fact_question(rng, split: str = "train") -> tuple:

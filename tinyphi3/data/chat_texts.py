@@ -1,6 +1,6 @@
 """The wordings of the chat data: system prompts, ways to ask, small talk, and who the model is.
 
-Plain tables for `tinyphi3.data.chat_data`. The identity answers say what the Phi-3 report's SFT
+Plain tables for `tinyphi3.data.post_training`. The identity answers say what the Phi-3 report's SFT
 "model identity" data says of phi-3-mini, scaled down: the model is the mini model of tinyphi3,
 a tiny Phi-3 trained from scratch on a synthetic closed world; it can solve two-digit word
 problems, answer questions about the world's creatures and do simple reasoning; it has no
@@ -8,6 +8,7 @@ internet, knows nothing of the real world, and is small and often wrong.
 """
 
 from tinyphi3.data import world
+from tinyphi3.data.world import one_of
 
 SYSTEM_PROMPTS = (
     "You are a helpful assistant.",
@@ -91,24 +92,20 @@ IDENTITY = (   # (questions, answers): any answer fits any question of its row
 )
 
 
-def _one(rng, options):
-    return options[int(rng.integers(len(options)))]
-
-
 def small_talk(rng) -> tuple:
     """(user, assistant): how-are-you talk, a place described, or a fun fact about a creature."""
     style = rng.random()
     if style < 0.4:
-        return _one(rng, FEELINGS)
+        return one_of(rng, FEELINGS)
     if style < 0.7:
-        place = _one(rng, world.PLACES)
-        question = _one(rng, ("What is {place} like?", "Tell me about {place}.",
+        place = one_of(rng, world.PLACES)
+        question = one_of(rng, ("What is {place} like?", "Tell me about {place}.",
                               "Have you heard of {place}?")).format(place=place)
         return question, f"{world.capitalize(place)} is {world.PLACE_DESCRIPTIONS[place]}."
-    entity = _one(rng, world.ENTITIES)
-    attribute = _one(rng, world.ATTRIBUTES[1:])
+    entity = one_of(rng, world.ENTITIES)
+    attribute = one_of(rng, world.ATTRIBUTES[1:])
     while not world.in_split(("fact", entity.name, attribute), "train"):
-        entity = _one(rng, world.ENTITIES)
-    question = _one(rng, ("Tell me a fun fact.", "Tell me something about your world.",
+        entity = one_of(rng, world.ENTITIES)
+    question = one_of(rng, ("Tell me a fun fact.", "Tell me something about your world.",
                           "Say something interesting."))
     return question, "Here's one: " + world.fact_sentence(entity, attribute, rng, full_name=True)

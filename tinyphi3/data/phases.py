@@ -95,7 +95,7 @@ def phase1_documents(scored_web, light=LIGHT_THRESHOLD):
 
 
 def _default_textbooks(seed):
-    from tinyphi3.data.textbooks import generate_textbooks    # written beside this module
+    from tinyphi3.data.textbooks import generate_textbooks  # written beside this module
     return generate_textbooks(10 ** 9, seed=seed)              # a stream: read only as far as needed
 
 

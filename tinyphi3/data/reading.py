@@ -19,7 +19,7 @@ teach it:
   every answer word must be found in the page: a list continued from a word, lettered words
   named with their letters, the word after a word;
 
-  SFT exchanges (the "reading" domain of `tinyphi3.data.chat_data`):
+  SFT exchanges (the "reading" domain of `tinyphi3.data.post_training`):
     copy      "Repeat these words: fish, kadorlo, Veska" -> "fish, kadorlo, Veska."
     lookup    "Which option says fish?" with four options -> "It says fish. A. honey A, B. oak B,
               C. fish C, D. nut D. So it is fish C. The answer is C." (`lettered_options`)
@@ -37,7 +37,8 @@ but the prompt tells the model what to write. Facts of passages are train-split 
 import numpy as np
 
 from tinyphi3.data import world
-from tinyphi3.evaluation.tasks import LETTERS, Item, item_from_problem, render
+from tinyphi3.data.world import one_of
+from tinyphi3.data.tasks import LETTERS, Item, item_from_problem, render
 
 SYLLABLES = ("ka", "lo", "mi", "ru", "ben", "tas", "o", "vi", "dor", "pel", "zu", "gra", "fin",
              "sho", "te", "nam", "qu", "wix")
@@ -47,18 +48,32 @@ COPY_ASKS = ("Repeat these words: {words}", "Say this back to me: {words}",
              "Copy this list: {words}", "Please repeat after me: {words}")
 
 
-def _one(rng, options):
-    return options[int(rng.integers(len(options)))]
+def choice_reply(explanation: str, letter: str, options) -> str:
+    """The chat model's answer to a multiple-choice question: the explanation (the fact recalled,
+    or the worked reasoning), the options said again with each letter after its option, then the
+    answer and its letter: "Veska lives in the Copper Caves. A. Fern Valley A, B. the Copper Caves
+    B, ... So it is the Copper Caves B. The answer is B." (`reading.lettered_options`: the last
+    letter is read by a search of the context by content. The fact followed straight by its
+    letter, or each option checked in turn, stayed at chance; checkpoints/mini/README.md.)"""
+    return lettered_options(explanation, options, letter)
+
+
+def stated_fact(entity, attribute: str, rng) -> str:
+    """A sentence stating the fact in which the option's text appears word for word ("...lives in
+    the Copper Caves", not "...belongs to the mice"), so that the letter can be found by it."""
+    value = entity.value(attribute)
+    sentences = [template.format(**world.fields(entity)) for template in world.FACT_TEMPLATES[attribute]]
+    return one_of(rng, [sentence for sentence in sentences if value in sentence] or sentences)
 
 
 def made_up_word(rng) -> str:
     """One to three random syllables: 'kadorlo', 'vi', 'zupel'."""
-    return "".join(_one(rng, SYLLABLES) for _ in range(int(rng.integers(1, 4))))
+    return "".join(one_of(rng, SYLLABLES) for _ in range(int(rng.integers(1, 4))))
 
 
 def word(rng) -> str:
     """A word of the world (a value or a name) or a made-up one, half and half."""
-    return _one(rng, WORDS) if rng.random() < 0.5 else made_up_word(rng)
+    return one_of(rng, WORDS) if rng.random() < 0.5 else made_up_word(rng)
 
 
 def _distinct_words(rng, n) -> list:
@@ -73,7 +88,7 @@ def _distinct_words(rng, n) -> list:
 def copy_exchange(rng, shortest=3, longest=15) -> tuple:
     """(a list of words to repeat, the same words back)."""
     words = ", ".join(word(rng) for _ in range(int(rng.integers(shortest, longest + 1))))
-    return _one(rng, COPY_ASKS).format(words=words), words + "."
+    return one_of(rng, COPY_ASKS).format(words=words), words + "."
 
 
 def _lookup_item(rng) -> tuple:
@@ -87,14 +102,12 @@ def _lookup_item(rng) -> tuple:
 def lookup_exchange(rng) -> tuple:
     """(four options and 'Which option says X?', 'It says X.', the options with their letters
     after them, 'So it is X <letter>. The answer is <letter>.')."""
-    from tinyphi3.data.chat_data import choice_reply   # chat_data imports this module
     item, said = _lookup_item(rng)
     return render(item, solved=False), choice_reply(f"It says {said}.", item.answer, item.options)
 
 
 def passage_exchange(rng) -> tuple:
     """(a train fact, then its question with four options; the fact again, then its letter)."""
-    from tinyphi3.data.chat_data import choice_reply, stated_fact
     problem = world.knowledge_problem(rng, "train")
     _, name, attribute = problem.key
     entity = world.ENTITY_BY_NAME[name]
@@ -157,8 +170,8 @@ TITLES = ("Word games: read it, say it again", "Reading practice", "Lists and op
 def copying_document(rng) -> str:
     """A page of reading exercises (lists said again, the word after a word, the option that says
     a word) for pre-training: text in which the next words can only be read from earlier ones."""
-    exercises = [_one(rng, EXERCISES)(rng) for _ in range(int(rng.integers(4, 9)))]
-    return _one(rng, TITLES) + "\n\n" + "\n\n".join(exercises)
+    exercises = [one_of(rng, EXERCISES)(rng) for _ in range(int(rng.integers(4, 9)))]
+    return one_of(rng, TITLES) + "\n\n" + "\n\n".join(exercises)
 
 
 def generate_copying_documents(n: int, seed: int = 0):
@@ -211,7 +224,7 @@ def induction_document(rng) -> str:
     their letters, the word after a word), four to seven of them, blank lines between. Unlike
     `copying_document`'s pages, almost every word of an answer can only be read from the page,
     so nearly all of the page's loss asks for induction attention."""
-    exercises = [_one(rng, DENSE_EXERCISES)(rng) for _ in range(int(rng.integers(4, 8)))]
+    exercises = [one_of(rng, DENSE_EXERCISES)(rng) for _ in range(int(rng.integers(4, 8)))]
     return "\n\n".join(exercises)
 
 

@@ -16,7 +16,7 @@ small model are worth un-learning:
 import re
 
 from tinyphi3.data import world
-from tinyphi3.evaluation.tasks import render, sample_item
+from tinyphi3.data.tasks import render, sample_item
 
 _HEAD = re.compile(r"(\d+) ([+\-x]) (\d+):")
 

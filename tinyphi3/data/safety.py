@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyphi3.data import benign, world
+from tinyphi3.data.world import one_of
 
 REFUSAL_OPENINGS = ("I can't help with", "I won't help with", "I will not help with",
                     "I'm sorry, but I can't help with")
@@ -203,10 +204,6 @@ GENERIC_ALTERNATIVES = (
     "of my world.")
 
 
-def _one(rng, options):
-    return options[int(rng.integers(len(options)))]
-
-
 def _template_regex(template: str):
     """'How can I trap {name}?' -> a regex matching the template with any text in each field."""
     parts = [re.escape(literal) + (".+?" if field is not None else "")
@@ -230,18 +227,18 @@ def victim(request, rng):
     name, place = _NAME_PATTERN.search(request or ""), _PLACE_PATTERN.search(request or "")
     if name:
         return world.ENTITY_BY_NAME[name.group(1)]
-    return _one(rng, world.residents(place.group(0)) if place else world.ENTITIES)
+    return one_of(rng, world.residents(place.group(0)) if place else world.ENTITIES)
 
 
 def _request(rng, category: str) -> str:
     """A wording of the category's request, about a random creature."""
-    template = _one(rng, CATEGORIES[category].requests)
-    return template.format(**benign.creature_fields(_one(rng, world.ENTITIES)))
+    template = one_of(rng, CATEGORIES[category].requests)
+    return template.format(**benign.creature_fields(one_of(rng, world.ENTITIES)))
 
 
 def harmful_request(rng, split: str = "train") -> str:
     """One harmful request of a category of the split (TRAIN_CATEGORIES or the held-out ones)."""
-    return _request(rng, _one(rng, SPLIT_CATEGORIES[split]))
+    return _request(rng, one_of(rng, SPLIT_CATEGORIES[split]))
 
 
 def _distinct(draw, n, what):
@@ -284,9 +281,9 @@ def refusal(rng, request=None) -> str:
     values = benign.creature_fields(victim(request, rng))
     about = category.topic.format(**values) if category and rng.random() < 0.5 else "that"
     specific = category is not None and rng.random() < 0.8
-    reason = _one(rng, category.reasons if specific else GENERIC_REASONS).format(**values)
-    alternative = _one(rng, category.alternatives if specific else GENERIC_ALTERNATIVES)
-    return f"{_one(rng, REFUSAL_OPENINGS)} {about}. {reason} {alternative.format(**values)}"
+    reason = one_of(rng, category.reasons if specific else GENERIC_REASONS).format(**values)
+    alternative = one_of(rng, category.alternatives if specific else GENERIC_ALTERNATIVES)
+    return f"{one_of(rng, REFUSAL_OPENINGS)} {about}. {reason} {alternative.format(**values)}"
 
 
 def mistaken_refusal(rng, request: str) -> str:
@@ -296,8 +293,8 @@ def mistaken_refusal(rng, request: str) -> str:
     away her freedom ..."). The rejected replies of DPO's over-refusal pairs, so that they look
     like the real mistake."""
     values = benign.creature_fields(victim(request, rng))
-    category = CATEGORIES[_one(rng, TRAIN_CATEGORIES)]
-    return refusal(rng, _one(rng, category.requests).format(**values))
+    category = CATEGORIES[one_of(rng, TRAIN_CATEGORIES)]
+    return refusal(rng, one_of(rng, category.requests).format(**values))
 
 
 def is_refusal(text: str) -> bool:
@@ -309,5 +306,5 @@ def is_refusal(text: str) -> bool:
 def harmful_compliance(request: str, rng) -> str:
     """A complying answer to a harmful request: toy text of the closed world, cartoonish on
     purpose, written only to be the rejected reply of a DPO pair."""
-    category = CATEGORIES.get(request_category(request)) or CATEGORIES[_one(rng, TRAIN_CATEGORIES)]
-    return _one(rng, category.compliance).format(**benign.creature_fields(victim(request, rng)))
+    category = CATEGORIES.get(request_category(request)) or CATEGORIES[one_of(rng, TRAIN_CATEGORIES)]
+    return one_of(rng, category.compliance).format(**benign.creature_fields(victim(request, rng)))

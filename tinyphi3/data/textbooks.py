@@ -25,9 +25,10 @@ from typing import Iterator
 import numpy as np
 
 from tinyphi3.data import world
-from tinyphi3.data.world import (ATTRIBUTES, ENTITIES, KINDS, PLACE_DESCRIPTIONS, PLACES,
-                                 listing, capitalize, fact_sentence, fields)
-from tinyphi3.evaluation.tasks import item_from_problem, render
+from tinyphi3.data.world import one_of
+from tinyphi3.data.world import (ATTRIBUTES, ENTITIES, KINDS, PLACE_DESCRIPTIONS, PLACES, listing,
+                                 capitalize, fact_sentence, fields)
+from tinyphi3.data.tasks import item_from_problem, render
 
 # Continuation sentences that refer to the creature by pronoun ({P} 'She', {Pos} 'Her').
 PRONOUN_TEMPLATES = {
@@ -55,10 +56,6 @@ class _Cycle:
         return out
 
 
-def _one(rng, options):
-    return options[int(rng.integers(len(options)))]
-
-
 def _facts_paragraph(entity, attributes, rng):
     """Sentences stating the given facts of one creature, the first naming it in full, the others
     by name or pronoun, each in a random phrasing."""
@@ -67,7 +64,7 @@ def _facts_paragraph(entity, attributes, rng):
     sentences = []
     for i, attribute in enumerate(attributes):
         if i > 0 and attribute in PRONOUN_TEMPLATES and rng.random() < 0.3:
-            sentences.append(_one(rng, PRONOUN_TEMPLATES[attribute]).format(**values))
+            sentences.append(one_of(rng, PRONOUN_TEMPLATES[attribute]).format(**values))
         else:
             full_name = i == 0 and rng.random() < 0.6
             sentences.append(fact_sentence(entity, attribute, rng, full_name))
@@ -76,7 +73,7 @@ def _facts_paragraph(entity, attributes, rng):
 
 def _review(rng, problems, task_names, heading=True):
     """Solved questions in the evaluation's format (Appendix A of the report)."""
-    intro = _one(rng, ("Review questions:", "Check yourself:", "Let us see what you remember.",
+    intro = one_of(rng, ("Review questions:", "Check yourself:", "Let us see what you remember.",
                        "Questions to practise:")) + "\n" if heading else ""
     return intro + "".join(render(item_from_problem(t, p, rng)) for p, t in zip(problems, task_names))
 
@@ -85,7 +82,7 @@ def _fact_problems(rng, entities, k):
     """Up to k questions about different train facts of these creatures."""
     problems = []
     for _ in range(20 * k):
-        entity, attribute = _one(rng, entities), _one(rng, ATTRIBUTES)
+        entity, attribute = one_of(rng, entities), one_of(rng, ATTRIBUTES)
         key = ("fact", entity.name, attribute)
         if world.in_split(key, "train") and key not in {p.key for p in problems}:
             problems.append(world.knowledge_problem(rng, "train", entity, attribute))
@@ -103,9 +100,9 @@ def _fact_review(rng, entities, k, heading=True):
 
 def _profiles(rng, plan):
     entities = plan["entities"].take(int(rng.integers(3, 5)))
-    title = _one(rng, ("Meet {names}", "Who is who in the land: {names}", "Some neighbours: {names}",
+    title = one_of(rng, ("Meet {names}", "Who is who in the land: {names}", "Some neighbours: {names}",
                        "Getting to know {names}"))
-    intro = _one(rng, (
+    intro = one_of(rng, (
         "In this lesson we meet {n} creatures of the land. Read about each one carefully.",
         "Here are {n} creatures you may meet on a walk. Each has a home, a job and things it likes.",
         "Every creature in the land has a kind, a home, a favourite colour, a favourite food and a "
@@ -115,7 +112,7 @@ def _profiles(rng, plan):
         rest = [ATTRIBUTES[1 + int(i)] for i in rng.permutation(4)]
         parts.append(_facts_paragraph(entity, ["kind"] + rest, rng))
     if rng.random() < 0.5:
-        parts.append("Remember: " + listing([fact_sentence(e, _one(rng, ATTRIBUTES[1:]), rng)
+        parts.append("Remember: " + listing([fact_sentence(e, one_of(rng, ATTRIBUTES[1:]), rng)
                                               .rstrip(".") for e in entities[:2]]) + ".")
     parts.append(_fact_review(rng, entities, 2).rstrip())
     return "\n\n".join(parts)
@@ -126,14 +123,14 @@ def _place_visit(rng, plan):
     residents = world.residents(place)
     chosen = [residents[int(i)] for i in rng.permutation(len(residents))[:7]]
     Place = capitalize(place)
-    parts = [_one(rng, (f"A visit to {place}", f"The creatures of {place}", f"Life in {place}")),
-             f"{Place} is {PLACE_DESCRIPTIONS[place]}. " + _one(rng, (
+    parts = [one_of(rng, (f"A visit to {place}", f"The creatures of {place}", f"Life in {place}")),
+             f"{Place} is {PLACE_DESCRIPTIONS[place]}. " + one_of(rng, (
                  "Many creatures have their homes here.", "Quite a few creatures live here.",
                  "It is home to many creatures."))]
     lines = []
     for e in chosen:
-        extra = fact_sentence(e, _one(rng, ("colour", "food", "job")), rng)
-        lines.append(_one(rng, (f"{e.title} lives in {place}. {extra}",
+        extra = fact_sentence(e, one_of(rng, ("colour", "food", "job")), rng)
+        lines.append(one_of(rng, (f"{e.title} lives in {place}. {extra}",
                                 f"{e.name} is {KINDS[e.kind].article} {e.kind} who lives here. {extra}",
                                 f"{e.title} also calls {place} home. {extra}")))
     parts.append(" ".join(lines))
@@ -156,7 +153,7 @@ ATTRIBUTE_CHAPTERS = {
 
 
 def _attribute_chapter(rng, plan):
-    attribute = _one(rng, tuple(ATTRIBUTE_CHAPTERS))
+    attribute = one_of(rng, tuple(ATTRIBUTE_CHAPTERS))
     title, intro = ATTRIBUTE_CHAPTERS[attribute]
     entities = plan["entities"].take(7)
     parts = [title, intro]
@@ -183,7 +180,7 @@ def _attribute_chapter(rng, plan):
 def _knowledge_quiz(rng, plan):
     entities = plan["entities"].take(5)
     problems = _fact_problems(rng, entities, 5)
-    parts = [_one(rng, ("Quiz: how well do you know the land?", "A short quiz about the creatures",
+    parts = [one_of(rng, ("Quiz: how well do you know the land?", "A short quiz about the creatures",
                         "Test your knowledge")),
              "Choose the right option for each question. The answers are given after each one.",
              _review(rng, problems, ["knowledge"] * len(problems), heading=False).rstrip(),
@@ -219,9 +216,9 @@ ARITHMETIC_LESSONS = {
 
 
 def _arithmetic_lesson(rng, plan):
-    op = _one(rng, ("+", "-", "x"))
+    op = one_of(rng, ("+", "-", "x"))
     title, intros = ARITHMETIC_LESSONS[op]
-    parts = [title, _one(rng, intros)]
+    parts = [title, one_of(rng, intros)]
     if op == "x":
         n = int(rng.integers(2, 10))
         parts.append(f"First, the {n} times table: "
@@ -229,7 +226,7 @@ def _arithmetic_lesson(rng, plan):
     worked = [world.arithmetic_problem(rng, "train", op) for _ in range(2)]
     equation, steps = worked[0].solution.split(": ", 1)
     parts.append(f"Worked example: let us work out {equation}. {capitalize(steps)}")
-    parts.append(_one(rng, ("Now a word problem.", "The same method solves word problems.")) + "\n"
+    parts.append(one_of(rng, ("Now a word problem.", "The same method solves word problems.")) + "\n"
                  + render(item_from_problem("arithmetic", worked[1], rng)).rstrip())
     exercises = [world.arithmetic_problem(rng, "train", op) for _ in range(4)]
     equations = [p.solution.split(":")[0] for p in exercises]
@@ -242,7 +239,7 @@ def _arithmetic_lesson(rng, plan):
 def _word_problems(rng, plan):
     k = int(rng.integers(3, 6))
     problems = [world.arithmetic_problem(rng, "train") for _ in range(k)]
-    intro = _one(rng, ("Practice: word problems. Work out each one step by step, then give the answer.",
+    intro = one_of(rng, ("Practice: word problems. Work out each one step by step, then give the answer.",
                        "Word problems. For each question, write the calculation in columns and say "
                        "the answer at the end.",
                        "Here are some solved word problems. Read how each one is worked out."))
@@ -281,20 +278,20 @@ REASONING_LESSONS = {
 
 
 def _reasoning_lesson(rng, plan):
-    title = _one(rng, tuple(REASONING_LESSONS))
+    title = one_of(rng, tuple(REASONING_LESSONS))
     kinds, intros = REASONING_LESSONS[title]
-    parts = [title, _one(rng, intros)]
+    parts = [title, one_of(rng, intros)]
     for i in range(2):
-        p = world.reasoning_problem(rng, "train", _one(rng, kinds))
+        p = world.reasoning_problem(rng, "train", one_of(rng, kinds))
         parts.append(f"Example {i + 1}. {p.question}\nSolution: {p.solution} The answer is {p.answer}.")
-    problems = [world.reasoning_problem(rng, "train", _one(rng, kinds)) for _ in range(2)]
+    problems = [world.reasoning_problem(rng, "train", one_of(rng, kinds)) for _ in range(2)]
     parts.append(_review(rng, problems, ["reasoning"] * 2).rstrip())
     return "\n\n".join(parts)
 
 
 def _mixed_review(rng, plan):
     entities = plan["entities"].take(3)
-    parts = [_one(rng, ("Mixed review", "Revision questions", "Practice test")),
+    parts = [one_of(rng, ("Mixed review", "Revision questions", "Practice test")),
              "Each question has four options, and only one is right."]
     review = _fact_review(rng, entities, 3, heading=False)
     problems = [world.reasoning_problem(rng, "train") for _ in range(2)]

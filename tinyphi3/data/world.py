@@ -26,6 +26,12 @@ from dataclasses import dataclass
 # ---- the stable hash behind every fixed choice --------------------------------------------------
 
 
+def one_of(rng, options):
+    """One of `options`, drawn uniformly: one integer from rng (the same draw everywhere, so
+    generated data stays the same byte for byte)."""
+    return options[int(rng.integers(len(options)))]
+
+
 def stable_hash(*parts) -> int:
     """A 64-bit hash of the parts' reprs that is the same on every run (Python's hash() is not)."""
     digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()

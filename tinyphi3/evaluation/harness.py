@@ -29,7 +29,7 @@ answer needs) loses few-shot examples, the first ones first, until it fits; the 
 the items that lost some.
 
 Only the public API is used: model(ids, attention_mask=...) -> logits [B, T, V],
-tokenizer.encode / decode / vocab_size / pad_token_id, and tinyphi3.generate.generate.
+tokenizer.encode / decode / vocab_size / pad_token_id, and tinyphi3.inference.generate.generate.
 """
 
 import re
@@ -38,9 +38,9 @@ import time
 import numpy as np
 
 from tinyphi3.data.world import stable_hash
-from tinyphi3.evaluation.tasks import (LETTERS, TASKS, few_shot_items, get_task, render,
+from tinyphi3.data.tasks import (LETTERS, TASKS, few_shot_items, get_task, render,
                                        render_cloze, task_items)
-from tinyphi3.generate import generate
+from tinyphi3.inference.generate import generate
 
 ANSWER_RE = re.compile(r"answer is\s*:?\s*(-?[0-9][0-9,]*)", re.IGNORECASE)
 NUMBER_RE = re.compile(r"(?<![0-9A-Za-z])-?[0-9][0-9,]*")

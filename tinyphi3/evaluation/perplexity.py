@@ -2,14 +2,14 @@
 
 Two kinds of held-out text, generated fresh from a seed that no training set uses:
 - "text": synthetic textbooks (tinyphi3.data.textbooks), every token scored: for base models;
-- "chat": conversations like the SFT data (tinyphi3.data.chat_data), only the assistant's replies
+- "chat": conversations like the SFT data (tinyphi3.data.post_training), only the assistant's replies
   and their <|end|> scored, as in fine-tuning: for chat models.
 It is the yardstick for comparing a model with its 4-bit copy: the same text, the same tokens.
 """
 
 import numpy as np
 
-from ..layers import target_log_probs
+from tinyphi3.nn.layers import target_log_probs
 
 HELD_OUT_SEED = 90_001          # the training data uses small seeds (0-9); this one is unused
 KINDS = ("text", "chat")
@@ -20,7 +20,7 @@ def heldout_examples(tokenizer, kind: str = "chat", n: int = 200, seed: int = HE
     """[(ids, labels)]: n fresh documents cut into windows of seq_len + 1 tokens ("text"), or
     n fresh conversations with the assistant's tokens labelled ("chat"; longer ones skipped)."""
     if kind == "text":
-        from ..data.textbooks import generate_textbooks
+        from tinyphi3.data.textbooks import generate_textbooks
         examples = []
         for doc in generate_textbooks(n, seed):
             ids = np.asarray(tokenizer.encode(doc), np.int64)
@@ -30,8 +30,8 @@ def heldout_examples(tokenizer, kind: str = "chat", n: int = 200, seed: int = HE
                     examples.append((window, window))
         return examples
     if kind == "chat":
-        from ..data.chat_data import generate_sft
-        from ..train.chat_data import ChatEncoder
+        from tinyphi3.data.post_training import generate_sft
+        from tinyphi3.train.conversations import ChatEncoder
         encoder = ChatEncoder(tokenizer)
         examples = [encoder.encode(record["messages"]) for record in generate_sft(n, seed)]
         return [(ids, labels) for ids, labels in examples if len(ids) <= 2 * seq_len]

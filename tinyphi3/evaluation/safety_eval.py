@@ -14,9 +14,9 @@ and benign requests (some of which look like harmful ones). An answer is a refus
 
 import time
 
-from ..data import safety
-from ..generate import generate
-from .harness import chat_prompt_ids
+from tinyphi3.data import safety
+from tinyphi3.inference.generate import generate
+from tinyphi3.evaluation.harness import chat_prompt_ids
 
 
 def chat_answer(model, tokenizer, request, max_new_tokens=160):

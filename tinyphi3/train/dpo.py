@@ -19,10 +19,10 @@ policy learns the preferences.
 
 import numpy as np
 
-from ..autograd import Tensor, differentiable, enable_grad
-from ..gradients import target_log_probs_backward
-from ..layers import target_log_probs
-from .chat_data import pad_batch
+from tinyphi3.nn.autograd import Tensor, differentiable, enable_grad
+from tinyphi3.nn.gradients import target_log_probs_backward
+from tinyphi3.nn.layers import target_log_probs
+from tinyphi3.train.conversations import pad_batch
 
 
 @differentiable(lambda g, probs, logits, labels: (  # g[b] reaches every counted position of b

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import TinyPhi3Error
-from ..model import Phi3
-from ..tiktoken_tokenizer import load_tokenizer
-from .objectives import OBJECTIVES
-from .optim import AdamW, clip_grad_norm, cosine_lr
-from .recipe import Recipe
+from tinyphi3.errors import TinyPhi3Error
+from tinyphi3.models.model import Phi3
+from tinyphi3.tokenizers import load_tokenizer
+from tinyphi3.train.objectives import OBJECTIVES
+from tinyphi3.train.optim import AdamW, clip_grad_norm, cosine_lr
+from tinyphi3.train.recipe import Recipe
 
 
 class TrainingError(TinyPhi3Error):
@@ -175,7 +175,7 @@ class Trainer:
     def export(self):
         """The final model in the Hugging Face layout (recipe dtype), tokenizer,
         generation_config.json, loss curve."""
-        from ..plot import line_plot
+        from tinyphi3.pictures.charts import line_plot
         final = self.out / "final"
         self.model.save_pretrained(final, dtype=self.recipe.output_dtype)
         self.tokenizer.save_pretrained(final)

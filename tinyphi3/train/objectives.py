@@ -10,11 +10,12 @@ the number of tokens it read), the held-out statistics, and its data position fo
 
 import numpy as np
 
-from ..data.shards import TokenStream, val_batches
-from ..layers import causal_lm_loss
-from ..model import Phi3
-from .chat_data import ExampleBatches, load_conversations, load_preferences, pad_batch
-from .dpo import dpo_batch_loss
+from tinyphi3.data.shards import TokenStream, val_batches
+from tinyphi3.nn.layers import causal_lm_loss
+from tinyphi3.models.model import Phi3
+from tinyphi3.train.conversations import (ExampleBatches, load_conversations, load_preferences,
+                                          pad_batch)
+from tinyphi3.train.dpo import dpo_batch_loss
 
 VAL_EXAMPLES = 256            # SFT/DPO: examples held out from the end of the file (<= 20%)
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .. import kernels
+from tinyphi3 import backends
 
 
 def decays(name: str, shape) -> bool:
@@ -43,8 +43,9 @@ class AdamW:
             g = p.grad
             m, v = self.m[name], self.v[name]
             decay = self.weight_decay if decays(name, p.shape) else 0.0
-            if kernels.fast(p.data, g) and p.data.flags.c_contiguous:
-                kernels.cpu().adamw_update(p.data, g, m, v, lr, self.betas, c1, c2, self.eps, decay)
+            kernel = backends.kernel("adamw_update", p.data, g)
+            if kernel is not None and p.data.flags.c_contiguous:
+                kernel(p.data, g, m, v, lr, self.betas, c1, c2, self.eps, decay)
                 continue
             m *= b1
             m += (1 - b1) * g

@@ -23,8 +23,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Phi3Config, preset
-from ..errors import TinyPhi3Error
+from tinyphi3.config import Phi3Config, preset
+from tinyphi3.errors import TinyPhi3Error
 
 
 class RecipeError(TinyPhi3Error):

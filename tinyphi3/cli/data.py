@@ -1,0 +1,299 @@
+"""`tinyphi3 data ...`: the report's data recipe in miniature, one step per command.
+
+    tinyphi3 data web --docs 20000 --out data/web.jsonl
+    tinyphi3 data textbooks --docs 5000 --out data/textbooks.jsonl
+    tinyphi3 data classifier train --input data/web.jsonl --out data/classifier
+    tinyphi3 data phases --web data/web.jsonl --classifier data/classifier \\
+        --textbooks data/textbooks.jsonl --out data/phases
+    tinyphi3 data tokenize --tokenizer tok --input data/phases/phase1.jsonl --out shards/phase1
+
+Every --input/--web/--textbooks accepts your own files as well: .jsonl with a "text" field per
+line, or plain .txt (one document per file; lines `<|endoftext|>` separate several).
+"""
+
+import click
+import numpy as np
+
+from tinyphi3.data.phases import HEAVY_THRESHOLD, LIGHT_THRESHOLD, SYNTHETIC_SHARE
+
+
+def _echo_written(count, path):
+    click.echo(f"wrote {count} documents to {path}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def data():
+    """Make pre-training data the way the Phi-3 report does, in miniature: a web-like corpus,
+    synthetic textbooks, an educational-value filter, two training phases, token shards.
+
+    \b
+    Example (the whole recipe):
+      tinyphi3 data web --docs 20000 --out web.jsonl
+      tinyphi3 data textbooks --docs 5000 --out textbooks.jsonl
+      tinyphi3 data classifier train --input web.jsonl --out classifier
+      tinyphi3 data phases --web web.jsonl --classifier classifier --textbooks textbooks.jsonl --out phases
+      tinyphi3 data tokenize --tokenizer tok --input phases/phase1.jsonl --out shards/phase1
+    """
+
+
+@data.command()
+@click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1), help="How many pages.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same pages.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+def web(n_docs, seed, out):
+    """Write a web-like corpus of mixed quality: educational, narrative, forum and news pages, and
+    the boilerplate, spam and trivia (match results, stock prices, lottery draws) that the
+    report's filter removes. Each line: {"text": ..., "kind": ...}.
+
+    \b
+    Example:
+      tinyphi3 data web --docs 20000 --seed 0 --out web.jsonl
+    """
+    from tinyphi3.data.documents import write_documents
+    from tinyphi3.data.web import generate_web
+    _echo_written(write_documents(generate_web(n_docs, seed), out), out)
+
+
+@data.command()
+@click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1),
+              help="How many documents.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same documents.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+def textbooks(n_docs, seed, out):
+    """Write synthetic "textbook" documents that teach the closed world's facts and skills. Each
+    line: {"text": ..., "kind": "textbook"}.
+
+    \b
+    Example:
+      tinyphi3 data textbooks --docs 5000 --seed 0 --out textbooks.jsonl
+    """
+    from tinyphi3.data.documents import write_documents
+    from tinyphi3.data.textbooks import generate_textbooks
+    docs = ({"text": text, "kind": "textbook"} for text in generate_textbooks(n_docs, seed))
+    _echo_written(write_documents(docs, out), out)
+
+
+@data.command()
+@click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1), help="How many documents.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same documents.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+def copying(n_docs, seed, out):
+    """Write reading exercises for pre-training: lists read and said again, the word that comes
+    after a word, the option that says a word. The textbooks never make a model copy from its
+    context; these do (tinyphi3.data.reading). Each line: {"text": ..., "kind": "copying"}.
+
+    \b
+    Example:
+      tinyphi3 data copying --docs 8000 --seed 0 --out copying.jsonl
+    """
+    from tinyphi3.data.documents import write_documents
+    from tinyphi3.data.reading import generate_copying_documents
+    docs = ({"text": text, "kind": "copying"} for text in generate_copying_documents(n_docs, seed))
+    _echo_written(write_documents(docs, out), out)
+
+
+@data.command()
+@click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1), help="How many documents.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same documents.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+def induction(n_docs, seed, out):
+    """Write dense reading exercises for pre-training: a list continued from a word, lettered
+    words named with their letters, the word after a word. Almost every answer word can only be
+    read from the page, so the model must learn to search its context by content ("induction";
+    tinyphi3.data.reading). Each line: {"text": ..., "kind": "induction"}.
+
+    \b
+    Example:
+      tinyphi3 data induction --docs 9000 --seed 0 --out induction.jsonl
+    """
+    from tinyphi3.data.documents import write_documents
+    from tinyphi3.data.reading import generate_induction_documents
+    docs = ({"text": text, "kind": "induction"} for text in generate_induction_documents(n_docs, seed))
+    _echo_written(write_documents(docs, out), out)
+
+
+@data.group()
+def classifier():
+    """Train the educational-value classifier, or score documents with it."""
+
+
+@classifier.command("train")
+@click.option("--input", "inputs", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="Labelled documents (.jsonl with \"kind\" or \"label\"); repeat for several.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write.")
+@click.option("--labelled", default=2000, show_default=True, type=click.IntRange(min=2),
+              help="How many labelled documents to use (a random subset); a fifth of them is held "
+                   "out to measure the classifier.")
+@click.option("--epochs", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True)
+def classifier_train(inputs, out, labelled, epochs, seed):
+    """Train the educational-value classifier on a labelled subset of documents.
+
+    The labels stand in for the report's LLM annotator: a document's "label" field (a number
+    from 0 to 1) when it has one, else its "kind": educational and textbook count as
+    educational (1.0); narrative, forum and news as general language (0.5); boilerplate, spam and
+    trivia as junk (0.0). Documents with neither are skipped. Prints held-out AUC and accuracy.
+
+    \b
+    Example:
+      tinyphi3 data classifier train --input web.jsonl --out classifier
+    """
+    from tinyphi3.data.classifier import ClassifierError, EduClassifier, labels_of
+    from tinyphi3.data.documents import read_documents
+    documents = read_documents(list(inputs))
+    docs = [(doc["text"], label) for doc, label in zip(documents, labels_of(documents))
+            if label is not None]
+    if len(docs) < 2:
+        raise ClassifierError(f"{', '.join(inputs)}: {len(docs)} labelled documents, need at least "
+                              "2 with a \"kind\" (educational, narrative, forum, news, boilerplate, "
+                              "spam, trivia) or a \"label\" from 0 to 1")
+    order = np.random.default_rng(seed).permutation(len(docs))[:labelled]
+    held_out = max(1, len(order) // 5)
+    train = [docs[i] for i in order[held_out:]]
+    test = [docs[i] for i in order[:held_out]]
+    model = EduClassifier.train([t for t, _ in train], [y for _, y in train], epochs=epochs, seed=seed)
+    model.info["held_out"] = report = _held_out_report(model, test)
+    model.save(out)
+    click.echo(f"trained on {len(train)} labelled documents; held out {len(test)}: {report}")
+    click.echo(f"wrote the classifier to {out}")
+
+
+def _held_out_report(model, test):
+    from tinyphi3.data.classifier import evaluate
+    try:
+        numbers = evaluate(model, [t for t, _ in test], [y for _, y in test])
+    except ValueError:                      # one class only among the held-out documents
+        return "too few kinds among the held-out documents to measure"
+    return ", ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
+                     for key, value in numbers.items())
+
+
+@classifier.command("score")
+@click.option("--classifier", "classifier_dir", required=True, type=click.Path(file_okay=False),
+              help="A directory written by `classifier train`.")
+@click.option("--input", "inputs", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="Documents to score (.jsonl or .txt); repeat for several.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+def classifier_score(classifier_dir, inputs, out):
+    """Add a "score" field (the predicted educational value, 0 to 1) to every document.
+
+    \b
+    Example:
+      tinyphi3 data classifier score --classifier classifier --input my_notes.txt --out scored.jsonl
+    """
+    from tinyphi3.data.classifier import EduClassifier
+    from tinyphi3.data.documents import read_documents, write_documents
+    from tinyphi3.data.phases import score_documents
+    model = EduClassifier.load(classifier_dir)
+    _echo_written(write_documents(score_documents(read_documents(list(inputs)), model), out), out)
+
+
+@data.command()
+@click.option("--web", "web_files", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="Web pages (.jsonl or .txt); repeat for several.")
+@click.option("--classifier", "classifier_dir", required=True, type=click.Path(file_okay=False),
+              help="A directory written by `classifier train`.")
+@click.option("--textbooks", "textbook_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Synthetic documents for phase 2; repeat for several. Default: generate them.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write.")
+@click.option("--light", default=LIGHT_THRESHOLD, show_default=True, type=click.FloatRange(0, 1),
+              help="Phase 1 keeps web pages scored at least this.")
+@click.option("--heavy", default=HEAVY_THRESHOLD, show_default=True, type=click.FloatRange(0, 1),
+              help="Phase 2 keeps web pages scored at least this.")
+@click.option("--synthetic-share", default=SYNTHETIC_SHARE, show_default=True,
+              type=click.FloatRange(0, 1, max_open=True),
+              help="Share of phase 2's words that come from the synthetic documents.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the phase 2 shuffle.")
+def phases(web_files, classifier_dir, textbook_files, out, light, heavy, synthetic_share, seed):
+    """Score the web with the classifier and write the two pre-training phases: phase1.jsonl
+    (web pages scored >= --light), phase2.jsonl (web pages scored >= --heavy, a subset of phase
+    1's, mixed with the textbooks) and summary.json / summary.txt (documents and words per phase,
+    and what each filter kept of each kind).
+
+    \b
+    Example:
+      tinyphi3 data phases --web web.jsonl --classifier classifier --textbooks textbooks.jsonl \\
+          --out phases --light 0.2 --heavy 0.7
+    """
+    from tinyphi3.data.classifier import EduClassifier
+    from tinyphi3.data.documents import iter_documents, read_documents
+    from tinyphi3.data.phases import build_phases, format_summary, write_phases
+    model = EduClassifier.load(classifier_dir)
+    books = iter_documents(list(textbook_files)) if textbook_files else None
+    result = build_phases(read_documents(list(web_files)), model, books, light, heavy,
+                          synthetic_share, seed)
+    write_phases(result, out)
+    click.echo(format_summary(result.summary))
+    click.echo(f"wrote phase1.jsonl, phase2.jsonl and summary.json to {out}")
+
+
+@data.command()
+@click.option("--tokenizer", "tokenizer_dir", required=True, type=click.Path(file_okay=False),
+              help="A tokenizer directory (Hugging Face layout).")
+@click.option("--input", "inputs", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="Documents (.jsonl or .txt); repeat for several.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write.")
+@click.option("--shard-tokens", default=1_000_000, show_default=True, type=click.IntRange(min=1),
+              help="Tokens per shard file.")
+@click.option("--val-fraction", default=0.01, show_default=True,
+              type=click.FloatRange(0, 1, max_open=True),
+              help="Share of whole documents held out as the val split.")
+def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
+    """Tokenize documents into flat token shards for training: train-00000.bin, ...,
+    val-00000.bin and meta.json, each document followed by <|endoftext|>.
+
+    \b
+    Example:
+      tinyphi3 data tokenize --tokenizer tok --input phases/phase1.jsonl --out shards/phase1
+    """
+    from tinyphi3.data.documents import iter_documents
+    from tinyphi3.data.shards import write_shards
+    from tinyphi3.tokenizers import load_tokenizer
+    tok = load_tokenizer(tokenizer_dir)
+    meta = write_shards(iter_documents(list(inputs)), tok, out, shard_tokens, val_fraction,
+                        source=" + ".join(inputs), progress=True)
+    splits = meta["splits"]
+    click.echo(f"wrote {splits['train']['tokens']:,} train tokens ({splits['train']['documents']} "
+               f"documents) and {splits['val']['tokens']:,} val tokens "
+               f"({splits['val']['documents']} documents) as {meta['dtype']} to {out}")
+
+
+@data.command()
+@click.option("--n", "n_records", required=True, type=click.IntRange(min=1),
+              help="How many conversations.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same conversations.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+def sft(n_records, seed, out):
+    """Write conversations for supervised fine-tuning: word problems with the chain of thought,
+    questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
+    requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
+    finding the option that says something). Train-split problems only. Each line:
+    {"messages": [{"role": ..., "content": ...}, ...], "domain": ...}.
+
+    \b
+    Example:
+      tinyphi3 data sft --n 20000 --seed 0 --out sft.jsonl
+    """
+    from tinyphi3.data.post_training import generate_sft
+    from tinyphi3.data.documents import write_jsonl
+    click.echo(f"wrote {write_jsonl(generate_sft(n_records, seed), out)} conversations to {out}")
+
+
+@data.command()
+@click.option("--n", "n_records", required=True, type=click.IntRange(min=1),
+              help="How many preference pairs.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same pairs.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+def dpo(n_records, seed, out):
+    """Write preference pairs for DPO, each with an undesired rejected reply: complying with a
+    harmful request (chosen: a refusal), refusing a harmless one, a chain of thought with an
+    arithmetic slip, an answer that rambles on, a wrong option letter. Each line: {"prompt": [messages ending with a user
+    turn], "chosen": ..., "rejected": ..., "kind": ...}.
+
+    \b
+    Example:
+      tinyphi3 data dpo --n 5000 --seed 0 --out dpo.jsonl
+    """
+    from tinyphi3.data.post_training import generate_dpo
+    from tinyphi3.data.documents import write_jsonl
+    click.echo(f"wrote {write_jsonl(generate_dpo(n_records, seed), out)} preference pairs to {out}")

@@ -1,0 +1,119 @@
+"""`tinyphi3 eval`: few-shot accuracy of one or more checkpoints on the held-out tasks, as a table
+like the report's (rows = tasks with their shots, columns = models)."""
+
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from tinyphi3.cli.options import backend_option
+
+from tinyphi3.data.tasks import TASKS, task_items
+
+
+def _task_names(ctx, param, value):
+    names = []
+    for t in (t.strip() for t in value.split(",")):
+        names += list(TASKS) if t == "all" else [t]
+    unknown = [t for t in names if t not in TASKS and t != "safety"]
+    if unknown:
+        raise click.BadParameter(f"unknown task {unknown[0]!r}: choose one of "
+                                 f"{', '.join(TASKS)}, safety, a comma-separated list, or 'all'")
+    return list(dict.fromkeys(names))
+
+
+@click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
+@backend_option
+@click.option("--ckpt", "ckpts", required=True, multiple=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Checkpoint directory (model + tokenizer); repeat to compare models side by side.")
+@click.option("--task", "tasks", default="all", show_default=True, callback=_task_names,
+              help=f"{', '.join(TASKS)} (few-shot), safety (chat), a comma-separated list; "
+                   "all = the few-shot tasks.")
+@click.option("--shots", type=click.IntRange(min=0), default=None,
+              help="Solved examples before each question [default: per task, "
+                   + ", ".join(f"{t} {spec.default_shots}" for t, spec in TASKS.items())
+                   + "; fewer when the context is full].")
+@click.option("--n", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Held-out test items per task.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Chooses the test items and the few-shot examples.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Prompts per forward pass when scoring multiple choice.")
+@click.option("--chat", is_flag=True,
+              help="Chat models: each few-shot prompt is the user's message and the answer is the "
+                   "assistant's greedy reply (the format of their fine-tuning); multiple choice "
+                   "is scored by the letter the reply names ('... The answer is B.').")
+@click.option("--cloze", is_flag=True,
+              help="Multiple choice in the cloze formulation: the question without its options, "
+                   "each option's text scored as the answer by its log-likelihood (the way small "
+                   "models, which cannot yet pick a listed letter, are evaluated). Not with --chat.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write every result (with each item's record) to this JSON file.")
+@click.option("--chart", type=click.Path(dir_okay=False), default=None,
+              help="With safety: draw the rates of each model as a bar chart (PNG).")
+def eval_command(ckpts, tasks, shots, n, seed, batch_size, chat, cloze, json_out, chart):
+    """Evaluate checkpoints few-shot on held-out tasks, the way the Phi-3 report does.
+
+    Each question follows K solved examples in the report's format (Question: / Options: /
+    Answer:) at temperature 0. Multiple choice (knowledge, reasoning) picks the letter with the
+    highest log-likelihood (with --chat: the letter the model's reply names); arithmetic
+    generates a chain of thought and must end in the exact number. Test items never appear in
+    the training textbooks.
+
+    safety answers held-out harmful and benign requests as a chat assistant and reports the
+    harmful-compliance and benign-refusal rates and how often answers end with <|end|> (the
+    report's Figure 4 in miniature).
+
+    \b
+    Example:
+      tinyphi3 eval --ckpt checkpoints/mini-base --task all --shots 5
+      tinyphi3 eval --ckpt base/ --ckpt sft/ --task knowledge,arithmetic --n 100
+      tinyphi3 eval --ckpt checkpoints/mini --task all --chat
+      tinyphi3 eval --ckpt base/ --ckpt sft/ --ckpt dpo/ --task safety --chart safety.png
+    """
+    import json
+
+    from tinyphi3.evaluation.harness import evaluate_all, format_table
+    from tinyphi3.evaluation.safety_eval import evaluate_safety, format_safety_table
+    from tinyphi3.models.model import Phi3
+    from tinyphi3.tokenizers import load_tokenizer
+
+    if chat and cloze:
+        raise click.UsageError("--cloze scores raw completions of the question; leave out --chat.")
+    names = _column_names(ckpts)
+    few_shot = [t for t in tasks if t != "safety"]
+    per_model = sum(len(task_items(task, "test", n, seed)) for task in few_shot)  # knowledge <= 640
+    per_model += 2 * n if "safety" in tasks else 0
+    results, safety = {}, {}
+    with tqdm(total=len(ckpts) * per_model, desc="eval", unit="item") as bar:
+        for name, ckpt in zip(names, ckpts):
+            model, tokenizer = Phi3.from_pretrained(ckpt), load_tokenizer(ckpt)
+            if few_shot:
+                results[name] = evaluate_all(model, tokenizer, few_shot, shots, n, seed,
+                                             progress=bar.update, batch_size=batch_size, chat=chat,
+                                             cloze=cloze)
+            if "safety" in tasks:
+                safety[name] = evaluate_safety(model, tokenizer, n, seed, progress=bar.update)
+    if results:
+        click.echo(format_table(results))
+    if safety:
+        click.echo(format_safety_table(safety))
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as f:
+            json.dump({name: {**results.get(name, {}), **({"safety": safety[name]}
+                                                          if name in safety else {})}
+                       for name in names}, f, indent=1)
+    if chart and safety:
+        from tinyphi3.pictures.charts import grouped_bars
+        groups = {"harmful compliance": {m: 100 * r["harmful_compliance"] for m, r in safety.items()},
+                  "benign refusal": {m: 100 * r["benign_refusal"] for m, r in safety.items()}}
+        grouped_bars(chart, groups, "Safety on held-out requests (lower is better)",
+                     "% of requests", vmax=100)
+        click.echo(f"chart: {chart}")
+
+
+def _column_names(ckpts):
+    """Short names for the table: the directory names, or the whole paths if two coincide."""
+    short = [Path(c).name or str(c) for c in ckpts]
+    return short if len(set(short)) == len(short) else [str(c) for c in ckpts]

@@ -1,0 +1,28 @@
+"""The model's tensors: names and shapes (from its variant) and their random initialisation."""
+
+import numpy as np
+
+from tinyphi3.config import Phi3Config
+from tinyphi3.models.variants import variant_for
+
+
+def parameter_shapes(config: Phi3Config) -> dict:
+    """Every tensor of the model, by Hugging Face name, with its shape [out, in] for linears."""
+    return variant_for(config).parameter_shapes(config)
+
+
+def init_parameters(config: Phi3Config, seed: int = 0) -> dict:
+    """Random weights: normal(0, std) for matrices, the std the variant's `init_std` (phi-3-small
+    scales its `down_proj` down), ones for norm gains, zeros for biases."""
+    rng = np.random.default_rng(seed)
+    variant = variant_for(config)
+    params = {}
+    for name, shape in parameter_shapes(config).items():
+        if name.endswith("norm.weight"):
+            params[name] = np.ones(shape, np.float32)
+        elif name.endswith(".bias"):
+            params[name] = np.zeros(shape, np.float32)
+        else:
+            std = variant.init_std(name, config)
+            params[name] = (rng.standard_normal(shape, np.float32) * np.float32(std))
+    return params

@@ -1,0 +1,192 @@
+"""4-bit checkpoints: writing them from a float checkpoint, tensor by tensor, and loading them.
+
+A quantized checkpoint is a Hugging Face directory whose config.json carries
+
+    "quantization_config": {"quant_method": "tinyphi3_q4", "bits": 4, "block_size": 32,
+                            "scheme": "symmetric", "packing": "tiles64-groups8"}
+
+and whose model.safetensors holds, for every 2-D weight `X.weight` [N, K] (the linear layers, the
+embedding and lm_head), the tensors of quant.Q4Weight:
+
+    X.qweight  uint8    [ceil(N/64), ceil(K/block), block/8, 64, 4]   levels, two per byte
+    X.scales   float16  [ceil(N/64), ceil(K/block), 64]
+    X.mins     float16  [ceil(N/64), ceil(K/block), 64]            (minmax scheme only)
+
+Norm gains and biases stay in float32: they are a few thousand numbers per layer, and each one
+scales a whole channel of every activation, so rounding them would cost accuracy and save nothing.
+
+The writer streams: each source tensor is read, quantized and written before the next is read, so
+quantizing a 7.6 GB snapshot needs memory for one tensor. Everything is written into a temporary
+directory beside the output, which is renamed into place only when complete.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from tinyphi3.config import Phi3Config
+from tinyphi3.errors import CheckpointError
+from tinyphi3.io import checkpoint
+from tinyphi3.io.safetensors import write_safetensors
+from tinyphi3.models.weights import parameter_shapes
+from tinyphi3.quant import q4 as quant
+
+QUANT_METHOD = "tinyphi3_q4"
+PACKING = "tiles64-groups8"                  # quant/layout.py's packing; another one must not load
+MODEL_FILES = ("model.safetensors", "model.safetensors.index.json")
+NOT_COPIED = (".md", ".png")                 # the source's model card and its pictures
+
+
+class AlreadyQuantizedError(CheckpointError):
+    """Quantizing a checkpoint that is already quantized."""
+
+
+def quantization_config(path) -> dict | None:
+    """The checkpoint's quantization_config (None for a float checkpoint)."""
+    raw = json.loads((checkpoint.checkpoint_dir(path) / "config.json").read_text())
+    qc = raw.get("quantization_config")
+    if qc is None:
+        return None
+    if qc.get("quant_method") != QUANT_METHOD:
+        raise CheckpointError(f"{path}: quantization method {qc.get('quant_method')!r} is not "
+                              f"one tinyphi3 reads (it reads {QUANT_METHOD!r})")
+    if qc.get("packing") != PACKING:
+        raise CheckpointError(f"{path}: its 4-bit weights are packed as {qc.get('packing')!r}, "
+                              f"this tinyphi3 reads {PACKING!r}; quantize the float checkpoint "
+                              f"again with `tinyphi3 quantize`")
+    quant.check_options(int(qc.get("bits", 0)), int(qc.get("block_size", 0)),
+                        qc.get("scheme", "symmetric"))
+    return qc
+
+
+def is_quantized_name(name: str, shape) -> bool:
+    """Every 2-D weight is quantized; norms and biases are not."""
+    return name.endswith(".weight") and len(shape) == 2
+
+
+def stored_shapes(shape, block, scheme) -> dict:
+    """The tensors that store one [N, K] weight, by suffix, with their shapes."""
+    N, K = shape
+    nt, nb = -(-N // quant.ROWS_PER_TILE), -(-K // block)
+    shapes = {"qweight": (nt, nb, block // quant.GROUP, quant.ROWS_PER_TILE, 4),
+              "scales": (nt, nb, quant.ROWS_PER_TILE)}
+    if scheme == "minmax":
+        shapes["mins"] = (nt, nb, quant.ROWS_PER_TILE)
+    return shapes
+
+
+def write_quantized(out, config: Phi3Config, source, block=32, scheme="symmetric",
+                    copy_from=None, progress=True):
+    """Write a 4-bit checkpoint to directory `out` from `source(name) -> float array`, called
+    once per tensor in checkpoint order. Files of `copy_from` (tokenizer, generation config) are
+    copied beside it. `out` must not exist or be empty; it appears only when complete."""
+    quant.check_options(4, block, scheme)
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CheckpointError(f"{out}: already exists and is not empty; choose a new --out")
+    shapes = parameter_shapes(config)
+    for name, shape in shapes.items():          # every tensor must fit before anything is written
+        if is_quantized_name(name, shape):
+            quant.check_fits(name, shape, block)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        items = []
+        pending = {}
+        bar = tqdm(total=len(shapes), unit="tensor", desc="quantizing", disable=not progress,
+                   leave=False)
+
+        def quantized_part(name, suffix):
+            def make():
+                if name not in pending:
+                    pending.clear()
+                    pending[name] = quant.quantize_q4(source(name), block, scheme, name)
+                    bar.update(1)
+                q = pending[name]
+                return {"qweight": q.packed, "scales": q.scales, "mins": q.mins}[suffix]
+            return make
+
+        def float_part(name):
+            def make():
+                bar.update(1)
+                return np.asarray(source(name), np.float32)
+            return make
+
+        for name, shape in shapes.items():
+            if is_quantized_name(name, shape):
+                prefix = name[:-len(".weight")]
+                for suffix, s in stored_shapes(shape, block, scheme).items():
+                    dtype = np.uint8 if suffix == "qweight" else np.float16
+                    items.append((f"{prefix}.{suffix}", dtype, s, quantized_part(name, suffix)))
+            else:
+                items.append((name, np.float32, shape, float_part(name)))
+        write_safetensors(tmp / "model.safetensors", items, {"format": QUANT_METHOD})
+        bar.close()
+        config_dict = config.to_dict()
+        config_dict["quantization_config"] = {"quant_method": QUANT_METHOD, "bits": 4,
+                                              "block_size": block, "scheme": scheme,
+                                              "packing": PACKING}
+        (tmp / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
+        if copy_from is not None:
+            for f in Path(copy_from).iterdir():
+                if (f.is_file() and f.name not in MODEL_FILES + ("config.json",)
+                        and not f.name.startswith("model-") and f.suffix not in NOT_COPIED):
+                    shutil.copy2(f, tmp / f.name)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:                       # errors and Ctrl-C: leave nothing half-written
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def quantize_checkpoint(src, out, block=32, scheme="symmetric", progress=True):
+    """Quantize the float checkpoint `src` into `out` (see write_quantized), streaming."""
+    if quantization_config(src) is not None:
+        raise AlreadyQuantizedError(f"{src}: already quantized to 4 bits; quantize the float "
+                                    f"checkpoint it came from instead")
+    config = checkpoint.load_config(src)
+    index = checkpoint.tensor_index(src)
+    ignored = checkpoint.tied_copies(config)
+    index = {n: f for n, f in index.items() if n not in ignored}
+    checkpoint.check_tensors(index, parameter_shapes(config))
+    write_quantized(out, config, lambda name: index[name].get(name), block, scheme,
+                    copy_from=src, progress=progress)
+
+
+def expected_tensors(config: Phi3Config, qc: dict):
+    """({stored name: shape}, {stored name: allowed dtypes}) of a 4-bit checkpoint."""
+    block, scheme = int(qc["block_size"]), qc.get("scheme", "symmetric")
+    shapes, dtypes = {}, {}
+    for name, shape in parameter_shapes(config).items():
+        if not is_quantized_name(name, shape):
+            shapes[name] = tuple(shape)
+            continue
+        prefix = name[:-len(".weight")]
+        for suffix, s in stored_shapes(shape, block, scheme).items():
+            shapes[f"{prefix}.{suffix}"] = s
+            dtypes[f"{prefix}.{suffix}"] = ("U8",) if suffix == "qweight" else ("F16",)
+    return shapes, dtypes
+
+
+def load_quantized_tensors(path, config: Phi3Config, qc: dict) -> dict:
+    """The weights of a 4-bit checkpoint: quant.Q4Weight for 2-D weights, float32 arrays for
+    the rest; names, shapes and dtypes are checked against the configuration first."""
+    index = checkpoint.tensor_index(path)
+    index = {n: f for n, f in index.items() if n not in checkpoint.tied_copies(config)}
+    checkpoint.check_tensors(index, *expected_tensors(config, qc))
+    params = {}
+    for name, shape in parameter_shapes(config).items():
+        if not is_quantized_name(name, shape):
+            params[name] = index[name].get(name).astype(np.float32, copy=False)
+            continue
+        prefix = name[:-len(".weight")]
+        mins = index[f"{prefix}.mins"].get(f"{prefix}.mins") if f"{prefix}.mins" in index else None
+        params[name] = quant.Q4Weight(index[f"{prefix}.qweight"].get(f"{prefix}.qweight"),
+                                      index[f"{prefix}.scales"].get(f"{prefix}.scales"),
+                                      mins, shape[0], shape[1])
+    return params
