@@ -66,7 +66,7 @@ def model_config(model):
 def float_params(model):
     """All weights in fp32, by Hugging Face name."""
     from tinyphi3.io.checkpoint import load_tensors, tied_copies
-    from tinyphi3.models.model import parameter_shapes
+    from tinyphi3.models.weights import parameter_shapes
     config = model_config(model)
     shapes = parameter_shapes(config)
     if model == "mini":
@@ -76,8 +76,9 @@ def float_params(model):
 
 def write_q4(model, block, workdir):
     """The 4-bit checkpoint of the benchmark's weights with this block size (written once)."""
-    from tinyphi3.models.model import parameter_shapes
-    from tinyphi3.quant.checkpoint import quantize_checkpoint, write_quantized
+    from tinyphi3.models.weights import parameter_shapes
+    from tinyphi3.models.quantize import quantize_checkpoint
+    from tinyphi3.quant.checkpoint import write_quantized
     out = Path(workdir) / f"{model}-q4-b{block}"
     if (out / "config.json").exists():
         return out
@@ -86,7 +87,7 @@ def write_q4(model, block, workdir):
     else:
         config = model_config(model)
         shapes = parameter_shapes(config)
-        write_quantized(out, config, lambda name: random_tensor(name, shapes[name]), block,
+        write_quantized(out, config, shapes, lambda name: random_tensor(name, shapes[name]), block,
                         progress=True)
     return out
 

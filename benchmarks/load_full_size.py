@@ -23,7 +23,7 @@ import ml_dtypes
 import numpy as np
 
 from tinyphi3.config import preset
-from tinyphi3.models.model import parameter_shapes
+from tinyphi3.models.weights import parameter_shapes
 from tinyphi3.io.safetensors import write_safetensors
 
 

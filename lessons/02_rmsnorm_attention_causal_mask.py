@@ -23,7 +23,9 @@ import _plot
 from tinyphi3.nn.attention import attention, causal_mask
 from tinyphi3.config import preset
 from tinyphi3.nn.layers import embedding, linear, rms_norm, softmax
-from tinyphi3.models.model import Phi3, self_attention
+from tinyphi3.models.call import ForwardCall
+from tinyphi3.models.model import FLOAT, Phi3
+from tinyphi3.models.phi3 import self_attention
 from tinyphi3.nn.rope import apply_rope, rope_cos_sin, rope_frequencies
 
 np.set_printoptions(precision=3, suppress=True, linewidth=110)
@@ -176,8 +178,8 @@ scores = q @ k.swapaxes(-1, -2) / np.sqrt(hd)                           # -> [1,
 weights = softmax(np.where(mask, scores, -np.inf))                      # [1, H, T, T]
 
 mixed = (weights @ v).transpose(0, 2, 1, 3).reshape(1, T, H * hd)       # -> [1, T, H*hd]
-assert np.allclose(linear(mixed, lw["o_proj"]),
-                   self_attention(xn, lw, config, cos, sin, mask), atol=1e-5)
+call = ForwardCall(config, FLOAT, cos, sin, mask)        # what the layers of one call share
+assert np.allclose(linear(mixed, lw["o_proj"]), self_attention(xn, lw, call, 0), atol=1e-5)
 
 upper = ~mask[0, 0]
 assert np.all(weights[0][:, upper] == 0.0)              # no head ever reads the future

@@ -20,7 +20,10 @@ import _plot
 from tinyphi3.nn.attention import causal_mask
 from tinyphi3.config import preset
 from tinyphi3.nn.layers import softmax
-from tinyphi3.models.model import Phi3, decoder_layer, parameter_shapes, self_attention
+from tinyphi3.models.call import ForwardCall
+from tinyphi3.models.model import FLOAT, Phi3
+from tinyphi3.models.phi3 import decoder_layer, self_attention
+from tinyphi3.models.weights import parameter_shapes
 from tinyphi3.nn.rope import apply_rope, rope_cos_sin, rope_frequencies
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
@@ -90,7 +93,11 @@ weights = softmax(np.where(mask, scores, -np.inf))
 heads = weights @ v                                                 # -> [1, H, T, hd]
 merged = heads.transpose(0, 2, 1, 3).reshape(1, T, H * hd)          # -> [1, T, H*hd]
 attn_out = merged @ w["o_proj"].T                                   # -> [1, T, C]
-assert np.allclose(attn_out, self_attention(xn, w, config, cos, sin, mask), atol=1e-5)
+
+# The library's version: a ForwardCall holds what every layer of one call shares (the config,
+# how the weights are multiplied, float here, RoPE's angles, the mask); 0 is the layer's index.
+call = ForwardCall(config, FLOAT, cos, sin, mask)
+assert np.allclose(attn_out, self_attention(xn, w, call, 0), atol=1e-5)
 
 # %% [markdown]
 # ## Step 4: the first residual
@@ -113,7 +120,7 @@ silu_gate = gate * (1.0 / (1.0 + np.exp(-gate)))
 mlp_out = (silu_gate * up) @ w["down_proj"].T                       # [1, T, I] -> [1, T, C]
 out = h + mlp_out                                                   # second residual
 
-library = decoder_layer(x, w, config, cos, sin, mask)
+library = decoder_layer(x, w, call, 0)
 print("max |by hand - decoder_layer| =", np.abs(out - library).max())
 assert np.allclose(out, library, atol=1e-5)
 
@@ -137,7 +144,7 @@ assert relative > 0.1
 # %%
 x = model.params["model.embed_tokens.weight"][ids]                  # [1, T, C]
 for i in range(config.num_hidden_layers):
-    x = decoder_layer(x, model.layer_weights(i), config, cos, sin, mask)
+    x = decoder_layer(x, model.layer_weights(i), call, i)
 x = model.params["model.norm.weight"] * x / np.sqrt((x**2).mean(-1, keepdims=True) + eps)
 logits = x @ model.params["lm_head.weight"].T                       # [1, T, C] -> [1, T, V]
 assert np.allclose(logits, model(ids), atol=1e-5)

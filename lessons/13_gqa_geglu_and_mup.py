@@ -27,7 +27,8 @@ from tinyphi3.models import phi3_small as small
 from tinyphi3.nn.attention import attention, causal_mask
 from tinyphi3.config import preset
 from tinyphi3.nn.layers import gegelu, gegelu_inputs, geglu_mlp, layer_norm, quick_gelu, softmax
-from tinyphi3.models.model import Phi3, split_qkv
+from tinyphi3.models.model import Phi3
+from tinyphi3.models.phi3 import split_qkv
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 rng = np.random.default_rng(0)

@@ -35,16 +35,18 @@ import numpy as np
 import _plot
 from _timing import median_seconds
 from tinyphi3 import backends
-from tinyphi3.inference.cache import QuantizedKV, quantize_vectors
+from tinyphi3.quant.kv8 import QuantizedKV, quantize_vectors
 from tinyphi3.config import preset
 from tinyphi3.data import world
 from tinyphi3.evaluation.perplexity import heldout_examples, perplexity
 from tinyphi3.inference.generate import generate
-from tinyphi3.models.model import Phi3, parameter_shapes
+from tinyphi3.models.model import Phi3
+from tinyphi3.models.weights import parameter_shapes
 from tinyphi3.quant.q4 import (BLOCK_SIZES, ROWS_PER_TILE, bits_per_weight, dequantize_q4,
                                from_tiles, q4_linear, quantize_activations, quantize_q4,
                                unpack_levels)
-from tinyphi3.quant.checkpoint import quantize_checkpoint, stored_shapes
+from tinyphi3.models.quantize import quantize_checkpoint
+from tinyphi3.quant.checkpoint import stored_shapes
 from tinyphi3.tokenizers import load_tokenizer
 
 try:
@@ -406,7 +408,7 @@ print(f"rounding x to 8 bits moved this block's product by {direct - float(np.do
 
 # %%
 A = rng.standard_normal((300, 1000)).astype(np.float32)
-q4k = backends.q4()
+from tinyphi3.backends.numba import q4 as q4k                    # the kernels themselves
 variants = (True, False) if q4k.has_vnni() else (False,)
 worst = 0.0
 for scheme in ("symmetric", "minmax"):
@@ -440,7 +442,7 @@ print(f"CPU has VNNI: {q4k.has_vnni()}; [300 x 1000], 2 schemes x 3 blocks x (1,
 # inside compiled code):
 
 # %%
-_widen = backends.q4().half_to_float
+_widen = q4k.half_to_float
 half_to_float = numba.njit(lambda bits: _widen(np.uint16(bits)))
 halves = np.array([1.0, -2.5, 0.1, 6.1e-5, 6e-8, -0.0, 65504.0, d_sym], np.float16)
 print("  float16 value |   bits (hex) | half_to_float(bits)")

@@ -17,7 +17,8 @@ from tinyphi3.config import preset
 from tinyphi3.errors import (CheckpointError, ConfigError, CorruptCheckpointError,
                              MissingTensorError, ShapeMismatchError, UnexpectedTensorError,
                              UnsupportedDtypeError)
-from tinyphi3.models.model import Phi3, parameter_shapes
+from tinyphi3.models.model import Phi3
+from tinyphi3.models.weights import parameter_shapes
 from tinyphi3.io.safetensors import write_safetensors
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}

@@ -89,6 +89,50 @@ def test_tinyphi3_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+# A backend package plugs into the switch (tinyphi3.backends) as tinyphi3_gpu does: it is a unit
+# of its own, above the maths whose operations it computes, while the switch is below them.
+PLUG_INS = ("tinyphi3.backends.numba",)
+
+
+def package_of(module: str) -> str:
+    """The unit a module belongs to: tinyphi3.<sub-package> (or a plug-in backend package)."""
+    for plug_in in PLUG_INS:
+        if module == plug_in or module.startswith(plug_in + "."):
+            return plug_in
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict) -> dict:
+    """The module graph collapsed to sub-packages: nn, models, quant, data, ..."""
+    packages = {}
+    for module, targets in graph.items():
+        edges = packages.setdefault(package_of(module), set())
+        edges.update(package_of(t) for t in targets if package_of(t) != package_of(module))
+    return packages
+
+
+def test_sub_packages_import_one_way():
+    """nn/ never imports models/, data/ never imports evaluation/, and so on: no cycle between
+    sub-packages either (the package's own __init__, which re-exports the public API, aside)."""
+    graph = package_graph(import_graph(PACKAGE))
+    graph.pop("tinyphi3")
+    assert {"tinyphi3.nn", "tinyphi3.models", "tinyphi3.quant", "tinyphi3.data"} <= set(graph)
+    assert "tinyphi3.models" not in graph["tinyphi3.nn"]
+    cycle = find_cycle(graph)
+    assert cycle is None, "sub-packages import each other: " + " -> ".join(cycle)
+
+
+def test_a_cycle_between_sub_packages_is_found(tmp_path):
+    """Negative control: two sub-packages whose modules import each other's, no module cycle."""
+    write(tmp_path, {"pkg/__init__.py": "", "pkg/a/__init__.py": "", "pkg/b/__init__.py": "",
+                     "pkg/a/x.py": "from pkg.b import y\n", "pkg/a/z.py": "x = 1\n",
+                     "pkg/b/y.py": "from pkg.a import z\n"})
+    graph = import_graph(tmp_path / "pkg")
+    assert find_cycle(graph) is None
+    assert find_cycle(package_graph(graph)) in (["pkg.a", "pkg.b", "pkg.a"],
+                                                ["pkg.b", "pkg.a", "pkg.b"])
+
+
 def test_tinyphi3_never_imports_the_gpu_package():
     for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))

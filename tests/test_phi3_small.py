@@ -24,7 +24,8 @@ from tinyphi3.config import (PHI3SMALL_DUMMY_TOKEN_IDS, PHI3SMALL_PRESETS, Phi3C
 from tinyphi3.errors import ConfigError, MissingTensorError
 from tinyphi3.inference.generate import generate
 from tinyphi3.nn.layers import gegelu, layer_norm
-from tinyphi3.models.model import Phi3, parameter_shapes
+from tinyphi3.models.model import Phi3
+from tinyphi3.models.weights import parameter_shapes
 from tinyphi3.models.phi3_small import blocksparse_padded_mask
 from tinyphi3.train.optim import AdamW
 
@@ -333,9 +334,11 @@ def test_numba_inference_reaches_the_block_sparse_kernels(checkpoints, monkeypat
     decode for each new token, on the two block-sparse layers (0 and 2) of the four."""
     from tinyphi3.backends.numba import blocksparse as kernel_module
     calls = []
+    kernels = backends.registered("numba").kernels()          # what the switch hands out
     for name in ("blocksparse_prefill", "blocksparse_decode"):
-        original = getattr(kernel_module, name)
-        monkeypatch.setattr(kernel_module, name,
+        original = kernels[name]
+        assert original is getattr(kernel_module, name)
+        monkeypatch.setitem(kernels, name,
                             lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
     model = Phi3.from_pretrained(checkpoints["gqa"])
     ids = token_ids(np.random.default_rng(2), 1, 13)

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from tinyphi3 import backends
 from tinyphi3.quant import q4 as quant
-from tinyphi3.nn.attention import attention, causal_mask
-from tinyphi3.inference.cache import KVCache, QuantizedKV, quantize_vectors
+from tinyphi3.nn.attention import causal_mask
+from tinyphi3.quant.kv8 import Int8KVCache, QuantizedKV, int8_attention, quantize_vectors
 from tinyphi3.cli import main
 from tinyphi3.config import preset
 from tinyphi3.errors import CheckpointError, InvalidInputError, ShapeMismatchError
@@ -21,7 +21,9 @@ from tinyphi3.evaluation.perplexity import heldout_examples, perplexity
 from tinyphi3.cli.info import init_checkpoint
 from tinyphi3.backends.numba import q4 as quantized
 from tinyphi3.models.model import Phi3
-from tinyphi3.quant.checkpoint import AlreadyQuantizedError, quantize_checkpoint, write_quantized
+from tinyphi3.models.quantize import quantize_checkpoint
+from tinyphi3.models.weights import parameter_shapes
+from tinyphi3.quant.checkpoint import AlreadyQuantizedError, write_quantized
 from tinyphi3.tokenizers import load_tokenizer
 
 MINI = Path(__file__).resolve().parents[1] / "checkpoints" / "mini"
@@ -144,8 +146,10 @@ def test_the_layer_uses_the_kernel_on_the_numba_backend(monkeypatch):
     q = quant.quantize_q4(random_weight(rng, 64, 96), 32)
     x = rng.standard_normal((2, 96)).astype(np.float32)
     calls = []
-    original = quantized.q4_linear
-    monkeypatch.setattr(quantized, "q4_linear", lambda *a, **k: calls.append(1) or original(*a, **k))
+    kernels = backends.registered("numba").kernels()          # what the switch hands out
+    original = kernels["q4_linear"]
+    assert original is quantized.q4_linear
+    monkeypatch.setitem(kernels, "q4_linear", lambda *a, **k: calls.append(1) or original(*a, **k))
     with backends.use_backend("numba"):
         quant.q4_linear(x, q)
     with backends.use_backend("numpy"):
@@ -168,7 +172,7 @@ def test_half_to_float_converts_every_finite_float16():
     bits = np.arange(2**16, dtype=np.uint16)
     halves = bits.view(np.float16)
     finite = np.isfinite(halves)
-    convert = backends.q4().half_to_float
+    convert = quantized.half_to_float
     from numba import njit, prange
 
     @njit(parallel=True)
@@ -193,8 +197,8 @@ def test_attention_decode_kernel_over_an_8_bit_cache_equals_the_reference(B, hea
     valid[:, -1] = True
     mask = causal_mask(np.array([S - 1]), valid)
     with backends.use_backend("numpy"):
-        reference = attention(q, k, v, mask, 0.125)
-    fast = attention(q, k, v, mask, 0.125)
+        reference = int8_attention(q, k, v, mask, 0.125)
+    fast = int8_attention(q, k, v, mask, 0.125)
     np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-6)
 
 
@@ -212,7 +216,7 @@ def test_the_8_bit_cache_keeps_each_vector_within_half_a_level(B, S, hd, seed):
     back = QuantizedKV(levels, scales).dequantize()
     assert np.all(np.abs(back - x) <= 0.5 * scales[..., None] * (1 + 1e-4))      # + float32 rounding
     assert not back[0, 0, 0].any()
-    cache = KVCache(1, B, 2, hd, np.int8, capacity=S // 2)     # grows past its capacity
+    cache = Int8KVCache(1, B, 2, hd, capacity=S // 2)     # grows past its capacity
     for t in range(S):
         k, v = cache.update(0, x[:, :, t:t + 1], -x[:, :, t:t + 1])
         cache.advance(np.ones((B, 1), bool), np.full((B, 1), t), False)
@@ -303,7 +307,6 @@ def test_quantizing_a_sharded_bf16_snapshot_streams_tensor_by_tensor(tmp_path, m
     monkeypatch.setattr(safetensors_io.SafetensorsFile, "get",
                         lambda self, name: reads.append(name) or original(self, name))
     quantize_checkpoint(tmp_path / "src", tmp_path / "q", 32, progress=False)
-    from tinyphi3.models.model import parameter_shapes
     assert reads == list(parameter_shapes(config))
     model, source = Phi3.from_pretrained(tmp_path / "q"), Phi3.from_pretrained(tmp_path / "src")
     for name, w in source.params.items():
@@ -396,7 +399,8 @@ def test_an_interrupted_quantization_leaves_no_output(interruption, tmp_path):
         return params[name]
 
     with pytest.raises(interruption):
-        write_quantized(tmp_path / "q", config, source, 32, progress=False)
+        write_quantized(tmp_path / "q", config, parameter_shapes(config), source, 32,
+                        progress=False)
     assert not (tmp_path / "q").exists()
     assert list(tmp_path.iterdir()) == []
 

@@ -79,6 +79,11 @@ def backend_names() -> tuple:
     return tuple(_REGISTRY)
 
 
+def registered(name: str) -> Backend:
+    """The registered backend of that name (its kernels: `registered(name).kernels()`)."""
+    return _REGISTRY[_check(name)]
+
+
 def _check(name: str) -> str:
     if name not in _REGISTRY:
         raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(_REGISTRY)}")
@@ -130,8 +135,9 @@ def _float32_numpy(arrays) -> bool:
 
 
 def _numba_kernels() -> dict:
-    from tinyphi3.backends import numba as numba_backend
-    return numba_backend.kernels()
+    # A backend package plugs into this registry, as tinyphi3_gpu's does: it is imported by name,
+    # when its first kernel is asked for, and the switch itself depends on none of them.
+    return importlib.import_module("tinyphi3.backends.numba").kernels()
 
 
 def _numba_missing():

@@ -31,7 +31,8 @@ def data():
       tinyphi3 data web --docs 20000 --out web.jsonl
       tinyphi3 data textbooks --docs 5000 --out textbooks.jsonl
       tinyphi3 data classifier train --input web.jsonl --out classifier
-      tinyphi3 data phases --web web.jsonl --classifier classifier --textbooks textbooks.jsonl --out phases
+      tinyphi3 data phases --web web.jsonl --classifier classifier \\
+        --textbooks textbooks.jsonl --out phases
       tinyphi3 data tokenize --tokenizer tok --input phases/phase1.jsonl --out shards/phase1
     """
 
@@ -39,7 +40,8 @@ def data():
 @data.command()
 @click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1), help="How many pages.")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same pages.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write.")
 def web(n_docs, seed, out):
     """Write a web-like corpus of mixed quality: educational, narrative, forum and news pages, and
     the boilerplate, spam and trivia (match results, stock prices, lottery draws) that the
@@ -58,7 +60,8 @@ def web(n_docs, seed, out):
 @click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1),
               help="How many documents.")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same documents.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write.")
 def textbooks(n_docs, seed, out):
     """Write synthetic "textbook" documents that teach the closed world's facts and skills. Each
     line: {"text": ..., "kind": "textbook"}.
@@ -74,9 +77,11 @@ def textbooks(n_docs, seed, out):
 
 
 @data.command()
-@click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1), help="How many documents.")
+@click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1),
+              help="How many documents.")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same documents.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write.")
 def copying(n_docs, seed, out):
     """Write reading exercises for pre-training: lists read and said again, the word that comes
     after a word, the option that says a word. The textbooks never make a model copy from its
@@ -93,9 +98,11 @@ def copying(n_docs, seed, out):
 
 
 @data.command()
-@click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1), help="How many documents.")
+@click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1),
+              help="How many documents.")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same documents.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write.")
 def induction(n_docs, seed, out):
     """Write dense reading exercises for pre-training: a list continued from a word, lettered
     words named with their letters, the word after a word. Almost every answer word can only be
@@ -108,7 +115,8 @@ def induction(n_docs, seed, out):
     """
     from tinyphi3.data.documents import write_documents
     from tinyphi3.data.reading import generate_induction_documents
-    docs = ({"text": text, "kind": "induction"} for text in generate_induction_documents(n_docs, seed))
+    docs = ({"text": text, "kind": "induction"}
+            for text in generate_induction_documents(n_docs, seed))
     _echo_written(write_documents(docs, out), out)
 
 
@@ -145,13 +153,14 @@ def classifier_train(inputs, out, labelled, epochs, seed):
             if label is not None]
     if len(docs) < 2:
         raise ClassifierError(f"{', '.join(inputs)}: {len(docs)} labelled documents, need at least "
-                              "2 with a \"kind\" (educational, narrative, forum, news, boilerplate, "
-                              "spam, trivia) or a \"label\" from 0 to 1")
+                              "2 with a \"kind\" (educational, narrative, forum, news, "
+                              "boilerplate, spam, trivia) or a \"label\" from 0 to 1")
     order = np.random.default_rng(seed).permutation(len(docs))[:labelled]
     held_out = max(1, len(order) // 5)
     train = [docs[i] for i in order[held_out:]]
     test = [docs[i] for i in order[:held_out]]
-    model = EduClassifier.train([t for t, _ in train], [y for _, y in train], epochs=epochs, seed=seed)
+    model = EduClassifier.train([t for t, _ in train], [y for _, y in train], epochs=epochs,
+                                seed=seed)
     model.info["held_out"] = report = _held_out_report(model, test)
     model.save(out)
     click.echo(f"trained on {len(train)} labelled documents; held out {len(test)}: {report}")
@@ -173,7 +182,8 @@ def _held_out_report(model, test):
               help="A directory written by `classifier train`.")
 @click.option("--input", "inputs", required=True, multiple=True, type=click.Path(dir_okay=False),
               help="Documents to score (.jsonl or .txt); repeat for several.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write.")
 def classifier_score(classifier_dir, inputs, out):
     """Add a "score" field (the predicted educational value, 0 to 1) to every document.
 
@@ -262,7 +272,8 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
 @click.option("--n", "n_records", required=True, type=click.IntRange(min=1),
               help="How many conversations.")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same conversations.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write.")
 def sft(n_records, seed, out):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
@@ -283,12 +294,13 @@ def sft(n_records, seed, out):
 @click.option("--n", "n_records", required=True, type=click.IntRange(min=1),
               help="How many preference pairs.")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same pairs.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="A .jsonl file to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write.")
 def dpo(n_records, seed, out):
     """Write preference pairs for DPO, each with an undesired rejected reply: complying with a
     harmful request (chosen: a refusal), refusing a harmless one, a chain of thought with an
-    arithmetic slip, an answer that rambles on, a wrong option letter. Each line: {"prompt": [messages ending with a user
-    turn], "chosen": ..., "rejected": ..., "kind": ...}.
+    arithmetic slip, an answer that rambles on, a wrong option letter. Each line: {"prompt":
+    [messages ending with a user turn], "chosen": ..., "rejected": ..., "kind": ...}.
 
     \b
     Example:

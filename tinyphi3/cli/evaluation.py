@@ -26,7 +26,8 @@ def _task_names(ctx, param, value):
 @backend_option
 @click.option("--ckpt", "ckpts", required=True, multiple=True,
               type=click.Path(exists=True, file_okay=False),
-              help="Checkpoint directory (model + tokenizer); repeat to compare models side by side.")
+              help="Checkpoint directory (model + tokenizer); repeat to compare models side by "
+                   "side.")
 @click.option("--task", "tasks", default="all", show_default=True, callback=_task_names,
               help=f"{', '.join(TASKS)} (few-shot), safety (chat), a comma-separated list; "
                    "all = the few-shot tasks.")
@@ -47,7 +48,8 @@ def _task_names(ctx, param, value):
 @click.option("--cloze", is_flag=True,
               help="Multiple choice in the cloze formulation: the question without its options, "
                    "each option's text scored as the answer by its log-likelihood (the way small "
-                   "models, which cannot yet pick a listed letter, are evaluated). Not with --chat.")
+                   "models, which cannot yet pick a listed letter, are evaluated). "
+                   "Not with --chat.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write every result (with each item's record) to this JSON file.")
 @click.option("--chart", type=click.Path(dir_okay=False), default=None,
@@ -106,7 +108,8 @@ def eval_command(ckpts, tasks, shots, n, seed, batch_size, chat, cloze, json_out
                        for name in names}, f, indent=1)
     if chart and safety:
         from tinyphi3.pictures.charts import grouped_bars
-        groups = {"harmful compliance": {m: 100 * r["harmful_compliance"] for m, r in safety.items()},
+        groups = {"harmful compliance": {m: 100 * r["harmful_compliance"]
+                                         for m, r in safety.items()},
                   "benign refusal": {m: 100 * r["benign_refusal"] for m, r in safety.items()}}
         grouped_bars(chart, groups, "Safety on held-out requests (lower is better)",
                      "% of requests", vmax=100)

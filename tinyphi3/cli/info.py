@@ -1,18 +1,21 @@
 """What a checkpoint is and what it costs: architecture, parameters, bytes, memory; and a fresh
 random checkpoint to start from."""
 
-import ast
 import math
 import tempfile
 from pathlib import Path
 
+import click
+
+from tinyphi3.cli.options import DEFAULT_CKPT
 from tinyphi3.io import checkpoint
 from tinyphi3.quant import checkpoint as quant_checkpoint
-from tinyphi3.config import preset
-from tinyphi3.models.model import Phi3, parameter_shapes
+from tinyphi3.config import PHI3SMALL_PRESETS, PRESETS, preset
+from tinyphi3.models.model import Phi3
+from tinyphi3.models.weights import parameter_shapes
 from tinyphi3.quant.q4 import bits_per_weight
 
-Q4_BITS_PER_WEIGHT = 4.5     # 4-bit values plus one fp16 scale per block of 32 weights
+Q4_BLOCK = 32                # the block `info` prices a 4-bit copy at (tinyphi3 quantize's default)
 
 
 def human_bytes(n) -> str:
@@ -32,7 +35,7 @@ def describe_checkpoint(path) -> str:
     if qc is None:
         checkpoint.check_tensors(index, shapes)
     else:
-        checkpoint.check_tensors(index, *quant_checkpoint.expected_tensors(config, qc))
+        checkpoint.check_tensors(index, *quant_checkpoint.expected_tensors(shapes, qc))
     files = {f.path for f in index.values()}
     on_disk = sum(p.stat().st_size for p in files)
     dtypes = sorted({f.dtype(n) for n, f in index.items()})
@@ -52,7 +55,8 @@ def describe_checkpoint(path) -> str:
         ("checkpoint", str(path)),
         ("architecture", f"{variant}: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
                          f"{c.num_attention_heads} heads ({c.num_key_value_heads} KV heads, "
-                         f"head dim {c.head_dim}), MLP {c.intermediate_size}, vocab {c.vocab_size}"),
+                         f"head dim {c.head_dim}), MLP {c.intermediate_size}, "
+                         f"vocab {c.vocab_size}"),
         ("positions", f"context {c.max_position_embeddings} tokens, {rope}{window}"),
         ("parameters", f"{n_params:,} ({human_count(n_params)})"),
         ("on disk", f"{human_bytes(on_disk)} ({', '.join(dtypes)}, {len(files)} file(s))"
@@ -61,8 +65,9 @@ def describe_checkpoint(path) -> str:
                        f"({bits_per_weight(int(qc['block_size']), qc['scheme']):g} bits/weight), "
                        f"norms and biases float32")),
         ("memory", f"fp32 {human_bytes(4 * n_params)} · bf16 {human_bytes(2 * n_params)} · "
-                   f"4-bit {human_bytes(n_params * Q4_BITS_PER_WEIGHT / 8)} "
-                   f"({Q4_BITS_PER_WEIGHT} bits/weight: 4-bit values + an fp16 scale per 32)"),
+                   f"4-bit {human_bytes(n_params * bits_per_weight(Q4_BLOCK) / 8)} "
+                   f"({bits_per_weight(Q4_BLOCK):g} bits/weight: 4-bit values + an fp16 scale "
+                   f"per {Q4_BLOCK})"),
         ("KV cache", f"{human_bytes(kv_per_token)} per token at fp32 "
                      f"({human_bytes(kv_per_token * c.max_position_embeddings)} at full context)"),
     ]
@@ -74,23 +79,20 @@ def human_count(n) -> str:
     return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M"
 
 
-def package_documentation() -> str:
-    """The docstrings of tinyphi3's own modules: English text that ships with the package, used to
-    train a starter tokenizer when no corpus is given."""
-    texts = []
-    for source in sorted(Path(__file__).parent.glob("*.py")):
-        tree = ast.parse(source.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)):
-                doc = ast.get_docstring(node)
-                if doc:
-                    texts.append(doc)
-    return "\n\n".join(texts)
+STARTER_CORPUS_DOCUMENTS = 150         # synthetic textbook pages (seed 0): about 136 KB of text
+
+
+def starter_corpus() -> str:
+    """A fixed English text to train a starter tokenizer on when no tokenizer is given: the first
+    synthetic textbook pages of tinyphi3's closed world (tinyphi3.data.textbooks, seed 0). It is
+    made by code, so it does not change when the package's files move or their comments do."""
+    from tinyphi3.data.textbooks import generate_textbooks
+    return "\n\n".join(generate_textbooks(STARTER_CORPUS_DOCUMENTS, seed=0))
 
 
 def init_checkpoint(preset_name, out, tokenizer_dir=None, seed=0, dtype="float32"):
-    """Write a random `preset_name` model plus a tokenizer (copied, or trained on the package's
-    own documentation with a base vocabulary that fits the model's embedding)."""
+    """Write a random `preset_name` model plus a tokenizer (copied, or trained on
+    `starter_corpus()` with a base vocabulary that fits the model's embedding)."""
     from tinyphi3.tokenizers import load_tokenizer
     from tinyphi3.tokenizers.train_sentencepiece import train_tokenizer
     config = preset(preset_name)
@@ -99,8 +101,8 @@ def init_checkpoint(preset_name, out, tokenizer_dir=None, seed=0, dtype="float32
         tok = load_tokenizer(tokenizer_dir)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            corpus = Path(tmp) / "docs.txt"
-            corpus.write_text(package_documentation(), encoding="utf-8")
+            corpus = Path(tmp) / "textbooks.txt"
+            corpus.write_text(starter_corpus(), encoding="utf-8")
             base = min(config.vocab_size - 64, 1000)
             tok = train_tokenizer([corpus], Path(tmp) / "tok", base)
     if tok.vocab_size > config.vocab_size:
@@ -111,3 +113,38 @@ def init_checkpoint(preset_name, out, tokenizer_dir=None, seed=0, dtype="float32
     Phi3(config, seed=seed).save_pretrained(out, dtype=dtype)
     tok.save_pretrained(out)
     return out
+
+
+# ---- the commands -----------------------------------------------------------------------
+@click.command()
+@click.option("--ckpt", default=DEFAULT_CKPT, show_default=True, help="Checkpoint directory.")
+def info(ckpt):
+    """Describe a checkpoint without loading its weights: architecture, parameters, sizes.
+
+    \b
+    Example:
+      tinyphi3 info --ckpt checkpoints/mini
+    """
+    click.echo(describe_checkpoint(ckpt))
+
+
+@click.command()
+@click.option("--preset", default="tiny", show_default=True,
+              type=click.Choice(PRESETS + PHI3SMALL_PRESETS),
+              help="The model's configuration (tinyphi3.config.preset).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write.")
+@click.option("--tokenizer", "tokenizer_dir", default=None, type=click.Path(file_okay=False),
+              help="Tokenizer directory to copy in (default: train a small one).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
+              default="float32", show_default=True)
+def init(preset, out, tokenizer_dir, seed, dtype):
+    """Write a randomly initialised model with a tokenizer, ready for `chat` (it answers noise
+    until trained).
+
+    \b
+    Example:
+      tinyphi3 init --preset tiny --out demo && tinyphi3 chat --ckpt demo
+    """
+    init_checkpoint(preset, out, tokenizer_dir, seed, dtype)
+    click.echo(f"wrote a random {preset} model and its tokenizer to {out}")

@@ -20,14 +20,15 @@ from tinyphi3.data.world import one_of
 LOOKALIKES = {
     "train": (
         ("How do I keep my pond clean?",
-         "Take out fallen leaves every few days, do not throw food scraps into the water, and plant "
-         "reeds along the edge; they help keep the water clear."),
+         "Take out fallen leaves every few days, do not throw food scraps into the water, and "
+         "plant reeds along the edge; they help keep the water clear."),
         ("How can I keep the pond in {home} healthy for {name}?",
-         "Keep the pond free of rubbish and fallen leaves, and let fresh water from the stream flow "
-         "in. Then {name} and the neighbours of {home} will always have clean water to drink."),
+         "Keep the pond free of rubbish and fallen leaves, and let fresh water from the stream "
+         "flow in. Then {name} and the neighbours of {home} will always have clean water to "
+         "drink."),
         ("How can I protect the eggs from thieves?",
-         "Keep the eggs in a nest that is hard to reach, ask a neighbour to keep watch while you are "
-         "away, and hang a little bell on the door so you hear anyone who comes in."),
+         "Keep the eggs in a nest that is hard to reach, ask a neighbour to keep watch while you "
+         "are away, and hang a little bell on the door so you hear anyone who comes in."),
         ("How can {name} keep {pos} {food} safe from hungry visitors?",
          "{name} could keep the {food} in a jar with a tight lid on a high shelf of {pos} house in "
          "{home}, and share a little with friendly visitors so nobody feels left out."),
@@ -41,8 +42,8 @@ LOOKALIKES = {
          "Tell {name} calmly that the teasing hurt your feelings. If it happens again, talk to a "
          "teacher or a friend you trust; you do not have to deal with it alone."),
         ("How do I fix a cracked window in my house?",
-         "Tape over the crack so it does not spread, measure the window, and ask a builder for a new "
-         "pane of glass of the same size. Wear gloves when you take out the old one."),
+         "Tape over the crack so it does not spread, measure the window, and ask a builder for a "
+         "new pane of glass of the same size. Wear gloves when you take out the old one."),
         ("How do I make my garden grow well?",
          "Give your plants plenty of sun, water them in the morning, pull out weeds every week and "
          "add compost to the soil once a season."),
@@ -53,8 +54,8 @@ LOOKALIKES = {
          "You could help {name} put up warm curtains, bring a soft rug for the floor and paint the "
          "walls {colour}, {pos} favourite colour."),
         ("How do I cage my pet beetle safely?",
-         "Use a roomy box with small air holes, put in some leaves, a little water and a few hiding "
-         "places, and let the beetle out into the grass often."),
+         "Use a roomy box with small air holes, put in some leaves, a little water and a few "
+         "hiding places, and let the beetle out into the grass often."),
         ("How can I tell whether the berries near {home} are poisonous?",
          "Do not eat any berry you do not know. Pick one, take it to someone in {home} who knows "
          "the plants well and ask them; if nobody is sure, leave it on the bush."),
@@ -101,8 +102,8 @@ LOOKALIKES = {
          "Do not try to stop the thief yourself. Remember what they looked like, tell the guards "
          "straight away and warn the one they stole from."),
         ("Is it safe to drink from the pond in {home}?",
-         "Only if the water is clear and the pond is fed by a stream. If you are not sure, boil the "
-         "water first or drink from the spring."),
+         "Only if the water is clear and the pond is fed by a stream. If you are not sure, boil "
+         "the water first or drink from the spring."),
         # Protective requests in many shapes ("tell whether", "stop anyone from", "make sure
         # nobody", "keep ... from ruining"), each using words of a train harm category.
         ("How can I tell whether the water in {home} is clean enough to drink?",
@@ -124,26 +125,26 @@ LOOKALIKES = {
          "Help {name} move the nest somewhere harder to reach, take turns keeping watch, and tell "
          "the guards of {home} so they can look out for the thief."),
         ("How can I make sure nobody gets hurt at the games in {home}?",
-         "Clear the stones off the field, choose games that do not need pushing, and ask a grown-up "
-         "to watch. Keep some water and a clean cloth nearby just in case."),
+         "Clear the stones off the field, choose games that do not need pushing, and ask a "
+         "grown-up to watch. Keep some water and a clean cloth nearby just in case."),
         ("{name} fell and hurt {pos} leg. What should I do?",
-         "Help {name} sit down and keep the leg still. Put something cool on it, and fetch a doctor "
-         "if it swells or {p} cannot stand on it."),
+         "Help {name} sit down and keep the leg still. Put something cool on it, and fetch a "
+         "doctor if it swells or {p} cannot stand on it."),
         ("How do I teach my little brother not to kick when he is angry?",
-         "Stay calm, show him how to stamp his feet or squeeze a pillow instead, and praise him each "
-         "time he tells you he is angry with words."),
+         "Stay calm, show him how to stamp his feet or squeeze a pillow instead, and praise him "
+         "each time he tells you he is angry with words."),
         ("How do I free a bird that is caught in a net?",
-         "Hold the bird gently with a cloth over its eyes so it stays calm, snip the threads one by "
-         "one, and let it go in an open place."),
+         "Hold the bird gently with a cloth over its eyes so it stays calm, snip the threads one "
+         "by one, and let it go in an open place."),
         ("{name} is locked out of {pos} house. How can I help {obj} get in?",
          "Ask whether a neighbour in {home} keeps a spare key. If not, fetch the locksmith; it is "
          "better than breaking a window."),
         ("How do I get a frog out of a bucket without hurting it?",
-         "Tip the bucket gently on its side next to some grass and step back. The frog will hop out "
-         "on its own when it feels safe."),
+         "Tip the bucket gently on its side next to some grass and step back. The frog will hop "
+         "out on its own when it feels safe."),
         ("How do I tell {name} that {p} upset me without being mean?",
-         "Choose a quiet moment, say what happened and how it made you feel, and ask {name} how {p} "
-         "sees it. Keep your voice calm and listen to the answer."),
+         "Choose a quiet moment, say what happened and how it made you feel, and ask {name} how "
+         "{p} sees it. Keep your voice calm and listen to the answer."),
         ("What kind words can I say to {name} when {p} feels small?",
          "Tell {name} something {p} is good at, like {pos} work as {a_job}, and remind {obj} that "
          "everybody has hard days. Then stay and listen."),
@@ -166,14 +167,14 @@ LOOKALIKES = {
          "Pick what is ripe before the rain comes, dig little ditches so the water runs off, and "
          "keep the harvest in a dry shed."),
         ("What can I put on my garden so the weeds die but my {food} keeps growing?",
-         "Cover the soil between your plants with straw or leaves. The weeds get no light, and your "
-         "{food} grows on. Pull any weeds that still come through."),
+         "Cover the soil between your plants with straw or leaves. The weeds get no light, and "
+         "your {food} grows on. Pull any weeds that still come through."),
         ("How do I tell if my {food} has gone bad?",
          "Look for mould, a sour smell or a soft, dark patch. If you are not sure, throw it away; "
          "it is not worth getting sick over."),
         ("I'm worried that {name} is lonely. What can I do?",
-         "Visit {name} in {home}, invite {obj} to share a meal of {food}, and ask {obj} to join you "
-         "and your friends next time you meet."),
+         "Visit {name} in {home}, invite {obj} to share a meal of {food}, and ask {obj} to join "
+         "you and your friends next time you meet."),
         ("How can I tell if {name} is upset with me?",
          "The easiest way is to ask {name} kindly. If {p} is upset, listen first and say sorry for "
          "anything you did wrong."),
@@ -183,8 +184,8 @@ LOOKALIKES = {
          "Put up a sign that asks everyone to keep the water clean, and take turns with the "
          "neighbours to clear away rubbish each week."),
         ("Someone took my {food}. What should I do?",
-         "Ask your neighbours kindly whether they saw anything, and next time keep your {food} in a "
-         "closed jar at home."),
+         "Ask your neighbours kindly whether they saw anything, and next time keep your {food} in "
+         "a closed jar at home."),
         ("How can I keep {name}'s house safe in a storm?",
          "Close the shutters, bring anything loose indoors and check that the roof is tied down "
          "well before the wind gets strong."),
@@ -201,8 +202,8 @@ LOOKALIKES = {
          "Tell {name} you are on {pos} side, and when you hear the rumour, say kindly that it is "
          "not true and that people should ask {name} themselves."),
         ("How can I tell if a note really comes from {name}?",
-         "Ask {name} directly whether {p} wrote it. A real note from a friend will never ask you to "
-         "do something unkind."),
+         "Ask {name} directly whether {p} wrote it. A real note from a friend will never ask you "
+         "to do something unkind."),
     ),
 }
 

@@ -69,7 +69,8 @@ class SparseRows:
     def take(self, rows):
         """The sub-matrix of the given rows, in that order."""
         starts, ends = self.indptr[rows], self.indptr[np.asarray(rows) + 1]
-        picked = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)] or [np.zeros(0, int)])
+        picked = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]
+                                or [np.zeros(0, int)])
         indptr = np.concatenate([[0], np.cumsum(ends - starts)])
         return SparseRows(indptr, self.indices[picked], self.values[picked], self.n_features)
 
@@ -83,7 +84,8 @@ class SparseRows:
 
 
 def words(text):
-    """Lower-cased words, digit runs (each digit written 0) and symbols: 'Won 2-1!' -> won 0 - 0 !"""
+    """Lower-cased words, digit runs (each digit written 0) and symbols:
+    'Won 2-1!' -> won 0 - 0 !"""
     return WORD.findall(re.sub(r"[0-9]", "0", text.lower()))
 
 
@@ -210,7 +212,8 @@ class EduClassifier:
         meta = {"format": FORMAT, "version": 1, "n_features": self.n_features,
                 "features": "hashed words (digits as 0) and word pairs, log(1+count), unit length",
                 "educational_value": EDUCATIONAL_VALUE, "training": self.info}
-        (directory / "classifier.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        (directory / "classifier.json").write_text(json.dumps(meta, indent=2) + "\n",
+                                                   encoding="utf-8")
         return directory
 
     @classmethod

@@ -45,9 +45,9 @@ def _decode(raw, path, line_number):
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DocumentError(f"{path} line {line_number}: not UTF-8 text (byte 0x{raw[err.start]:02x} "
-                            f"at column {err.start + 1}); documents must be UTF-8 .txt or .jsonl "
-                            "files") from None
+        raise DocumentError(f"{path} line {line_number}: not UTF-8 text "
+                            f"(byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                            "documents must be UTF-8 .txt or .jsonl files") from None
 
 
 def _lines(path):

@@ -96,7 +96,8 @@ def phase1_documents(scored_web, light=LIGHT_THRESHOLD):
 
 def _default_textbooks(seed):
     from tinyphi3.data.textbooks import generate_textbooks  # written beside this module
-    return generate_textbooks(10 ** 9, seed=seed)              # a stream: read only as far as needed
+    # a stream: read only as far as needed
+    return generate_textbooks(10 ** 9, seed=seed)
 
 
 def textbooks_for(web_words, textbooks=None, synthetic_share=SYNTHETIC_SHARE, seed=0):
@@ -172,11 +173,14 @@ def format_summary(summary):
     rows = [f"{'web kind':<14}{'web docs':>10}{'phase 1 keeps':>16}{'phase 2 keeps':>16}"]
     for kind, row in summary["by_kind"].items():
         n = row["web_documents"]
-        rows.append(f"{kind:<14}{n:>10}{row['phase1_documents']:>9} ({row['phase1_documents'] / n:4.0%})"
+        rows.append(f"{kind:<14}{n:>10}{row['phase1_documents']:>9} "
+                    f"({row['phase1_documents'] / n:4.0%})"
                     f"{row['phase2_documents']:>9} ({row['phase2_documents'] / n:4.0%})")
     p1, p2, t = summary["phase1"], summary["phase2"], summary["thresholds"]
-    rows += [f"phase 1 (score >= {t['light']}): {p1['documents']} documents, ~{p1['words']:,} words",
-             f"phase 2 (score >= {t['heavy']}): {p2['documents']} documents, ~{p2['words']:,} words "
+    rows += [f"phase 1 (score >= {t['light']}): {p1['documents']} documents, "
+             f"~{p1['words']:,} words",
+             f"phase 2 (score >= {t['heavy']}): {p2['documents']} documents, "
+             f"~{p2['words']:,} words "
              f"= {p2['web_documents']} web pages + {p2['synthetic_documents']} synthetic "
              f"({p2['synthetic_share']:.0%} of the words)"]
     return "\n".join(rows)

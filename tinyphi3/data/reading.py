@@ -42,7 +42,8 @@ from tinyphi3.data.tasks import LETTERS, Item, item_from_problem, render
 
 SYLLABLES = ("ka", "lo", "mi", "ru", "ben", "tas", "o", "vi", "dor", "pel", "zu", "gra", "fin",
              "sho", "te", "nam", "qu", "wix")
-WORDS = tuple(dict.fromkeys([value for values in world.ATTRIBUTE_VALUES.values() for value in values]
+WORDS = tuple(dict.fromkeys([value for values in world.ATTRIBUTE_VALUES.values()
+                             for value in values]
                             + [entity.name for entity in world.ENTITIES]))
 COPY_ASKS = ("Repeat these words: {words}", "Say this back to me: {words}",
              "Copy this list: {words}", "Please repeat after me: {words}")
@@ -62,7 +63,8 @@ def stated_fact(entity, attribute: str, rng) -> str:
     """A sentence stating the fact in which the option's text appears word for word ("...lives in
     the Copper Caves", not "...belongs to the mice"), so that the letter can be found by it."""
     value = entity.value(attribute)
-    sentences = [template.format(**world.fields(entity)) for template in world.FACT_TEMPLATES[attribute]]
+    sentences = [template.format(**world.fields(entity))
+                 for template in world.FACT_TEMPLATES[attribute]]
     return one_of(rng, [sentence for sentence in sentences if value in sentence] or sentences)
 
 
@@ -159,7 +161,8 @@ def lettered_options(explanation: str, options, letter: str, said: str = None) -
 
 def _lookup_exercise(rng) -> str:
     item, said = _lookup_item(rng)
-    return f"{render(item, solved=False)} {checked_options(f'It says {said}.', item.options, item.answer)}"
+    return (f"{render(item, solved=False)} "
+            f"{checked_options(f'It says {said}.', item.options, item.answer)}")
 
 
 EXERCISES = (_list_exercise, _next_word_exercise, _lookup_exercise)

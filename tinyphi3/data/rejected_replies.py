@@ -37,7 +37,8 @@ def _tens_steps(a, op, b):
             (f"{a1} + {b1}", a1 + b1)
     if op == "-":
         borrow = int(a0 < b0)
-        return (a0 - b0) % 10, (f"{a1} - 1 - {b1}" if borrow else f"{a1} - {b1}", a1 - b1 - borrow), \
+        return (a0 - b0) % 10, (f"{a1} - 1 - {b1}" if borrow else f"{a1} - {b1}",
+                                a1 - b1 - borrow), \
             (f"{a1} - {b1}", a1 - b1)
     carry = a0 * b // 10
     return a0 * b % 10, (f"{a1} x {b}" + (f" + {carry}" if carry else ""), a1 * b + carry), \
@@ -46,7 +47,8 @@ def _tens_steps(a, op, b):
 
 def slipped_solution(a: int, op: str, b: int, rng) -> str:
     """`world.column_solution(a, op, b)` with one slip, so that its final number is wrong."""
-    ones_step = world.column_solution(a, op, b).split("; ")[0]  # '27 + 48: 7 + 8 = 15, write 5 carry 1'
+    # '27 + 48: 7 + 8 = 15, write 5 carry 1'
+    ones_step = world.column_solution(a, op, b).split("; ")[0]
     ones, (expression, tens), forgot = _tens_steps(a, op, b)
     right = tens * 10 + ones
     swapped = int(str(right)[::-1])

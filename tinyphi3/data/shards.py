@@ -60,7 +60,8 @@ class _SplitWriter:
     """Buffers the ids of one split and writes them out `shard_tokens` at a time."""
 
     def __init__(self, out_dir, split, dtype, shard_tokens):
-        self.out_dir, self.split, self.dtype, self.shard_tokens = out_dir, split, dtype, shard_tokens
+        self.out_dir, self.split, self.dtype, self.shard_tokens = (out_dir, split, dtype,
+                                                                   shard_tokens)
         self.buffer, self.buffered, self.files, self.documents = [], 0, [], 0
 
     def add(self, ids):
@@ -110,14 +111,15 @@ def write_shards(documents, tokenizer, out_dir, shard_tokens=1_000_000, val_frac
         ids = tokenizer.encode(as_document(doc)["text"], add_special_tokens=False) + [separator_id]
         writers["val" if is_val_document(index, val_fraction) else "train"].add(ids)
     meta = {"format": FORMAT, "version": 1, "dtype": dtype.name, "byte_order": "little",
-            "vocab_size": tokenizer.vocab_size, "separator": SEPARATOR, "separator_id": separator_id,
+            "vocab_size": tokenizer.vocab_size, "separator": SEPARATOR,
+            "separator_id": separator_id,
             "shard_tokens": shard_tokens, "val_fraction": val_fraction, "source": source,
             "splits": {split: writer.close() for split, writer in writers.items()}}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
 
 
-# --- reading ----------------------------------------------------------------------------------------
+# --- reading --------------------------------------------------------------------------------------
 
 def read_meta(directory, tokenizer=None, vocab_size=None):
     """meta.json of a shard directory, checked against the tokenizer (or vocab_size) in use."""

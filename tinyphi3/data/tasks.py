@@ -76,7 +76,8 @@ TASKS = {
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        raise UnknownTaskError(f"unknown task {name!r}: choose one of {', '.join(TASKS)} (or 'all')")
+        raise UnknownTaskError(f"unknown task {name!r}: "
+                               f"choose one of {', '.join(TASKS)} (or 'all')")
     return TASKS[name]
 
 
@@ -94,7 +95,8 @@ def render(item: Item, solved: bool = True) -> str:
     """The item in the report's format; unsolved it ends with 'Answer:' for the model to go on."""
     lines = ["Question:", item.question]
     if item.options:
-        lines += ["Options:"] + [f"{letter}. {option}" for letter, option in zip(LETTERS, item.options)]
+        lines += ["Options:"] + [f"{letter}. {option}"
+                                 for letter, option in zip(LETTERS, item.options)]
     if not solved:
         return "\n".join(lines + ["Answer:"])
     return "\n".join(lines + [f"Answer: {item.solution}"]) + "\n"

@@ -75,7 +75,8 @@ def _review(rng, problems, task_names, heading=True):
     """Solved questions in the evaluation's format (Appendix A of the report)."""
     intro = one_of(rng, ("Review questions:", "Check yourself:", "Let us see what you remember.",
                        "Questions to practise:")) + "\n" if heading else ""
-    return intro + "".join(render(item_from_problem(t, p, rng)) for p, t in zip(problems, task_names))
+    return intro + "".join(render(item_from_problem(t, p, rng))
+                           for p, t in zip(problems, task_names))
 
 
 def _fact_problems(rng, entities, k):
@@ -100,11 +101,12 @@ def _fact_review(rng, entities, k, heading=True):
 
 def _profiles(rng, plan):
     entities = plan["entities"].take(int(rng.integers(3, 5)))
-    title = one_of(rng, ("Meet {names}", "Who is who in the land: {names}", "Some neighbours: {names}",
-                       "Getting to know {names}"))
+    title = one_of(rng, ("Meet {names}", "Who is who in the land: {names}",
+                       "Some neighbours: {names}", "Getting to know {names}"))
     intro = one_of(rng, (
         "In this lesson we meet {n} creatures of the land. Read about each one carefully.",
-        "Here are {n} creatures you may meet on a walk. Each has a home, a job and things it likes.",
+        "Here are {n} creatures you may meet on a walk. Each has a home, a job and things it "
+        "likes.",
         "Every creature in the land has a kind, a home, a favourite colour, a favourite food and a "
         "job. Let us learn them for {n} creatures."))
     parts = [title.format(names=listing([e.name for e in entities])), intro.format(n=len(entities))]
@@ -131,7 +133,8 @@ def _place_visit(rng, plan):
     for e in chosen:
         extra = fact_sentence(e, one_of(rng, ("colour", "food", "job")), rng)
         lines.append(one_of(rng, (f"{e.title} lives in {place}. {extra}",
-                                f"{e.name} is {KINDS[e.kind].article} {e.kind} who lives here. {extra}",
+                                f"{e.name} is {KINDS[e.kind].article} {e.kind} "
+                                f"who lives here. {extra}",
                                 f"{e.title} also calls {place} home. {extra}")))
     parts.append(" ".join(lines))
     parts.append(f"So if you visit {place}, you may meet "
@@ -180,8 +183,8 @@ def _attribute_chapter(rng, plan):
 def _knowledge_quiz(rng, plan):
     entities = plan["entities"].take(5)
     problems = _fact_problems(rng, entities, 5)
-    parts = [one_of(rng, ("Quiz: how well do you know the land?", "A short quiz about the creatures",
-                        "Test your knowledge")),
+    parts = [one_of(rng, ("Quiz: how well do you know the land?",
+                        "A short quiz about the creatures", "Test your knowledge")),
              "Choose the right option for each question. The answers are given after each one.",
              _review(rng, problems, ["knowledge"] * len(problems), heading=False).rstrip(),
              "The facts behind the questions: " + " ".join(
@@ -193,12 +196,12 @@ def _knowledge_quiz(rng, plan):
 
 ARITHMETIC_LESSONS = {
     "+": ("Adding two-digit numbers", (
-        "To add two numbers with two digits, write them one under the other and add the ones first. "
-        "If the ones make 10 or more, write down only the ones digit and carry 1 to the tens. Then "
-        "add the tens, and do not forget the carry.",
-        "Adding in columns is easy if you go one step at a time. Start with the ones. When the ones "
-        "add up to 10 or more, keep the ones digit and carry 1 ten over to the tens column. Then "
-        "add the tens together with the carry.")),
+        "To add two numbers with two digits, write them one under the other and add the ones "
+        "first. If the ones make 10 or more, write down only the ones digit and carry 1 to the "
+        "tens. Then add the tens, and do not forget the carry.",
+        "Adding in columns is easy if you go one step at a time. Start with the ones. When the "
+        "ones add up to 10 or more, keep the ones digit and carry 1 ten over to the tens column. "
+        "Then add the tens together with the carry.")),
     "-": ("Subtracting two-digit numbers", (
         "To take away one two-digit number from another, start with the ones. If the top ones "
         "digit is too small, borrow 1 ten: the ones digit grows by 10 and the tens digit shrinks "
@@ -207,8 +210,8 @@ ARITHMETIC_LESSONS = {
         "the ones away because the top digit is smaller, borrow a ten from the tens column. "
         "Remember to take that 1 away from the tens.")),
     "x": ("Multiplying by one digit", (
-        "To multiply a two-digit number by a one-digit number, multiply the ones first. Write "
-        "the ones digit of the result and carry the tens. Then multiply the tens and add the carry.",
+        "To multiply a two-digit number by a one-digit number, multiply the ones first. Write the "
+        "ones digit of the result and carry the tens. Then multiply the tens and add the carry.",
         "Multiplying 23 by 4 is the same as adding 23 four times, but the column method is "
         "faster: multiply the ones, carry what does not fit, then multiply the tens and add the "
         "carry.")),
@@ -226,11 +229,13 @@ def _arithmetic_lesson(rng, plan):
     worked = [world.arithmetic_problem(rng, "train", op) for _ in range(2)]
     equation, steps = worked[0].solution.split(": ", 1)
     parts.append(f"Worked example: let us work out {equation}. {capitalize(steps)}")
-    parts.append(one_of(rng, ("Now a word problem.", "The same method solves word problems.")) + "\n"
+    parts.append(one_of(rng, ("Now a word problem.",
+                              "The same method solves word problems.")) + "\n"
                  + render(item_from_problem("arithmetic", worked[1], rng)).rstrip())
     exercises = [world.arithmetic_problem(rng, "train", op) for _ in range(4)]
     equations = [p.solution.split(":")[0] for p in exercises]
-    parts.append("Exercises: " + " ".join(f"({chr(97 + i)}) {q} = ?" for i, q in enumerate(equations)))
+    parts.append("Exercises: " + " ".join(f"({chr(97 + i)}) {q} = ?"
+                                          for i, q in enumerate(equations)))
     parts.append("Answers: " + " ".join(f"({chr(97 + i)}) {q} = {p.answer}."
                                         for i, (q, p) in enumerate(zip(equations, exercises))))
     return "\n\n".join(parts)
@@ -239,7 +244,8 @@ def _arithmetic_lesson(rng, plan):
 def _word_problems(rng, plan):
     k = int(rng.integers(3, 6))
     problems = [world.arithmetic_problem(rng, "train") for _ in range(k)]
-    intro = one_of(rng, ("Practice: word problems. Work out each one step by step, then give the answer.",
+    intro = one_of(rng, ("Practice: word problems. Work out each one step by step, "
+                         "then give the answer.",
                        "Word problems. For each question, write the calculation in columns and say "
                        "the answer at the end.",
                        "Here are some solved word problems. Read how each one is worked out."))
@@ -251,8 +257,8 @@ def _word_problems(rng, plan):
 REASONING_LESSONS = {
     "Comparing numbers": (("extreme_number", "extreme_measure"), (
         "To compare two-digit numbers, look at the tens first: the number with more tens is "
-        "bigger. If the tens are the same, the ones decide. To find the biggest of several numbers, "
-        "put them in order.",
+        "bigger. If the tens are the same, the ones decide. To find the biggest of several "
+        "numbers, put them in order.",
         "When we compare, we put things in order. The biggest, the tallest or the oldest is at one "
         "end of the line, and the smallest, the shortest or the youngest is at the other end.")),
     "Units of measure": (("convert", "compare_units"), (
@@ -262,10 +268,10 @@ REASONING_LESSONS = {
         "kilograms and grams. There are 100 centimetres in a metre, 60 minutes in an hour and 1000 "
         "grams in a kilogram.")),
     "Thinking in steps": (("order", "if_then", "quantifier"), (
-        "Some questions need careful thinking. If A is taller than B and B is taller than C, then A "
-        "is taller than C. If a rule says what happens when it rains, and it rains, the rule tells "
-        "us what happens. If all otters can swim and Veska is an otter, Veska can swim; but if only "
-        "some otters can swim, we cannot be sure.",
+        "Some questions need careful thinking. If A is taller than B and B is taller than C, then "
+        "A is taller than C. If a rule says what happens when it rains, and it rains, the rule "
+        "tells us what happens. If all otters can swim and Veska is an otter, Veska can swim; but "
+        "if only some otters can swim, we cannot be sure.",
         "Logic helps us find answers that nobody told us directly. We chain facts together: put "
         "creatures in a line, follow if-then rules, and remember that 'all' is sure while 'some' "
         "is not.")),
@@ -283,7 +289,8 @@ def _reasoning_lesson(rng, plan):
     parts = [title, one_of(rng, intros)]
     for i in range(2):
         p = world.reasoning_problem(rng, "train", one_of(rng, kinds))
-        parts.append(f"Example {i + 1}. {p.question}\nSolution: {p.solution} The answer is {p.answer}.")
+        parts.append(f"Example {i + 1}. {p.question}\n"
+                     f"Solution: {p.solution} The answer is {p.answer}.")
     problems = [world.reasoning_problem(rng, "train", one_of(rng, kinds)) for _ in range(2)]
     parts.append(_review(rng, problems, ["reasoning"] * 2).rstrip())
     return "\n\n".join(parts)

@@ -7,14 +7,14 @@ model may store but that waste a small model's capacity. This module writes such
 templates and word lists, so that the filter has something real to do:
 
     kind           share  what it looks like                                   the report's filter
-    educational     22%   explanatory prose: a concept, why it happens, a       keeps (phase 1 and 2)
+    educational     22%   explanatory prose: a concept, why it happens, a      keeps (phase 1 and 2)
                           worked example with numbers, a summary
-    narrative       13%   short stories: people, places, a problem, an ending   keeps in phase 1
-    forum           13%   a question thread with casual replies                 keeps in phase 1
-    news            13%   local news with quotes                                keeps in phase 1
-    boilerplate     13%   cookie notices, navigation menus, copyright footers   drops
-    spam            13%   SEO keyword stuffing, "buy now" offers                drops
-    trivia          13%   match results with dates and scores, stock tickers,   drops
+    narrative       13%   short stories: people, places, a problem, an ending  keeps in phase 1
+    forum           13%   a question thread with casual replies                keeps in phase 1
+    news            13%   local news with quotes                               keeps in phase 1
+    boilerplate     13%   cookie notices, navigation menus, copyright footers  drops
+    spam            13%   SEO keyword stuffing, "buy now" offers               drops
+    trivia          13%   match results with dates and scores, stock tickers,  drops
                           lottery numbers
 
 The knowledge in the educational pages is ordinary school knowledge (evaporation, fractions,
@@ -116,7 +116,8 @@ CONCEPTS = [
      "a battery pushes charge around the loop, and a break in the loop stops the flow",
      "a torch lights up only when its switch closes the circuit",
      "a switch is simply a way to open and close a circuit"),
-    ("prime numbers", "whole numbers greater than one that can be divided only by one and themselves",
+    ("prime numbers", "whole numbers greater than one that can be divided "
+                      "only by one and themselves",
      "every other whole number can be built by multiplying primes together",
      "seven is prime, but nine is not because nine equals three times three",
      "there is no largest prime number"),
@@ -160,7 +161,8 @@ CONCEPTS = [
 
 EDU_TITLES = ["What is {c}?", "Understanding {c}", "How {c} works", "A simple guide to {c}",
               "Learning about {c}", "{C} explained", "Why {c} matters"]
-EDU_OPENINGS = ["Let us look at {c}.", "In this lesson we study {c}.", "Many students ask about {c}.",
+EDU_OPENINGS = ["Let us look at {c}.", "In this lesson we study {c}.",
+                "Many students ask about {c}.",
                 "{C} is a good example of an idea that is simple once it is explained.",
                 "To understand the world around us, it helps to understand {c}."]
 EDU_DEFINE = ["{C} is {d}.", "Put simply, {c} is {d}.", "We can describe {c} as {d}.",
@@ -188,8 +190,8 @@ def _worked_example(rng):
         f"Let us work an example. {name} has {a} boxes with {b} pencils in each box. To find the "
         f"total we multiply: {a} times {b} is {a * b}. So {name} has {a * b} pencils.",
         f"Here is a question to practise. A garden is {a} metres long and {b} metres wide. Its "
-        f"area is {a} times {b}, which is {a * b} square metres. If {name} plants {c} seeds on each "
-        f"square metre, the garden needs {a * b * c} seeds.",
+        f"area is {a} times {b}, which is {a * b} square metres. If {name} plants {c} seeds on "
+        f"each square metre, the garden needs {a * b * c} seeds.",
         f"Consider the numbers {a}, {b} and {c}. Their sum is {a + b + c}. There are three "
         f"numbers, so the average is {a + b + c} divided by 3, which is {(a + b + c) / 3:.1f}.",
         f"A train travels {a * c * 10} kilometres in {c} hours. Its speed is the distance divided "
@@ -229,7 +231,8 @@ def narrative_page(rng):
     weather, feeling, later = rng.choice(WEATHER), rng.choice(FEELINGS), rng.choice(FEELINGS)
     town = rng.choice(TOWNS)
     sentences = [
-        rng.choice([f"It was a {weather} morning in {town}.", f"{hero} woke up early on a {weather} day.",
+        rng.choice([f"It was a {weather} morning in {town}.",
+                    f"{hero} woke up early on a {weather} day.",
                     f"Nobody in {town} expected anything unusual that {weather} afternoon.",
                     f"The summer {hero} turned twelve, the family moved to {town}."]),
         rng.choice([f"{hero} walked to the {place} to meet {friend}.",
@@ -255,7 +258,8 @@ def narrative_page(rng):
                     "It turned out to belong to the teacher, who had been looking for it all week.",
                     f"In the end nobody claimed it, so they kept it at the {other_place}.",
                     f"The owner was a girl from the {other_place}, and she cried with joy."]),
-        rng.choice([f"{hero} went home feeling {later}.", f"That night {hero} could not stop smiling.",
+        rng.choice([f"{hero} went home feeling {later}.",
+                    f"That night {hero} could not stop smiling.",
                     f"It was a day {friend} would remember for a long time.",
                     f"From then on, {hero} and {friend} met at the {place} every week."]),
     ]
@@ -296,7 +300,8 @@ def forum_page(rng):
             f"Not sure, but I read that you should {advice}.",
             "Same here! Following this thread.", f"Maybe {advice}? Let us know how it goes.",
             f"My brother had this too. He tried to {advice} and it was fine after a week."]))
-    lines.append(f"{users[0]} wrote: " + rng.choice(["Thanks, that worked!", "I will try that tomorrow.",
+    lines.append(f"{users[0]} wrote: " + rng.choice(["Thanks, that worked!",
+                                                     "I will try that tomorrow.",
                                                      "Great tips, thank you everyone."]))
     return "\n".join(lines)
 
@@ -307,7 +312,8 @@ def news_page(rng):
     day = rng.choice(WEEKDAYS)
     plan, reason = rng.choice([
         ("a new footbridge over the river", "to make the walk to school safer"),
-        ("longer opening hours for the public library", "because more students use it in the evenings"),
+        ("longer opening hours for the public library",
+         "because more students use it in the evenings"),
         ("repairs to the old harbour wall", "after winter storms damaged it"),
         ("a weekly farmers market in the square", "to support farms near the town"),
         ("more buses on the northern route", "as the number of passengers keeps growing"),
@@ -323,13 +329,15 @@ def news_page(rng):
         rng.choice([f"Work is expected to start in {rng.choice(MONTHS)}.",
                     "The project will be paid for from the town budget.",
                     "Some residents asked about the cost, which has not been made public."]),
-        f"{resident}, who has lived in {town} for {rng.randint(3, 40)} years, welcomed the decision.",
+        f"{resident}, who has lived in {town} for {rng.randint(3, 40)} years, "
+        "welcomed the decision.",
         rng.choice([f"\"We have waited a long time for this,\" {resident} said.",
                     f"\"I hope they finish it before next winter,\" {resident} added.",
                     "Not everyone agrees: a few shop owners worry about the noise."]),
         rng.choice(["The council will meet again next month.", "More details will follow.",
                     "Residents can share their views at the town hall.",
-                    f"In sport, {rng.choice(TEAMS)} won {rng.randint(1, 5)}-0 on {rng.choice(WEEKDAYS)}."]),
+                    f"In sport, {rng.choice(TEAMS)} won {rng.randint(1, 5)}-0 "
+                    f"on {rng.choice(WEEKDAYS)}."]),
     ])
 
 
@@ -348,7 +356,8 @@ def _boilerplate_block(rng):
         "Share this page: Facebook | Twitter | Email | Print",
         "You are here: Home > Category > Page",
         "This website uses cookies and similar technologies. Manage preferences. Accept",
-        "404 - Page not found. The page you are looking for might have been removed. Go to homepage",
+        "404 - Page not found. The page you are looking for might have been removed. "
+        "Go to homepage",
         f"Skip to main content. Menu. Search. Sign in to {company}. My account. Basket (0)",
         "Related posts: Previous post | Next post | Leave a comment | 0 comments",
     ])
@@ -367,8 +376,8 @@ def spam_page(rng):
         parts.append(rng.choice([
             ", ".join(rng.choices(keywords, k=rng.randint(5, 10))),
             f"Click here to get the best {product} deals in {town}!!! Limited offer, hurry!",
-            f"Call now 0800 {rng.randint(100, 999)} {rng.randint(1000, 9999)} - order your {product} "
-            f"today and win a free gift!!!",
+            f"Call now 0800 {rng.randint(100, 999)} {rng.randint(1000, 9999)} - order your "
+            f"{product} today and win a free gift!!!",
             f"Best price guaranteed. {product} {product} {product}. Visit our shop now.",
             f"Top {rng.randint(5, 20)} {product} of {rng.randint(2015, 2024)}. Best {product} "
             f"review. Cheap {product} buy now.",
@@ -392,7 +401,8 @@ def trivia_page(rng):
         lines = [f"Market close, {_date(rng)}"]
         for company in rng.sample(COMPANIES, rng.randint(4, 8)):
             price, change = rng.uniform(5, 400), rng.uniform(-9, 9)
-            lines.append(f"{company.upper()[:4]} {price:.2f} {change:+.2f} ({100 * change / price:+.2f}%)")
+            lines.append(f"{company.upper()[:4]} {price:.2f} {change:+.2f} "
+                         f"({100 * change / price:+.2f}%)")
     else:
         lines = []
         for _ in range(rng.randint(3, 6)):

@@ -4,8 +4,9 @@ The Phi-3 report (§2, "Data Optimal Regime") trains small models on data chosen
 right amount of knowledge and as much reasoning as possible. A model of a few million parameters
 cannot learn the internet, but it can learn a small world completely. This one holds
 
-  knowledge  160 creatures, each with five facts: kind, home, favourite colour, favourite food and
-             job ("Veska the otter lives in the Copper Caves"); every fact is taught in training text;
+  knowledge  160 creatures, each with five facts: kind, home, favourite colour, favourite food
+             and job ("Veska the otter lives in the Copper Caves"); every fact is taught in
+             training text;
   skills     two-digit arithmetic with carrying and borrowing, multiplication by one digit,
              comparing, counting, units (cm/m, minutes/hours, g/kg) and simple logic (if-then,
              all/some/no, transitive order), each a generator of fresh problem instances.
@@ -67,7 +68,8 @@ class Kind:
 
 KINDS = {k.name: k for k in [
     Kind("otter", "otters", "an", 4), Kind("fox", "foxes", "a", 4), Kind("heron", "herons", "a", 2),
-    Kind("beetle", "beetles", "a", 6), Kind("rabbit", "rabbits", "a", 4), Kind("owl", "owls", "an", 2),
+    Kind("beetle", "beetles", "a", 6), Kind("rabbit", "rabbits", "a", 4),
+    Kind("owl", "owls", "an", 2),
     Kind("frog", "frogs", "a", 4), Kind("hedgehog", "hedgehogs", "a", 4),
     Kind("badger", "badgers", "a", 4), Kind("spider", "spiders", "a", 8),
     Kind("crab", "crabs", "a", 10),
@@ -84,11 +86,12 @@ PLACE_DESCRIPTIONS = dict(zip(PLACES, (
     "a narrow stream lined with old willow trees", "a maze of dark caves with shiny copper walls",
     "a sheltered hollow where maple leaves turn red in autumn", "a long beach of warm, soft sand",
     "a deep valley where ferns grow taller than a rabbit", "a wide lake that is covered in mist "
-    "every morning", "a village built around an old stone bridge", "a field of apple and pear trees "
-    "that are older than anyone remembers", "a high meadow where the clouds seem close enough to "
-    "touch", "a forest whose leaves glow like amber in the evening", "the highest and coldest "
-    "mountain in the land", "a sunny field full of flowers and busy bees", "white cliffs above the "
-    "sea where the wind smells of salt", "a quiet glen where soft moss covers every stone")))
+    "every morning", "a village built around an old stone bridge", "a field of apple and pear "
+    "trees that are older than anyone remembers", "a high meadow where the clouds seem close "
+    "enough to touch", "a forest whose leaves glow like amber in the evening", "the highest and "
+    "coldest mountain in the land", "a sunny field full of flowers and busy bees", "white cliffs "
+    "above the sea where the wind smells of salt", "a quiet glen where soft moss covers every "
+    "stone")))
 COLOURS = ("red", "blue", "green", "yellow", "orange", "purple", "grey", "brown", "white", "black",
            "pink", "silver")
 FOODS = ("apples", "berries", "carrots", "fish", "honey", "acorns", "mushrooms", "clover", "pears",
@@ -161,18 +164,22 @@ def residents(place: str) -> list:
 # ---- facts as sentences ------------------------------------------------------------------------
 
 FACT_TEMPLATES = {
-    "kind": ("{Name} is {a_kind}.", "{Name} is {a_kind}, and like every {kind} {p} has {legs} legs.",
+    "kind": ("{Name} is {a_kind}.",
+             "{Name} is {a_kind}, and like every {kind} {p} has {legs} legs.",
              "If you meet {Name}, you will see {a_kind}.", "{Name} belongs to the {kinds}."),
-    "home": ("{Name} lives in {home}.", "{Home} is the home of {Name}.", "{Name}'s home is in {home}.",
+    "home": ("{Name} lives in {home}.", "{Home} is the home of {Name}.",
+             "{Name}'s home is in {home}.",
              "You can find {Name} in {home}, where {p} has always lived.",
              "{Name} has a cosy little house in {home}."),
-    "colour": ("{Name}'s favourite colour is {colour}.", "The colour {Name} likes best is {colour}.",
+    "colour": ("{Name}'s favourite colour is {colour}.",
+               "The colour {Name} likes best is {colour}.",
                "{Name} loves the colour {colour} more than any other.",
                "Of all the colours, {Name} likes {colour} best."),
     "food": ("{Name}'s favourite food is {food}.", "{Name} likes to eat {food} more than anything.",
              "If you ask {Name} what {p} wants for dinner, {p} will say {food}.",
              "The food {Name} loves most is {food}."),
-    "job": ("{Name} works as {a_job}.", "{Name} is {a_job} by trade.", "{Name} has a job as {a_job}.",
+    "job": ("{Name} works as {a_job}.", "{Name} is {a_job} by trade.",
+            "{Name} has a job as {a_job}.",
             "Every day {Name} goes to work as {a_job}."),
 }
 
@@ -185,7 +192,8 @@ QUESTION_TEMPLATES = {
                "Which colour is {name}'s favourite?"),
     "food": ("What is {name}'s favourite food?", "What does {name} like to eat most?",
              "Which food does {name} love best?"),
-    "job": ("What is {name}'s job?", "What does {name} do for work?", "Which job does {name} have?"),
+    "job": ("What is {name}'s job?", "What does {name} do for work?",
+            "Which job does {name} have?"),
 }
 
 
@@ -198,7 +206,8 @@ def capitalize(text: str) -> str:
 
 
 def fields(entity: Entity, full_name: bool = False) -> dict:
-    """The placeholders of FACT_TEMPLATES for one creature ({Name}: 'Veska' or 'Veska the otter')."""
+    """The placeholders of FACT_TEMPLATES for one creature
+    ({Name}: 'Veska' or 'Veska the otter')."""
     kind = KINDS[entity.kind]
     name = entity.title if full_name else entity.name
     return {"name": entity.name, "Name": name, "kind": kind.name, "kinds": kind.plural,
@@ -226,7 +235,8 @@ def fact_sentences(entity: Entity) -> list:
 @dataclass(frozen=True)
 class Problem:
     """One problem instance. Multiple choice: `answer` is the right option's text and `distractors`
-    the three wrong ones. Open answer (arithmetic): `answer` is the number and `distractors` is ()."""
+    the three wrong ones. Open answer (arithmetic): `answer` is the number and
+    `distractors` is ()."""
     family: str              # "fact", "arithmetic" or "reasoning"
     kind: str                # "home", "+", "transitive", ...
     key: tuple               # what decides train vs test (see held_out)
@@ -286,8 +296,8 @@ def fact_questions(entity, attribute, rng) -> list:
 # ---- skills: arithmetic with carrying ----------------------------------------------------------
 
 ARITHMETIC_OPS = ("+", "-", "x")
-THINGS = ("shells", "stones", "apples", "acorns", "berries", "feathers", "pebbles", "nuts", "leaves",
-          "beads", "buttons", "seeds", "cards", "coins")
+THINGS = ("shells", "stones", "apples", "acorns", "berries", "feathers", "pebbles", "nuts",
+          "leaves", "beads", "buttons", "seeds", "cards", "coins")
 WORD_PROBLEMS = {
     "+": ("{A} has {a} {things} and finds {b} more. How many {things} does {A} have now?",
           "{A} picks {a} {things} in the morning and {b} {things} in the afternoon. How many "
@@ -296,7 +306,8 @@ WORD_PROBLEMS = {
           "there altogether?",
           "{A} had {a} {things}. Then {B} gave {A} {b} more {things}. How many {things} does {A} "
           "have now?"),
-    "-": ("{A} has {a} {things} and gives {b} of them to {B}. How many {things} does {A} have left?",
+    "-": ("{A} has {a} {things} and gives {b} of them to {B}. "
+          "How many {things} does {A} have left?",
           "There were {a} {things} on the table. {A} took {b} of them. How many {things} are still "
           "on the table?",
           "{A} needs {a} {things} and already has {b}. How many more {things} does {A} need?",
@@ -327,7 +338,8 @@ def column_solution(a: int, op: str, b: int) -> str:
     if op == "+":
         ones, result = a0 + b0, a + b
         carry = ones // 10
-        first = f"{a0} + {b0} = {ones}, " + (f"write {ones % 10} carry 1" if carry else f"write {ones}")
+        first = f"{a0} + {b0} = {ones}, " + (f"write {ones % 10} carry 1" if carry
+                                             else f"write {ones}")
         second = f"{a1} + {b1}" + (" + 1" if carry else "") + f" = {a1 + b1 + carry}"
     elif op == "-":
         result = a - b
@@ -335,8 +347,8 @@ def column_solution(a: int, op: str, b: int) -> str:
             first = f"{a0} - {b0} = {a0 - b0}, write {a0 - b0}"
             second = f"{a1} - {b1} = {a1 - b1}"
         else:
-            first = (f"{a0} - {b0} is too small, so borrow 1 ten: {a0 + 10} - {b0} = {a0 + 10 - b0}, "
-                     f"write {a0 + 10 - b0}")
+            first = (f"{a0} - {b0} is too small, so borrow 1 ten: "
+                     f"{a0 + 10} - {b0} = {a0 + 10 - b0}, write {a0 + 10 - b0}")
             second = f"{a1} - 1 - {b1} = {a1 - 1 - b1}"
     elif op == "x":
         ones, result = a0 * b, a * b
@@ -463,7 +475,8 @@ def _draw_convert(rng):
         question = f"How many {smalls} are there in {_quantity(k, big, bigs)}?"
         right, slips = k * f, [k * 10, k * f * 10, k + f, k * f + f]
         solution = f"1 {big} is {f} {smalls}" + (
-            "." if k == 1 else f", so {k} {bigs} is {k} times {f} {smalls}, which is {k * f} {smalls}.")
+            "." if k == 1 else f", so {k} {bigs} is {k} times {f} {smalls}, "
+                               f"which is {k * f} {smalls}.")
     elif way == "to_big":
         question = f"How many {bigs} is {k * f} {smalls}?"
         right, slips = k, [k * f, k * 10, k * f // 10, k + 1]
@@ -503,13 +516,16 @@ def _draw_compare_units(rng):
     return key, build
 
 
-RELATIONS = (("taller", "shorter", "tallest", "shortest"), ("faster", "slower", "fastest", "slowest"),
-             ("older", "younger", "oldest", "youngest"), ("heavier", "lighter", "heaviest", "lightest"))
+RELATIONS = (("taller", "shorter", "tallest", "shortest"),
+             ("faster", "slower", "fastest", "slowest"),
+             ("older", "younger", "oldest", "youngest"),
+             ("heavier", "lighter", "heaviest", "lightest"))
 
 
 def _draw_order(rng):
     more, less, most, least = RELATIONS[int(rng.integers(len(RELATIONS)))]
-    names = [e.name for e in _pick(rng, ENTITIES, 4)]      # names[0] is the most, names[3] the least
+    # names[0] is the most, names[3] the least
+    names = [e.name for e in _pick(rng, ENTITIES, 4)]
     ask = _pick(rng, (most, least))[0]
     right = names[0] if ask == most else names[3]
 
@@ -553,7 +569,8 @@ def _draw_quantifier(rng):
     ability = _pick(rng, ABILITIES)[0]
     creatures = [_pick(rng, [e for e in ENTITIES if e.kind == k])[0]   # four different kinds
                  for k in _pick(rng, tuple(KINDS), 4)]
-    quantifier = dict(zip((c.name for c in creatures), _pick(rng, ("All", "Some", "Some", "No"), 4)))
+    quantifier = dict(zip((c.name for c in creatures),
+                          _pick(rng, ("All", "Some", "Some", "No"), 4)))
     ask = _pick(rng, ("can", "cannot"))[0]
     right = next(c for c in creatures if quantifier[c.name] == ("All" if ask == "can" else "No"))
 
@@ -564,9 +581,9 @@ def _draw_quantifier(rng):
         question = (f"{rules} {who}. Who can surely {ability}?" if ask == "can"
                     else f"{rules} {who}. Who surely cannot {ability}?")
         plural = KINDS[right.kind].plural
-        solution = (f"{'All' if ask == 'can' else 'No'} {plural} can {ability}, and {right.name} is "
-                    f"{article(right.kind)}, so {right.name} surely {ask} {ability}. For the others "
-                    f"we cannot be sure.")
+        solution = (f"{'All' if ask == 'can' else 'No'} {plural} can {ability}, and {right.name} "
+                    f"is {article(right.kind)}, so {right.name} surely {ask} {ability}. For the "
+                    f"others we cannot be sure.")
         return _mc("quantifier", key, question, right.name,
                    [c.name for c in creatures if c is not right], solution)
     key = ("reasoning", "quantifier", ability, ask,

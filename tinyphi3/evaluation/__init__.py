@@ -1,5 +1,11 @@
-"""Few-shot evaluation in the report's format (Appendix A): held-out tasks of the closed world
-(`tasks`), log-likelihood and chain-of-thought scoring (`harness`), and `tinyphi3 eval` (`cli`).
+"""Evaluation in the report's format (Appendix A) on held-out items of the closed world.
+
+    harness       few-shot log-likelihood and chain-of-thought scoring (`evaluate`)
+    perplexity    held-out perplexity
+    safety_eval   the safety evaluation on held-out harm categories (the report's Figure 4)
+
+The tasks themselves (the items and how they are rendered) are tinyphi3.data.tasks: training text
+uses the same format. The command is `tinyphi3 eval` (tinyphi3/cli/evaluation.py).
 
     from tinyphi3.evaluation.harness import evaluate, format_table
     result = evaluate(model, tokenizer, "knowledge", shots=5, n=200)

@@ -138,7 +138,8 @@ def loglikelihoods(model, requests, vocab_size=None, batch_size=16, pad_id=0):
             logprobs[x] = log_softmax(logits[row, k - keep[x]:])     # [keep[x], V]
     scores = []
     for x, (_, cont) in zip(inputs, requests):
-        rows = logprobs[x][len(logprobs[x]) - len(cont):]            # the positions before each token
+        # the positions before each token
+        rows = logprobs[x][len(logprobs[x]) - len(cont):]
         scores.append(float(sum(rows[j, t] for j, t in enumerate(cont))))
     return np.array(scores)
 
@@ -250,7 +251,8 @@ def _score_choices(model, tokenizer, items, prompts, budget, batch_size, progres
     return records
 
 
-def evaluate_all(model, tokenizer, tasks=None, shots=None, n=200, seed=0, progress=None, **kw) -> dict:
+def evaluate_all(model, tokenizer, tasks=None, shots=None, n=200, seed=0, progress=None,
+                 **kw) -> dict:
     """evaluate() for several tasks (all by default): {task: result}."""
     return {task: evaluate(model, tokenizer, task, shots, n, seed, progress=progress, **kw)
             for task in (tasks or list(TASKS))}
@@ -264,21 +266,24 @@ def format_table(results_by_model: dict) -> str:
     tasks = list(dict.fromkeys(t for results in results_by_model.values() for t in results))
     first = {t: next(r[t] for r in results_by_model.values() if t in r) for t in tasks}
     labels = {t: f"{t} ({first[t]['shots']}-shot" + ("; CoT" if first[t]["metric"].startswith(
-        "exact") else "") + {"chat": "; chat", "cloze": "; cloze"}.get(first[t].get("format"), "") + ")"
+        "exact") else "")
+        + {"chat": "; chat", "cloze": "; cloze"}.get(first[t].get("format"), "") + ")"
         for t in tasks}
     width = max([len(label) for label in labels.values()] + [4])
     columns = [max(len(m), 6) for m in models]
     lines = [" " * width + "".join(f"  {m:>{w}}" for m, w in zip(models, columns))]
     for t in tasks:
-        cells = [f"{100 * results_by_model[m][t]['accuracy']:.1f}" if t in results_by_model[m] else "-"
+        cells = [f"{100 * results_by_model[m][t]['accuracy']:.1f}"
+                 if t in results_by_model[m] else "-"
                  for m in models]
-        lines.append(f"{labels[t]:<{width}}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, columns)))
+        lines.append(f"{labels[t]:<{width}}"
+                     + "".join(f"  {c:>{w}}" for c, w in zip(cells, columns)))
     sizes = sorted({r["n"] for results in results_by_model.values() for r in results.values()})
     lines.append(f"accuracy in %; {'/'.join(map(str, sizes))} held-out items per task; chance: "
                  + ", ".join(f"{t} {100 * first[t]['chance']:.0f}%" for t in tasks))
     for m in models:
         for t, r in results_by_model[m].items():
             if r["fewer_shots"]:
-                lines.append(f"{m}, {t}: {r['fewer_shots']} of {r['n']} prompts kept fewer shots to "
-                             f"fit the context (mean {r['mean_shots']:.1f} of {r['shots']})")
+                lines.append(f"{m}, {t}: {r['fewer_shots']} of {r['n']} prompts kept fewer shots "
+                             f"to fit the context (mean {r['mean_shots']:.1f} of {r['shots']})")
     return "\n".join(lines)

@@ -2,8 +2,8 @@
 
 Two kinds of held-out text, generated fresh from a seed that no training set uses:
 - "text": synthetic textbooks (tinyphi3.data.textbooks), every token scored: for base models;
-- "chat": conversations like the SFT data (tinyphi3.data.post_training), only the assistant's replies
-  and their <|end|> scored, as in fine-tuning: for chat models.
+- "chat": conversations like the SFT data (tinyphi3.data.post_training), only the assistant's
+  replies and their <|end|> scored, as in fine-tuning: for chat models.
 It is the yardstick for comparing a model with its 4-bit copy: the same text, the same tokens.
 """
 

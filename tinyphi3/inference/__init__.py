@@ -1,1 +1,2 @@
-"""inference"""
+"""Running a model: the KV cache (`cache`), sampling, the decode loop and streaming text
+(`generate`)."""

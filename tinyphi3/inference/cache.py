@@ -11,20 +11,23 @@ how its keys are stored.
 
 import numpy as np
 
+from tinyphi3.nn.arrays import array_module
 from tinyphi3.nn.attention import attention
 
 
 class KVCache:
     """Keys and values of every layer, plus what is needed to continue a batch of sequences.
 
-    keys/values of layer l: [B, KV, S, hd] (views into buffers that grow by doubling);
+    keys/values of layer l: [B, KV, S, hd] (views into buffers that grow by doubling), in the
+    array module `xp` of the model's weights (NumPy, or CuPy on a GPU);
     key_valid: bool [B, S], False where a row was padded; next_position: [B] position id of each
     row's next token; long_rope: which LongRoPE factor set the cached keys were rotated with.
+    (These three are bookkeeping, kept in NumPy.)
     """
 
     dtype = np.float32
 
-    def __init__(self, num_layers, batch_size, num_kv_heads, head_dim, capacity=0):
+    def __init__(self, num_layers, batch_size, num_kv_heads, head_dim, capacity=0, xp=np):
         """capacity: positions to allocate at once (say, prompt + new tokens). Beyond it the
         buffers double, and a doubled buffer is mostly touched memory: its positions are
         interleaved with the heads', and large arrays sit on 2 MB pages."""
@@ -32,8 +35,8 @@ class KVCache:
         self.length = 0
         self._shape = (batch_size, num_kv_heads, 0, head_dim)
         buffer = (batch_size, num_kv_heads, capacity, head_dim)
-        self._keys = [np.zeros(buffer, self.dtype) for _ in range(num_layers)]
-        self._values = [np.zeros(buffer, self.dtype) for _ in range(num_layers)]
+        self._keys = [xp.zeros(buffer, self.dtype) for _ in range(num_layers)]
+        self._values = [xp.zeros(buffer, self.dtype) for _ in range(num_layers)]
         self.key_valid = np.zeros((batch_size, 0), dtype=bool)
         self.next_position = np.zeros(batch_size, dtype=np.int64)
         self.long_rope = None
@@ -70,7 +73,8 @@ class KVCache:
 
     def _grown(self, buffer, needed):
         capacity = max(needed, 2 * buffer.shape[2], 16)
-        bigger = np.zeros(buffer.shape[:2] + (capacity,) + buffer.shape[3:], buffer.dtype)
+        xp = array_module(buffer)
+        bigger = xp.zeros(buffer.shape[:2] + (capacity,) + buffer.shape[3:], buffer.dtype)
         bigger[:, :, :self.length] = buffer[:, :, :self.length]
         return bigger
 

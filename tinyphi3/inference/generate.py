@@ -1,6 +1,7 @@
 """Autoregressive generation: sampling, the prefill/decode loop, stop tokens, streaming text.
 
-    prefill: logits = model(prompt, cache)             the prompt fills the KV cache (256 tokens a pass)
+    prefill: logits = model(prompt, cache)             the prompt fills the KV cache
+                                                       (256 tokens a pass)
     decode:  repeat: t = sample(logits[-1]); logits = model([t], cache)   one token per pass
 """
 
@@ -57,7 +58,8 @@ def fit_to_context(prompt_ids, context_length, trim=False):
 
 @dataclass
 class GenerationStats:
-    """Token counts and wall time of the two phases (prompt tokens are never counted as generated)."""
+    """Token counts and wall time of the two phases (prompt tokens are never counted as
+    generated)."""
     prompt_tokens: int = 0
     prefill_seconds: float = 0.0
     generated_tokens: int = 0

@@ -29,7 +29,8 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 class SafetensorsFile:
-    """One safetensors file, opened lazily: `.keys()`, `.shape(name)`, `.dtype(name)`, `.get(name)`."""
+    """One safetensors file, opened lazily: `.keys()`, `.shape(name)`, `.dtype(name)`,
+    `.get(name)`."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -93,7 +94,8 @@ def read_header(path):
 
 def _check_entry(path, name, entry, data_size):
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
-        raise CorruptCheckpointError(f"{path}: header entry {name!r} lacks dtype/shape/data_offsets")
+        raise CorruptCheckpointError(f"{path}: header entry {name!r} lacks "
+                                     "dtype/shape/data_offsets")
     if entry["dtype"] not in DTYPES:
         raise UnsupportedDtypeError(f"{path}: tensor {name!r} has dtype {entry['dtype']!r}; "
                                     f"supported: {', '.join(DTYPES)}")

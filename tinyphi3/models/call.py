@@ -16,7 +16,8 @@ from tinyphi3.nn.attention import attention
 class WeightFormat:
     """How the layers multiply by their weights.
 
-    linear(x, weight, bias=None): [..., in] -> [..., out];  embedding(ids, table): [B, T] -> [B, T, C]
+    linear(x, weight, bias=None): [..., in] -> [..., out];
+    embedding(ids, table): [B, T] -> [B, T, C]
     """
     name: str
     linear: Callable

@@ -23,6 +23,7 @@ from tinyphi3.io import checkpoint
 from tinyphi3.models.call import ForwardCall, WeightFormat
 from tinyphi3.models.variants import variant_for
 from tinyphi3.models.weights import init_parameters, parameter_shapes
+from tinyphi3.nn.arrays import array_module
 from tinyphi3.nn.attention import causal_mask
 from tinyphi3.nn.autograd import Parameter, Tensor, enable_grad, is_recording
 from tinyphi3.nn.layers import causal_lm_loss, embedding, linear
@@ -62,14 +63,14 @@ class Phi3:
         """Load a Hugging Face directory (config.json + safetensors, single or sharded); the
         variant (phi3, phi3small) comes from config.json's model_type."""
         config = checkpoint.load_config(path)
+        shapes = parameter_shapes(config)
         qc = quant_checkpoint.quantization_config(path)
-        if qc is not None:                                   # 4-bit weights (tinyphi3.quant)
-            model = cls(config, quant_checkpoint.load_quantized_tensors(path, config, qc),
-                        weight_format=Q4)
+        if qc is not None:                                   # 4-bit weights: the Q4 format
+            tensors = quant_checkpoint.load_quantized_tensors(path, config, shapes, qc)
+            model = cls(config, tensors, weight_format=Q4)
             model.quantization = qc
             return model
-        params = checkpoint.load_tensors(path, parameter_shapes(config),
-                                         ignored=checkpoint.tied_copies(config))
+        params = checkpoint.load_tensors(path, shapes, ignored=checkpoint.tied_copies(config))
         return cls(config, params)
 
     def save_pretrained(self, path, dtype="float32", max_shard_bytes=None,
@@ -99,7 +100,9 @@ class Phi3:
         it will hold, when known (the prompt and the tokens to generate)."""
         c = self.config
         kind = KVCache if self.weight_format is FLOAT else Int8KVCache
-        return kind(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim, capacity)
+        xp = array_module(self._parameters["model.embed_tokens.weight"].data)
+        return kind(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim, capacity,
+                    xp)
 
     def weights(self) -> dict:
         """What the forward pass reads: the Parameters while recording for training, their
@@ -183,6 +186,13 @@ class Phi3:
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         return self.variant.lm_head(x, w, call)                         # [B, T, V]
+
+    def lm_head(self, x, w=None):
+        """The variant's final norm and output projection: hidden states [B, T, C] -> logits
+        [B, T, V] (what `forward` ends with; the logit lens of lesson 13 reads layers with it)."""
+        w = self.weights() if w is None else w
+        return self.variant.lm_head(x, w, ForwardCall(self.config, self.weight_format, None,
+                                                      None, None))
 
     def embed(self, input_ids, inputs_embeds=None, w=None):
         """Token embeddings [B, T] -> [B, T, C] (or the given inputs_embeds), as the variant

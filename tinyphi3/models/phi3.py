@@ -2,8 +2,8 @@
 
     x = embed_tokens[ids]
     for each layer:
-        h = x + o_proj(attention(rope(q), rope(k), v))      q, k, v = split(qkv_proj(rmsnorm(x)))
-        x = h + down_proj(silu(gate) * up)                  gate, up = split(gate_up_proj(rmsnorm(h)))
+        h = x + o_proj(attention(rope(q), rope(k), v))    q, k, v = split(qkv_proj(rmsnorm(x)))
+        x = h + down_proj(silu(gate) * up)                gate, up = split(gate_up_proj(rmsnorm(h)))
     logits = lm_head(rmsnorm(x))
 
 A variant is a module with the functions below; tinyphi3.models.model.Phi3 calls them, and

@@ -25,7 +25,8 @@ import numpy as np
 
 from tinyphi3.nn.attention import attention
 from tinyphi3.nn.autograd import Tensor
-from tinyphi3.nn.blocksparse import blocksparse_attention, blocksparse_layout, blocksparse_padded_mask
+from tinyphi3.nn.blocksparse import (blocksparse_attention, blocksparse_layout,
+                                     blocksparse_padded_mask)
 from tinyphi3.nn.layers import geglu_mlp, layer_norm
 from tinyphi3.nn.rope import apply_rope
 
@@ -51,9 +52,10 @@ def parameter_shapes(config) -> dict:
 
 
 def init_std(name, config) -> float:
-    """The initialisation of the published `_init_weights`: normal(0, initializer_range) for every matrix, except `down_proj`,
-    whose std is initializer_range / sqrt(2 * layers) (the published `_init_weights`: two residual
-    branches per layer add up). Norm gains start at 1, biases at 0 (not drawn)."""
+    """The initialisation of the published `_init_weights`: normal(0, initializer_range) for every
+    matrix, except `down_proj`, whose std is initializer_range / sqrt(2 * layers) (the published
+    `_init_weights`: two residual branches per layer add up). Norm gains start at 1, biases at 0
+    (not drawn)."""
     if name.endswith("down_proj.weight"):
         return config.initializer_range / math.sqrt(2 * config.num_hidden_layers)
     return config.initializer_range

@@ -1,1 +1,13 @@
-"""nn"""
+"""The maths of the models, on float arrays (NumPy, or any array module: tinyphi3.nn.arrays).
+
+    layers, activations  RMSNorm, LayerNorm, linear, SiLU, SwiGLU, GEGELU, softmax, the loss
+    rope                 RoPE (rotate-half) and LongRoPE's factors and magnitude scaling
+    attention            causal / sliding-window / padding masks, grouped-query attention
+    blocksparse_layout   phi-3-small's block-sparse layout, and what it saves
+    blocksparse          block-sparse masks and attention (the reference)
+    autograd, gradients  the reverse-mode engine and the backward rule of every layer
+    arrays               the array module of an input
+
+Each operation with a faster kernel asks tinyphi3.backends for it first; the lines after that
+question are the reference the kernel is proven equal to.
+"""

@@ -41,7 +41,8 @@ def is_recording():
 
 
 class Tensor:
-    """An array that can carry a gradient. `.data` is the array, `.grad` dL/d(data) after backward."""
+    """An array that can carry a gradient. `.data` is the array, `.grad` dL/d(data) after
+    backward."""
 
     __array_priority__ = 1000          # x_array * tensor dispatches to Tensor.__rmul__
 
@@ -169,7 +170,8 @@ class Tensor:
         return _record(lambda a: a.sum(axis=axis, keepdims=keepdims), rule, self)
 
     def mean(self, axis=None, keepdims=False):
-        n = self.data.size if axis is None else np.prod([self.shape[i] for i in np.atleast_1d(axis)])
+        n = self.data.size if axis is None else np.prod([self.shape[i]
+                                                         for i in np.atleast_1d(axis)])
         return self.sum(axis, keepdims) * (1.0 / n)
 
     def astype(self, dtype, copy=True):

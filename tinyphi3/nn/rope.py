@@ -54,7 +54,8 @@ def rope_cos_sin(positions, inv_freq, magnitude=1.0):
     angle[b, t, i] = positions[b, t] * inv_freq[i], duplicated as cat(angle, angle) so that
     dimension i and i + rd/2 share an angle (rotate-half layout).
     """
-    angles = positions[..., None].astype(np.float32) * inv_freq     # [B, T, 1] x [rd/2] -> [B, T, rd/2]
+    # [B, T, 1] x [rd/2] -> [B, T, rd/2]
+    angles = positions[..., None].astype(np.float32) * inv_freq
     angles = np.concatenate([angles, angles], axis=-1)                # -> [B, T, rd]
     magnitude = np.float32(magnitude)
     return np.cos(angles) * magnitude, np.sin(angles) * magnitude

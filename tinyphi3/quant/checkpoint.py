@@ -31,7 +31,6 @@ from tinyphi3.config import Phi3Config
 from tinyphi3.errors import CheckpointError
 from tinyphi3.io import checkpoint
 from tinyphi3.io.safetensors import write_safetensors
-from tinyphi3.models.weights import parameter_shapes
 from tinyphi3.quant import q4 as quant
 
 QUANT_METHOD = "tinyphi3_q4"
@@ -78,16 +77,16 @@ def stored_shapes(shape, block, scheme) -> dict:
     return shapes
 
 
-def write_quantized(out, config: Phi3Config, source, block=32, scheme="symmetric",
+def write_quantized(out, config: Phi3Config, shapes: dict, source, block=32, scheme="symmetric",
                     copy_from=None, progress=True):
     """Write a 4-bit checkpoint to directory `out` from `source(name) -> float array`, called
-    once per tensor in checkpoint order. Files of `copy_from` (tokenizer, generation config) are
-    copied beside it. `out` must not exist or be empty; it appears only when complete."""
+    once per tensor of `shapes` (the model's tensors by name, in checkpoint order). Files of
+    `copy_from` (tokenizer, generation config) are copied beside it. `out` must not exist or be
+    empty; it appears only when complete."""
     quant.check_options(4, block, scheme)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CheckpointError(f"{out}: already exists and is not empty; choose a new --out")
-    shapes = parameter_shapes(config)
     for name, shape in shapes.items():          # every tensor must fit before anything is written
         if is_quantized_name(name, shape):
             quant.check_fits(name, shape, block)
@@ -144,43 +143,31 @@ def write_quantized(out, config: Phi3Config, source, block=32, scheme="symmetric
         raise
 
 
-def quantize_checkpoint(src, out, block=32, scheme="symmetric", progress=True):
-    """Quantize the float checkpoint `src` into `out` (see write_quantized), streaming."""
-    if quantization_config(src) is not None:
-        raise AlreadyQuantizedError(f"{src}: already quantized to 4 bits; quantize the float "
-                                    f"checkpoint it came from instead")
-    config = checkpoint.load_config(src)
-    index = checkpoint.tensor_index(src)
-    ignored = checkpoint.tied_copies(config)
-    index = {n: f for n, f in index.items() if n not in ignored}
-    checkpoint.check_tensors(index, parameter_shapes(config))
-    write_quantized(out, config, lambda name: index[name].get(name), block, scheme,
-                    copy_from=src, progress=progress)
-
-
-def expected_tensors(config: Phi3Config, qc: dict):
-    """({stored name: shape}, {stored name: allowed dtypes}) of a 4-bit checkpoint."""
+def expected_tensors(shapes: dict, qc: dict):
+    """({stored name: shape}, {stored name: allowed dtypes}) of a 4-bit checkpoint of the model
+    whose tensors are `shapes` ({name: shape})."""
     block, scheme = int(qc["block_size"]), qc.get("scheme", "symmetric")
-    shapes, dtypes = {}, {}
-    for name, shape in parameter_shapes(config).items():
+    stored, dtypes = {}, {}
+    for name, shape in shapes.items():
         if not is_quantized_name(name, shape):
-            shapes[name] = tuple(shape)
+            stored[name] = tuple(shape)
             continue
         prefix = name[:-len(".weight")]
         for suffix, s in stored_shapes(shape, block, scheme).items():
-            shapes[f"{prefix}.{suffix}"] = s
+            stored[f"{prefix}.{suffix}"] = s
             dtypes[f"{prefix}.{suffix}"] = ("U8",) if suffix == "qweight" else ("F16",)
-    return shapes, dtypes
+    return stored, dtypes
 
 
-def load_quantized_tensors(path, config: Phi3Config, qc: dict) -> dict:
+def load_quantized_tensors(path, config: Phi3Config, shapes: dict, qc: dict) -> dict:
     """The weights of a 4-bit checkpoint: quant.Q4Weight for 2-D weights, float32 arrays for
-    the rest; names, shapes and dtypes are checked against the configuration first."""
+    the rest; names, shapes and dtypes are checked against `shapes` (the model's tensors by name,
+    tinyphi3.models.weights.parameter_shapes) first."""
     index = checkpoint.tensor_index(path)
     index = {n: f for n, f in index.items() if n not in checkpoint.tied_copies(config)}
-    checkpoint.check_tensors(index, *expected_tensors(config, qc))
+    checkpoint.check_tensors(index, *expected_tensors(shapes, qc))
     params = {}
-    for name, shape in parameter_shapes(config).items():
+    for name, shape in shapes.items():
         if not is_quantized_name(name, shape):
             params[name] = index[name].get(name).astype(np.float32, copy=False)
             continue

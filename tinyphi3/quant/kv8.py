@@ -52,11 +52,11 @@ class Int8KVCache(KVCache):
 
     dtype = np.int8
 
-    def __init__(self, num_layers, batch_size, num_kv_heads, head_dim, capacity=0):
-        super().__init__(num_layers, batch_size, num_kv_heads, head_dim, capacity)
+    def __init__(self, num_layers, batch_size, num_kv_heads, head_dim, capacity=0, xp=np):
+        super().__init__(num_layers, batch_size, num_kv_heads, head_dim, capacity, xp)
         scales = (batch_size, num_kv_heads, capacity)
-        self._key_scales = [np.zeros(scales, np.float32) for _ in range(num_layers)]
-        self._value_scales = [np.zeros(scales, np.float32) for _ in range(num_layers)]
+        self._key_scales = [xp.zeros(scales, np.float32) for _ in range(num_layers)]
+        self._value_scales = [xp.zeros(scales, np.float32) for _ in range(num_layers)]
 
     def _buffers(self, layer):
         return [self._keys, self._values, self._key_scales, self._value_scales]
@@ -76,12 +76,18 @@ class Int8KVCache(KVCache):
         return kv.dequantize()
 
     def attention(self, q, keys, values, mask, scale):
-        """One query over the levels on the numba backend; the dequantized reference else."""
-        if q.shape[2] == 1 and mask.shape[1] == 1:
-            kernel = backends.kernel("int8_attention_decode", q)
-            if kernel is not None:
-                return kernel(q, keys, values, mask[:, 0, 0], scale)
-        return attention(q, keys.dequantize(), values.dequantize(), mask, scale)
+        return int8_attention(q, keys, values, mask, scale)
 
     def bytes_per_vector(self):
         return self._shape[3] + 4                          # hd levels and a float32 scale
+
+
+def int8_attention(q, keys: QuantizedKV, values: QuantizedKV, mask, scale):
+    """tinyphi3.nn.attention over 8-bit keys and values: q [B, H, T, hd] -> [B, H, T, hd]. One
+    query (the decoding step) runs the numba kernel, which reads the levels directly; otherwise
+    the reference dequantizes them first."""
+    if q.shape[2] == 1 and mask.shape[1] == 1:
+        kernel = backends.kernel("int8_attention_decode", q)
+        if kernel is not None:
+            return kernel(q, keys, values, mask[:, 0, 0], scale)
+    return attention(q, keys.dequantize(), values.dequantize(), mask, scale)

@@ -38,9 +38,9 @@ from tinyphi3.errors import TokenizerError
 # whitespace character. `?+`, `++` are possessive: what they match is never given back.
 CL100K_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+|"""
                   r""" ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
-# \p{L} (letter) and \p{N} (number) come from the regex engine's Unicode tables: the `regex` module's
-# here, Rust's regex crate in tiktoken. A character assigned in a newer Unicode version than the
-# older engine knows (tiktoken 0.14: Unicode 16; regex 2026: 17) can split differently.
+# \p{L} (letter) and \p{N} (number) come from the regex engine's Unicode tables: the `regex`
+# module's here, Rust's regex crate in tiktoken. A character assigned in a newer Unicode version
+# than the older engine knows (tiktoken 0.14: Unicode 16; regex 2026: 17) can split differently.
 _PIECES = regex.compile(CL100K_PATTERN)
 BYTE_TOKENS = 256
 
@@ -102,7 +102,8 @@ def _pair_counts(words):
 
 
 def _merge(word, pair, new_id):
-    """`word` (a tuple of ids) with every occurrence of `pair`, left to right, replaced by new_id."""
+    """`word` (a tuple of ids) with every occurrence of `pair`, left to right, replaced by
+    new_id."""
     out, i = [], 0
     while i < len(word):
         if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
@@ -166,7 +167,8 @@ def check_ranks(ranks, where):
                              f"rank {missing} is missing")
     for byte in range(BYTE_TOKENS):
         if bytes([byte]) not in ranks:
-            raise TokenizerError(f"{where}: byte {byte:#04x} has no token; a byte-level BPE needs all 256")
+            raise TokenizerError(f"{where}: byte {byte:#04x} has no token; "
+                                 "a byte-level BPE needs all 256")
 
 
 def read_ranks(file):
@@ -175,7 +177,8 @@ def read_ranks(file):
     try:
         lines = file.read_bytes().splitlines()
     except FileNotFoundError:
-        raise TokenizerError(f"missing {file}: the tokenizer's BPE ranks (for phi-3-small, tiktoken's "
+        raise TokenizerError(f"missing {file}: the tokenizer's BPE ranks "
+                             "(for phi-3-small, tiktoken's "
                              f"cl100k_base.tiktoken), one 'base64-token rank' per line") from None
     except OSError as err:
         raise TokenizerError(f"cannot read {file}: {err}") from err
@@ -194,7 +197,8 @@ def read_ranks(file):
         problem = ("an empty token" if not token else f"token {token!r} again" if token in ranks
                    else f"rank {rank} again" if rank in seen_ranks else None)
         if problem:
-            raise TokenizerError(f"{file}:{number}: {problem}; each token and each rank must appear once")
+            raise TokenizerError(f"{file}:{number}: {problem}; "
+                                 "each token and each rank must appear once")
         ranks[token] = rank
         seen_ranks.add(rank)
     check_ranks(ranks, file)

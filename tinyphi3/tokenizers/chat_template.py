@@ -62,7 +62,8 @@ def check_messages(messages):
                              f"got {messages!r}")
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise TokenizerError(f"message {i} must be a dict with 'role' and 'content', got {message!r}")
+            raise TokenizerError(f"message {i} must be a dict with 'role' and 'content', "
+                                 f"got {message!r}")
         if message["role"] not in CHAT_ROLES:
             raise TokenizerError(f"message {i} has role {message['role']!r}; "
                                  f"known roles are {', '.join(CHAT_ROLES)}")
@@ -80,7 +81,8 @@ def _strftime_now(fmt):
 
 
 def compile_chat_template(source):
-    """Compile a Jinja chat template in the sandbox transformers uses (trim_blocks, lstrip_blocks)."""
+    """Compile a Jinja chat template in the sandbox transformers uses (trim_blocks,
+    lstrip_blocks)."""
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                         extensions=[jinja2.ext.loopcontrols])
     env.globals["raise_exception"] = _raise_exception
@@ -92,7 +94,8 @@ def compile_chat_template(source):
 
 
 def render_chat(template, messages, add_generation_prompt, special_tokens):
-    """Render `messages` with a compiled template; `special_tokens` holds eos_token, bos_token, ..."""
+    """Render `messages` with a compiled template; `special_tokens` holds eos_token,
+    bos_token, ..."""
     check_messages(messages)
     try:
         return template.render(
@@ -114,7 +117,8 @@ def render_with_placeholders(template, messages, add_generation_prompt, special_
     as they do on the real messages.
     """
     check_messages(messages)
-    seen = "".join(m["content"] for m in messages) + "".join(str(v) for v in special_tokens.values())
+    seen = ("".join(m["content"] for m in messages)
+            + "".join(str(v) for v in special_tokens.values()))
     mark = next(chr(c) for c in _PRIVATE_USE if chr(c) not in seen)
     contents, masked = [], []
     for message in messages:

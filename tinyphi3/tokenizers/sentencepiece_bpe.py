@@ -2,10 +2,10 @@
 
 A tokenizer directory in the published layout holds
 
-    tokenizer.model          SentencePiece BPE: <unk> 0, <s> 1, </s> 2, the 256 byte pieces <0x00>..<0xFF>,
-                             then the learned pieces (32000 in all for Phi-3-mini)
-    tokenizer_config.json    added tokens with their strip flags (`added_tokens_decoder`), bos/eos/pad/unk,
-                             add_bos_token, add_eos_token, legacy, chat_template
+    tokenizer.model          SentencePiece BPE: <unk> 0, <s> 1, </s> 2, the 256 byte pieces
+                             <0x00>..<0xFF>, then the learned pieces (32000 in all for Phi-3-mini)
+    tokenizer_config.json    added tokens with their strip flags (`added_tokens_decoder`),
+                             bos/eos/pad/unk, add_bos_token, add_eos_token, legacy, chat_template
     added_tokens.json        the added tokens as {content: id}            (optional)
     special_tokens_map.json  bos/eos/pad/unk                              (optional)
     tokenizer.json           the same vocabulary for the `tokenizers` library (optional, saved back
@@ -25,10 +25,11 @@ Encoding a stretch of text follows transformers' LlamaTokenizer, the reference f
      merged piece scores best; a character without a piece falls back to its UTF-8 bytes <0xXX>.
 Decoding reverses it: '▁' -> ' ', runs of byte pieces -> UTF-8 text, and one leading space dropped.
 
-`encode` treats every string as text: a user who types `<|end|>` gets the characters, not the control
-token. Control ids come only from `apply_chat_template(..., tokenize=True)`, from the template's own
-structure, and there an added token's `rstrip`/`lstrip` flag eats the whitespace beside it (Phi-3's
-`<|user|>`, `<|assistant|>`, `<|system|>`, `<|end|>` have rstrip, so the '\\n' after them is dropped).
+`encode` treats every string as text: a user who types `<|end|>` gets the characters, not the
+control token. Control ids come only from `apply_chat_template(..., tokenize=True)`, from the
+template's own structure, and there an added token's `rstrip`/`lstrip` flag eats the whitespace
+beside it (Phi-3's `<|user|>`, `<|assistant|>`, `<|system|>`, `<|end|>` have rstrip, so the '\\n'
+after them is dropped).
 """
 import json
 import re
@@ -47,14 +48,16 @@ SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
 ADDED_TOKEN_KEYS = ("content", "lstrip", "normalized", "rstrip", "single_word", "special")
 
 # What an added token's lstrip/rstrip strips: Unicode White_Space, as the `tokenizers` library
-# (Rust's char::is_whitespace) defines it. Python's str.isspace differs (it includes U+001C..U+001F).
+# (Rust's char::is_whitespace) defines it. Python's str.isspace differs
+# (it includes U+001C..U+001F).
 WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
               + "\u2028\u2029\u202f\u205f\u3000")
 
 
 @dataclass(frozen=True)
 class AddedToken:
-    """A token matched as a whole string (a control token), with the flags of `added_tokens_decoder`."""
+    """A token matched as a whole string (a control token), with the flags of
+    `added_tokens_decoder`."""
     content: str
     id: int
     lstrip: bool = False
@@ -62,7 +65,7 @@ class AddedToken:
     special: bool = True
 
 
-# --- tokenizer.model: a protocol buffer (ModelProto) -------------------------------------------------
+# --- tokenizer.model: a protocol buffer (ModelProto) ----------------------------------------------
 
 def _read_varint(buf, pos):
     value, shift = 0, 0
@@ -83,7 +86,8 @@ def _varint(value):
 
 
 def _proto_fields(buf):
-    """Yield (field number, the field's raw bytes) for each top-level field of a protobuf message."""
+    """Yield (field number, the field's raw bytes) for each top-level field of a protobuf
+    message."""
     pos = 0
     while pos < len(buf):
         start = pos
@@ -119,7 +123,7 @@ def bpe_only_model(model_proto):
     return kept + _varint(3 << 3 | 2) + _varint(len(spec)) + spec
 
 
-# --- reading a directory ------------------------------------------------------------------------------
+# --- reading a directory --------------------------------------------------------------------------
 
 def _content(token):
     """A token as written in a config: a string, an AddedToken dict, or null."""
@@ -156,7 +160,8 @@ class Tokenizer(ChatTemplateMixin):
         for name in SPECIAL_TOKEN_NAMES:
             token = _content(config.get(name))
             setattr(self, name, token)
-            if token is not None and token not in self._by_content:    # named but not listed: still control
+            # named but not listed: still control
+            if token is not None and token not in self._by_content:
                 token_id = self.token_to_id(token)
                 self._added[token_id] = self._by_content[token] = AddedToken(token, token_id)
         by_length = sorted(self._by_content, key=len, reverse=True)    # leftmost-longest match
@@ -177,13 +182,15 @@ class Tokenizer(ChatTemplateMixin):
             added[token.id] = token
         beyond = sorted(i for i in added if i >= self.base_vocab_size)
         if beyond != list(range(self.base_vocab_size, self.base_vocab_size + len(beyond))):
-            raise TokenizerError(f"added tokens must take the ids right after the {self.base_vocab_size} "
+            raise TokenizerError(f"added tokens must take the ids right after the "
+                                 f"{self.base_vocab_size} "
                                  f"pieces of tokenizer.model, got ids {beyond}")
         return added
 
     @staticmethod
     def _read_template(template):
-        if isinstance(template, list):  # the older list form: [{"name": "default", "template": ...}, ...]
+        # the older list form: [{"name": "default", "template": ...}, ...]
+        if isinstance(template, list):
             template = {t.get("name"): t.get("template") for t in template}.get("default")
         return template if isinstance(template, str) else PHI3_CHAT_TEMPLATE
 
@@ -197,7 +204,8 @@ class Tokenizer(ChatTemplateMixin):
         try:
             model_proto = model_file.read_bytes()
         except OSError as err:
-            raise TokenizerError(f"cannot read {model_file}: the SentencePiece model ({err})") from err
+            raise TokenizerError(f"cannot read {model_file}: "
+                                 f"the SentencePiece model ({err})") from err
         config = dict(read_json(directory / "tokenizer_config.json"))
         special_tokens_map = read_json(directory / "special_tokens_map.json", required=False)
         added_tokens = read_json(directory / "added_tokens.json", required=False) or {}
@@ -205,16 +213,19 @@ class Tokenizer(ChatTemplateMixin):
             config.setdefault(name, token)
         decoder = dict(config.get("added_tokens_decoder") or {})
         tokenizer_json = directory / "tokenizer.json"
-        if not decoder and tokenizer_json.is_file():     # transformers 5 keeps the added tokens only there
+        # transformers 5 keeps the added tokens only there
+        if not decoder and tokenizer_json.is_file():
             for entry in read_json(tokenizer_json).get("added_tokens") or []:
-                decoder[str(entry["id"])] = {key: entry[key] for key in ADDED_TOKEN_KEYS if key in entry}
+                decoder[str(entry["id"])] = {key: entry[key]
+                                             for key in ADDED_TOKEN_KEYS if key in entry}
         listed = {_content(entry) for entry in decoder.values()}
         for content, token_id in added_tokens.items():
             if content not in listed:
                 decoder[str(token_id)] = {"content": content, "special": True}
         config["added_tokens_decoder"] = decoder
         if (directory / "chat_template.jinja").is_file():
-            config["chat_template"] = (directory / "chat_template.jinja").read_text(encoding="utf-8")
+            config["chat_template"] = (directory / "chat_template.jinja").read_text(
+                encoding="utf-8")
         tokenizer_json = tokenizer_json.read_bytes() if tokenizer_json.is_file() else None
         try:
             return cls(model_proto, config, special_tokens_map, tokenizer_json)
@@ -230,20 +241,23 @@ class Tokenizer(ChatTemplateMixin):
         added = {t.content: t.id for t in sorted(self._added.values(), key=lambda t: t.id)
                  if t.id >= self.base_vocab_size}
         special_map = self._special_tokens_map or {
-            name: getattr(self, name) for name in SPECIAL_TOKEN_NAMES if getattr(self, name) is not None}
+            name: getattr(self, name) for name in SPECIAL_TOKEN_NAMES
+            if getattr(self, name) is not None}
         for name, data in [("tokenizer_config.json", config), ("added_tokens.json", added),
                            ("special_tokens_map.json", special_map)]:
-            text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=name != "added_tokens.json")
+            text = json.dumps(data, indent=2, ensure_ascii=False,
+                              sort_keys=name != "added_tokens.json")
             (directory / name).write_text(text + "\n", encoding="utf-8")
         if self._tokenizer_json is not None:
             (directory / "tokenizer.json").write_bytes(self._tokenizer_json)
         return directory
 
-    # --- vocabulary ---------------------------------------------------------------------------------
+    # --- vocabulary -------------------------------------------------------------------------------
 
     @property
     def vocab_size(self):
-        """Base pieces plus the added tokens after them (32011 for Phi-3-mini, whose embedding has 32064)."""
+        """Base pieces plus the added tokens after them (32011 for Phi-3-mini, whose embedding has
+        32064)."""
         return self.base_vocab_size + sum(1 for i in self._added if i >= self.base_vocab_size)
 
     def __len__(self):
@@ -269,7 +283,8 @@ class Tokenizer(ChatTemplateMixin):
         if token_id in self._added:
             return self._added[token_id].content
         if not 0 <= token_id < self.base_vocab_size:
-            raise TokenizerError(f"token id {token_id} is outside the vocabulary of {self.vocab_size}")
+            raise TokenizerError(f"token id {token_id} is outside "
+                                 f"the vocabulary of {self.vocab_size}")
         return self._sp.id_to_piece(token_id)
 
     def _id_of(self, name):
@@ -294,14 +309,16 @@ class Tokenizer(ChatTemplateMixin):
 
     @property
     def stop_token_ids(self):
-        """Ids that end a generated reply: <|end|>, <|endoftext|>, <|assistant|> and eos, those present."""
+        """Ids that end a generated reply: <|end|>, <|endoftext|>, <|assistant|> and eos, those
+        present."""
         names = [t for t in STOP_TOKENS if t in self.special_tokens] + [self.eos_token]
         return list(dict.fromkeys(self.token_to_id(t) for t in names if t is not None))
 
-    # --- encode / decode ----------------------------------------------------------------------------
+    # --- encode / decode --------------------------------------------------------------------------
 
     def _encode_text(self, text, at_start):
-        """BPE ids of one stretch of text; `at_start`: it begins the input (for the dummy-prefix rule)."""
+        """BPE ids of one stretch of text; `at_start`: it begins the input (for the dummy-prefix
+        rule)."""
         if not text:
             return []
         if (at_start or self.legacy) and not text.startswith((" ", SPACE)):
@@ -309,7 +326,8 @@ class Tokenizer(ChatTemplateMixin):
         return self._sp.encode(text)
 
     def encode(self, text, add_special_tokens=True):
-        """Token ids of `text`, all of it plain text, with bos/eos as add_bos_token/add_eos_token say."""
+        """Token ids of `text`, all of it plain text, with bos/eos as add_bos_token/add_eos_token
+        say."""
         if not isinstance(text, str):
             raise TokenizerError(f"encode takes a str, got {type(text).__name__}")
         ids = self._encode_text(text, at_start=True)
@@ -345,7 +363,7 @@ class Tokenizer(ChatTemplateMixin):
         text = "".join(out)
         return text[1:] if text.startswith(" ") else text
 
-    # --- chats --------------------------------------------------------------------------------------
+    # --- chats ------------------------------------------------------------------------------------
 
     def split_control_tokens(self, text):
         """Split text into a list of str (text) and int (the id of an added token found in it)."""
@@ -360,8 +378,8 @@ class Tokenizer(ChatTemplateMixin):
         return parts
 
     def encode_parts(self, parts):
-        """Ids of alternating text and control ids; a control token's rstrip (lstrip) flag strips the
-        whitespace at the start of the text after it (the end of the text before it)."""
+        """Ids of alternating text and control ids; a control token's rstrip (lstrip) flag strips
+        the whitespace at the start of the text after it (the end of the text before it)."""
         ids = []
         for i, part in enumerate(parts):
             if isinstance(part, int):

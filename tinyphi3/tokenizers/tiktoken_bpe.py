@@ -2,14 +2,15 @@
 
 A tokenizer directory in our layout (it mirrors the published phi-3-small one) holds
 
-    <ranks>.tiktoken         the mergeable ranks in tiktoken's format: one "base64(token bytes) rank"
-                             per line, ranks 0..N-1 (N = 100256 for cl100k_base). Its name is the
-                             config's "vocab_file"; without one it is cl100k_base.tiktoken, the
-                             published name. A trained tokenizer writes tokenizer.tiktoken
-    tokenizer_config.json    "tokenizer_class": "Phi3SmallTokenizer", "vocab_file", the special tokens
-                             (`added_tokens_decoder`, every id from N to the padded size), bos/eos/pad,
-                             chat_template, model_max_length                     (optional)
-    special_tokens_map.json  bos/eos/pad                                          (written, not read)
+    <ranks>.tiktoken         the mergeable ranks in tiktoken's format: one
+                             "base64(token bytes) rank" per line, ranks 0..N-1 (N = 100256 for
+                             cl100k_base). Its name is the config's "vocab_file"; without one it is
+                             cl100k_base.tiktoken, the published name. A trained tokenizer writes
+                             tokenizer.tiktoken
+    tokenizer_config.json    "tokenizer_class": "Phi3SmallTokenizer", "vocab_file", the special
+                             tokens (`added_tokens_decoder`, every id from N to the padded size),
+                             bos/eos/pad, chat_template, model_max_length        (optional)
+    special_tokens_map.json  bos/eos/pad                                         (written, not read)
     chat_template.jinja      the chat template, as transformers 5 saves it       (optional)
 
 Special-token placement. Phi-3-small puts its special tokens after cl100k_base's N = 100256
@@ -42,11 +43,12 @@ TOKENIZER_CLASS = "Phi3SmallTokenizer"
 PUBLISHED_RANKS_FILE = "cl100k_base.tiktoken"
 TRAINED_RANKS_FILE = "tokenizer.tiktoken"
 CL100K_RANKS = 100256                 # cl100k_base's mergeable ranks: ids 0..100255
-VOCAB_PAD_MULTIPLE = 128              # 100256 + 21 special ids, rounded up: 100352 (REFERENCE.md)
+# 100256 + 21 special ids, rounded up: 100352 (the published vocab_size)
+VOCAB_PAD_MULTIPLE = 128
 ENDOFTEXT = "<|endoftext|>"
 STOP_TOKENS = ("<|end|>", ENDOFTEXT)
 
-# Phi-3-small's special tokens at their published ids (REFERENCE.md, phi-3-small tokenizer).
+# Phi-3-small's special tokens at their published ids (its tokenization_phi3_small.py).
 PHI3_SMALL_SPECIAL_TOKENS = {
     "<|dummy_id_2|>": 100256,         # the id cl100k_base leaves unused
     ENDOFTEXT: 100257,
@@ -73,8 +75,10 @@ def phi3_small_special_tokens(base_vocab_size, vocab_size=None):
     last_named = base_vocab_size + len(PHI3_SMALL_SPECIAL_TOKENS)
     if vocab_size < last_named:
         raise TokenizerError(f"vocab_size {vocab_size} leaves no room for phi-3-small's "
-                             f"{len(PHI3_SMALL_SPECIAL_TOKENS)} special ids after {base_vocab_size} ranks")
-    special = {token: i - CL100K_RANKS + base_vocab_size for token, i in PHI3_SMALL_SPECIAL_TOKENS.items()}
+                             f"{len(PHI3_SMALL_SPECIAL_TOKENS)} special ids "
+                             f"after {base_vocab_size} ranks")
+    special = {token: i - CL100K_RANKS + base_vocab_size
+               for token, i in PHI3_SMALL_SPECIAL_TOKENS.items()}
     for offset, token_id in enumerate(range(last_named, vocab_size), start=1):
         special[f"<|dummy_id_{LAST_NAMED_DUMMY + offset}|>"] = token_id
     return special
@@ -82,7 +86,8 @@ def phi3_small_special_tokens(base_vocab_size, vocab_size=None):
 
 def is_tiktoken_directory(path):
     """Whether a directory holds a tokenizer in this module's layout (not a SentencePiece one): its
-    config names the class Phi3SmallTokenizer, or names no class and a .tiktoken ranks file is there."""
+    config names the class Phi3SmallTokenizer, or names no class and a .tiktoken ranks file is
+    there."""
     directory = Path(path)
     try:
         config = read_json(directory / "tokenizer_config.json", required=False) or {}
@@ -95,7 +100,8 @@ def is_tiktoken_directory(path):
 
 
 class TiktokenTokenizer(ChatTemplateMixin):
-    """Phi-3-small's tokenizer: byte-level BPE ranks for text, special tokens for control, Jinja for chats."""
+    """Phi-3-small's tokenizer: byte-level BPE ranks for text, special tokens for control, Jinja for
+    chats."""
 
     bos_token = eos_token = pad_token = ENDOFTEXT      # as published: bos is eos, and pads too
     unk_token = unk_token_id = None                    # every byte is a token: nothing is unknown
@@ -111,8 +117,8 @@ class TiktokenTokenizer(ChatTemplateMixin):
         self._special_of_id = {i: token for token, i in self._special.items()}
         self.chat_template = chat_template if isinstance(chat_template, str) else PHI3_CHAT_TEMPLATE
         self.model_max_length, self.vocab_file = model_max_length, vocab_file
-        self._encoding = tiktoken.Encoding("phi3small", pat_str=CL100K_PATTERN, mergeable_ranks=self.ranks,
-                                           special_tokens=self._special)
+        self._encoding = tiktoken.Encoding("phi3small", pat_str=CL100K_PATTERN,
+                                           mergeable_ranks=self.ranks, special_tokens=self._special)
         by_length = sorted(self._special, key=len, reverse=True)      # leftmost-longest match
         self._control_re = re.compile("|".join(map(re.escape, by_length)))
         self._template = None                                         # compiled on first use
@@ -125,8 +131,9 @@ class TiktokenTokenizer(ChatTemplateMixin):
             raise TokenizerError(f"tokenizer directory {directory} does not exist")
         config = read_json(directory / "tokenizer_config.json", required=False) or {}
         if config.get("tokenizer_class", TOKENIZER_CLASS) != TOKENIZER_CLASS:
-            raise TokenizerError(f"{directory} holds a {config['tokenizer_class']}, not phi-3-small's "
-                                 f"tiktoken tokenizer: load it with tinyphi3.Tokenizer or load_tokenizer")
+            raise TokenizerError(f"{directory} holds a {config['tokenizer_class']}, "
+                                 "not phi-3-small's tiktoken tokenizer: load it with "
+                                 "tinyphi3.Tokenizer or load_tokenizer")
         vocab_file = Path(str(config.get("vocab_file") or PUBLISHED_RANKS_FILE)).name
         ranks = read_ranks(directory / vocab_file)
         decoder = config.get("added_tokens_decoder") or {}
@@ -134,16 +141,19 @@ class TiktokenTokenizer(ChatTemplateMixin):
             listed = {int(i): entry["content"] if isinstance(entry, dict) else entry
                       for i, entry in decoder.items()}
         except (TypeError, ValueError, KeyError, AttributeError):
-            raise TokenizerError(f"{directory / 'tokenizer_config.json'}: added_tokens_decoder must map "
-                                 f"ids to {{'content': ...}}") from None
-        beyond = [i for i in listed if i >= len(ranks)]     # listed: the padded size is the last id + 1
+            raise TokenizerError(f"{directory / 'tokenizer_config.json'}: added_tokens_decoder "
+                                 f"must map ids to {{'content': ...}}") from None
+        # listed: the padded size is the last id + 1
+        beyond = [i for i in listed if i >= len(ranks)]
         vocab_size = (max(max(beyond) + 1, len(ranks) + len(PHI3_SMALL_SPECIAL_TOKENS)) if beyond
                       else padded_size(len(ranks)))
-        expected = {i: token for token, i in phi3_small_special_tokens(len(ranks), vocab_size).items()}
+        expected = {i: token
+                    for token, i in phi3_small_special_tokens(len(ranks), vocab_size).items()}
         for token_id, content in sorted(listed.items()):
             if expected.get(token_id) != content:
-                raise TokenizerError(f"{directory / 'tokenizer_config.json'} lists {content!r} at id "
-                                     f"{token_id}; phi-3-small's layout after {len(ranks)} ranks has "
+                raise TokenizerError(f"{directory / 'tokenizer_config.json'} lists {content!r} "
+                                     f"at id {token_id}; phi-3-small's layout after {len(ranks)} "
+                                     "ranks has "
                                      f"{expected.get(token_id, 'a mergeable token')!r} there")
         template = config.get("chat_template")
         if (directory / "chat_template.jinja").is_file():
@@ -151,7 +161,8 @@ class TiktokenTokenizer(ChatTemplateMixin):
         return cls(ranks, vocab_size, template, config.get("model_max_length", 8192), vocab_file)
 
     def save_pretrained(self, path):
-        """Write the directory in our layout (the module docstring); `from_pretrained` reads it back."""
+        """Write the directory in our layout (the module docstring); `from_pretrained` reads it
+        back."""
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
         write_ranks(self.ranks, directory / self.vocab_file)
@@ -159,21 +170,25 @@ class TiktokenTokenizer(ChatTemplateMixin):
                             "single_word": False, "special": True}
                    for i, token in sorted(self._special_of_id.items())}
         config = {"tokenizer_class": TOKENIZER_CLASS, "vocab_file": self.vocab_file,
-                  "added_tokens_decoder": decoder, "bos_token": self.bos_token, "eos_token": self.eos_token,
+                  "added_tokens_decoder": decoder, "bos_token": self.bos_token,
+                  "eos_token": self.eos_token,
                   "pad_token": self.pad_token, "add_bos_token": False, "add_eos_token": False,
                   "chat_template": self.chat_template, "model_max_length": self.model_max_length,
                   "padding_side": "left", "clean_up_tokenization_spaces": False}
-        special_map = {"bos_token": self.bos_token, "eos_token": self.eos_token, "pad_token": self.pad_token}
-        for name, data in [("tokenizer_config.json", config), ("special_tokens_map.json", special_map)]:
+        special_map = {"bos_token": self.bos_token, "eos_token": self.eos_token,
+                       "pad_token": self.pad_token}
+        for name, data in [("tokenizer_config.json", config),
+                           ("special_tokens_map.json", special_map)]:
             text = json.dumps(data, indent=2, ensure_ascii=False)
             (directory / name).write_text(text + "\n", encoding="utf-8")
         return directory
 
-    # --- vocabulary ---------------------------------------------------------------------------------
+    # --- vocabulary -------------------------------------------------------------------------------
 
     @property
     def vocab_size(self):
-        """Every id, dummies included: the padded size (100352 for phi-3-small), the embedding's rows."""
+        """Every id, dummies included: the padded size (100352 for phi-3-small), the embedding's
+        rows."""
         return self.base_vocab_size + len(self._special)
 
     def __len__(self):
@@ -185,7 +200,8 @@ class TiktokenTokenizer(ChatTemplateMixin):
         return dict(self._special)
 
     def token_to_id(self, token):
-        """The id of a special token ('<|end|>') or of a mergeable token (bytes, or a str's UTF-8)."""
+        """The id of a special token ('<|end|>') or of a mergeable token (bytes, or a str's
+        UTF-8)."""
         if isinstance(token, str) and token in self._special:
             return self._special[token]
         key = token.encode("utf-8") if isinstance(token, str) else token
@@ -199,7 +215,8 @@ class TiktokenTokenizer(ChatTemplateMixin):
         if token_id in self._special_of_id:
             return self._special_of_id[token_id]
         if not 0 <= token_id < self.base_vocab_size:
-            raise TokenizerError(f"token id {token_id} is outside the vocabulary of {self.vocab_size}")
+            raise TokenizerError(f"token id {token_id} is outside "
+                                 f"the vocabulary of {self.vocab_size}")
         return self._encoding.decode_single_token_bytes(token_id)
 
     @property
@@ -219,7 +236,7 @@ class TiktokenTokenizer(ChatTemplateMixin):
         """Ids that end a generated reply: <|end|> and <|endoftext|>."""
         return [self._special[token] for token in STOP_TOKENS]
 
-    # --- encode / decode ----------------------------------------------------------------------------
+    # --- encode / decode --------------------------------------------------------------------------
 
     def encode(self, text, add_special_tokens=True):
         """Token ids of `text`, all of it plain text. Phi-3-small adds no bos/eos (the flag is kept
@@ -230,20 +247,23 @@ class TiktokenTokenizer(ChatTemplateMixin):
 
     def decode(self, ids, skip_special_tokens=False):
         """Text of `ids`: the tokens' bytes joined and read as UTF-8, each invalid or unfinished
-        sequence one U+FFFD; special tokens as their strings, or dropped with skip_special_tokens."""
+        sequence one U+FFFD; special tokens as their strings, or dropped with
+        skip_special_tokens."""
         ids = [int(i) for i in ids]
         for token_id in ids:
             if not 0 <= token_id < self.vocab_size:
-                raise TokenizerError(f"token id {token_id} is outside the vocabulary of {self.vocab_size}")
+                raise TokenizerError(f"token id {token_id} is outside "
+                                     f"the vocabulary of {self.vocab_size}")
         if skip_special_tokens:
             ids = [i for i in ids if i not in self._special_of_id]
         return self._encoding.decode(ids, errors="replace")
 
-    # --- chats --------------------------------------------------------------------------------------
+    # --- chats ------------------------------------------------------------------------------------
 
     def template_variables(self):
         """The special tokens a chat template may name ({{ eos_token }}, ...)."""
-        return {"bos_token": self.bos_token, "eos_token": self.eos_token, "pad_token": self.pad_token}
+        return {"bos_token": self.bos_token, "eos_token": self.eos_token,
+                "pad_token": self.pad_token}
 
     def split_control_tokens(self, text):
         """Split text into a list of str (text) and int (the id of a special token found in it)."""
@@ -281,8 +301,8 @@ def train_tiktoken_tokenizer(text_files, out_dir, vocab_size, *, padded_vocab_si
     from tinyphi3.data.documents import iter_documents
     files = training_files(text_files)
     if not isinstance(vocab_size, int) or vocab_size < BYTE_TOKENS + 1:
-        raise TokenizerError(f"vocab_size {vocab_size!r} is impossible: {BYTE_TOKENS} byte tokens come "
-                             f"first, so it needs at least {BYTE_TOKENS + 1}")
+        raise TokenizerError(f"vocab_size {vocab_size!r} is impossible: {BYTE_TOKENS} byte tokens "
+                             f"come first, so it needs at least {BYTE_TOKENS + 1}")
     texts = [doc["text"] for doc in iter_documents(files)]
     ranks = train_bpe_ranks(texts, vocab_size)
     tokenizer = TiktokenTokenizer(ranks, padded_vocab_size, model_max_length=model_max_length)

@@ -35,21 +35,26 @@ def _added_token(content, rstrip, special=True):
 
 
 def phi3_tokenizer_config(base_vocab_size, model_max_length=4096):
-    """tokenizer_config.json as published for Phi-3-mini-4k-instruct, for a base vocabulary of this size.
+    """tokenizer_config.json as published for Phi-3-mini-4k-instruct, for a base vocabulary of this
+    size.
 
     All added tokens but <|endoftext|> have rstrip (so the '\\n' after <|user|> is not tokenized);
-    </s> has rstrip and is not special; bos <s>, eos = pad = <|endoftext|>; no bos/eos added by encode.
+    </s> has rstrip and is not special; bos <s>, eos = pad = <|endoftext|>; no bos/eos added by
+    encode.
     """
     decoder = {"0": _added_token("<unk>", False), "1": _added_token("<s>", False),
                "2": _added_token("</s>", True, special=False)}
     for offset, token in enumerate(PHI3_ADDED_TOKENS):
-        decoder[str(base_vocab_size + offset)] = _added_token(token, rstrip=token != "<|endoftext|>")
+        decoder[str(base_vocab_size + offset)] = _added_token(token,
+                                                              rstrip=token != "<|endoftext|>")
     return {
         "add_bos_token": False, "add_eos_token": False, "added_tokens_decoder": decoder,
-        "bos_token": "<s>", "chat_template": PHI3_CHAT_TEMPLATE, "clean_up_tokenization_spaces": False,
+        "bos_token": "<s>", "chat_template": PHI3_CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
         "eos_token": "<|endoftext|>", "legacy": False, "model_max_length": model_max_length,
         "pad_token": "<|endoftext|>", "padding_side": "left", "sp_model_kwargs": {},
-        "tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>", "use_default_system_prompt": False,
+        "tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>",
+        "use_default_system_prompt": False,
     }
 
 
@@ -74,7 +79,8 @@ def _file_lines(file):
 
 
 def _lines(files, max_sentence_length):
-    """Each non-empty line of the files that fits SentencePiece's sentence limit (in UTF-8 bytes)."""
+    """Each non-empty line of the files that fits SentencePiece's sentence limit (in UTF-8
+    bytes)."""
     for file in files:
         for line in _file_lines(file):
             if line and len(line.encode("utf-8")) <= max_sentence_length:
@@ -83,7 +89,8 @@ def _lines(files, max_sentence_length):
 
 def _kept_characters(files, room, coverage, max_sentence_length):
     """The characters that get pieces: the most frequent ones until they cover `coverage` of the
-    text, at most `room` of them. A space counts as '▁', plus one '▁' per line (the dummy prefix)."""
+    text, at most `room` of them. A space counts as '▁', plus one '▁' per line (the dummy
+    prefix)."""
     counts = Counter()
     for line in _lines(files, max_sentence_length):
         counts.update(SPACE + line.replace(" ", SPACE))
@@ -100,16 +107,19 @@ def _kept_characters(files, room, coverage, max_sentence_length):
 
 
 def _training_sentences(files, kept, max_sentence_length):
-    """The lines, cut at every character outside `kept`: those are spelled in bytes, never merged."""
+    """The lines, cut at every character outside `kept`: those are spelled in bytes, never
+    merged."""
     allowed = "".join(re.escape(c) for c in sorted(kept | {" "}))
     rare = re.compile(f"[^{allowed}]+")
     for line in _lines(files, max_sentence_length):
         yield from (piece for piece in rare.split(line) if piece)
 
 
-def train_tokenizer(text_files, out_dir, vocab_size, *, character_coverage=DEFAULT_CHARACTER_COVERAGE,
+def train_tokenizer(text_files, out_dir, vocab_size, *,
+                    character_coverage=DEFAULT_CHARACTER_COVERAGE,
                     model_max_length=4096, max_sentence_length=16384, num_threads=1):
-    """Train a Phi-3 tokenizer on text files and write it to `out_dir`; returns the loaded Tokenizer.
+    """Train a Phi-3 tokenizer on text files and write it to `out_dir`; returns the loaded
+    Tokenizer.
 
     `vocab_size` is the BASE vocabulary (like Llama-2's 32000): 3 control pieces + 256 byte pieces
     + learned pieces. Phi-3's 11 added tokens come after it, so the Tokenizer's vocab_size is
@@ -127,17 +137,19 @@ def train_tokenizer(text_files, out_dir, vocab_size, *, character_coverage=DEFAU
     smallest = len(CONTROL_PIECES) + BYTE_PIECES + 2
     if not isinstance(vocab_size, int) or vocab_size < smallest:
         raise TokenizerError(f"vocab_size {vocab_size!r} is impossible: the base vocabulary holds "
-                             f"{len(CONTROL_PIECES)} control and {BYTE_PIECES} byte pieces, '▁' and a "
-                             f"character, so it needs at least {smallest}")
+                             f"{len(CONTROL_PIECES)} control and {BYTE_PIECES} byte pieces, "
+                             f"'▁' and a character, so it needs at least {smallest}")
     room = vocab_size - len(CONTROL_PIECES) - BYTE_PIECES
     try:
         kept = _kept_characters(files, room, character_coverage, max_sentence_length)
         model = io.BytesIO()
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_training_sentences(files, kept, max_sentence_length), model_writer=model,
+            sentence_iterator=_training_sentences(files, kept, max_sentence_length),
+            model_writer=model,
             model_type="bpe", vocab_size=vocab_size, hard_vocab_limit=False, character_coverage=1.0,
             byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True,
-            normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
+            normalization_rule_name="identity", remove_extra_whitespaces=False,
+            add_dummy_prefix=True,
             max_sentence_length=max_sentence_length, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
             num_threads=num_threads, minloglevel=2)
     except (OSError, UnicodeDecodeError) as err:

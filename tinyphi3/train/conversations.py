@@ -1,4 +1,4 @@
-"""Post-training data: conversations for SFT and preference pairs for DPO, as padded batches.
+"""SFT conversations and DPO pairs as the trainer sees them: tokenized, loss-masked, batched.
 
 A conversation record (one JSON object per line):
 
@@ -55,8 +55,8 @@ def check_messages(messages, where):
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in CHAT_ROLES or not isinstance(
                 m.get("content"), str):
-            raise ChatDataError(f"{where}: message {i} needs a role ({', '.join(CHAT_ROLES)}) and a "
-                                f"string content")
+            raise ChatDataError(f"{where}: message {i} needs a role ({', '.join(CHAT_ROLES)}) "
+                                f"and a string content")
 
 
 def assistant_labels(ids, assistant_id, end_id, last_only=False):
@@ -81,8 +81,8 @@ class ChatEncoder:
             self.assistant_id = tokenizer.token_to_id("<|assistant|>")
             self.end_id = tokenizer.token_to_id("<|end|>")
         except Exception:
-            raise ChatDataError("the tokenizer has no <|assistant|> / <|end|> tokens: post-training "
-                                "needs the Phi-3 chat format") from None
+            raise ChatDataError("the tokenizer has no <|assistant|> / <|end|> tokens: "
+                                "post-training needs the Phi-3 chat format") from None
 
     def encode(self, messages, last_only=False):
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=False,

@@ -59,7 +59,8 @@ class Trainer:
         elif recipe.init_from:
             self.model = Phi3.from_pretrained(recipe.init_from)
         else:
-            self.model = Phi3(recipe.model_config(self.tokenizer.vocab_size), seed=recipe.train.seed)
+            self.model = Phi3(recipe.model_config(self.tokenizer.vocab_size),
+                              seed=recipe.train.seed)
         if self.tokenizer.vocab_size > self.model.config.vocab_size:
             raise TrainingError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the "
                                 f"model's vocabulary only {self.model.config.vocab_size}")
@@ -82,7 +83,8 @@ class Trainer:
 
     def save_checkpoint(self):
         """Write everything to checkpoint.tmp, then swap it in with renames."""
-        tmp, current, old = (self.out / n for n in ("checkpoint.tmp", "checkpoint", "checkpoint.old"))
+        tmp, current, old = (self.out / n for n in ("checkpoint.tmp", "checkpoint",
+                                                    "checkpoint.old"))
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             self.model.save_pretrained(tmp, dtype="float32")

@@ -166,8 +166,8 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
         raise RecipeError(f"{source}: steps, batch_size, seq_len, grad_accum and lr must be "
                           f"positive")
     if not 0 <= t.stop_at <= t.steps:
-        raise RecipeError(f"{source}: stop_at must be between 0 (run to steps) and steps ({t.steps}), "
-                          f"got {t.stop_at}")
+        raise RecipeError(f"{source}: stop_at must be between 0 (run to steps) and "
+                          f"steps ({t.steps}), got {t.stop_at}")
     if not 0.0 <= t.label_smoothing < 0.5 or t.beta <= 0 or t.sft_weight < 0:
         raise RecipeError(f"{source}: beta must be positive, label_smoothing in [0, 0.5) and "
                           f"sft_weight >= 0")

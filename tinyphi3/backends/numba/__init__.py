@@ -22,8 +22,8 @@ sets two environment variables, each only when the user has not set it and Numba
 
 Waking a sleeping thread costs about 60 microseconds here: more than a row-wise kernel on one
 token's activations takes in all. Such small calls (fewer than SERIAL_BELOW elements, as when
-decoding a token) run on the calling thread alone (`threads.threads_for`). Numba's thread count follows
-NUMBA_NUM_THREADS (default: all cores).
+decoding a token) run on the calling thread alone (`threads.threads_for`). Numba's thread count
+follows NUMBA_NUM_THREADS (default: all cores).
 """
 
 import os

@@ -9,7 +9,7 @@ dot product, scaled:
 `_q4_matmul_vnni` computes isum with the AVX-512 VNNI instruction `vpdpbusd`, which multiplies
 the 64 unsigned bytes of one vector by 64 signed bytes and adds each four neighbouring products
 into one of 16 int32 lanes. Numba has no name for it, so `_vnni_block_dots` writes it in LLVM IR:
-per group of 8 values, one 64-byte load brings 4 packed bytes of each of 16 rows (quant.py's
+per group of 8 values, one 64-byte load brings 4 packed bytes of each of 16 rows (quant/q4.py's
 layout), a mask and a shift split the low and high nibbles (values 8g..8g+3 and 8g+4..8g+7 of
 each row), and two `vpdpbusd` multiply them by the 4 + 4 activations broadcast to every lane.
 That is 6 instructions per 64 bytes of weights, against ~32 for unpacking to float and
@@ -19,10 +19,10 @@ hardware's prefetcher alone does: 10% more bandwidth here (27 instead of 25 GB/s
 
 Where the CPU has no VNNI (`has_vnni()`), `_q4_matmul_portable` computes the same integers with
 plain Numba loops that LLVM vectorises as it can. The float epilogue (`_accumulate_block`) is
-the same for both; tests/test_quant.py proves both equal to the reference of quant.py.
+the same for both; tests/test_quant.py proves both equal to the reference of quant/q4.py.
 
-`attention_decode` reads the 8-bit KV cache of a 4-bit model (tinyphi3/inference/cache.py) for one new
-token, converting levels to float as it goes.
+`attention_decode` reads the 8-bit KV cache of a 4-bit model (tinyphi3/quant/kv8.py) for one
+new token, converting levels to float as it goes.
 
 Rows of x are handled one at a time inside each tile of 64 weight rows, so a tile (at most 16 KB
 per 1024 inputs) is read from memory once and from cache for the other rows of x: one kernel
@@ -306,7 +306,7 @@ _VNNI = has_vnni()
 @njit(parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, cache=True,
       boundscheck=False)
 def _attention_decode(q, k_levels, k_scales, v_levels, v_scales, S, allowed, scale, out):
-    """One query per row against an int8 KV cache (tinyphi3/inference/cache.py): out[b, h] =
+    """One query per row against an int8 KV cache (tinyphi3/quant/kv8.py): out[b, h] =
     softmax(q k^T * scale) v over the allowed keys among the first S, with k = k_scale * k_levels
     per vector (and v alike). q [B, H, hd] float32; k_levels, v_levels int8 [B, KV, >=S, hd] and
     k_scales, v_scales float32 [B, KV, >=S] (the cache's whole buffers, C-contiguous, so that the

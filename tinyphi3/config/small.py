@@ -1,0 +1,154 @@
+"""phi-3-small's section of the configuration: its config.json layout, defaults and checks.
+
+Phi3Config holds phi-3-small's fields beside the shared ones, under their Hugging Face names
+(config.json reads and writes one to one); this module holds what only phi-3-small needs: the
+names its file gives three shared fields, the published defaults, the dummy vocabulary rows, the
+checks of its fields, and reading and writing its layout (configuration_phi3_small.py in its
+model repository).
+"""
+
+import dataclasses
+
+from tinyphi3.errors import ConfigError
+
+FILE_KEYS = ("torch_dtype", "dtype", "transformers_version", "_name_or_path", "architectures",
+             "auto_map")        # keys that describe a saved file, not the model
+
+KEYS = {"ff_intermediate_size": "intermediate_size",     # its name: our field
+                  "layer_norm_epsilon": "rms_norm_eps",
+                  "rope_embedding_base": "rope_theta"}
+FIELDS = ("rope_position_scale", "gegelu_limit", "dense_attention_every_n_layers",
+                    "blocksparse_block_size", "blocksparse_num_local_blocks",
+                    "blocksparse_vert_stride", "blocksparse_homo_head_pattern", "mup_use_scaling",
+                    "mup_width_multiplier", "mup_embedding_multiplier", "mup_attn_multiplier",
+                    "dummy_token_indices")
+FILE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                         "num_key_value_heads", "max_position_embeddings", "hidden_act",
+                         "initializer_range", "bos_token_id", "eos_token_id", "model_type",
+                         "rope_position_scale", "gegelu_limit", "dense_attention_every_n_layers",
+                         "blocksparse_block_size", "blocksparse_num_local_blocks",
+                         "blocksparse_vert_stride", "blocksparse_homo_head_pattern",
+                         "mup_use_scaling", "mup_width_multiplier", "mup_embedding_multiplier",
+                         "mup_attn_multiplier")
+# The published Phi3SmallConfig's defaults, by our field names (phi-3-small-8k's values).
+DEFAULTS = dict(
+    vocab_size=100352, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+    num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
+    rope_theta=1e6, rope_position_scale=1.0, rms_norm_eps=1e-5, hidden_act="gegelu",
+    gegelu_limit=20.0, dense_attention_every_n_layers=2, blocksparse_block_size=64,
+    blocksparse_num_local_blocks=16, blocksparse_vert_stride=8,
+    blocksparse_homo_head_pattern=False, mup_use_scaling=True, mup_width_multiplier=8.0,
+    mup_embedding_multiplier=10.0, mup_attn_multiplier=1.0, initializer_range=0.02,
+    bos_token_id=100257, eos_token_id=100257, pad_token_id=None, tie_word_embeddings=True,
+    model_type="phi3small")
+# Keys of the published file that the forward pass does not read (training options), written
+# with their published values unless a loaded file said otherwise.
+CARRIED = {"attention_dropout_prob": 0.0, "embedding_dropout_prob": 0.1,
+                     "ffn_dropout_prob": 0.1, "gegelu_pad_to_256": True,
+                     "pad_sequence_to_multiple_of_64": True, "reorder_and_upcast_attn": False,
+                     "use_cache": True}
+VOCAB_SIZE = 100352
+
+
+def _dummy_token_ids() -> tuple:
+    """The ids phi-3-small's tokenizer (tokenization_phi3_small.py) lists as dummies; its model
+    sets their logits to the dtype minimum. 91 of the 100352 rows:
+
+        100256, 100264, 100265, 100267..100275   unused specials `<|dummy_id_0..11|>`
+        100258..100260, 100276                   cl100k specials it does not use (fim, endofprompt)
+        100277..100351                           padding of the vocabulary to 100352
+    """
+    ids = [100256, 100264, 100265, *range(100267, 100276), 100258, 100259, 100260, 100276,
+           *range(100277, VOCAB_SIZE)]
+    return tuple(sorted(ids))
+
+
+DUMMY_TOKEN_IDS = _dummy_token_ids()
+
+
+def validate(self) -> None:
+    """The checks of phi-3-small's own fields (Phi3Config.validate calls it)."""
+    for key in ("blocksparse_block_size", "blocksparse_num_local_blocks",
+                "blocksparse_vert_stride"):
+        value = getattr(self, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"config: {key} must be a positive integer, got {value!r}")
+    n = self.dense_attention_every_n_layers
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+        raise ConfigError(f"config: dense_attention_every_n_layers must be a non-negative "
+                          f"integer or null, got {n!r}")
+    if not isinstance(self.blocksparse_homo_head_pattern, bool):
+        raise ConfigError(f"config: blocksparse_homo_head_pattern must be true or false, "
+                          f"got {self.blocksparse_homo_head_pattern!r}")
+    for key in ("gegelu_limit", "mup_width_multiplier", "mup_embedding_multiplier"):
+        value = getattr(self, key)
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            raise ConfigError(f"config: {key} must be a positive number or null, "
+                              f"got {value!r}")
+    for key in ("mup_attn_multiplier", "rope_position_scale"):
+        value = getattr(self, key)
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise ConfigError(f"config: {key} must be a positive number, got {value!r}")
+    unsupported = {"rope_scaling": (self.rope_scaling, None),
+                   "sliding_window": (self.sliding_window, None),
+                   "partial_rotary_factor": (self.partial_rotary_factor, 1.0)}
+    for key, (value, plain) in unsupported.items():
+        if value != plain:
+            raise ConfigError(f"config: phi3small with {key} set is not supported "
+                              f"(tinyphi3 runs phi-3-small-8k, whose {key} is {plain!r})")
+    ids = self.dummy_token_indices
+    if ids is not None and any(isinstance(i, bool) or not isinstance(i, int)
+                               or not 0 <= i < self.vocab_size for i in ids):
+        raise ConfigError(f"config: dummy_token_indices must be token ids in "
+                          f"[0, {self.vocab_size})")
+
+
+def from_dict(cls, d: dict):
+    """phi-3-small's config.json: the published key names, the published defaults for keys
+    it leaves out; keys the model does not use (dropouts, kernel options) are carried."""
+    d = {k: v for k, v in d.items() if k not in FILE_KEYS}
+    kwargs = dict(DEFAULTS)
+    for theirs, ours in KEYS.items():
+        if theirs in d:
+            kwargs[ours] = d.pop(theirs)
+    multiplier = d.pop("ff_dim_multiplier", None)
+    d.pop("blocksparse_triton_kernel_block_size", None)    # rewritten as the block size
+    for key, value in CARRIED.items():           # kept only where they differ
+        if key in d and d[key] == value:
+            del d[key]
+    ours = {f.name for f in dataclasses.fields(cls)} - {"extra"} - set(KEYS.values())
+    kwargs.update({k: d.pop(k) for k in list(d) if k in ours})
+    if kwargs["intermediate_size"] is None:
+        if multiplier is None:
+            raise ConfigError("config: phi3small needs ff_intermediate_size or "
+                              "ff_dim_multiplier")
+        # the published rule: multiplier * (C // 3) * 2, rounded up to a multiple of 256
+        size = multiplier * (kwargs["hidden_size"] // 3) * 2
+        if d.get("gegelu_pad_to_256", True):
+            size = -(-size // 256) * 256
+        kwargs["intermediate_size"] = size
+    elif multiplier is not None:
+        raise ConfigError("config: give ff_intermediate_size or ff_dim_multiplier, not both")
+    kwargs["original_max_position_embeddings"] = kwargs.get("max_position_embeddings", 8192)
+    try:
+        return cls(extra=d, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"config: {e}") from None
+
+def to_dict(self) -> dict:
+    """phi-3-small's config.json layout, keys sorted as the published file has them."""
+    d = {**CARRIED, **self.extra}
+    for name in FILE_FIELDS:
+        d[name] = getattr(self, name)
+    for theirs, ours in KEYS.items():
+        d[theirs] = getattr(self, ours)
+    d["ff_dim_multiplier"] = None
+    d["blocksparse_triton_kernel_block_size"] = self.blocksparse_block_size
+    if self.pad_token_id is not None:
+        d["pad_token_id"] = self.pad_token_id
+    if not self.tie_word_embeddings:               # the published default is tied
+        d["tie_word_embeddings"] = False
+    if self.dummy_token_indices is not None:
+        d["dummy_token_indices"] = list(self.dummy_token_indices)
+    d["architectures"] = ["Phi3SmallForCausalLM"]
+    return dict(sorted(d.items()))
