@@ -38,7 +38,12 @@ from tinyphi3.nn.blocksparse import (blocksparse_attention, blocksparse_layout, 
 from tinyphi3.pictures.blocksparse import draw_layout
 from tinyphi3.config import preset
 from tinyphi3.backends.numba.blocksparse import blocksparse_decode, blocksparse_prefill
+from tinyphi3 import backends
 
+# On the numba backend (tinyphi3's default) `blocksparse_attention` hands its work to the kernels
+# below; this lesson wants the NumPy reference whenever it names the function, and calls the
+# kernels by their own names.
+backends.set_backend("numpy")
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 rng = np.random.default_rng(0)
 small = preset("phi-3-small-8k")
@@ -227,7 +232,9 @@ print(f"new keys and values after position {t}: outputs 0..{t} unchanged, later 
 # ## 5. The reference and the prefill kernel
 #
 # `blocksparse_attention` is the NumPy reference: dense scores, the block-sparse mask, softmax.
-# It computes every score, even the ones it throws away. `blocksparse_prefill` (Numba) visits
+# It computes every score, even the ones it throws away. (On the numba backend a model's
+# block-sparse layers ask the same function, and it runs the kernels instead: the switch of
+# `tinyphi3.backends`. This lesson runs on the numpy backend, so the name means the reference.) `blocksparse_prefill` (Numba) visits
 # only the active blocks and never builds the `[T, S]` score matrix. Same answer, here with
 # grouped-query heads (8 query heads, 2 KV heads) over 512 tokens in blocks of 16:
 

@@ -1,18 +1,12 @@
 """Block-sparse causal attention, the pattern of phi-3-small's sparse layers.
 
-The sequence is cut into blocks of `block_size` tokens. A query in block q attends to key block
-k of head h when (Phi-3 report §2, Figure 2; the published kernel's layout):
+The layout (tinyphi3/nn/blocksparse_layout.py) says which key blocks each head's query blocks
+attend to; inside an active block the usual token causality holds (query position >= key
+position). `blocksparse_mask` turns a layout into a mask over tokens, `blocksparse_padded_mask`
+does the same for left-padded rows, and `blocksparse_attention` is the dense NumPy reference
+that the Numba kernels (tinyphi3/backends/numba/blocksparse.py) equal.
 
-    active[h, q, k] = q >= k  and  (q - k < local_blocks  or  vertical[h, k])
-    vertical[h, k]  = (k + h * head_sliding_step + 1) % vert_stride == 0
-    head_sliding_step = max(1, int(vert_stride / num_heads))
-
-so each head sees the last `local_blocks` blocks and one block in every `vert_stride` of the
-rest, each head a different one (tinyphi3/nn/blocksparse_layout.py builds it). Inside an active
-block the usual token causality holds (query position >= key position). phi-3-small: block 64,
-16 local blocks, stride 8, 32 heads.
-
-Shape letters as in tinyphi3/config.py; NB is the number of blocks.
+Shape letters as in tinyphi3/config; NB is the number of blocks.
 """
 
 import numpy as np
