@@ -79,25 +79,28 @@ assert all(tok.id_to_token(3 + b) == f"<0x{b:02X}>" for b in range(256))
 # ## 3. BPE by hand
 #
 # Encoding a word with BPE is a loop: start from single characters; among the adjacent pairs
-# whose concatenation is a piece, merge the one whose piece scores best (the leftmost on a tie);
-# stop when no pair merges. The scores live in `tokenizer.model`; we read them with the
-# `sentencepiece` library and compare our loop with the tokenizer.
+# whose concatenation is a piece, merge the one that was learned first, that is the one whose
+# piece has the lowest id (the leftmost on a tie); stop when no pair merges. That is how
+# transformers ranks the merges of a directory like this one (from tokenizer.json's list when
+# there is one), and so what a deployed Phi-3 sees. The whole text is one word: a merge may cross
+# a space.
 
 # %%
 sp = spm.SentencePieceProcessor(model_file=str(workdir / "tok" / "tokenizer.model"))
-scores = {sp.id_to_piece(i): sp.get_score(i) for i in range(sp.get_piece_size())
-          if not (sp.is_control(i) or sp.is_byte(i) or sp.is_unknown(i))}
+ranks = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())
+         if not (sp.is_control(i) or sp.is_byte(i) or sp.is_unknown(i))}
 
 
-def bpe(text):
-    """Pieces of `text` (spaces already '▁'): repeatedly merge the best-scoring adjacent pair."""
+def bpe(text, ranks):
+    """Pieces of `text` (spaces already '▁'): repeatedly merge the adjacent pair that makes the
+    lowest-ranked piece."""
     symbols = list(text)
     while True:
-        best = None                                   # (score, position) of the best pair so far
+        best = None                                   # (rank, position) of the best pair so far
         for i in range(len(symbols) - 1):
             merged = symbols[i] + symbols[i + 1]
-            if merged in scores and (best is None or scores[merged] > best[0]):
-                best = (scores[merged], i)            # '>' keeps the leftmost pair on a tie
+            if merged in ranks and (best is None or ranks[merged] < best[0]):
+                best = (ranks[merged], i)             # '<' keeps the leftmost pair on a tie
         if best is None:
             return symbols
         i = best[1]
@@ -105,10 +108,33 @@ def bpe(text):
 
 
 for text in ["the quick cat", "circles grow", "1234 rivers"]:
-    by_hand = bpe("▁" + text.replace(" ", "▁"))
+    by_hand = bpe("▁" + text.replace(" ", "▁"), ranks)
     library = [tok.id_to_token(i) for i in tok.encode(text)]
     print(f"{text!r:16} -> {by_hand}")
     assert by_hand == library
+
+# %% [markdown]
+# `tokenizer.model` also gives every piece a score, and the `sentencepiece` library merges by
+# score instead. For a vocabulary a trainer wrote, as here, the scores fall as the ids rise, so
+# the two rules are the same:
+
+# %%
+scores = {piece: sp.get_score(i) for piece, i in ranks.items()}
+by_id = sorted(ranks, key=ranks.get)
+assert all(scores[a] >= scores[b] for a, b in zip(by_id, by_id[1:]))
+
+# %% [markdown]
+# Llama-2's vocabulary, which Phi-3-mini uses, is different: runs of spaces (`▁▁`, `▁▁▁▁`, ...)
+# sit at low ids (259, 268, ...) with the score -1e9. Ranked by id they merge first, by score
+# last, and the two rules split `x  y` (two spaces) differently. A toy vocabulary with that shape:
+
+# %%
+toy_ids = {"▁▁": 0, "▁x": 1, "▁y": 2}                 # '▁▁' learned first, as in Llama-2
+toy_scores = {"▁▁": -1e9, "▁x": -1.0, "▁y": -2.0}     # but scored last
+by_rank = bpe("▁x▁▁y", toy_ids)
+by_score = bpe("▁x▁▁y", {p: -s for p, s in toy_scores.items()})     # best score = lowest rank
+print("ranked by id (transformers):", by_rank, "  by score (sentencepiece):", by_score)
+assert by_rank == ["▁x", "▁▁", "y"] and by_score == ["▁x", "▁", "▁y"]
 
 # %% [markdown]
 # Digits are never merged (`split_digits`), so every number is spelled digit by digit: a model

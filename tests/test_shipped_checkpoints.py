@@ -52,6 +52,43 @@ def test_its_tokenizer_follows_the_phi3_layout(name):
     assert [tok.token_to_id(s) for s in specials] == list(range(base, base + 11))
 
 
+def shipped_texts():
+    """What the shipped models were trained on and are asked: post-training conversations,
+    textbook pages, web-like pages, and code with runs of spaces, tabs and indentation."""
+    from tinyphi3.data.post_training import generate_dpo, generate_sft
+    from tinyphi3.data.textbooks import generate_textbooks
+    from tinyphi3.data.web import generate_web
+    texts = [m["content"] for c in generate_sft(300, seed=11) for m in c["messages"]]
+    texts += [p["chosen"] for p in generate_dpo(100, seed=12)]
+    texts += list(generate_textbooks(40, seed=13))
+    texts += [page["text"] for page in generate_web(60, seed=14)]
+    texts += ["x  y", "end.  Two", "def f(x):\n    if x:\n        return  x\n\treturn 0",
+              "a" + " " * 33 + "b", "  two leading spaces", "trailing   "]
+    return texts
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_ids_are_those_of_the_sentencepiece_rule_too(name):
+    """The shipped vocabularies (trained here) hold no whitespace-run piece and their scores fall
+    as their ids rise, so ranking merges by id (transformers' rule, tinyphi3's now) and by score
+    (the `sentencepiece` library's, tinyphi3's before) give the same ids: the shipped models see
+    what they were trained on."""
+    import sentencepiece as spm
+
+    from tinyphi3.tokenizers.sentencepiece_bpe import SPACE, bpe_only_model
+    directory = ROOT / "checkpoints" / name
+    tok = Tokenizer.from_pretrained(directory)
+    sp = spm.SentencePieceProcessor(model_proto=bpe_only_model(
+        (directory / "tokenizer.model").read_bytes()))
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    assert not [p for p in pieces if len(p) > 1 and set(p) == {SPACE}]
+    texts = [t for t in shipped_texts() if isinstance(t, str) and t]
+    assert len(texts) > 500
+    for text in texts:
+        by_score = sp.encode(text if text.startswith(" ") else " " + text)
+        assert tok.encode(text, add_special_tokens=False) == by_score, text
+
+
 CHAT_MODELS = [name for name in SHIPPED if name != "mini-base"]
 
 

@@ -345,9 +345,26 @@ def test_save_pretrained_round_trip(tok, trained_dir, tmp_path):
 
 def test_save_keeps_a_tokenizer_json(trained_dir, tmp_path):
     directory = copy_with_config(trained_dir, tmp_path / "d")
-    (directory / "tokenizer.json").write_text('{"version": "1.0"}')
+    text = '{"version": "1.0", "model": {"type": "BPE", "merges": ["\u2581 t"]}}'
+    (directory / "tokenizer.json").write_text(text)
     saved = Tokenizer.from_pretrained(directory).save_pretrained(tmp_path / "saved")
-    assert (saved / "tokenizer.json").read_text() == '{"version": "1.0"}'
+    assert (saved / "tokenizer.json").read_text() == text
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"version": "1.0"}', "must be BPE with a list of merges"),
+    ('{"model": {"type": "Unigram", "merges": []}}', "must be BPE"),
+    ('{"model": {"type": "BPE", "merges": ["no_such_piece t"]}}', "is not two pieces"),
+    ('{"model": {"type": "BPE", "merges": [["a", "b", "c"]]}}', "is not two pieces"),
+    ('[1, 2]', "not a JSON object"),
+])
+def test_a_tokenizer_json_without_usable_merges_is_refused(trained_dir, tmp_path, text, message):
+    """transformers takes the merges from tokenizer.json when there is one, so tinyphi3 must too:
+    a file whose merges cannot be read is an error, not a silent fall-back."""
+    directory = copy_with_config(trained_dir, tmp_path / "d")
+    (directory / "tokenizer.json").write_text(text)
+    with pytest.raises(TokenizerError, match=message):
+        Tokenizer.from_pretrained(directory)
 
 
 def test_training_is_deterministic(corpus, trained_dir, tmp_path):

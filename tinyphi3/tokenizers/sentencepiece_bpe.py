@@ -21,8 +21,17 @@ Encoding a stretch of text follows transformers' LlamaTokenizer, the reference f
   2. a '▁' "dummy prefix" goes in front, unless the text already starts with one (or a space).
      With `legacy: false` (Phi-3) only text at the very start of the input gets it; with
      `legacy: true` so does the text after every control token;
-  3. BPE (SentencePiece): start from single characters and repeatedly merge the adjacent pair whose
-     merged piece scores best; a character without a piece falls back to its UTF-8 bytes <0xXX>.
+  3. BPE over the whole text as one word (merges may cross spaces): start from single characters
+     and repeatedly merge the adjacent pair of lowest rank, a merge's rank being its place in
+     tokenizer.json's list of merges, or, without a tokenizer.json, the id of the piece it makes
+     (tinyphi3/tokenizers/piece_bpe.py); a character without a piece falls back to its UTF-8
+     bytes <0xXX>. User-defined pieces are matched whole first.
+Why transformers' rule and not the `sentencepiece` library's (which merges by the pieces' scores):
+the ids a deployed Phi-3 sees are transformers' (vLLM and every engine that reads tokenizer.json
+agree with it), and on the real Phi-3/Llama-2 vocabulary the two differ wherever a run of spaces
+meets a word: its whitespace-run pieces (`▁▁`, `▁▁▁▁`, ...) have low ids but the score -1e9. On a
+vocabulary that `tinyphi3 tokenizer train` writes the two rules give the same ids (its scores
+fall as its ids rise); tests/test_tokenizer_parity.py checks both kinds against transformers.
 Decoding reverses it: '▁' -> ' ', runs of byte pieces -> UTF-8 text, and one leading space dropped.
 
 `encode` treats every string as text: a user who types `<|end|>` gets the characters, not the
@@ -40,6 +49,7 @@ import sentencepiece as spm
 
 from tinyphi3.tokenizers.chat_template import PHI3_CHAT_TEMPLATE, ChatTemplateMixin
 from tinyphi3.tokenizers.files import read_json
+from tinyphi3.tokenizers.piece_bpe import PieceBPE, merge_ranks, merge_ranks_of_tokenizer_json
 from tinyphi3.errors import TokenizerError
 
 SPACE = "\u2581"  # '▁', SentencePiece's visible space
@@ -109,6 +119,33 @@ def _proto_fields(buf):
         yield key >> 3, buf[start:pos]
 
 
+def _payload(raw):
+    """The bytes of a length-delimited field (as _proto_fields yields it), without key and
+    length."""
+    _, pos = _read_varint(raw, 0)
+    length, pos = _read_varint(raw, pos)
+    return raw[pos:pos + length]
+
+
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6   # SentencePiece.Type
+
+
+def model_pieces(model_proto):
+    """[(piece, type)] of every piece of tokenizer.model, by id (ModelProto field 1; a piece's
+    text is its field 1, its type field 3, NORMAL when absent)."""
+    pieces = []
+    for number, raw in _proto_fields(model_proto):
+        if number == 1:
+            piece, kind = "", NORMAL
+            for field, sub in _proto_fields(_payload(raw)):
+                if field == 1:
+                    piece = _payload(sub).decode("utf-8")
+                elif field == 3:
+                    kind = _read_varint(sub, _read_varint(sub, 0)[1])[0]
+            pieces.append((piece, kind))
+    return pieces
+
+
 def bpe_only_model(model_proto):
     """Return the serialized SentencePiece model with a neutral text normaliser.
 
@@ -152,6 +189,7 @@ class Tokenizer(ChatTemplateMixin):
         self.base_vocab_size = self._sp.get_piece_size()
         if self.base_vocab_size == 0:
             raise TokenizerError("tokenizer.model holds no pieces")
+        self._bpe, self._user_defined_re = self._build_bpe(model_proto, tokenizer_json)
         self.add_bos_token = bool(config.get("add_bos_token", False))
         self.add_eos_token = bool(config.get("add_eos_token", False))
         self.legacy = bool(config.get("legacy", False))
@@ -168,6 +206,35 @@ class Tokenizer(ChatTemplateMixin):
         self._control_re = re.compile("|".join(map(re.escape, by_length)) or "(?!)")
         self.chat_template = self._read_template(config.get("chat_template"))
         self._template = None                                          # compiled on first use
+
+    def _build_bpe(self, model_proto, tokenizer_json):
+        """The merges as transformers ranks them (tinyphi3.tokenizers.piece_bpe): tokenizer.json's
+        list when the directory has one, else the ids of the pieces they make; and a pattern of
+        the user-defined pieces, which are matched whole before any merge."""
+        try:
+            pieces = model_pieces(model_proto)
+        except (ValueError, IndexError, UnicodeDecodeError) as err:
+            raise TokenizerError(f"tokenizer.model: cannot read its pieces ({err})") from err
+        names = [piece for piece, _ in pieces]
+        ids = {piece: i for i, piece in enumerate(names)}
+        byte_pieces = [f"<0x{b:02X}>" for b in range(256)]
+        byte_ids = ([ids[p] for p in byte_pieces]
+                    if all(p in ids and pieces[ids[p]][1] == BYTE for p in byte_pieces) else None)
+        if tokenizer_json is None:
+            ranks = merge_ranks(names)
+        else:
+            try:
+                model = json.loads(tokenizer_json).get("model") or {}
+            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
+                raise TokenizerError(f"tokenizer.json is not a JSON object ({err})") from err
+            if model.get("type") not in (None, "BPE") or not isinstance(model.get("merges"), list):
+                raise TokenizerError("tokenizer.json: its model must be BPE with a list of merges")
+            ranks = merge_ranks_of_tokenizer_json(model["merges"], ids)
+        unk = next((i for i, (_, kind) in enumerate(pieces) if kind == UNKNOWN), 0)
+        user_defined = sorted((p for p, kind in pieces if kind == USER_DEFINED), key=len,
+                              reverse=True)
+        pattern = re.compile("|".join(map(re.escape, user_defined))) if user_defined else None
+        return PieceBPE(names, ranks, byte_ids, unk), pattern
 
     def _read_added_tokens(self, config):
         added = {}
@@ -318,12 +385,25 @@ class Tokenizer(ChatTemplateMixin):
 
     def _encode_text(self, text, at_start):
         """BPE ids of one stretch of text; `at_start`: it begins the input (for the dummy-prefix
-        rule)."""
+        rule). User-defined pieces are matched whole first; the text between them is encoded
+        as if a control token stood there."""
+        if self._user_defined_re is not None:
+            ids, pos = [], 0
+            for match in [*self._user_defined_re.finditer(text), None]:
+                end = len(text) if match is None else match.start()
+                ids += self._encode_stretch(text[pos:end], at_start and pos == 0)
+                if match is not None:
+                    ids.append(self._bpe.vocab[match.group()])
+                    pos = match.end()
+            return ids
+        return self._encode_stretch(text, at_start)
+
+    def _encode_stretch(self, text, at_start):
         if not text:
             return []
         if (at_start or self.legacy) and not text.startswith((" ", SPACE)):
             text = " " + text
-        return self._sp.encode(text)
+        return self._bpe.encode(text.replace(" ", SPACE))
 
     def encode(self, text, add_special_tokens=True):
         """Token ids of `text`, all of it plain text, with bos/eos as add_bos_token/add_eos_token
