@@ -19,6 +19,57 @@ from tinyphi3.errors import ConfigError
 MODEL_TYPES = ("phi3", "phi3small")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+# field -> (what it must be, the check): every field config.json sets, checked before any use
+FIELD_TYPES = {
+    "rope_theta": ("a positive number", lambda v: _is_number(v) and v > 0),
+    "partial_rotary_factor": ("a number in (0, 1]", lambda v: _is_number(v) and 0 < v <= 1),
+    "rms_norm_eps": ("a positive number", lambda v: _is_number(v) and v > 0),
+    "initializer_range": ("a number >= 0", lambda v: _is_number(v) and v >= 0),
+    "tie_word_embeddings": ("true or false", lambda v: isinstance(v, bool)),
+    "hidden_act": ("a string", lambda v: isinstance(v, str)),
+    "model_type": ("a string", lambda v: isinstance(v, str)),
+    "sliding_window": ("a positive integer or null", lambda v: v is None or _is_int(v) and v > 0),
+    "bos_token_id": ("a token id or null", lambda v: v is None or _is_int(v) and v >= 0),
+    "pad_token_id": ("a token id or null", lambda v: v is None or _is_int(v) and v >= 0),
+    "eos_token_id": ("a token id, a list of them, or null",
+                     lambda v: v is None or _is_int(v) and v >= 0
+                     or isinstance(v, list) and all(_is_int(i) and i >= 0 for i in v)),
+    "rope_scaling": ("an object or null", lambda v: v is None or isinstance(v, dict)),
+    "extra": ("an object", lambda v: isinstance(v, dict)),
+}
+
+
+def check_types(config) -> None:
+    """Raise ConfigError naming the first field whose value has the wrong type or range."""
+    for name, (expected, ok) in FIELD_TYPES.items():
+        value = getattr(config, name)
+        if not ok(value):
+            raise ConfigError(f"config: {name} must be {expected}, got {value!r}")
+    scaling = config.rope_scaling
+    if scaling is not None:
+        for name in ("short_factor", "long_factor"):
+            factors = scaling.get(name)
+            if not isinstance(factors, list) or not all(_is_number(f) for f in factors):
+                raise ConfigError(f"config: rope_scaling.{name} must be a list of numbers, "
+                                  f"got {factors!r}")
+        factor = scaling.get("attention_factor")
+        if factor is not None and not (_is_number(factor) and factor > 0):
+            raise ConfigError(f"config: rope_scaling.attention_factor must be a positive number "
+                              f"or null, got {factor!r}")
+        if not isinstance(scaling.get("type"), str):
+            raise ConfigError(f"config: rope_scaling.type must be a string, "
+                              f"got {scaling.get('type')!r}")
+
+
 @dataclass
 class Phi3Config:
     """Hyper-parameters of a Phi-3 decoder, with the names of Hugging Face's `Phi3Config`.
@@ -140,7 +191,9 @@ class Phi3Config:
         return math.sqrt(1.0 + math.log(s) / math.log(self.original_max_position_embeddings))
 
     def validate(self) -> None:
-        """Raise ConfigError when sizes are inconsistent, naming the keys involved."""
+        """Raise ConfigError when a value has the wrong type or range or sizes are inconsistent,
+        naming the keys involved."""
+        check_types(self)
         positive = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
                     "original_max_position_embeddings")
@@ -197,6 +250,8 @@ class Phi3Config:
     def from_dict(cls, d: dict) -> "Phi3Config":
         """Build from a HF config dict, in either layout (rope_theta + rope_scaling, or
         transformers-5 rope_parameters), or in phi-3-small's layout (model_type "phi3small")."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"config: expected a JSON object, got {type(d).__name__}")
         if d.get("model_type") == "phi3small":
             return small.from_dict(cls, d)
         d = {k: v for k, v in d.items() if k not in FILE_KEYS}
@@ -205,6 +260,14 @@ class Phi3Config:
         kwargs = {k: d.pop(k) for k in list(d) if k in known}
         rope_scaling = d.pop("rope_scaling", None)
         rope_parameters = d.pop("rope_parameters", None)
+        for name, value in (("rope_scaling", rope_scaling), ("rope_parameters", rope_parameters)):
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"config: {name} must be an object or null, "
+                                  f"got {value!r}")
+        for key in ("num_attention_heads", "hidden_size", "max_position_embeddings"):
+            if key in kwargs and not (_is_int(kwargs[key]) and kwargs[key] > 0):
+                raise ConfigError(f"config: {key} must be a positive integer, "
+                                  f"got {kwargs[key]!r}")
         if rope_parameters:                   # transformers 5 layout
             rp = dict(rope_parameters)
             kind = rp.pop("rope_type", rp.pop("type", "default"))
@@ -233,6 +296,8 @@ class Phi3Config:
                 kwargs[key] = kwargs.get("num_attention_heads", 32)
         if "head_dim" in d and d["head_dim"] is not None:
             head_dim = d.pop("head_dim")
+            if not _is_int(head_dim):
+                raise ConfigError(f"config: head_dim must be an integer, got {head_dim!r}")
             if head_dim * kwargs.get("num_attention_heads", 32) != kwargs.get("hidden_size", 3072):
                 raise ConfigError(f"config: head_dim {head_dim} x num_attention_heads must equal "
                                   f"hidden_size {kwargs.get('hidden_size')}")

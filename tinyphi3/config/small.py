@@ -97,8 +97,9 @@ def validate(self) -> None:
             raise ConfigError(f"config: phi3small with {key} set is not supported "
                               f"(tinyphi3 runs phi-3-small-8k, whose {key} is {plain!r})")
     ids = self.dummy_token_indices
-    if ids is not None and any(isinstance(i, bool) or not isinstance(i, int)
-                               or not 0 <= i < self.vocab_size for i in ids):
+    if ids is not None and (not isinstance(ids, list) or any(
+            isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.vocab_size
+            for i in ids)):
         raise ConfigError(f"config: dummy_token_indices must be token ids in "
                           f"[0, {self.vocab_size})")
 
@@ -114,7 +115,7 @@ def from_dict(cls, d: dict):
     multiplier = d.pop("ff_dim_multiplier", None)
     d.pop("blocksparse_triton_kernel_block_size", None)    # rewritten as the block size
     for key, value in CARRIED.items():           # kept only where they differ
-        if key in d and d[key] == value:
+        if key in d and type(d[key]) is type(value) and d[key] == value:
             del d[key]
     ours = {f.name for f in dataclasses.fields(cls)} - {"extra"} - set(KEYS.values())
     kwargs.update({k: d.pop(k) for k in list(d) if k in ours})
@@ -122,8 +123,15 @@ def from_dict(cls, d: dict):
         if multiplier is None:
             raise ConfigError("config: phi3small needs ff_intermediate_size or "
                               "ff_dim_multiplier")
+        hidden = kwargs["hidden_size"]
+        if not (isinstance(multiplier, (int, float)) and not isinstance(multiplier, bool)
+                and 0 < multiplier < 1e6 and isinstance(hidden, int)
+                and not isinstance(hidden, bool) and hidden > 0):
+            raise ConfigError(f"config: ff_dim_multiplier must be a positive number and "
+                              f"hidden_size a positive integer, got {multiplier!r} and "
+                              f"{hidden!r}")
         # the published rule: multiplier * (C // 3) * 2, rounded up to a multiple of 256
-        size = multiplier * (kwargs["hidden_size"] // 3) * 2
+        size = int(multiplier * (hidden // 3) * 2)
         if d.get("gegelu_pad_to_256", True):
             size = -(-size // 256) * 256
         kwargs["intermediate_size"] = size
@@ -134,6 +142,7 @@ def from_dict(cls, d: dict):
         return cls(extra=d, **kwargs)
     except TypeError as e:
         raise ConfigError(f"config: {e}") from None
+
 
 def to_dict(self) -> dict:
     """phi-3-small's config.json layout, keys sorted as the published file has them."""

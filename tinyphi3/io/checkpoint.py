@@ -48,6 +48,11 @@ def tensor_index(path) -> dict:
             weight_map = json.loads((path / INDEX_FILE).read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise CorruptCheckpointError(f"{path / INDEX_FILE}: not a valid index ({e})") from None
+        if not isinstance(weight_map, dict) or not all(
+                isinstance(shard, str) and shard and Path(shard).name == shard
+                and shard not in (".", "..") for shard in weight_map.values()):
+            raise CorruptCheckpointError(f"{path / INDEX_FILE}: weight_map must map tensor names "
+                                         f"to shard file names in the checkpoint directory")
         shards = {}
         for shard in sorted(set(weight_map.values())):
             if not (path / shard).is_file():
@@ -64,6 +69,21 @@ def tensor_index(path) -> dict:
         f = SafetensorsFile(path / SINGLE_FILE)
         return {name: f for name in f.keys()}
     raise CheckpointError(f"{path}: no {SINGLE_FILE} or {INDEX_FILE}")
+
+
+def stored_bytes(index: dict) -> int:
+    """Bytes of tensor data the checkpoint's files hold (from their headers)."""
+    return sum(f.data_size for f in {id(f): f for f in index.values()}.values())
+
+
+def check_size(config: Phi3Config, parameter_count: int, index: dict, min_bits=4) -> None:
+    """Refuse a configuration whose tensors could not fit in the files, before anything is
+    allocated or listed: `parameter_count` weights take at least `min_bits` each."""
+    held = stored_bytes(index)
+    if parameter_count * min_bits > 8 * held:
+        raise ShapeMismatchError(f"config.json describes a model of {parameter_count:,} "
+                                 f"parameters, more than the checkpoint's files hold "
+                                 f"({held:,} bytes of tensors)")
 
 
 def tied_copies(config: Phi3Config) -> tuple:
@@ -88,8 +108,17 @@ def load_tensors(path, expected_shapes: dict, ignored=()) -> dict:
               disable=sum(sizes.values()) < PROGRESS_BYTES, leave=False) as progress:
         for name in expected_shapes:
             params[name] = index[name].get(name).astype(np.float32, copy=False)
+            check_finite(name, params[name], index[name].path)
             progress.update(sizes[name])
     return params
+
+
+def check_finite(name, array, path) -> None:
+    """A weight that holds NaN or an infinity is a corrupt file (flipped bits, a failed write),
+    not a model: say so instead of computing NaN logits."""
+    if not np.isfinite(array).all():
+        raise CorruptCheckpointError(f"{path}: tensor {name!r} holds NaN or infinite values "
+                                     f"(the file is corrupt)")
 
 
 def check_tensors(index: dict, expected_shapes: dict, expected_dtypes=None) -> None:

@@ -9,6 +9,7 @@ converts to float32 tensor by tensor, never with a second full copy of the weigh
 """
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -38,6 +39,11 @@ class SafetensorsFile:
 
     def keys(self):
         return list(self.entries)
+
+    @property
+    def data_size(self) -> int:
+        """Bytes of tensor data the header describes (each entry checked against the file)."""
+        return sum(e["data_offsets"][1] - e["data_offsets"][0] for e in self.entries.values())
 
     def shape(self, name):
         return tuple(self.entries[name]["shape"])
@@ -80,6 +86,9 @@ def read_header(path):
     if not isinstance(header, dict):
         raise CorruptCheckpointError(f"{path}: header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise CorruptCheckpointError(f"{path}: __metadata__ must map strings to strings")
     data_start, data_size = 8 + n, size - 8 - n
     spans = []
     for name, entry in header.items():
@@ -96,16 +105,18 @@ def _check_entry(path, name, entry, data_size):
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
         raise CorruptCheckpointError(f"{path}: header entry {name!r} lacks "
                                      "dtype/shape/data_offsets")
-    if entry["dtype"] not in DTYPES:
+    if not isinstance(entry["dtype"], str) or entry["dtype"] not in DTYPES:
         raise UnsupportedDtypeError(f"{path}: tensor {name!r} has dtype {entry['dtype']!r}; "
                                     f"supported: {', '.join(DTYPES)}")
     shape, offsets = entry["shape"], entry["data_offsets"]
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool)
+                                            and d >= 0 for d in shape)):
         raise CorruptCheckpointError(f"{path}: tensor {name!r} has an invalid shape {shape!r}")
     if not (isinstance(offsets, list) and len(offsets) == 2
-            and all(isinstance(o, int) for o in offsets) and 0 <= offsets[0] <= offsets[1]):
+            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
         raise CorruptCheckpointError(f"{path}: tensor {name!r} has invalid offsets {offsets!r}")
-    expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[entry["dtype"]].itemsize
+    expected = math.prod(shape) * DTYPES[entry["dtype"]].itemsize        # exact: no overflow
     if offsets[1] - offsets[0] != expected:
         raise CorruptCheckpointError(
             f"{path}: tensor {name!r} spans {offsets[1] - offsets[0]} bytes but shape {shape} "

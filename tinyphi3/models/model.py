@@ -22,7 +22,7 @@ from tinyphi3.inference.cache import KVCache
 from tinyphi3.io import checkpoint
 from tinyphi3.models.call import ForwardCall, WeightFormat
 from tinyphi3.models.variants import variant_for
-from tinyphi3.models.weights import init_parameters, parameter_shapes
+from tinyphi3.models.weights import init_parameters, parameter_count, parameter_shapes
 from tinyphi3.nn.arrays import array_module
 from tinyphi3.nn.attention import causal_mask
 from tinyphi3.nn.autograd import Parameter, Tensor, enable_grad, is_recording
@@ -63,8 +63,9 @@ class Phi3:
         """Load a Hugging Face directory (config.json + safetensors, single or sharded); the
         variant (phi3, phi3small) comes from config.json's model_type."""
         config = checkpoint.load_config(path)
-        shapes = parameter_shapes(config)
         qc = quant_checkpoint.quantization_config(path)
+        checkpoint.check_size(config, parameter_count(config), checkpoint.tensor_index(path))
+        shapes = parameter_shapes(config)
         if qc is not None:                                   # 4-bit weights: the Q4 format
             tensors = quant_checkpoint.load_quantized_tensors(path, config, shapes, qc)
             model = cls(config, tensors, weight_format=Q4)

@@ -1,5 +1,7 @@
 """The model's tensors: names and shapes (from its variant) and their random initialisation."""
 
+import math
+
 import numpy as np
 
 from tinyphi3.config import Phi3Config
@@ -26,3 +28,12 @@ def init_parameters(config: Phi3Config, seed: int = 0) -> dict:
             std = variant.init_std(name, config)
             params[name] = (rng.standard_normal(shape, np.float32) * np.float32(std))
     return params
+
+
+def parameter_count(config: Phi3Config) -> int:
+    """The number of weights, counted without listing every layer's tensors (the layers are
+    alike): what a checkpoint's files must at least hold, checked before anything is read."""
+    one_layer = variant_for(config).parameter_shapes(config.replace(num_hidden_layers=1))
+    layer = sum(math.prod(s) for n, s in one_layer.items() if n.startswith("model.layers.0."))
+    rest = sum(math.prod(s) for n, s in one_layer.items() if not n.startswith("model.layers."))
+    return rest + config.num_hidden_layers * layer

@@ -45,10 +45,22 @@ class AlreadyQuantizedError(CheckpointError):
 
 def quantization_config(path) -> dict | None:
     """The checkpoint's quantization_config (None for a float checkpoint)."""
-    raw = json.loads((checkpoint.checkpoint_dir(path) / "config.json").read_text())
-    qc = raw.get("quantization_config")
+    file = checkpoint.checkpoint_dir(path) / "config.json"
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{file}: cannot read it as JSON ({e})") from None
+    qc = raw.get("quantization_config") if isinstance(raw, dict) else None
     if qc is None:
         return None
+    if not isinstance(qc, dict):
+        raise CheckpointError(f"{path}: config.json's quantization_config must be an object")
+    for key, kind in (("bits", int), ("block_size", int), ("scheme", str)):
+        value = qc.get(key, "symmetric" if key == "scheme" else None)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(f"{path}: quantization_config.{key} must be "
+                                  f"{'an integer' if kind is int else 'a string'}, "
+                                  f"got {value!r}")
     if qc.get("quant_method") != QUANT_METHOD:
         raise CheckpointError(f"{path}: quantization method {qc.get('quant_method')!r} is not "
                               f"one tinyphi3 reads (it reads {QUANT_METHOD!r})")
@@ -56,8 +68,7 @@ def quantization_config(path) -> dict | None:
         raise CheckpointError(f"{path}: its 4-bit weights are packed as {qc.get('packing')!r}, "
                               f"this tinyphi3 reads {PACKING!r}; quantize the float checkpoint "
                               f"again with `tinyphi3 quantize`")
-    quant.check_options(int(qc.get("bits", 0)), int(qc.get("block_size", 0)),
-                        qc.get("scheme", "symmetric"))
+    quant.check_options(qc["bits"], qc["block_size"], qc.get("scheme", "symmetric"))
     return qc
 
 
@@ -170,10 +181,15 @@ def load_quantized_tensors(path, config: Phi3Config, shapes: dict, qc: dict) -> 
     for name, shape in shapes.items():
         if not is_quantized_name(name, shape):
             params[name] = index[name].get(name).astype(np.float32, copy=False)
+            checkpoint.check_finite(name, params[name], index[name].path)
             continue
         prefix = name[:-len(".weight")]
         mins = index[f"{prefix}.mins"].get(f"{prefix}.mins") if f"{prefix}.mins" in index else None
         params[name] = quant.Q4Weight(index[f"{prefix}.qweight"].get(f"{prefix}.qweight"),
                                       index[f"{prefix}.scales"].get(f"{prefix}.scales"),
                                       mins, shape[0], shape[1])
+        for part in ("scales", "mins"):
+            if getattr(params[name], part) is not None:
+                checkpoint.check_finite(f"{prefix}.{part}", getattr(params[name], part),
+                                        index[f"{prefix}.{part}"].path)
     return params

@@ -48,7 +48,8 @@ from pathlib import Path
 import sentencepiece as spm
 
 from tinyphi3.tokenizers.chat_template import PHI3_CHAT_TEMPLATE, ChatTemplateMixin
-from tinyphi3.tokenizers.files import read_json
+from tinyphi3.tokenizers.files import (check_added_tokens_decoder, check_chat_template,
+                                       check_flags, check_token_entry, read_json)
 from tinyphi3.tokenizers.piece_bpe import PieceBPE, merge_ranks, merge_ranks_of_tokenizer_json
 from tinyphi3.errors import TokenizerError
 
@@ -227,7 +228,8 @@ class Tokenizer(ChatTemplateMixin):
                 model = json.loads(tokenizer_json).get("model") or {}
             except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
                 raise TokenizerError(f"tokenizer.json is not a JSON object ({err})") from err
-            if model.get("type") not in (None, "BPE") or not isinstance(model.get("merges"), list):
+            if not isinstance(model, dict) or model.get("type") not in (None, "BPE") \
+                    or not isinstance(model.get("merges"), list):
                 raise TokenizerError("tokenizer.json: its model must be BPE with a list of merges")
             ranks = merge_ranks_of_tokenizer_json(model["merges"], ids)
         unk = next((i for i, (_, kind) in enumerate(pieces) if kind == UNKNOWN), 0)
@@ -243,6 +245,9 @@ class Tokenizer(ChatTemplateMixin):
                 raise TokenizerError(f"added_tokens_decoder[{key}] must be a dict with 'content'")
             token = AddedToken(entry["content"], int(key), bool(entry.get("lstrip", False)),
                                bool(entry.get("rstrip", False)), bool(entry.get("special", True)))
+            if token.id in added or token.content in {t.content for t in added.values()}:
+                raise TokenizerError(f"added_tokens_decoder lists id {token.id} or the token "
+                                     f"{token.content!r} twice")
             if token.id < self.base_vocab_size and self._sp.id_to_piece(token.id) != token.content:
                 raise TokenizerError(f"added token {token.content!r} has id {token.id}, which "
                                      f"tokenizer.model holds as {self._sp.id_to_piece(token.id)!r}")
@@ -273,18 +278,39 @@ class Tokenizer(ChatTemplateMixin):
         except OSError as err:
             raise TokenizerError(f"cannot read {model_file}: "
                                  f"the SentencePiece model ({err})") from err
-        config = dict(read_json(directory / "tokenizer_config.json"))
-        special_tokens_map = read_json(directory / "special_tokens_map.json", required=False)
-        added_tokens = read_json(directory / "added_tokens.json", required=False) or {}
+        config_file = directory / "tokenizer_config.json"
+        config = dict(read_json(config_file))
+        check_added_tokens_decoder(config.get("added_tokens_decoder"), config_file)
+        for name in SPECIAL_TOKEN_NAMES:
+            check_token_entry(config.get(name), config_file, name)
+        check_flags(config, config_file, ("add_bos_token", "add_eos_token", "legacy"))
+        check_chat_template(config.get("chat_template"), config_file)
+        map_file = directory / "special_tokens_map.json"
+        special_tokens_map = read_json(map_file, required=False)
         for name, token in (special_tokens_map or {}).items():
-            config.setdefault(name, token)
+            if name in SPECIAL_TOKEN_NAMES:
+                check_token_entry(token, map_file, name)
+                config.setdefault(name, token)
+        added_file = directory / "added_tokens.json"
+        added_tokens = read_json(added_file, required=False) or {}
+        for content, token_id in added_tokens.items():
+            if not content or not isinstance(token_id, int) or isinstance(token_id, bool) \
+                    or token_id < 0:
+                raise TokenizerError(f"{added_file}: must map token strings to ids "
+                                     f"(non-negative integers), got {content!r}: {token_id!r}")
         decoder = dict(config.get("added_tokens_decoder") or {})
         tokenizer_json = directory / "tokenizer.json"
         # transformers 5 keeps the added tokens only there
         if not decoder and tokenizer_json.is_file():
-            for entry in read_json(tokenizer_json).get("added_tokens") or []:
+            entries = read_json(tokenizer_json).get("added_tokens") or []
+            if not isinstance(entries, list) or not all(
+                    isinstance(e, dict) and isinstance(e.get("id"), int) for e in entries):
+                raise TokenizerError(f"{tokenizer_json}: added_tokens must be a list of "
+                                     f"objects with an integer id")
+            for entry in entries:
                 decoder[str(entry["id"])] = {key: entry[key]
                                              for key in ADDED_TOKEN_KEYS if key in entry}
+            check_added_tokens_decoder(decoder, tokenizer_json)
         listed = {_content(entry) for entry in decoder.values()}
         for content, token_id in added_tokens.items():
             if content not in listed:

@@ -37,13 +37,15 @@ from tinyphi3.tokenizers.byte_bpe import (BYTE_TOKENS, CL100K_PATTERN, check_ran
                                                 read_ranks, train_bpe_ranks, write_ranks)
 from tinyphi3.tokenizers.chat_template import PHI3_CHAT_TEMPLATE, ChatTemplateMixin
 from tinyphi3.errors import TokenizerError
-from tinyphi3.tokenizers.files import read_json, training_files
+from tinyphi3.tokenizers.files import (check_added_tokens_decoder, check_chat_template, read_json,
+                                       training_files)
 
 TOKENIZER_CLASS = "Phi3SmallTokenizer"
 PUBLISHED_RANKS_FILE = "cl100k_base.tiktoken"
 TRAINED_RANKS_FILE = "tokenizer.tiktoken"
 CL100K_RANKS = 100256                 # cl100k_base's mergeable ranks: ids 0..100255
 # 100256 + 21 special ids, rounded up: 100352 (the published vocab_size)
+MAX_EXTRA_IDS = 4096                  # special and padding ids a directory may list past the ranks
 VOCAB_PAD_MULTIPLE = 128
 ENDOFTEXT = "<|endoftext|>"
 STOP_TOKENS = ("<|end|>", ENDOFTEXT)
@@ -129,7 +131,18 @@ class TiktokenTokenizer(ChatTemplateMixin):
         directory = Path(path)
         if not directory.is_dir():
             raise TokenizerError(f"tokenizer directory {directory} does not exist")
-        config = read_json(directory / "tokenizer_config.json", required=False) or {}
+        config_file = directory / "tokenizer_config.json"
+        config = read_json(config_file, required=False) or {}
+        check_added_tokens_decoder(config.get("added_tokens_decoder"), config_file)
+        check_chat_template(config.get("chat_template"), config_file)
+        for key in ("tokenizer_class", "vocab_file"):
+            if config.get(key) is not None and not isinstance(config[key], str):
+                raise TokenizerError(f"{config_file}: {key} must be a string, "
+                                     f"got {config[key]!r}")
+        length = config.get("model_max_length", 8192)
+        if not isinstance(length, (int, float)) or isinstance(length, bool) or not length > 0:
+            raise TokenizerError(f"{config_file}: model_max_length must be a positive number, "
+                                 f"got {length!r}")
         if config.get("tokenizer_class", TOKENIZER_CLASS) != TOKENIZER_CLASS:
             raise TokenizerError(f"{directory} holds a {config['tokenizer_class']}, "
                                  "not phi-3-small's tiktoken tokenizer: load it with "
@@ -145,6 +158,9 @@ class TiktokenTokenizer(ChatTemplateMixin):
                                  f"must map ids to {{'content': ...}}") from None
         # listed: the padded size is the last id + 1
         beyond = [i for i in listed if i >= len(ranks)]
+        if beyond and max(beyond) >= len(ranks) + MAX_EXTRA_IDS:
+            raise TokenizerError(f"{config_file}: added_tokens_decoder lists id {max(beyond)}, "
+                                 f"more than {MAX_EXTRA_IDS} past the {len(ranks)} ranks")
         vocab_size = (max(max(beyond) + 1, len(ranks) + len(PHI3_SMALL_SPECIAL_TOKENS)) if beyond
                       else padded_size(len(ranks)))
         expected = {i: token
