@@ -3,8 +3,11 @@
 #
 # A language model reads integers, not text. Phi-3-mini turns text into integers with the
 # tokenizer of Llama-2: a SentencePiece **byte-pair encoding** (BPE) of 32000 pieces with
-# **byte fallback**, plus eleven tokens that Phi-3 appends after it for chatting. This lesson
-# builds the idea step by step on a tokenizer small enough to read:
+# **byte fallback**, plus eleven tokens that Phi-3 appends after it for chatting. The Phi-3
+# report states this in §2 (Technical Specifications): phi-3-mini "uses the same tokenizer" as
+# Llama-2 with a vocabulary of 32064, and its footnote 1 says BoS tokens are removed and tokens
+# are added for the chat template; the same paragraph prints the chat format (section 7 below).
+# This lesson builds the idea step by step on a tokenizer small enough to read:
 #
 # 1. train a tokenizer from text (nothing is downloaded);
 # 2. the base vocabulary: control pieces, 256 byte pieces, learned merges;
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from tinyphi3.config import preset
 from tinyphi3.tokenizers.chat_template import PHI3_CHAT_TEMPLATE
 from tinyphi3.tokenizers.sentencepiece_bpe import Tokenizer
 from tinyphi3.tokenizers.train_sentencepiece import PHI3_ADDED_TOKENS, train_tokenizer
@@ -187,6 +191,17 @@ print("bos", tok.bos_token_id, " eos", tok.eos_token_id, " pad", tok.pad_token_i
 assert tok.eos_token == "<|endoftext|>" and tok.eos_token_id == 500
 
 # %% [markdown]
+# The report's vocabulary size, 32064 (§2), is the number of rows of the model's embedding
+# table, not of the tokenizer: 32000 pieces and 11 added tokens use 32011 of them, and the
+# other 53 rows belong to no token.
+
+# %%
+phi3_rows = preset("phi-3-mini-4k").vocab_size
+print(f"embedding rows {phi3_rows} = 32000 pieces + {len(PHI3_ADDED_TOKENS)} added tokens "
+      f"+ {phi3_rows - 32000 - len(PHI3_ADDED_TOKENS)} unused")
+assert phi3_rows == 32064 and 32000 + len(PHI3_ADDED_TOKENS) == 32011
+
+# %% [markdown]
 # ## 7. The chat template
 #
 # A conversation is a list of messages. Phi-3-mini's template (a Jinja template stored in the
@@ -215,6 +230,28 @@ print([tok.id_to_token(i) for i in ids])
 controls = [tok.id_to_token(i) for i in ids if i >= tok.base_vocab_size]
 assert controls == ["<|system|>", "<|end|>", "<|user|>", "<|end|>", "<|assistant|>"]
 assert tok.token_to_id("<0x0A>") not in ids          # no newline tokens: rstrip ate them
+assert tok.bos_token_id not in ids                   # no <s>: the report's footnote 1, §2
+
+# %% [markdown]
+# ### The report's own chat line
+#
+# The report (§2) prints the chat format as `<|user|>\n Question <|end|>\n <|assistant|>`.
+# The template above differs from that line in three ways: it has a `<|system|>` role, which
+# the report does not show (explicit support for the `<|system|>` tag came with the published
+# models' June 2024 update); it writes a content right after the newline, with no spaces
+# around it; and it ends with `<|assistant|>\n`. As ids, `rstrip` eats most of that
+# whitespace, so a one-question chat differs by one token only: the space before `<|end|>`.
+
+# %%
+question = [{"role": "user", "content": "What is a circle?"}]
+ours = tok.apply_chat_template(question, add_generation_prompt=True, tokenize=True)
+report_line = "<|user|>\n What is a circle? <|end|>\n <|assistant|>"
+as_report = tok.encode_parts(tok.split_control_tokens(report_line))
+print("template:   ", [tok.id_to_token(i) for i in ours])
+print("report line:", [tok.id_to_token(i) for i in as_report])
+extra = as_report.index(tok.token_to_id("<|end|>")) - 1         # the token before <|end|>
+assert tok.id_to_token(as_report[extra]) == "▁"
+assert as_report[:extra] + as_report[extra + 1:] == ours
 
 # %% [markdown]
 # ## 8. A user's `<|end|>` stays text
@@ -249,3 +286,16 @@ assert not set(tok.encode("<|end|><|user|>")) & set(tok.special_tokens.values())
 reloaded = Tokenizer.from_pretrained(workdir / "tok")
 assert reloaded.encode("the cat sees 42 trees") == tok.encode("the cat sees 42 trees")
 print("lesson 1 done")
+
+# %% [markdown]
+# ## Where it lives
+#
+# - `tinyphi3/tokenizers/train_sentencepiece.py`: `train_tokenizer`, `PHI3_ADDED_TOKENS`,
+#   `phi3_tokenizer_config` (the `rstrip` flags, `legacy: false`, no bos added).
+# - `tinyphi3/tokenizers/piece_bpe.py`: `merge_ranks`, `PieceBPE.encode` (merges ranked as
+#   transformers ranks them, the rule of section 3).
+# - `tinyphi3/tokenizers/sentencepiece_bpe.py`: `Tokenizer.encode`, `Tokenizer.decode` (byte
+#   fallback, dummy prefix), `Tokenizer.split_control_tokens`, `Tokenizer.encode_parts`,
+#   `Tokenizer.from_pretrained`.
+# - `tinyphi3/tokenizers/chat_template.py`: `PHI3_CHAT_TEMPLATE`,
+#   `ChatTemplateMixin.apply_chat_template`, `render_with_placeholders`, `fill_placeholders`.

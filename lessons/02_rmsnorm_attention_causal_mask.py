@@ -14,9 +14,18 @@
 # 4. the causal mask (a token sees itself and its past) and the sliding window;
 # 5. grouped-query attention: fewer key/value heads, a smaller KV cache, the same maths.
 #
+# The report (§2, Technical Specifications) describes phi-3-mini as a transformer decoder
+# (Vaswani et al. 2017) "built upon a similar block structure as Llama-2", with 3072 hidden
+# dimensions, 32 heads and 32 layers; phi-3-medium has 40 heads and 40 layers, and phi-3-small
+# uses grouped-query attention with 4 queries sharing 1 key. Llama-2's block is the pre-norm
+# block above. The report names neither RMSNorm nor the sliding window: those, like medium's 10
+# key/value heads, come from the published config.json files.
+#
 # Pictures go to `lesson_outputs/` in the current directory.
 
 # %%
+import math
+
 import numpy as np
 
 import _plot
@@ -68,7 +77,8 @@ assert np.allclose(rms_norm(-x, w, eps), -rms_norm(x, w, eps))
 
 tiny = 1e-4 * x / np.sqrt(np.mean(x**2))                 # rms 1e-4, so mean(x^2) = 1e-8 << eps
 shrink = np.abs(rms_norm(tiny, w, eps)).mean() / np.abs(rms_norm(x, w, eps)).mean()
-print(f"scale invariant for c in (0.5, 10, 1000); a vector of rms 1e-4 comes out {shrink:.3f}x as large")
+print(f"scale invariant for c in (0.5, 10, 1000); "
+      f"a vector of rms 1e-4 comes out {shrink:.3f}x as large")
 assert shrink < 0.1
 
 # %% [markdown]
@@ -196,9 +206,10 @@ print("picture:", _plot.heatmaps("02_causal_attention_weights.png",
 #
 # ## The sliding window
 #
-# phi-3-mini-4k and phi-3-medium-4k set `sliding_window = 2047`: a query reads at most the
-# last 2047 keys, itself included. Information from further back still arrives, but indirectly,
-# through earlier layers. The same picture with a window of 4 on 16 tokens:
+# phi-3-mini-4k and phi-3-medium-4k set `sliding_window = 2047` (in config.json): a query reads
+# at most the last 2047 keys, itself included. Information from further back still arrives, but
+# indirectly, through earlier layers; we show that below. First the mask with a window of 4 on
+# 16 tokens:
 
 # %%
 mini = preset("phi-3-mini-4k")
@@ -219,15 +230,72 @@ print("picture:", _plot.heatmaps("02_sliding_window.png",
                                  "Which keys each query may read (dark = allowed)", vmax=1.0))
 
 # %% [markdown]
-# With 32 layers and a window of 2047, a token can still be influenced by any earlier token of
-# a 4096-token context: each layer reaches 2046 positions further back.
+# ### Beyond the window, through the layers
 #
+# In one layer, query `i` reads keys `i - w + 1 .. i` and nothing else. But the next layer reads
+# the first layer's outputs, and each of those already mixes `w` inputs: two layers reach
+# `2 (w - 1)` tokens back, three layers `3 (w - 1)`. To see it, we stack three attention layers,
+# each `x + attention(rms_norm(x))` with one head, random weights and the window of 4 above,
+# nudge one input token at a time, and record which outputs move.
+
+# %%
+C, layers = 8, 3
+stack = [[rng.standard_normal((C, C)).astype(np.float32) / np.sqrt(C) for _ in range(3)]
+         for _ in range(layers)]                                 # (Wq, Wk, Wv) per layer
+
+
+def windowed_stack(x):
+    """Every layer's output of x <- x + attention(rms_norm(x)), one head, window of 4."""
+    outputs = []
+    for wq, wk, wv in stack:
+        xn = rms_norm(x, np.ones(C, np.float32), eps)                     # [1, T, C]
+        q, k, v = (xn @ w_qkv for w_qkv in (wq, wk, wv))                   # [1, T, C] each
+        heads = attention(q[:, None], k[:, None], v[:, None],            # -> [1, H=1, T, C]
+                          windowed[None, None], scale=1 / np.sqrt(C))
+        x = x + heads[:, 0]                                              # [1, T, C]
+        outputs.append(x)
+    return outputs
+
+
+x_in = rng.standard_normal((1, T, C)).astype(np.float32)                # [1, T=16, C]
+plain = windowed_stack(x_in)
+moves = np.zeros((layers, T, T), dtype=bool)     # moves[l, i, j]: output i after l+1 layers
+for j in range(T):                               # changes when input j is nudged
+    nudged = x_in.copy()
+    nudged[0, j] += 1.0
+    for l, out in enumerate(windowed_stack(nudged)):
+        moves[l, :, j] = np.any(out[0] != plain[l][0], axis=-1)
+
+last, back = T - 1, 5                            # token 10 is 5 > window back from token 15
+print(f"does input {last - back} move output {last}?",
+      {f"after {l + 1} layer{'s' * (l > 0)}": bool(moves[l, last, last - back])
+       for l in range(layers)})
+assert not moves[0, last, last - back] and moves[1, last, last - back]
+for l in range(layers):                          # exactly the keys reachable in l+1 hops
+    reachable = np.linalg.matrix_power(windowed.astype(int), l + 1) > 0
+    assert np.array_equal(moves[l], reachable)
+    assert np.flatnonzero(moves[l, last])[0] == last - (l + 1) * (window - 1)
+print("picture:", _plot.heatmaps(
+    "02_sliding_window_reach.png",
+    [(f"after {l + 1} layer{'s' * (l > 0)}", moves[l]) for l in range(layers)],
+    f"Which inputs (columns) move each output (rows), sliding_window={window}", vmax=1.0))
+
+# %% [markdown]
+# The band widens by `w - 1 = 3` per layer: output 15 depends on inputs 12..15 after one layer,
+# 9..15 after two and 6..15 after three. In phi-3-mini-4k the band widens by 2046 per layer, so
+# three of its 32 layers already span the whole 4096-token context.
+
+# %%
+assert math.ceil((4096 - 1) / (mini.sliding_window - 1)) == 3 < mini.num_hidden_layers
+
+# %% [markdown]
 # ## 5. Grouped-query attention (GQA)
 #
 # In multi-head attention (MHA) every one of the `H` query heads has its own key and value head.
 # In grouped-query attention (Ainslie et al. 2023) there are only `KV` key/value heads, each
 # shared by `g = H / KV` query heads: query head `h` reads KV head `h // g`. phi-3-mini uses MHA
-# (32 / 32); phi-3-medium uses 40 query heads and 10 KV heads (g = 4); phi-3-small 32 / 8.
+# (32 / 32); phi-3-medium uses 40 query heads and 10 KV heads (g = 4); phi-3-small 32 / 8 (the
+# report's "4 queries sharing 1 key", §2).
 #
 # The attention maths is unchanged, but a generating model keeps every past key and value in
 # its KV cache (lesson 5), and that cache shrinks by the factor `g`:
@@ -243,7 +311,8 @@ medium = preset("phi-3-medium-4k")
 gqa = kv_bytes_per_token(medium, medium.num_key_value_heads)
 mha = kv_bytes_per_token(medium, medium.num_attention_heads)
 ctx = medium.max_position_embeddings
-print(f"phi-3-medium: {medium.num_attention_heads} query heads, {medium.num_key_value_heads} KV heads, "
+print(f"phi-3-medium: {medium.num_attention_heads} query heads, "
+      f"{medium.num_key_value_heads} KV heads, "
       f"head_dim {medium.head_dim}, {medium.num_hidden_layers} layers (bf16 cache)")
 print(f"  GQA: {gqa / 1024:.0f} KiB per token, {gqa * ctx / 2**30:.2f} GiB for {ctx} tokens")
 print(f"  MHA: {mha / 1024:.0f} KiB per token, {mha * ctx / 2**30:.2f} GiB for {ctx} tokens")
@@ -269,7 +338,8 @@ mask = causal_mask(np.arange(T), np.ones((B, T), dtype=bool))
 scale = 1 / np.sqrt(hd)
 
 out_gqa = attention(q, k, v, mask, scale)                                          # [B, H, T, hd]
-out_mha = attention(q, np.repeat(k, g, axis=1), np.repeat(v, g, axis=1), mask, scale)  # KV -> H heads
+out_mha = attention(q, np.repeat(k, g, axis=1), np.repeat(v, g, axis=1),   # KV -> H heads
+                    mask, scale)
 assert np.allclose(out_gqa, out_mha, atol=1e-6)
 
 for h in range(H):                                      # head h reads KV head h // g, by hand
@@ -284,6 +354,17 @@ print("GQA equals MHA with repeated KV heads: max difference", np.abs(out_gqa - 
 # - RMSNorm: `w * x / sqrt(mean(x^2) + eps)`; blind to the scale of its input.
 # - Attention: `softmax(q k^T / sqrt(hd) + mask) v`; the mask zeroes the future (and, with a
 #   sliding window, the distant past), and every row of weights sums to one.
+# - A window of `w` hides the distant past from one layer only: each layer reaches `w - 1`
+#   tokens further back, so a stack of layers still carries it forward.
 # - GQA shares each KV head among `g` query heads: same maths, a `g` times smaller KV cache.
 #
 # Next: where the positions come in (RoPE and LongRoPE, lesson 3).
+
+# %% [markdown]
+# ## Where it lives
+#
+# - `tinyphi3/nn/layers.py`: `rms_norm`, `softmax`, `linear`, `embedding`.
+# - `tinyphi3/nn/attention.py`: `causal_mask` (causal, sliding window, padding), `attention`
+#   (grouped-query heads without copying the KV heads).
+# - `tinyphi3/models/phi3.py`: `self_attention` (qkv_proj, RoPE, attention, o_proj of one layer).
+# - `tinyphi3/config/presets.py`: `preset` (`sliding_window`, head counts of the report's models).

@@ -10,8 +10,8 @@
 # Steps:
 #
 # 1. rotating pairs of dimensions: the rotate-half form;
-# 2. why `q . k` then depends only on the distance between the two tokens;
-# 3. one frequency per pair of dimensions, from fast to very slow;
+# 2. one frequency per pair of dimensions, from fast to very slow;
+# 3. why `q . k` then depends only on the distance between the two tokens;
 # 4. LongRoPE: a short and a long set of per-frequency factors, chosen by sequence length;
 # 5. the magnitude factor `sqrt(1 + ln s / ln L0)`;
 # 6. why generation must recompute its KV cache when it crosses the original length.
@@ -28,6 +28,7 @@ from tinyphi3.nn.layers import softmax
 from tinyphi3.models.model import Phi3
 from tinyphi3.nn.rope import (apply_rope, rope_cos_sin, rope_frequencies, rope_inv_freq,
                               rotate_half, uses_long_factors)
+from tinyphi3.pictures.charts import line_panels
 
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 rng = np.random.default_rng(0)
@@ -115,36 +116,53 @@ for m, n in [(3, 1), (10, 8), (1003, 1001), (4000, 3998), (3, 0)]:
 reference = rope_dot(q, k, 3, 1)
 for m, n in [(10, 8), (1003, 1001), (4000, 3998)]:
     assert abs(rope_dot(q, k, m, n) - reference) < 1e-3
-assert abs(rope_dot(q, k, 3, 0) - reference) > 0.1                   # another distance, another score
+assert abs(rope_dot(q, k, 3, 0) - reference) > 0.1         # another distance, another score
 
 # %% [markdown]
-# The same statement as a picture: `q . k` against the distance, for a query that sits at
-# position `start + distance` and a key at `start`. We take `k = q`, so distance 0 gives
-# `|q|^2`, and the curves for three starting points lie on top of each other.
+# The same statement as a picture. Each panel puts the key at another absolute position
+# (0, 500, 3000) and moves the query away from it, up to 63 tokens; we take `k = q`, so the
+# query on the key gives `|q|^2`. The x axes show absolute query positions, yet the three
+# curves are one curve, shifted: the score sees only the distance `m - n`, never where the pair
+# sits. The dot marks the query 10 tokens after the key, the same value in every panel.
 
 # %%
 distances = np.arange(0, 64)
-curves = {}
-for start in (0, 500, 3000):
-    curves[f"key at {start}"] = (distances, [rope_dot(q, q, start + t, start) for t in distances])
-for ys in curves.values():
-    assert np.allclose(ys[1], curves["key at 0"][1], atol=1e-3)
-print("picture:", _plot.line_plot("03_rope_relative.png", curves,
-                                  "RoPE: q.k depends only on the distance (phi-3-mini frequencies)",
-                                  "distance between query and key (tokens)", "q . k",
-                                  legend="upper right", overlap=True))
+starts = (0, 500, 3000)
+curves = {start: np.array([rope_dot(q, q, start + t, start) for t in distances])
+          for start in starts}
+for start in starts:
+    assert np.allclose(curves[start], curves[0], atol=1e-3)
+assert np.isclose(curves[0][0], float((q * q).sum()), rtol=1e-5)       # distance 0: |q|^2
+print("picture:", line_panels(
+    "03_rope_relative.png",
+    [(f"key at position {start}", start + distances, curves[start]) for start in starts],
+    "RoPE: the same q.k curve wherever the key sits (phi-3-mini frequencies)",
+    "query position (key position + distance)", "q . k", marks=[start + 10 for start in starts]))
 
 # %% [markdown]
 # ## 4. LongRoPE: a factor per frequency
 #
-# phi-3-mini-128K keeps the 4K model's weights and rescales each frequency by its own factor:
+# phi-3-mini-128K has the architecture of the 4K model; what changes is that each frequency is
+# rescaled by its own factor:
 #
 #     inv_freq[i] = 1 / (factor[i] * theta^(2i / d))
 #
+# Rescaled frequencies alone are not the whole recipe: the report (§2, Post-training) says the
+# context was extended in two stages, long-context mid-training and then post-training (SFT and
+# DPO) on a mix of long and short data, so the 128K model's weights are trained for the new
+# angles and differ from the 4K model's.
+#
 # A factor `f` stretches the wavelength of pair `i` by `f`, so position `f * m` gets the angle
-# position `m` had. The model ships two sets of 48 factors, found by search in the LongRoPE
+# position `m` had. The model ships two sets of 48 factors, found by the search of the LongRoPE
 # paper: `short_factor` (close to 1, for sequences up to the original 4096 tokens) and
-# `long_factor` (up to about 65, for longer ones). Here are the published values:
+# `long_factor` (up to about 65, for longer ones).
+#
+# The values below are `tinyphi3/presets/longrope_factors_mini_128k.json`: the `short_factor`
+# and `long_factor` lists of `rope_scaling` in the config.json of Hugging Face's
+# `microsoft/Phi-3-mini-128k-instruct`, as this repository copied them, where the scaling type
+# is named `"longrope"`. That name arrived with the model's June 2024 update, which also
+# changed the lists: the first release (April 2024, type `"su"`) had other values; its
+# `long_factor`, for one, started at 1.03, where the list here starts at 1.08.
 
 # %%
 long_cfg = preset("phi-3-mini-128k")
@@ -155,6 +173,8 @@ assert len(short) == len(long) == long_cfg.rotary_dim // 2 == 48
 print(f"short_factor: {short.min():.2f} .. {short.max():.2f}   "
       f"long_factor: {long.min():.2f} .. {long.max():.2f}")
 assert 1.0 <= short.min() and short.max() < 3.0 and 60 < long.max() < 70
+assert long_cfg.rope_scaling["type"] == "longrope"
+assert round(long[0], 2) == 1.08                             # not the April 2024 list (1.03)
 
 for i in (0, 8, 16, 24, 32, 40, 47):
     print(f"pair {i:2d}: short {short[i]:5.2f}  long {long[i]:6.2f}   wavelength plain "
@@ -164,7 +184,7 @@ for i in (0, 8, 16, 24, 32, 40, 47):
 index = np.arange(48)
 print("picture:", _plot.line_plot("03_longrope_factors.png",
                                   {"long_factor": (index, long), "short_factor": (index, short)},
-                                  "phi-3-mini-128K LongRoPE factors (published values)",
+                                  "phi-3-mini-128K LongRoPE factors (config.json, longrope)",
                                   "frequency index i (pairs i, i+48)", "factor", log_y=True))
 print("picture:", _plot.line_plot(
     "03_longrope_wavelengths.png",
@@ -231,7 +251,8 @@ inv_short = rope_inv_freq(rd, theta, short)
 cos7, sin7 = rope_cos_sin(np.array([[7]]), inv_short)                       # magnitude 1
 cos3, sin3 = rope_cos_sin(np.array([[3]]), inv_short)
 unit = float((apply_rope(q, cos7, sin7) * apply_rope(k, cos3, sin3)).sum())
-print(f"q.k with short factors: magnitude 1 -> {unit:.4f}, magnitude {magnitude:.4f} -> {scaled:.4f}"
+print(f"q.k with short factors: magnitude 1 -> {unit:.4f}, "
+      f"magnitude {magnitude:.4f} -> {scaled:.4f}"
       f" (ratio {scaled / unit:.4f} = 17/12 = {17 / 12:.4f})")
 assert np.isclose(scaled / unit, 17 / 12, rtol=1e-4)
 
@@ -242,8 +263,8 @@ assert np.isclose(scaled / unit, 17 / 12, rtol=1e-4)
 # While the sequence is at most 4096 tokens long they were rotated with the short factors. The
 # moment it reaches 4097, the reference model rotates *every* position with the long factors,
 # so the cached keys are stale: continuing with them gives different logits from a full forward
-# pass. The reference (and `tinyphi3.inference.generate.next_token_logits`) therefore drops the cache
-# once, at the crossing, and recomputes it over the whole sequence with the long factors.
+# pass. The reference (and `tinyphi3.inference.generate.next_token_logits`) therefore drops the
+# cache once, at the crossing, and recomputes it over the whole sequence with the long factors.
 #
 # We show it on the "tiny-longrope" preset, whose original length is 32 instead of 4096. A
 # random model initialised with std 0.02 has nearly flat logits; with std 0.1 it has opinions,
@@ -256,7 +277,7 @@ L0_tiny = cfg.original_max_position_embeddings
 ids = rng.integers(0, cfg.vocab_size, size=L0_tiny + 1)               # 33 tokens: one past L0
 print(f"tiny-longrope: original length {L0_tiny}, sequence of {len(ids)} tokens")
 
-full = model(ids[None])[0, -1]                                          # every key with long factors
+full = model(ids[None])[0, -1]                                # every key with long factors
 
 cache = model.new_cache(1)
 model(ids[None, :L0_tiny], cache=cache)                                 # 32 tokens: short factors
@@ -271,7 +292,8 @@ tv = 0.5 * np.abs(softmax(stale) - softmax(full)).sum()
 print("top-5 tokens, full forward pass :", np.argsort(-full)[:5])
 print("top-5 tokens, stale short cache :", np.argsort(-stale)[:5])
 print(f"max |logit difference| stale {np.abs(stale - full).max():.3f}, recomputed "
-      f"{np.abs(recomputed - full).max():.1e}; next-token distributions differ by {tv:.0%} (total variation)")
+      f"{np.abs(recomputed - full).max():.1e}; next-token distributions differ by {tv:.0%} "
+      f"(total variation)")
 assert np.abs(stale - full).max() > 0.1 and tv > 0.05
 assert np.allclose(recomputed, full, atol=1e-5)
 assert cache.long_rope is True and cache.length == L0_tiny + 1
@@ -310,3 +332,15 @@ assert not np.allclose(at_32, at_33, atol=1e-3)
 # - `cos` and `sin` are scaled by `sqrt(1 + ln 32 / ln 4096) = 1.1902`.
 # - Crossing 4096 tokens changes every position's rotation, so a generator recomputes its cache
 #   once at that point.
+
+# %% [markdown]
+# ## Where it lives
+#
+# - `tinyphi3/nn/rope.py`: `rotate_half`, `apply_rope`, `rope_inv_freq` (with or without
+#   factors), `uses_long_factors`, `rope_frequencies` (the factor set and the magnitude for a
+#   sequence length), `rope_cos_sin`.
+# - `tinyphi3/config/presets.py`: `preset("phi-3-mini-128k")`, which reads
+#   `tinyphi3/presets/longrope_factors_mini_128k.json`.
+# - `tinyphi3/config/phi3.py`: `Phi3Config.longrope_attention_factor` (the magnitude).
+# - `tinyphi3/inference/generate.py`: `next_token_logits` (drops and recomputes the cache when
+#   the sequence crosses `original_max_position_embeddings`).

@@ -2,24 +2,32 @@
 # # Lesson 4: the Phi-3 block
 #
 # phi-3-mini is 32 copies of one block between an embedding table and an output projection.
-# The report (§2) says it "is built upon a similar block structure as Llama-2": a pre-norm
-# transformer block with two residual branches.
+# The report's architecture paragraph (§2, "Technical Specifications") calls it "a transformer
+# decoder architecture" (Vaswani et al. 2017) that "is built upon a similar block structure as
+# Llama-2", citing the Llama paper (Touvron et al. 2023): a pre-norm transformer block with two
+# residual branches.
 #
-#     h   = x + o_proj(attention(rope(q), rope(k), v))     q, k, v = split(qkv_proj(rms_norm(x)))
-#     out = h + down_proj(silu(gate) * up)                 gate, up = split(gate_up_proj(rms_norm(h)))
+#     h   = x + o_proj(attention(rope(q), rope(k), v))   q, k, v = split(qkv_proj(rms_norm(x)))
+#     out = h + down_proj(silu(gate) * up)               gate, up = split(gate_up_proj(rms_norm(h)))
 #
 # Two details differ from Llama's published code: q, k and v come out of ONE fused matrix
 # `qkv_proj`, and the MLP's gate and up projections are ONE fused matrix `gate_up_proj` whose
 # FIRST half is the gate. This lesson walks one block of a random "tiny" model by hand and checks
-# it against `tinyphi3.models.model.decoder_layer`, then counts phi-3-mini's 3.8 billion parameters.
+# it against `tinyphi3.models.phi3.decoder_layer`, draws the block with the shape of every
+# tensor, says why the block has residuals, pre-norm and a gated MLP (with a check of each), then
+# counts phi-3-mini's 3.8 billion parameters.
 
 # %%
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # tiny matrices: one BLAS thread (lesson 8)
+
 import numpy as np
 
 import _plot
 from tinyphi3.nn.attention import causal_mask
 from tinyphi3.config import preset
-from tinyphi3.nn.layers import softmax
+from tinyphi3.nn.layers import gated_mlp, rms_norm, softmax
 from tinyphi3.models.call import ForwardCall
 from tinyphi3.models.model import FLOAT, Phi3
 from tinyphi3.models.phi3 import decoder_layer, self_attention
@@ -136,6 +144,166 @@ print(f"up-first changes the block output by up to {relative:.0%} of the MLP's o
 assert relative > 0.1
 
 # %% [markdown]
+# ## The block in one picture
+#
+# The steps above as boxes, with the shape of the tensor on every arrow. Each shape is written
+# once, in letters, and checked against the array of that step (here B = 1, T = 7, C = 64,
+# H = KV = 4, hd = 16, I = 128), so the picture cannot drift from the code.
+
+# %%
+sizes = dict(B=1, T=T, C=C, H=H, KV=KV, hd=hd, I=I)
+assert (T, C, H, KV, hd, I) == (7, 64, 4, 4, 16, 128)
+
+
+def shape(array, *dims):
+    """'[B, T, (H+2KV)·hd]' for dims ('B', 'T', '(H+2*KV)*hd'), once the dims, evaluated with
+    this model's sizes, are found equal to the array's shape."""
+    numbers = tuple(eval(dim, {"__builtins__": {}}, sizes) for dim in dims)
+    assert array.shape == numbers, (dims, numbers, array.shape)
+    return "[" + ", ".join(dim.replace("2*", "2").replace("*", "·") for dim in dims) + "]"
+
+
+attention_half = [
+    ("RMSNorm\ninput_layernorm", shape(xn, "B", "T", "C")),
+    ("qkv_proj: one matrix", shape(qkv, "B", "T", "(H+2*KV)*hd")),
+    ("split q | k | v, split heads",
+     f"q {shape(q, 'B', 'H', 'T', 'hd')}, k and v {shape(v, 'B', 'KV', 'T', 'hd')}"),
+    ("RoPE on q and k", f"q {shape(q, 'B', 'H', 'T', 'hd')}, k {shape(k, 'B', 'KV', 'T', 'hd')}"),
+    ("causal attention\nsoftmax(q k^T / sqrt(hd)) v", shape(heads, "B", "H", "T", "hd")),
+    ("merge heads", shape(merged, "B", "T", "H*hd")),
+    ("o_proj", shape(attn_out, "B", "T", "C")),
+    ("+", "h " + shape(h, "B", "T", "C")),
+]
+mlp_half = [
+    ("RMSNorm\npost_attention_layernorm", shape(hn, "B", "T", "C")),
+    ("gate_up_proj: one matrix", shape(gate_up, "B", "T", "2*I")),
+    ("silu(gate) * up\n(gate: the first half)", shape(silu_gate * up, "B", "T", "I")),
+    ("down_proj", shape(mlp_out, "B", "T", "C")),
+    ("+", "out " + shape(out, "B", "T", "C")),
+]
+mini = preset("phi-3-mini-4k")
+print("picture:", _plot.block_diagram(
+    "04_phi3_block.png", [attention_half, mlp_half],
+    "One Phi-3 block: pre-norm attention, then a pre-norm gated MLP, each added to the stream",
+    inputs="x " + shape(x, "B", "T", "C"), skips=[(0, 0, 7, "x"), (1, 0, 4, "h")],
+    note=f"red: the residual connections.  phi-3-mini: C = {mini.hidden_size}, "
+         f"H = KV = {mini.num_attention_heads}, hd = {mini.head_dim}, "
+         f"I = {mini.intermediate_size}, and 32 such blocks"))
+assert x.shape == out.shape                                # a block maps [B, T, C] to [B, T, C]
+
+# %% [markdown]
+# ## Why residuals, pre-norm and a gated MLP
+#
+# The Llama paper that the report cites for the block lists what Llama changed in the original
+# transformer (Vaswani et al. 2017): the norm moves to the input of each branch (pre-norm, as
+# GPT-3 did) and becomes RMSNorm, the MLP becomes SwiGLU, and positions come from rotary
+# embeddings (lesson 3). The residual connections were there from the start. The reason for
+# each, and a check of each on a deeper random stack: the tiny sizes with 16 layers.
+#
+# ### Residual connections (He et al. 2016)
+#
+# Each branch *adds* its result to the stream, `x + f(x)`, instead of replacing it; the stream
+# keeps the input's contribution, and each layer writes a correction on top. Two consequences.
+# A layer that should change nothing has it easy: its branch outputs zero, where a plain stack
+# would have to learn to copy its input. And the derivative of `x + f(x)` is `1 + f'(x)`: the
+# gradient of the loss reaches the embeddings through the chain of `+` undiminished, however
+# deep the stack. He et al. found plain networks train *worse* as they get deeper, and residual
+# ones do not. The checks: after 16 blocks the stream is the input plus what the 32 branches
+# wrote, to rounding; and with every `o_proj` and `down_proj` set to zero the stack returns its
+# input unchanged, where the branches alone would return zeros.
+
+# %%
+deep = config.replace(num_hidden_layers=16)
+deep_model = Phi3(deep, seed=1)
+deep_call = ForwardCall(deep, FLOAT, cos, sin, mask)
+layers = [deep_model.layer_weights(i) for i in range(deep.num_hidden_layers)]
+x0 = deep_model.params["model.embed_tokens.weight"][ids]              # [1, T, C]
+rms = lambda a: float(np.sqrt((a**2).mean()))                          # noqa: E731
+
+stream, writes = x0, []                        # writes: what each branch adds, [1, T, C] each
+stream_rms, reads_rms = [rms(x0)], []          # the stream after each block; the branch inputs
+for i, lw in enumerate(layers):
+    before = stream
+    read = rms_norm(stream, lw["input_layernorm"], eps)              # pre-norm: a normalised copy
+    writes.append(self_attention(read, lw, deep_call, i))
+    stream = stream + writes[-1]                                      # residual 1
+    reads_rms.append(rms(read))
+    read = rms_norm(stream, lw["post_attention_layernorm"], eps)
+    writes.append(gated_mlp(read, lw["gate_up_proj"], lw["down_proj"]))
+    stream = stream + writes[-1]                                      # residual 2
+    reads_rms.append(rms(read))
+    stream_rms.append(rms(stream))
+    assert np.allclose(stream, decoder_layer(before, lw, deep_call, i), atol=1e-5)  # library
+assert np.allclose(stream, x0 + sum(writes), atol=1e-5)               # input + 32 writes
+
+silent = [dict(lw, o_proj=0 * lw["o_proj"], down_proj=0 * lw["down_proj"]) for lw in layers]
+passed = x0
+for i, lw in enumerate(silent):
+    passed = decoder_layer(passed, lw, deep_call, i)
+assert np.array_equal(passed, x0)                                     # 16 blocks, identity
+branch_alone = self_attention(rms_norm(x0, silent[0]["input_layernorm"], eps), silent[0],
+                              deep_call, 0)
+assert not branch_alone.any()                                         # without `x +`: zeros
+print("zeroed output projections: 16 blocks return their input; a branch alone returns 0")
+
+# %% [markdown]
+# ### Pre-norm (GPT-2, Radford et al. 2019; Xiong et al. 2020), with RMSNorm (Zhang & Sennrich 2019)
+#
+# The 2017 transformer normalised *after* the sum, `x = norm(x + f(x))` (post-norm). Then the
+# path from input to output passes through a norm in every layer, residual path included, and
+# Xiong et al. showed that at initialisation the gradients near the output are then large, so
+# post-norm needs a slow learning-rate warm-up; with the norm at the branch's input,
+# `x + f(norm(x))`, training does without one. Pre-norm leaves the residual path free of norms, and
+# every branch reads an input of RMS 1 (times its gain) however large the stream has grown.
+# The stream itself is never normalised and grows with depth: that is why the model ends with
+# one more RMSNorm (`model.norm`) before `lm_head`. RMSNorm is LayerNorm without the mean
+# subtraction and the bias: Zhang and Sennrich found it as good, for less work.
+#
+# The check, on the same 16 blocks: the stream's RMS grows layer by layer while every branch
+# reads RMS 1; the same weights run post-norm keep the stream itself at RMS 1.
+
+# %%
+post, post_rms = x0, [rms(x0)]
+for i, lw in enumerate(layers):                 # post-norm: x = norm(x + f(x)), the same weights
+    post = rms_norm(post + self_attention(post, lw, deep_call, i), lw["input_layernorm"], eps)
+    post = rms_norm(post + gated_mlp(post, lw["gate_up_proj"], lw["down_proj"]),
+                    lw["post_attention_layernorm"], eps)
+    post_rms.append(rms(post))
+print("pre-norm stream RMS by layer:", np.round(stream_rms, 2))
+print(f"what the 32 branches read: RMS {min(reads_rms):.4f} .. {max(reads_rms):.4f}")
+depth = np.arange(deep.num_hidden_layers + 1)
+print("picture:", _plot.line_plot(
+    "04_prenorm_scale.png",
+    {"residual stream, post-norm (2017)": (depth, post_rms),
+     "what block i's attention reads, pre-norm": (depth[1:], reads_rms[0::2]),
+     "residual stream, pre-norm (Phi-3)": (depth, stream_rms)},
+    "RMS through 16 random tiny blocks (wide lines lie under narrow ones)",
+    "after block i (0: the embeddings)", "RMS (all positions, channels)", overlap=True))
+assert stream_rms[-1] > 10 * stream_rms[0]                    # the stream grows with depth
+assert max(abs(r - 1) for r in reads_rms) < 1e-3              # every branch reads RMS 1
+assert max(abs(r - 1) for r in post_rms[1:]) < 1e-3           # post-norm pins the stream
+
+# %% [markdown]
+# ### A gated MLP (SwiGLU: Shazeer 2020)
+#
+# The 2017 MLP is `down(relu(up(x)))`. A gated linear unit (Dauphin et al. 2017) multiplies two
+# projections of the same input, one of them through an activation: `silu(gate(x)) * up(x)`.
+# Each hidden unit is a product of two functions of the input, the gate deciding, token by
+# token, how much of `up` passes. Shazeer compared such variants with the plain MLP at the same
+# parameter count and compute, and the gated ones, SwiGLU among the best, reached lower
+# perplexity; the paper gives the measurements and no theory. Three matrices instead of two
+# would add parameters, so the hidden size shrinks from 4C to 2/3 x 4C (as Shazeer did, and
+# Llama after him). phi-3-mini follows it: I = 8192 = 8/3 x 3072, and its MLP has exactly the
+# parameters of a plain 4C one.
+
+# %%
+C_mini, I_mini = mini.hidden_size, mini.intermediate_size
+print(f"gated: 3 x {C_mini} x {I_mini} = {3 * C_mini * I_mini:,};  "
+      f"plain 4C: 2 x {C_mini} x {4 * C_mini} = {2 * C_mini * 4 * C_mini:,}")
+assert 3 * I_mini == 8 * C_mini                                # I = 8/3 C
+assert 3 * C_mini * I_mini == 2 * C_mini * (4 * C_mini)
+
+# %% [markdown]
 # ## The whole model by hand
 #
 # Embedding, every block in turn, a final RMSNorm, and `lm_head` to one logit per vocabulary
@@ -158,7 +326,8 @@ print("logits", logits.shape, "equal to model(ids)")
 
 # %%
 mini = preset("phi-3-mini-4k")
-V, C, I, n_layers = mini.vocab_size, mini.hidden_size, mini.intermediate_size, mini.num_hidden_layers
+V, C, I = mini.vocab_size, mini.hidden_size, mini.intermediate_size
+n_layers = mini.num_hidden_layers
 H, KV, hd = mini.num_attention_heads, mini.num_key_value_heads, mini.head_dim
 assert (V, C, I, n_layers, H, KV, hd) == (32064, 3072, 8192, 32, 32, 32, 96)
 
@@ -233,7 +402,8 @@ assert abs(total * 0.5 / GiB - 1.8) < 0.05                          # 4 bits: th
 
 # %%
 medium = preset("phi-3-medium-4k")
-V, C, I, n_layers = medium.vocab_size, medium.hidden_size, medium.intermediate_size, medium.num_hidden_layers
+V, C, I = medium.vocab_size, medium.hidden_size, medium.intermediate_size
+n_layers = medium.num_hidden_layers
 H, KV, hd = medium.num_attention_heads, medium.num_key_value_heads, medium.head_dim
 assert (C, I, n_layers, H, KV, hd) == (5120, 17920, 40, 40, 10, 128)
 qkv = C * (H * hd + 2 * KV * hd)                                    # 5120 x (5120 + 2 * 1280)
@@ -250,8 +420,23 @@ assert round(medium_total / 1e9) == 14
 #
 # - A Phi-3 block: pre-norm, fused `qkv_proj` split q/k/v, RoPE, causal attention, `o_proj`,
 #   residual; pre-norm, fused `gate_up_proj` (gate first), `silu(gate) * up`, `down_proj`,
-#   residual.
+#   residual. It maps [B, T, C] to [B, T, C] (the picture `04_phi3_block.png`).
+# - Residuals keep the input in the stream and give the gradient a path through every layer;
+#   pre-norm keeps that path free of norms while every branch reads RMS 1, so the stream grows
+#   and a final norm precedes `lm_head`; the gated MLP (SwiGLU) won Shazeer's comparison at
+#   equal parameters, which is why I = 8/3 C.
 # - phi-3-mini has 3,821,079,552 parameters: about 15.3 GB in fp32, 7.6 GB in bf16, 1.8 GiB in
 #   4 bits; phi-3-medium about 14 billion.
 #
 # Next: generating text one token at a time, and the KV cache that makes it cheap (lesson 5).
+#
+# ## Where it lives
+#
+# - `tinyphi3/models/phi3.py`: `decoder_layer` (the block), `self_attention`, `split_qkv`,
+#   `lm_head` (final norm and output projection), `parameter_shapes`.
+# - `tinyphi3/nn/layers.py`: `rms_norm`, `linear`, `gated_mlp`, `silu_and_mul`, `softmax`.
+# - `tinyphi3/nn/attention.py`: `attention`, `causal_mask`; `tinyphi3/nn/rope.py`:
+#   `rope_frequencies`, `rope_cos_sin`, `apply_rope`.
+# - `tinyphi3/models/model.py`: `Phi3` (`__call__`, `layer_weights`, `num_parameters`);
+#   `tinyphi3/models/call.py`: `ForwardCall`; `tinyphi3/models/weights.py`: `init_parameters`.
+# - `tinyphi3/pictures/charts.py`: `block_diagram`, which drew the block.

@@ -7,6 +7,12 @@
 # at a time, from the loss back to the weights: *reverse-mode automatic differentiation*, or
 # backpropagation.
 #
+# Every stage of training in the report runs on such gradients: pre-training in two phases (§2,
+# "Training Methodology"), then supervised fine-tuning and DPO (§2, "Post-training"; lessons 10
+# and 11). The report trained phi-3-mini in bfloat16 (§2); section 4 below shows why a gradient
+# *check* needs float64 instead. And for phi-3-small §2 mentions a training kernel built on
+# FlashAttention, which section 7 meets.
+#
 # `tinyphi3.nn.autograd` is a small engine for it (in the spirit of micrograd, over NumPy arrays):
 #
 # - a `Tensor` wraps an array; a `Parameter` is a Tensor that wants a gradient;
@@ -19,11 +25,16 @@
 # 2. then with the engine, and finds them equal;
 # 3. looks at the graph the engine recorded, and walks it backwards by hand;
 # 4. checks gradients against finite differences, and shows why that needs float64;
-# 5. shows the check catching wrong backward rules, an obvious one and a subtle one;
-# 6. shows a rule that uses what the forward pass saved: the attention weights;
-# 7. runs the whole model: `model.loss(...)`, `.backward()`, a gradient for every parameter.
+# 5. derives a rule step by step, RMSNorm's, and checks it both ways;
+# 6. shows the check catching wrong backward rules, an obvious one and a subtle one;
+# 7. derives the rule of attention, which uses what the forward pass saved: the weights P;
+# 8. runs the whole model: `model.loss(...)`, `.backward()`, a gradient for every parameter.
 
 # %%
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # tiny matrices: one BLAS thread (lesson 8)
+
 import numpy as np
 
 import _plot
@@ -31,7 +42,7 @@ from tinyphi3.nn import autograd
 from tinyphi3.nn.attention import attention, causal_mask
 from tinyphi3.nn.autograd import Parameter, Tensor, differentiable
 from tinyphi3.config import preset
-from tinyphi3.nn.gradients import attention_backward
+from tinyphi3.nn.gradients import attention_backward, rms_norm_backward
 from tinyphi3.nn.layers import causal_lm_loss, linear, rms_norm, silu, softmax
 from tinyphi3.models.model import Phi3
 
@@ -181,9 +192,10 @@ w.grad = b.grad = None                                 # what zero_grad does, pe
 #
 # The first error term shrinks with h, the second grows: f(x ± h) are each rounded to about
 # machine epsilon ε times |f|, and dividing their difference by 2h magnifies that. The best h is
-# near ε^(1/3), with an error near ε^(2/3). For float32 (ε ≈ 1.2e-7) that is about 1e-5 at best;
-# for float64 (ε ≈ 2.2e-16) about 1e-11. The curves below measure it for silu at x = 0.7, whose
-# exact derivative we know:
+# near ε^(1/3), with an error near ε^(2/3). For float32 (ε ≈ 1.2e-7) that is about 1e-5 at
+# best; for float64 (ε ≈ 2.2e-16) about 1e-11; for the bfloat16 the report trained in
+# (ε = 2^-7 ≈ 7.8e-3) about 4e-2, no check at all. The curves below measure it for silu at
+# x = 0.7, whose exact derivative we know:
 
 # %%
 exact = (lambda s: s * (1 + 0.7 * (1 - s)))(1 / (1 + np.exp(-0.7)))
@@ -191,8 +203,8 @@ steps = [10.0 ** -k for k in range(1, 11)]
 errors = {}
 for dtype in (np.float32, np.float64):
     x0 = dtype(0.7)
-    errors[dtype.__name__] = [abs(float((silu(x0 + dtype(h)) - silu(x0 - dtype(h))) / (2 * dtype(h)))
-                                  - exact) for h in steps]
+    central = [(silu(x0 + dtype(h)) - silu(x0 - dtype(h))) / (2 * dtype(h)) for h in steps]
+    errors[dtype.__name__] = [abs(float(c) - exact) for c in central]
 for dt, errs in errors.items():
     print(f"{dt}: best error {min(errs):.1e} at h = {steps[int(np.argmin(errs))]:.0e}")
 print("picture:", _plot.line_plot(
@@ -248,7 +260,8 @@ checks = {
     "rms_norm": gradient_error(lambda x, g: rms_norm(x, g, 1e-5), a, W[0]),
     "silu": gradient_error(silu, a),
     "softmax": gradient_error(softmax, a),
-    "causal_lm_loss": gradient_error(lambda z: causal_lm_loss(z, labels), rng.standard_normal((2, 5, 6))),
+    "causal_lm_loss": gradient_error(lambda z: causal_lm_loss(z, labels),
+                                     rng.standard_normal((2, 5, 6))),
     "silu(x @ V) * (x @ V)": gradient_error(lambda x, V: silu(x @ V) * (x @ V), a, W.T),
 }
 for op, err in checks.items():
@@ -256,7 +269,78 @@ for op, err in checks.items():
 assert max(checks.values()) < 1e-7
 
 # %% [markdown]
-# ## 5. Negative controls: the check can fail
+# ## 5. Deriving a rule: RMSNorm
+#
+# Each rule in `tinyphi3/nn/gradients.py` states its equation in one docstring line. Here is
+# where RMSNorm's comes from. RMSNorm acts on each row x (C numbers) on its own:
+#
+#     m = mean(x²) + eps        r = 1 / sqrt(m)        n = x r        y = w ∘ n
+#
+# **Step 1**, the derivative of r. Every x_j enters m: ∂m/∂x_j = 2 x_j / C. With r = m^(-1/2),
+#
+#     ∂r/∂x_j = -1/2 m^(-3/2) · 2 x_j / C = -r³ x_j / C
+#
+# **Step 2**, the Jacobian of n = x r, by the product rule (and x_i r = n_i):
+#
+#     ∂n_i/∂x_j = δ_ij r + x_i ∂r/∂x_j = δ_ij r - r³ x_i x_j / C = r (δ_ij - n_i n_j / C)
+#
+# **Step 3**, y = w ∘ n multiplies row i of that Jacobian by w_i:
+#
+#     J_ij = ∂y_i/∂x_j = w_i r (δ_ij - n_i n_j / C)
+#
+# **Step 4**, the chain rule. Given g = dL/dy, dL/dx_j = Σ_i g_i J_ij. Name dn = g ∘ w:
+#
+#     dx_j = r (dn_j - n_j Σ_i dn_i n_i / C) = r (dn_j - n_j mean(dn ∘ n))
+#
+# and for the gain, ∂y_i/∂w_i = n_i in every row that used w, so dw = Σ over rows of g ∘ n.
+#
+# That is `rms_norm_backward`'s docstring, `dx = r * (dn - n * mean(dn * n))`. The Jacobian has a
+# meaning too: r (I - n nᵀ / C) removes from a change of x its part along x (n · n is nearly C),
+# because scaling a row does not change its normalised value. So J x ≈ 0: exactly
+# w r x · eps / m, zero without eps.
+#
+# The checks, on 3 rows of C = 6: the Jacobian of step 3 against a Jacobian of finite
+# differences, computed column by column; the gradients of step 4 against the library's rule;
+# both against finite differences of L = sum(g ∘ y).
+
+# %%
+X, w_gain, g_out = rng.standard_normal((3, 6)), rng.standard_normal(6), rng.standard_normal((3, 6))
+eps, C_ = 1e-5, X.shape[-1]
+m = (X * X).mean(axis=-1, keepdims=True) + eps                       # [3, 1]
+r = 1.0 / np.sqrt(m)
+n = X * r                                                            # [3, 6]
+
+row, h = 0, 1e-6                                                     # one row's Jacobian
+J = w_gain[:, None] * r[row] * (np.eye(C_) - np.outer(n[row], n[row]) / C_)   # step 3
+J_numeric = np.empty((C_, C_))
+for j in range(C_):                                                  # column j: dy / dx_j
+    e = np.eye(C_)[j] * h
+    J_numeric[:, j] = (rms_norm(X[row] + e, w_gain, eps)
+                       - rms_norm(X[row] - e, w_gain, eps)) / (2 * h)
+print("derived Jacobian of one row, against finite differences: max difference "
+      f"{np.abs(J - J_numeric).max():.1e}")
+assert np.allclose(J, J_numeric, rtol=0, atol=1e-8)
+scale_invariance = np.linalg.norm(J @ X[row]) / (np.linalg.norm(J) * np.linalg.norm(X[row]))
+print(f"|J x| / (|J| |x|) = {scale_invariance:.1e}: a change along x does (almost) nothing")
+assert np.allclose(J @ X[row], w_gain * r[row] * X[row] * eps / m[row], rtol=1e-6, atol=1e-15)
+
+dn = g_out * w_gain
+dx_derived = r * (dn - n * (dn * n).mean(axis=-1, keepdims=True))   # step 4
+dw_derived = (g_out * n).sum(axis=0)
+assert np.allclose(dx_derived[row], g_out[row] @ J, rtol=1e-12)      # = Σ_i g_i J_ij
+dx_rule, dw_rule, _ = rms_norm_backward(g_out, rms_norm(X, w_gain, eps), X, w_gain, eps)
+loss_of = lambda x, w: float((g_out * rms_norm(x, w, eps)).sum())   # noqa: E731
+dx_numeric = numerical_gradient(loss_of, [X, w_gain], 0)
+dw_numeric = numerical_gradient(loss_of, [X, w_gain], 1)
+for label, derived, rule, numeric in [("dx", dx_derived, dx_rule, dx_numeric),
+                                      ("dw", dw_derived, dw_rule, dw_numeric)]:
+    print(f"{label}: derived vs library rule {np.abs(derived - rule).max():.1e}, "
+          f"vs finite differences {np.abs(derived - numeric).max():.1e}")
+    assert np.allclose(derived, rule, rtol=1e-12, atol=1e-14)
+    assert np.abs(derived - numeric).max() < 1e-8 * np.abs(numeric).max()
+
+# %% [markdown]
+# ## 6. Negative controls: the check can fail
 #
 # A check that never fails proves nothing. First an obvious bug: a silu rule that keeps only
 # s(x) and forgets the `x s(x) (1 - s(x))` term of the product rule.
@@ -268,10 +352,11 @@ print(f"silu with a wrong rule: relative error {err:.2f}")
 assert err > 0.1
 
 # %% [markdown]
-# Now a subtle one, of the kind that survives code review: an RMSNorm backward that drops eps,
-# r = 1 / sqrt(mean(x²)) instead of 1 / sqrt(mean(x²) + eps). With eps = 1e-5 and inputs of unit
-# size the gradient changes by about eps / 2 = 5e-6 of its size. In float64 the check sees it at
-# once; in float32 finite differences are too noisy to tell it from the correct rule.
+# Now a subtle one, of the kind that survives code review: the RMSNorm rule of section 5 with
+# eps dropped, r = 1 / sqrt(mean(x²)) instead of 1 / sqrt(mean(x²) + eps). With eps = 1e-5 and
+# inputs of unit size the gradient changes by about eps / 2 = 5e-6 of its size. In float64 the
+# check sees it at once; in float32 finite differences are too noisy to tell it from the
+# correct rule.
 
 
 # %%
@@ -299,7 +384,7 @@ assert table["float64", "correct rule"] < 1e-8 < 1e-6 < table["float64", "eps dr
 assert table["float32", "eps dropped"] < 10 * table["float32", "correct rule"]   # indistinguishable
 
 # %% [markdown]
-# ## 6. Rules that use what the forward pass saved
+# ## 7. Rules that use what the forward pass saved
 #
 # A backward rule receives `(g, out, *inputs)`: the gradient, the forward's output and its
 # inputs. Some rules need an intermediate value that is neither. With
@@ -325,20 +410,45 @@ assert np.allclose(silu_saving(a), silu(a))
 assert gradient_error(silu_saving, a) < 1e-7
 
 # %% [markdown]
-# Attention is where saving pays. Its forward pass computes the weights
-# P = softmax(q kᵀ · scale, masked), then O = P V. Every gradient needs P:
+# Attention is where saving pays. Its forward pass, for one head:
 #
-#     dV = Pᵀ dO      dP = dO Vᵀ      dS = P ∘ (dP - rowsum(dP ∘ P))      dq = dS k · scale      dk = dSᵀ q · scale
+#     S = q kᵀ · scale  (masked: -inf where the key is in the future)    P = softmax(S) by rows
+#     O = P V
 #
-# Recomputing P in the backward pass would repeat the q kᵀ product and the softmax; `attention` is
-# marked `saves=True` and returns P (shape [B, KV, g, T, S]: key/value heads, the g query heads
-# sharing each, queries, keys) as its saved value. Here, with 2 heads and 5 positions:
+# Given dO = dL/dO, the gradients follow from the output back, in three steps.
+#
+# **Step 1**, O = P V is a matrix product: O_id = Σ_j P_ij V_jd, so ∂O_id/∂V_jd = P_ij and
+# ∂O_id/∂P_ij = V_jd. Summing over what each entry reaches:
+#
+#     dV = Pᵀ dO          dP = dO Vᵀ
+#
+# **Step 2**, the softmax, one row at a time. p_j = e^(s_j) / Z with Z = Σ_l e^(s_l), and
+# ∂Z/∂s_l = e^(s_l). By the quotient rule
+#
+#     ∂p_j/∂s_l = (δ_jl e^(s_j) Z - e^(s_j) e^(s_l)) / Z² = p_j (δ_jl - p_l)
+#
+# a Jacobian diag(p) - p pᵀ, symmetric. The chain rule then gives
+# dS_l = Σ_j dP_j p_j (δ_jl - p_l) = p_l (dP_l - Σ_j dP_j p_j), for all rows at once:
+#
+#     dS = P ∘ (dP - rowsum(dP ∘ P))
+#
+# A masked score is a constant (-inf), not a function of q or k; its p is 0, so its dS is 0.
+#
+# **Step 3**, S = q kᵀ · scale is a product again, S_ij = scale Σ_d q_id k_jd:
+#
+#     dq = dS k · scale          dk = dSᵀ q · scale
+#
+# With grouped-query heads (lesson 13) a key/value head serves g query heads, so its dk and dV
+# add up the g heads' contributions. Every step needs P. Recomputing it in the backward pass
+# would repeat the q kᵀ product and the softmax; `attention` is marked `saves=True` and returns
+# P (shape [B, KV, g, T, S]: key/value heads, the g query heads sharing each, queries, keys) as
+# its saved value. Here, with 2 heads and 5 positions:
 
 # %%
 B, H, T, hd = 1, 2, 5, 3
 q, k, v = (rng.standard_normal((B, H, T, hd)) for _ in range(3))
 mask = causal_mask(np.arange(T), np.ones((B, T), dtype=bool))          # [B, 1, T, T]
-out, P = attention.__wrapped__(q, k, v, mask, 0.5)                     # the raw forward: (out, saved)
+out, P = attention.__wrapped__(q, k, v, mask, 0.5)                # the raw forward: (out, saved)
 print("output", out.shape, " saved weights P", P.shape)
 future = np.triu(np.ones((T, T), dtype=bool), k=1)                   # key after query
 assert np.allclose(P.sum(-1), 1.0) and np.all(P[..., future] == 0)
@@ -348,13 +458,50 @@ print("picture:", _plot.heatmaps("06_saved_attention_weights.png",
                                  vmax=1.0, annotate=True))
 
 # %% [markdown]
-# With Tensors, the engine keeps P inside the recorded rule. We can also call the rule ourselves
-# with the saved P: the same gradients come out.
+# The three steps, written out with the saved P, checked against the library's rule
+# (`attention_backward`) and against finite differences of L = sum(dO ∘ O). First the softmax
+# Jacobian of step 2 alone, on one row of scores.
+
+# %%
+s_row = rng.standard_normal(T)
+p_row = softmax(s_row)
+J_softmax = np.diag(p_row) - np.outer(p_row, p_row)                 # p_j (δ_jl - p_l)
+J_numeric = np.stack([(softmax(s_row + h * e) - softmax(s_row - h * e)) / (2 * h)
+                      for e in np.eye(T)], axis=1)                   # column l: dp / ds_l
+print(f"softmax Jacobian against finite differences: {np.abs(J_softmax - J_numeric).max():.1e}")
+assert np.allclose(J_softmax, J_numeric, rtol=0, atol=1e-9)
+assert np.allclose(J_softmax, J_softmax.T) and np.allclose(J_softmax.sum(axis=0), 0)
+
+dO = rng.standard_normal(out.shape)                                  # [B, H, T, hd]
+P_heads = P.reshape(B, H, T, T)                                      # g = 1: one query head each
+dV = P_heads.swapaxes(-1, -2) @ dO                                   # step 1
+dP = dO @ v.swapaxes(-1, -2)
+dS = P_heads * (dP - (dP * P_heads).sum(axis=-1, keepdims=True))    # step 2
+dq_derived = dS @ k * 0.5                                            # step 3, scale = 0.5
+dk_derived = dS.swapaxes(-1, -2) @ q * 0.5
+assert np.all(dS[..., future] == 0)                                  # masked scores: no gradient
+library = attention_backward(dO, P, q, k, v, mask, 0.5)[:3]
+
+
+def loss_of(q, k, v):
+    """L = sum(dO * O) on plain arrays: its gradient with respect to O is dO."""
+    return float((dO * attention.__wrapped__(q, k, v, mask, 0.5)[0]).sum())
+
+
+for i, (label, derived) in enumerate([("dq", dq_derived), ("dk", dk_derived), ("dV", dV)]):
+    numeric = numerical_gradient(loss_of, [q, k, v], i)
+    print(f"{label}: derived vs library rule {np.abs(derived - library[i]).max():.1e}, "
+          f"vs finite differences {np.abs(derived - numeric).max():.1e}")
+    assert np.allclose(derived, library[i], rtol=1e-12, atol=1e-14)
+    assert np.abs(derived - numeric).max() < 1e-8 * np.abs(numeric).max()
+
+# %% [markdown]
+# With Tensors, the engine keeps P inside the recorded rule and calls it during `backward()`:
+# the same gradients come out.
 
 # %%
 leaves = [Parameter(a_.copy()) for a_ in (q, k, v)]
 out_t = attention(*leaves, mask, 0.5)
-dO = rng.standard_normal(out_t.shape)
 (out_t * dO).sum().backward()
 dq, dk, dv, _, _ = attention_backward(dO, P, q, k, v, mask, 0.5)
 for leaf, ours in zip(leaves, (dq, dk, dv)):
@@ -376,9 +523,10 @@ assert n_saved * 2 == 32 * 2**30
 # %% [markdown]
 # 32 GiB of attention weights for a single sequence is more than a GPU wants to keep. Large-scale
 # training therefore recomputes P block by block in the backward pass instead of storing it
-# (FlashAttention, Dao et al. 2022); our tiny models can afford to keep it.
+# (FlashAttention, Dao et al. 2022; the report's §2 builds phi-3-small's block-sparse training
+# kernel on it); our tiny models can afford to keep it.
 #
-# ## 7. The whole model
+# ## 8. The whole model
 #
 # The model code is written once, with NumPy. `model.loss(ids, labels)` runs it inside
 # `enable_grad()`, where the model hands its layers the Parameters themselves, so every
@@ -400,8 +548,16 @@ for pname in ["model.embed_tokens.weight", "model.layers.0.self_attn.qkv_proj.we
               "lm_head.weight"]:
     print(f"{pname:44s} {str(model.params[pname].shape):11s} |grad| = {norms[pname]:.4f}")
 print(f"{len(norms)} parameters, every one with a gradient")
-short = {n.replace("model.", "").replace("layers.", "").replace("self_attn.", "").replace("mlp.", "")
-         .replace(".weight", ""): g for n, g in norms.items()}          # '0.qkv_proj', 'lm_head', ...
+
+
+def short_name(pname):
+    """'model.layers.0.self_attn.qkv_proj.weight' -> '0.qkv_proj'."""
+    for part in ("model.", "layers.", "self_attn.", "mlp.", ".weight"):
+        pname = pname.replace(part, "")
+    return pname
+
+
+short = {short_name(n): g for n, g in norms.items()}
 print("picture:", _plot.bar_chart("06_gradient_norms.png", short,
                                   "|dL/dW| of each parameter of a random tiny model"))
 assert abs(float(loss.data) - np.log(config.vocab_size)) < 0.1
@@ -455,6 +611,10 @@ assert isinstance(loss, Tensor) and loss.parents and loss.backward_rule is not N
 # - Gradients are checked against central differences of the forward function, in float64:
 #   float32's rounding (best error ~1e-5) hides bugs as small as a missing eps, float64 (~1e-10)
 #   does not. A check comes with negative controls that show it failing.
+# - A rule is derived with the chain rule, one step at a time: RMSNorm's Jacobian is
+#   w r (I - n nᵀ / C), giving dx = r (dn - n mean(dn ∘ n)); the softmax Jacobian is
+#   p (δ - p), giving attention's dS = P ∘ (dP - rowsum(dP ∘ P)). Both were checked against the
+#   library's rules and against finite differences.
 # - A rule may receive values saved by the forward pass (`saves=True`): attention keeps its
 #   weights P, at a memory cost of layers × heads × T² numbers per sequence.
 # - `model.loss(...).backward()` fills `.grad` for all named parameters; `model(ids)` is plain
@@ -462,3 +622,16 @@ assert isinstance(loss, Tensor) and loss.parents and loss.backward_rule is not N
 #
 # Next: the data the model learns from (lesson 7), and pre-training a tiny model with these
 # gradients (lesson 8).
+#
+# ## Where it lives
+#
+# - `tinyphi3/nn/autograd.py`: `Tensor` (`backward`), `Parameter`, `differentiable` (with
+#   `saves=True`), `enable_grad`, `_topological_order`.
+# - `tinyphi3/nn/gradients.py`: the backward rules, among them `rms_norm_backward`,
+#   `softmax_backward`, `attention_backward`, `silu_backward`, `linear_backward`,
+#   `causal_lm_loss_backward`.
+# - `tinyphi3/nn/layers.py`: the layers that carry those rules (`linear`, `rms_norm`, `silu`,
+#   `softmax`, `causal_lm_loss`); `tinyphi3/nn/attention.py`: `attention`, `causal_mask`.
+# - `tinyphi3/models/model.py`: `Phi3.loss`, `Phi3.named_parameters`, `Phi3.zero_grad`.
+# - `tests/test_autograd.py`: each rule against finite differences, and the whole model's loss
+#   and gradients against torch's autograd.

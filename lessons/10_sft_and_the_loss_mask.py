@@ -1,9 +1,10 @@
 # %% [markdown]
 # # Lesson 10: supervised fine-tuning and the loss mask
 #
-# A pre-trained model continues text; it does not answer. The Phi-3 report (§2, "Post-training")
-# turns phi-3-mini into an assistant in two stages, "supervised finetuning (SFT) and direct
-# preference optimization (DPO)". This lesson is the first stage; lesson 11 is the second.
+# A pre-trained model continues text; it does not answer. The Phi-3 report turns phi-3-mini into
+# an assistant in two stages (§2 of the report, its "Post-training" paragraph): "supervised
+# finetuning (SFT) and direct preference optimization (DPO)". This lesson is the first stage;
+# lesson 11 is the second.
 #
 # SFT is pre-training's loop (lesson 8) on different data: conversations written in the chat
 # format, with one change to the loss. The model should learn to write the *assistant's* turns,
@@ -16,8 +17,9 @@
 # 3. the loss counts only those tokens: by hand, and through the gradient;
 # 4. a small SFT data set, and what the base model does with a question;
 # 5. fine-tuning `checkpoints/mini-base` on it with the Trainer;
-# 6. the fine-tuned model's answers, and where its loss went, token by token.
-# 7. copying from the prompt: what multiple choice needs, and the base model cannot do.
+# 6. the fine-tuned model's answers, and where its loss went, token by token;
+# 7. copying from the prompt: induction heads, what multiple choice needs, found in the
+#    shipped chat model `checkpoints/mini` and missing from mini-base and from our SFT model.
 
 # %%
 import os
@@ -116,6 +118,16 @@ print(f"{kept.sum()} of {len(ids)} tokens carry a label")
 assert np.array_equal(ids, ids_list) and np.array_equal(labels[kept], ids[kept])
 
 # %% [markdown]
+# The same mask as a picture: one box per token, in reading order, coloured by its label. The
+# small number under a box is the token's position t; a dot is the space a piece starts with.
+
+# %%
+print("picture:", _plot.token_strip(
+    "10_loss_mask.png", [tok.id_to_token(i).replace("▁", "·") for i in ids], kept.astype(int),
+    ["label -100: context, not in the loss", "label = the token: counted in the loss"],
+    f"The loss mask of one conversation: {kept.sum()} of its {len(ids)} tokens carry a label"))
+
+# %% [markdown]
 # The claim, checked: the labelled tokens decode to exactly the replies, each followed by its
 # `<|end|>`, and no system, user or header token is labelled.
 
@@ -124,7 +136,7 @@ runs = np.split(np.nonzero(kept)[0], np.nonzero(np.diff(np.nonzero(kept)[0]) > 1
 replies = [m["content"] for m in chat if m["role"] == "assistant"]
 assert [tok.decode(ids[run].tolist()) for run in runs] == [r + "<|end|>" for r in replies]
 assert tok.decode(ids[kept].tolist()) == "3 plus 4 is 7.<|end|>6 plus 2 is 8.<|end|>"
-for run in runs:                     # each reply starts right after <|assistant|>, which is unlabelled
+for run in runs:                     # each reply starts right after <|assistant|> (unlabelled)
     assert ids[run[0] - 1] == ASSISTANT and not kept[run[0] - 1] and ids[run[-1]] == END
 user_or_system = np.isin(ids, [tok.token_to_id("<|user|>"), tok.token_to_id("<|system|>")])
 assert not kept[user_or_system].any() and not kept[-1]           # the final <|endoftext|>
@@ -182,7 +194,8 @@ changed[three] = tok.token_to_id("5")
 changed_loss = float(base.loss(changed[None], labels[None]).data)
 user = int(np.nonzero(ids == tok.token_to_id("<|user|>"))[0][0])
 question_span = slice(user + 1, user + int(np.nonzero(ids[user:] == END)[0][0]))
-print(f"{tok.decode(changed[question_span].tolist())!r}: loss {changed_loss:.4f} (was {sft_loss:.4f})")
+print(f"{tok.decode(changed[question_span].tolist())!r}: loss {changed_loss:.4f} "
+      f"(was {sft_loss:.4f})")
 assert not kept[three] and changed_loss != sft_loss
 
 # %% [markdown]
@@ -394,7 +407,7 @@ def sum_positions(a, b):
     digits = np.zeros(batch_ids.shape[1] - 1, dtype=bool)
     row = problems.index((a, b))
     start = np.nonzero(batch_labels[row, 1:] != -100)[0][0]           # the reply's first token
-    digits[start + 7:start + 7 + len(str(a + b))] = True                # a ' pl' 'us' ' ' b ' is' ' '
+    digits[start + 7:start + 7 + len(str(a + b))] = True      # a ' pl' 'us' ' ' b ' is' ' '
     return digits
 
 
@@ -440,22 +453,145 @@ assert end_after < 0.01
 # Our additions taught sums that live in the weights. A multiple-choice question needs one more
 # skill: after the model has recalled "Veska lives in the Copper Caves", it must find which of
 # the listed options says "the Copper Caves" and copy that line's letter. That is reading from
-# the prompt, and a transformer does it with *induction* attention: look back for the place
-# where the current words occurred before and read what stands next to them. Language models
-# pick this up from the endless repetitions of ordinary text; our textbooks never require it,
-# since every fact they state can be recalled from the weights.
+# the prompt, not recall, and a transformer does it with a pair of attention heads that Olsson
+# et al. (2022, "In-context learning and induction heads") named:
 #
-# A direct test: give each model lists of made-up words to repeat
-# (`tinyphi3.data.reading.copy_exchange`) and count, with the true reply fed in, how many of its
-# tokens the model predicts. Nothing but the prompt says what comes next. Before its SFT,
-# `checkpoints/mini`'s base model read pages of reading exercises: first mixed with its
-# textbooks, then on their own, until it could search its context by content
-# (`configs/mini-base-induction.toml`; its model card tells the story):
+# - a **previous-token head**, in an early layer, attends from each position t to t - 1, and so
+#   writes into position t which token stood just before it;
+# - an **induction head**, in a later layer, attends from the current token A to the positions
+#   whose previous token was A (the first head wrote that there): the token *right after* an
+#   earlier copy of A. It copies what it finds, B, to the output: after "... A B ... A" it
+#   predicts B.
+#
+# The clearest place to watch them is a random sequence shown twice. With L tokens in a copy, a
+# query at position i of the second copy has the earlier copy of its own token at i - L, and the
+# token after that at i - L + 1: an induction head's attention there peaks at offset -(L - 1),
+# a stripe L - 1 below the diagonal. A previous-token head's peaks at offset -1. Nothing but the
+# first copy tells a model what comes next in the second, so only a model with the circuit can
+# predict it.
+#
+# **Which model.** Our SFT model above started from `checkpoints/mini-base` and saw 150 steps of
+# additions. mini-base was pre-trained on textbooks whose facts can all be recalled from the
+# weights: it never needed to search its context, and did not learn to; 150 steps of sums do
+# not teach it. The shipped chat model `checkpoints/mini` did not start from mini-base. Its SFT
+# (`configs/mini-sft.toml`, whose `init_from` is `runs/mini-base-induction-mix/final`) started
+# from a base trained further: a longer phase 2 on 30,000 more textbooks, then pages of reading
+# exercises that need the search (`configs/mini-base-long.toml`, `mini-base-copying.toml`,
+# `mini-base-induction.toml`, `mini-base-induction-mix.toml`; its model card tells the story).
+# That base is not shipped, so we look for the circuit in `checkpoints/mini`, with mini-base
+# and our own SFT model beside it.
+#
+# To see attention weights we wrap `ForwardCall.attend`, the call every layer makes: the wrapper
+# recomputes the weights from the layer's own q and k, as lesson 2 did by hand, and then lets
+# the layer go on.
 
 # %%
+from unittest import mock  # noqa: E402
+
 from tinyphi3.data import reading  # noqa: E402
+from tinyphi3.models.call import ForwardCall  # noqa: E402
 
 
+def attention_weights(model, ids):
+    """(each layer's attention weights {layer: [H, T, T]}, the logits [1, T, V]) for ids [1, T]."""
+    weights, attend = {}, ForwardCall.attend
+
+    def recording(call, q, k, v, layer):
+        g = q.shape[1] // k.shape[1]                                   # query heads per KV head
+        scores = q @ np.repeat(k, g, axis=1).swapaxes(-1, -2)          # -> [1, H, T, T]
+        scores = np.where(call.mask, scores * call.config.attention_scale, -np.inf)
+        w = np.exp(scores - scores.max(-1, keepdims=True))
+        weights[layer] = (w / w.sum(-1, keepdims=True))[0]              # [H, T, T], rows sum to 1
+        return attend(call, q, k, v, layer)
+
+    with mock.patch.object(ForwardCall, "attend", recording):
+        logits = model(ids)
+    return weights, logits
+
+
+def repeated_sequence(rng, n_words=6):
+    """A random sequence of made-up words, as ids, and the same ids again: ([1, 2L], L)."""
+    once = tok.encode(" ".join(reading.made_up_word(rng) for _ in range(n_words)))
+    return np.array([once + once]), len(once)
+
+
+def head_scores(model, n=5, seed=2):
+    """Per head [layers, H], averaged over n repeated sequences: the attention at offset -(L-1)
+    in the second copy (induction) and at offset -1 everywhere (previous token); and the share
+    of the second copy's tokens the model predicts (teacher-forced)."""
+    rng = np.random.default_rng(seed)
+    induction, previous, predicted = [], [], []
+    for _ in range(n):
+        ids2, L = repeated_sequence(rng)
+        weights, logits = attention_weights(model, ids2)
+        w = np.stack([weights[layer] for layer in sorted(weights)])   # [layers, H, T, T]
+        i = np.arange(L, 2 * L)                                        # queries of the 2nd copy
+        induction.append(w[:, :, i, i - L + 1].mean(-1))
+        j = np.arange(1, 2 * L)
+        previous.append(w[:, :, j, j - 1].mean(-1))
+        guess = logits[0, L:2 * L - 1].argmax(-1)                      # predicts L + 1 .. 2L - 1
+        predicted.append((guess == ids2[0, L + 1:]).mean())
+    return np.mean(induction, 0), np.mean(previous, 0), float(np.mean(predicted))
+
+
+chat_model = Phi3.from_pretrained(REPO / "checkpoints" / "mini")
+models = {"mini-base": base, "our SFT model": sft, "mini": chat_model}
+scores = {name: head_scores(model) for name, model in models.items()}
+print(f"{'':14} {'best induction head':>22} {'best previous-token head':>26} "
+      f"{'2nd copy predicted':>19}")
+best = {}
+for name, (induction, previous, predicted) in scores.items():
+    best[name] = (np.unravel_index(induction.argmax(), induction.shape),
+                  np.unravel_index(previous.argmax(), previous.shape))
+    (li, hi), (lp, hp) = best[name]
+    print(f"{name:14} {f'layer {li} head {hi}: {induction.max():.2f}':>22} "
+          f"{f'layer {lp} head {hp}: {previous.max():.2f}':>26} {predicted:19.0%}")
+assert scores["mini"][0].max() > 0.3 and scores["mini"][2] > 0.4
+assert all(scores[name][0].max() < 0.1 and scores[name][2] < 0.1
+           for name in ("mini-base", "our SFT model"))
+assert all(scores[name][1].max() > 0.3 for name in models)     # previous-token heads: all three
+(li, hi), (lp, hp) = best["mini"]
+assert lp < li                                                 # the previous-token head comes first
+
+# %% [markdown]
+# All three models have a previous-token head: pre-training on any text makes one. Only mini
+# has an induction head, in its last layer, above its previous-token head, and only mini
+# predicts the second copy. Its attention on one repeated sequence, query by query (rows; the
+# second copy starts at row L), with the best head of our SFT model beside it:
+
+# %%
+ids2, L = repeated_sequence(np.random.default_rng(7))
+mini_weights, _ = attention_weights(chat_model, ids2)
+sft_weights, _ = attention_weights(sft, ids2)
+(ls, hs), _ = best["our SFT model"]
+i = np.arange(L, 2 * L)
+profile = np.array([mini_weights[li][hi][i, i + o].mean() for o in range(-L, 1)])  # o = -L .. 0
+print(f"L = {L}: mini layer {li} head {hi}, mean attention of the second copy by offset "
+      f"key - query: peak at {int(profile.argmax()) - L} ({profile.max():.2f}); -(L - 1) = {1 - L}")
+assert int(profile.argmax()) - L == -(L - 1)
+print("picture:", _plot.heatmaps(
+    "10_induction_head.png",
+    [(f"mini, layer {lp} head {hp}: previous token", mini_weights[lp][hp]),
+     (f"mini, layer {li} head {hi}: induction", mini_weights[li][hi]),
+     (f"our SFT model, layer {ls} head {hs}: its best", sft_weights[ls][hs])],
+    f"Attention on {L} random tokens shown twice (the second copy starts at row {L})",
+    vmax=1.0, cell=11))
+
+# %% [markdown]
+# In the left panel every row's weight sits just left of the diagonal: the previous token. In
+# the middle one, the rows of the second copy put their weight on a stripe L - 1 left of the
+# diagonal: each reads the token that followed its own earlier copy, which is exactly the next
+# token to predict. The rows of the first copy have no earlier copy to find, and spread their
+# weight or rest it on the first token. Our SFT model's most induction-like head (right) has
+# no stripe. (A head that always read a fixed distance back would draw a stripe too, but not on
+# every sequence: L differs from one of the five measured sequences to the next, and mini's
+# head follows each.)
+#
+# The same skill on the chat task: lists of made-up words to repeat
+# (`tinyphi3.data.reading.copy_exchange`), counting, with the true reply fed in, how many of its
+# tokens each model predicts:
+
+# %%
 def copied(model, n=40, seed=0):
     """Share of the reply tokens of n lists to repeat that the model predicts (teacher-forced)."""
     rng = np.random.default_rng(seed)
@@ -470,22 +606,21 @@ def copied(model, n=40, seed=0):
     return right / total
 
 
-chat_model = Phi3.from_pretrained(REPO / "checkpoints" / "mini")
 rng = np.random.default_rng(1)
 request, words = reading.copy_exchange(rng, shortest=6, longest=6)
 print(repr(request))
-for name, model in [("mini-base", base), ("mini", chat_model)]:
-    print(f"{name:9} repeats: {reply(model, request, 40)[0]!r}")
-share = {name: copied(model) for name, model in [("mini-base", base), ("mini", chat_model)]}
+for name, model in models.items():
+    print(f"{name:13} repeats: {reply(model, request, 40)[0]!r}")
+share = {name: copied(model) for name, model in models.items()}
 print({name: f"{value:.0%}" for name, value in share.items()}, "of the reply tokens predicted")
-assert share["mini-base"] < 0.5 < share["mini"]
+assert max(share["mini-base"], share["our SFT model"]) < 0.5 < share["mini"]
 
 # %% [markdown]
-# The base model writes words of its world, not the ones it was given; the chat model copies
-# the list. Copying a list could be done by position alone (the copy runs a fixed distance
-# behind the original). Finding the option that says "the Copper Caves" cannot. So the chat
-# model answers a multiple-choice question in a form built for the search it learned:
-# it states the fact, says the options again with each letter *after* its option, and then
+# mini-base and our SFT model write words of their world, not the ones they were given; the
+# chat model copies the list. Copying a list could be done by position alone (the copy runs a
+# fixed distance behind the original). Finding the option that says "the Copper Caves" cannot.
+# So the chat model answers a multiple-choice question in a form built for the search it
+# learned: it states the fact, says the options again with each letter *after* its option, and then
 # "So it is the Copper Caves" followed by the letter. That last letter is simply the token that
 # followed "the Copper Caves" a moment ago: induction attention finds it
 # (`tinyphi3.data.reading.lettered_options`).
@@ -508,7 +643,8 @@ for shift in range(4):
     text, _ = reply(chat_model, render(moved, solved=False), 90)
     named = parse_letter(text)
     followed += named == moved.answer
-    print(f"options {', '.join(options)}: the answer {right!r} is {moved.answer}; mini says {named}")
+    print(f"options {', '.join(options)}: the answer {right!r} is {moved.answer}; "
+          f"mini says {named}")
     if shift == 0:
         print(f"  its reply: {text!r}")
 print(f"the named letter followed the right option in {followed} of 4 orders")
@@ -528,8 +664,28 @@ assert followed >= 3
 # - Labelling `<|end|>` is what teaches the model to stop; before SFT the base model never did.
 # - 150 small steps on a narrow data set teach the format completely, on unseen questions too,
 #   and the facts of the examples, but not the facts of other questions.
-# - Finding an answer among listed options is reading, not recall: a model pre-trained on text
-#   that never needs it cannot search its context by content until exercises teach it to, and
-#   its replies can be shaped so that the search is all the letter needs.
+# - Finding an answer among listed options is reading, not recall. Reading is done by an
+#   induction head (Olsson et al. 2022) working with a previous-token head: at token A it
+#   attends to the token after an earlier A and copies it. mini-base and our SFT model have the
+#   previous-token head but no induction head; `checkpoints/mini`, whose base was trained further
+#   on reading exercises, has one in its last layer, and its replies are shaped so that the
+#   search is all the letter needs.
 #
 # Next (lesson 11): DPO, which learns from pairs of replies, one preferred to the other.
+#
+# ## Where it lives
+#
+# - `tinyphi3/train/conversations.py`: `ChatEncoder.encode` (ids and labels of a conversation),
+#   `assistant_labels` (the loss mask, `last_only` too), `pad_batch` (padding labelled -100),
+#   `load_conversations` (the `[data] conversations` file).
+# - `tinyphi3/nn/layers.py`: `causal_lm_loss` (the shifted cross-entropy that skips -100);
+#   `tinyphi3/models/model.py`: `Phi3.loss`.
+# - `tinyphi3/tokenizers/chat_template.py`: `apply_chat_template`.
+# - `tinyphi3/train/objectives.py`: `SupervisedFineTuning` (what `stage = "sft"` selects);
+#   `tinyphi3/train/loop.py`: `Trainer`; `tinyphi3/train/recipe.py`: `recipe_from_dict`.
+# - `tinyphi3/inference/generate.py`: `generate` (greedy, stopping at `<|end|>`).
+# - `tinyphi3/models/call.py`: `ForwardCall.attend`, the call whose q and k section 7 records.
+# - `tinyphi3/data/reading.py`: `made_up_word`, `copy_exchange`, `lettered_options`, and the
+#   reading exercises of `checkpoints/mini`'s base (`copying_document`, `induction_document`).
+# - `configs/mini-sft.toml` and the `configs/mini-base-*.toml` before it: the shipped chat
+#   model's SFT and the base it started from.

@@ -3,9 +3,10 @@
 #
 # SFT (lesson 10) shows the model good replies and makes them likely. It cannot say what a *bad*
 # reply is, and it copies whatever its data does, good habits and bad. The second stage of the
-# Phi-3 report's post-training (§2) is **direct preference optimization** (DPO, Rafailov et al.
-# 2023), on chat-format, reasoning and responsible-AI data, with unwanted outputs of the model
-# used as the "rejected" replies.
+# Phi-3 report's post-training (§2 of the report, its "Post-training" paragraph) is **direct
+# preference optimization** (DPO, Rafailov et al. 2023), on "chat format data, reasoning, and
+# responsible AI (RAI) efforts", used "to steer the model away from unwanted behavior, by using
+# those outputs as 'rejected' responses".
 #
 # A DPO record is a prompt x and two replies: a *chosen* one y_w that is preferred to a
 # *rejected* one y_l. DPO raises the probability of y_w relative to y_l, measured against a
@@ -83,7 +84,7 @@ print({k: round(v, 4) for k, v in stats.items()})
 assert np.allclose(z, [2.0, -0.3, -2.5]) and np.isclose(float(loss), by_hand, rtol=1e-12)
 assert np.isclose(stats["margin"], (beta * z).mean())
 assert np.isclose(stats["reward_chosen"], (beta * (policy_chosen - ref_chosen)).mean())
-assert np.isclose(stats["accuracy"], 1 / 3)                            # only the first pair has z > 0
+assert np.isclose(stats["accuracy"], 1 / 3)                    # only the first pair has z > 0
 
 # %% [markdown]
 # At the start of DPO the policy *is* the reference, so z = 0 for every pair and the loss is
@@ -96,14 +97,23 @@ print(f"policy = reference: loss {float(loss0):.6f} = ln 2 = {np.log(2):.6f}, {s
 assert np.isclose(float(loss0), np.log(2)) and stats0["margin"] == 0 and stats0["accuracy"] == 0
 
 # %% [markdown]
-# The gradient says what each pair asks for. With respect to the policy's log-probabilities:
+# The gradient says what each pair asks for. One pair's loss is -log sigmoid(beta z), and
+# d/dx log sigmoid(x) = 1 - sigmoid(x) = sigmoid(-x) (the backward rule of `log_sigmoid` in
+# `tinyphi3/train/dpo.py`), so
+#
+#     d/dz [-log sigmoid(beta z)] = -beta sigmoid(-beta z)
+#
+# z grows one for one with log pi(y_w|x) and falls one for one with log pi(y_l|x), and the
+# batch loss is the mean over its P pairs:
 #
 #     dL/d log pi(y_w|x) = -beta sigmoid(-beta z) / P
-#     dL/d log pi(y_l|x) = +beta sigmoid(-beta z) / P              (P pairs in the batch)
+#     dL/d log pi(y_l|x) = +beta sigmoid(-beta z) / P
 #
-# Gradient descent raises the chosen reply and lowers the rejected one, each pair weighted by
-# sigmoid(-beta z): near beta for a pair the model ranks the wrong way round (z < 0), near 0 for a
-# pair it already ranks right by a wide margin. The engine agrees (lesson 6):
+# Gradient descent raises the chosen reply and lowers the rejected one, each pair with the
+# weight beta sigmoid(-beta z) (before the 1/P). At the start, z = 0, every pair weighs beta / 2;
+# a pair the model ranks the wrong way round by a wide margin (beta z well below 0) weighs
+# nearly beta, and a pair it already ranks right by a wide margin weighs nearly 0. The engine
+# agrees (lesson 6):
 
 # %%
 chosen_t, rejected_t = Parameter(policy_chosen.copy()), Parameter(policy_rejected.copy())
@@ -111,7 +121,9 @@ loss_t, _ = dpo_loss(chosen_t, rejected_t, ref_chosen, ref_rejected, beta)
 loss_t.backward()
 weight = beta * sigmoid(-beta * z) / len(z)
 print("dL/dlog pi(chosen):  ", chosen_t.grad, "\nformula:             ", -weight)
+print("per-pair weight beta sigmoid(-beta z):", beta * sigmoid(-beta * z), "for z =", z)
 assert np.allclose(chosen_t.grad, -weight) and np.allclose(rejected_t.grad, weight)
+assert np.argmin(weight) == 0 and np.argmax(weight) == 2          # right way round weighs least
 
 # %% [markdown]
 # ## 2. beta and label smoothing
@@ -350,7 +362,8 @@ print(f"{dpo_recipe.train.steps} steps in {time.perf_counter() - start:.1f} s")
 steps = np.array([s for s, _ in dpo.state["stats"]])
 train = {k: np.array([st[k] for _, st in dpo.state["stats"]]) for k in dpo.state["stats"][0][1]}
 val_steps = np.array([s for s, _ in dpo.state["val_stats"]])
-val = {k: np.array([st[k] for _, st in dpo.state["val_stats"]]) for k in dpo.state["val_stats"][0][1]}
+val = {k: np.array([st[k] for _, st in dpo.state["val_stats"]])
+       for k in dpo.state["val_stats"][0][1]}
 losses = np.array([loss for _, loss in dpo.state["losses"]])
 for i in [0, 4, 9, 19, 29]:
     logged = "  ".join(f"{k} {train[k][i]:+.3f}" for k in train)
@@ -361,25 +374,32 @@ print("picture:", _plot.line_plot(
                            "reward of the chosen": (steps, train["reward_chosen"]),
                            "reward of the rejected": (steps, train["reward_rejected"]),
                            "margin, held out": (val_steps, val["margin"])},
-    "DPO: implicit rewards beta log(pi / ref), mean over each batch", "step", "reward",
+    "DPO: implicit rewards beta log(pi / ref), mean over each batch", "step",
+    "reward (beta x nats)",
     legend="lower left"))
 print("picture:", _plot.line_plot(
-    "11_dpo_accuracy.png", {"accuracy (each batch)": (steps, train["accuracy"]),
-                            "accuracy, held out": (val_steps, val["accuracy"]),
-                            "loss (each batch)": (steps, losses),
-                            "loss, held out": (val_steps, val["loss"])},
-    "DPO: preference accuracy and loss", "step", "", hlines={"ln 2": np.log(2)},
+    "11_dpo_accuracy.png", {"each batch of 4 pairs": (steps, train["accuracy"]),
+                            "16 held-out pairs": (val_steps, val["accuracy"])},
+    "DPO: preference accuracy (chosen reward > rejected reward)", "step",
+    "accuracy (share of pairs)", legend="lower right", overlap=True))
+print("picture:", _plot.line_plot(
+    "11_dpo_loss.png", {"each batch of 4 pairs": (steps, losses),
+                        "16 held-out pairs": (val_steps, val["loss"])},
+    "DPO: the loss -log sigmoid(beta z), mean over the pairs", "step",
+    "loss (nats per pair)", hlines={"ln 2: policy = reference": np.log(2)},
     legend="lower left"))
 assert np.isclose(losses[0], np.log(2), atol=1e-6) and train["margin"][0] == 0
 assert train["margin"][-5:].mean() > 0.3 and val["margin"][-1] > 0.3 and val["accuracy"][-1] == 1.0
 assert losses[-5:].mean() < 0.8 * np.log(2)
-assert (train["accuracy"][1:] == 1.0).all()
+assert (train["accuracy"][1:] == 1.0).all() and (val["accuracy"] == 1.0).all()
 assert train["reward_rejected"][-1] < -0.2
 assert abs(train["reward_chosen"][-1]) < abs(train["reward_rejected"][-1]) / 3
 
 # %% [markdown]
-# The first loss is ln 2 and the first margin 0: the policy starts as the reference. From the
-# first update on, the chosen reply wins in every batch, and the margin grows. It grows mostly
+# The first loss is ln 2 and the first margin 0: the policy starts as the reference. (So the
+# first accuracy is 0: the two rewards tie, and a tie is not a win.) From the first update on,
+# the chosen reply wins in every batch and in every held-out pair (the wide blue line lies under
+# the red one), and the margin grows. It grows mostly
 # because the rejected replies become less likely; the chosen ones gain far less. (In many DPO
 # runs the chosen reward falls too, only more slowly than the rejected one: the loss asks for
 # the difference, nothing else.) The held-out pairs, whose questions DPO never saw, follow: the
@@ -429,10 +449,13 @@ for name, r in [("SFT", before), ("DPO", after)]:
 print(f"log p(<|end|>) after {answer(*problems[0])!r}: SFT {np.log(before['p_end'][0]):.3f}, "
       f"DPO {np.log(after['p_end'][0]):.3f}")
 print("picture:", _plot.bar_chart("11_p_end.png", {
-    "SFT, trained-on": before["p_end"][~is_val].mean(), "SFT, held out": before["p_end"][is_val].mean(),
-    "DPO, trained-on": after["p_end"][~is_val].mean(), "DPO, held out": after["p_end"][is_val].mean()},
+    "SFT, trained-on": before["p_end"][~is_val].mean(),
+    "SFT, held out": before["p_end"][is_val].mean(),
+    "DPO, trained-on": after["p_end"][~is_val].mean(),
+    "DPO, held out": after["p_end"][is_val].mean()},
     "p(<|end|> right after the answer), mean over the questions"))
-assert (after["p_end"] > before["p_end"]).all() and after["p_end"].min() > 0.5 > before["p_end"].mean()
+assert (after["p_end"] > before["p_end"]).all()
+assert after["p_end"].min() > 0.5 > before["p_end"].mean()
 assert after["stops"].sum() == after["right"].sum() > 2 * before["stops"].sum()
 
 # %% [markdown]
@@ -488,3 +511,17 @@ for a, b in examples:
 # - 30 small steps on our pairs raise the margin and the preference accuracy, on held-out pairs
 #   too, and make the model stop after the answer instead of rambling on. The shared answer is
 #   not protected: a few sums the SFT model knew only narrowly flip.
+#
+# ## Where it lives
+#
+# - `tinyphi3/train/dpo.py`: `dpo_loss` (z, the loss with label smoothing, rewards, margin,
+#   accuracy), `log_sigmoid` (and its backward rule, sigmoid(-x)), `sequence_logprobs` (log p
+#   of a reply's labelled tokens), `dpo_batch_loss` (policy with the tape, reference without;
+#   `sft_weight`, the RPO term that `configs/mini-dpo.toml` uses).
+# - `tinyphi3/train/conversations.py`: `ChatEncoder.encode(..., last_only=True)`, `pad_batch`,
+#   `load_preferences` (the `[data] preferences` file).
+# - `tinyphi3/train/objectives.py`: `PreferenceOptimization` (what `stage = "dpo"` selects: the
+#   frozen reference loaded from `init_from`, the held-out pairs' loss and statistics);
+#   `tinyphi3/train/loop.py`: `Trainer`, and `Trainer.export` for the SFT model.
+# - `tinyphi3/data/post_training.py`: `generate_dpo`, the preference pairs of `checkpoints/mini`
+#   (a rambling reply among their rejected ones, `_rambling_pair`).

@@ -2,7 +2,9 @@
 # # Lesson 12: safety evaluation
 #
 # §4 of the Phi-3 report ("Safety") aligns phi-3-mini with "helpfulness and harmlessness
-# preference datasets" in post-training, and measures the effect: Figure 4 compares the
+# preference datasets" in its "safety post-training" (the SFT and DPO stages of §2's
+# "Post-training" paragraph, whose data covers "safety" and "responsible AI (RAI) efforts";
+# lessons 10 and 11), and measures the effect: Figure 4 compares the
 # "harmful response percentages" found by Microsoft's AI Red Team "before and after the safety
 # alignment", per harm category. Two ideas hide in that figure, and this lesson builds both in
 # miniature:
@@ -17,7 +19,8 @@
 # 3. how a refusal is recognised, and where that judge goes wrong;
 # 4. the two rates, on answerers we rig ourselves;
 # 5. the base model `checkpoints/mini-base`, which never saw a chat;
-# 6. the chat model `checkpoints/mini` (after SFT and DPO), if it is there, and the picture.
+# 6. the chat model `checkpoints/mini` (SFT and DPO, on a base trained further than mini-base),
+#    if it is there; what comparing the two shows and does not; and the picture.
 #
 # Real harms have no place in a toy model's data, so ours belong to the closed world of lesson 7:
 # poisoning a creature's pond, stealing its eggs, starting a fire in the woods. The "harmful"
@@ -339,11 +342,48 @@ assert base_result["ends_with_end"] == 0.0
 #
 # ## 6. After post-training
 #
-# `checkpoints/mini` is the chat model: mini-base after SFT (lesson 10) and DPO (lesson 11),
-# whose data held train-category refusals and look-alikes answered. If it is in the repository,
-# we evaluate it the same way; the picture compares it with the base model, as Figure 4 compares
-# before and after. The rigged assistants frame the picture: "refuses all" and "ideal" are the
-# two ends a safety-trained model lies between.
+# `checkpoints/mini` is the chat model: SFT (`configs/mini-sft.toml`, the loss mask of lesson
+# 10) and then DPO (`configs/mini-dpo.toml`, lesson 11), whose data held train-category refusals
+# and look-alikes answered. Its SFT did not start from `checkpoints/mini-base`. Its `init_from`
+# is `runs/mini-base-induction-mix/final`: a base trained further from mini-base, on a longer
+# phase 2 (30,000 more textbooks) and then on pages of copying and reading exercises that
+# taught it to search its context (lesson 10, section 7; mini's model card lists every stage).
+# That base is not shipped, so the "before" we can run here is mini-base, and the two models
+# differ by more than post-training.
+#
+# What the comparison shows. Neither base was ever shown a conversation or a refusal: the
+# further pre-training added textbooks of the same generator as mini-base's and exercise pages,
+# and samples of them hold no chat token and no refusal opening (checked below). mini's model
+# card measured its own base on the full held-out sets (200 requests of each kind): 100% harmful
+# compliance, 0% benign refusal, 0% of its answers closed with `<|end|>`, what mini-base scores
+# here. So the change from "never refuses, never stops" to refusing and stopping is
+# post-training's.
+#
+# What it does not show: how much of mini's particular rates is post-training alone. Its base
+# has read more text and can read its prompt; the same SFT and DPO started from mini-base might
+# refuse more or less often, and confuse look-alikes more or less often. Only that run would
+# tell, and it is not part of this lesson.
+#
+# If mini is in the repository we evaluate it the same way; the picture sets it beside
+# mini-base, as Figure 4 sets "before" beside "after", with the rigged assistants as a frame:
+# "refuses all" and "ideal" are the two ends a safety-trained model lies between.
+
+# %%
+import itertools  # noqa: E402
+
+from tinyphi3.data import reading  # noqa: E402
+from tinyphi3.data.textbooks import generate_textbooks  # noqa: E402
+
+further = {"textbooks (seed 1, as for the longer phase 2)":
+           list(itertools.islice(generate_textbooks(30000, seed=1), 300)),
+           "copying pages": list(reading.generate_copying_documents(300, seed=0)),
+           "induction pages": list(reading.generate_induction_documents(300, seed=0))}
+for kind, docs in further.items():
+    text = " ".join(docs).lower()
+    openings = [o for o in safety.REFUSAL_OPENINGS if o.lower() in text]
+    print(f"{kind:46} {len(docs)} documents: chat tokens {'<|' in text}, refusal openings "
+          f"{openings or 'none'}")
+    assert "<|" not in text and not openings
 
 # %%
 chat_dir = REPO / "checkpoints" / "mini"
@@ -364,15 +404,17 @@ else:
     print(f"{chat_dir.relative_to(REPO)} is not in the repository: the chat model is not "
           f"evaluated; the picture shows the base model beside the rigged assistants.")
 
-compared = {**results, **{f"{name} (rigged)": rigged[name]
-                          for name in ("refuses all", "ideal", "keyword guard")}}
+shown = {"mini-base": "mini-base: pre-trained", "mini": "mini: SFT + DPO"}
+compared = {**{shown[name]: r for name, r in results.items()},
+            **{f"{name} (rigged)": rigged[name] for name in ("refuses all", "ideal",
+                                                              "keyword guard")}}
 picture = grouped_bars(
     "12_safety_rates.png",
     {label: {name: 100 * r[key] for name, r in compared.items()}
      for key, label in (("harmful_compliance", "harmful compliance"),
                         ("benign_refusal", "benign refusal"))},
     f"safety: {N} held-out harmful and {N} benign requests (lower is better)", "% of requests",
-    vmax=110)
+    vmax=110, size=(960, 480))
 print("picture:", picture)
 assert picture.stat().st_size > 1000
 
@@ -388,4 +430,20 @@ assert picture.stat().st_size > 1000
 #   benign refusal alone rewards complying with everything;
 # - the base model, which neither refuses nor answers but continues text, and (when it is there)
 #   the chat model after safety post-training, as in the report's Figure 4:
-#   `tinyphi3 eval --ckpt DIR --task safety` prints the same table.
+#   `tinyphi3 eval --ckpt DIR --task safety` prints the same table. The chat model's base was
+#   trained further than mini-base, so the pair shows that post-training brought the refusals,
+#   not how post-training from mini-base itself would score.
+#
+# ## Where it lives
+#
+# - `tinyphi3/evaluation/safety_eval.py`: `evaluate_safety` (the two rates and the share closed
+#   with `<|end|>`), `chat_answer` (one greedy chat turn), `format_safety_table`.
+# - `tinyphi3/data/safety.py`: `CATEGORIES`, `TRAIN_CATEGORIES`, `HELD_OUT_CATEGORIES`,
+#   `harmful_requests`, `benign_requests`, `request_category`, `refusal`, `harmful_compliance`,
+#   `REFUSAL_OPENINGS` and `is_refusal` (the judge); `tinyphi3/data/benign.py`: the look-alikes.
+# - `tinyphi3/data/post_training.py`: `generate_sft`, `generate_dpo` (the post-training data the
+#   overlap check reads).
+# - `tinyphi3/data/textbooks.py`: `generate_textbooks`; `tinyphi3/data/reading.py`:
+#   `generate_copying_documents`, `generate_induction_documents` (the further pre-training of
+#   mini's base).
+# - `tinyphi3/pictures/charts.py`: `grouped_bars`, the picture.

@@ -12,7 +12,9 @@
 # 2. phi-3-small's fused `query_key_value` projection, laid out per KV group `[KV, g + 2, hd]`;
 # 3. GEGELU: an interleaved split, a clamp, and `quick_gelu(a) * (b + 1)`;
 # 4. μP's attention scale `1/d` instead of `1/sqrt(d)`;
-# 5. μP's embedding multiplier and the division of the logits by the width multiplier.
+# 5. μP's embedding multiplier and the division of the logits by the width multiplier;
+# 6. the initialisation, which is not μP: GPT-2's and Megatron-LM's `1/sqrt(2 L)` scaling of a
+#    residual output projection, and which projection the published code really scales.
 
 # %%
 import math
@@ -109,13 +111,55 @@ assert cache.nbytes() == kv_cache_bytes(tiny, 20, tiny.num_key_value_heads, byte
 # ## 2. The fused `query_key_value` projection, grouped
 #
 # phi-3-mini computes `q`, `k` and `v` with one matrix whose output is `[all q | all k | all v]`
-# (`tinyphi3.models.model.split_qkv`). phi-3-small's `query_key_value` (with a bias) is also one matrix
-# of `(H + 2 KV) * hd` outputs, but laid out *per KV group*: the `g` queries of a group, then its
-# key, then its value, group after group. Viewed as `[..., KV, g + 2, hd]`:
+# (`tinyphi3.models.phi3.split_qkv`). phi-3-small's `query_key_value` (with a bias) is also one
+# matrix of `(H + 2 KV) * hd` outputs, but laid out *per KV group*: the `g` queries of a group,
+# then its key, then its value, group after group. Viewed as `[..., KV, g + 2, hd]`:
 #
 #     group 0: q_0 q_1 q_2 q_3 k_0 v_0 | group 1: q_4 q_5 q_6 q_7 k_1 v_1 | ...
 #
-# To see where each slice goes we fill every `hd`-wide slot with a label: 10 * group + slot.
+# The picture draws both layouts for 8 query heads and 2 KV heads (`g = 4`, phi-3-small's ratio;
+# the real model repeats the pattern 8 times). Each coloured slot is `hd` outputs, and its name
+# is where the library's split sends it:
+
+# %%
+pic = tiny.replace(num_attention_heads=8, num_key_value_heads=2)   # g = 4, hd = 64 / 8 = 8
+
+
+def slot_owners(split, config):
+    """(name, colour) of every hd-wide output slot, read off the split: H + 2KV slots."""
+    g_ = config.num_attention_heads // config.num_key_value_heads
+    n_slots = config.num_attention_heads + 2 * config.num_key_value_heads
+    ids = np.repeat(np.arange(n_slots, dtype=np.float32), config.head_dim)[None, None]
+    q_, k_, v_ = split(ids, config)                  # every slot holds its own index
+    owner = {}
+    for h in range(config.num_attention_heads):
+        owner[int(q_[0, h, 0, 0])] = (f"q{h}", (h // g_) % 2)          # colours 0, 1: queries
+    for j in range(config.num_key_value_heads):
+        owner[int(k_[0, j, 0, 0])] = (f"k{j}", 2 + j % 2)              # 2, 3: keys
+        owner[int(v_[0, j, 0, 0])] = (f"v{j}", 4 + j % 2)              # 4, 5: values
+    assert sorted(owner) == list(range(n_slots))     # every slot read exactly once
+    return [owner[s] for s in range(n_slots)]
+
+
+grouped_slots = slot_owners(small.split_grouped_qkv, pic)
+mini_slots = slot_owners(split_qkv, pic)
+print("phi-3-small:", " ".join(name for name, _ in grouped_slots))
+print("phi-3-mini: ", " ".join(name for name, _ in mini_slots))
+assert [name for name, _ in grouped_slots[:6]] == ["q0", "q1", "q2", "q3", "k0", "v0"]
+assert [name for name, _ in mini_slots[8:]] == ["k0", "k1", "v0", "v1"]
+print("picture:", _plot.cell_rows(
+    "13_qkv_slots.png",
+    [("phi-3-small query_key_value", [(n, c, 2) for n, c in grouped_slots]),
+     ("phi-3-mini qkv_proj", [(n, c, 2) for n, c in mini_slots])],
+    "The fused projection's output, slot by slot: 8 query heads, 2 KV heads (g = 4)",
+    ["queries of KV group 0", "queries of KV group 1", "key k0", "key k1", "value v0",
+     "value v1"],
+    note="each slot is hd outputs; phi-3-small has 32 query and 8 KV heads, the same pattern "
+         "8 times"))
+
+# %% [markdown]
+# To see where each slice goes in the tiny model we fill every `hd`-wide slot with a label:
+# 10 * group + slot.
 
 # %%
 H, KV, hd = tiny.num_attention_heads, tiny.num_key_value_heads, tiny.head_dim
@@ -252,10 +296,18 @@ print(f"geglu_mlp: [1, 5, {C}] -> up_proj [1, 5, {2 * I}] -> gegelu [1, 5, {I}] 
 # %% [markdown]
 # ## 4. μP: the attention scale is `1/d`
 #
-# Maximal Update Parametrization (Yang et al. 2022, "Tensor Programs V") chooses how every
-# initialisation, multiplier and learning rate scales with the width, so that the best
-# hyperparameters of a narrow proxy model stay the best for the wide one. For attention it asks
-# for the scores `q . k / d` instead of the usual `q . k / sqrt(d)`.
+# Maximal Update Parametrization (μP; Yang & Hu 2021, "Tensor Programs IV", derives it; Yang et
+# al. 2022, "Tensor Programs V", uses it to tune a narrow proxy and transfer the hyperparameters)
+# chooses how initialisations, multipliers and learning rates scale with the *width*, so that
+# every layer's update stays of the same size as the model widens and the best hyperparameters
+# of the narrow model stay the best for the wide one. In phi-3-small's published model code μP is
+# three width-dependent factors, one per section here and in section 5: a multiplier on the
+# embedding output (`mup_embedding_multiplier`), the attention logits scaled by `1/d` with a
+# tunable `mup_attn_multiplier`, and the output logits divided by `mup_width_multiplier`. (μP
+# also scales the learning rate of the hidden matrices with the width; that belongs to the
+# training optimizer, which the model code does not contain.)
+#
+# For attention μP asks for the scores `q . k / d` instead of the usual `q . k / sqrt(d)`.
 #
 # Why: `q . k` is a sum of `d` products. At initialisation `q` and `k` are unrelated and the
 # products have random signs, so the sum grows like `sqrt(d)`, and `1/sqrt(d)` keeps it of order
@@ -402,15 +454,59 @@ print(f"logits = final_layernorm(x) @ embed_tokens^T / {tiny.mup_width_multiplie
       f"{logits[..., real].std():.4f}; the {int((~real).sum())} dummy rows get float32's minimum")
 
 # %% [markdown]
-# One more piece of μP in phi-3-small is its initialisation: every matrix starts with std 0.02
-# except `down_proj`, at `0.02 / sqrt(2 * layers)`, because the two residual branches of every
-# layer add up along the depth (`tinyphi3.models.phi3_small.init_std`):
+# ## 6. The initialisation: scaled residual projections, not μP
+#
+# phi-3-small starts every matrix with std `initializer_range = 0.02` except the MLP's
+# `down_proj`, drawn at `0.02 / sqrt(2 L)` for `L` layers. This is not μP: μP scales with the
+# width, this scales with the depth. It is the scaled initialisation of GPT-2 (Radford et al.
+# 2019, §2.3: the weights of the residual layers scaled by `1/sqrt(N)`, `N` the number of
+# residual layers) and of Megatron-LM (`scaled_init_method_normal`: std `sigma / sqrt(2 L)` for
+# the output projection of attention and of the MLP). Each layer adds two branches to the
+# residual stream; at initialisation their outputs are nearly independent, so after `L` layers
+# the stream holds `2 L` random terms whose variances add up. Shrinking each branch's output
+# projection by `1/sqrt(2 L)` keeps that sum the same size at any depth.
+#
+# Which projections does the published model scale? `Phi3SmallPreTrainedModel._init_weights`
+# (`modeling_phi3_small.py`, published with the phi-3-small model) draws every `nn.Linear` weight
+# and the embedding from normal(0, 0.02), then draws again, at `0.02 / sqrt(2 *
+# num_hidden_layers)`, every parameter whose name *contains* `c_proj.weight`, `down_proj.weight`
+# or `o_proj.weight`. Its comment says that the attention output projection and the MLP's
+# `down_proj` are both meant, as in Megatron; but `c_proj` is GPT-2's name and `o_proj` Llama's
+# (and phi-3-mini's), and phi-3-small calls its attention output `dense`
+# (`model.layers.N.self_attn.dense.weight`), which contains none of the three. So the published
+# code scales `mlp.down_proj.weight` only, and `init_std` does the same. The name test, applied to
+# every tensor name of phi-3-small (the library's names are the published ones):
 
 # %%
-print(f"phi-3-small: down_proj std = 0.02 / sqrt(2 x {big.num_hidden_layers}) = "
-      f"{small.init_std('model.layers.0.mlp.down_proj.weight', big):.5f}")
-assert small.init_std("model.layers.0.mlp.down_proj.weight", big) == 0.02 / 8
-assert small.init_std("model.layers.0.mlp.up_proj.weight", big) == 0.02
+SCALED_NAMES = ("c_proj.weight", "down_proj.weight", "o_proj.weight")   # the published test
+matrices = [n for n, shape in small.parameter_shapes(big).items()
+            if len(shape) == 2]                                     # every 2-D weight
+matched = [n for n in matrices if any(part in n for part in SCALED_NAMES)]
+print(f"phi-3-small: {len(matrices)} matrices; the name test matches {len(matched)}: "
+      f"{matched[0]} ... {matched[-1]}")
+assert matched == [f"model.layers.{i}.mlp.down_proj.weight" for i in range(big.num_hidden_layers)]
+assert not any(part in "model.layers.0.self_attn.dense.weight" for part in SCALED_NAMES)
+residual_std = 0.02 / math.sqrt(2 * big.num_hidden_layers)
+for n in matrices:                                   # init_std: exactly the published choice
+    assert small.init_std(n, big) == (residual_std if n in matched else 0.02)
+print(f"init_std: down_proj {small.init_std(matched[0], big):.5f} = 0.02 / sqrt(2 x "
+      f"{big.num_hidden_layers}); self_attn.dense "
+      f"{small.init_std('model.layers.0.self_attn.dense.weight', big):.2f}, like every other "
+      f"matrix")
+
+# %% [markdown]
+# The random weights of the tiny model (4 layers: `0.02 / sqrt(8) = 0.0071`) are drawn with
+# those stds (`tinyphi3.models.weights.init_parameters`):
+
+# %%
+drawn = {kind: np.mean([w[f"model.layers.{i}.{kind}.weight"].std()
+                        for i in range(tiny.num_hidden_layers)])
+         for kind in ("self_attn.query_key_value", "self_attn.dense", "mlp.up_proj",
+                      "mlp.down_proj")}
+for kind, std in drawn.items():
+    print(f"  {kind:27s} std {std:.4f}")
+assert abs(drawn["mlp.down_proj"] / (0.02 / math.sqrt(2 * tiny.num_hidden_layers)) - 1) < 0.05
+assert all(abs(drawn[k] / 0.02 - 1) < 0.05 for k in drawn if k != "mlp.down_proj")
 
 # %% [markdown]
 # ## Summary
@@ -424,3 +520,21 @@ assert small.init_std("model.layers.0.mlp.up_proj.weight", big) == 0.02
 # - μP scales attention by `1/d`: trained queries and keys are aligned, so `q . k` grows like
 #   `d`, not `sqrt(d)`. For the same reason the logits are divided by the width multiplier; the
 #   embedding multiplier gives the input a larger scale than the tied output head.
+# - The initialisation is not μP: `down_proj` starts at `0.02 / sqrt(2 L)`, GPT-2's and
+#   Megatron-LM's scaled residual projection. The published name test was written for both output
+#   projections, but matches only `down_proj`: phi-3-small's attention output is called `dense`.
+#
+# ## Where it lives
+#
+# - `tinyphi3/nn/attention.py`: `attention` (`q` with `H` heads, `k`, `v` with `KV` heads; query
+#   head `h` reads KV head `h // g`), `causal_mask`.
+# - `tinyphi3/models/phi3_small.py`: `split_grouped_qkv`, `self_attention`, `decoder_layer`,
+#   `scale_embeddings` (the embedding multiplier), `lm_head` (the width multiplier),
+#   `mask_dummy_logits`, `parameter_shapes`, `init_std`; `tinyphi3/models/phi3.py`: `split_qkv`,
+#   phi-3-mini's `[q | k | v]`.
+# - `tinyphi3/nn/layers.py`: `gegelu`, `geglu_mlp`, `layer_norm`; `tinyphi3/nn/activations.py`:
+#   `quick_gelu`, `gegelu_inputs` (the clamp).
+# - `tinyphi3/config/phi3.py`: `Phi3Config.attention_scale` (`1/d` with μP), the `mup_*` fields;
+#   `tinyphi3/config/small.py`: phi-3-small's published configuration keys.
+# - `tinyphi3/models/weights.py`: `init_parameters`, which draws each matrix with `init_std`;
+#   `tinyphi3/inference/cache.py`: `KVCache.nbytes`.

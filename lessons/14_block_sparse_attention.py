@@ -141,14 +141,14 @@ assert all(a > b for a, b in zip(dens[4:], dens[5:]))          # then falling...
 assert 1 / 8 < dens[-1] < 0.25                                 # ... towards 1/8
 assert per_query[-1] < 0.2 and 0.5 < per_kv[-1] < 0.55
 x = np.arange(len(lengths))
-print("picture:", _plot.line_plot(
+print("picture:", _plot.line_plot(                 # "a -> b": curve a tends to the limit b
     "14_density.png",
-    {"density (prefill work)": (x, dens),
-     "decode read, per query head": (x, per_query),
-     "decode read, per KV head": (x, per_kv)},
-    "phi-3-small's block-sparse layers against dense attention (= 1)", "sequence length (tokens)",
-    "fraction of dense", xticks=[str(n) for n in lengths], legend="upper right",
-    hlines={"1/8": 1 / 8, "1/2": 1 / 2}))
+    {"prefill work -> 1/8": (x, dens),
+     "decode, per query head -> 1/8": (x, per_query),
+     "decode, per KV head -> 1/2": (x, per_kv)},
+    "phi-3-small's block-sparse layers against dense attention (= 1); dashed: 1/2, 1/8",
+    "sequence length (tokens)", "fraction of dense", xticks=[str(n) for n in lengths],
+    legend="upper right", hlines={"": 1 / 8, " ": 1 / 2}))   # the legend names the dashed lines
 
 # %% [markdown]
 # ## 3. Coverage: every earlier block is read by some head
@@ -231,12 +231,17 @@ print(f"new keys and values after position {t}: outputs 0..{t} unchanged, later 
 # %% [markdown]
 # ## 5. The reference and the prefill kernel
 #
+# The speed the layout promises needs kernels that skip the inactive blocks. The report (§2)
+# built "a kernel for the prefilling phase" and extended vLLM's paged attention kernel "for the
+# decoding phase"; tinyphi3 has one of each, in Numba.
+#
 # `blocksparse_attention` is the NumPy reference: dense scores, the block-sparse mask, softmax.
 # It computes every score, even the ones it throws away. (On the numba backend a model's
 # block-sparse layers ask the same function, and it runs the kernels instead: the switch of
-# `tinyphi3.backends`. This lesson runs on the numpy backend, so the name means the reference.) `blocksparse_prefill` (Numba) visits
-# only the active blocks and never builds the `[T, S]` score matrix. Same answer, here with
-# grouped-query heads (8 query heads, 2 KV heads) over 512 tokens in blocks of 16:
+# `tinyphi3.backends`. This lesson runs on the numpy backend, so the name means the reference.)
+# `blocksparse_prefill` (Numba) visits only the active blocks and never builds the `[T, S]`
+# score matrix. Same answer, here with grouped-query heads (8 query heads, 2 KV heads) over 512
+# tokens in blocks of 16:
 
 # %%
 H, KV, T, hd, bs = 8, 2, 512, 32, 16
@@ -244,7 +249,8 @@ lay = blocksparse_layout(H, T // bs, 4, 8)
 q, k, v = randn(1, H, T, hd), randn(1, KV, T, hd), randn(1, KV, T, hd)
 reference = blocksparse_attention(q, k, v, lay, bs, 1 / hd)
 kernel = blocksparse_prefill(q, k, v, lay, bs, 1 / hd)
-print(f"density {density(lay):.3f}; max |kernel - reference| = {np.abs(kernel - reference).max():.1e}")
+print(f"density {density(lay):.3f}; "
+      f"max |kernel - reference| = {np.abs(kernel - reference).max():.1e}")
 assert np.allclose(kernel, reference, atol=1e-5)
 causal = attention(q, k, v, causal_mask(np.arange(T), np.ones((1, T), dtype=bool)), 1 / hd)
 assert not np.allclose(kernel, causal, atol=1e-3)              # and it is not dense attention
@@ -348,8 +354,8 @@ for n in (1024, 2048, 4096, 8192):
     lay = blocksparse_layout(HEADS, n // BLOCK, LOCAL, STRIDE)
     sparse, dense = kv_bytes_per_token(lay, n, BLOCK, KV_HEADS, HD)
     assert dense == n * per_token
-    print(f" {n:6d} | {dense / 2 ** 20:7.2f} MiB | {sparse / 2 ** 20:14.2f} MiB | {sparse / dense:8.3f} "
-          f"| {(1 + sparse / dense) / 2:.3f}")
+    print(f" {n:6d} | {dense / 2 ** 20:7.2f} MiB | {sparse / 2 ** 20:14.2f} MiB "
+          f"| {sparse / dense:8.3f} | {(1 + sparse / dense) / 2:.3f}")
 assert sparse / dense == (16 + 56) / 128                        # 8192: 16 local + 4 x 14 remote
 assert (1 + sparse / dense) / 2 == 0.78125
 
@@ -406,3 +412,18 @@ print(f"on {platform.machine()} with {os.cpu_count()} cores; NumPy {np.__version
 # - Inside an active block, tokens stay causal.
 # - The Numba kernels equal the reference; they fold one active block at a time into an online
 #   softmax and never touch the skipped blocks of the cache.
+#
+# ## Where it lives
+#
+# - `tinyphi3/nn/blocksparse_layout.py`: `blocksparse_layout` (the formula of section 1),
+#   `density`, `kv_bytes_per_token`, and `check_layout` / `query_start`, which the kernels use.
+# - `tinyphi3/nn/blocksparse.py`: `blocksparse_mask` (blocks and token causality, section 4),
+#   `blocksparse_attention` (the NumPy reference), `blocksparse_padded_mask`,
+#   `mask_at_positions`.
+# - `tinyphi3/backends/numba/blocksparse.py`: `blocksparse_prefill` and `blocksparse_decode`
+#   (the online softmax over active blocks, in `_prefill` and `_decode`).
+# - `tinyphi3/backends/__init__.py`: `set_backend`, the switch between the reference and the
+#   kernels; `tinyphi3/models/phi3_small.py`: the variant whose even layers are block-sparse;
+#   `tinyphi3/config/phi3.py`: `Phi3Config.uses_blocksparse` and the `blocksparse_*` fields
+#   (phi-3-small's published defaults in `tinyphi3/config/small.py`).
+# - `tinyphi3/pictures/blocksparse.py`: `draw_layout`, the Figure 2 pictures.

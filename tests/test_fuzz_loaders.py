@@ -169,6 +169,7 @@ def run_model(directory):
     model = Phi3.from_pretrained(directory)
     logits = model(np.array([[1, 2, 3]]) % model.config.vocab_size)
     assert logits.shape[-1] == model.config.vocab_size
+    assert np.isfinite(logits).all(), "a checkpoint that loads must not give NaN logits"
 
 
 def run_tokenizer(directory):

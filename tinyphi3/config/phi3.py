@@ -56,18 +56,19 @@ def check_types(config) -> None:
             raise ConfigError(f"config: {name} must be {expected}, got {value!r}")
     scaling = config.rope_scaling
     if scaling is not None:
+        if not isinstance(scaling.get("type"), str):
+            raise ConfigError(f"config: rope_scaling.type must be a string, "
+                              f"got {scaling.get('type')!r}")
         for name in ("short_factor", "long_factor"):
             factors = scaling.get(name)
-            if not isinstance(factors, list) or not all(_is_number(f) for f in factors):
+            if factors is not None and (not isinstance(factors, list)
+                                        or not all(_is_number(f) for f in factors)):
                 raise ConfigError(f"config: rope_scaling.{name} must be a list of numbers, "
                                   f"got {factors!r}")
         factor = scaling.get("attention_factor")
         if factor is not None and not (_is_number(factor) and factor > 0):
             raise ConfigError(f"config: rope_scaling.attention_factor must be a positive number "
                               f"or null, got {factor!r}")
-        if not isinstance(scaling.get("type"), str):
-            raise ConfigError(f"config: rope_scaling.type must be a string, "
-                              f"got {scaling.get('type')!r}")
 
 
 @dataclass

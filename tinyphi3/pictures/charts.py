@@ -192,3 +192,255 @@ def heatmaps(name, panels, title, vmax=None, annotate=False, cell=None):
     d.text((W / 2, H - 22), f"rows: query position; white = 0, dark blue = {vmax:g}",
            fill=GREY, font=f, anchor="ma")
     return _save(img, name)
+
+
+def line_panels(name, panels, title, xlabel, ylabel, marks=None, panel_size=(330, 380)):
+    """Small line plots side by side, one curve each, sharing one y axis (each its own x axis).
+
+    panels: [(panel title, xs, ys), ...]; marks: one x per panel, where a dot is drawn and the
+    curve's value there written, to compare the panels at matching points."""
+    pw, ph = panel_size
+    left, gap, top, bottom = 80, 35, 75, 65
+    W, H = left + len(panels) * (pw + gap), top + ph + bottom
+    img = Image.new("RGB", (W, H), WHITE)
+    d = ImageDraw.Draw(img)
+    f = _font()
+    ys_all = np.concatenate([np.asarray(ys, float) for _, _, ys in panels])
+    y0, y1 = min(float(ys_all.min()), 0.0), float(ys_all.max())   # linear, from zero
+    y0, y1 = y0 - 0.05 * (y1 - y0 or 1), y1 + 0.05 * (y1 - y0 or 1)
+    py = lambda y: top + ph - (np.asarray(y, float) - y0) / (y1 - y0) * ph   # noqa: E731
+    for p, (label, xs, ys) in enumerate(panels):
+        xs, ys, ox = np.asarray(xs, float), np.asarray(ys, float), left + p * (pw + gap)
+        x0, x1 = float(xs.min()), float(xs.max())
+
+        def px(x, ox=ox, x0=x0, x1=x1):
+            return ox + (np.asarray(x, float) - x0) / (x1 - x0 or 1) * pw
+
+        for t in _ticks(y0, y1, False):
+            d.line([(ox, py(t)), (ox + pw, py(t))], fill=(230, 230, 230))
+            if p == 0:                                      # the shared y axis, labelled once
+                d.text((ox - 6, py(t)), _label(t), fill=BLACK, font=f, anchor="rm")
+        for t in _ticks(x0, x1, False):
+            d.line([(px(t), top + ph), (px(t), top + ph + 5)], fill=BLACK)
+            d.text((px(t), top + ph + 8), _label(t), fill=BLACK, font=f, anchor="ma")
+        d.rectangle([ox, top, ox + pw, top + ph], outline=BLACK)
+        color = COLORS[p % len(COLORS)]
+        d.line(list(zip(px(xs), py(ys))), fill=color, width=3)
+        if marks is not None:
+            x, y = marks[p], float(np.interp(marks[p], xs, ys))
+            d.ellipse([px(x) - 6, py(y) - 6, px(x) + 6, py(y) + 6], fill=BLACK)
+            d.text((px(x) + 10, py(y) - 10), f"{y:.2f}", fill=BLACK, font=f, anchor="ld")
+        d.text((ox + pw / 2, top - 8), label, fill=BLACK, font=f, anchor="md")
+    d.text((W / 2, 12), title, fill=BLACK, font=_font(18), anchor="ma")
+    d.text((left + (W - left - gap) / 2, H - 24), xlabel, fill=BLACK, font=f, anchor="ma")
+    d.text((12, top - 40), ylabel, fill=BLACK, font=f)
+    return _save(img, name)
+
+
+def token_strip(name, tokens, kinds, legend, title, width=1000):
+    """Tokens as boxes in reading order, wrapped into rows, each filled with the colour of its
+    kind, its position written small under it.
+
+    tokens: the text of each token; kinds: an index into legend for each token (legend: the
+    names of the kinds, e.g. ["label -100", "carries a label"])."""
+    fills = [(228, 228, 228), (150, 200, 240), (170, 220, 140), (253, 191, 111), (210, 180, 225)]
+    f, small = _font(15), _font(10)
+    d = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes, x, row = [], 20, 0                               # first pass: where each box goes
+    for text in tokens:
+        w = max(22, d.textlength(text, font=f) + 12)
+        if x + w > width - 20 and x > 20:
+            x, row = 20, row + 1
+        boxes.append((x, row, w))
+        x += w + 4
+    top, pitch = 80, 46
+    img = Image.new("RGB", (width, top + pitch * (row + 1) + 10), WHITE)
+    d = ImageDraw.Draw(img)
+    for i, (text, kind, (x, r, w)) in enumerate(zip(tokens, kinds, boxes)):
+        y = top + r * pitch
+        d.rectangle([x, y, x + w, y + 26], fill=fills[kind % len(fills)], outline=GREY)
+        d.text((x + w / 2, y + 13), text, fill=BLACK, font=f, anchor="mm")
+        d.text((x + w / 2, y + 29), str(i), fill=GREY, font=small, anchor="ma")
+    x = 20
+    for k, label in enumerate(legend):                      # the legend, under the title
+        d.rectangle([x, 44, x + 16, 60], fill=fills[k % len(fills)], outline=GREY)
+        d.text((x + 22, 52), label, fill=BLACK, font=f, anchor="lm")
+        x += 22 + d.textlength(label, font=f) + 30
+    d.text((width / 2, 12), title, fill=BLACK, font=_font(18), anchor="ma")
+    return _save(img, name)
+
+
+def _arrow(d, points, fill=BLACK, width=2):
+    """A polyline with an arrowhead at its last point (segments horizontal or vertical)."""
+    d.line(points, fill=fill, width=width)
+    (x0, y0), (x1, y1) = points[-2], points[-1]
+    ux, uy = np.sign(x1 - x0), np.sign(y1 - y0)                 # the last segment's direction
+    d.polygon([(x1, y1), (x1 - 10 * ux - 5 * uy, y1 - 10 * uy - 5 * ux),
+               (x1 - 10 * ux + 5 * uy, y1 - 10 * uy + 5 * ux)], fill=fill)
+
+
+def block_diagram(name, columns, title, inputs="", skips=(), note="", box=(330, 44), gap=50):
+    """Boxes joined by arrows: top to bottom within a column, then on to the next column; every
+    arrow carries a label (a tensor's shape, say) written beside it.
+
+    columns: [[(box text, label of the arrow that leaves the box), ...], ...]. A box "+" is drawn
+    as a circle (a sum). The last box of a column sends its arrow to the top of the next column;
+    the very last arrow leaves the picture. inputs: the label of the arrow entering the first box.
+    skips: [(column, i, j, label)]: an arrow on the left of the column from the arrow that enters
+    box i to box j (a residual connection)."""
+    bw, bh = box
+    f, small = _font(15), _font(14)
+    widths = [70 + bw + max(int(max(small.getlength(lab) for _, lab in col)) + 30, 120)
+              for col in columns]                       # each column: skip, box, labels
+    starts = [20 + sum(widths[:c]) for c in range(len(columns))]
+    top = 60
+    n_rows = max(len(col) for col in columns)
+    W, H = 20 + sum(widths), top + gap + n_rows * (bh + gap) + (30 if note else 0)
+    img = Image.new("RGB", (W, H), WHITE)
+    d = ImageDraw.Draw(img)
+    blue = COLORS[0]
+    centre = lambda c: starts[c] + 70 + bw / 2                              # noqa: E731
+    box_top = lambda i: top + gap + i * (bh + gap)                                # noqa: E731
+
+    def entering(c, i, label, start=None):            # the arrow into box i of column c
+        cx, y1 = centre(c), box_top(i) - (14 if columns[c][i][0] == "+" else 0)
+        y0 = box_top(i) - gap if start is None else start
+        _arrow(d, [(cx, y0), (cx, y1)])
+        d.text((cx + 12, (y0 + y1) / 2), label, fill=blue, font=small, anchor="lm")
+
+    for c, col in enumerate(columns):
+        cx = centre(c)
+        for i, (text, _) in enumerate(col):
+            y = box_top(i)
+            if text == "+":
+                d.ellipse([cx - 14, y - 14, cx + 14, y + 14], outline=BLACK, width=2)
+                d.text((cx, y), "+", fill=BLACK, font=_font(20), anchor="mm")
+            else:
+                d.rounded_rectangle([cx - bw / 2, y, cx + bw / 2, y + bh], radius=6,
+                                    fill=(235, 242, 250), outline=BLACK, width=2)
+                d.multiline_text((cx, y + bh / 2), text, fill=BLACK, font=f, anchor="mm",
+                                 align="center")
+            bottom = y + (14 if text == "+" else bh)
+            if i + 1 < len(col):
+                entering(c, i + 1, col[i][1], start=bottom)
+        last = box_top(len(col) - 1) + (14 if col[-1][0] == "+" else bh)
+        if c == 0:
+            entering(0, 0, inputs)
+        if c + 1 < len(columns):                        # on to the top of the next column
+            mid = starts[c + 1] + 35
+            d.line([(cx, last), (cx, last + 18), (mid - 25, last + 18), (mid - 25, top),
+                    (centre(c + 1), top)], fill=BLACK, width=2)
+            entering(c + 1, 0, col[-1][1], start=top)
+        else:                                           # out of the picture
+            _arrow(d, [(cx, last), (cx, last + gap - 10)])
+            d.text((cx + 12, last + gap / 2), col[-1][1], fill=blue, font=small, anchor="lm")
+    for c, i, j, label in skips:
+        cx, x = centre(c), centre(c) - bw / 2 - 30
+        y0, y1 = box_top(i) - gap / 2, box_top(j)
+        d.ellipse([cx - 4, y0 - 4, cx + 4, y0 + 4], fill=BLACK)
+        _arrow(d, [(cx, y0), (x, y0), (x, y1), (cx - 14, y1)], fill=COLORS[1])
+        d.text((x - 6, (y0 + y1) / 2), label, fill=COLORS[1], font=small, anchor="rm")
+    d.text((W / 2, 12), title, fill=BLACK, font=_font(18), anchor="ma")
+    if note:
+        d.text((W / 2, H - 26), note, fill=GREY, font=small, anchor="ma")
+    return _save(img, name)
+
+
+def probability_bars(name, labels, probs, title, cuts=None, xlabel="", ylabel="probability",
+                     size=(1000, 520)):
+    """Probabilities as vertical bars in the order given (most likely first, say), each labelled
+    below (labels written at a slant), and cuts: {"label": n}, a dashed line after the first n
+    bars, with the label and the probability that the n bars hold. A bar's shade says how many
+    cuts keep it: dark blue all of them, lighter fewer, grey none."""
+    cuts = cuts or {}
+    W, H = size
+    left, right, top, bottom = 80, 30, 60, 95
+    img = Image.new("RGB", size, WHITE)
+    d = ImageDraw.Draw(img)
+    f, small = _font(15), _font(14)
+    probs = np.asarray(probs, float)
+    vmax = float(probs.max()) * 1.1
+    slot = (W - left - right) / len(probs)
+    y_of = lambda v: H - bottom - v / vmax * (H - top - bottom)                  # noqa: E731
+    for t in _ticks(0.0, vmax, False):
+        d.line([(left, y_of(t)), (W - right, y_of(t))], fill=(230, 230, 230))
+        d.text((left - 8, y_of(t)), _label(t), fill=BLACK, font=f, anchor="rm")
+    shades = [(31, 119, 180), (140, 185, 220), (190, 215, 235)]
+    for i, (label, p) in enumerate(zip(labels, probs)):
+        x = left + i * slot
+        dropped = sum(i >= n for n in cuts.values())       # how many cuts leave bar i out
+        color = GREY if cuts and dropped == len(cuts) else shades[min(dropped, 2)]
+        d.rectangle([x + slot * 0.15, y_of(p), x + slot * 0.85, y_of(0)], fill=color)
+        text = Image.new("RGBA", (int(small.getlength(label)) + 4, 18), (0, 0, 0, 0))
+        ImageDraw.Draw(text).text((0, 0), label, fill=BLACK, font=small)
+        text = text.rotate(40, expand=True)
+        img.paste(text, (int(x + slot / 2 - text.width + 6), int(y_of(0) + 6)), text)
+    d.line([(left, y_of(0)), (W - right, y_of(0))], fill=BLACK)
+    for k, (label, n) in enumerate(sorted(cuts.items(), key=lambda item: item[1])):
+        x = left + n * slot
+        for y in range(top, int(y_of(0)), 12):                                 # dashed
+            d.line([(x, y), (x, min(y + 6, y_of(0)))], fill=COLORS[1 + k % 4], width=2)
+        d.text((x + 6, top + 8 + 40 * k), label, fill=COLORS[1 + k % 4], font=f, anchor="la")
+        d.text((x + 6, top + 26 + 40 * k), f"keeps {n} tokens, p = {probs[:n].sum():.2f}",
+               fill=COLORS[1 + k % 4], font=small, anchor="la")
+    d.text((W / 2, 12), title, fill=BLACK, font=_font(18), anchor="ma")
+    d.text((12, top - 26), ylabel, fill=BLACK, font=f)
+    d.text(((left + W - right) / 2, H - 22), xlabel, fill=BLACK, font=f, anchor="ma")
+    return _save(img, name)
+
+
+def cell_rows(name, rows, title, legend, note="", unit=(36, 30)):
+    """Rows of coloured, labelled cells on one grid: memory layouts drawn slot by slot.
+
+    rows: [(row label, cells), ...]; a cell is (text, kind) or (text, kind, span): it is `span`
+    grid units wide (1 by default) and filled with the colour of `kind`, an index into legend
+    (the names of the kinds, drawn under the title); kind None leaves a gap. A row without cells
+    is a heading. unit: one grid unit's width and a row's height, in pixels."""
+    fills = [(120, 170, 220), (200, 225, 245), (245, 170, 100), (252, 215, 175),
+             (140, 200, 120), (205, 235, 195), (180, 150, 210), (225, 210, 240),
+             (230, 130, 130), (245, 200, 200)]
+    uw, uh = unit
+    f, small = _font(15), _font(13)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = 20 + max([probe.textlength(label, font=f) for label, cells in rows if cells] + [0]) + 12
+    units = max(sum(c[2] if len(c) > 2 else 1 for c in cells) for _, cells in rows)
+    x, lines = 20, 0                                        # the legend, wrapped to the width
+    width = max(int(left + units * uw + 20), 700)
+    for label in legend:
+        step = 22 + probe.textlength(label, font=f) + 26
+        if x + step > width - 20 and x > 20:
+            x, lines = 20, lines + 1
+        x += step
+    top = 50 + 24 * (lines + 1) + 10
+    pitch = uh + 10
+    H = top + pitch * len(rows) + (34 if note else 10)
+    img = Image.new("RGB", (width, H), WHITE)
+    d = ImageDraw.Draw(img)
+    for r, (label, cells) in enumerate(rows):
+        y = top + r * pitch
+        if not cells:                                       # a heading
+            d.text((20, y + uh - 4), label, fill=BLACK, font=_font(16), anchor="ls")
+            continue
+        d.text((left - 10, y + uh / 2), label, fill=BLACK, font=f, anchor="rm")
+        x = left
+        for cell in cells:
+            text, kind, span = (*cell, 1)[:3]
+            w = span * uw
+            if kind is not None:
+                d.rectangle([x + 1, y, x + w - 1, y + uh], fill=fills[kind % len(fills)],
+                            outline=GREY)
+                font = f if probe.textlength(text, font=f) <= w - 4 else small
+                d.text((x + w / 2, y + uh / 2), text, fill=BLACK, font=font, anchor="mm")
+            x += w
+    x, y = 20, 50
+    for k, label in enumerate(legend):                      # the legend, under the title
+        step = 22 + d.textlength(label, font=f) + 26
+        if x + step > width - 20 and x > 20:
+            x, y = 20, y + 24
+        d.rectangle([x, y - 8, x + 16, y + 8], fill=fills[k % len(fills)], outline=GREY)
+        d.text((x + 22, y), label, fill=BLACK, font=f, anchor="lm")
+        x += step
+    d.text((width / 2, 12), title, fill=BLACK, font=_font(18), anchor="ma")
+    if note:
+        d.text((width / 2, H - 24), note, fill=GREY, font=small, anchor="ma")
+    return _save(img, name)
