@@ -46,14 +46,17 @@ workdir = Path(tempfile.mkdtemp(prefix="lesson07_"))
 def show(text, width=96, lines=8):
     """The first lines of a document, wrapped, for printing."""
     wrapped = [w for line in text.splitlines() for w in (textwrap.wrap(line, width) or [""])]
-    print("\n".join("    " + w for w in wrapped[:lines]) + ("\n    ..." if len(wrapped) > lines else ""))
+    more = "\n    ..." if len(wrapped) > lines else ""
+    print("\n".join("    " + w for w in wrapped[:lines]) + more)
 
 
 # %% [markdown]
 # ## 1. Synthetic textbooks
 #
-# "Textbooks Are All You Need" (the paper that started the phi series) trained small models on
-# text that reads like a good textbook: it explains, gives worked examples and asks questions.
+# "Textbooks Are All You Need" (Gunasekar et al. 2023, the phi-1 paper that started the phi
+# series) trained a small model for code on text that reads like a good textbook: it explains,
+# gives worked examples and asks questions; part of it was written by an LLM (GPT-3.5) as
+# synthetic textbooks and exercises.
 # Ours teach a closed world (`tinyphi3.data.world`): 160 made-up creatures with five facts each,
 # and first-school-year skills such as two-digit arithmetic and simple logic. Nothing of that
 # world appears anywhere else, so whatever a model knows of it, it learned from these documents.
@@ -90,11 +93,26 @@ assert set(counts) == set(KINDS)
 # %% [markdown]
 # ## 3. The educational-value classifier
 #
-# The phi papers had an LLM rate the educational value of a *sample* of pages, trained a small
-# classifier on those ratings, and let the classifier score everything else. Our annotator is
-# plainer, and we say so: on a labelled subset of 1500 pages we read the generator's `kind` tag
-# and turn it into a value with a fixed table. The other pages are never labelled: the classifier
-# alone decides their fate.
+# Which paper says what:
+#
+# - **phi-1** ("Textbooks Are All You Need", Gunasekar et al. 2023) describes the recipe, for
+#   code: GPT-4 rated the educational value "for a student whose goal is to learn basic coding
+#   concepts" of a small *sample* of files from The Stack and StackOverflow (about 100,000), a
+#   random-forest classifier was trained on those ratings (over a pretrained code model's
+#   embeddings), and the classifier, not the LLM, scored and filtered everything else.
+# - **phi-1.5** ("Textbooks Are All You Need II", Li et al. 2023) applied that filtering to web
+#   text, beside its synthetic textbooks.
+# - **The Phi-3 report** says only that its web data is "heavily filtered ... according to the
+#   'educational level'", that it follows "the sequence of works initiated in 'Textbooks Are All
+#   You Need'" (§2), and that its predecessors combined "LLM-based filtering of publicly
+#   available web data" with synthetic data (§1). It does not describe its filter.
+#
+# So the rate-a-sample, train-a-classifier recipe below is phi-1's, applied to web pages. Our
+# annotator is plainer, and we say so: on a labelled subset of 1500 pages we read the
+# generator's `kind` tag and turn it into a value with a fixed table, where phi-1 asked an LLM.
+# Our classifier is logistic regression on hashed words, where phi-1's was a random forest on a
+# model's embeddings. The other pages are never labelled: the classifier alone decides their
+# fate.
 
 # %%
 print(EDUCATIONAL_VALUE)
@@ -189,7 +207,8 @@ def score_histograms(name, scores, kinds, thresholds, bins=25):
             d.line([(px(t), y), (px(t), y + 5)], fill="black", width=2)
         d.text((px(t) + 4, top - 6), label, fill="black", font=font, anchor="ls")
     for t in np.linspace(0, 1, 6):
-        d.text((px(t), top + row * len(KINDS) + 4), f"{t:.1f}", fill="black", font=font, anchor="ma")
+        d.text((px(t), top + row * len(KINDS) + 4), f"{t:.1f}", fill="black", font=font,
+               anchor="ma")
     d.text((W / 2, 12), "educational-value score of unlabelled pages, by kind", fill="black",
            font=ImageFont.load_default(18), anchor="ma")
     d.text((W / 2, top + row * len(KINDS) + 26), "classifier score", fill="black", font=font,
@@ -262,8 +281,8 @@ corpus.write_text("\n".join(p["text"] for p in phases.phase1[:300]) + "\n" + "\n
 tok = train_tokenizer([corpus], workdir / "tok", vocab_size=600)
 meta = write_shards(phases.phase2[:400], tok, workdir / "shards", shard_tokens=20_000,
                     val_fraction=0.05, source="lesson 7, phase 2")
-print({split: (s["documents"], s["tokens"], len(s["files"])) for split, s in meta["splits"].items()},
-      meta["dtype"])
+print({split: (s["documents"], s["tokens"], len(s["files"]))
+       for split, s in meta["splits"].items()}, meta["dtype"])
 stream = TokenStream(workdir / "shards", "train", batch_size=4, seq_len=64, seed=0)
 input_ids, labels_ = stream.next_batch()
 print(input_ids.shape, repr(tok.decode(input_ids[0][:24])))
@@ -279,3 +298,22 @@ assert input_ids.shape == (4, 64) and np.array_equal(input_ids, labels_)
 # - Junk (boilerplate, spam, "premier league" trivia) scores near 0 and leaves in phase 1;
 #   general language survives phase 1 but not phase 2; educational pages survive both.
 # - Phase 2's web pages are a subset of phase 1's, because both filters read the same scores.
+#
+# Lesson 8 pre-trains a tiny model on the two phases, made by these same functions.
+#
+# ## Where it lives
+#
+# - `tinyphi3/data/world.py`: the closed world the textbooks teach (`ENTITIES`, 160 creatures);
+#   `tinyphi3/data/textbooks.py`: `generate_textbooks`.
+# - `tinyphi3/data/web.py`: `generate_web`, `KINDS`, `WEB_MIX` and one function per kind of page
+#   (`educational_page`, `trivia_page`, ...).
+# - `tinyphi3/data/classifier.py`: `EDUCATIONAL_VALUE`, `labels_of`, `words`, `featurize`,
+#   `loss_and_grad`, `EduClassifier` (`train`, `score`, `save`, `load`), `evaluate`.
+# - `tinyphi3/data/phases.py`: `LIGHT_THRESHOLD`, `HEAVY_THRESHOLD`, `build_phases` (from
+#   `score_documents`, `phase1_documents`, `keep_scored_at_least`, `textbooks_for`),
+#   `format_summary`, `write_phases`.
+# - `tinyphi3/data/shards.py`: `write_shards`, `TokenStream`; `tinyphi3/tokenizers/
+#   train_sentencepiece.py`: `train_tokenizer`.
+# - The same steps on the command line (`tinyphi3/cli/data.py`): `tinyphi3 data web`,
+#   `data textbooks`, `data classifier train`, `data classifier score`, `data phases`,
+#   `data tokenize`.

@@ -25,6 +25,10 @@
 # 5. a small evaluation of a random model (chance level), and of a trained one if there is one.
 
 # %%
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # tiny matrices: one BLAS thread (lesson 8)
+
 import re
 import tempfile
 import textwrap
@@ -77,7 +81,8 @@ print(f"held-out share of keys, in %: {world.HELD_OUT_PERCENT}")
 
 test_fact = task_items("knowledge", "test", 1)[0]
 creature = next(e for e in world.ENTITIES if e.name == test_fact.key[1])
-print("a test question:", test_fact.question, "->", test_fact.options["ABCD".index(test_fact.answer)])
+print("a test question:", test_fact.question, "->",
+      test_fact.options["ABCD".index(test_fact.answer)])
 print("its key:", test_fact.key, "held out:", world.held_out(test_fact.key))
 assert world.held_out(test_fact.key)
 
@@ -176,12 +181,67 @@ print(f"the model picks {choice}; the right answer is {test_fact.answer}")
 print("picture:", bar_chart("09_letter_probabilities.png",
                             {f"{L}. {o}": float(np.exp(by_hand[L]))
                              for L, o in zip("ABCD", test_fact.options)},
-                            "p(letter | prompt) of a random tiny model", ""))
+                            f"p(letter | prompt) of a random tiny model; right answer "
+                            f"{test_fact.answer}, a uniform guess 1/{tok.vocab_size} = "
+                            f"{1 / tok.vocab_size:.4f}", ""))
 
 # %% [markdown]
-# Batches: prompts have different lengths, so they are padded *on the left* (the answer
-# position stays last in every row) and an attention mask hides the padding. The scores must
-# not change, which the test suite checks against one-prompt-at-a-time scoring.
+# **Batches and left padding.** `loglikelihoods` scores many prompts in one forward pass, but a
+# batch is a rectangle [B, T] and prompts have different lengths. The short ones are padded
+# *on the left*, so that every prompt ends in the last column and the logits that predict the
+# answer letter sit at the same place, `[:, -1]`, in every row. Two more arrays make the padding
+# invisible:
+#
+# - `attention_mask` [B, T]: 1 for a real token, 0 for padding; no query attends to a key
+#   whose mask is 0 (lesson 2's causal mask, with the padded columns removed);
+# - the positions [B, T]: each row counts only its own real tokens, so a prompt's first token
+#   is at position 0 whatever padding precedes it (padding gets 0; nothing attends to it).
+#
+# A batch of two prompts, the 0-shot and the 1-shot prompt of the same question, around the
+# column where the short one starts:
+
+# %%
+rows = [tok.encode(build_prompt(test_fact, [])), tok.encode(build_prompt(test_fact, examples[:1]))]
+T = max(len(x) for x in rows)
+batch = np.full((len(rows), T), tok.pad_token_id or 0, dtype=np.int64)         # [B, T]
+attention_mask = np.zeros((len(rows), T), dtype=np.int64)                      # [B, T]
+for r, x in enumerate(rows):
+    batch[r, T - len(x):] = x                   # left padding: every prompt ends in column T - 1
+    attention_mask[r, T - len(x):] = 1
+positions = np.where(attention_mask == 1, np.cumsum(attention_mask, axis=1) - 1, 0)   # [B, T]
+edge = T - len(rows[0])                         # the column of the short prompt's first token
+print(f"prompt lengths {[len(x) for x in rows]}, batch [B, T] = {list(batch.shape)}, "
+      f"pad id {tok.pad_token_id}; columns {edge - 3} to {edge + 3} and the last one:")
+for name, array in (("input_ids", batch), ("attention_mask", attention_mask),
+                    ("positions", positions)):
+    for r in range(len(rows)):
+        print(f"  {name:>14} row {r}: {array[r, edge - 3:edge + 4]} ... {array[r, -1]}")
+assert positions[0, edge] == 0 and positions[0, -1] == len(rows[0]) - 1
+
+V = tok.vocab_size
+batched = model(batch, attention_mask=attention_mask, position_ids=positions)[:, -1, :V]  # [B, V]
+alone = np.stack([model(np.array([x]))[0, -1, :V] for x in rows])     # each prompt by itself
+by_default = model(batch, attention_mask=attention_mask)[:, -1, :V]   # positions counted inside
+no_mask = model(batch)[:, -1, :V]                                     # padding attended to
+shifted = model(batch, attention_mask=attention_mask,
+                position_ids=np.broadcast_to(np.arange(T), batch.shape))[:, -1, :V]
+for name, logits in (("left padded, masked", batched), ("without the mask", no_mask),
+                     ("positions 0..T-1", shifted)):
+    print(f"{name:>20}: largest difference from each prompt alone, per row "
+          f"{np.abs(logits - alone).max(axis=1)}")
+assert np.allclose(batched, alone, atol=1e-5) and np.array_equal(batched, by_default)
+assert np.abs(no_mask[0] - alone[0]).max() > 100 * 1e-5     # negative control: the mask matters
+assert np.allclose(no_mask[1], alone[1], atol=1e-5)         # (the long row has no padding)
+assert np.allclose(shifted, alone, atol=1e-5)
+
+# %% [markdown]
+# With the mask, the batch gives each prompt's last-token logits as it has them alone (up to
+# float rounding); without it, the short prompt attends to its padding and its logits change.
+# The positions are subtler: RoPE (lesson 3) makes attention depend only on position
+# *differences*, so positions shifted by the padding give the same logits here. Counting real
+# tokens still matters: the KV cache continues from them when generating, and a LongRoPE model
+# picks its long or short factors from the largest position (lesson 3). The library's
+# `Phi3.__call__` counts them this way when no `position_ids` are given, as `by_default` shows.
 
 # %% [markdown]
 # ## 4. Chain of thought, and reading the final number
@@ -206,8 +266,9 @@ assert parse_final_number(outputs[3]) is None
 #
 # `evaluate` runs it all: n test items, K train examples before each (dropped, first ones first,
 # when the prompt would not fit the context, and counted), the scores, the accuracy. A random
-# model is at chance: about 25% on the multiple-choice tasks (up to sampling noise on a few
-# dozen items), and 0% on arithmetic, where guessing a number almost never hits it.
+# model is at chance: about 25% on the multiple-choice tasks (up to sampling noise: we score
+# only 20 items per task, to stay quick; `tinyphi3 eval` scores 200 by default), and 0% on
+# arithmetic, where guessing a number almost never hits it.
 #
 # Its context is only 256 tokens and this tokenizer is small (many tokens per word), so few
 # examples fit; the table says so. The `tinyphi3 eval` command prints the same table.
@@ -218,7 +279,7 @@ trained = REPO / "checkpoints" / "mini-base"          # used if it exists; not r
 if (trained / "config.json").is_file():
     models["mini-base"] = (tinyphi3.Phi3.from_pretrained(trained),
                            tinyphi3.Tokenizer.from_pretrained(trained))
-results = {name: evaluate_all(m, t, n=40, max_new_tokens=40) for name, (m, t) in models.items()}
+results = {name: evaluate_all(m, t, n=20, max_new_tokens=40) for name, (m, t) in models.items()}
 print(format_table(results))
 
 random_results = results["tiny-random"]
@@ -243,3 +304,16 @@ if "mini-base" in results:
 # - multiple choice scored by the log-likelihood of the answer letter, batched with left padding;
 # - chain-of-thought arithmetic scored by exact match of the final number;
 # - a table like the report's: `tinyphi3 eval --ckpt DIR --task all`.
+#
+# ## Where it lives
+#
+# - `tinyphi3/data/world.py`: `held_out` (the stable hash that splits keys), `HELD_OUT_PERCENT`,
+#   `arithmetic_key`, `QUESTION_TEMPLATES`, `FACT_TEMPLATES`, `fields`.
+# - `tinyphi3/data/tasks.py`: `TASKS`, `task_items`, `few_shot_items`, `render` (the Appendix A
+#   format; `render_cloze` for the cloze formulation).
+# - `tinyphi3/evaluation/harness.py`: `build_prompt`, `fit_prompt`, `continuation_ids`,
+#   `log_softmax`, `loglikelihoods` (left padding and the attention mask), `generate_answer`,
+#   `parse_final_number`, `evaluate`, `evaluate_all`, `format_table`.
+# - `tinyphi3/models/model.py`: `Phi3.__call__` with `attention_mask` and `position_ids`.
+# - `tinyphi3/cli/evaluation.py`: the `tinyphi3 eval` command; `tinyphi3/cli/info.py`:
+#   `init_checkpoint` (a random model to start from).

@@ -119,11 +119,12 @@ assert np.array_equal(ids, ids_list) and np.array_equal(labels[kept], ids[kept])
 
 # %% [markdown]
 # The same mask as a picture: one box per token, in reading order, coloured by its label. The
-# small number under a box is the token's position t; a dot is the space a piece starts with.
+# small number under a box is the token's position t; `_` is the space a piece starts with
+# (sentencepiece's `▁`, lesson 1).
 
 # %%
 print("picture:", _plot.token_strip(
-    "10_loss_mask.png", [tok.id_to_token(i).replace("▁", "·") for i in ids], kept.astype(int),
+    "10_loss_mask.png", [tok.id_to_token(i).replace("▁", "_") for i in ids], kept.astype(int),
     ["label -100: context, not in the loss", "label = the token: counted in the loss"],
     f"The loss mask of one conversation: {kept.sum()} of its {len(ids)} tokens carry a label"))
 
@@ -466,18 +467,19 @@ assert end_after < 0.01
 # The clearest place to watch them is a random sequence shown twice. With L tokens in a copy, a
 # query at position i of the second copy has the earlier copy of its own token at i - L, and the
 # token after that at i - L + 1: an induction head's attention there peaks at offset -(L - 1),
-# a stripe L - 1 below the diagonal. A previous-token head's peaks at offset -1. Nothing but the
-# first copy tells a model what comes next in the second, so only a model with the circuit can
-# predict it.
+# a stripe L - 1 columns left of the diagonal. A previous-token head's peaks at offset -1.
+# Nothing but the first copy tells a model what comes next in the second, so only a model with
+# the circuit can predict it.
 #
 # **Which model.** Our SFT model above started from `checkpoints/mini-base` and saw 150 steps of
-# additions. mini-base was pre-trained on textbooks whose facts can all be recalled from the
-# weights: it never needed to search its context, and did not learn to; 150 steps of sums do
-# not teach it. The shipped chat model `checkpoints/mini` did not start from mini-base. Its SFT
-# (`configs/mini-sft.toml`, whose `init_from` is `runs/mini-base-induction-mix/final`) started
-# from a base trained further: a longer phase 2 on 30,000 more textbooks, then pages of reading
-# exercises that need the search (`configs/mini-base-long.toml`, `mini-base-copying.toml`,
-# `mini-base-induction.toml`, `mini-base-induction-mix.toml`; its model card tells the story).
+# additions. mini-base was pre-trained on web pages and textbooks whose facts can all be
+# recalled from the weights: it never needed to search its context, and did not learn to; 150
+# steps of sums do not teach it. The shipped chat model `checkpoints/mini` did not start from
+# mini-base. Its SFT (`configs/mini-sft.toml`, whose `init_from` is
+# `runs/mini-base-induction-mix/final`) started from a base trained further: a longer phase 2
+# on 30,000 more textbooks, then pages of reading exercises that need the search
+# (`configs/mini-base-long.toml`, `mini-base-copying.toml`, `mini-base-induction.toml`,
+# `mini-base-induction-mix.toml`; its model card tells the story).
 # That base is not shipped, so we look for the circuit in `checkpoints/mini`, with mini-base
 # and our own SFT model beside it.
 #
@@ -551,11 +553,11 @@ assert all(scores[name][0].max() < 0.1 and scores[name][2] < 0.1
            for name in ("mini-base", "our SFT model"))
 assert all(scores[name][1].max() > 0.3 for name in models)     # previous-token heads: all three
 (li, hi), (lp, hp) = best["mini"]
-assert lp < li                                                 # the previous-token head comes first
+assert lp < li == chat_model.config.num_hidden_layers - 1    # previous-token head, then induction
 
 # %% [markdown]
-# All three models have a previous-token head: pre-training on any text makes one. Only mini
-# has an induction head, in its last layer, above its previous-token head, and only mini
+# All three models have a previous-token head: pre-training made one in each. Only mini has
+# an induction head, in its last layer, above its previous-token head, and only mini
 # predicts the second copy. Its attention on one repeated sequence, query by query (rows; the
 # second copy starts at row L), with the best head of our SFT model beside it:
 
@@ -581,11 +583,11 @@ print("picture:", _plot.heatmaps(
 # In the left panel every row's weight sits just left of the diagonal: the previous token. In
 # the middle one, the rows of the second copy put their weight on a stripe L - 1 left of the
 # diagonal: each reads the token that followed its own earlier copy, which is exactly the next
-# token to predict. The rows of the first copy have no earlier copy to find, and spread their
-# weight or rest it on the first token. Our SFT model's most induction-like head (right) has
-# no stripe. (A head that always read a fixed distance back would draw a stripe too, but not on
-# every sequence: L differs from one of the five measured sequences to the next, and mini's
-# head follows each.)
+# token to predict. The rows of the first copy have no earlier copy to find, and their weight
+# goes elsewhere (the first token, nearby tokens). Our SFT model's most induction-like head
+# (right) has no stripe. (A head that always read a fixed distance back would draw a stripe
+# too, but not on every sequence: L differs from one of the five measured sequences to the
+# next, and mini's head follows each.)
 #
 # The same skill on the chat task: lists of made-up words to repeat
 # (`tinyphi3.data.reading.copy_exchange`), counting, with the true reply fed in, how many of its

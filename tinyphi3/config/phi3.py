@@ -343,7 +343,11 @@ class Phi3Config:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path}: expected a JSON object")
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:              # name the file: "config: x ..." -> "<path>: x ..."
+            message = str(e).removeprefix("config: ")
+            raise ConfigError(f"{path}: {message}") from None
 
     def save(self, path, layout: str = "rope_scaling") -> None:
         Path(path).write_text(json.dumps(self.to_dict(layout), indent=2) + "\n", encoding="utf-8")

@@ -12,9 +12,17 @@
 Attention scores are scaled by 1/(hd / mup_attn_multiplier) (μP's 1/d, not 1/sqrt(d)). RoPE is
 phi-3-mini's rotate-half form, dimension i paired with i + hd/2 (the published
 positional_embedding.py builds cos and sin from cat(freqs, freqs) and rotates halves), with base
-1e6 and positions times rope_position_scale. The module has the functions of every variant
-(tinyphi3.models.phi3 lists them); tinyphi3.models.model.Phi3 calls them for model_type
-"phi3small". Shape letters as in tinyphi3/config.
+1e6 and positions times rope_position_scale.
+
+μP (Tensor Programs IV and V: Yang & Hu 2021, Yang et al. 2022) is the three width factors
+above: the embedding multiplier, the 1/d attention scale and the division of the logits. The
+initialisation (`init_std`) is not μP: `down_proj` starts at initializer_range / sqrt(2 *
+layers), GPT-2's and Megatron-LM's scaled residual projection, as the published `_init_weights`
+draws it.
+
+The module has the functions of every variant (tinyphi3.models.phi3 lists them);
+tinyphi3.models.model.Phi3 calls them for model_type "phi3small". Shape letters as in
+tinyphi3/config.
 """
 
 import functools
@@ -52,10 +60,16 @@ def parameter_shapes(config) -> dict:
 
 
 def init_std(name, config) -> float:
-    """The initialisation of the published `_init_weights`: normal(0, initializer_range) for every
-    matrix, except `down_proj`, whose std is initializer_range / sqrt(2 * layers) (the published
-    `_init_weights`: two residual branches per layer add up). Norm gains start at 1, biases at 0
-    (not drawn)."""
+    """The std of a matrix's normal(0, std) initialisation: initializer_range (0.02), except
+    `mlp.down_proj.weight` at initializer_range / sqrt(2 * layers).
+
+    The scaled one is GPT-2's and Megatron-LM's residual initialisation (two branches per layer
+    add up along the depth), not μP. `Phi3SmallPreTrainedModel._init_weights`
+    (modeling_phi3_small.py) draws again, at that std, every parameter whose name contains
+    "c_proj.weight", "down_proj.weight" or "o_proj.weight". Its comment means the attention
+    output projection as well, but phi-3-small names that one `self_attn.dense`, which matches
+    none of the three: the published code scales `down_proj` only, and so does this function.
+    Norm gains start at 1 and biases at 0 (tinyphi3.models.weights.init_parameters)."""
     if name.endswith("down_proj.weight"):
         return config.initializer_range / math.sqrt(2 * config.num_hidden_layers)
     return config.initializer_range
