@@ -538,7 +538,7 @@ print(f"M = 64: fp32 (BLAS) {t_fp32_prefill * 1e3:.1f} ms, 4-bit (integer kernel
 #
 # What do 4 bits cost the model? We quantize `checkpoints/mini` with each block size (the
 # symmetric scheme) and compare held-out perplexity: `exp` of the mean next-token cross-entropy
-# on 60 fresh conversations like the fine-tuning data (generated from a seed no training set
+# on 40 fresh conversations like the fine-tuning data (generated from a seed no training set
 # uses), scored on the assistant's replies. We also count how often the 4-bit model's most likely
 # next token is the float model's. One forward pass per model and conversation gives both (the
 # perplexity as `tinyphi3.evaluation.perplexity.perplexity` computes it, checked on the float
@@ -547,7 +547,7 @@ print(f"M = 64: fp32 (BLAS) {t_fp32_prefill * 1e3:.1f} ms, 4-bit (integer kernel
 
 # %%
 tok = load_tokenizer(MINI)
-examples = heldout_examples(tok, "chat", n=60)
+examples = heldout_examples(tok, "chat", n=40)
 models = {"float32": float_model, "4-bit, block 32": q4_model}
 for block in (64, 128):
     out = Path(workdir.name) / f"mini-q4-b{block}"
