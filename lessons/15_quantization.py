@@ -597,13 +597,14 @@ print("picture:", _plot.bar_chart(
 
 # %% [markdown]
 # The perplexity is close to 1 because mini is nearly certain of its replies on data like its
-# fine-tuning data; 4 bits move it by one or two percent, and the most likely next token
-# almost never changes. On so few and such easy tokens the order of the three block sizes is
-# within the noise: the weights' error of section 2 is the clearer measure of what the block
-# size does. In memory the float model takes 32 bits a weight, the 4-bit ones a little more than
-# `4 + 16/block`: the norms stay float32, the rows of `down_proj` (688 weights, not a multiple of
-# 32) are padded to whole blocks, more so with blocks of 128, and the 1376 rows of
-# `gate_up_proj` fill 21.5 tiles of 64, so the last tile is half padding.
+# fine-tuning data; 4 bits move it by one to three percent, and the most likely next token
+# almost never changes. The perplexity grows with the block here, as the weights' error of
+# section 2 does; but on so few and such easy tokens that order is a weak measurement, and
+# section 2 is the clearer measure of what the block size does. In memory the float model takes
+# 32 bits a weight, the 4-bit ones a little more than `4 + 16/block`: the norms stay float32,
+# the rows of `down_proj` (688 weights, not a multiple of 32) are padded to whole blocks, more so
+# with blocks of 128, and the 1376 rows of `gate_up_proj` fill 21.5 tiles of 64, so the last tile
+# is half padding.
 #
 # The same questions to the float model and to its 4-bit copy, greedy decoding, stopping at
 # `<|end|>`:
@@ -642,7 +643,7 @@ assert same_place >= 3
 # likely, and a change in the fourth digit of a logit is enough to pick another. The place named
 # is what the two should agree on, and mostly do; where they part, it is at a token where the
 # float model's two best candidates were close, and either may be the wrong one (the world's
-# facts say which). 4 bits changed the top token at about one position in a hundred in the
+# facts say which). 4 bits changed the top token at one or two positions in a hundred in the
 # table above.
 
 # %% [markdown]

@@ -24,8 +24,9 @@ the same for both; tests/test_quant.py proves both equal to the reference of qua
 `attention_decode` reads the 8-bit KV cache of a 4-bit model (tinyphi3/quant/kv8.py) for one
 new token, converting levels to float as it goes.
 
-Rows of x are handled one at a time inside each tile of 64 weight rows, so a tile (at most 16 KB
-per 1024 inputs) is read from memory once and from cache for the other rows of x: one kernel
+Rows of x are handled one at a time inside each tile of 64 weight rows, so a tile (32 KiB of
+levels per 1024 inputs, plus its scales) is read from memory once and from cache for the other
+rows of x: one kernel
 serves decode (one row) and prefill (hundreds).
 """
 
