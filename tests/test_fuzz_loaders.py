@@ -444,6 +444,16 @@ def test_named_cases_raise_a_tinyphi3_error(tiny, tmp_path, case):
     assert outcome(lambda: load(directory)) != "ok"
 
 
+def test_finite_but_absurd_weights_give_an_error_not_nan_logits(tiny, tmp_path):
+    """A flipped exponent bit can make a weight 1e37: finite, so it loads, but the forward pass
+    overflows. The model says so instead of returning NaN logits."""
+    from tinyphi3.errors import NonFiniteError
+    model = Phi3.from_pretrained(tiny)
+    model.params["lm_head.weight"][0] = 3e38                 # finite, but a dot product overflows
+    with pytest.raises(NonFiniteError, match="NaN or infinite logits"):
+        model(np.array([[1, 2, 3]]))
+
+
 def test_the_cap_catches_a_blow_up():
     """Negative control: an allocation past the cap fails inside `outcome`, as a raw MemoryError."""
     with pytest.raises(MemoryError):

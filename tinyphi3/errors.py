@@ -48,3 +48,8 @@ class ContextLengthError(TinyPhi3Error):
 
 class InvalidInputError(TinyPhi3Error, ValueError):
     """An argument has the wrong shape, dtype or range (token ids past the vocabulary, say)."""
+
+
+class NonFiniteError(TinyPhi3Error, ArithmeticError):
+    """A forward pass produced NaN or an infinity: weights that overflow float32 (a corrupt
+    checkpoint whose values are finite but absurd), or inputs past float32's range."""

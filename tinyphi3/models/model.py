@@ -17,7 +17,7 @@ operations on the parameters so that `backward()` can fill their gradients).
 import numpy as np
 
 from tinyphi3.config import Phi3Config
-from tinyphi3.errors import CheckpointError, InvalidInputError
+from tinyphi3.errors import CheckpointError, InvalidInputError, NonFiniteError
 from tinyphi3.inference.cache import KVCache
 from tinyphi3.io import checkpoint
 from tinyphi3.models.call import ForwardCall, WeightFormat
@@ -137,7 +137,11 @@ class Phi3:
         """
         logits = self.forward(input_ids, attention_mask, cache, position_ids, inputs_embeds,
                               logits_to_keep)
-        return logits.astype(np.float32, copy=False)
+        logits = logits.astype(np.float32, copy=False)
+        if not np.isfinite(logits).all():
+            raise NonFiniteError("the model computed NaN or infinite logits: its weights overflow "
+                                 "float32 (a corrupt checkpoint?) or its inputs do")
+        return logits
 
     def loss(self, input_ids, labels, attention_mask=None):
         """Mean next-token cross-entropy (labels shifted inside, -100 ignored), recorded so that

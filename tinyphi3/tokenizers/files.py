@@ -53,8 +53,8 @@ def check_added_tokens_decoder(decoder, file):
     if decoder is None:
         return
     if not isinstance(decoder, dict):
-        raise TokenizerError(f"{file}: added_tokens_decoder must be an object mapping ids to "
-                             f"tokens, got {type(decoder).__name__}")
+        raise TokenizerError(f"{file}: added_tokens_decoder must map ids to tokens (a JSON "
+                             f"object), got {type(decoder).__name__}")
     for key, entry in decoder.items():
         if not (isinstance(key, str) and key.isascii() and key.isdigit()):
             raise TokenizerError(f"{file}: added_tokens_decoder has the key {key!r}; keys must "
