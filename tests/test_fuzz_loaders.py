@@ -131,10 +131,20 @@ def mutated_bytes(draw, original: bytes):
     return bytes(data)
 
 
-def fresh_copy(source):
+@contextlib.contextmanager
+def scratch_copy(source):
+    """A copy of a directory to mutate, removed afterwards."""
     target = Path(tempfile.mkdtemp(prefix="fuzz-"))
-    shutil.copytree(source, target, dirs_exist_ok=True)
-    return target
+    try:
+        shutil.copytree(source, target, dirs_exist_ok=True)
+        yield target
+    finally:
+        shutil.rmtree(target)
+
+
+def mutate_json_file(path, data):
+    """Rewrite a JSON file as a drawn mutation of itself."""
+    path.write_text(json.dumps(data.draw(mutated_json(json.loads(path.read_text())))))
 
 
 @pytest.fixture(scope="module")
@@ -183,34 +193,25 @@ def run_tokenizer(directory):
 @FUZZ
 @given(data=st.data())
 def test_config_json(tiny, data):
-    directory = fresh_copy(tiny)
-    try:
-        config = json.loads((directory / "config.json").read_text())
-        mutated = data.draw(mutated_json(config))
-        (directory / "config.json").write_text(json.dumps(mutated))
+    with scratch_copy(tiny) as directory:
+        mutate_json_file(directory / "config.json", data)
         outcome(lambda: run_model(directory))
-    finally:
-        shutil.rmtree(directory)
 
 
 @FUZZ
 @given(data=st.data())
 def test_safetensors_file(tiny, data):
-    directory = fresh_copy(tiny)
-    try:
+    with scratch_copy(tiny) as directory:
         original = (directory / "model.safetensors").read_bytes()
         (directory / "model.safetensors").write_bytes(data.draw(mutated_bytes(original)))
         outcome(lambda: run_model(directory))
-    finally:
-        shutil.rmtree(directory)
 
 
 @FUZZ
 @given(data=st.data())
 def test_safetensors_header(tiny, data):
     """The header is JSON after an 8-byte length: lying shapes, offsets, dtypes and names."""
-    directory = fresh_copy(tiny)
-    try:
+    with scratch_copy(tiny) as directory:
         raw = (directory / "model.safetensors").read_bytes()
         n = struct.unpack("<Q", raw[:8])[0]
         header = json.loads(raw[8:8 + n])
@@ -218,28 +219,20 @@ def test_safetensors_header(tiny, data):
         (directory / "model.safetensors").write_bytes(
             struct.pack("<Q", len(text)) + text + raw[8 + n:])
         outcome(lambda: run_model(directory))
-    finally:
-        shutil.rmtree(directory)
 
 
 @FUZZ
 @given(data=st.data())
 def test_sharded_index(sharded, data):
-    directory = fresh_copy(sharded)
-    try:
-        index = json.loads((directory / "model.safetensors.index.json").read_text())
-        mutated = data.draw(mutated_json(index))
-        (directory / "model.safetensors.index.json").write_text(json.dumps(mutated))
+    with scratch_copy(sharded) as directory:
+        mutate_json_file(directory / "model.safetensors.index.json", data)
         outcome(lambda: run_model(directory))
-    finally:
-        shutil.rmtree(directory)
 
 
 @FUZZ
 @given(data=st.data())
 def test_quantized_checkpoint(quantized, data):
-    directory = fresh_copy(quantized)
-    try:
+    with scratch_copy(quantized) as directory:
         if data.draw(st.booleans()):
             config = json.loads((directory / "config.json").read_text())
             qc = data.draw(mutated_json(config["quantization_config"]))
@@ -249,8 +242,6 @@ def test_quantized_checkpoint(quantized, data):
             original = (directory / "model.safetensors").read_bytes()
             (directory / "model.safetensors").write_bytes(data.draw(mutated_bytes(original)))
         outcome(lambda: run_model(directory))
-    finally:
-        shutil.rmtree(directory)
 
 
 # ---- tokenizers -------------------------------------------------------------------------------------
@@ -260,24 +251,20 @@ TOKENIZER_JSON_FILES = ["tokenizer_config.json", "added_tokens.json", "special_t
 @FUZZ
 @given(data=st.data())
 def test_sentencepiece_tokenizer_directory(tiny, data):
-    directory = fresh_copy(tiny)
-    try:
+    with scratch_copy(tiny) as directory:
         name = data.draw(st.sampled_from(TOKENIZER_JSON_FILES + ["tokenizer.model"]))
         path = directory / name
         if name == "tokenizer.model":
             path.write_bytes(data.draw(mutated_bytes(path.read_bytes())))
         else:
-            path.write_text(json.dumps(data.draw(mutated_json(json.loads(path.read_text())))))
+            mutate_json_file(path, data)
         outcome(lambda: run_tokenizer(directory))
-    finally:
-        shutil.rmtree(directory)
 
 
 @FUZZ
 @given(data=st.data())
 def test_tiktoken_tokenizer_directory(data):
-    directory = fresh_copy(ROOT / "checkpoints" / "small")
-    try:
+    with scratch_copy(ROOT / "checkpoints" / "small") as directory:
         for f in directory.iterdir():
             if f.name.startswith("model") or f.suffix in (".png", ".md"):
                 f.unlink()
@@ -298,10 +285,8 @@ def test_tiktoken_tokenizer_directory(data):
                          b"QQ== 0", b"AA== 1 2", lines[0]]))
                 path.write_bytes(b"\n".join(lines))
         else:
-            path.write_text(json.dumps(data.draw(mutated_json(json.loads(path.read_text())))))
+            mutate_json_file(path, data)
         outcome(lambda: run_tokenizer(directory))
-    finally:
-        shutil.rmtree(directory)
 
 
 # ---- recipes and data files -------------------------------------------------------------------------
