@@ -1,0 +1,69 @@
+"""The backend switch (tinyphi3.backends): a registry another package can add kernels to, and
+global state that is set when it is first needed, not when tinyphi3 is imported."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tinyphi3 import backends
+from tinyphi3.nn.layers import rms_norm
+
+
+def run_python(code, **env):
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("TINYPHI3_BACKEND", "OMP_WAIT_POLICY", "NUMBA_CPU_FEATURES")}
+    environment.update(env)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=environment, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_another_package_can_register_a_backend(monkeypatch):
+    """What tinyphi3_gpu does for CuPy arrays, done here for float64 NumPy arrays: the layer asks
+    the switch, and the registered kernel runs for the arrays it accepts, the reference else."""
+    calls = []
+
+    def doubled_rms_norm(x, weight, eps):
+        calls.append(x.dtype)
+        return 2 * x
+
+    plug_in = backends.Backend(
+        "float64-test", accepts=lambda arrays: all(a.dtype == np.float64 for a in arrays),
+        load=lambda: {"rms_norm": doubled_rms_norm})
+    monkeypatch.setitem(backends._REGISTRY, plug_in.name, plug_in)
+    x, w = np.ones((2, 4)), np.ones(4)
+    with backends.use_backend("float64-test"):
+        assert np.array_equal(rms_norm(x, w, 1e-5), 2 * x)                     # the kernel
+        reference = rms_norm(x.astype(np.float32), w.astype(np.float32), 1e-5)  # not accepted
+        assert backends.kernel("softmax_backward_", x) is None                  # not provided
+    assert calls == [np.float64]
+    np.testing.assert_allclose(reference, np.full((2, 4), 1 / np.sqrt(1 + 1e-5)), rtol=1e-6)
+    assert backends.get_backend() != "float64-test"                   # the block restored it
+
+
+def test_a_backend_that_cannot_run_says_why(monkeypatch):
+    absent = backends.Backend("absent-test", missing=lambda: "its package is not installed")
+    monkeypatch.setitem(backends._REGISTRY, absent.name, absent)
+    with pytest.raises(backends.BackendError, match="cannot run here: its package is not"):
+        backends.set_backend("absent-test")
+    with pytest.raises(backends.BackendError, match="unknown backend 'nope'"):
+        backends.set_backend("nope")
+
+
+def test_the_environment_chooses_the_backend_when_first_asked():
+    assert run_python("from tinyphi3 import backends; print(backends.get_backend())",
+                      TINYPHI3_BACKEND="numpy") == "numpy"
+    assert run_python("from tinyphi3 import backends; print(backends.get_backend())") == "numba"
+
+
+def test_importing_tinyphi3_sets_no_environment_variable():
+    """Numba's thread policy is set when its kernels are first loaded, not at import."""
+    code = ("import os, tinyphi3, numpy as np; "
+            "before = os.environ.get('OMP_WAIT_POLICY'); "
+            "tinyphi3.Phi3(tinyphi3.preset('tiny'))(np.array([[1, 2]])); "
+            "print(before, os.environ.get('OMP_WAIT_POLICY'))")
+    assert run_python(code) == "None PASSIVE"
