@@ -218,12 +218,6 @@ class Phi3Config:
         if self.hidden_act != act:
             raise ConfigError(f"config: hidden_act {self.hidden_act!r} is not supported "
                               f"({self.model_type} uses {act!r})")
-        if self.sliding_window is not None and (
-                not isinstance(self.sliding_window, int) or self.sliding_window <= 0):
-            raise ConfigError(f"config: sliding_window must be a positive integer or null, "
-                              f"got {self.sliding_window!r}")
-        if self.rms_norm_eps <= 0 or self.rope_theta <= 0:
-            raise ConfigError("config: rms_norm_eps and rope_theta must be positive")
         if self.rope_scaling is not None:
             kind = self.rope_scaling.get("type")
             if kind not in ("longrope", "su"):

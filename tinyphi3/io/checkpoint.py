@@ -92,14 +92,14 @@ def tied_copies(config: Phi3Config) -> tuple:
     return ("lm_head.weight",) if config.tie_word_embeddings else ()
 
 
-def load_tensors(path, expected_shapes: dict, ignored=()) -> dict:
+def load_tensors(path, expected_shapes: dict, ignored=(), index=None) -> dict:
     """Read every expected tensor as float32, one at a time; check names, shapes and dtypes first.
 
     Each tensor is read from its file and converted on its own, so memory holds the float32
     weights plus at most one tensor in its stored dtype. Tensors named in `ignored` may be
-    present and are not read.
+    present and are not read. `index`: the checkpoint's tensor_index, when the caller has it.
     """
-    index = tensor_index(path)
+    index = tensor_index(path) if index is None else index
     index = {name: f for name, f in index.items() if name not in ignored}
     check_tensors(index, expected_shapes)
     sizes = {name: int(np.prod(shape)) * 4 for name, shape in expected_shapes.items()}

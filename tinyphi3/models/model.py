@@ -64,14 +64,16 @@ class Phi3:
         variant (phi3, phi3small) comes from config.json's model_type."""
         config = checkpoint.load_config(path)
         qc = quant_checkpoint.quantization_config(path)
-        checkpoint.check_size(config, parameter_count(config), checkpoint.tensor_index(path))
+        index = checkpoint.tensor_index(path)                # every header read once, here
+        checkpoint.check_size(config, parameter_count(config), index)
         shapes = parameter_shapes(config)
         if qc is not None:                                   # 4-bit weights: the Q4 format
-            tensors = quant_checkpoint.load_quantized_tensors(path, config, shapes, qc)
+            tensors = quant_checkpoint.load_quantized_tensors(path, config, shapes, qc, index)
             model = cls(config, tensors, weight_format=Q4)
             model.quantization = qc
             return model
-        params = checkpoint.load_tensors(path, shapes, ignored=checkpoint.tied_copies(config))
+        params = checkpoint.load_tensors(path, shapes, ignored=checkpoint.tied_copies(config),
+                                         index=index)
         return cls(config, params)
 
     def save_pretrained(self, path, dtype="float32", max_shard_bytes=None,

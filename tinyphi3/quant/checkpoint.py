@@ -170,11 +170,13 @@ def expected_tensors(shapes: dict, qc: dict):
     return stored, dtypes
 
 
-def load_quantized_tensors(path, config: Phi3Config, shapes: dict, qc: dict) -> dict:
+def load_quantized_tensors(path, config: Phi3Config, shapes: dict, qc: dict,
+                           index=None) -> dict:
     """The weights of a 4-bit checkpoint: quant.Q4Weight for 2-D weights, float32 arrays for
     the rest; names, shapes and dtypes are checked against `shapes` (the model's tensors by name,
-    tinyphi3.models.weights.parameter_shapes) first."""
-    index = checkpoint.tensor_index(path)
+    tinyphi3.models.weights.parameter_shapes) first. `index`: the checkpoint's tensor_index, when
+    the caller has it."""
+    index = checkpoint.tensor_index(path) if index is None else index
     index = {n: f for n, f in index.items() if n not in checkpoint.tied_copies(config)}
     checkpoint.check_tensors(index, *expected_tensors(shapes, qc))
     params = {}

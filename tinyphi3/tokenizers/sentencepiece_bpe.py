@@ -152,8 +152,9 @@ def bpe_only_model(model_proto):
 
     SentencePiece keeps its normaliser in field 3 (`normalizer_spec`) of ModelProto. We replace it
     with name="identity", add_dummy_prefix=false, remove_extra_whitespaces=false,
-    escape_whitespaces=true, so sentencepiece does steps 1 and 3 (spaces -> '▁', BPE) and we
-    apply the dummy-prefix rule ourselves, the way transformers does.
+    escape_whitespaces=true. The Tokenizer loads this model to check the file and look pieces up;
+    it encodes with its own merges (tinyphi3/tokenizers/piece_bpe.py), since `sentencepiece`
+    merges by score where transformers merges by rank (the module docstring).
     """
     spec = (_varint(1 << 3 | 2) + _varint(8) + b"identity"
             + bytes([3 << 3, 0, 4 << 3, 0, 5 << 3, 1]))
