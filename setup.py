@@ -7,8 +7,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["tinyphi3", "tinyphi3.*"]),
-    package_data={"tinyphi3": ["presets/*.json"]},
+    packages=find_packages(include=["tinyphi3", "tinyphi3.*", "tinyphi3_gpu", "tinyphi3_gpu.*"]),
+    package_data={"tinyphi3": ["presets/*.json"], "tinyphi3_gpu": ["kernels/*.cu"]},
     install_requires=[
         "numpy>=1.24",
         "numba>=0.59",         # the fused CPU kernels beside the NumPy reference (tinyphi3/kernels)
@@ -27,6 +27,14 @@ setup(
         # and the tokenizer parity tests build fast tokenizers with `tokenizers` directly.
         "parity": ["torch==2.13.0", "transformers>=5.0", "safetensors>=0.4", "protobuf>=4",
                    "tokenizers>=0.20"],
+        # The GPU backend (tinyphi3_gpu). CuPy imports without a GPU; NVRTC (a library, from the
+        # package index) compiles the kernels to machine code without one, with the CUDA runtime
+        # headers (cuda_fp16.h, cuda_bf16.h) from nvidia-cuda-runtime-cu12: no CUDA toolkit is
+        # assumed on the machine. So CI installs this extra and compiles every kernel.
+        "gpu": ["cupy-cuda12x>=13", "nvidia-cuda-runtime-cu12>=12.2",
+                "nvidia-cuda-nvrtc-cu12>=12.2"],
     },
-    entry_points={"console_scripts": ["tinyphi3=tinyphi3.cli:main"]},
+    entry_points={"console_scripts": ["tinyphi3=tinyphi3.cli:main"],
+                  # tinyphi3.backends finds the GPU backend here; tinyphi3 never imports it
+                  "tinyphi3.backends": ["cupy = tinyphi3_gpu:register"]},
 )

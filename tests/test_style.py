@@ -4,8 +4,15 @@
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "tinyphi3"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "tinyphi3"
+GPU_PACKAGE = ROOT / "tinyphi3_gpu"
 WIDTH = 100
+
+
+def source_files():
+    """The Python files of both packages (tinyphi3 and its GPU backend, tinyphi3_gpu)."""
+    return sorted(PACKAGE.rglob("*.py")) + sorted(GPU_PACKAGE.rglob("*.py"))
 
 
 def long_lines(text: str, width: int = WIDTH) -> list:
@@ -20,15 +27,15 @@ def relative_imports(text: str) -> list:
 
 
 def test_every_line_fits_in_100_characters():
-    offenders = {str(p.relative_to(PACKAGE.parent)): long_lines(p.read_text(encoding="utf-8"))
-                 for p in sorted(PACKAGE.rglob("*.py"))}
+    offenders = {str(p.relative_to(ROOT)): long_lines(p.read_text(encoding="utf-8"))
+                 for p in source_files() + sorted(GPU_PACKAGE.rglob("*.cu"))}
     offenders = {path: lines for path, lines in offenders.items() if lines}
     assert not offenders, f"lines over {WIDTH} characters: {offenders}"
 
 
 def test_imports_are_absolute():
-    offenders = {str(p.relative_to(PACKAGE.parent)): relative_imports(p.read_text(encoding="utf-8"))
-                 for p in sorted(PACKAGE.rglob("*.py"))}
+    offenders = {str(p.relative_to(ROOT)): relative_imports(p.read_text(encoding="utf-8"))
+                 for p in source_files()}
     offenders = {path: lines for path, lines in offenders.items() if lines}
     assert not offenders, f"relative imports: {offenders}"
 

@@ -19,8 +19,12 @@ Backends live in a registry. tinyphi3 registers two:
     "numpy"   the reference itself: no kernels
     "numba"   fused, parallel CPU kernels (tinyphi3/backends/numba): float32 NumPy arrays only
 
-Another package adds its own with `register_backend(Backend(...))`: the CuPy backend of
-`tinyphi3_gpu` registers "cupy" for float32 CuPy arrays, and tinyphi3 never imports it.
+Another package adds its own with `register_backend(Backend(...))`, and makes itself known by
+an entry point in the group "tinyphi3.backends" (name = backend name, value = a function that
+registers it): the CuPy backend of `tinyphi3_gpu` registers "cupy" for float32 CuPy arrays when
+"cupy" is first asked for, and tinyphi3 never imports it by name. A backend whose arrays live on a
+device says how to put an array there (`Backend.upload`); `Phi3.from_pretrained(path,
+backend="cupy")` uploads the weights once with it.
 
 What is global, and when it is set:
 - the selected backend: read from the environment variable TINYPHI3_BACKEND the first time it is
@@ -32,6 +36,7 @@ What is global, and when it is set:
 """
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -52,12 +57,15 @@ class Backend:
 
     accepts(arrays) -> bool: whether the kernels take these arrays (dtype, array type);
     load() -> {op name: kernel}: imports the kernels, called once, on first use;
-    missing() -> str | None: why the backend cannot run here (a package not installed), or None.
+    missing() -> str | None: why the backend cannot run here (a package not installed), or None;
+    upload(array) -> array: the array where the kernels take it (a GPU's memory), or None when
+    they take host NumPy arrays.
     """
     name: str
     accepts: Callable = lambda arrays: False
     load: Callable = dict
     missing: Callable = lambda: None
+    upload: Callable | None = None
     _kernels: dict | None = field(default=None, repr=False)
 
     def kernels(self) -> dict:
@@ -75,8 +83,16 @@ def register_backend(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
 
 
+def _plugins() -> dict:
+    """The backends other installed packages offer: {name: entry point}, not yet imported."""
+    found = importlib.metadata.entry_points(group="tinyphi3.backends")
+    return {ep.name: ep for ep in found if ep.name not in _REGISTRY}
+
+
 def backend_names() -> tuple:
-    return tuple(_REGISTRY)
+    """Every backend name: tinyphi3's, those registered, and those offered by installed
+    packages (which register themselves when first asked for)."""
+    return tuple(_REGISTRY) + tuple(_plugins())
 
 
 def registered(name: str) -> Backend:
@@ -85,8 +101,11 @@ def registered(name: str) -> Backend:
 
 
 def _check(name: str) -> str:
+    if name not in _REGISTRY and name in _plugins():
+        _plugins()[name].load()()            # the package's function registers its backend
     if name not in _REGISTRY:
-        raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(_REGISTRY)}")
+        raise BackendError(f"unknown backend {name!r}: choose one of "
+                           f"{', '.join(backend_names())}")
     why = _REGISTRY[name].missing()
     if why:
         raise BackendError(f"the {name} backend cannot run here: {why}")

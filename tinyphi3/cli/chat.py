@@ -63,7 +63,7 @@ def chat(ckpt, system, **options):
     With stdin piped, every line is one message and the answers go to stdout:
       printf 'Hi\\nWhat is 2+3?\\n' | tinyphi3 chat --ckpt checkpoints/mini
     """
-    model, tokenizer = load_model_and_tokenizer(ckpt)
+    model, tokenizer = load_model_and_tokenizer(ckpt, options.pop("dtype"))
     session = ChatSession(model, tokenizer, system, options)
     if sys.stdin.isatty():
         click.echo(f"tinyphi3 chat · {ckpt} · /reset to start over, /exit or Ctrl-D to quit",
@@ -189,7 +189,7 @@ def generate_command(ckpt, prompt, as_chat, trim, **options):
       echo "What is 7 times 6?" | tinyphi3 generate --ckpt checkpoints/mini --prompt - --chat
     """
     from tinyphi3.inference.generate import fit_to_context
-    model, tokenizer = load_model_and_tokenizer(ckpt)
+    model, tokenizer = load_model_and_tokenizer(ckpt, options.pop("dtype"))
     text = read_stdin_text() if prompt == "-" else prompt
     if as_chat:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": text}],

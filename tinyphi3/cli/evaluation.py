@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from tinyphi3.cli.options import backend_option
+from tinyphi3.cli.options import backend_option, dtype_option, model_backend
 
 from tinyphi3.data.tasks import TASKS, task_items
 
@@ -24,6 +24,7 @@ def _task_names(ctx, param, value):
 
 @click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
 @backend_option
+@dtype_option
 @click.option("--ckpt", "ckpts", required=True, multiple=True,
               type=click.Path(exists=True, file_okay=False),
               help="Checkpoint directory (model + tokenizer); repeat to compare models side by "
@@ -54,7 +55,8 @@ def _task_names(ctx, param, value):
               help="Also write every result (with each item's record) to this JSON file.")
 @click.option("--chart", type=click.Path(dir_okay=False), default=None,
               help="With safety: draw the rates of each model as a bar chart (PNG).")
-def eval_command(ckpts, tasks, shots, n, seed, batch_size, chat, cloze, json_out, chart):
+def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, json_out,
+                 chart):
     """Evaluate checkpoints few-shot on held-out tasks, the way the Phi-3 report does.
 
     Each question follows K solved examples in the report's format (Question: / Options: /
@@ -90,7 +92,8 @@ def eval_command(ckpts, tasks, shots, n, seed, batch_size, chat, cloze, json_out
     results, safety = {}, {}
     with tqdm(total=len(ckpts) * per_model, desc="eval", unit="item") as bar:
         for name, ckpt in zip(names, ckpts):
-            model, tokenizer = Phi3.from_pretrained(ckpt), load_tokenizer(ckpt)
+            model = Phi3.from_pretrained(ckpt, backend=model_backend(), dtype=dtype)
+            tokenizer = load_tokenizer(ckpt)
             if few_shot:
                 results[name] = evaluate_all(model, tokenizer, few_shot, shots, n, seed,
                                              progress=bar.update, batch_size=batch_size, chat=chat,

@@ -20,12 +20,26 @@ def _set_backend(ctx, param, value):
 backend_option = click.option(
     "--backend", type=click.Choice(backends.backend_names()), default=None, callback=_set_backend,
     expose_value=False, is_eager=True,
-    help="numba: the fast kernels (the default where Numba is installed); numpy: the readable "
-         "reference, slower.")
+    help="numba: the fast CPU kernels (the default where Numba is installed); numpy: the "
+         "readable reference, slower; cupy (with the gpu extra: pip install -e \".[gpu]\"): "
+         "the model on an NVIDIA GPU, its weights uploaded once.")
+
+dtype_option = click.option(
+    "--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+    help="How the weight matrices are held in memory: bfloat16 halves their memory and the bytes "
+         "read per token (the maths stays float32). A 4-bit checkpoint stays 4-bit.")
 
 
-def load_model_and_tokenizer(ckpt):
-    """The model and tokenizer of a checkpoint directory, for generating text."""
+def model_backend():
+    """The selected backend when it keeps the weights in its own memory (cupy: the GPU's),
+    else None: the model loads on the host."""
+    name = backends.get_backend()
+    return name if backends.registered(name).upload is not None else None
+
+
+def load_model_and_tokenizer(ckpt, dtype="float32"):
+    """The model and tokenizer of a checkpoint directory, for generating text, on the selected
+    backend (the GPU's memory for cupy)."""
     from tinyphi3.models.model import Phi3
     from tinyphi3.tokenizers import load_tokenizer
     path = Path(ckpt)
@@ -34,7 +48,7 @@ def load_model_and_tokenizer(ckpt):
                 if ckpt == DEFAULT_CKPT else "")
         raise TinyPhi3Error(f"checkpoint directory {ckpt} not found{hint}")
     tokenizer = load_tokenizer(path)
-    model = Phi3.from_pretrained(path)
+    model = Phi3.from_pretrained(path, backend=model_backend(), dtype=dtype)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise TinyPhi3Error(f"{ckpt}: tokenizer has {tokenizer.vocab_size} tokens but the model "
                             f"only {model.config.vocab_size}")
@@ -45,6 +59,7 @@ def sampling_options(f):
     """The options shared by `chat` and `generate`."""
     options = [
         backend_option,
+        dtype_option,
         click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0,
                      show_default=True,
                      help="0 is greedy decoding; higher values sample more freely."),

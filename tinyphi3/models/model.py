@@ -5,8 +5,11 @@
     logits = lm_head(x)
 
 What a layer computes is the variant's (tinyphi3.models.phi3, tinyphi3.models.phi3_small), chosen
-by config.json's model_type. How the weights are stored is the weight format's (float arrays, or
-4-bit blocks: tinyphi3.quant.q4), chosen once when they load; so is the KV cache's storage.
+by config.json's model_type. How the weights are stored is the weight format's (float arrays,
+bf16 bits: tinyphi3.quant.bf16, or 4-bit blocks: tinyphi3.quant.q4), chosen once when they load;
+so is the KV cache's storage. Where they live is the backend's: host memory, or a GPU's for the
+cupy backend (`from_pretrained(path, backend="cupy")`), where the same code runs on CuPy arrays
+and the logits come back as NumPy.
 
 Parameters live in one dict keyed by their Hugging Face tensor names, so the code reads beside the
 published implementation and checkpoints load without renaming. The same forward pass serves
@@ -14,8 +17,11 @@ inference (plain NumPy arrays, nothing recorded) and training (`model.loss`, whi
 operations on the parameters so that `backward()` can fill their gradients).
 """
 
+import contextlib
+
 import numpy as np
 
+from tinyphi3 import backends
 from tinyphi3.config import Phi3Config
 from tinyphi3.errors import CheckpointError, InvalidInputError, NonFiniteError
 from tinyphi3.inference.cache import KVCache
@@ -23,17 +29,20 @@ from tinyphi3.io import checkpoint
 from tinyphi3.models.call import ForwardCall, WeightFormat
 from tinyphi3.models.variants import variant_for
 from tinyphi3.models.weights import init_parameters, parameter_count, parameter_shapes
-from tinyphi3.nn.arrays import array_module
+from tinyphi3.nn.arrays import array_module, to_host
 from tinyphi3.nn.attention import causal_mask
 from tinyphi3.nn.autograd import Parameter, Tensor, enable_grad, is_recording
 from tinyphi3.nn.layers import causal_lm_loss, embedding, linear
 from tinyphi3.nn.rope import rope_cos_sin, rope_frequencies, uses_long_factors
 from tinyphi3.quant import checkpoint as quant_checkpoint
+from tinyphi3.quant.bf16 import bf16_embedding, bf16_linear, to_bf16_weights
 from tinyphi3.quant.kv8 import Int8KVCache
 from tinyphi3.quant.q4 import q4_embedding, q4_linear
 
 FLOAT = WeightFormat("float", linear, embedding)          # float32/float64 arrays, differentiable
 Q4 = WeightFormat("q4", q4_linear, q4_embedding)          # 4-bit blocks, inference only
+BF16 = WeightFormat("bf16", bf16_linear, bf16_embedding)  # matrices as bf16 bits, inference only
+DTYPES = ("float32", "bfloat16")
 
 
 class Phi3:
@@ -47,6 +56,7 @@ class Phi3:
         params = init_parameters(config, seed) if params is None else params
         self._parameters = {name: Parameter(array) for name, array in params.items()}
         self.quantization = None        # the quantization_config of a 4-bit checkpoint
+        self.backend = None             # the backend whose memory holds the weights, if chosen
 
     def weight_bytes(self) -> int:
         """Bytes the weights take in memory (packed levels and scales for 4-bit ones)."""
@@ -59,9 +69,19 @@ class Phi3:
 
     # ---- checkpoints ----------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path) -> "Phi3":
+    def from_pretrained(cls, path, backend: str | None = None,
+                        dtype: str = "float32") -> "Phi3":
         """Load a Hugging Face directory (config.json + safetensors, single or sharded); the
-        variant (phi3, phi3small) comes from config.json's model_type."""
+        variant (phi3, phi3small) comes from config.json's model_type.
+
+        backend: run on that backend from now on, the weights moved once to where its kernels
+        take them ("cupy": the GPU's memory); None: the selected backend, weights on the host.
+        dtype: "float32", or "bfloat16" to hold the matrices in bf16 (tinyphi3.quant.bf16).
+        A 4-bit checkpoint loads as 4-bit blocks whatever the dtype."""
+        if dtype not in DTYPES:
+            raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if backend is not None:
+            backends.registered(backend)                     # an unknown name fails first
         config = checkpoint.load_config(path)
         qc = quant_checkpoint.quantization_config(path)
         index = checkpoint.tensor_index(path)                # every header read once, here
@@ -71,10 +91,26 @@ class Phi3:
             tensors = quant_checkpoint.load_quantized_tensors(path, config, shapes, qc, index)
             model = cls(config, tensors, weight_format=Q4)
             model.quantization = qc
-            return model
-        params = checkpoint.load_tensors(path, shapes, ignored=checkpoint.tied_copies(config),
-                                         index=index)
-        return cls(config, params)
+        else:
+            params = checkpoint.load_tensors(path, shapes,
+                                             ignored=checkpoint.tied_copies(config), index=index)
+            if dtype == "bfloat16":
+                model = cls(config, to_bf16_weights(params), weight_format=BF16)
+            else:
+                model = cls(config, params)
+        if backend is not None:
+            model.to_backend(backend)
+        return model
+
+    def to_backend(self, name: str) -> "Phi3":
+        """Run on backend `name` from now on; its upload (a GPU's) moves each weight once."""
+        upload = backends.registered(name).upload
+        if upload is not None:
+            for p in self._parameters.values():
+                p.data = p.data.map_arrays(upload) if hasattr(p.data, "map_arrays") \
+                    else upload(p.data)
+        self.backend = name
+        return self
 
     def save_pretrained(self, path, dtype="float32", max_shard_bytes=None,
                         config_layout="rope_scaling"):
@@ -82,6 +118,10 @@ class Phi3:
         if self.quantization is not None:
             raise CheckpointError("a 4-bit model is not saved again: quantize its float "
                                   "checkpoint with `tinyphi3 quantize` instead")
+        if self.weight_format is not FLOAT or self._xp() is not np:
+            raise CheckpointError(f"save a model loaded as float32 on the host (this one holds "
+                                  f"{self.weight_format.name} weights on the "
+                                  f"{self.backend or 'host'} backend)")
         checkpoint.save(path, self.config, self.params, dtype=dtype,
                         max_shard_bytes=max_shard_bytes, config_layout=config_layout)
 
@@ -102,10 +142,14 @@ class Phi3:
         and of the bytes read per generated token; tinyphi3.quant.kv8). capacity: the positions
         it will hold, when known (the prompt and the tokens to generate)."""
         c = self.config
-        kind = KVCache if self.weight_format is FLOAT else Int8KVCache
-        xp = array_module(self._parameters["model.embed_tokens.weight"].data)
+        kind = Int8KVCache if self.weight_format is Q4 else KVCache
         return kind(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim, capacity,
-                    xp)
+                    self._xp())
+
+    def _xp(self):
+        """The array module the weights live in (numpy, or cupy on a GPU)."""
+        vectors = (p.data for p in self._parameters.values() if p.data.ndim == 1)
+        return array_module(next(vectors))
 
     def weights(self) -> dict:
         """What the forward pass reads: the Parameters while recording for training, their
@@ -139,7 +183,7 @@ class Phi3:
         """
         logits = self.forward(input_ids, attention_mask, cache, position_ids, inputs_embeds,
                               logits_to_keep)
-        logits = logits.astype(np.float32, copy=False)
+        logits = to_host(logits).astype(np.float32, copy=False)       # from the GPU, if there
         if not np.isfinite(logits).all():
             raise NonFiniteError("the model computed NaN or infinite logits: its weights overflow "
                                  "float32 (a corrupt checkpoint?) or its inputs do")
@@ -148,9 +192,12 @@ class Phi3:
     def loss(self, input_ids, labels, attention_mask=None):
         """Mean next-token cross-entropy (labels shifted inside, -100 ignored), recorded so that
         `loss.backward()` fills every parameter's `.grad`. Returns a scalar Tensor."""
-        if self.quantization is not None:
-            raise InvalidInputError("a 4-bit model runs inference only; train its float "
-                                    "checkpoint")
+        if self.weight_format is not FLOAT:
+            raise InvalidInputError(f"a model with {self.weight_format.name} weights runs "
+                                    f"inference only; train its float32 checkpoint")
+        if self._xp() is not np:
+            raise InvalidInputError(f"training runs on the host: load the model without "
+                                    f"backend={self.backend!r}")
         labels = np.asarray(labels)
         if labels.shape != np.shape(input_ids):
             raise InvalidInputError(f"labels must have the shape of input_ids "
@@ -164,7 +211,15 @@ class Phi3:
 
     def forward(self, input_ids, attention_mask=None, cache=None, position_ids=None,
                 inputs_embeds=None, logits_to_keep=0):
-        """The forward pass: arrays in inference, Tensors when recording (see `weights`)."""
+        """The forward pass: arrays in inference, Tensors when recording (see `weights`), on the
+        model's backend when it has one. Logits stay where the weights are."""
+        chosen = backends.use_backend(self.backend) if self.backend else contextlib.nullcontext()
+        with chosen:
+            return self._forward(input_ids, attention_mask, cache, position_ids, inputs_embeds,
+                                 logits_to_keep)
+
+    def _forward(self, input_ids, attention_mask, cache, position_ids, inputs_embeds,
+                 logits_to_keep):
         c = self.config
         w = self.weights()
         x = self.embed(input_ids, inputs_embeds, w)                      # [B, T, C]
@@ -184,6 +239,9 @@ class Phi3:
         cos, sin = rope_cos_sin(positions, inv_freq, magnitude)          # [B, T, rd] each
         key_valid = valid if cache is None else np.concatenate([cache.key_valid, valid], axis=1)
         mask = causal_mask(past + np.arange(T), key_valid, c.sliding_window)  # [B, 1, T, S]
+        here = self._xp()
+        if here is not np:                       # computed on the host, used where x lives
+            cos, sin, mask = here.asarray(cos), here.asarray(sin), here.asarray(mask)
         call = ForwardCall(c, self.weight_format, cos, sin, mask, cache,
                            self.variant.prepare(c, key_valid, T))
         for i in range(c.num_hidden_layers):
@@ -211,11 +269,11 @@ class Phi3:
         if isinstance(inputs_embeds, Tensor):
             return inputs_embeds
         if inputs_embeds is not None:
-            x = np.asarray(inputs_embeds, dtype=np.float32)
+            x = inputs_embeds if hasattr(inputs_embeds, "ndim") else np.asarray(inputs_embeds)
             if x.ndim != 3 or x.shape[-1] != self.config.hidden_size:
                 raise InvalidInputError(f"inputs_embeds must be [B, T, {self.config.hidden_size}],"
                                         f" got shape {x.shape}")
-            return x
+            return self._xp().asarray(x, dtype=np.float32)
         ids = np.asarray(input_ids)
         if ids.ndim != 2 or ids.shape[1] == 0 or not np.issubdtype(ids.dtype, np.integer):
             raise InvalidInputError(f"input_ids must be a non-empty integer array [B, T], "

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinyphi3.nn.arrays import like
 from tinyphi3.nn.attention import attention
 from tinyphi3.nn.autograd import Tensor
 from tinyphi3.nn.blocksparse import (blocksparse_attention, blocksparse_layout,
@@ -146,7 +147,7 @@ def blocksparse_self_attention(q, k, v, call: BlockSparseCall, scale):
     backend with block-sparse kernels.
     """
     if isinstance(q, Tensor) or not call.key_valid.all():
-        return attention(q, k, v, call.padded_mask, scale)
+        return attention(q, k, v, like(call.padded_mask, q), scale)
     return blocksparse_attention(q, k, v, call.layout, call.block_size, scale, call.past)
 
 
@@ -201,4 +202,4 @@ def mask_dummy_logits(logits, dummy_ids):
     dummy = np.zeros(logits.shape[-1], dtype=bool)
     dummy[list(dummy_ids)] = True
     fill = np.where(dummy, np.finfo(np.float32).min, 0.0).astype(np.float32)    # [V]
-    return logits * ~dummy + fill
+    return logits * like(~dummy, logits) + like(fill, logits)

@@ -13,6 +13,7 @@ import numpy as np
 
 from tinyphi3 import backends
 from tinyphi3.errors import InvalidInputError
+from tinyphi3.nn.arrays import like
 from tinyphi3.nn.attention import masked_softmax_
 from tinyphi3.nn.blocksparse_layout import (blocksparse_layout, check_layout, density,
                                             kv_bytes_per_token, positive_int, query_start)
@@ -85,7 +86,7 @@ def blocksparse_attention(q, k, v, layout, block_size, scale, past=None):
         raise InvalidInputError(f"layout has {layout.shape[0]} heads, q {H} and k {KV}: need "
                                 f"layout heads == H and H a multiple of KV")
     g = H // KV
-    mask = blocksparse_mask(layout, T, S, block_size, past)  # [H, T, S]
+    mask = like(blocksparse_mask(layout, T, S, block_size, past), q)  # [H, T, S], where q is
     mask = mask.reshape(KV, g, T, S)                          # -> [KV, g, T, S]
     q = q.reshape(B, KV, g, T, hd)                            # [B, H, T, hd] -> [B, KV, g, T, hd]
     scores = q @ k[:, :, None].swapaxes(-1, -2)               # -> [B, KV, g, T, S]

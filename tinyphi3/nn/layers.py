@@ -11,6 +11,7 @@ import numpy as np
 from tinyphi3 import backends
 from tinyphi3.nn import gradients as grad
 from tinyphi3.nn.activations import gegelu_inputs, quick_gelu
+from tinyphi3.nn.arrays import like
 from tinyphi3.nn.autograd import differentiable
 
 
@@ -21,8 +22,9 @@ def compute_dtype(x):
 
 @differentiable(grad.embedding_backward)
 def embedding(input_ids, table):
-    """Look up rows of the embedding table: [B, T] int -> [B, T, C]."""
-    return table[input_ids]
+    """Look up rows of the embedding table: [B, T] int -> [B, T, C] (ids from the host are
+    uploaded to a table on a GPU)."""
+    return table[like(input_ids, table)]
 
 
 @differentiable(grad.linear_backward)

@@ -42,6 +42,7 @@ import numpy as np
 
 from tinyphi3 import backends
 from tinyphi3.errors import InvalidInputError
+from tinyphi3.nn.arrays import array_module
 from tinyphi3.quant.kv8 import quantize_vectors
 from tinyphi3.quant.layout import (BITS, BLOCK_SIZES, GROUP, LEVELS, ROWS_PER_TILE, SCHEMES,
                                    TILES_PER_CHUNK)
@@ -83,6 +84,15 @@ class Q4Weight:
         """Bytes of the stored form (packed levels, scales and mins, padding included)."""
         return (self.packed.nbytes + self.scales.nbytes
                 + (0 if self.mins is None else self.mins.nbytes))
+
+    def map_arrays(self, f) -> "Q4Weight":
+        """The same weight with f applied to its arrays (f = an upload to a GPU)."""
+        return Q4Weight(f(self.packed), f(self.scales), None if self.mins is None else
+                        f(self.mins), self.out_features, self.in_features)
+
+    @property
+    def ndim(self):
+        return 2
 
     def __repr__(self):
         return (f"Q4Weight(shape={self.shape}, block={self.block}, scheme={self.scheme}, "
@@ -183,7 +193,7 @@ def quantize_activations(x, block: int):
     of zeros), the rounding of kv8.quantize_vectors applied to blocks."""
     M, K = x.shape
     nb = -(-K // block)
-    blocks = np.zeros((M, nb * block), np.float32)
+    blocks = array_module(x).zeros((M, nb * block), np.float32)
     blocks[:, :K] = x
     xq, dx = quantize_vectors(blocks.reshape(M, nb, block))                  # [M, nb, block]
     return xq.reshape(M, nb * block), dx
@@ -211,7 +221,7 @@ def q4_linear(x, q: Q4Weight, bias=None):
     float whole. On the numba backend the kernels of tinyphi3/backends/numba/q4.py compute the
     same product with integer dot products.
     """
-    x = np.asarray(x, dtype=np.float32)
+    x = x.astype(np.float32, copy=False) if hasattr(x, "astype") else np.asarray(x, np.float32)
     if x.shape[-1] != q.in_features:
         raise InvalidInputError(f"input has {x.shape[-1]} features, the weight expects "
                                 f"{q.in_features}")
@@ -224,7 +234,7 @@ def q4_linear(x, q: Q4Weight, bias=None):
         M, nb = dx.shape
         x_hat = (xq.reshape(M, nb, q.block) * dx[..., None]).reshape(M, -1)[:, :q.in_features]
         N = q.out_features
-        y = np.empty((M, N), np.float32)
+        y = array_module(x2).empty((M, N), np.float32)
         for t in range(0, q.packed.shape[0], TILES_PER_CHUNK):
             tiles = slice(t, t + TILES_PER_CHUNK)
             rows = slice(t * ROWS_PER_TILE, min((t + TILES_PER_CHUNK) * ROWS_PER_TILE, N))
@@ -234,13 +244,14 @@ def q4_linear(x, q: Q4Weight, bias=None):
 
 
 def q4_embedding(ids, q: Q4Weight):
-    """Rows of a quantized embedding table: [B, T] ids -> [B, T, C] float32; only the tiles
-    that hold the named rows are dequantized."""
+    """Rows of a quantized embedding table: [B, T] ids (on the host) -> [B, T, C] float32 where
+    the table lives; only the tiles that hold the named rows are dequantized."""
     ids = np.asarray(ids)
-    out = np.empty((ids.size, q.in_features), np.float32)
+    xp = array_module(q.scales)
+    out = xp.empty((ids.size, q.in_features), np.float32)
     flat = ids.reshape(-1)
     for tile in np.unique(flat // ROWS_PER_TILE):
-        here = flat // ROWS_PER_TILE == tile
+        here = np.flatnonzero(flat // ROWS_PER_TILE == tile)        # positions of its ids
         rows = dequantize_q4(q, slice(tile, tile + 1))               # [<=64, C]
-        out[here] = rows[flat[here] - tile * ROWS_PER_TILE]
+        out[xp.asarray(here)] = rows[xp.asarray(flat[here] - tile * ROWS_PER_TILE)]
     return out.reshape(*ids.shape, q.in_features)
