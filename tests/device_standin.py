@@ -11,7 +11,8 @@ NumPy's dispatch protocols), but it refuses what CuPy refuses:
 
 The module's own functions (`zeros`, `arange`, `asarray`, `exp`, ...) make stand-in arrays,
 `asarray` being the upload. So code that runs on these arrays keeps its data on the device from
-end to end, as it must on a GPU. Registered with tinyphi3.nn.arrays so `array_module` finds it.
+end to end, as it must on a GPU. Registered with tinyphi3.nn.arrays so `array_module` finds it, and as the backend "standin"
+(no kernels, weights uploaded to the stand-in), which runs the reference code on device arrays.
 """
 
 import operator
@@ -20,6 +21,7 @@ import types
 
 import numpy as np
 
+from tinyphi3 import backends
 from tinyphi3.nn.arrays import register_array_module
 
 
@@ -181,3 +183,5 @@ def __getattr__(name):
 
 
 register_array_module(sys.modules[__name__])
+backends.register_backend(backends.Backend("standin", accepts=lambda arrays: False,
+                                           upload=asarray))
