@@ -21,8 +21,8 @@ from tinyphi3.nn.blocksparse import blocksparse_attention, blocksparse_layout
 from tinyphi3_gpu import attention_emulation as emulation
 from tinyphi3_gpu.device import gpu_unavailable
 
-pytestmark = pytest.mark.skipif(gpu_unavailable() is not None,
-                                reason=f"needs a CUDA GPU: {gpu_unavailable()}")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
+    gpu_unavailable() is not None, reason=f"needs a CUDA GPU: {gpu_unavailable()}")]
 
 TOL = {"atol": 1e-5, "rtol": 1e-4}
 EXAMPLES = settings(max_examples=40, deadline=None)

@@ -17,8 +17,8 @@ from tinyphi3.quant import q4 as quant
 from tinyphi3_gpu import linear_emulation as emulation
 from tinyphi3_gpu.device import gpu_unavailable
 
-pytestmark = pytest.mark.skipif(gpu_unavailable() is not None,
-                                reason=f"needs a CUDA GPU: {gpu_unavailable()}")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
+    gpu_unavailable() is not None, reason=f"needs a CUDA GPU: {gpu_unavailable()}")]
 
 RTOL = 1e-4
 EXAMPLES = settings(max_examples=25, deadline=None)

@@ -17,8 +17,8 @@ from tinyphi3.models.quantize import quantize_checkpoint
 from tinyphi3.models.weights import init_parameters
 from tinyphi3_gpu.device import gpu_unavailable
 
-GPU = pytest.param("cupy", marks=pytest.mark.skipif(
-    gpu_unavailable() is not None, reason=f"needs a CUDA GPU: {gpu_unavailable()}"))
+GPU = pytest.param("cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    gpu_unavailable() is not None, reason=f"needs a CUDA GPU: {gpu_unavailable()}")])
 
 
 @pytest.fixture(params=["standin", GPU])
