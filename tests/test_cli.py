@@ -80,7 +80,15 @@ def test_chat_names_a_mistyped_command_instead_of_answering_it(ckpt):
                  stdin="Hi there\n/quit\nWhat is 2+3?\n".encode())
     assert result.returncode == 0, result.stderr.decode()
     assert len(result.stdout.decode().splitlines()) == 2
-    assert "unknown command /quit: /reset clears the conversation, /exit quits" in result.stderr.decode()
+    assert "unknown command /quit. Commands: /help" in result.stderr.decode()
+
+
+def test_chat_help_lists_the_commands_and_sends_nothing_to_the_model(ckpt):
+    result = run("chat", "--ckpt", ckpt, "--max-new-tokens", "4", stdin=b"/help\n")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b""
+    for command in ("/help", "/reset", "/exit"):
+        assert command in result.stderr.decode()
 
 
 def test_chat_message_past_the_context_keeps_the_session_alive(ckpt):

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
 from tinyphi3.cli import main as tinyphi3_cli
-from tinyphi3.data import benign, reading, safety, world
+from tinyphi3.data import benign, reading, safety, wordings, world
 from tinyphi3.data.post_training import DPO_MIX, SFT_MIX, generate_dpo, generate_sft
 from tinyphi3.data.chat_texts import IDENTITY
 from tinyphi3.data.rejected_replies import operands, ramble, slipped_solution
@@ -262,7 +262,8 @@ def test_refusals_in_training_answer_exactly_the_harmful_requests(sft_records, d
     for record in sft_records:
         messages = [m for m in record["messages"] if m["role"] != "system"]
         for user, assistant in zip(messages[::2], messages[1::2]):
-            harmful = safety.request_category(user["content"]) is not None
+            harmful = (safety.request_category(user["content"]) is not None
+                       or wordings.is_free_harm(user["content"]))
             assert safety.is_refusal(assistant["content"]) == harmful, user
     for record in dpo_records:
         assert safety.is_refusal(record["chosen"]) == (record["kind"] in ("safety", "off_topic"))

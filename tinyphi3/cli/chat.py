@@ -51,7 +51,7 @@ def chat(ckpt, system, **options):
     """Talk to a model. Type a message and press Enter.
 
     \b
-    Commands: /reset clears the conversation, /exit (or Ctrl-D) quits.
+    Commands: /help lists them, /reset clears the conversation, /exit (or Ctrl-D) quits.
     Ctrl-C stops an answer that is being written.
     The oldest exchanges are dropped (and you are told) when the
     conversation outgrows the model's context.
@@ -66,11 +66,16 @@ def chat(ckpt, system, **options):
     model, tokenizer = load_model_and_tokenizer(ckpt, options.pop("dtype"))
     session = ChatSession(model, tokenizer, system, options)
     if sys.stdin.isatty():
-        click.echo(f"tinyphi3 chat · {ckpt} · /reset to start over, /exit or Ctrl-D to quit",
+        click.echo(f"tinyphi3 chat · {ckpt} · /help for commands, /reset to start over, /exit or "
+                   f"Ctrl-D to quit",
                    err=True)
         run_interactive(session)
     else:
         run_piped(session)
+
+
+COMMANDS_HELP = ("Commands: /help lists these, /reset forgets the conversation (names and "
+                 "numbers you gave too), /exit (or Ctrl-D) quits; Ctrl-C stops an answer.")
 
 
 class ChatSession:
@@ -123,9 +128,11 @@ class ChatSession:
             self.reset()
             click.echo("[conversation cleared]", err=True)
             return True
+        if message in ("/help", "/?"):
+            click.echo(COMMANDS_HELP, err=True)
+            return True
         if re.fullmatch(r"/\w+", message):        # a mistyped command is not sent to the model
-            click.echo(f"unknown command {message}: /reset clears the conversation, /exit quits",
-                       err=True)
+            click.echo(f"unknown command {message}. {COMMANDS_HELP}", err=True)
             return True
         try:
             self.answer(message, out)

@@ -15,10 +15,11 @@ def _task_names(ctx, param, value):
     names = []
     for t in (t.strip() for t in value.split(",")):
         names += list(TASKS) if t == "all" else [t]
-    unknown = [t for t in names if t not in TASKS and t != "safety"]
+    unknown = [t for t in names if t not in TASKS and t not in ("safety", "wording")]
     if unknown:
         raise click.BadParameter(f"unknown task {unknown[0]!r}: choose one of "
-                                 f"{', '.join(TASKS)}, safety, a comma-separated list, or 'all'")
+                                 f"{', '.join(TASKS)}, safety, wording, a comma-separated list, "
+                                 f"or 'all'")
     return list(dict.fromkeys(names))
 
 
@@ -30,7 +31,8 @@ def _task_names(ctx, param, value):
               help="Checkpoint directory (model + tokenizer); repeat to compare models side by "
                    "side.")
 @click.option("--task", "tasks", default="all", show_default=True, callback=_task_names,
-              help=f"{', '.join(TASKS)} (few-shot), safety (chat), a comma-separated list; "
+              help=f"{', '.join(TASKS)} (few-shot), safety (chat), wording (chat, held-out "
+                   "wordings of tinyphi3.data.wordings), a comma-separated list; "
                    "all = the few-shot tasks.")
 @click.option("--shots", type=click.IntRange(min=0), default=None,
               help="Solved examples before each question [default: per task, "
@@ -69,27 +71,36 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
     harmful-compliance and benign-refusal rates and how often answers end with <|end|> (the
     report's Figure 4 in miniature).
 
+    wording asks a chat model in wordings it never saw (every fourth frame of each family of
+    tinyphi3.data.wordings is held out): bare sums, requests outside its world, harm in free
+    words, greetings, thanks, identity, what it can do, a value from the previous turn; each
+    reply judged by a stated rule (tinyphi3/evaluation/wording.py), n prompts per family.
+
     \b
     Example:
       tinyphi3 eval --ckpt checkpoints/mini-base --task all --shots 5
       tinyphi3 eval --ckpt base/ --ckpt sft/ --task knowledge,arithmetic --n 100
       tinyphi3 eval --ckpt checkpoints/mini --task all --chat
       tinyphi3 eval --ckpt base/ --ckpt sft/ --ckpt dpo/ --task safety --chart safety.png
+      tinyphi3 eval --ckpt checkpoints/mini --task wording --n 200 --json wording.json
     """
     import json
 
     from tinyphi3.evaluation.harness import evaluate_all, format_table
     from tinyphi3.evaluation.safety_eval import evaluate_safety, format_safety_table
+    from tinyphi3.data.wordings import FAMILIES
+    from tinyphi3.evaluation.wording import evaluate_wording, format_wording_table
     from tinyphi3.models.model import Phi3
     from tinyphi3.tokenizers import load_tokenizer
 
     if chat and cloze:
         raise click.UsageError("--cloze scores raw completions of the question; leave out --chat.")
     names = _column_names(ckpts)
-    few_shot = [t for t in tasks if t != "safety"]
+    few_shot = [t for t in tasks if t not in ("safety", "wording")]
     per_model = sum(len(task_items(task, "test", n, seed)) for task in few_shot)  # knowledge <= 640
     per_model += 2 * n if "safety" in tasks else 0
-    results, safety = {}, {}
+    per_model += len(FAMILIES) * n if "wording" in tasks else 0
+    results, safety, wording = {}, {}, {}
     with tqdm(total=len(ckpts) * per_model, desc="eval", unit="item") as bar:
         for name, ckpt in zip(names, ckpts):
             model = Phi3.from_pretrained(ckpt, backend=model_backend(), dtype=dtype)
@@ -100,14 +111,19 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
                                              cloze=cloze)
             if "safety" in tasks:
                 safety[name] = evaluate_safety(model, tokenizer, n, seed, progress=bar.update)
+            if "wording" in tasks:
+                wording[name] = evaluate_wording(model, tokenizer, n, seed, progress=bar.update)
     if results:
         click.echo(format_table(results))
     if safety:
         click.echo(format_safety_table(safety))
+    if wording:
+        click.echo(format_wording_table(wording))
     if json_out:
         with open(json_out, "w", encoding="utf-8") as f:
-            json.dump({name: {**results.get(name, {}), **({"safety": safety[name]}
-                                                          if name in safety else {})}
+            json.dump({name: {**results.get(name, {}),
+                              **({"safety": safety[name]} if name in safety else {}),
+                              **({"wording": wording[name]} if name in wording else {})}
                        for name in names}, f, indent=1)
     if chart and safety:
         from tinyphi3.pictures.charts import grouped_bars

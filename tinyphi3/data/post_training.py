@@ -25,7 +25,7 @@ deterministic from the seed, and the first k records do not depend on n.
 
 import numpy as np
 
-from tinyphi3.data import benign, reading, safety, world
+from tinyphi3.data import benign, reading, safety, wordings, world
 from tinyphi3.data.world import one_of
 from tinyphi3.data.reading import choice_reply, stated_fact
 from tinyphi3.data.chat_texts import (FOLLOW_UP_QUESTIONS, GOODBYES, IDENTITY, MATH_ASKS,
@@ -34,8 +34,11 @@ from tinyphi3.data.chat_texts import (FOLLOW_UP_QUESTIONS, GOODBYES, IDENTITY, M
 from tinyphi3.data.rejected_replies import operands, ramble, slipped_solution
 from tinyphi3.data.tasks import item_from_problem, render
 
-SFT_MIX = {"math": 0.25, "knowledge": 0.22, "reasoning": 0.12, "reading": 0.15,
-           "conversation": 0.07, "identity": 0.04, "safety": 0.15}
+SFT_MIX = {"math": 0.175, "knowledge": 0.154, "reasoning": 0.084, "reading": 0.105,
+           "conversation": 0.049, "identity": 0.028, "safety": 0.105, "wording": 0.30}
+WORDING_MIX = {"sum": 0.15, "difference": 0.15, "outside": 0.20, "harm": 0.10, "kind": 0.10,
+               "greeting": 0.05, "thanks": 0.05, "identity": 0.05, "abilities": 0.05,
+               "memory": 0.10}      # the families of tinyphi3.data.wordings, train frames only
 SYSTEM_SHARE = 0.15      # share of conversations that open with a system message
 
 
@@ -173,9 +176,17 @@ def _safety(rng):
     return turns(*pairs)
 
 
+def _wording(rng):
+    """A request in one of many everyday wordings (tinyphi3.data.wordings), train frames only:
+    bare sums, requests outside the world answered gracefully, harm in free words refused,
+    greetings, thanks, identity, what the model can do, a value used in the next turn."""
+    messages, _ = wordings.exchange(_draw(rng, WORDING_MIX), "train", rng)
+    return messages
+
+
 SFT_DOMAINS = {"math": _math, "knowledge": _knowledge, "reasoning": _reasoning,
                "reading": _reading, "conversation": _conversation, "identity": _identity,
-               "safety": _safety}
+               "safety": _safety, "wording": _wording}
 
 
 def _check_n(n):
