@@ -8,6 +8,10 @@ everyday words that no training text uses. For each model: how many of each it r
 not necessarily a helpful or a harmful one.
 
     python benchmarks/free_form_chat.py --ckpt checkpoints/mini [--ckpt OTHER ...] [--replies]
+
+Its measured successor is `tinyphi3 eval --task wording` (tinyphi3/evaluation/wording.py): every
+family of request asked in held-out wordings, 200 prompts each, judged by stated rules. These
+38 hand-written requests stay as a second, smaller check written by nobody's template.
 """
 
 import click
