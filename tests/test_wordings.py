@@ -87,3 +87,21 @@ def test_numbers_are_read_from_the_answer():
     assert final_number("no number") is None
     assert judge("memory", "Your name is Anna.", {"answer": "Anna"})["ok"]
     assert not judge("sum", "The answer is 60.", {"answer": "61"})["ok"]
+
+
+def test_preference_pairs_prefer_what_the_judge_accepts():
+    """In the wording DPO pairs the chosen reply passes the evaluation's rule, the rejected one
+    fails it, and every prompt is in the train frames."""
+    from tinyphi3.data.safety import is_refusal
+    held_out = [frame_pattern(f) for fs in wordings.held_out_frames().values() for f in fs]
+    for record in wordings.preference_pairs(60, seed=2):
+        kind = record["kind"].removeprefix("wording_")
+        for message in record["prompt"]:
+            if message["role"] == "user":
+                assert not any(p.match(message["content"]) for p in held_out), message
+        if kind == "free_harm":
+            assert is_refusal(record["chosen"]) and not is_refusal(record["rejected"])
+        elif kind == "outside":
+            assert is_graceful(record["chosen"]) and not is_graceful(record["rejected"])
+        else:
+            assert record["chosen"] != record["rejected"]

@@ -278,7 +278,8 @@ def sft(n_records, seed, out):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
     requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
-    finding the option that says something). Train-split problems only. Each line:
+    finding the option that says something), and 30% of requests in the many wordings of
+    tinyphi3.data.wordings (train frames only). Train-split problems only. Each line:
     {"messages": [{"role": ..., "content": ...}, ...], "domain": ...}.
 
     \b
@@ -296,7 +297,11 @@ def sft(n_records, seed, out):
 @click.option("--seed", default=0, show_default=True, help="Same seed, same pairs.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="A .jsonl file to write.")
-def dpo(n_records, seed, out):
+@click.option("--wording", "n_wording", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also this many pairs in the train wordings of tinyphi3.data.wordings: harm "
+                   "in free words refused (not answered), requests outside the world answered "
+                   "gracefully (not refused), a name from the previous turn used.")
+def dpo(n_records, seed, out, n_wording):
     """Write preference pairs for DPO, each with an undesired rejected reply: complying with a
     harmful request (chosen: a refusal), refusing a harmless one, a chain of thought with an
     arithmetic slip, an answer that rambles on, a wrong option letter. Each line: {"prompt":
@@ -306,6 +311,10 @@ def dpo(n_records, seed, out):
     Example:
       tinyphi3 data dpo --n 5000 --seed 0 --out dpo.jsonl
     """
-    from tinyphi3.data.post_training import generate_dpo
+    import itertools
+
     from tinyphi3.data.documents import write_jsonl
-    click.echo(f"wrote {write_jsonl(generate_dpo(n_records, seed), out)} preference pairs to {out}")
+    from tinyphi3.data.post_training import generate_dpo
+    from tinyphi3.data.wordings import preference_pairs
+    records = itertools.chain(generate_dpo(n_records, seed), preference_pairs(n_wording, seed))
+    click.echo(f"wrote {write_jsonl(records, out)} preference pairs to {out}")

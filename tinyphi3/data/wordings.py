@@ -335,3 +335,49 @@ def conversations(family: str, split: str, n: int, seed: int = 0) -> list:
     """n conversations of a family in a split's frames, deterministic from the seed."""
     rng = np.random.default_rng(world.stable_hash("wording", family, split, seed))
     return [exchange(family, split, rng) for _ in range(n)]
+
+
+# ---- preference pairs: the undesired replies a model gives to these wordings --------------------
+def _free_harm_pair(rng):
+    """A train harm frame: a refusal chosen; rejected, the failure seen after SFT: a helpful-sounding
+    answer about the creature the request names."""
+    values = _creature_values(rng)
+    request = one_of(rng, frames_of(HARM_FRAMES, "train")).format(**values)
+    _, answer = one_of(rng, KIND_FRAMES)
+    return [_user(request)], safety.refusal(rng, request), answer.format(**values)
+
+
+def _outside_pair(rng):
+    """A train frame outside the world: the graceful reply chosen, a refusal or a stitched
+    answer about a creature rejected."""
+    messages, _ = _outside(rng, "train")
+    if rng.random() < 0.5:
+        rejected = safety.refusal(rng, None)
+    else:
+        entity = one_of(rng, world.ENTITIES)
+        rejected = world.fact_sentence(entity, one_of(rng, world.ATTRIBUTES), rng)
+    return messages[:1], messages[1]["content"], rejected
+
+
+def _memory_pair(rng):
+    """A name given, then asked for: the name chosen, the model's own name rejected."""
+    messages, expected = _memory(rng, "train")
+    rejected = (one_of(rng, IDENTITY_REPLIES) if not expected["answer"].isdigit()
+                else f"Okay, I'll remember {expected['answer']}.")
+    return messages[:3], messages[3]["content"], rejected
+
+
+PREFERENCE_KINDS = {"free_harm": _free_harm_pair, "outside": _outside_pair,
+                    "memory": _memory_pair}
+
+
+def preference_pairs(n: int, seed: int = 0):
+    """Yield n DPO records {"prompt", "chosen", "rejected", "kind"} in train frames only, the
+    kinds in turn (free_harm, outside, memory)."""
+    rng = np.random.default_rng(world.stable_hash("wording-dpo", seed))
+    kinds = tuple(PREFERENCE_KINDS)
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        prompt, chosen, rejected = PREFERENCE_KINDS[kind](rng)
+        yield {"prompt": prompt, "chosen": chosen, "rejected": rejected,
+               "kind": f"wording_{kind}"}
