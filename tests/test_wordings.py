@@ -104,4 +104,7 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
         elif kind == "outside":
             assert is_graceful(record["chosen"]) and not is_graceful(record["rejected"])
         else:
-            assert record["chosen"] != record["rejected"]
+            expected = {"answer": final_number(record["chosen"])
+                        if record["chosen"][0].isdigit() else record["chosen"].split()[-1][:-1]}
+            assert judge("memory", record["chosen"], expected)["ok"]
+            assert not judge("memory", record["rejected"], expected)["ok"]

@@ -363,7 +363,7 @@ def _memory_pair(rng):
     """A name given, then asked for: the name chosen, the model's own name rejected."""
     messages, expected = _memory(rng, "train")
     rejected = (one_of(rng, IDENTITY_REPLIES) if not expected["answer"].isdigit()
-                else f"Okay, I'll remember {expected['answer']}.")
+                else messages[1]["content"])         # "Okay, I'll remember a." said again
     return messages[:3], messages[3]["content"], rejected
 
 
