@@ -108,3 +108,14 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
                         if record["chosen"][0].isdigit() else record["chosen"].split()[-1][:-1]}
             assert judge("memory", record["chosen"], expected)["ok"]
             assert not judge("memory", record["rejected"], expected)["ok"]
+
+
+def test_the_first_sft_mixture_is_still_there_without_the_wordings():
+    """`tinyphi3 data sft --no-wording` writes the first SFT round's data: no wording domain, and
+    the same first records as with the wordings wherever the draws agree."""
+    first = list(generate_sft(400, seed=0, wording=False))
+    assert not any(r["domain"] == "wording" for r in first)
+    assert {r["domain"] for r in first} == {"math", "knowledge", "reasoning", "reading",
+                                            "conversation", "identity", "safety"}
+    shares = sum(r["domain"] == "wording" for r in generate_sft(2000, seed=0)) / 2000
+    assert 0.25 < shares < 0.35

@@ -274,7 +274,10 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
 @click.option("--seed", default=0, show_default=True, help="Same seed, same conversations.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="A .jsonl file to write.")
-def sft(n_records, seed, out):
+@click.option("--no-wording", "no_wording", is_flag=True,
+              help="The first SFT's mixture, without the wordings of tinyphi3.data.wordings (the "
+                   "data of checkpoints/mini's first SFT round).")
+def sft(n_records, seed, out, no_wording):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
     requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
@@ -288,7 +291,8 @@ def sft(n_records, seed, out):
     """
     from tinyphi3.data.post_training import generate_sft
     from tinyphi3.data.documents import write_jsonl
-    click.echo(f"wrote {write_jsonl(generate_sft(n_records, seed), out)} conversations to {out}")
+    records = generate_sft(n_records, seed, wording=not no_wording)
+    click.echo(f"wrote {write_jsonl(records, out)} conversations to {out}")
 
 
 @data.command()

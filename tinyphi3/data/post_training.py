@@ -36,6 +36,8 @@ from tinyphi3.data.tasks import item_from_problem, render
 
 SFT_MIX = {"math": 0.175, "knowledge": 0.154, "reasoning": 0.084, "reading": 0.105,
            "conversation": 0.049, "identity": 0.028, "safety": 0.105, "wording": 0.30}
+FIRST_SFT_MIX = {"math": 0.25, "knowledge": 0.22, "reasoning": 0.12, "reading": 0.15,
+                 "conversation": 0.07, "identity": 0.04, "safety": 0.15}   # before the wordings
 WORDING_MIX = {"sum": 0.15, "difference": 0.15, "outside": 0.20, "harm": 0.10, "kind": 0.10,
                "greeting": 0.05, "thanks": 0.05, "identity": 0.05, "abilities": 0.05,
                "memory": 0.10}      # the families of tinyphi3.data.wordings, train frames only
@@ -194,13 +196,15 @@ def _check_n(n):
         raise ValueError(f"n must be a whole number >= 0, got {n!r}")
 
 
-def generate_sft(n: int, seed: int = 0):
-    """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX;
-    SYSTEM_SHARE of them open with a system message."""
+def generate_sft(n: int, seed: int = 0, wording: bool = True):
+    """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX
+    (FIRST_SFT_MIX, the first SFT's mixture, when `wording` is False); SYSTEM_SHARE of them open
+    with a system message."""
     _check_n(n)
     rng = np.random.default_rng(world.stable_hash("sft", seed))
+    mix = SFT_MIX if wording else FIRST_SFT_MIX
     for _ in range(n):
-        domain = _draw(rng, SFT_MIX)
+        domain = _draw(rng, mix)
         messages = SFT_DOMAINS[domain](rng)
         if rng.random() < SYSTEM_SHARE:
             messages.insert(0, system_message(rng))
