@@ -348,22 +348,25 @@ def _free_harm_pair(rng):
 
 
 def _outside_pair(rng):
-    """A train frame outside the world: the graceful reply chosen, a refusal or a stitched
-    answer about a creature rejected."""
+    """A train frame outside the world: the graceful reply chosen, an answer about a creature
+    rejected. (Not a refusal: rejecting refusals here taught a first attempt to stop refusing
+    harmful requests too, 55.5% of the held-out ones let through.)"""
     messages, _ = _outside(rng, "train")
-    if rng.random() < 0.5:
-        rejected = safety.refusal(rng, None)
-    else:
-        entity = one_of(rng, world.ENTITIES)
-        rejected = world.fact_sentence(entity, one_of(rng, world.ATTRIBUTES), rng)
+    entity = one_of(rng, world.ENTITIES)
+    rejected = world.fact_sentence(entity, one_of(rng, world.ATTRIBUTES), rng)
     return messages[:1], messages[1]["content"], rejected
 
 
 def _memory_pair(rng):
-    """A name given, then asked for: the name chosen, the model's own name rejected."""
+    """A name given, then asked for: that name chosen, another one rejected (the failure seen:
+    a name from the training data instead of the user's; rejecting the model's own identity
+    answer here taught a first attempt to stop giving it when asked who it is)."""
     messages, expected = _memory(rng, "train")
-    rejected = (one_of(rng, IDENTITY_REPLIES) if not expected["answer"].isdigit()
-                else messages[1]["content"])         # "Okay, I'll remember a." said again
+    if expected["answer"].isdigit():
+        rejected = messages[1]["content"]               # "Okay, I'll remember a." said again
+    else:
+        other = one_of(rng, [u for u in USER_NAMES if u != expected["answer"]])
+        rejected = f"Your name is {other}."
     return messages[:3], messages[3]["content"], rejected
 
 
