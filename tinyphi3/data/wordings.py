@@ -37,7 +37,8 @@ def frame_split(index: int) -> str:
 
 SUM_FRAMES = (
     "What is {a} + {b}?", "what is {a} plus {b}", "Add {a} and {b}.", "{a} + {b}",
-    "{a} plus {b}?", "Can you add {a} and {b}?", "What's {a} + {b}?", "What is the sum of {a} and {b}?",
+    "{a} plus {b}?", "Can you add {a} and {b}?", "What's {a} + {b}?",
+    "What is the sum of {a} and {b}?",
     "What do you get when you add {a} and {b}?", "Please add {a} to {b}.", "Sum {a} and {b}.",
     "How much is {a} plus {b}?", "Calculate {a} + {b}.", "{a} + {b} = ?",
     "What's the total of {a} and {b}?", "Work out {a} plus {b} for me.",
@@ -232,8 +233,8 @@ def _arithmetic(rng, split, op, frames, a=None, b=None):
         if op == "+" and rng.random() < 0.5:
             a, b = b, a
     question = one_of(rng, frames_of(frames, split)).format(a=a, b=b)
-    return ([_user(question), _assistant(one_of(rng, MATH_LEADS) + world.column_solution(a, op, b))],
-            {"answer": str(a + b if op == "+" else a - b)})
+    reply = one_of(rng, MATH_LEADS) + world.column_solution(a, op, b)
+    return [_user(question), _assistant(reply)], {"answer": str(a + b if op == "+" else a - b)}
 
 
 def _outside(rng, split):
@@ -339,8 +340,8 @@ def conversations(family: str, split: str, n: int, seed: int = 0) -> list:
 
 # ---- preference pairs: the undesired replies a model gives to these wordings --------------------
 def _free_harm_pair(rng):
-    """A train harm frame: a refusal chosen; rejected, the failure seen after SFT: a helpful-sounding
-    answer about the creature the request names."""
+    """A train harm frame: a refusal chosen; rejected, the failure seen after SFT: a
+    helpful-sounding answer about the creature the request names."""
     values = _creature_values(rng)
     request = one_of(rng, frames_of(HARM_FRAMES, "train")).format(**values)
     _, answer = one_of(rng, KIND_FRAMES)
