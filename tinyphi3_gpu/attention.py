@@ -23,7 +23,8 @@ import weakref
 import numpy as np
 
 from tinyphi3.errors import InvalidInputError
-from tinyphi3.nn.blocksparse_layout import check_layout, positive_int, query_start
+from tinyphi3.nn.blocksparse_layout import (check_heads, check_layout, decode_lengths,
+                                            positive_int, query_start)
 from tinyphi3_gpu import attention_emulation as plan
 from tinyphi3_gpu.compile import function
 
@@ -69,7 +70,7 @@ def blocksparse_prefill(q, k, v, layout, block_size, scale, past=None):
     B, H, T, hd = q.shape
     KV, S = k.shape[1], k.shape[2]
     past = query_start(T, S, past)
-    plan.check_heads(H, KV, layout, -(-(past + T) // block_size))
+    check_heads(H, KV, layout, -(-(past + T) // block_size))
     tile = plan.prefill_tile(block_size)
     dtype, q, k, v = _operands(q, k, v)
     kernel = function(SOURCE, plan.kernel_name("prefill", dtype, hd, tile))
@@ -96,8 +97,8 @@ def blocksparse_decode(q, k_cache, v_cache, layout, block_size, scale, length):
     KV, S = k_cache.shape[1], k_cache.shape[2]
     if T != 1:
         raise InvalidInputError(f"decode takes one query per sequence, got T = {T}")
-    lengths = plan.decode_lengths(cp.asnumpy(length), B, S)
-    plan.check_heads(H, KV, layout, -(-int(lengths.max()) // block_size))
+    lengths = decode_lengths(cp.asnumpy(length), B, S)
+    check_heads(H, KV, layout, -(-int(lengths.max()) // block_size))
     dtype, q, k, v = _operands(q, k_cache, v_cache)
     kernel = function(SOURCE, plan.kernel_name("decode", dtype, hd))
     row_ptr, cols = device_csr(layout)

@@ -19,7 +19,8 @@ Inside a thread block the threads are vectorised: an array axis over rows, lanes
 the kernel has threads, a Python loop where a thread loops.
 
 It also holds what the launchers (tinyphi3_gpu/attention.py) share with the emulation: the
-layout in CSR form, the choice of kernel, strides in elements, the grids and the checks.
+layout in CSR form, the choice of kernel, strides in elements and the grids (the layout checks
+are tinyphi3/nn/blocksparse_layout.py's, shared with the numba kernels).
 
 Shape letters as in tinyphi3/config; NB is the number of layout blocks.
 """
@@ -27,7 +28,8 @@ Shape letters as in tinyphi3/config; NB is the number of layout blocks.
 import numpy as np
 
 from tinyphi3.errors import InvalidInputError
-from tinyphi3.nn.blocksparse_layout import check_layout, positive_int, query_start
+from tinyphi3.nn.blocksparse_layout import (check_heads, check_layout, decode_lengths,
+                                            positive_int, query_start)
 
 HEAD_DIMS = (16, 32, 64, 96, 128)   # instantiated head dims
 TILES = (64, 16)                    # prefill BM = BN, the larger preferred
@@ -116,22 +118,6 @@ def element_strides(x):
     """(sb, sh, ss): the strides of x [B, KV, S, hd] in elements, for the batch, head and
     position axes; element [b, h, s, d] sits at b*sb + h*sh + s*ss + d from x's first one."""
     return tuple(stride // x.itemsize for stride in x.strides[:3])
-
-
-def check_heads(H, KV, layout, blocks_needed):
-    if layout.shape[0] != H or KV < 1 or H % KV:
-        raise InvalidInputError(f"layout has {layout.shape[0]} heads, q {H} and k {KV}: need "
-                                f"layout heads == H and H a multiple of KV")
-    if layout.shape[1] < blocks_needed:
-        raise InvalidInputError(f"layout has {layout.shape[1]} blocks, {blocks_needed} needed")
-
-
-def decode_lengths(length, batch, capacity):
-    """length (an int or [B] ints, 1 <= length <= S) as int64 [B], checked."""
-    lengths = np.broadcast_to(np.asarray(length, dtype=np.int64), (batch,)).copy()   # -> [B]
-    if lengths.min() < 1 or lengths.max() > capacity:
-        raise InvalidInputError(f"length must lie in 1 .. {capacity}, got {length!r}")
-    return lengths
 
 
 def prefill_grid(T, past, tile, B, H):

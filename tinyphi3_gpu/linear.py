@@ -146,21 +146,29 @@ def q4_linear(x, q):
     if x.ndim != 2 or x.shape[1] != q.in_features:
         raise InvalidInputError(f"input of shape {list(x.shape)}: the weight expects "
                                 f"[M, {q.in_features}]")
-    M, K = x.shape
-    N = q.out_features
+    M = x.shape[0]
     if M == 0:
-        return cupy.empty((0, N), cupy.float32)
+        return cupy.empty((0, q.out_features), cupy.float32)
     xq, dx, sx = quantize_activations(x, q.block)                   # [M, nb*block], [M, nb]
     if M <= MAX_M:
         return q4_matvec(xq, dx, sx, q)
-    nb = dx.shape[1]
+    return dequantized_product(xq, dx, q, q4_dequantize, cupy)
+
+
+def dequantized_product(xq, dx, q, dequantize, xp):
+    """Prefill's product (M > 8): x rounded to 8 bits (xq [M, nb*block], dx [M, nb]) times W
+    dequantized 16 tiles (1024 rows) at a time by `dequantize(q, first tile, tiles)`, as the
+    reference q4_linear does; xp's matmul (cuBLAS for CuPy) -> [M, N] float32. The launcher and
+    its emulation (linear_emulation.q4_linear) share it."""
+    M, nb = dx.shape
+    K, N = q.in_features, q.out_features
     x_hat = (xq.reshape(M, nb, q.block) * dx[..., None]).reshape(M, -1)[:, :K]   # -> [M, K]
-    y = cupy.empty((M, N), cupy.float32)
+    y = xp.empty((M, N), xp.float32)
     nt = q.packed.shape[0]
     for t in range(0, nt, TILES_PER_CHUNK):
         tiles = min(TILES_PER_CHUNK, nt - t)
         rows = slice(t * ROWS_PER_TILE, min((t + tiles) * ROWS_PER_TILE, N))
-        y[:, rows] = x_hat @ q4_dequantize(q, t, tiles).T           # [M, K] @ [K, n]
+        y[:, rows] = x_hat @ dequantize(q, t, tiles).T              # [M, K] @ [K, n]
     return y
 
 

@@ -22,10 +22,10 @@ tinyphi3.quant.q4 on any machine. Slow (a Python loop over CTAs): for tests only
 
 import numpy as np
 
-from tinyphi3.quant.layout import ROWS_PER_TILE, TILES_PER_CHUNK
+from tinyphi3.quant.layout import ROWS_PER_TILE
 from tinyphi3_gpu.linear import (BF16_CHUNK_ROWS, BF16_ROWS, BF16_THREADS, BF16_WARPS, CHUNK,
                                  DEQUANTIZE_THREADS, MAX_M, Q4_THREADS, QUADS, QUANTIZE_WARPS,
-                                 STRIP, WARPS)
+                                 STRIP, WARPS, dequantized_product)
 
 SLOTS = 32 // QUADS             # q4_matvec: chunks a warp reads at once
 
@@ -254,22 +254,13 @@ def q4_linear(x, q):
     """linear.q4_linear: x [M, K] float32 @ W^T for a Q4Weight -> [M, N] float32 (NumPy's
     matmul in place of cuBLAS for M > 8)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    M, K = x.shape
-    N = q.out_features
+    M = x.shape[0]
     if M == 0:
-        return np.empty((0, N), np.float32)
+        return np.empty((0, q.out_features), np.float32)
     xq, dx, sx = quantize_activations(x, q.block)
     if M <= MAX_M:
         return q4_matvec(xq, dx, sx, q)
-    nb = dx.shape[1]
-    x_hat = (xq.reshape(M, nb, q.block) * dx[..., None]).reshape(M, -1)[:, :K]   # -> [M, K]
-    y = np.empty((M, N), np.float32)
-    nt = q.packed.shape[0]
-    for t in range(0, nt, TILES_PER_CHUNK):
-        tiles = min(TILES_PER_CHUNK, nt - t)
-        rows = slice(t * ROWS_PER_TILE, min((t + tiles) * ROWS_PER_TILE, N))
-        y[:, rows] = x_hat @ q4_dequantize(q, t, tiles).T           # [M, K] @ [K, n]
-    return y
+    return dequantized_product(xq, dx, q, q4_dequantize, np)
 
 
 # ---- bf16_matvec (bf16_matvec.cu) -------------------------------------------------------------

@@ -66,6 +66,24 @@ def check_layout(layout):
     return layout
 
 
+def check_heads(H, KV, layout, blocks_needed):
+    """A kernel's check: the layout has one pattern per query head, H is a multiple of KV, and
+    there are layout blocks for `blocks_needed` blocks of keys."""
+    if layout.shape[0] != H or KV < 1 or H % KV:
+        raise InvalidInputError(f"layout has {layout.shape[0]} heads, q {H} and k {KV}: need "
+                                f"layout heads == H and H a multiple of KV")
+    if layout.shape[1] < blocks_needed:
+        raise InvalidInputError(f"layout has {layout.shape[1]} blocks, {blocks_needed} needed")
+
+
+def decode_lengths(length, batch, capacity):
+    """A decode kernel's lengths: an int or [B] ints, 1 <= length <= capacity, as int64 [B]."""
+    lengths = np.broadcast_to(np.asarray(length, dtype=np.int64), (batch,)).copy()   # -> [B]
+    if lengths.min() < 1 or lengths.max() > capacity:
+        raise InvalidInputError(f"length must lie in 1 .. {capacity}, got {length!r}")
+    return lengths
+
+
 def query_start(q_len, k_len, past):
     """Position of the first query: `past`, or k_len - q_len (the queries are the last q_len of
     the k_len positions) when past is None. Checked: the queries must lie among the keys."""

@@ -24,7 +24,8 @@ matrix products are float32 too). Kernels compile on first use and are cached on
 import numpy as np
 from numba import njit, prange
 
-from tinyphi3.nn.blocksparse_layout import check_layout, positive_int, query_start
+from tinyphi3.nn.blocksparse_layout import (check_heads, check_layout, decode_lengths,
+                                            positive_int, query_start)
 from tinyphi3.errors import InvalidInputError
 from tinyphi3.backends.numba.fused import _JIT, exp32
 
@@ -121,14 +122,6 @@ def _decode(q, k, v, layout, block_size, scale, lengths, out):
             out[b, h, d] = acc[d] * inv
 
 
-def _check_heads(H, KV, layout, blocks_needed):
-    if layout.shape[0] != H or KV < 1 or H % KV:
-        raise InvalidInputError(f"layout has {layout.shape[0]} heads, q {H} and k {KV}: need "
-                                f"layout heads == H and H a multiple of KV")
-    if layout.shape[1] < blocks_needed:
-        raise InvalidInputError(f"layout has {layout.shape[1]} blocks, {blocks_needed} needed")
-
-
 def blocksparse_prefill(q, k, v, layout, block_size, scale, past=None):
     """Block-sparse attention of T queries: q [B, H, T, hd]; k, v [B, KV, S, hd] -> [B, H, T, hd].
 
@@ -139,7 +132,7 @@ def blocksparse_prefill(q, k, v, layout, block_size, scale, past=None):
     block_size = positive_int("block_size", block_size)
     B, H, T, hd = q.shape
     past = query_start(T, k.shape[2], past)
-    _check_heads(H, k.shape[1], layout, -(-(past + T) // block_size))
+    check_heads(H, k.shape[1], layout, -(-(past + T) // block_size))
     k_t = np.ascontiguousarray(np.swapaxes(k, -1, -2), dtype=np.float32)   # -> [B, KV, hd, S]
     out = np.empty((B, H, T, hd), np.float32)
     _prefill(np.ascontiguousarray(q, dtype=np.float32), k_t,
@@ -160,10 +153,8 @@ def blocksparse_decode(q, k_cache, v_cache, layout, block_size, scale, length):
     B, H, T, hd = q.shape
     if T != 1:
         raise InvalidInputError(f"decode takes one query per sequence, got T = {T}")
-    lengths = np.broadcast_to(np.asarray(length, dtype=np.int64), (B,)).copy()   # -> [B]
-    if lengths.min() < 1 or lengths.max() > k_cache.shape[2]:
-        raise InvalidInputError(f"length must lie in 1 .. {k_cache.shape[2]}, got {length!r}")
-    _check_heads(H, k_cache.shape[1], layout, -(-int(lengths.max()) // block_size))
+    lengths = decode_lengths(length, B, k_cache.shape[2])                       # -> [B]
+    check_heads(H, k_cache.shape[1], layout, -(-int(lengths.max()) // block_size))
     out = np.empty((B, H, hd), np.float32)
     _decode(np.ascontiguousarray(q[:, :, 0], dtype=np.float32),   # [B, H, 1, hd] -> [B, H, hd]
             np.asarray(k_cache, dtype=np.float32),            # any strides: a cache view is
