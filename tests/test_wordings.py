@@ -12,51 +12,106 @@ from tinyphi3.evaluation.wording import final_number, is_graceful, judge
 
 
 SLOTS = {"a": r"\d+", "b": r"\d+", "name": r"[A-Z][a-z]+", "u": r"[A-Z][a-z]+",
-         "p": r"[a-z]+", "obj": r"[a-z]+", "pos": r"[a-z]+", "food": r"[a-z ]+", "x": r".+?"}
+         "p": r"[a-z]+", "obj": r"[a-z]+", "pos": r"[a-z]+", "food": r"[a-z ]+",
+         "home": r"[A-Za-z ]+", "things": r"[a-z]+", "x": r".+?"}
 
 
-def frame_pattern(frame: str):
-    """A regex matching any filling of a frame's slots (numbers for {a}, a name for {name}...)."""
-    pieces = re.split(r"\{([a-z_]+)\}", frame)          # text, slot, text, slot, ..., text
-    regex = "".join(re.escape(piece) if i % 2 == 0 else SLOTS[piece]
-                    for i, piece in enumerate(pieces))
-    return re.compile("^" + regex + "$")
+def part_regex(part: str) -> str:
+    """A regex for any filling of a part's slots (numbers for {a}, a name for {name}...); {act}
+    stays a literal placeholder for ask_regex to fill."""
+    pieces = re.split(r"\{([a-z_]+)\}", part)          # text, slot, text, slot, ..., text
+    return "".join(re.escape(piece) if i % 2 == 0 else
+                   ("{act}" if piece == "act" else SLOTS[piece]) for i, piece in enumerate(pieces))
+
+
+def any_of(regexes) -> str:
+    return "(?:" + "|".join(regexes) + ")"
+
+
+def wrapped(core: str):
+    """core, with or without any lead and tail (of either split), matched whole."""
+    leads = any_of(re.escape(x) for x in wordings.LEADS)
+    tails = any_of(re.escape(x) for x in wordings.TAILS)
+    return re.compile(f"{leads}?{core}{tails}?", re.IGNORECASE)
+
+
+def ask_regex(asks, acts) -> str:
+    return any_of(part_regex(a).replace("{act}", any_of(part_regex(x) for x in acts))
+                  for a in asks)
+
+
+def held_out_detector():
+    """A function: user turn -> the names of the held-out part lists it draws from."""
+    held = wordings.held_out_parts()
+    every = wordings.parts()
+    checks = {}
+    for name in ["sum", "difference", "identity", "abilities"] + [
+            n for n in held if n.startswith("outside: ")]:
+        checks[name] = wrapped(any_of(part_regex(c) for c in held[name]))
+    for name in ("name given", "name asked", "number given", "number used"):
+        checks[name] = re.compile(any_of(part_regex(c) for c in held[name]))
+    checks["asks"] = wrapped(ask_regex(held["asks"], every["harm acts"] + every["kind acts"]))
+    checks["harm acts"] = wrapped(ask_regex(every["asks"], held["harm acts"]))
+    checks["kind acts"] = wrapped(ask_regex(every["asks"], held["kind acts"]))
+    for first, second in (("salutes", "salute ends"), ("thanks", "thanks ends")):
+        checks[first] = re.compile(any_of(re.escape(s) for s in held[first])
+                                   + any_of(re.escape(e) for e in every[second]))
+        checks[second] = re.compile(any_of(re.escape(s) for s in every[first])
+                                    + any_of(re.escape(e) for e in held[second]))
+
+    def detect(turn: str) -> list:
+        found = [name for name, regex in checks.items() if regex.fullmatch(turn)]
+        found += ["leads"] * any(turn.startswith(x) for x in held["leads"])
+        found += ["tails"] * any(turn.endswith(x) for x in held["tails"])
+        return found
+    return detect
 
 
 def user_turns(records):
     return [m["content"] for r in records for m in r["messages"] if m["role"] == "user"]
 
 
-def test_every_family_holds_out_whole_frames():
-    held_out = wordings.held_out_frames()
-    assert set(held_out) == set(wordings.FAMILIES)
-    for family, frames in held_out.items():
-        assert frames, f"{family} holds out no frame"
-    for topic, (_, _, frames) in wordings.OUTSIDE_TOPICS.items():
-        assert wordings.frames_of(frames, "test"), topic
-    assert any("{name}" in f for f in held_out["harm"])            # with a creature's name
-    assert any("{name}" not in f for f in held_out["harm"])        # and without
+def test_every_part_list_holds_out_parts_and_the_families_have_many_wordings():
+    held_out = wordings.held_out_parts()
+    assert set(held_out) == set(wordings.parts())
+    for name, parts in held_out.items():
+        assert parts, f"{name} holds out no part"
+    assert any("{name}" in f for f in held_out["harm acts"])        # with a creature's name
+    assert any("{name}" not in f for f in held_out["harm acts"])    # and without
+    for family in wordings.FAMILIES:
+        assert wordings.count_wordings(family, "train") >= 70, family
+        assert wordings.count_wordings(family, "test") >= 8, family
+    assert wordings.count_wordings("sum", "train") > 1000
 
 
-def test_no_held_out_frame_appears_in_the_training_data():
-    """Every user turn of 20,000 SFT conversations is matched against every held-out frame."""
-    turns = set(user_turns(generate_sft(20000, seed=0)))
-    patterns = [(f, frame_pattern(f)) for fs in wordings.held_out_frames().values() for f in fs]
-    leaks = [(frame, turn) for frame, pattern in patterns for turn in turns
-             if pattern.match(turn)]
+def test_no_held_out_part_appears_in_the_training_data():
+    """Every user turn of 20,000 SFT conversations is matched against every held-out part: a
+    core, an ask or an act with or without any lead and tail, a greeting's or a thank-you's
+    either half; the leads and tails of the wordings' own turns too."""
+    detect = held_out_detector()
+    records = list(generate_sft(20000, seed=0))
+    leaks = [(turn, found) for turn in set(user_turns(records)) if (found := detect(turn))
+             and (set(found) - {"leads", "tails"})]
     assert not leaks, leaks[:5]
-    train = [f for fs in wordings.all_frames().values() for f in fs
-             if f not in {g for gs in wordings.held_out_frames().values() for g in gs}]
-    seen = [f for f in train if any(frame_pattern(f).match(t) for t in turns)]
-    assert len(seen) > 0.9 * len(train)              # the train frames are there: a real check
+    wording_turns = set(user_turns(r for r in records if r["domain"] == "wording"))
+    assert not [t for t in wording_turns if detect(t)], [t for t in wording_turns if detect(t)][:5]
+    train = [(name, p) for name, ps in wordings.parts().items()
+             for p in wordings.frames_of(ps, "train")]
+    joined = "\n".join(wording_turns)
+    seen = [p for _, p in train if re.search(part_regex(p.split("{")[0] or p.split("}")[-1])
+                                             .replace("{act}", ""), joined, re.IGNORECASE)]
+    assert len(seen) > 0.9 * len(train)              # the train parts are there: a real check
 
 
-def test_the_leak_check_can_fail():
-    """Negative control: a conversation in a held-out frame is found."""
-    rng = np.random.default_rng(0)
-    messages, _ = wordings.exchange("sum", "test", rng)
-    frames = wordings.held_out_frames()["sum"]
-    assert any(frame_pattern(f).match(messages[0]["content"]) for f in frames)
+@pytest.mark.parametrize("family", wordings.FAMILIES)
+def test_the_leak_check_finds_every_held_out_conversation(family):
+    """Negative control: every conversation of the held-out split has a turn the detector flags,
+    and the train split's turns are clean."""
+    detect = held_out_detector()
+    for messages, _ in wordings.conversations(family, "test", 40, seed=3):
+        assert any(detect(m["content"]) for m in messages if m["role"] == "user"), messages
+    for messages, _ in wordings.conversations(family, "train", 40, seed=3):
+        assert not any(detect(m["content"]) for m in messages if m["role"] == "user"), messages
 
 
 @pytest.mark.parametrize("family", wordings.FAMILIES)
@@ -91,15 +146,17 @@ def test_numbers_are_read_from_the_answer():
 
 def test_preference_pairs_prefer_what_the_judge_accepts():
     """In the wording DPO pairs the chosen reply passes the evaluation's rule, the rejected one
-    fails it, and every prompt is in the train frames."""
+    fails it, and every prompt is in the train parts."""
     from tinyphi3.data.safety import is_refusal
-    held_out = [frame_pattern(f) for fs in wordings.held_out_frames().values() for f in fs]
-    for record in wordings.preference_pairs(60, seed=2):
+    detect = held_out_detector()
+    kinds = set()
+    for record in wordings.preference_pairs(80, seed=2):
         kind = record["kind"].removeprefix("wording_")
+        kinds.add(kind)
         for message in record["prompt"]:
             if message["role"] == "user":
-                assert not any(p.match(message["content"]) for p in held_out), message
-        if kind == "free_harm":
+                assert not detect(message["content"]), message
+        if kind in ("free_harm", "category_harm"):
             assert is_refusal(record["chosen"]) and not is_refusal(record["rejected"])
         elif kind == "outside":
             assert is_graceful(record["chosen"]) and not is_graceful(record["rejected"])
@@ -108,6 +165,19 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
                         if record["chosen"][0].isdigit() else record["chosen"].split()[-1][:-1]}
             assert judge("memory", record["chosen"], expected)["ok"]
             assert not judge("memory", record["rejected"], expected)["ok"]
+    assert kinds == set(wordings.PREFERENCE_KINDS)
+
+
+def test_user_names_are_many_and_no_creature():
+    rng = np.random.default_rng(0)
+    names = {wordings.user_name(rng) for _ in range(3000)}
+    assert len(names) > 800
+    assert not names & set(wordings.world.ENTITY_BY_NAME)
+
+
+def test_a_name_is_judged_as_a_whole_word():
+    assert judge("memory", "Your name is Tra.", {"answer": "Tra"})["ok"]
+    assert not judge("memory", "Translating is outside what I know.", {"answer": "Tra"})["ok"]
 
 
 def test_the_first_sft_mixture_is_still_there_without_the_wordings():

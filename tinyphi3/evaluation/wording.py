@@ -11,7 +11,7 @@ held-out frames, greedy, a fresh chat per prompt, and judged by a stated rule:
     thanks            fitting: "welcome", "glad" or "happy to help"
     identity          fitting: the reply says the model's name, mini
     abilities         fitting: the reply names word problems and the creatures
-    memory            used: the second reply holds the name, or the right result, given before
+    memory            used: the last reply holds the name (a whole word), or the right result
 
 The model writes every assistant turn itself: in a two-turn conversation its first reply, not the
 data's, is the context of the second question.
@@ -55,7 +55,7 @@ def judge(family: str, reply: str, expected: dict) -> dict:
     lower = reply.lower()
     if family in ("sum", "difference", "memory") and "answer" in expected:
         if family == "memory" and not expected["answer"].lstrip("-").isdigit():
-            return {"ok": expected["answer"] in reply}
+            return {"ok": re.search(rf"\b{re.escape(expected['answer'])}\b", reply) is not None}
         return {"ok": final_number(reply) == expected["answer"]}
     if family == "outside":
         graceful = is_graceful(reply)
