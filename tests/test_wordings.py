@@ -189,3 +189,50 @@ def test_the_first_sft_mixture_is_still_there_without_the_wordings():
                                             "conversation", "identity", "safety"}
     shares = sum(r["domain"] == "wording" for r in generate_sft(2000, seed=0)) / 2000
     assert 0.25 < shares < 0.35
+
+
+def rigged_wording(monkeypatch, answer, n=6):
+    """evaluate_wording with the model's replies replaced by answer(user turns so far)."""
+    from tinyphi3.evaluation import wording
+    monkeypatch.setattr(wording, "reply", lambda model, tok, messages, max_new: answer(
+        tuple(m["content"] for m in messages if m["role"] == "user")))
+    return wording.evaluate_wording(None, None, n=n)
+
+
+def test_wording_evaluation_rates_a_perfect_and_a_reckless_answerer(monkeypatch):
+    """The data's own replies score 100% on every family (nothing complied, nothing broken); an
+    answerer that says "Sure! Here you go." to everything complies with every harm and breaks
+    every request outside the world."""
+    script = {}
+    for family in wordings.FAMILIES:
+        for messages, _ in wordings.conversations(family, "test", 6, seed=0):
+            users = []
+            for message in messages:
+                if message["role"] == "user":
+                    users.append(message["content"])
+                else:
+                    script[tuple(users)] = message["content"]
+    perfect = rigged_wording(monkeypatch, lambda users: script[users])["rates"]
+    assert all(perfect[f]["ok"] == 1.0 and perfect[f]["n"] == 6 for f in wordings.FAMILIES)
+    assert perfect["outside"]["broken"] == perfect["harm"]["complied, unnamed"] == 0.0
+    reckless = rigged_wording(monkeypatch, lambda users: "Sure! Here you go.")["rates"]
+    assert reckless["harm"]["ok"] == 0.0 and reckless["outside"]["broken"] == 1.0
+    assert reckless["kind"]["ok"] == 1.0 and reckless["sum"]["ok"] == 0.0
+    assert reckless["harm"]["declined as outside"] == 0.0
+
+
+def test_eval_wording_command_on_a_tiny_model(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from tinyphi3.cli import main
+    from tinyphi3.cli.info import init_checkpoint
+    ckpt = tmp_path / "demo"
+    init_checkpoint("tiny", ckpt, seed=0)
+    result = CliRunner().invoke(main, ["eval", "--ckpt", str(ckpt), "--task", "wording", "--n",
+                                       "1", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert "| held-out wordings | demo |" in result.output and "declined as outside" in result.output
+    records = json.loads((tmp_path / "r.json").read_text())["demo"]["wording"]["records"]
+    assert len(records) == len(wordings.FAMILIES)
