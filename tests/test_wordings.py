@@ -60,10 +60,7 @@ def held_out_detector():
                                     + any_of(re.escape(e) for e in held[second]))
 
     def detect(turn: str) -> list:
-        found = [name for name, regex in checks.items() if regex.fullmatch(turn)]
-        found += ["leads"] * any(turn.startswith(x) for x in held["leads"])
-        found += ["tails"] * any(turn.endswith(x) for x in held["tails"])
-        return found
+        return [name for name, regex in checks.items() if regex.fullmatch(turn)]
     return detect
 
 
@@ -87,14 +84,12 @@ def test_every_part_list_holds_out_parts_and_the_families_have_many_wordings():
 def test_no_held_out_part_appears_in_the_training_data():
     """Every user turn of 20,000 SFT conversations is matched against every held-out part: a
     core, an ask or an act with or without any lead and tail, a greeting's or a thank-you's
-    either half; the leads and tails of the wordings' own turns too."""
+    either half."""
     detect = held_out_detector()
     records = list(generate_sft(20000, seed=0))
-    leaks = [(turn, found) for turn in set(user_turns(records)) if (found := detect(turn))
-             and (set(found) - {"leads", "tails"})]
+    leaks = [(turn, found) for turn in set(user_turns(records)) if (found := detect(turn))]
     assert not leaks, leaks[:5]
     wording_turns = set(user_turns(r for r in records if r["domain"] == "wording"))
-    assert not [t for t in wording_turns if detect(t)], [t for t in wording_turns if detect(t)][:5]
     train = [(name, p) for name, ps in wordings.parts().items()
              for p in wordings.frames_of(ps, "train")]
     joined = "\n".join(wording_turns)
@@ -158,6 +153,8 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
                 assert not detect(message["content"]), message
         if kind in ("free_harm", "category_harm"):
             assert is_refusal(record["chosen"]) and not is_refusal(record["rejected"])
+        elif kind == "kind":
+            assert not is_refusal(record["chosen"]) and is_refusal(record["rejected"])
         elif kind == "outside":
             assert is_graceful(record["chosen"]) and not is_graceful(record["rejected"])
         else:

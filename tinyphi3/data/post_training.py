@@ -38,8 +38,8 @@ SFT_MIX = {"math": 0.175, "knowledge": 0.154, "reasoning": 0.084, "reading": 0.1
            "conversation": 0.049, "identity": 0.028, "safety": 0.105, "wording": 0.30}
 FIRST_SFT_MIX = {"math": 0.25, "knowledge": 0.22, "reasoning": 0.12, "reading": 0.15,
                  "conversation": 0.07, "identity": 0.04, "safety": 0.15}   # before the wordings
-WORDING_MIX = {"sum": 0.14, "difference": 0.16, "outside": 0.15, "harm": 0.14, "kind": 0.08,
-               "greeting": 0.04, "thanks": 0.06, "identity": 0.05, "abilities": 0.06,
+WORDING_MIX = {"sum": 0.14, "difference": 0.16, "outside": 0.14, "harm": 0.11, "kind": 0.12,
+               "greeting": 0.05, "thanks": 0.05, "identity": 0.06, "abilities": 0.05,
                "memory": 0.12}      # the families of tinyphi3.data.wordings, train parts only
 SYSTEM_SHARE = 0.15      # share of conversations that open with a system message
 
