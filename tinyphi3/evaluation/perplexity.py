@@ -18,7 +18,10 @@ KINDS = ("text", "chat")
 def heldout_examples(tokenizer, kind: str = "chat", n: int = 200, seed: int = HELD_OUT_SEED,
                      seq_len: int = 256) -> list:
     """[(ids, labels)]: n fresh documents cut into windows of seq_len + 1 tokens ("text"), or
-    n fresh conversations with the assistant's tokens labelled ("chat"; longer ones skipped)."""
+    n fresh conversations with the assistant's tokens labelled ("chat"; longer ones skipped). The
+    conversations are of the first SFT's mixture (`generate_sft(..., wording=False)`), the data
+    the shipped chat models were fine-tuned on, so that the set stays the same when the mixture
+    grows."""
     if kind == "text":
         from tinyphi3.data.textbooks import generate_textbooks
         examples = []
@@ -33,7 +36,8 @@ def heldout_examples(tokenizer, kind: str = "chat", n: int = 200, seed: int = HE
         from tinyphi3.data.post_training import generate_sft
         from tinyphi3.train.conversations import ChatEncoder
         encoder = ChatEncoder(tokenizer)
-        examples = [encoder.encode(record["messages"]) for record in generate_sft(n, seed)]
+        examples = [encoder.encode(record["messages"]) for record in generate_sft(n, seed,
+                                                                            wording=False)]
         return [(ids, labels) for ids, labels in examples if len(ids) <= 2 * seq_len]
     raise ValueError(f"unknown kind {kind!r}: choose one of {', '.join(KINDS)}")
 
