@@ -43,13 +43,14 @@ def final_number(text: str):
     return numbers[-1] if numbers else None
 
 
+LIMITS = frozenset(s.format(topic=topic) for s in wordings.LIMIT_SENTENCES   # names its limits
+                   for topic in [t[0] for t in wordings.OUTSIDE_TOPICS.values()] + ["That"])
+
+
 def is_graceful(text: str) -> bool:
     parts = sentences(text)
-    limits = {s.format(topic=t[0]) for s in wordings.LIMIT_SENTENCES
-              for t in wordings.OUTSIDE_TOPICS.values()}
-    limits |= {s.format(topic="That") for s in wordings.LIMIT_SENTENCES}
     return (bool(parts) and all(p in wordings.GRACEFUL_SENTENCES for p in parts)
-            and any(p in limits for p in parts))
+            and any(p in LIMITS for p in parts))
 
 
 def judge(family: str, reply: str, expected: dict) -> dict:
