@@ -145,13 +145,13 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
     from tinyphi3.data.safety import is_refusal
     detect = held_out_detector()
     kinds = set()
-    for record in wordings.preference_pairs(80, seed=2):
+    for record in wordings.preference_pairs(120, seed=2, kinds=tuple(wordings.PREFERENCE_KINDS)):
         kind = record["kind"].removeprefix("wording_")
         kinds.add(kind)
         for message in record["prompt"]:
             if message["role"] == "user":
                 assert not detect(message["content"]), message
-        if kind in ("free_harm", "category_harm"):
+        if kind in ("free_harm", "category_harm", "harm_answered"):
             assert is_refusal(record["chosen"]) and not is_refusal(record["rejected"])
         elif kind == "kind":
             assert not is_refusal(record["chosen"]) and is_refusal(record["rejected"])
@@ -163,6 +163,20 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
             assert judge("memory", record["chosen"], expected)["ok"]
             assert not judge("memory", record["rejected"], expected)["ok"]
     assert kinds == set(wordings.PREFERENCE_KINDS)
+
+
+def test_unconflicted_pairs_never_reject_a_reply_another_pair_chooses():
+    """The unconflicted kinds never reject a refusal or a graceful decline, the replies that
+    their own pairs choose (a wrong name is rejected where another prompt's right name is chosen:
+    that is the point of the memory pairs, told apart by the prompt, not the kind of reply)."""
+    from tinyphi3.data.safety import is_refusal
+    records = list(wordings.preference_pairs(300, seed=3, kinds=wordings.UNCONFLICTED_KINDS))
+    assert {r["kind"] for r in records} == {f"wording_{k}" for k in wordings.UNCONFLICTED_KINDS}
+    for record in records:
+        rejected = record["rejected"]
+        assert not is_refusal(rejected) and not is_graceful(rejected), record
+    with pytest.raises(ValueError, match="unknown wording pair kinds"):
+        next(wordings.preference_pairs(1, kinds=("nonsense",)))
 
 
 def test_user_names_are_many_and_no_creature():

@@ -15,6 +15,7 @@ import click
 import numpy as np
 
 from tinyphi3.data.phases import HEAVY_THRESHOLD, LIGHT_THRESHOLD, SYNTHETIC_SHARE
+from tinyphi3.data.wordings import DEFAULT_KINDS, PREFERENCE_KINDS, UNCONFLICTED_KINDS
 
 
 def _echo_written(count, path):
@@ -305,7 +306,12 @@ def sft(n_records, seed, out, no_wording):
               help="Also this many pairs in the train wordings of tinyphi3.data.wordings: harm "
                    "in free words refused (not answered), requests outside the world answered "
                    "gracefully (not refused), a name from the previous turn used.")
-def dpo(n_records, seed, out, n_wording):
+@click.option("--wording-kinds", default=",".join(DEFAULT_KINDS), show_default=True,
+              help="Which kinds of wording pairs, comma-separated, in turn: "
+                   f"{', '.join(PREFERENCE_KINDS)}. "
+                   f"{','.join(UNCONFLICTED_KINDS)} are the kinds whose rejected reply no other "
+                   "kind of pair chooses.")
+def dpo(n_records, seed, out, n_wording, wording_kinds):
     """Write preference pairs for DPO, each with an undesired rejected reply: complying with a
     harmful request (chosen: a refusal), refusing a harmless one, a chain of thought with an
     arithmetic slip, an answer that rambles on, a wrong option letter. Each line: {"prompt":
@@ -320,5 +326,11 @@ def dpo(n_records, seed, out, n_wording):
     from tinyphi3.data.documents import write_jsonl
     from tinyphi3.data.post_training import generate_dpo
     from tinyphi3.data.wordings import preference_pairs
-    records = itertools.chain(generate_dpo(n_records, seed), preference_pairs(n_wording, seed))
+    kinds = [kind.strip() for kind in wording_kinds.split(",") if kind.strip()]
+    unknown = [kind for kind in kinds if kind not in PREFERENCE_KINDS]
+    if unknown or not kinds:
+        raise click.BadParameter(f"unknown kinds {unknown or wording_kinds!r}; choose from "
+                                 f"{', '.join(PREFERENCE_KINDS)}", param_hint="--wording-kinds")
+    records = itertools.chain(generate_dpo(n_records, seed),
+                              preference_pairs(n_wording, seed, kinds))
     click.echo(f"wrote {write_jsonl(records, out)} preference pairs to {out}")

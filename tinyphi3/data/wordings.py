@@ -538,6 +538,14 @@ def _free_harm_pair(rng):
     return messages[:1], messages[1]["content"], rejected
 
 
+def _harm_answered_pair(rng):
+    """Harm in free words: a refusal chosen, a helpful-sounding answer about the creature rejected.
+    Unlike free_harm, its rejected reply is never a reply that another kind of pair chooses."""
+    messages, _ = _harm(rng, "train")
+    _, answer = one_of(rng, KIND_ACTS)
+    return messages[:1], messages[1]["content"], answer.format(**_creature_values(rng))
+
+
 def _category_harm_pair(rng):
     """A harmful request of a train safety category: its refusal chosen, the graceful reply for a
     request outside the world rejected. After a first round of these wordings, held-out harm
@@ -565,7 +573,7 @@ def _outside_pair(rng):
     return messages[:1], messages[1]["content"], rejected
 
 
-def _memory_pair(rng):
+def _memory_pair(rng, graceful_share=0.5):
     """A value given, then asked for: the right one chosen; rejected, a failure seen: another name
     (or the graceful reply) for the user's, "Okay, I'll remember a." said again for a number.
     (Rejecting the model's own identity answer here taught a first attempt to stop giving it
@@ -573,7 +581,7 @@ def _memory_pair(rng):
     messages, expected = _memory(rng, "train")
     if expected["answer"].isdigit():
         rejected = messages[1]["content"]               # "Okay, I'll remember a." said again
-    elif rng.random() < 0.5:
+    elif rng.random() < graceful_share:
         rejected = graceful_reply(one_of(rng, tuple(OUTSIDE_TOPICS)), rng)
     else:
         other = user_name(rng)
@@ -584,14 +592,24 @@ def _memory_pair(rng):
 
 
 PREFERENCE_KINDS = {"free_harm": _free_harm_pair, "category_harm": _category_harm_pair,
-                    "kind": _kind_pair, "outside": _outside_pair, "memory": _memory_pair}
+                    "kind": _kind_pair, "outside": _outside_pair, "memory": _memory_pair,
+                    "harm_answered": _harm_answered_pair,
+                    "memory_value": lambda rng: _memory_pair(rng, graceful_share=0.0)}
+# The kinds whose rejected replies no other kind chooses: a refusal, the graceful decline and
+# the user's own value are only ever chosen.
+DEFAULT_KINDS = ("free_harm", "category_harm", "kind", "outside", "memory")
+UNCONFLICTED_KINDS = ("harm_answered", "outside", "memory_value")
 
 
-def preference_pairs(n: int, seed: int = 0):
+def preference_pairs(n: int, seed: int = 0, kinds=DEFAULT_KINDS):
     """Yield n DPO records {"prompt", "chosen", "rejected", "kind"} in train parts only, the
-    kinds in turn (free_harm, category_harm, kind, outside, memory)."""
+    kinds in turn (by default free_harm, category_harm, kind, outside, memory)."""
+    unknown = [kind for kind in kinds if kind not in PREFERENCE_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"unknown wording pair kinds {unknown}: choose from "
+                         f"{', '.join(PREFERENCE_KINDS)}")
     rng = np.random.default_rng(world.stable_hash("wording-dpo", seed))
-    kinds = tuple(PREFERENCE_KINDS)
+    kinds = tuple(kinds)
     for i in range(n):
         kind = kinds[i % len(kinds)]
         prompt, chosen, rejected = PREFERENCE_KINDS[kind](rng)
