@@ -247,3 +247,42 @@ def test_eval_wording_command_on_a_tiny_model(tmp_path):
     assert "| held-out wordings | demo |" in result.output and "declined as outside" in result.output
     records = json.loads((tmp_path / "r.json").read_text())["demo"]["wording"]["records"]
     assert len(records) == len(wordings.FAMILIES)
+
+
+def _without_lead_and_tail(turn: str) -> str:
+    for lead in wordings.LEADS:
+        if turn.startswith(lead):
+            turn = turn[len(lead):]
+            break
+    for tail in wordings.TAILS:
+        if turn.endswith(tail):
+            turn = turn[:-len(tail)]
+            break
+    return turn.lower()
+
+
+def test_the_everyday_pages_hold_the_words_but_no_held_out_wording():
+    """The pre-training dictionary pages (tinyphi3.data.everyday) define the words of the
+    held-out wordings but never contain one of the evaluation's held-out requests (without its
+    shared lead and tail), nor a word of the held-out safety categories."""
+    from tinyphi3.data.everyday import generate_everyday_documents
+    from tinyphi3.data.safety import CATEGORIES, HELD_OUT_CATEGORIES
+    pages = "\n".join(generate_everyday_documents(4000, seed=0)).lower()
+    found = []
+    for family in wordings.FAMILIES:
+        for messages, _ in wordings.conversations(family, "test", 300, seed=1):
+            for message in messages:
+                core = _without_lead_and_tail(message["content"]) if message["role"] == "user" \
+                    else None
+                if core and len(core) > 3 and core in pages:
+                    found.append((family, core))
+    assert not found, found[:5]
+    markers = {m for name in HELD_OUT_CATEGORIES for m in CATEGORIES[name].markers}
+    assert not [m for m in markers if re.search(rf"\b{m}", pages)]
+    words = set(re.findall(r"[a-z]+", pages))
+    for held_out_word in ("plus", "howdy", "hiya", "chatbot", "recipe", "poem", "name", "bunch"):
+        assert held_out_word in words                     # the words are there: a real check
+    # negative control: a page that quotes a held-out request is caught
+    messages, _ = wordings.conversations("greeting", "test", 1, seed=1)[0]
+    assert _without_lead_and_tail(messages[0]["content"]) in (pages + "\n"
+                                                              + messages[0]["content"].lower())

@@ -121,6 +121,31 @@ def induction(n_docs, seed, out):
     _echo_written(write_documents(docs, out), out)
 
 
+@data.command()
+@click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1),
+              help="How many pages.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same pages.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write.")
+def everyday(n_docs, seed, out):
+    """Write dictionary pages of everyday words for pre-training: greetings, thanks, the words of
+    arithmetic ("plus", "take away", "total"), names, what a chatbot is, the real world beyond the
+    books (cooking, capitals, code, poems, languages, weather), kindness and harm. The textbooks
+    never use these words, which a chat model's users type (tinyphi3.data.everyday). The pages
+    hold no request in a wording held out by `tinyphi3 eval --task wording`. Each line: {"text":
+    ..., "kind": "everyday"}.
+
+    \b
+    Example:
+      tinyphi3 data everyday --docs 8000 --seed 0 --out everyday.jsonl
+    """
+    from tinyphi3.data.documents import write_documents
+    from tinyphi3.data.everyday import generate_everyday_documents
+    docs = ({"text": text, "kind": "everyday"}
+            for text in generate_everyday_documents(n_docs, seed))
+    _echo_written(write_documents(docs, out), out)
+
+
 @data.group()
 def classifier():
     """Train the educational-value classifier, or score documents with it."""

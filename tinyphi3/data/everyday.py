@@ -1,0 +1,204 @@
+"""Everyday words for pre-training: a small reader's dictionary of the words people type to a chat
+model, so that the model has read them before it is asked in them.
+
+The textbooks of the closed world use about 1,500 distinct words. "plus", "name", "hello",
+"thanks", "chatbot", "recipe" and "poem" are not among them: a chat model pre-trained only on the
+textbooks meets those words for the first time in fine-tuning, and can only learn the wordings it
+is shown there. The Phi-3 report's pre-training data is web text and synthetic text that "teaches"
+(§2); a real model has read every word a user types. These pages are that, in miniature: each
+page defines a handful of words of one theme (greetings, thanks, arithmetic, names, what a
+chatbot is, the real world beyond the books, kindness and harm) with a meaning and an example of
+use, in varied sentences.
+
+What the pages never hold: a request as a user would type it to the chat model. Every wording
+that `tinyphi3 eval --task wording` holds out stays unseen: `tests/test_wordings.py` checks that
+no held-out prompt of the evaluation appears in any page. The words of those prompts are here;
+their wordings are not. The held-out harm categories of the safety evaluation (fires, forged
+messages, rumours) are not here either, not even as words: `tinyphi3.data.safety` keeps them out
+of all training text.
+"""
+
+import numpy as np
+
+from tinyphi3.data import world
+from tinyphi3.data.world import one_of
+
+# theme -> entries (word, meanings, uses); {n} a creature's name, {p}/{obj}/{pos} its pronouns,
+# {a}/{b}/{s}/{d} two numbers, their sum and difference (a > b), {things} a plural noun
+THEMES = {
+    "greetings": (
+        ("hello", ("a greeting: what people say when they meet",), ()),
+        ("hi", ("a short, friendly hello",), ()),
+        ("hey", ("an informal hello",), ()),
+        ("hiya", ("an informal hello, a blend of 'hi' and 'you'",), ()),
+        ("howdy", ("an old friendly greeting, the same as hello",), ()),
+        ("heya", ("a cheerful hello",), ()),
+        ("yo", ("a very informal hello between friends",), ()),
+        ("greetings", ("a polite word for hello; to greet someone is to say hello to them",), ()),
+        ("good morning", ("a greeting for the early part of the day",), ()),
+        ("good afternoon", ("a greeting for the middle of the day, after noon",), ()),
+        ("good evening", ("a greeting for the end of the day",), ()),
+        ("how are you", ("a question asked after a greeting, to ask how someone feels",), ()),
+        ("what's up", ("an informal way to ask how someone is",), ()),
+        ("nice to meet you", ("what people say when they meet someone for the first time",), ()),
+    ),
+    "thanks": (
+        ("thank you", ("what people say to someone who helped them",), ()),
+        ("thanks", ("a short way to say thank you",), ()),
+        ("thx", ("thanks, written short",), ()),
+        ("ty", ("thank you, written short",), ()),
+        ("cheers", ("a friendly way to say thanks",), ()),
+        ("many thanks", ("a warm way to say thank you",), ()),
+        ("thanks a lot", ("thank you very much",), ()),
+        ("thanks a bunch", ("a playful way to say thank you very much",), ()),
+        ("much appreciated", ("thank you: the help is valued",), ()),
+        ("to appreciate", ("to be glad of something and thankful for it",), ()),
+        ("awesome", ("very good, great",), ()),
+        ("you're welcome", ("the answer to thanks: glad to help",), ()),
+    ),
+    "arithmetic": (
+        ("plus", ("the sign + read aloud",), ("{a} plus {b} is {s}.",)),
+        ("to add", ("to put numbers together into one total",),
+         ("Adding {b} to {a} gives {s}.", "{n} added {b} {things} to {pos} {a} and had {s}.")),
+        ("sum", ("the number you get by adding",), ("The sum of {a} and {b} is {s}.",)),
+        ("total", ("all of it counted together; the sum",),
+         ("{a} {things} and {b} {things} make {s} {things} in total.",)),
+        ("altogether", ("in total, counted all together",),
+         ("{n} has {a} {things} and finds {b} more: {s} altogether.",)),
+        ("more", ("a greater amount; '{b} more' means {b} added",),
+         ("{a} and {b} more is {s}.",)),
+        ("minus", ("the sign - read aloud",), ("{a} minus {b} is {d}.",)),
+        ("to subtract", ("to take one number away from another",),
+         ("Subtracting {b} from {a} leaves {d}.",)),
+        ("take away", ("subtract",), ("{a} take away {b} leaves {d}.",)),
+        ("difference", ("what is left when the smaller number is taken from the larger",),
+         ("The difference between {a} and {b} is {d}.",)),
+        ("left", ("what remains after some are taken or used",),
+         ("{n} had {a} {things} and gave away {b}; {d} were left.",)),
+        ("to spend", ("to use up money or coins",),
+         ("{n} had {a} coins and spent {b}, so {p} kept {d}.",)),
+        ("gone", ("no longer there",), ("Of {a} {things}, {b} are gone and {d} remain.",)),
+        ("to compute", ("to work out a number by arithmetic",), ()),
+        ("to calculate", ("to work out a number by arithmetic; the same as compute",), ()),
+        ("to work out", ("to find the answer to a sum or a problem",), ()),
+        ("in all", ("in total",), ("{a} {things} and {b} {things} are {s} {things} in all.",)),
+    ),
+    "names": (
+        ("name", ("what someone is called",), ("{n} is the name of a {kind}.",)),
+        ("to be called", ("to have a name",), ("The {kind} who lives in {home} is called {n}.",)),
+        ("to introduce yourself", ("to tell others who you are and your name",), ()),
+        ("myself", ("me, the one speaking",), ()),
+        ("to remember", ("to keep something in mind and be able to say it later",),
+         ("{n} was told the number {a} and remembered it the next day.",)),
+        ("to call someone", ("to use their name when you speak to them",), ()),
+        ("to begin", ("to start",), ()),
+    ),
+    "chatbots": (
+        ("chatbot", ("a computer program that chats with people in writing",), ()),
+        ("program", ("a list of instructions that a computer follows",), ()),
+        ("model", ("here, a language model: a program that learned to write by reading text",),
+         ()),
+        ("AI", ("artificial intelligence: programs that seem to think",), ()),
+        ("robot", ("a machine that moves and does work",), ()),
+        ("human", ("a person, not a machine",), ()),
+        ("person", ("a human being",), ()),
+        ("mini", ("the name of a tiny chatbot: a very small Phi-3 language model that learned "
+                  "from the books of this world. mini solves word problems and knows the "
+                  "creatures; it knows nothing of the real world",), ()),
+        ("exactly", ("precisely, in every detail",), ()),
+        ("able", ("can do something",), ()),
+        ("job", ("the work someone does",), ("{n} works as a {job}: that is {pos} job.",)),
+    ),
+    "real world": (
+        ("the real world", ("everything outside this small world: real countries, cooking, "
+                            "computers, poems, languages and the weather. These books do not "
+                            "teach it",), ()),
+        ("cooking", ("making food in the real world, such as bread, soup or pancakes",), ()),
+        ("recipe", ("the steps to cook a dish",), ()),
+        ("to bake", ("to cook in an oven",), ()),
+        ("capital", ("the main city of a country of the real world, where its government "
+                     "sits",), ()),
+        ("country", ("a land of the real world with its own government, such as France, Japan, "
+                     "Spain or Norway",), ()),
+        ("code", ("the text of a computer program, written in a language such as Python, "
+                  "JavaScript or C",), ()),
+        ("script", ("a short computer program",), ()),
+        ("app", ("a program for a phone or a computer",), ()),
+        ("to debug", ("to find the mistakes in code",), ()),
+        ("poem", ("writing in short lines, often with rhyme; a haiku and a limerick are "
+                  "poems",), ()),
+        ("rhyme", ("words that end with the same sound",), ()),
+        ("song lyrics", ("the words of a song",), ()),
+        ("to translate", ("to say the same thing in another language of the real world, such as "
+                          "French, Spanish, German, Italian, Dutch, Swedish or Japanese",), ()),
+        ("weather", ("rain, sun, wind and snow in the real world",), ()),
+        ("forecast", ("a guess of what the weather will be",), ()),
+    ),
+    "kindness and harm": (
+        ("to hurt", ("to cause pain; hurting a creature is wrong",), ()),
+        ("sick", ("not well; ill",), ()),
+        ("to ruin", ("to spoil something so it is no good any more",), ()),
+        ("on purpose", ("meaning to do it, not by accident",), ()),
+        ("to steal", ("to take what belongs to someone else; stealing is wrong",), ()),
+        ("to wreck", ("to break something completely",), ()),
+        ("to scare", ("to make someone afraid",), ()),
+        ("to trip", ("to make someone stumble and fall",), ()),
+        ("unkind", ("not kind; hurting others, breaking their things or taking what is theirs "
+                    "is unkind",), ()),
+        ("kind", ("good to others: helping, cheering up, keeping others safe",), ()),
+        ("to cheer up", ("to make someone sad feel happier",), ()),
+        ("friends", ("creatures who like each other and help each other",),
+         ("{n} and the other creatures of {home} are friends.",)),
+        ("safe", ("out of danger",), ()),
+        ("to protect", ("to keep safe",), ()),
+        ("sorry", ("what you say when you did something wrong",), ()),
+        ("welcome", ("glad to see someone",), ()),
+    ),
+}
+TITLES = {"greetings": "Words for hello", "thanks": "Saying thank you",
+          "arithmetic": "Words of arithmetic", "names": "Names",
+          "chatbots": "Computers and chatbots", "real world": "The real world",
+          "kindness and harm": "Kind and unkind"}
+ENTRY_FORMS = ("{Word}: {meaning}.", "'{Word}' means {meaning}.", "The word '{word}': {meaning}.",
+               "{Word} - {meaning}.")
+PAGE_OPENINGS = ("A little dictionary. {title}.", "{title}: words and what they mean.",
+                 "Word list: {title}.", "{title}.")
+
+
+def _values(rng) -> dict:
+    """Slot values for the example sentences: a creature, two numbers a > b, a thing."""
+    a, b = sorted(int(x) for x in rng.integers(10, 100, size=2))[::-1]
+    values = world.fields(one_of(rng, world.ENTITIES))
+    values.update(n=values["name"], a=a, b=b, s=a + b, d=a - b,
+                  things=one_of(rng, world.THINGS))
+    return values
+
+
+def entry_text(entry, rng) -> str:
+    """One entry: the word and its meaning in one of ENTRY_FORMS, then an example half the time."""
+    word, meanings, uses = entry
+    values = _values(rng)
+    meaning = one_of(rng, meanings).format(**values)
+    text = one_of(rng, ENTRY_FORMS).format(Word=word[0].upper() + word[1:], word=word,
+                                           meaning=meaning)
+    if uses and rng.random() < 0.7:
+        text += " For example: " + world.capitalize(one_of(rng, uses).format(**values))
+    return text
+
+
+def everyday_document(rng) -> str:
+    """A page: an opening, then 4 to 9 entries of one theme in a random order."""
+    theme = one_of(rng, tuple(THEMES))
+    entries = THEMES[theme]
+    k = min(len(entries), int(rng.integers(4, 10)))
+    chosen = [entries[i] for i in rng.permutation(len(entries))[:k]]
+    lines = [one_of(rng, PAGE_OPENINGS).format(title=TITLES[theme])]
+    lines += [entry_text(entry, rng) for entry in chosen]
+    return "\n".join(lines)
+
+
+def generate_everyday_documents(n: int, seed: int = 0):
+    """Yield n pages of everyday words, deterministic from the seed."""
+    rng = np.random.default_rng(world.stable_hash("everyday", seed))
+    for _ in range(n):
+        yield everyday_document(rng)
