@@ -21,7 +21,8 @@ WHITE_NORMALIZED = (1.9303361, 2.0748837, 2.145897)      # REFERENCE-vision §2 
 
 
 def reference_processor(image, num_crops, crop):
-    """REFERENCE-vision §2, steps 1-8, one image -> (pixel_values [K+1, 3, S, S], (H_pad, W_pad))."""
+    """REFERENCE-vision §2, steps 1-8: one image -> (pixel_values [K+1, 3, S, S], (H_pad, W_pad))
+    with K = num_crops."""
     image = Image.fromarray(convert_to_rgb(image, return_numpy=True)).convert("RGB")
     width, height = image.size
     transposed = width < height
@@ -178,7 +179,8 @@ def test_token_count_from_size_equals_the_one_from_pixels(width, height, num_cro
 @settings(max_examples=50, deadline=None)
 @given(width=st.integers(1, 10000), height=st.integers(1, 10000), num_crops=st.integers(1, 40))
 def test_the_grid_fills_the_budget_and_never_exceeds_it(width, height, num_crops):
-    """From sizes alone: h_c w_c <= num_crops, and one more column (row if portrait) would not fit."""
+    """From sizes alone: h_c w_c <= num_crops, and one more column (a row if portrait) would not
+    fit: s is the largest scale."""
     try:
         h_c, w_c, new_w, new_h, transposed = hd_grid(width, height, num_crops, PUBLISHED_CROP)
     except ValueError:
@@ -191,14 +193,15 @@ def test_the_grid_fills_the_budget_and_never_exceeds_it(width, height, num_crops
 
 
 def test_white_padding_and_zero_crops():
-    """50 x 30 at S = 28, 6 crops: resized to 84 x 50, 3 white rows on top and 3 below (56 high);
-    2 x 3 crops, so crops 7..6 do not exist; 60 x 20 -> 1 x 3, crops 4..6 are zero."""
+    """50 x 30 at S = 28, 6 crops: resized to 84 x 50, padded to 84 x 56 with 3 white rows above
+    and 3 below (2 x 3 crops, all used); 60 x 20 -> 1 x 3 crops, so crops 4..6 of 6 are zero."""
+    white = np.broadcast_to(np.array(WHITE_NORMALIZED, np.float32)[:, None, None], (3, 3, 28))
     pixel_values, size = hd_transform(Image.new("RGB", (50, 30), (0, 0, 0)), 6, 28)
     assert size == (56, 84)
-    for crop in pixel_values[1:4]:                          # the top row of crops
-        np.testing.assert_allclose(crop[:, :3], np.broadcast_to(
-            np.array(WHITE_NORMALIZED, np.float32)[:, None, None], (3, 3, 28)), atol=1e-6)
-        assert (crop[:, 3] < 0).all()                       # black starts on row 3
+    for top, bottom in zip(pixel_values[1:4], pixel_values[4:7]):    # the two rows of crops
+        np.testing.assert_allclose(top[:, :3], white, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(bottom[:, -3:], white, rtol=0, atol=1e-6)
+        assert (top[:, 3] < 0).all() and (bottom[:, -4] < 0).all()   # black in between
     pixel_values, size = hd_transform(Image.new("RGB", (20, 60), (0, 0, 0)), 6, 28)
     assert size == (84, 28)                                 # portrait: no padding needed
     pixel_values, size = hd_transform(Image.new("RGB", (60, 20), (0, 0, 0)), 6, 28)
@@ -218,7 +221,8 @@ def test_portrait_is_padded_left_and_right():
 
 def test_processor_batches_images_with_different_grids():
     processor = ImageProcessor.from_dict({"num_crops": 6, "crop_size": 28, "patch_size": 7})
-    out = processor([Image.new("RGB", (50, 30)), Image.new("L", (20, 60)), Image.new("RGB", (5, 5))])
+    images = [Image.new("RGB", (50, 30)), Image.new("L", (20, 60)), Image.new("RGB", (5, 5))]
+    out = processor(images)
     assert out["pixel_values"].shape == (3, 7, 3, 28, 28)
     assert out["pixel_values"].dtype == np.float32
     assert out["image_sizes"].dtype == np.int64
@@ -262,10 +266,10 @@ def test_mode_conversions():
 
 def test_sixteen_bit_and_float_images():
     """I;16: scaled to 8 bit, round(v / 257); I and F: kept when in [0, 255], refused otherwise."""
-    sixteen = Image.fromarray(np.array([[0, 257 * 128, 65535, 300]], np.uint16))
+    sixteen = Image.fromarray(np.array([[0, 257 * 128, 65535, 200]], np.uint16))
     assert sixteen.mode == "I;16"
     assert np.asarray(to_rgb(sixteen))[0, :, 0].tolist() == [0, 128, 255, 1]
-    big_endian = Image.frombytes("I;16B", (4, 1), np.array([[0, 257 * 128, 65535, 300]],
+    big_endian = Image.frombytes("I;16B", (4, 1), np.array([[0, 257 * 128, 65535, 200]],
                                                               ">u2").tobytes())
     assert np.asarray(to_rgb(big_endian))[0, :, 0].tolist() == [0, 128, 255, 1]
     for dtype in (np.int32, np.float32):

@@ -197,7 +197,7 @@ def split_crops(x: np.ndarray, crop: int) -> np.ndarray:
     [3, h_c S, w_c S] -> [h_c w_c, 3, S, S]."""
     h_c, w_c = x.shape[1] // crop, x.shape[2] // crop
     grid = x.reshape(3, h_c, crop, w_c, crop)                  # -> [3, h_c, S, w_c, S]
-    grid = grid.transpose(3, 1, 0, 2, 4)                       # -> [h_c, w_c, 3, S, S]
+    grid = grid.transpose(1, 3, 0, 2, 4)                       # -> [h_c, w_c, 3, S, S]
     return grid.reshape(h_c * w_c, 3, crop, crop)              # -> [h_c w_c, 3, S, S]
 
 
