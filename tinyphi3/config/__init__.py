@@ -2,6 +2,7 @@
 
     phi3.py      Phi3Config: the shared fields, checks, and phi-3-mini/medium/128K's file layout
     small.py     phi-3-small's section: its file layout, published defaults, dummy rows, checks
+    vision.py    phi-3-vision's section: the CLIP tower (ClipConfig), the image side (VisionConfig)
     presets.py   named configurations (`preset("phi-3-mini-4k")`, tiny ones for a laptop)
 
 Shape letters used in comments across tinyphi3:
@@ -15,6 +16,7 @@ Shape letters used in comments across tinyphi3:
 from tinyphi3.config.phi3 import MODEL_TYPES, Phi3Config
 from tinyphi3.config.presets import PHI3SMALL_PRESETS, PRESETS, phi3small_config, preset
 from tinyphi3.config.small import DUMMY_TOKEN_IDS as PHI3SMALL_DUMMY_TOKEN_IDS
+from tinyphi3.config.vision import ClipConfig, VisionConfig
 
 __all__ = ["MODEL_TYPES", "PHI3SMALL_DUMMY_TOKEN_IDS", "PHI3SMALL_PRESETS", "PRESETS",
-           "Phi3Config", "phi3small_config", "preset"]
+           "ClipConfig", "Phi3Config", "VisionConfig", "phi3small_config", "preset"]

@@ -1,7 +1,9 @@
 """Model configuration: one type for every Phi-3 variant, read from and written to HF `config.json`.
 
 The shared fields and phi-3-mini/medium/128K's layout are here; phi-3-small's section (its
-file layout, defaults and checks) is tinyphi3/config/small.py; the presets are presets.py.
+file layout, defaults and checks) is tinyphi3/config/small.py; phi-3-vision's (the image side of
+a "phi3_v" file: img_processor, embd_layer) is tinyphi3/config/vision.py; the presets are
+presets.py.
 
 Shape letters: tinyphi3/config/__init__.py.
 """
@@ -14,9 +16,10 @@ from pathlib import Path
 
 from tinyphi3.config import small
 from tinyphi3.config.small import FILE_KEYS
+from tinyphi3.config.vision import VisionConfig
 from tinyphi3.errors import ConfigError
 
-MODEL_TYPES = ("phi3", "phi3small")
+MODEL_TYPES = ("phi3", "phi3small", "phi3_v")
 
 
 def _is_int(value) -> bool:
@@ -125,6 +128,8 @@ class Phi3Config:
     # its tokenizer module. None means that default: `small.DUMMY_TOKEN_IDS` when the
     # vocabulary is the published 100352, none otherwise. tinyphi3 writes the key only when set.
     dummy_token_indices: list | None = None
+    # ---- phi-3-vision only (model_type "phi3_v"): the image side; the decoder is phi3's --------
+    vision: VisionConfig | None = None
     extra: dict = field(default_factory=dict, repr=False)   # keys we carry but do not use
 
     def __post_init__(self):
@@ -231,6 +236,12 @@ class Phi3Config:
                                       f"{self.rotary_dim // 2} entries, got {got}")
                 if any(not f > 0 for f in factors):
                     raise ConfigError(f"config: rope_scaling.{name} must be positive")
+        if (self.vision is not None) != (self.model_type == "phi3_v"):
+            raise ConfigError(f"config: model_type {self.model_type!r} "
+                              + ("has no" if self.vision is None else "takes no")
+                              + " image side (img_processor, embd_layer: model_type 'phi3_v')")
+        if self.vision is not None and not isinstance(self.vision, VisionConfig):
+            raise ConfigError(f"config: vision must be a VisionConfig, got {self.vision!r}")
         if self.is_phi3small:
             small.validate(self)
             return
@@ -250,7 +261,11 @@ class Phi3Config:
         if d.get("model_type") == "phi3small":
             return small.from_dict(cls, d)
         d = {k: v for k, v in d.items() if k not in FILE_KEYS}
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "rope_scaling"}
+        vision = None
+        if d.get("model_type") == "phi3_v":             # the image side: config/vision.py
+            vision = VisionConfig.from_dict(d.pop("img_processor", None),
+                                            d.pop("embd_layer", None))
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "rope_scaling", "vision"}
         known -= set(small.FIELDS)
         kwargs = {k: d.pop(k) for k in list(d) if k in known}
         rope_scaling = d.pop("rope_scaling", None)
@@ -297,7 +312,7 @@ class Phi3Config:
                 raise ConfigError(f"config: head_dim {head_dim} x num_attention_heads must equal "
                                   f"hidden_size {kwargs.get('hidden_size')}")
         try:
-            return cls(rope_scaling=rope_scaling, extra=d, **kwargs)
+            return cls(rope_scaling=rope_scaling, vision=vision, extra=d, **kwargs)
         except TypeError as e:
             raise ConfigError(f"config: {e}") from None
 
@@ -308,9 +323,12 @@ class Phi3Config:
             return small.to_dict(self)
         d = {k: v for k, v in self.extra.items() if k not in ("rope_scaling", "rope_parameters")}
         for f in dataclasses.fields(self):
-            if f.name not in ("extra", "rope_scaling", *small.FIELDS):
+            if f.name not in ("extra", "rope_scaling", "vision", *small.FIELDS):
                 d[f.name] = getattr(self, f.name)
         d["architectures"] = ["Phi3ForCausalLM"]
+        if self.vision is not None:
+            d.update(self.vision.to_dict())
+            d["architectures"] = ["Phi3VForCausalLM"]
         if layout == "rope_scaling":
             d["rope_scaling"] = None if self.rope_scaling is None else dict(self.rope_scaling)
         elif layout == "rope_parameters":

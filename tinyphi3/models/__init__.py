@@ -7,4 +7,6 @@
     weights     tensor names, shapes and initialisation, from the variant
     call        what the layers of one forward call share
     quantize    a float checkpoint of any variant to 4 bits
+    vision/     phi-3-vision: the CLIP tower, the image processor, the projector, and Phi3V (a Phi3
+                decoder with an image side, which Phi3.from_pretrained returns for "phi3_v")
 """

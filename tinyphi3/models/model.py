@@ -43,6 +43,10 @@ FLOAT = WeightFormat("float", linear, embedding)          # float32/float64 arra
 Q4 = WeightFormat("q4", q4_linear, q4_embedding)          # 4-bit blocks, inference only
 BF16 = WeightFormat("bf16", bf16_linear, bf16_embedding)  # matrices as bf16 bits, inference only
 DTYPES = ("float32", "bfloat16")
+# config.json model_types that a class built around a Phi3 decoder loads: "phi3_v" ->
+# tinyphi3.models.vision.phi3v.Phi3V, which adds itself here when imported (as `import tinyphi3`
+# does). This module cannot import that one, which imports this.
+MODEL_CLASSES = {}
 
 
 class Phi3:
@@ -72,7 +76,8 @@ class Phi3:
     def from_pretrained(cls, path, backend: str | None = None,
                         dtype: str = "float32") -> "Phi3":
         """Load a Hugging Face directory (config.json + safetensors, single or sharded); the
-        variant (phi3, phi3small) comes from config.json's model_type.
+        variant (phi3, phi3small) comes from config.json's model_type; a phi3_v directory
+        gives the class of MODEL_CLASSES (tinyphi3.models.vision.phi3v.Phi3V).
 
         backend: run on that backend from now on, the weights moved once to where its kernels
         take them ("cupy": the GPU's memory); None: the selected backend, weights on the host.
@@ -83,6 +88,8 @@ class Phi3:
         if backend is not None:
             backends.registered(backend)                     # an unknown name fails first
         config = checkpoint.load_config(path)
+        if config.model_type in MODEL_CLASSES:          # phi-3-vision: a Phi3 with an image side
+            return MODEL_CLASSES[config.model_type].from_pretrained(path, backend, dtype)
         qc = quant_checkpoint.quantization_config(path)
         index = checkpoint.tensor_index(path)                # every header read once, here
         checkpoint.check_size(config, parameter_count(config), index)

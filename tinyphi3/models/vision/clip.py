@@ -7,95 +7,18 @@
 hidden_states[k] = x_k (k = 0..L); Phi-3-vision takes hidden_states[-2] without its class token
 (the output of layer L-1), so the last layer and `post_layernorm` are never computed here.
 Letters: N crops, S image side, P patch side, G = S / P patches per side, C hidden size.
+The tower's configuration, ClipConfig, is tinyphi3.config.vision's (re-exported here).
 """
-
-import math
-from dataclasses import dataclass, fields
 
 import numpy as np
 
+from tinyphi3.config.vision import CLIP_VIT_L14_336, ClipConfig  # noqa: F401 (re-exported)
 from tinyphi3.errors import InvalidInputError
-from tinyphi3.nn.activations import quick_gelu
+from tinyphi3.nn.activations import gelu_erf, quick_gelu
 from tinyphi3.nn.attention import attention
 from tinyphi3.nn.layers import compute_dtype, layer_norm, linear
 
-
-def gelu_erf(x):
-    """GELU, exact: x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)) (Hendrycks & Gimpel 2016).
-    Element by element through math.erf (NumPy has no erf): exact, slow, for tiny towers."""
-    erf = np.frompyfunc(math.erf, 1, 1)(x / math.sqrt(2.0)).astype(x.dtype)
-    return 0.5 * x * (1.0 + erf)
-
-
 ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": gelu_erf}   # transformers' hidden_act names
-
-
-@dataclass(frozen=True)
-class ClipConfig:
-    """Hyper-parameters of a CLIP vision tower, with the names of `CLIPVisionConfig`."""
-
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    image_size: int
-    patch_size: int
-    layer_norm_eps: float
-    hidden_act: str = "quick_gelu"
-    num_channels: int = 3
-
-    def __post_init__(self):
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type is int and not (type(value) is int and value > 0):
-                raise InvalidInputError(f"clip_config: {f.name} must be a positive integer, "
-                                        f"got {value!r}")
-        eps = self.layer_norm_eps
-        if type(eps) not in (int, float) or not (math.isfinite(eps) and eps > 0):
-            raise InvalidInputError(f"clip_config: layer_norm_eps must be a positive number, "
-                                    f"got {eps!r}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise InvalidInputError(f"clip_config: hidden_act {self.hidden_act!r} is not "
-                                    f"supported; choose one of {', '.join(ACTIVATIONS)}")
-        if self.image_size % self.patch_size:
-            raise InvalidInputError(f"clip_config: image_size {self.image_size} is not a "
-                                    f"multiple of patch_size {self.patch_size}")
-        if self.grid % 2:
-            raise InvalidInputError(f"clip_config: {self.grid} patches per side is odd; the 2x2 "
-                                    f"merge of Phi-3-vision needs an even number")
-        if self.hidden_size % self.num_attention_heads:
-            raise InvalidInputError(f"clip_config: hidden_size {self.hidden_size} is not a "
-                                    f"multiple of num_attention_heads {self.num_attention_heads}")
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ClipConfig":
-        """A config from `img_processor.clip_config` of a config.json; keys it lacks take the
-        published tower's values, keys that are not fields (projection_dim, ...) are ignored.
-        None or {} gives the published tower (the official code hard-codes it)."""
-        names = {f.name for f in fields(cls)}
-        values = {f.name: getattr(CLIP_VIT_L14_336, f.name) for f in fields(cls)}
-        values.update({k: v for k, v in (d or {}).items() if k in names})
-        return cls(**values)
-
-    @property
-    def grid(self) -> int:
-        """G: patches per side."""
-        return self.image_size // self.patch_size
-
-    @property
-    def num_positions(self) -> int:
-        """G*G patches and the class token."""
-        return self.grid * self.grid + 1
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-
-# openai/clip-vit-large-patch14-336, as Phi-3-vision's image_embedding_phi3_v.py builds it
-CLIP_VIT_L14_336 = ClipConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                              num_attention_heads=16, image_size=336, patch_size=14,
-                              layer_norm_eps=1e-5, hidden_act="quick_gelu")
 
 
 # ---- tensors -------------------------------------------------------------------------------------
