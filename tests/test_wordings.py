@@ -267,10 +267,10 @@ def test_the_everyday_pages_hold_the_words_but_no_held_out_wording():
     shared lead and tail), nor a word of the held-out safety categories."""
     from tinyphi3.data.everyday import generate_everyday_documents
     from tinyphi3.data.safety import CATEGORIES, HELD_OUT_CATEGORIES
-    pages = "\n".join(generate_everyday_documents(4000, seed=0)).lower()
+    pages = "\n".join(generate_everyday_documents(3000, seed=0)).lower()
     found = []
     for family in wordings.FAMILIES:
-        for messages, _ in wordings.conversations(family, "test", 300, seed=1):
+        for messages, _ in wordings.conversations(family, "test", 150, seed=1):
             for message in messages:
                 core = _without_lead_and_tail(message["content"]) if message["role"] == "user" \
                     else None
