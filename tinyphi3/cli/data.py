@@ -146,6 +146,38 @@ def everyday(n_docs, seed, out):
     _echo_written(write_documents(docs, out), out)
 
 
+@data.command()
+@click.option("--n", "n_records", required=True, type=click.IntRange(min=1),
+              help="How many pictures.")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]),
+              help="test: only compositions that no train picture shows, in held-out wordings.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same pictures.")
+@click.option("--size", default=56, show_default=True, type=click.IntRange(min=28),
+              help="Side of the square pictures, in pixels.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="A new (or empty) directory to write.")
+def images(n_records, split, seed, size, out):
+    """Write pictures with a question and its answer for the tiny phi-3-vision: a shape's colour,
+    shapes to count, two shapes' positions, a word to read, the tallest or shortest bar of a
+    chart (tinyphi3.data.images). Writes OUT/images/00000.png, ... and OUT/examples.jsonl, each
+    line: {"image": "images/00000.png", "messages": [{"role": "user", "content": "<|image_1|>\\n
+    ..."}, {"role": "assistant", ...}], "kind": ..., "split": ..., "spec": {...}}.
+
+    \b
+    Example:
+      tinyphi3 data images --n 5000 --split train --seed 0 --out vision_train
+    """
+    from pathlib import Path
+
+    from tinyphi3.data.images import generate_image_examples, write_image_examples
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise click.ClickException(f"{out} is not empty: give a new or empty directory, so that "
+                                   "no picture of an earlier run is left among the new ones")
+    count = write_image_examples(generate_image_examples(n_records, split, seed, size), out,
+                                 total=n_records, progress=True)
+    click.echo(f"wrote {count} pictures and their questions to {out}/examples.jsonl")
+
+
 @data.group()
 def classifier():
     """Train the educational-value classifier, or score documents with it."""

@@ -7,9 +7,12 @@
     classifier        the educational-value classifier (logistic regression on hashed words)
     phases            phase 1 and phase 2 of pre-training: what each phase sees
     reading           reading from the prompt: copying and finding the option that says a thing
+    everyday          dictionary pages of the everyday words users type, for pre-training
+    images            pictures of the world with questions, for the tiny phi-3-vision
     documents, shards documents on disk (.jsonl, .txt) and token shards for training
     post_training     SFT conversations and DPO pairs from the world
     chat_texts        the wordings of the chat data: system prompts, small talk, identity
+    wordings          many wordings of each chat request, split by part for held-out wordings
     safety, benign    harmful requests and refusals; harmless look-alikes and their answers
     rejected_replies  the undesired replies of DPO pairs
 

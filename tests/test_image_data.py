@@ -1,0 +1,275 @@
+"""The pictures of tinyphi3.data.images: deterministic, the answer true of the PIXELS (read back
+with a flood fill, centroids and column counts written here, not from the spec), the held-out
+split made of compositions and wordings that training never shows, and the `data images` command.
+"""
+
+import json
+import re
+from collections import Counter, deque
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tinyphi3.cli.data import data
+from tinyphi3.data import images, world
+from tinyphi3.data.images import (BACKGROUND, INK, PALETTE, QUESTIONS, QUESTION_KINDS, SHAPES,
+                                  draw, example, generate_image_examples, is_held_out_picture)
+
+RGB_TO_NAME = {rgb: name for name, rgb in PALETTE.items()}
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int64)                          # [S, S, 3]
+
+
+def foreground(a) -> np.ndarray:
+    """[S, S] True where a pixel is not the background."""
+    return (a != BACKGROUND).any(-1)
+
+
+def colour_counts(a) -> Counter:
+    """{colour name: pixels of that exact RGB}, background left out; a pixel of no palette colour
+    (a blended edge) would be counted as None."""
+    mask = foreground(a)
+    return Counter(RGB_TO_NAME.get(tuple(int(v) for v in rgb)) for rgb in a[mask])
+
+
+def blobs(mask) -> int:
+    """How many 8-connected groups of True pixels: a breadth-first flood fill from each unseen
+    one."""
+    seen = np.zeros_like(mask)
+    count = 0
+    for start in zip(*np.nonzero(mask)):
+        if seen[start]:
+            continue
+        count += 1
+        seen[start] = True
+        queue = deque([start])
+        while queue:
+            y, x = queue.popleft()
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    q = (y + dy, x + dx)
+                    if (0 <= q[0] < mask.shape[0] and 0 <= q[1] < mask.shape[1]
+                            and mask[q] and not seen[q]):
+                        seen[q] = True
+                        queue.append(q)
+    return count
+
+
+def centroid(a, colour) -> np.ndarray:
+    """(x, y) of the mean pixel of one exact colour."""
+    ys, xs = np.nonzero((a == PALETTE[colour]).all(-1))
+    assert len(xs), f"no {colour} pixel"
+    return np.array([xs.mean(), ys.mean()])
+
+
+def relation_of(first, second) -> str:
+    """Where the centroid `first` lies from `second`, along the axis on which they differ most."""
+    dx, dy = first - second
+    if abs(dx) > abs(dy):
+        return "left of" if dx < 0 else "right of"
+    return "above" if dy < 0 else "below"
+
+
+def examples_of(kind, split, n, size=56, seed=0):
+    rng = np.random.default_rng(seed)
+    return [example(kind, split, rng, size) for _ in range(n)]
+
+
+# ---- deterministic -------------------------------------------------------------------------------
+
+def test_the_same_seed_gives_the_same_pictures_and_questions():
+    for split in ("train", "test"):
+        first = list(generate_image_examples(10, split, seed=3))
+        again = list(generate_image_examples(10, split, seed=3))
+        for (image, record), (image2, record2) in zip(first, again):
+            assert np.array_equal(pixels(image), pixels(image2))
+            assert record == record2
+        other = list(generate_image_examples(10, split, seed=4))
+        assert any(not np.array_equal(pixels(a), pixels(b)) for (a, _), (b, _) in zip(first, other))
+    shorter = [r for _, r in generate_image_examples(4, "train", seed=3)]   # k first: n-free
+    assert shorter == [r for _, r in generate_image_examples(10, "train", seed=3)][:4]
+
+
+def test_records_carry_the_image_tag_and_the_kinds_in_turn():
+    records = [record for _, record in generate_image_examples(10, "train", seed=0)]
+    assert [r["kind"] for r in records] == list(QUESTION_KINDS) * 2
+    for index, record in enumerate(records):
+        user, assistant = record["messages"]
+        assert record["image"] == f"images/{index:05d}.png" and record["split"] == "train"
+        assert user["role"] == "user" and user["content"].startswith("<|image_1|>\n")
+        assert assistant["role"] == "assistant" and assistant["content"].endswith(".")
+        assert json.loads(json.dumps(record)) == record                   # JSON-ready, spec too
+
+
+@pytest.mark.parametrize("size", [28, 56, 84])
+def test_pictures_are_rgb_squares_of_the_size_asked(size):
+    for kind in QUESTION_KINDS:
+        for image, *_ in examples_of(kind, "train", 3, size) + examples_of(kind, "test", 3, size):
+            assert image.mode == "RGB" and image.size == (size, size)
+            assert foreground(pixels(image)).any()
+    with pytest.raises(ValueError, match="at least 28"):
+        draw({"kind": "reading", "word": "42"}, 27)
+
+
+def test_shapes_are_drawn_in_exact_palette_colours_that_stand_apart():
+    names = list(PALETTE) + ["background"]
+    rgbs = np.array(list(PALETTE.values()) + [BACKGROUND])
+    assert set(PALETTE) == set(world.COLOURS)
+    distances = np.linalg.norm(rgbs[:, None] - rgbs[None], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    i, j = np.unravel_index(distances.argmin(), distances.shape)
+    assert distances[i, j] >= 75, f"{names[i]} and {names[j]} are too close"
+    for kind in ("colour", "count", "position", "chart"):
+        for image, *_ in examples_of(kind, "train", 10):
+            assert None not in colour_counts(pixels(image)), "a pixel of no palette colour"
+
+
+# ---- the answer is true of the pixels ------------------------------------------------------------
+
+def test_colour_answer_is_the_most_common_colour_of_the_picture():
+    for split in ("train", "test"):
+        for image, question, answer, _ in examples_of("colour", split, 40):
+            colour = re.fullmatch(r"It is (\w+)\.", answer).group(1)
+            counts = colour_counts(pixels(image))
+            assert counts.most_common(1)[0][0] == colour, (question, answer, counts)
+
+
+@pytest.mark.parametrize("size", [56, 84])
+def test_count_answer_is_the_number_of_separate_blobs(size):
+    for split in ("train", "test"):
+        for image, question, answer, _ in examples_of("count", split, 40, size):
+            n, noun = re.fullmatch(r"There (?:is|are) (\d) (\w+)\.", answer).groups()
+            assert noun.rstrip("s") in SHAPES and noun.rstrip("s") + "s" in question
+            assert (noun.endswith("s")) == (n != "1")
+            assert blobs(foreground(pixels(image))) == int(n), (question, answer)
+
+
+def test_the_flood_fill_counts_diagonal_neighbours_as_one_and_gaps_as_two():
+    mask = np.zeros((5, 5), bool)
+    mask[0, 0] = mask[1, 1] = mask[3, 3] = True
+    assert blobs(mask) == 2
+
+
+def test_position_answer_holds_between_the_pixel_centroids():
+    sentence = r"the (\w+) (\w+) is (left of|right of|above|below) the (\w+) (\w+)\."
+    asked_forms = 0
+    for split in ("train", "test"):
+        for image, question, answer, _ in examples_of("position", split, 60):
+            found = re.search(sentence, answer, re.IGNORECASE)
+            first, _, relation, second, _ = found.groups()
+            a = pixels(image)
+            assert relation_of(centroid(a, first.lower()), centroid(a, second)) == relation
+            if answer.startswith(("Yes", "No")):
+                asked_forms += 1
+                asked = re.search(r"left of|right of|above|below", question).group(0)
+                assert answer.startswith("Yes, " if asked == relation else "No, "), question
+            else:
+                assert answer[0] == "T" and question.count(first.lower()) == 1
+    assert 0 < asked_forms < 120                                 # both forms of question occur
+
+
+def test_chart_answer_is_the_colour_of_the_tallest_or_shortest_column():
+    for split in ("train", "test"):
+        for image, question, answer, _ in examples_of("chart", split, 40):
+            ask, colour = re.fullmatch(r"The (tallest|shortest) bar is the (\w+) one\.",
+                                       answer).groups()
+            assert ask in question
+            a = pixels(image)
+            height = foreground(a).sum(axis=0)                                 # [S] per column
+            columns = np.nonzero(height)[0]
+            column = columns[height[columns].argmax() if ask == "tallest"
+                             else height[columns].argmin()]
+            counts = Counter(RGB_TO_NAME[tuple(int(v) for v in rgb)]
+                             for rgb in a[foreground(a)[:, column], column])
+            assert counts.most_common(1)[0][0] == colour, (question, answer)
+
+
+def test_reading_pictures_show_dark_text_of_the_word_and_words_stay_apart():
+    for split in ("train", "test"):
+        for image, question, answer, spec in examples_of("reading", split, 30):
+            assert answer == f"It says {spec['word']}."
+            a = pixels(image)
+            ink = (a == INK).all(-1)
+            assert ink.sum() > 40 and (ink == foreground(a)).all()         # dark ink, nothing else
+            xs = np.nonzero(ink.any(axis=0))[0]
+            assert xs[-1] - xs[0] > 0.4 * a.shape[1]                          # written large
+    words = [e.name for e in world.ENTITIES] + [str(n) for n in range(10, 100)]
+    drawn = {draw({"kind": "reading", "word": w}).tobytes() for w in words}
+    assert len(drawn) == len(words)                  # no two words give the same picture
+
+
+# ---- the held-out split --------------------------------------------------------------------------
+
+def wording_pattern(template: str):
+    """A template as a regex: each {slot} stands for one or more words."""
+    pieces = re.split(r"\{\w+\}", template)
+    return re.compile(r"[a-z]+(?: [a-z]+)*".join(re.escape(p) for p in pieces))
+
+
+HELD_OUT_WORDINGS = [wording_pattern(t) for wordings in QUESTIONS.values()
+                     for t in wordings[3::4]]
+
+
+def question_of(record) -> str:
+    return record["messages"][0]["content"].removeprefix("<|image_1|>\n")
+
+
+def test_no_train_picture_is_held_out_and_every_test_picture_is():
+    train = [r for _, r in generate_image_examples(300, "train", seed=1)]
+    test = [r for _, r in generate_image_examples(150, "test", seed=1)]
+    assert not any(is_held_out_picture(r["spec"]) for r in train)
+    assert all(is_held_out_picture(r["spec"]) for r in test)
+    for record in train:
+        assert not any(p.fullmatch(question_of(record)) for p in HELD_OUT_WORDINGS), record
+    for record in test:                              # negative control: the patterns do match
+        assert any(p.fullmatch(question_of(record)) for p in HELD_OUT_WORDINGS), record
+    shown = {(s["colour"], s["shape"]) for r in train for s in r["spec"].get("shapes", ())}
+    assert not any(images.held_out_colour_shape(c, s) for c, s in shown)
+    assert {c for c, _ in shown} == set(world.COLOURS) and {s for _, s in shown} == set(SHAPES)
+    words = {r["spec"]["word"] for r in train if r["kind"] == "reading"}
+    assert not words & {e.name for e in world.ENTITIES[3::4]}
+
+
+def test_the_held_out_rule_on_known_compositions():
+    star = {"kind": "colour", "shapes": [{"shape": "star", "colour": "red", "x": 0.5, "y": 0.5,
+                                          "r": 0.3}]}
+    assert is_held_out_picture(star)                     # red is colour 0, star shape 3
+    assert not is_held_out_picture({**star, "shapes": [{**star["shapes"][0], "shape": "circle"}]})
+    assert is_held_out_picture({"kind": "reading", "word": "43"})
+    assert not is_held_out_picture({"kind": "reading", "word": "42"})
+    assert is_held_out_picture({"kind": "reading", "word": world.ENTITIES[3].name})
+    assert not is_held_out_picture({"kind": "reading", "word": world.ENTITIES[4].name})
+    circles = [{"shape": "circle", "colour": "blue", "x": 0.2, "y": 0.2, "r": 0.09}] * 3
+    assert is_held_out_picture({"kind": "count", "shapes": circles})      # circle 0, count 3
+    assert not is_held_out_picture({"kind": "count", "shapes": circles[:2]})
+
+
+# ---- the command ---------------------------------------------------------------------------------
+
+def test_the_command_writes_pictures_and_lines_and_refuses_a_full_directory(tmp_path):
+    out = tmp_path / "vision"
+    result = CliRunner().invoke(data, ["images", "--n", "7", "--split", "test", "--seed", "2",
+                                       "--size", "40", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert len(records) == 7 and len(list((out / "images").glob("*.png"))) == 7
+    from PIL import Image
+    for record in records:
+        with Image.open(out / record["image"]) as png:
+            assert png.size == (40, 40) and record["split"] == "test"
+            assert np.array_equal(pixels(png.convert("RGB")), pixels(draw(record["spec"], 40)))
+
+    again = CliRunner().invoke(data, ["images", "--n", "3", "--out", str(out)])
+    assert again.exit_code != 0 and "is not empty" in again.output
+    assert len(list((out / "images").glob("*.png"))) == 7                  # nothing overwritten
+
+
+def test_contact_sheet_tiles_pictures_with_their_captions():
+    items = examples_of("count", "train", 3) + examples_of("chart", "train", 2)
+    sheet = images.contact_sheet(items, columns=3, zoom=2)
+    assert sheet.mode == "RGB" and sheet.width == 3 * (112 + 10) + 10
+    pairs = list(generate_image_examples(2, "train"))
+    assert images.contact_sheet(pairs, columns=2).width == 2 * (168 + 10) + 10

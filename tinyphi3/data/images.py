@@ -1,0 +1,358 @@
+"""Pictures with questions for the tiny phi-3-vision: drawn with Pillow from the closed world.
+
+The Phi-3 report (§6) trains phi-3-vision on interleaved image-text data, charts, tables and
+OCR among it. In miniature, a picture is S x S pixels (56 by default; any S >= 28) on a plain
+background, and each comes with one question and its answer. Five kinds:
+
+    colour    one circle, square, triangle or star in a colour of the world    "It is blue."
+    count     1 to 5 identical small shapes, none touching                     "There are 3 stars."
+    position  two shapes of different colours, one left of / right of /
+              above / below the other: a yes/no question or "Where is ...?"
+    reading   a creature's name or a two-digit number in the bitmap font       "It says Veska."
+    chart     3 or 4 bars in different colours and heights                     "The tallest bar is
+                                                                                the green one."
+
+The held-out ("test") split is made by composition, not by a random draw: a test picture shows
+a combination that no training picture shows, though each of its parts is trained. A picture
+is held out (`is_held_out_picture(spec)`) when
+
+    any kind but reading and chart  one of its shapes is a held-out colour-shape pair: colour i of
+                                    world.COLOURS with shape j of SHAPES, (i + j) % 4 == 3 (so
+                                    no training picture shows, say, a red star);
+    count                           or it shows c shapes of shape j with (j + c) % 4 == 3;
+    position                        or its colour pair {i, j} has (i + j) % 4 == 3;
+    reading                         its word is every fourth creature of world.ENTITIES, or a
+                                    number n with n % 4 == 3;
+    chart                           its colours, left to right, hash into a quarter of all
+                                    orders (stable_hash("chart", *colours) % 4 == 3).
+
+And as in tinyphi3.data.wordings, every fourth question wording (index % 4 == 3) is asked only
+of test pictures. Everything is deterministic from the numpy Generator the caller passes in: a
+spec (a small dict, JSON-ready, sizes as fractions of S) says what to draw, `draw(spec, size)`
+draws it, so one spec gives the same pixels at every size it is drawn at.
+"""
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
+from tinyphi3.data import world
+from tinyphi3.data.documents import write_jsonl
+from tinyphi3.data.wordings import frames_of
+from tinyphi3.data.world import one_of, stable_hash
+
+QUESTION_KINDS = ("colour", "count", "position", "reading", "chart")
+SHAPES = ("circle", "square", "triangle", "star")
+RELATIONS = ("left of", "right of", "above", "below")
+MIN_SIZE = 28
+IMAGE_TAG = "<|image_1|>"        # how a phi-3-vision prompt carries its first image
+
+# One RGB per colour of the world, at least 75 apart from each other and from the background
+# (a mid cyan, so that white, silver and black all stand out), drawn without anti-aliasing:
+# every shape pixel is exactly its colour.
+BACKGROUND = (90, 200, 210)
+PALETTE = {"red": (220, 30, 30), "blue": (30, 70, 220), "green": (30, 150, 40),
+           "yellow": (250, 225, 30), "orange": (250, 140, 0), "purple": (130, 40, 170),
+           "grey": (110, 110, 110), "brown": (125, 70, 20), "white": (255, 255, 255),
+           "black": (0, 0, 0), "pink": (250, 150, 200), "silver": (185, 190, 200)}
+INK = PALETTE["black"]
+
+QUESTIONS = {   # index % 4 == 3: held out, asked of test pictures only
+    "colour": ("What colour is the shape?", "What colour is the {shape}?",
+               "Which colour is the {shape} in the picture?", "Tell me the colour of the shape.",
+               "What is the colour of the {shape}?", "Name the colour of the {shape}.",
+               "The {shape} in this picture: what colour is it?",
+               "What colour has the {shape} been painted?"),
+    "count": ("How many {shapes} are there?", "How many {shapes} can you see?",
+              "Count the {shapes}.", "How many {shapes} are in the picture?",
+              "What is the number of {shapes} here?", "Can you count the {shapes} for me?",
+              "Tell me how many {shapes} there are.",
+              "Count the {shapes} in this picture. How many are there?"),
+    "yes/no": ("Is the {a} {relation} the {b}?", "Is the {a} placed {relation} the {b}?",
+               "Look at the {a}. Is it {relation} the {b}?",
+               "Would you say the {a} is {relation} the {b}?",
+               "Can you see the {a} {relation} the {b}?",
+               "True or false: the {a} is {relation} the {b}.",
+               "In the picture, is the {a} {relation} the {b}?",
+               "Does the {a} sit {relation} the {b}?"),
+    "where": ("Where is the {a}?", "Where is the {a} in the picture?", "Where can you see the {a}?",
+              "Where does the {a} sit?", "Say where the {a} is.",
+              "What is the position of the {a}?", "Tell me where the {a} is.",
+              "Where has the {a} been put?"),
+    "reading": ("What word is written in the picture?", "What does the picture say?",
+                "Read the word in the picture.", "What is written here?",
+                "Which word can you read in the picture?", "What does it say?",
+                "Read this for me, please.", "What text is in the picture?"),
+    "chart": ("Which bar is the {ask}?", "Which bar of the chart is the {ask}?",
+              "What colour is the {ask} bar?", "Which is the {ask} bar in the chart?",
+              "Look at the chart. Which bar is the {ask}?", "Which colour has the {ask} bar?",
+              "Name the {ask} bar.", "In this bar chart, which bar is the {ask}?"),
+}
+
+
+# ---- the held-out rule -------------------------------------------------------------------------
+
+def held_out_colour_shape(colour: str, shape: str) -> bool:
+    """A colour-shape pair that only test pictures show: (colour index + shape index) % 4 == 3."""
+    return (world.COLOURS.index(colour) + SHAPES.index(shape)) % 4 == 3
+
+
+def is_held_out_picture(spec: dict) -> bool:
+    """True if the picture is a held-out composition (the rule of the module docstring)."""
+    kind = spec["kind"]
+    if kind == "reading":
+        word = spec["word"]
+        if word.isdigit():
+            return int(word) % 4 == 3
+        return [e.name for e in world.ENTITIES].index(word) % 4 == 3
+    if kind == "chart":
+        return stable_hash("chart", *spec["colours"]) % 4 == 3
+    shapes = spec["shapes"]
+    if any(held_out_colour_shape(s["colour"], s["shape"]) for s in shapes):
+        return True
+    if kind == "count":
+        return (SHAPES.index(shapes[0]["shape"]) + len(shapes)) % 4 == 3
+    if kind == "position":
+        i, j = (world.COLOURS.index(s["colour"]) for s in shapes)
+        return (i + j) % 4 == 3
+    return False
+
+
+# ---- specs: what a picture shows, sizes as fractions of its side -------------------------------
+
+def _uniform(rng, low, high) -> float:
+    return round(float(rng.uniform(low, high)), 3)
+
+
+def _shape(shape, colour, x, y, r) -> dict:
+    return {"shape": shape, "colour": colour, "x": round(float(x), 3), "y": round(float(y), 3),
+            "r": r}
+
+
+def _colour_spec(rng):
+    r = _uniform(rng, 0.22, 0.32)
+    x, y = (_uniform(rng, r + 0.04, 0.96 - r) for _ in range(2))
+    return {"kind": "colour",
+            "shapes": [_shape(one_of(rng, SHAPES), one_of(rng, world.COLOURS), x, y, r)]}
+
+
+def _count_spec(rng):
+    """1 to 5 shapes in distinct cells of a 3 x 3 grid, nudged by at most 0.035 of the side:
+    with a radius of 0.09 they stay at least 0.06 of the side apart (3 pixels at S = 56)."""
+    count, shape, colour = int(rng.integers(1, 6)), one_of(rng, SHAPES), one_of(rng, world.COLOURS)
+    cells = sorted(int(c) for c in rng.choice(9, size=count, replace=False))
+    shapes = [_shape(shape, colour, (c % 3 + 0.5) / 3 + _uniform(rng, -0.035, 0.035),
+                     (c // 3 + 0.5) / 3 + _uniform(rng, -0.035, 0.035), 0.09) for c in cells]
+    return {"kind": "count", "shapes": shapes}
+
+
+def _position_spec(rng):
+    """Two shapes a clear step apart along one axis (0.4 to 0.6 of the side), and at most 0.1
+    apart along the other, so that the relation of their centres is never in doubt."""
+    relation = one_of(rng, RELATIONS)
+    colours = [world.COLOURS[int(i)] for i in rng.choice(len(world.COLOURS), 2, replace=False)]
+    along = [_uniform(rng, 0.18, 0.3), _uniform(rng, 0.7, 0.82)]       # first, second
+    if relation in ("right of", "below"):
+        along.reverse()
+    across = _uniform(rng, 0.3, 0.7)
+    across = [across, across + _uniform(rng, -0.1, 0.1)]
+    points = zip(along, across) if relation in ("left of", "right of") else zip(across, along)
+    return {"kind": "position", "relation": relation,
+            "shapes": [_shape(one_of(rng, SHAPES), colour, x, y, 0.14)
+                       for colour, (x, y) in zip(colours, points)]}
+
+
+def _reading_spec(rng):
+    if rng.random() < 0.5:
+        return {"kind": "reading", "word": str(int(rng.integers(10, 100)))}
+    return {"kind": "reading", "word": one_of(rng, world.ENTITIES).name}
+
+
+def _chart_spec(rng):
+    n = int(rng.integers(3, 5))
+    colours = [world.COLOURS[int(i)] for i in rng.choice(len(world.COLOURS), n, replace=False)]
+    heights = [int(h) + 2 for h in rng.choice(9, n, replace=False)]     # distinct, 2 to 10
+    return {"kind": "chart", "colours": colours, "heights": heights}
+
+
+_SPECS = {"colour": _colour_spec, "count": _count_spec, "position": _position_spec,
+          "reading": _reading_spec, "chart": _chart_spec}
+
+
+def picture_spec(kind: str, split: str, rng, max_tries: int = 10_000) -> dict:
+    """A spec of `kind` in `split`: specs are drawn until one is held out (test) or not (train)."""
+    if kind not in _SPECS:
+        raise ValueError(f"unknown kind {kind!r}: choose one of {', '.join(QUESTION_KINDS)}")
+    if split not in world.SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    for _ in range(max_tries):
+        spec = _SPECS[kind](rng)
+        if is_held_out_picture(spec) == (split == "test"):
+            return spec
+    raise RuntimeError(f"no {split} picture of kind {kind} in {max_tries} draws")
+
+
+# ---- drawing -----------------------------------------------------------------------------------
+
+def shape_outline(shape: str, x: float, y: float, r: float) -> list:
+    """The corners of a square, triangle or star of "radius" r around (x, y), in pixels (y down)."""
+    if shape == "square":
+        h = 0.85 * r
+        return [(x - h, y - h), (x + h, y - h), (x + h, y + h), (x - h, y + h)]
+    if shape == "triangle":
+        return [(x, y - r), (x + 0.95 * r, y + 0.8 * r), (x - 0.95 * r, y + 0.8 * r)]
+    # star: five points, inner radius half the outer one; angle 0 points up
+    angles = np.pi * np.arange(10) / 5
+    radii = np.where(np.arange(10) % 2 == 0, r, 0.5 * r)
+    return [(float(x + q * np.sin(a)), float(y - q * np.cos(a))) for a, q in zip(angles, radii)]
+
+
+def _draw_shape(canvas, s, size):
+    x, y, r, fill = s["x"] * size, s["y"] * size, s["r"] * size, PALETTE[s["colour"]]
+    if s["shape"] == "circle":
+        canvas.ellipse([x - r, y - r, x + r, y + r], fill=fill)
+    else:
+        canvas.polygon(shape_outline(s["shape"], x, y, r), fill=fill)
+
+
+def _draw_word(image, word, size):
+    """The word in Pillow's bitmap font, cropped to its ink and scaled up with nearest-neighbour
+    (crisp pixels, no grey edges) to fill the width, at most 0.45 of the height, centred."""
+    mask = Image.new("L", (8 * len(word) + 4, 16), 0)
+    ImageDraw.Draw(mask).text((2, 2), word, font=ImageFont.load_default_imagefont(), fill=255)
+    mask = mask.crop(mask.getbbox())
+    scale = min((size - 6) / mask.width, 0.45 * size / mask.height)
+    mask = mask.resize((round(mask.width * scale), round(mask.height * scale)), Image.NEAREST)
+    image.paste(INK, ((size - mask.width) // 2, (size - mask.height) // 2), mask)
+
+
+def _draw_chart(canvas, spec, size):
+    """Bars side by side in 0.08 to 0.92 of the width, standing on 0.92 of the height; a height
+    of 10 reaches up to 0.1 of the height."""
+    slot = 0.84 / len(spec["colours"])
+    for i, (colour, height) in enumerate(zip(spec["colours"], spec["heights"])):
+        left = 0.08 + slot * (i + 0.15)
+        box = [left * size, (0.92 - 0.082 * height) * size, (left + 0.7 * slot) * size,
+               0.92 * size]
+        canvas.rectangle([round(v) for v in box], fill=PALETTE[colour])
+
+
+def draw(spec: dict, size: int = 56) -> Image.Image:
+    """The picture a spec describes: RGB, size x size, plain BACKGROUND, no anti-aliasing."""
+    if size < MIN_SIZE:
+        raise ValueError(f"pictures are at least {MIN_SIZE} pixels wide, got {size}")
+    image = Image.new("RGB", (size, size), BACKGROUND)
+    canvas = ImageDraw.Draw(image)
+    if spec["kind"] == "reading":
+        _draw_word(image, spec["word"], size)
+    elif spec["kind"] == "chart":
+        _draw_chart(canvas, spec, size)
+    else:
+        for s in spec["shapes"]:
+            _draw_shape(canvas, s, size)
+    return image
+
+
+# ---- questions and answers ---------------------------------------------------------------------
+
+def _noun(s) -> str:
+    return f"{s['colour']} {s['shape']}"
+
+
+def question_and_answer(spec: dict, split: str, rng) -> tuple:
+    """(question, answer) about a picture, in a wording of `split` (index % 4 == 3: test)."""
+    kind, shapes = spec["kind"], spec.get("shapes")
+    if kind == "colour":
+        question = one_of(rng, frames_of(QUESTIONS["colour"], split))
+        return question.format(shape=shapes[0]["shape"]), f"It is {shapes[0]['colour']}."
+    if kind == "count":
+        n, plural = len(shapes), shapes[0]["shape"] + "s"
+        question = one_of(rng, frames_of(QUESTIONS["count"], split)).format(shapes=plural)
+        return question, (f"There is 1 {shapes[0]['shape']}." if n == 1
+                          else f"There are {n} {plural}.")
+    if kind == "position":
+        a, b, relation = _noun(shapes[0]), _noun(shapes[1]), spec["relation"]
+        fact = f"the {a} is {relation} the {b}."
+        if rng.random() < 0.5:
+            question = one_of(rng, frames_of(QUESTIONS["where"], split))
+            return question.format(a=a), world.capitalize(fact)
+        asked = relation if rng.random() < 0.5 else one_of(rng, [r for r in RELATIONS
+                                                                 if r != relation])
+        question = one_of(rng, frames_of(QUESTIONS["yes/no"], split))
+        return (question.format(a=a, b=b, relation=asked),
+                ("Yes, " if asked == relation else "No, ") + fact)
+    if kind == "reading":
+        return one_of(rng, frames_of(QUESTIONS["reading"], split)), f"It says {spec['word']}."
+    ask = one_of(rng, ("tallest", "shortest"))
+    pick = max if ask == "tallest" else min
+    colour = spec["colours"][spec["heights"].index(pick(spec["heights"]))]
+    question = one_of(rng, frames_of(QUESTIONS["chart"], split)).format(ask=ask)
+    return question, f"The {ask} bar is the {colour} one."
+
+
+def example(kind: str, split: str, rng, size: int = 56) -> tuple:
+    """(image, question, answer, spec): one picture of `kind` in `split` and a question on it."""
+    spec = picture_spec(kind, split, rng)
+    question, answer = question_and_answer(spec, split, rng)
+    return draw(spec, size), question, answer, spec
+
+
+def generate_image_examples(n: int, split: str = "train", seed: int = 0,
+                            size: int = 56) -> Iterator:
+    """(image, record) pairs, the kinds in turn, deterministic from the seed (the first k do not
+    depend on n). record["image"] is the path the picture gets when written: images/00000.png."""
+    rng = np.random.default_rng(stable_hash("images", split, seed))
+    for index in range(n):
+        kind = QUESTION_KINDS[index % len(QUESTION_KINDS)]
+        image, question, answer, spec = example(kind, split, rng, size)
+        yield image, {"image": f"images/{index:05d}.png",
+                      "messages": [{"role": "user", "content": f"{IMAGE_TAG}\n{question}"},
+                                   {"role": "assistant", "content": answer}],
+                      "kind": kind, "split": split, "spec": spec}
+
+
+def write_image_examples(pairs, out_dir, total=None, progress: bool = False) -> int:
+    """Write (image, record) pairs as out_dir/<record's image path> and out_dir/examples.jsonl;
+    returns how many. Existing files of the same names are overwritten."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+
+    def records():
+        for image, record in tqdm(pairs, total=total, unit="picture", desc="drawing",
+                                  disable=not progress):
+            image.save(out / record["image"])
+            yield record
+    return write_jsonl(records(), out / "examples.jsonl")
+
+
+# ---- a contact sheet, to show the data ---------------------------------------------------------
+
+def contact_sheet(items, columns: int = 5, zoom: int = 3) -> Image.Image:
+    """One white image tiling pictures (zoomed `zoom` times, nearest-neighbour) in `columns`
+    columns, each with its question and answer under it. An item is a picture, an (image, record)
+    pair as `generate_image_examples` yields, or (image, question, answer, ...) as `example`
+    returns."""
+    items = [item if isinstance(item, tuple) else (item,) for item in items]
+    texts = [[m["content"] for m in item[1]["messages"]]
+             if len(item) == 2 and isinstance(item[1], dict)
+             else [text for text in item[1:3] if isinstance(text, str)] for item in items]
+    font = ImageFont.load_default(size=11)
+    tile = max(item[0].width for item in items) * zoom
+    captions = [[line for text in item_texts
+                 for line in textwrap.wrap(text.replace(IMAGE_TAG, "").strip(), tile // 6)]
+                for item_texts in texts]
+    cell_h = tile + 14 * max(len(c) for c in captions) + 10
+    rows = -(-len(items) // columns)
+    sheet = Image.new("RGB", (columns * (tile + 10) + 10, rows * cell_h + 10), "white")
+    canvas = ImageDraw.Draw(sheet)
+    for i, (item, caption) in enumerate(zip(items, captions)):
+        left, top = 10 + (i % columns) * (tile + 10), 10 + (i // columns) * cell_h
+        sheet.paste(item[0].resize((item[0].width * zoom, item[0].height * zoom), Image.NEAREST),
+                    (left, top))
+        for k, line in enumerate(caption):
+            canvas.text((left, top + tile + 3 + 14 * k), line, fill=(0, 0, 0), font=font)
+    return sheet
