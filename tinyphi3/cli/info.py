@@ -1,6 +1,7 @@
 """What a checkpoint is and what it costs: architecture, parameters, bytes, memory; and a fresh
 random checkpoint to start from."""
 
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import click
 
 from tinyphi3.cli.options import DEFAULT_CKPT
+from tinyphi3.errors import ConfigError
 from tinyphi3.io import checkpoint
 from tinyphi3.quant import checkpoint as quant_checkpoint
 from tinyphi3.config import PHI3SMALL_PRESETS, PRESETS, preset
@@ -28,9 +30,13 @@ def human_bytes(n) -> str:
 def describe_checkpoint(path) -> str:
     """A few lines describing a checkpoint, read from config.json and the safetensors headers."""
     config = checkpoint.load_config(path)
-    shapes = parameter_shapes(config)
     index = checkpoint.tensor_index(path)
-    index = {n: f for n, f in index.items() if n not in checkpoint.tied_copies(config)}
+    if config.vision is not None:                        # phi-3-vision: the tower and projector too
+        from tinyphi3.models.vision.phi3v import stored_shapes
+        shapes, ignored = stored_shapes(config, index)
+    else:
+        shapes, ignored = parameter_shapes(config), checkpoint.tied_copies(config)
+    index = {n: f for n, f in index.items() if n not in ignored}
     qc = quant_checkpoint.quantization_config(path)
     if qc is None:
         checkpoint.check_tensors(index, shapes)
@@ -51,6 +57,8 @@ def describe_checkpoint(path) -> str:
                f"{c.dense_attention_every_n_layers}, block-sparse on the others: blocks of "
                f"{c.blocksparse_block_size}, {c.blocksparse_num_local_blocks} local, stride "
                f"{c.blocksparse_vert_stride})" if c.is_phi3small else "Phi-3 decoder")
+    if c.vision is not None:
+        variant = "Phi-3-vision: " + variant
     rows = [
         ("checkpoint", str(path)),
         ("architecture", f"{variant}: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
@@ -71,8 +79,50 @@ def describe_checkpoint(path) -> str:
         ("KV cache", f"{human_bytes(kv_per_token)} per token at fp32 "
                      f"({human_bytes(kv_per_token * c.max_position_embeddings)} at full context)"),
     ]
+    if c.vision is not None:
+        rows[3:3] = vision_rows(path, c, shapes)
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def vision_rows(path, config, shapes) -> list:
+    """What a phi3_v checkpoint adds to the decoder: the CLIP tower, the crops and their tokens
+    (num_crops from preprocessor_config.json), the projector; and their share of parameters."""
+    from tinyphi3.models.vision.hd_transform import ImageProcessor, hd_grid, tokens_from_grid
+    from tinyphi3.models.vision.phi3v import VISION
+    v, D = config.vision, config.hidden_size
+    clip, C4 = v.clip, 4 * v.image_dim_out
+    L, G, g = clip.num_hidden_layers, clip.grid, clip.grid // 2
+    state = v.layer_idx % (L + 1)                     # hidden_states has L + 1 entries
+    feature = ("the embeddings (hidden state 0)" if state == 0 else
+               f"the output of layer {state} of {L}")
+    crops, source = 1, "the class default: no preprocessor_config.json, which chat needs"
+    file = Path(path) / "preprocessor_config.json"
+    if file.is_file():
+        try:
+            processor = ImageProcessor.from_dict(json.loads(file.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError,
+                AttributeError) as err:
+            raise ConfigError(f"cannot read {file}: {err}") from None
+        crops, source = processor.num_crops, "preprocessor_config.json"
+        if processor.crop_size != clip.image_size or processor.patch_size != clip.patch_size:
+            source += (f"; its crop {processor.crop_size} / patch {processor.patch_size} differ "
+                       f"from the tower's {clip.image_size} / {clip.patch_size}!")
+    h_c, w_c = hd_grid(clip.image_size, clip.image_size, crops, clip.image_size)[:2]
+    tower = sum(math.prod(s) for n, s in shapes.items() if n.startswith(VISION + "img_processor."))
+    head = sum(math.prod(s) for n, s in shapes.items() if n.startswith(VISION)) - tower
+    return [
+        ("vision tower", f"CLIP ViT: {L} layers, width {clip.hidden_size}, "
+                         f"{clip.num_attention_heads} heads, MLP {clip.intermediate_size}, "
+                         f"{clip.hidden_act}; crop S {clip.image_size} px, patch P "
+                         f"{clip.patch_size} px ({G} x {G} patches); features: layer_idx "
+                         f"{v.layer_idx}, {feature}; {tower:,} parameters"),
+        ("image tokens", f"num_crops {crops} ({source}); g² = {g * g} tokens per crop (g = {g} "
+                         f"a side after the 2x2 merge); a square image: {h_c} x {w_c} crops and "
+                         f"the global view, {tokens_from_grid(h_c, w_c, g)} tokens"),
+        ("projector", f"Linear {C4} -> {D}, GELU, Linear {D} -> {D} (4C = {C4}: 2x2-merged "
+                      f"features); separators sub_GN, glb_GN [{C4}]; {head:,} parameters"),
+    ]
 
 
 def human_count(n) -> str:

@@ -3,6 +3,12 @@
     prefill: logits = model(prompt, cache)             the prompt fills the KV cache
                                                        (256 tokens a pass)
     decode:  repeat: t = sample(logits[-1]); logits = model([t], cache)   one token per pass
+
+Phi-3-vision (tinyphi3.models.vision.phi3v): its prompt holds image slots, negative ids (-k for
+image k, one per image token), and `pixel_values`/`image_sizes` come with it. The images become
+vectors once, before the prefill (`model.embed`); the prefill feeds those vectors, chunk by
+chunk, into the cache; decoding is then plain text. Image slots count toward the context like
+any token, and no trimming ever cuts them.
 """
 
 import time
@@ -44,16 +50,36 @@ def fit_to_context(prompt_ids, context_length, trim=False):
     """Check that a prompt leaves room for at least one new token; trim from the left if asked.
 
     Returns (ids, number of tokens trimmed). Raises ContextLengthError when the prompt does not
-    fit and trimming was not asked for.
+    fit and trimming was not asked for. Negative ids are image slots (Phi-3-vision): they count
+    toward the context, and a prompt whose images alone do not fit, or whose trimming would cut
+    into an image's slots, raises InvalidInputError (an image is never cut).
     """
     prompt_ids = list(prompt_ids)
     room = context_length - 1
     if len(prompt_ids) <= room:
         return prompt_ids, 0
+    slots = image_slot_count(prompt_ids)
+    if slots > room:
+        raise InvalidInputError(f"the images take {slots} tokens but the context holds "
+                                f"{context_length} (at most {room} for the prompt): give fewer "
+                                f"images, or a smaller num_crops in preprocessor_config.json")
+    images = f" ({slots} of them for images)" if slots else ""
     if not trim:
-        raise ContextLengthError(f"prompt is {len(prompt_ids)} tokens but the context holds "
-                                 f"{context_length} (at most {room} for the prompt)")
-    return prompt_ids[-room:], len(prompt_ids) - room
+        raise ContextLengthError(f"prompt is {len(prompt_ids)} tokens{images} but the context "
+                                 f"holds {context_length} (at most {room} for the prompt)")
+    cut = len(prompt_ids) - room
+    if image_slot_count(prompt_ids[:cut]):
+        raise InvalidInputError(f"prompt is {len(prompt_ids)} tokens{images} but the context "
+                                f"holds {context_length}: trimming its first {cut} tokens would "
+                                f"cut an image, which is never done; shorten the text or give "
+                                f"fewer images")
+    return prompt_ids[-room:], cut
+
+
+def image_slot_count(ids) -> int:
+    """How many ids are image slots: negative ids, -k for each token of image k (the
+    Phi-3-vision processor's convention; token ids are never negative)."""
+    return sum(1 for i in ids if i < 0)
 
 
 @dataclass
@@ -77,12 +103,15 @@ class GenerationStats:
 
 
 def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None, top_p=None,
-             seed=None, stop_token_ids=None, stats=None, vocab_size=None, tokenizer=None):
+             seed=None, stop_token_ids=None, stats=None, vocab_size=None, tokenizer=None,
+             pixel_values=None, image_sizes=None):
     """Yield new token ids one at a time until a stop token, `max_new_tokens`, or the context end.
 
     `vocab_size`: sample only ids below it. Phi-3 pads its embedding past the tokenizer's
     vocabulary (32064 rows for 32011 tokens); the padding rows are not tokens.
     `tokenizer`: when given, its stop tokens and vocabulary size are the defaults of the two.
+    `pixel_values`, `image_sizes`: a Phi-3-vision prompt's images (its processor's outputs),
+    read at the prefill only; `prompt_ids` then hold their slots (negative ids).
 
     A stop token ends generation and is not yielded. LongRoPE models: when the sequence grows past
     `original_max_position_embeddings`, the cache (built with the short factors) is recomputed over
@@ -92,6 +121,7 @@ def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None,
     ids, _ = fit_to_context(prompt_ids, config.max_position_embeddings)
     if not ids:
         raise InvalidInputError("the prompt is empty: give at least one token")
+    images = image_inputs(model, pixel_values, image_sizes)
     rng = np.random.default_rng(seed)
     stats = stats if stats is not None else GenerationStats()
     if tokenizer is not None:
@@ -101,7 +131,7 @@ def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None,
 
     start = time.perf_counter()
     cache = model.new_cache(1, min(len(ids) + max_new_tokens, config.max_position_embeddings))
-    logits = prefill(model, ids, cache)
+    logits = prefill(model, ids, cache, **images)
     stats.prompt_tokens = len(ids)
     stats.prefill_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -114,37 +144,60 @@ def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None,
         ids.append(token)
         if step == max_new_tokens - 1 or len(ids) >= config.max_position_embeddings:
             break                                          # no forward pass whose logits go unused
-        logits, cache = next_token_logits(model, ids, cache)
+        logits, cache = next_token_logits(model, ids, cache, **images)
         stats.decode_seconds = time.perf_counter() - start
 
 
-def prefill(model, ids, cache, chunk=PREFILL_CHUNK):
+def image_inputs(model, pixel_values, image_sizes) -> dict:
+    """The keyword arguments that carry a prompt's images to the model ({} without images)."""
+    if pixel_values is None and image_sizes is None:
+        return {}
+    if getattr(model.config, "vision", None) is None:
+        raise InvalidInputError(f"this model reads no images (model_type "
+                                f"{model.config.model_type!r}): pixel_values need a Phi-3-vision "
+                                f"model (model_type 'phi3_v')")
+    return {"pixel_values": pixel_values, "image_sizes": image_sizes}
+
+
+def prefill(model, ids, cache, chunk=PREFILL_CHUNK, pixel_values=None, image_sizes=None):
     """Logits [V] after the prompt `ids`, which fills the empty `cache`, `chunk` tokens per
     forward pass. With a cache that is the computation of one pass (each chunk attends to the
     cached keys of the chunks before it), and it keeps the activations of a long prompt small:
     a 512-token prompt to phi-3-mini needs 34 MB of attention scores per layer in one pass. A
     LongRoPE prompt longer than the original context goes in one pass, as its rotary factors
-    depend on the whole length."""
+    depend on the whole length.
+
+    With images (Phi-3-vision), the whole prompt is embedded first, so the vision tower runs
+    once whatever the chunks; each pass then takes its slice of those vectors."""
     config = model.config
     if config.rope_scaling is not None and len(ids) > config.original_max_position_embeddings:
         chunk = len(ids)
+    embeds = None
+    if pixel_values is not None or image_sizes is not None:
+        embeds = model.embed(np.array([ids]), pixel_values, image_sizes)   # [1, T, D]
     for start in range(0, len(ids), chunk):
-        logits = model(np.array([ids[start:start + chunk]]), cache=cache, logits_to_keep=1)
+        piece = np.array([ids[start:start + chunk]])                      # [1, chunk]
+        if embeds is None:
+            logits = model(piece, cache=cache, logits_to_keep=1)
+        else:
+            logits = model(piece, cache=cache, logits_to_keep=1,
+                           inputs_embeds=embeds[:, start:start + chunk])
     return logits[0, -1]
 
 
-def next_token_logits(model, ids, cache):
+def next_token_logits(model, ids, cache, **images):
     """Logits [V] after `ids`, whose last token is not yet in `cache`; returns (logits, cache).
 
     Normally one cached step. With LongRoPE, the first time the sequence grows past
     `original_max_position_embeddings`, the cached keys (rotated with the short factors) are
-    dropped and the whole sequence is recomputed with the long factors, as the reference does.
+    dropped and the whole sequence is recomputed with the long factors, as the reference does;
+    a Phi-3-vision prompt's images (`pixel_values`, `image_sizes`) go into that pass again.
     """
     config = model.config
     if config.rope_scaling is not None and cache.long_rope is False \
             and len(ids) > config.original_max_position_embeddings:
         cache = model.new_cache(1)
-        return model(np.array([ids]), cache=cache, logits_to_keep=1)[0, -1], cache
+        return model(np.array([ids]), cache=cache, logits_to_keep=1, **images)[0, -1], cache
     return model(np.array([ids[-1:]]), cache=cache)[0, -1], cache
 
 

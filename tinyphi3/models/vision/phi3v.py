@@ -60,6 +60,21 @@ def parameter_shapes(config: Phi3Config, tower_prefix: str = WRITTEN_TOWER) -> d
     return shapes
 
 
+def stored_shapes(config: Phi3Config, names) -> tuple:
+    """(shapes by the names a checkpoint holding tensors `names` uses, names it may hold that are
+    not read): the tower with transformers 4's `vision_model.` level or without it, the embedding
+    under EMBED, or under its alias WTE only (then read from there), or under both (WTE not read).
+    """
+    style4 = any(n.startswith(WRITTEN_TOWER) for n in names)
+    shapes = parameter_shapes(config, WRITTEN_TOWER if style4 else TOWER)
+    ignored = checkpoint.tied_copies(config)
+    if WTE in names and EMBED not in names:        # the table under its second name only
+        shapes = {(WTE if n == EMBED else n): s for n, s in shapes.items()}
+    elif WTE in names:
+        ignored += (WTE,)
+    return shapes, ignored
+
+
 def init_parameters(config: Phi3Config, seed: int = 0) -> dict:
     """Random weights: the decoder's as Phi3's, the tower's as init_clip_weights, the separators
     and projection matrices normal(0, initializer_range), the projection's biases zeros."""
@@ -95,6 +110,8 @@ class Phi3V:
     """Phi-3-vision: `Phi3V.from_pretrained(dir)` (or `tinyphi3.Phi3.from_pretrained(dir)`),
     then `model(ids, pixel_values, image_sizes)` -> logits. `Phi3V(config, params=None, seed=0)`
     builds one from tensors by checkpoint name (either CLIP naming), or with random weights."""
+
+    quantization = None                # no 4-bit phi3_v checkpoint (from_pretrained refuses one)
 
     def __init__(self, config: Phi3Config, params: dict | None = None, seed: int = 0):
         if config.vision is None:
@@ -146,14 +163,8 @@ class Phi3V:
         if quant_checkpoint.quantization_config(path) is not None:
             raise CheckpointError(f"{path}: a 4-bit phi3_v checkpoint is not supported")
         index = checkpoint.tensor_index(path)
-        style4 = any(n.startswith(WRITTEN_TOWER) for n in index)
-        shapes = parameter_shapes(config, WRITTEN_TOWER if style4 else TOWER)
+        shapes, ignored = stored_shapes(config, index)
         checkpoint.check_size(config, sum(math.prod(s) for s in shapes.values()), index)
-        ignored = checkpoint.tied_copies(config)
-        if WTE in index and EMBED not in index:        # the table under its second name only
-            shapes = {(WTE if n == EMBED else n): s for n, s in shapes.items()}
-        elif WTE in index:
-            ignored += (WTE,)
         params = checkpoint.load_tensors(path, shapes, ignored=ignored, index=index)
         if WTE in ignored and not np.array_equal(index[WTE].get(WTE).astype(np.float32),
                                                  params[EMBED]):
@@ -206,13 +217,37 @@ class Phi3V:
                                     + " + ".join(map(str, counts)) + ")")
         return place_images(x, slots, self.image_features(pixel_values, image_sizes))
 
-    def __call__(self, input_ids, pixel_values=None, image_sizes=None, attention_mask=None):
+    def __call__(self, input_ids, pixel_values=None, image_sizes=None, attention_mask=None,
+                 cache=None, logits_to_keep=0, inputs_embeds=None):
         """Logits float32 [B, T, V] for ids [B, T] whose image slots (-1e9 < id < 0) take the
         vectors of pixel_values [N, num_crops + 1, 3, S, S] with image_sizes [N, 2], in order;
-        attention_mask [B, T] as Phi3's. Without images, the plain decoder's logits."""
-        x = self.embed(input_ids, pixel_values, image_sizes)
-        ids = np.clip(np.asarray(input_ids), 0, self.config.vocab_size - 1)
-        return self.decoder(ids, attention_mask=attention_mask, inputs_embeds=x)
+        attention_mask [B, T], cache (a KVCache of `new_cache`) and logits_to_keep as Phi3's.
+        Without images, the plain decoder's logits.
+
+        inputs_embeds [B, T, D]: what `embed` made, instead of ids and pixels. Generation uses it
+        to run the tower once for a prompt whose prefill takes several passes: `embed` the whole
+        prompt, then feed its slices, each with its ids, to this call with the cache."""
+        if inputs_embeds is None:
+            inputs_embeds = self.embed(input_ids, pixel_values, image_sizes)     # [B, T, D]
+        elif pixel_values is not None or image_sizes is not None:
+            raise InvalidInputError("give inputs_embeds or pixel_values, not both: inputs_embeds "
+                                    "already hold the images' vectors")
+        ids = self._check_ids(input_ids)
+        if np.shape(inputs_embeds)[:2] != ids.shape:
+            raise InvalidInputError(f"inputs_embeds {np.shape(inputs_embeds)} must be [B, T, D] "
+                                    f"for input_ids [B, T] = {list(ids.shape)}")
+        ids = np.clip(ids, 0, self.config.vocab_size - 1)
+        return self.decoder(ids, attention_mask=attention_mask, cache=cache,
+                            inputs_embeds=inputs_embeds, logits_to_keep=logits_to_keep)
+
+    def new_cache(self, batch_size: int = 1, capacity: int = 0):
+        """An empty KV cache of the decoder (tinyphi3.inference.cache): the images' vectors pass
+        through it as any token's do, so after the prefill, decoding is plain text."""
+        return self.decoder.new_cache(batch_size, capacity)
+
+    def weight_bytes(self) -> int:
+        """Bytes the weights take in memory: the decoder's, the tower's and the projection's."""
+        return sum(int(np.asarray(w).nbytes) for w in self.params.values())
 
     @staticmethod
     def _check_ids(input_ids):
