@@ -74,6 +74,10 @@ class Phi3VReference(nn.Module):
     @torch.no_grad()
     def forward(self, input_ids, pixel_values=None, image_sizes=None):
         """Logits [B, T, V]: slots -1e9 < id < 0 take the projected vectors in order."""
+        return self.logits(input_ids, pixel_values, image_sizes)
+
+    def logits(self, input_ids, pixel_values=None, image_sizes=None):
+        """The forward pass, recorded by torch's autograd (for gradient checks)."""
         input_ids = torch.as_tensor(input_ids)
         positions = torch.nonzero((input_ids < 0) & (input_ids > -MAX_INPUT_ID), as_tuple=True)
         V = self.decoder.config.vocab_size

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from tinyphi3.nn import autograd as ag
 from tinyphi3.nn.attention import attention, causal_mask
 from tinyphi3.nn.autograd import Tensor, differentiable
-from tinyphi3.nn.layers import (causal_lm_loss, embedding, linear, rms_norm, silu, silu_and_mul,
-                                softmax)
+from tinyphi3.nn.layers import (causal_lm_loss, embedding, gelu_erf, linear, masked_scatter,
+                                quick_gelu, rms_norm, silu, silu_and_mul, softmax)
+from tinyphi3.models.vision.projector import hd_tokens, merge_2x2
 from tinyphi3.models.model import Phi3
 from tinyphi3.nn.rope import apply_rope, rope_cos_sin, rope_inv_freq
 
@@ -133,6 +134,32 @@ def test_causal_lm_loss(t, vocab, seed):
     labels = rng.integers(0, vocab, size=(2, t))
     labels[rng.random(labels.shape) < 0.3] = -100
     check_gradient(lambda z: causal_lm_loss(z, labels), data((2, t, vocab), seed))
+
+
+@given(shape=shapes, seed=seeds)
+def test_the_gelus_of_the_vision_model(shape, seed):
+    x = data(shape, seed) * 3.0                            # past erf's series/fraction split at 2
+    check_gradient(quick_gelu, x)
+    check_gradient(gelu_erf, x)
+
+
+@given(t=st.integers(1, 5), seed=seeds)
+def test_masked_scatter(t, seed):
+    """The image vectors placed at the slots: the text rows keep their gradient where they stay,
+    the placed rows receive the gradient of their slots (row-major order over [B, T])."""
+    mask = np.random.default_rng(seed).random((2, t)) < 0.5
+    check_gradient(lambda x, rows: masked_scatter(x, mask, rows), data((2, t, 3), seed),
+                   data((int(mask.sum()), 3), seed + 1))
+
+
+@given(h=st.integers(1, 2), w=st.integers(1, 3), seed=seeds)
+def test_the_2x2_merge_tiling_and_separators(h, w, seed):
+    """Phi-3-vision's HD layout as recorded reshapes, transposes and concatenations: the
+    separators, copied after every row, sum the gradients of all their copies."""
+    g, C = 2, 2
+    check_gradient(lambda f, sub, glb: hd_tokens(merge_2x2(f, g), h, w, sub, glb),
+                   data((1 + h * w, 4 * g * g, C), seed), data((1, 1, 1, 4 * C), seed + 1),
+                   data((1, 1, 4 * C), seed + 2))
 
 
 def test_the_check_catches_a_wrong_gradient():

@@ -20,6 +20,7 @@ def train(recipe, resume):
     Examples:
       tinyphi3 train configs/mini-base-phase1.toml
       tinyphi3 train configs/mini-base-phase1.toml --resume
+      tinyphi3 train configs/mini-vision-sft.toml      (phi-3-vision: pictures and questions)
     """
     from tinyphi3.train.loop import Trainer
     from tinyphi3.train.recipe import load_recipe

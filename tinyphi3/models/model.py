@@ -196,9 +196,10 @@ class Phi3:
                                  "float32 (a corrupt checkpoint?) or its inputs do")
         return logits
 
-    def loss(self, input_ids, labels, attention_mask=None):
+    def loss(self, input_ids, labels, attention_mask=None, inputs_embeds=None):
         """Mean next-token cross-entropy (labels shifted inside, -100 ignored), recorded so that
-        `loss.backward()` fills every parameter's `.grad`. Returns a scalar Tensor."""
+        `loss.backward()` fills every parameter's `.grad`. Returns a scalar Tensor.
+        inputs_embeds: [B, T, C] in place of the ids' embeddings (Phi-3-vision's, a Tensor)."""
         if self.weight_format is not FLOAT:
             raise InvalidInputError(f"a model with {self.weight_format.name} weights runs "
                                     f"inference only; train its float32 checkpoint")
@@ -213,7 +214,7 @@ class Phi3:
         if np.any((labels != -100) & ((labels < 0) | (labels >= V))):
             raise InvalidInputError(f"labels must be token ids in [0, {V}) or -100 (ignored)")
         with enable_grad():
-            logits = self.forward(input_ids, attention_mask)
+            logits = self.forward(input_ids, attention_mask, inputs_embeds=inputs_embeds)
             return causal_lm_loss(logits, labels)
 
     def forward(self, input_ids, attention_mask=None, cache=None, position_ids=None,

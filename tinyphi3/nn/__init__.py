@@ -1,6 +1,7 @@
 """The maths of the models, on float arrays (NumPy, or any array module: tinyphi3.nn.arrays).
 
-    layers, activations  RMSNorm, LayerNorm, linear, SiLU, SwiGLU, GEGELU, softmax, the loss
+    layers, activations  RMSNorm, LayerNorm, linear, SiLU, SwiGLU, GEGELU, the GELUs of
+                         CLIP and its projector, softmax, masked scatter, the loss
     rope                 RoPE (rotate-half) and LongRoPE's factors and magnitude scaling
     attention            causal / sliding-window / padding masks, grouped-query attention
     blocksparse_layout   phi-3-small's block-sparse layout, and what it saves

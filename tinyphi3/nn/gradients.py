@@ -5,10 +5,12 @@ argument, None for arguments without one (token ids, masks, rotation tables). Th
 NumPy and are checked against finite differences in tests/test_autograd.py.
 """
 
+import math
+
 import numpy as np
 
 from tinyphi3 import backends
-from tinyphi3.nn.activations import gegelu_inputs
+from tinyphi3.nn.activations import erf, gegelu_inputs
 
 
 def _flat(a):
@@ -82,6 +84,30 @@ def silu_backward(g, out, x):
     with np.errstate(over="ignore"):
         s = 1.0 / (1.0 + np.exp(-x))
     return (g * s * (1.0 + x * (1.0 - s)),)
+
+
+def quick_gelu_backward(g, out, x):
+    """y = x s(1.702 x), s = sigmoid:  dy/dx = s + 1.702 x s (1 - s)."""
+    with np.errstate(over="ignore"):
+        s = 1.0 / (1.0 + np.exp(-1.702 * x))
+    return (g * (s + 1.702 * x * s * (1.0 - s)),)
+
+
+def gelu_erf_backward(g, out, x):
+    """y = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2:  dy/dx = Phi(x) + x phi(x), with
+    phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal density; computed in float64, as the forward."""
+    wide = x.astype(np.float64)
+    slope = (0.5 * (1.0 + erf(wide / math.sqrt(2.0)))
+             + wide * np.exp(-0.5 * wide * wide) / math.sqrt(2.0 * math.pi))
+    return (g * slope.astype(x.dtype, copy=False),)
+
+
+def masked_scatter_backward(g, out, x, mask, rows):
+    """y = x with the positions where mask is true replaced by rows, in order:
+    dx = g where mask is false, 0 where a row replaced x;  drows = g at the masked positions."""
+    dx = g.copy()
+    dx[mask] = 0
+    return dx, None, g[mask]
 
 
 def silu_and_mul_backward(g, out, gate_up):

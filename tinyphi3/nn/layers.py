@@ -9,8 +9,9 @@ hands float32 arrays to it on the "numba" backend; the NumPy lines below it are 
 import numpy as np
 
 from tinyphi3 import backends
+from tinyphi3.nn import activations
 from tinyphi3.nn import gradients as grad
-from tinyphi3.nn.activations import gegelu_inputs, quick_gelu
+from tinyphi3.nn.activations import gegelu_inputs
 from tinyphi3.nn.arrays import like
 from tinyphi3.nn.autograd import differentiable
 
@@ -63,6 +64,18 @@ def silu(x):
         return x / (1.0 + np.exp(-x))
 
 
+@differentiable(grad.quick_gelu_backward)
+def quick_gelu(x):
+    """CLIP's activation x * sigmoid(1.702 x) (tinyphi3.nn.activations.quick_gelu), recorded."""
+    return activations.quick_gelu(x)
+
+
+@differentiable(grad.gelu_erf_backward)
+def gelu_erf(x):
+    """Exact GELU x * Phi(x) (tinyphi3.nn.activations.gelu_erf), recorded: the projector's."""
+    return activations.gelu_erf(x)
+
+
 @differentiable(grad.softmax_backward)
 def softmax(x, axis=-1):
     """softmax(x)_i = exp(x_i - max x) / sum_j exp(x_j - max x), stable for large inputs."""
@@ -100,7 +113,7 @@ def gegelu(x, limit):
     [..., 2I] -> [..., I]. `limit` None: no clamp.
     """
     a, b = gegelu_inputs(x, limit)
-    return quick_gelu(a) * (b + 1.0)
+    return activations.quick_gelu(a) * (b + 1.0)
 
 
 def geglu_mlp(x, up_weight, up_bias, down_weight, down_bias, limit, linear=linear):
@@ -108,6 +121,16 @@ def geglu_mlp(x, up_weight, up_bias, down_weight, down_bias, limit, linear=linea
     `linear`: the product with the weights (another one for weights stored in 4 bits)."""
     up = linear(x, up_weight, up_bias)                         # [B, T, C] -> [B, T, 2I]
     return linear(gegelu(up, limit), down_weight, down_bias)   # [B, T, I] -> [B, T, C]
+
+
+@differentiable(grad.masked_scatter_backward)
+def masked_scatter(x, mask, rows):
+    """x [B, T, D] with the positions where mask [B, T] is true replaced by rows [n, D], one
+    after another in row-major order over [B, T] (torch's masked_scatter): Phi-3-vision's image
+    vectors placed at the image slots. n must equal the number of true positions."""
+    out = x.copy()
+    out[mask] = rows.astype(x.dtype, copy=False)               # [n, D] into the masked rows
+    return out
 
 
 @differentiable(grad.causal_lm_loss_backward, saves=True)

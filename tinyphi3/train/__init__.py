@@ -2,8 +2,9 @@
 
     recipe         TOML recipes (configs/) and their settings
     optim          AdamW, the warm-up + cosine schedule, gradient clipping
-    objectives     what a step optimises: pre-training, SFT, DPO
+    objectives     what a step optimises: pre-training, SFT, DPO, vision SFT
     conversations  SFT conversations and DPO pairs tokenized, loss-masked and batched
+    images         pictures with questions for phi-3-vision's SFT, the same way (with pixels)
     dpo            the DPO loss against a frozen reference
     loop           the Trainer: steps, evaluation, checkpoints, resume, Ctrl-C
 """

@@ -7,7 +7,8 @@
         every eval_every steps: held-out loss;  every save_every steps: checkpoint
 
 A checkpoint (`<output>/checkpoint/`) holds the float32 weights in the Hugging Face layout, the
-tokenizer, the optimizer moments, and the trainer state (step, loss history, data position), so
+tokenizer (and a phi-3-vision run's preprocessor_config.json, so that `tinyphi3 chat --image`
+reads it), the optimizer moments, and the trainer state (step, loss history, data position), so
 `--resume` continues exactly where the run stopped. It is written to a temporary directory and
 swapped in by renames: a crash or a full disk never leaves a half-written checkpoint.
 """
@@ -23,8 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 from tinyphi3.errors import TinyPhi3Error
-from tinyphi3.models.model import Phi3
+from tinyphi3.models.model import MODEL_CLASSES, Phi3
 from tinyphi3.tokenizers import load_tokenizer
+from tinyphi3.train.images import with_image_side, write_preprocessor_config
 from tinyphi3.train.objectives import OBJECTIVES
 from tinyphi3.train.optim import AdamW, clip_grad_norm, cosine_lr
 from tinyphi3.train.recipe import Recipe
@@ -58,16 +60,20 @@ class Trainer:
                                     f"model configuration than {recipe.source}")
         elif recipe.init_from:
             self.model = Phi3.from_pretrained(recipe.init_from)
-        else:
-            self.model = Phi3(recipe.model_config(self.tokenizer.vocab_size),
-                              seed=recipe.train.seed)
+            if recipe.vision is not None:              # a text model gets a tower to train
+                self.model = with_image_side(self.model, recipe)
+        else:                                          # Phi3, or Phi3V for a phi3_v config
+            config = recipe.model_config(self.tokenizer.vocab_size)
+            self.model = MODEL_CLASSES.get(config.model_type, Phi3)(config, seed=recipe.train.seed)
+        if recipe.vision is not None:
+            self.model.freeze(recipe.vision.freeze)
         if self.tokenizer.vocab_size > self.model.config.vocab_size:
             raise TrainingError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the "
                                 f"model's vocabulary only {self.model.config.vocab_size}")
         t = recipe.train
         self.optimizer = AdamW(self.model.named_parameters(), t.lr, (t.beta1, t.beta2),
                                weight_decay=t.weight_decay)
-        self.objective = OBJECTIVES[recipe.stage](recipe, self.tokenizer)
+        self.objective = OBJECTIVES[recipe.stage](recipe, self.tokenizer, self.model)
         if resume:
             self.optimizer.load_state_dict(dict(np.load(checkpoint / "optimizer.npz")))
             saved = json.loads((checkpoint / "trainer_state.json").read_text())
@@ -88,7 +94,7 @@ class Trainer:
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             self.model.save_pretrained(tmp, dtype="float32")
-            self.tokenizer.save_pretrained(tmp)
+            self.save_processor(tmp)
             np.savez(tmp / "optimizer.npz", **self.optimizer.state_dict())
             state = {"state": self.state, "data": self.objective.state_dict(),
                      "recipe": self.recipe.to_dict()}
@@ -104,6 +110,13 @@ class Trainer:
             current.rename(old)
         tmp.rename(current)
         shutil.rmtree(old, ignore_errors=True)
+
+    def save_processor(self, directory):
+        """What reads the model's inputs, beside its weights: the tokenizer, and for a vision
+        run the image processor's preprocessor_config.json."""
+        self.tokenizer.save_pretrained(directory)
+        if self.recipe.vision is not None:
+            write_preprocessor_config(directory, self.objective.image_processor)
 
     # ---- the loop ------------------------------------------------------------------------------
     def validation_loss(self):
@@ -180,7 +193,7 @@ class Trainer:
         from tinyphi3.pictures.charts import line_plot
         final = self.out / "final"
         self.model.save_pretrained(final, dtype=self.recipe.output_dtype)
-        self.tokenizer.save_pretrained(final)
+        self.save_processor(final)
         tok = self.tokenizer                 # generation stops where the chat format ends a turn
         (final / "generation_config.json").write_text(json.dumps({
             "bos_token_id": tok.bos_token_id, "eos_token_id": tok.stop_token_ids,

@@ -3,9 +3,12 @@
     Pretraining                next-token loss on windows of the token shards
     SupervisedFineTuning       next-token loss on the assistant's replies of conversations (SFT)
     PreferenceOptimization     the DPO loss on chosen/rejected pairs, against a frozen reference
+    VisionFineTuning           next-token loss on the answers to questions on pictures, read by
+                               phi-3-vision (Phi-3 report §6; tinyphi3.train.images)
 
-Each gives the loss of the next batch (a Tensor to call backward on, with statistics to log and
-the number of tokens it read), the held-out statistics, and its data position for resume.
+Each is made from the recipe, the tokenizer and the model to train, and gives the loss of the
+next batch (a Tensor to call backward on, with statistics to log and the number of tokens it
+read), the held-out statistics, and its data position for resume.
 """
 
 import numpy as np
@@ -16,12 +19,13 @@ from tinyphi3.models.model import Phi3
 from tinyphi3.train.conversations import (ExampleBatches, load_conversations, load_preferences,
                                           pad_batch)
 from tinyphi3.train.dpo import dpo_batch_loss
+from tinyphi3.train.images import image_batch, image_processor_for, load_image_conversations
 
 VAL_EXAMPLES = 256            # SFT/DPO: examples held out from the end of the file (<= 20%)
 
 
 class Pretraining:
-    def __init__(self, recipe, tokenizer):
+    def __init__(self, recipe, tokenizer, model):
         t = recipe.train
         self.recipe, self.tokenizer = recipe, tokenizer
         self.stream = TokenStream(recipe.data_shards, "train", t.batch_size, t.seq_len, t.seed,
@@ -66,7 +70,7 @@ class _ExampleObjective:
 
 
 class SupervisedFineTuning(_ExampleObjective):
-    def __init__(self, recipe, tokenizer):
+    def __init__(self, recipe, tokenizer, model):
         examples, too_long = load_conversations(recipe.data_file, tokenizer, recipe.train.seq_len)
         super().__init__(recipe, tokenizer, examples, too_long, "conversations")
 
@@ -82,7 +86,7 @@ class SupervisedFineTuning(_ExampleObjective):
 
 
 class PreferenceOptimization(_ExampleObjective):
-    def __init__(self, recipe, tokenizer):
+    def __init__(self, recipe, tokenizer, model):
         pairs, too_long = load_preferences(recipe.data_file, tokenizer, recipe.train.seq_len)
         super().__init__(recipe, tokenizer, pairs, too_long, "preference pairs")
         self.reference = Phi3.from_pretrained(recipe.init_from)      # frozen: never updated
@@ -104,5 +108,28 @@ class PreferenceOptimization(_ExampleObjective):
         return {"loss": float(np.mean([float(loss) for loss, _ in results])), **stats}
 
 
+class VisionFineTuning(_ExampleObjective):
+    def __init__(self, recipe, tokenizer, model):
+        self.image_processor = image_processor_for(model, recipe)     # written with checkpoints
+        examples, too_long = load_image_conversations(recipe.data_file, tokenizer,
+                                                      self.image_processor, recipe.train.seq_len)
+        super().__init__(recipe, tokenizer, examples, too_long, "pictures with questions")
+
+    def _batch(self, examples):
+        return image_batch(examples, self.image_processor, self.pad_id)
+
+    def next_loss(self, model):
+        batch = self._batch(self.batches.next_examples())
+        return model.loss(**batch), {}, batch["input_ids"].size
+
+    def validate(self, model):
+        losses = []
+        for examples in self.batches.val_examples(self.recipe.log.eval_batches):
+            b = self._batch(examples)                                  # inference: no tape
+            logits = model(b["input_ids"], b["pixel_values"], b["image_sizes"])
+            losses.append(float(causal_lm_loss(logits, b["labels"])))
+        return {"loss": float(np.mean(losses))}
+
+
 OBJECTIVES = {"pretrain": Pretraining, "sft": SupervisedFineTuning,
-              "dpo": PreferenceOptimization}
+              "dpo": PreferenceOptimization, "vision_sft": VisionFineTuning}

@@ -2,18 +2,23 @@
 
     [model]   preset = "tiny", any Phi3Config field to override, tokenizer = "DIR"
               init_from = "DIR"            (optional: start from a checkpoint, e.g. phase 1's)
+    [vision]  clip = {CLIPVisionConfig fields}, layer_idx, num_crops, freeze = ["tower", ...]
+                                           (stage "vision_sft" only: tinyphi3.train.images)
     [data]    shards = "DIR"               (pre-training: written by `tinyphi3 data tokenize`)
               conversations = "FILE.jsonl" (stage "sft": written by `tinyphi3 data sft`)
               preferences = "FILE.jsonl"   (stage "dpo": written by `tinyphi3 data dpo`)
-    [train]   stage = "pretrain" | "sft" | "dpo", steps, batch_size, seq_len, grad_accum, lr,
+              images = "DIR"               (stage "vision_sft": by `tinyphi3 data images`)
+    [train]   stage = "pretrain" | "sft" | "dpo" | "vision_sft", steps, batch_size, seq_len,
+              grad_accum, lr,
               min_lr, warmup_steps, weight_decay, beta1, beta2, clip, seed,
               stop_at (end at this step, the schedule still planned for `steps`; 0: at `steps`),
               beta, label_smoothing, sft_weight (DPO; the reference model is init_from)
     [log]     eval_every, eval_batches, save_every
     [output]  dir, dtype                   (dtype of the exported final model)
 
-SFT and DPO batches hold whole examples (batch_size conversations or pairs, padded), not
-seq_len-token windows; seq_len is then the longest example kept.
+SFT, DPO and vision SFT batches hold whole examples (batch_size conversations, pairs or pictures
+with their questions, padded), not seq_len-token windows; seq_len is then the longest example
+kept (image slots count).
 
 Unknown sections or keys are errors, so a typo never silently falls back to a default.
 """
@@ -23,8 +28,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tinyphi3.config import Phi3Config, preset
+from tinyphi3.config import ClipConfig, Phi3Config, VisionConfig, preset
 from tinyphi3.errors import TinyPhi3Error
+from tinyphi3.models.vision.weights import PARTS
 
 
 class RecipeError(TinyPhi3Error):
@@ -59,6 +65,24 @@ class LogSettings:
 
 
 @dataclass
+class VisionSettings:
+    """[vision] of stage "vision_sft". clip (CLIPVisionConfig's fields, all of them) and layer_idx:
+    the tower to make when init_from is a text checkpoint (or absent); num_crops: the image
+    processor's crop budget (absent: init_from's preprocessor_config.json, else 1); freeze: the
+    parts kept constant, of "tower", "projector", "decoder" (tinyphi3.models.vision.weights)."""
+    clip: dict | None = None
+    layer_idx: int = -2
+    num_crops: int | None = None
+    freeze: list = field(default_factory=list)
+
+    def vision_config(self) -> VisionConfig:
+        """The image side of a new phi3_v model (its tower: `clip`)."""
+        clip = ClipConfig(**self.clip)
+        return VisionConfig(clip=clip, layer_idx=self.layer_idx, image_dim_out=clip.hidden_size,
+                            num_img_tokens=(clip.grid // 2) ** 2)
+
+
+@dataclass
 class Recipe:
     model: dict
     data_shards: str
@@ -68,7 +92,8 @@ class Recipe:
     output_dtype: str = "bfloat16"
     source: str = ""
     stage: str = "pretrain"
-    data_file: str | None = None          # the conversations or preferences file (sft, dpo)
+    data_file: str | None = None          # conversations, preferences, images (sft, dpo, vision)
+    vision: VisionSettings | None = None  # stage "vision_sft" only
 
     @property
     def tokenizer(self) -> str:
@@ -85,19 +110,26 @@ class Recipe:
                      if k not in ("preset", "tokenizer", "init_from")}
         overrides.setdefault("vocab_size", -(-vocab_size // 64) * 64)
         try:                                  # by field name, whatever the variant's file layout
-            return preset(self.model.get("preset", "tiny")).replace(**overrides)
+            config = preset(self.model.get("preset", "tiny")).replace(**overrides)
+            if self.vision is not None and self.vision.clip is not None:   # phi-3-vision
+                config = config.replace(model_type="phi3_v", vision=self.vision.vision_config())
+            return config
         except (TypeError, ValueError, TinyPhi3Error) as e:
             raise RecipeError(f"{self.source}: [model] {e}") from None
 
     def to_dict(self) -> dict:
         data = {DATA_KEYS[self.stage]: self.data_file or self.data_shards}
-        return {"model": self.model, "data": data,
+        vision = {} if self.vision is None else {"vision": {
+            k: v for k, v in dataclasses.asdict(self.vision).items() if v is not None}}
+        return {"model": self.model, **vision, "data": data,
                 "train": {"stage": self.stage, **dataclasses.asdict(self.train)},
                 "log": dataclasses.asdict(self.log),
                 "output": {"dir": self.output_dir, "dtype": self.output_dtype}}
 
 
-DATA_KEYS = {"pretrain": "shards", "sft": "conversations", "dpo": "preferences"}
+DATA_KEYS = {"pretrain": "shards", "sft": "conversations", "dpo": "preferences",
+             "vision_sft": "images"}
+SECTIONS = ("model", "vision", "data", "train", "log", "output")
 
 
 def _fill(cls, section: dict, where: str):
@@ -128,10 +160,10 @@ def load_recipe(path) -> Recipe:
 
 
 def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
-    unknown = sorted(set(d) - {"model", "data", "train", "log", "output"})
+    unknown = sorted(set(d) - set(SECTIONS))
     if unknown:
         raise RecipeError(f"{source}: unknown section(s) {', '.join(unknown)}; "
-                          f"known: model, data, train, log, output")
+                          f"known: {', '.join(SECTIONS)}")
     model = dict(d.get("model", {}))
     if "tokenizer" not in model:
         raise RecipeError(f"{source}: [model] needs tokenizer = \"DIR\"")
@@ -160,7 +192,8 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
                     train=_fill(TrainSettings, train, f"{source} [train]"),
                     log=_fill(LogSettings, d.get("log", {}), f"{source} [log]"),
                     output_dir=output.get("dir", "runs/out"),
-                    output_dtype=output.get("dtype", "bfloat16"), source=source)
+                    output_dtype=output.get("dtype", "bfloat16"), source=source,
+                    vision=_vision(d.get("vision"), stage, model, source))
     t = recipe.train
     if min(t.steps, t.batch_size, t.seq_len, t.grad_accum) < 1 or t.lr <= 0:
         raise RecipeError(f"{source}: steps, batch_size, seq_len, grad_accum and lr must be "
@@ -174,3 +207,39 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
     if recipe.output_dtype not in ("float32", "bfloat16", "float16"):
         raise RecipeError(f"{source}: [output] dtype must be float32, bfloat16 or float16")
     return recipe
+
+
+def _vision(section, stage: str, model: dict, source: str) -> VisionSettings | None:
+    """[vision], checked: only in stage vision_sft, which needs a tower (init_from's or clip)."""
+    if stage != "vision_sft":
+        if section is not None:
+            raise RecipeError(f"{source}: [vision] belongs to stage \"vision_sft\", not {stage!r}")
+        return None
+    where = f"{source}: [vision]"
+    section = dict(section or {})
+    known = [f.name for f in dataclasses.fields(VisionSettings)]
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise RecipeError(f"{where} unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    settings = VisionSettings(**section)
+    if settings.clip is None:
+        if not model.get("init_from"):
+            raise RecipeError(f"{where} a new phi-3-vision needs its tower: clip = {{hidden_size "
+                              f"= ..., ...}} (CLIPVisionConfig's fields), or [model] init_from")
+        if "layer_idx" in section:
+            raise RecipeError(f"{where} layer_idx describes a new tower: give it with clip")
+    else:
+        if not isinstance(settings.clip, dict):
+            raise RecipeError(f"{where} clip must be a table of CLIPVisionConfig's fields")
+        try:
+            settings.vision_config()
+        except (TypeError, TinyPhi3Error) as e:
+            raise RecipeError(f"{where} clip: {e}") from None
+    crops = settings.num_crops
+    if crops is not None and (type(crops) is not int or crops < 1):
+        raise RecipeError(f"{where} num_crops must be a positive integer, got {crops!r}")
+    freeze = settings.freeze
+    if not isinstance(freeze, list) or not set(freeze) <= set(PARTS) or set(freeze) == set(PARTS):
+        raise RecipeError(f"{where} freeze must list some of {', '.join(PARTS)} (not all), got "
+                          f"{freeze!r}")
+    return settings

@@ -4,6 +4,7 @@
     hd_transform  the image processor: an image -> 336-pixel crops (a global view and a grid)
     projector     the 2x2 merge of patch features, the separators, the MLP to the decoder
     phi3v         the whole model (Phi3V): image vectors spliced into the decoder's tokens
+    weights       its tensors: names, shapes, parts (tower, projector, decoder), random init
     processor     a prompt with image tags and the images -> input_ids with image slots, pixels
     conversation  a chat whose messages carry pictures -> the same inputs (model card format)
     image_file    an image file -> a Pillow image, or one clear error (truncated, bomb, ...)

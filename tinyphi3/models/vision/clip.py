@@ -8,15 +8,18 @@ hidden_states[k] = x_k (k = 0..L); Phi-3-vision takes hidden_states[-2] without 
 (the output of layer L-1), so the last layer and `post_layernorm` are never computed here.
 Letters: N crops, S image side, P patch side, G = S / P patches per side, C hidden size.
 The tower's configuration, ClipConfig, is tinyphi3.config.vision's (re-exported here).
+
+Given Parameters (Phi3V.loss), the same functions train: every step is a differentiable layer or
+an operation the autograd tape records (the class token is copied N times by concatenation, as
+the tape does not record np.broadcast_to).
 """
 
 import numpy as np
 
 from tinyphi3.config.vision import CLIP_VIT_L14_336, ClipConfig  # noqa: F401 (re-exported)
 from tinyphi3.errors import InvalidInputError
-from tinyphi3.nn.activations import gelu_erf, quick_gelu
 from tinyphi3.nn.attention import attention
-from tinyphi3.nn.layers import compute_dtype, layer_norm, linear
+from tinyphi3.nn.layers import compute_dtype, gelu_erf, layer_norm, linear, quick_gelu
 
 ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": gelu_erf}   # transformers' hidden_act names
 
@@ -122,8 +125,9 @@ def patch_embed(pixels, weights: dict, config: ClipConfig):
     C = config.hidden_size
     kernel = weights["embeddings.patch_embedding.weight"].reshape(C, -1)  # -> [C, 3*P*P]
     patches = linear(unfold_patches(pixels, config.patch_size), kernel)   # -> [N, G*G, C]
-    cls = np.broadcast_to(weights["embeddings.class_embedding"], (len(pixels), 1, C))  # [N, 1, C]
-    x = np.concatenate([cls.astype(patches.dtype), patches], axis=1)     # -> [N, G*G+1, C]
+    cls = weights["embeddings.class_embedding"].reshape(1, 1, C).astype(patches.dtype)
+    cls = np.concatenate([cls] * len(pixels))       # [1, 1, C] -> [N, 1, C]: N copies, recorded
+    x = np.concatenate([cls, patches], axis=1)                           # -> [N, G*G+1, C]
     return x + weights["embeddings.position_embedding.weight"]
 
 

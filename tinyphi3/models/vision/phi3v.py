@@ -7,11 +7,13 @@
 The slots are filled in order of appearance (row-major over [B, T]): the processor writes -k for
 image k, but the value is not read (REFERENCE-vision §3.8). The decoder is a plain Phi3
 (tinyphi3.models.model); the image side is tinyphi3.models.vision.projector's functions on the
-tensors under `model.vision_embed_tokens.` (REFERENCE-vision §1.4):
+tensors under `model.vision_embed_tokens.` (names, shapes and parts:
+tinyphi3.models.vision.weights).
 
-    img_processor.vision_model.*      the CLIP tower (transformers 5 names lack `vision_model.`)
-    sub_GN [1, 1, 1, 4C], glb_GN [1, 1, 4C]                        the learnt separators
-    img_projection.0.{weight [D, 4C], bias [D]}, img_projection.2.{weight [D, D], bias [D]}
+Training: `loss(ids, labels, pixel_values, image_sizes)` records the whole path, tower to logits
+(the tower's and projector's functions use only operations the tape records, and the vectors go
+to their slots through `masked_scatter`), so `backward()` fills the gradient of every Parameter
+of `named_parameters()`; `freeze(["tower"])` keeps a part constant.
 
 `tinyphi3.Phi3.from_pretrained(dir)` returns this class for a phi3_v directory.
 """
@@ -20,73 +22,20 @@ import math
 
 import numpy as np
 
-from tinyphi3.config import Phi3Config
+from tinyphi3.config import Phi3Config, VisionConfig
 from tinyphi3.errors import CheckpointError, ConfigError, InvalidInputError
 from tinyphi3.io import checkpoint
-from tinyphi3.models import model, weights
-from tinyphi3.models.vision.clip import clip_tensor_shapes, clip_weights_from, init_clip_weights
+from tinyphi3.models import model
+from tinyphi3.models.vision.clip import clip_weights_from
 from tinyphi3.models.vision.projector import image_embeddings, image_grids, image_token_count
-from tinyphi3.nn.layers import embedding
+from tinyphi3.models.vision.weights import (  # noqa: F401 (parameter_shapes: re-exported)
+    EMBED, PARTS, TOWER, VISION, WRITTEN_TOWER, WTE, decoder_config, init_image_side,
+    init_parameters, parameter_shapes, part_of, split_parameters, stored_shapes)
+from tinyphi3.nn.autograd import Parameter, enable_grad, is_recording
+from tinyphi3.nn.layers import embedding, masked_scatter
 from tinyphi3.quant import checkpoint as quant_checkpoint
 
-VISION = "model.vision_embed_tokens."
-TOWER = VISION + "img_processor."              # + "vision_model." in transformers-4 names
-WRITTEN_TOWER = TOWER + "vision_model."        # the published checkpoint's names, which we write
-EMBED = "model.embed_tokens.weight"
-WTE = VISION + "wte.weight"                    # the same table under a second name (some files)
 MAX_INPUT_ID = 10 ** 9                         # ids in (-MAX_INPUT_ID, 0) are image slots
-
-
-def decoder_config(config: Phi3Config) -> Phi3Config:
-    """The language model's configuration: a phi3_v config is phi-3-mini-128K's plus the image
-    side, so without it, it is a plain phi3 one."""
-    return config.replace(model_type="phi3", vision=None)
-
-
-def head_shapes(config: Phi3Config) -> dict:
-    """The separators and the projection, by name under `model.vision_embed_tokens.`."""
-    C4, D = 4 * config.vision.image_dim_out, config.hidden_size
-    return {"glb_GN": (1, 1, C4), "sub_GN": (1, 1, 1, C4),
-            "img_projection.0.weight": (D, C4), "img_projection.0.bias": (D,),
-            "img_projection.2.weight": (D, D), "img_projection.2.bias": (D,)}
-
-
-def parameter_shapes(config: Phi3Config, tower_prefix: str = WRITTEN_TOWER) -> dict:
-    """Every tensor by checkpoint name: the decoder's, the tower's under `tower_prefix`, the
-    separators and the projection (592 tensors, 4,146,621,440 weights for the published model)."""
-    shapes = weights.parameter_shapes(decoder_config(config))
-    shapes.update({tower_prefix + n: s for n, s in clip_tensor_shapes(config.vision.clip).items()})
-    shapes.update({VISION + n: s for n, s in head_shapes(config).items()})
-    return shapes
-
-
-def stored_shapes(config: Phi3Config, names) -> tuple:
-    """(shapes by the names a checkpoint holding tensors `names` uses, names it may hold that are
-    not read): the tower with transformers 4's `vision_model.` level or without it, the embedding
-    under EMBED, or under its alias WTE only (then read from there), or under both (WTE not read).
-    """
-    style4 = any(n.startswith(WRITTEN_TOWER) for n in names)
-    shapes = parameter_shapes(config, WRITTEN_TOWER if style4 else TOWER)
-    ignored = checkpoint.tied_copies(config)
-    if WTE in names and EMBED not in names:        # the table under its second name only
-        shapes = {(WTE if n == EMBED else n): s for n, s in shapes.items()}
-    elif WTE in names:
-        ignored += (WTE,)
-    return shapes, ignored
-
-
-def init_parameters(config: Phi3Config, seed: int = 0) -> dict:
-    """Random weights: the decoder's as Phi3's, the tower's as init_clip_weights, the separators
-    and projection matrices normal(0, initializer_range), the projection's biases zeros."""
-    params = weights.init_parameters(decoder_config(config), seed)
-    rng = np.random.default_rng([seed, 1])             # the image side's own stream
-    std = config.initializer_range
-    tower = init_clip_weights(config.vision.clip, rng, std)
-    params.update({WRITTEN_TOWER + n: w for n, w in tower.items()})
-    for name, shape in head_shapes(config).items():
-        params[VISION + name] = (np.zeros(shape, np.float32) if name.endswith(".bias") else
-                                 rng.standard_normal(shape, np.float32) * np.float32(std))
-    return params
 
 
 def image_slots(ids):
@@ -95,15 +44,13 @@ def image_slots(ids):
 
 
 def place_images(x, slots, vectors: list):
-    """A copy of x [B, T, D] whose image slots (bool [B, T]) hold the images' vectors, each
-    [n_k, D], one after another in row-major order over [B, T]."""
-    placed = sum(len(v) for v in vectors)
+    """x [B, T, D] whose image slots (bool [B, T]) hold the images' vectors, each [n_k, D], one
+    after another in row-major order over [B, T]; recorded when training (masked_scatter)."""
+    placed = sum(v.shape[0] for v in vectors)
     if placed != int(slots.sum()):
         raise InvalidInputError(f"input_ids hold {int(slots.sum())} image slots but the images "
                                 f"give {placed} vectors")
-    x = x.copy()
-    x[slots] = np.concatenate(vectors).astype(x.dtype)      # [sum n_k, D] into the slots
-    return x
+    return masked_scatter(x, slots, np.concatenate(vectors))     # [sum n_k, D] into the slots
 
 
 class Phi3V:
@@ -117,34 +64,59 @@ class Phi3V:
         if config.vision is None:
             raise ConfigError(f"config: model_type {config.model_type!r} is not 'phi3_v'")
         self.config = config
-        params = init_parameters(config, seed) if params is None else dict(params)
-        if EMBED not in params and WTE in params:      # a file that stores only the alias
-            params[EMBED] = params[WTE]
-        params.pop(WTE, None)
-        heads = {VISION + n: s for n, s in head_shapes(config).items()}
-        decoder = weights.parameter_shapes(decoder_config(config))
-        tower = {n: w for n, w in params.items() if n.startswith(TOWER)}
-        for name, shape in (decoder | heads).items():
-            if name not in params:
-                raise InvalidInputError(f"missing tensor {name!r}")
-            if tuple(np.shape(params[name])) != shape:
-                raise InvalidInputError(f"tensor {name!r} has shape {np.shape(params[name])}, "
-                                        f"expected {shape}")
-        unknown = [n for n in params if n not in decoder and n not in heads and n not in tower]
-        if unknown:
-            raise InvalidInputError(f"unexpected tensor {unknown[0]!r}: not a phi3_v tensor")
-        self.decoder = model.Phi3(decoder_config(config), {n: params[n] for n in decoder})
-        self.tower = clip_weights_from(tower, config.vision.clip, TOWER)   # 5-style names
-        self.head = {n.removeprefix(VISION): params[n] for n in heads}
+        params = init_parameters(config, seed) if params is None else params
+        decoder, tower, head = split_parameters(config, params)
+        self.decoder = model.Phi3(decoder_config(config), decoder)
+        tower = clip_weights_from(tower, config.vision.clip, TOWER)        # 5-style names
+        self._tower = {n: Parameter(w) for n, w in tower.items()}
+        self._head = {n: Parameter(w) for n, w in head.items()}
+
+    @classmethod
+    def from_decoder(cls, decoder: model.Phi3, vision: VisionConfig, seed: int = 0) -> "Phi3V":
+        """A phi3_v model whose decoder is a copy of a text model's (model_type phi3) and whose
+        tower, separators and projection are new (init_image_side with `seed`)."""
+        if decoder.config.model_type != "phi3":
+            raise InvalidInputError(f"phi-3-vision's decoder is a phi3 model, not "
+                                    f"{decoder.config.model_type!r}")
+        config = decoder.config.replace(model_type="phi3_v", vision=vision)
+        params = {n: np.array(w, np.float32) for n, w in decoder.params.items()}
+        return cls(config, params | init_image_side(config, seed))
+
+    # ---- parameters -------------------------------------------------------------------------
+    def named_parameters(self):
+        """(checkpoint name, Parameter) pairs: the decoder's, then the tower's (published names,
+        with `vision_model.`), the separators and the projection."""
+        yield from self.decoder.named_parameters()
+        yield from ((WRITTEN_TOWER + n, p) for n, p in self._tower.items())
+        yield from ((VISION + n, p) for n, p in self._head.items())
 
     @property
     def params(self) -> dict:
-        """Every weight by the published checkpoint's name (the tower's with `vision_model.`)."""
-        return (self.decoder.params | {WRITTEN_TOWER + n: w for n, w in self.tower.items()}
-                | {VISION + n: w for n, w in self.head.items()})
+        """Every weight as an array, by the published checkpoint's name."""
+        return {name: p.data for name, p in self.named_parameters()}
 
     def num_parameters(self) -> int:
-        return sum(int(np.prod(np.shape(w))) for w in self.params.values())
+        return sum(int(np.prod(p.shape)) for _, p in self.named_parameters())
+
+    def zero_grad(self):
+        for _, p in self.named_parameters():
+            p.grad = None
+
+    def freeze(self, parts=()):
+        """Keep the named parts constant ("tower", "projector", "decoder"; the others train):
+        their Parameters stop requiring a gradient, so the tape treats them as constants, none
+        gets a `.grad`, and AdamW (which skips those) leaves them as they are. A frozen tower is
+        not recorded at all. freeze() makes every part trainable again."""
+        unknown = sorted(set(parts) - set(PARTS))
+        if unknown:
+            raise InvalidInputError(f"cannot freeze {', '.join(map(repr, unknown))}: the parts "
+                                    f"are {', '.join(PARTS)}")
+        for name, p in self.named_parameters():
+            p.requires_grad = part_of(name) not in parts
+
+    def _weights(self, parameters: dict) -> dict:
+        """The Parameters while recording for training, their arrays otherwise (as Phi3's)."""
+        return parameters if is_recording() else {n: p.data for n, p in parameters.items()}
 
     # ---- checkpoints ----------------------------------------------------------------------
     @classmethod
@@ -182,8 +154,9 @@ class Phi3V:
     def image_features(self, pixel_values, image_sizes) -> list:
         """Each image's vectors in the decoder's space: N arrays [n_tokens, D]."""
         v = self.config.vision
-        return image_embeddings(pixel_values, image_sizes, self.tower, v.clip, v.layer_idx,
-                                self.head, self.head)
+        head = self._weights(self._head)
+        return image_embeddings(pixel_values, image_sizes, self._weights(self._tower), v.clip,
+                                v.layer_idx, head, head)
 
     def image_token_counts(self, pixel_values, image_sizes) -> list:
         """The number of vectors of each image, from its size alone (no tower run)."""
@@ -196,7 +169,7 @@ class Phi3V:
         [B, T] -> [B, T, D]."""
         ids = self._check_ids(input_ids)
         slots, V = image_slots(ids), self.config.vocab_size
-        x = embedding(np.clip(ids, 0, V - 1), self.decoder.params[EMBED])     # [B, T, D]
+        x = embedding(np.clip(ids, 0, V - 1), self.decoder.weights()[EMBED])  # [B, T, D]
         n = int(slots.sum())
         if pixel_values is None:
             if n or image_sizes is not None:
@@ -239,6 +212,17 @@ class Phi3V:
         ids = np.clip(ids, 0, self.config.vocab_size - 1)
         return self.decoder(ids, attention_mask=attention_mask, cache=cache,
                             inputs_embeds=inputs_embeds, logits_to_keep=logits_to_keep)
+
+    def loss(self, input_ids, labels, pixel_values=None, image_sizes=None, attention_mask=None):
+        """Mean next-token cross-entropy over the labels that are not -100 (shifted inside), as
+        Phi3.loss, for ids whose image slots take the images' vectors; recorded, so that
+        `loss.backward()` fills the `.grad` of every Parameter not frozen. Phi-3-vision trains on
+        text tokens only: the labels hold -100 at the image slots and the prompt (REFERENCE-vision
+        §4.1; tinyphi3.train.images). Returns a scalar Tensor."""
+        with enable_grad():
+            x = self.embed(input_ids, pixel_values, image_sizes)                 # [B, T, D]
+            ids = np.clip(self._check_ids(input_ids), 0, self.config.vocab_size - 1)
+            return self.decoder.loss(ids, labels, attention_mask, inputs_embeds=x)
 
     def new_cache(self, batch_size: int = 1, capacity: int = 0):
         """An empty KV cache of the decoder (tinyphi3.inference.cache): the images' vectors pass

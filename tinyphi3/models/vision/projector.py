@@ -12,6 +12,10 @@ decoder's embedding space (REFERENCE-vision §3; `Phi3ImageEmbedding` of the pub
 An image arrives as the processor makes it: pixel_values [num_crops + 1, 3, S, S], the global
 view first, then its h*w crops row by row, then zero crops up to num_crops; image_sizes holds
 its padded size (h*S, w*S). Letters: tinyphi3/models/vision/__init__.py.
+
+Given Parameters (Phi3V.loss), the same functions train: the merge, tiling and separators are
+reshapes, transposes and concatenations the autograd tape records (a separator copied once per
+row receives the sum of its copies' gradients).
 """
 
 import math
@@ -21,8 +25,7 @@ import numpy as np
 from tinyphi3.config.vision import ClipConfig
 from tinyphi3.errors import InvalidInputError
 from tinyphi3.models.vision.clip import clip_features
-from tinyphi3.nn.activations import gelu_erf
-from tinyphi3.nn.layers import linear
+from tinyphi3.nn.layers import gelu_erf, linear
 
 
 def image_token_count(h: int, w: int, g: int) -> int:
@@ -77,8 +80,9 @@ def with_row_separators(grid, separator):
     """The separator after every row, then the rows one after another (`add_image_newline`):
     [R, W, 4C] -> [R*(W+1), 4C]."""
     R, W, C4 = grid.shape
-    newline = np.broadcast_to(separator.reshape(1, 1, C4), (R, 1, C4))      # [R, 1, 4C]
-    rows = np.concatenate([grid, newline.astype(grid.dtype)], axis=1)       # -> [R, W+1, 4C]
+    newline = separator.reshape(1, 1, C4).astype(grid.dtype)                # [1, 1, 4C]
+    newline = np.concatenate([newline] * R)                   # -> [R, 1, 4C]: R copies, recorded
+    rows = np.concatenate([grid, newline], axis=1)                          # -> [R, W+1, 4C]
     return rows.reshape(R * (W + 1), C4)                                    # -> [R*(W+1), 4C]
 
 
@@ -92,7 +96,7 @@ def hd_tokens(merged_crops, h_c: int, w_c: int, sub_GN, glb_GN):
                                 f"view, expected {1 + h_c * w_c}")
     sub = with_row_separators(tile_crops(merged_crops[1:], h_c, w_c), sub_GN)  # [h*g*(w*g+1), 4C]
     glb = with_row_separators(tile_crops(merged_crops[:1], 1, 1), sub_GN)      # [g*(g+1), 4C]
-    glb_GN = np.reshape(glb_GN, (1, C4)).astype(sub.dtype)                      # [1, 4C]
+    glb_GN = glb_GN.reshape(1, C4).astype(sub.dtype)                            # [1, 4C]
     return np.concatenate([sub, glb_GN, glb])                                   # -> [n_tok, 4C]
 
 
@@ -139,4 +143,4 @@ def image_embeddings(pixel_values, image_sizes, tower_weights: dict, clip_config
         tokens.append(hd_tokens(merge_2x2(features, g), h, w, separators["sub_GN"],
                                 separators["glb_GN"]))                    # [n_tok, 4C]
     vectors = project(np.concatenate(tokens), projection)               # [sum of n_tok, D]
-    return np.split(vectors, np.cumsum([len(t) for t in tokens])[:-1])  # -> N x [n_tok, D]
+    return np.split(vectors, np.cumsum([t.shape[0] for t in tokens])[:-1])  # N x [n_tok, D]

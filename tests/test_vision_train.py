@@ -1,0 +1,216 @@
+"""Training the tiny phi-3-vision (stage "vision_sft"): the batches of `tinyphi3 data images` (the
+chat's ids, the loss on the answers only), the recipe's [vision] checks, and `tinyphi3 train`
+end to end from a random tiny text checkpoint: the loss falls, the exported directory answers
+through `generate` with the picture, resume equals the uninterrupted run, a frozen tower stays,
+and a phi3_v checkpoint continues with its own processor."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_train import interrupt_after
+
+import tinyphi3
+from tinyphi3.cli import main
+from tinyphi3.config import Phi3Config
+from tinyphi3.inference.generate import generate
+from tinyphi3.models.model import Phi3
+from tinyphi3.models.vision.conversation import chat_ids, chat_inputs
+from tinyphi3.models.vision.hd_transform import ImageProcessor
+from tinyphi3.models.vision.image_file import open_image
+from tinyphi3.models.vision.phi3v import Phi3V
+from tinyphi3.models.vision.processor import Phi3VProcessor
+from tinyphi3.tokenizers import load_tokenizer
+from tinyphi3.train.conversations import ChatDataError
+from tinyphi3.train.images import load_image_conversations
+from tinyphi3.train.loop import Trainer
+from tinyphi3.train.recipe import RecipeError, recipe_from_dict
+
+MINI = Path(__file__).resolve().parent.parent / "checkpoints" / "mini"
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")
+CLIP = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 3,
+        "num_attention_heads": 2, "image_size": 28, "patch_size": 7, "layer_norm_eps": 1e-5,
+        "hidden_act": "quick_gelu"}
+
+
+def images(out, n):
+    result = CliRunner().invoke(main, ["data", "images", "--n", str(n), "--size", "28",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A random tiny text checkpoint (checkpoints/mini's tokenizer, a decoder of width 32), 20
+    pictures and 5 pictures (4 to train on, 1 held out) from `tinyphi3 data images`."""
+    root = tmp_path_factory.mktemp("vision_train")
+    text = root / "text"
+    Phi3(Phi3Config(vocab_size=2112, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                    bos_token_id=1, eos_token_id=2, pad_token_id=0), seed=0).save_pretrained(text)
+    for name in TOKENIZER_FILES:
+        shutil.copy(MINI / name, text / name)
+    images(root / "pictures", 20)
+    images(root / "four", 5)
+    return root
+
+
+def recipe(workspace, out, data="pictures", vision=None, init_from=None, **train):
+    settings = dict(stage="vision_sft", steps=8, batch_size=4, seq_len=128, lr=1e-2, min_lr=1e-3,
+                    warmup_steps=2)
+    settings.update(train)
+    return recipe_from_dict({
+        "model": {"init_from": str(init_from or workspace / "text"),
+                  "tokenizer": str(workspace / "text")},
+        "vision": {"clip": CLIP, "num_crops": 1} if vision is None else vision,
+        "data": {"images": str(workspace / data)}, "train": settings,
+        "log": {"eval_every": 4, "eval_batches": 1, "save_every": 4},
+        "output": {"dir": str(out), "dtype": "float32"}})
+
+
+def records(directory):
+    return [json.loads(line) for line in (directory / "examples.jsonl").read_text().splitlines()]
+
+
+# ---- batches ------------------------------------------------------------------------------------
+def test_the_ids_are_the_chats_and_only_the_answer_is_labelled(workspace):
+    """A training example is the chat prompt of `tinyphi3 chat --image` (the same ids), then the
+    answer; the labels are the answer and its <|end|>, -100 on the slots and the question."""
+    tok = load_tokenizer(workspace / "text")
+    processor = ImageProcessor(num_crops=2, crop_size=28, patch_size=7)
+    examples, too_long = load_image_conversations(workspace / "pictures", tok, processor, 256)
+    assert too_long == 0 and len(examples) == 20
+    for (ids, labels, picture), record in zip(examples, records(workspace / "pictures")):
+        user, answer = record["messages"]
+        question = user["content"].removeprefix("<|image_1|>\n")
+        slots = processor([picture])["num_img_tokens"][0]
+        prompt = chat_ids(tok, [{"role": "user", "content": question, "images": [picture]}],
+                          [slots])
+        np.testing.assert_array_equal(ids[:len(prompt)], prompt)
+        assert (ids == -1).sum() == slots and slots in (13, 17)      # 1 x 1 or 1 x 2 crops
+        assert (labels[:len(prompt)] == -100).all()
+        kept = labels != -100
+        np.testing.assert_array_equal(labels[kept], ids[kept])
+        assert tok.decode(ids[kept].tolist()) == answer["content"] + "<|end|>"
+    short, too_long = load_image_conversations(workspace / "pictures", tok, processor, 40)
+    assert too_long == 20 - len(short) > 0 and max(len(ids) for ids, *_ in short) <= 40
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["messages"][0].update(content="no tag"), "must begin with '<|image_1|>"),
+    (lambda r: r["messages"][1].update(content="<|image_1|>\nIt is."), "no other message"),
+    (lambda r: r.update(image="images/missing.png"), r"missing\.png not found"),
+    (lambda r: r.update(image=None), "'image' must be the picture's path"),
+    (lambda r: r["messages"].pop(), "no assistant turn"),
+])
+def test_bad_records_are_named(workspace, tmp_path, change, message):
+    shutil.copytree(workspace / "four" / "images", tmp_path / "images")
+    record = records(workspace / "four")[0]
+    change(record)
+    (tmp_path / "examples.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(ChatDataError, match=f"examples.jsonl:1: .*{message}"):
+        load_image_conversations(tmp_path, load_tokenizer(workspace / "text"),
+                                 ImageProcessor(1, 28, 7), 256)
+
+
+# ---- recipes ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["vision"].update(crops=2), r"\[vision\] unknown key\(s\) crops"),
+    (lambda d: d["vision"].update(freeze=["tower", "projector", "decoder"]), "not all"),
+    (lambda d: d["vision"].update(freeze=["towers"]), "freeze must list some of tower"),
+    (lambda d: d["vision"].update(num_crops=0), "num_crops must be a positive integer"),
+    (lambda d: d["vision"]["clip"].pop("patch_size"), "clip: .*patch_size"),
+    (lambda d: d["vision"]["clip"].update(patch_size=5), "not a multiple of patch_size"),
+    (lambda d: d["vision"].update(layer_idx=7), "layer_idx 7 is not a hidden state"),
+    (lambda d: d["model"].pop("init_from"), "ignore"),
+    (lambda d: (d["model"].pop("init_from"), d["vision"].pop("clip")), "needs its tower"),
+    (lambda d: d["vision"].pop("clip"), "layer_idx describes a new tower"),
+    (lambda d: (d["train"].update(stage="sft"), d.update(data={"conversations": "c"})),
+     r"\[vision\] belongs to stage \"vision_sft\", not 'sft'"),
+    (lambda d: d.update(data={"conversations": "x"}), "needs exactly one key, images"),
+])
+def test_vision_recipes_are_checked(change, message):
+    d = {"model": {"tokenizer": "t", "init_from": "t"},
+         "vision": {"clip": dict(CLIP), "layer_idx": -2},
+         "data": {"images": "d"}, "train": {"stage": "vision_sft"}}
+    change(d)
+    if message == "ignore":                          # a new model from a preset: fine
+        assert recipe_from_dict(d).model_config(2048).vision.clip.hidden_size == 16
+        return
+    with pytest.raises(RecipeError, match=message):
+        recipe_from_dict(d)
+
+
+# ---- the stage end to end -----------------------------------------------------------------------
+def test_tinyphi3_train_overfits_four_pictures_and_the_model_answers(workspace, tmp_path):
+    """30 steps on the same 4 pictures: the loss falls tenfold; the exported phi3_v directory
+    loads, its processor reads its preprocessor_config.json, and `generate` with each picture
+    gives back (most of) the answers it learnt."""
+    out = tmp_path / "run"
+    text = (f'[model]\ninit_from = "{workspace / "text"}"\ntokenizer = "{workspace / "text"}"\n'
+            f'[vision]\nclip = {json.dumps(CLIP).replace(":", " =")}\nnum_crops = 1\n'
+            f'[data]\nimages = "{workspace / "four"}"\n'
+            '[train]\nstage = "vision_sft"\nsteps = 30\nbatch_size = 4\nseq_len = 128\n'
+            'lr = 2e-2\nmin_lr = 2e-3\nwarmup_steps = 2\n'
+            f'[log]\neval_every = 10\neval_batches = 1\n[output]\ndir = "{out}"\n'
+            'dtype = "float32"\n')
+    (tmp_path / "vision.toml").write_text(text)
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "vision.toml")])
+    assert result.exit_code == 0, result.output
+    assert "4 pictures with questions to train on, 1 held out" in result.output
+    losses = [loss for _, loss in json.loads((out / "history.json").read_text())["losses"]]
+    assert np.mean(losses[-3:]) < 0.1 * np.mean(losses[:3])
+    model = tinyphi3.Phi3.from_pretrained(out / "final")
+    processor = Phi3VProcessor.from_pretrained(out / "final")
+    assert isinstance(model, Phi3V) and processor.image_processor.num_crops == 1
+    right = 0
+    for record in records(workspace / "four")[:4]:
+        question = record["messages"][0]["content"].removeprefix("<|image_1|>\n")
+        x = chat_inputs(processor, [{"role": "user", "content": question,
+                                     "images": [open_image(workspace / "four" / record["image"])]}])
+        answer = processor.tokenizer.decode(list(generate(
+            model, x["input_ids"][0], 20, pixel_values=x["pixel_values"],
+            image_sizes=x["image_sizes"], tokenizer=processor.tokenizer)))
+        right += answer == record["messages"][1]["content"]
+    assert right >= 2, right
+
+
+def test_ctrl_c_saves_and_resume_equals_the_uninterrupted_run(workspace, tmp_path, monkeypatch):
+    full = Trainer(recipe(workspace, tmp_path / "full"))
+    assert full.run(progress=False)
+    interrupt_after(monkeypatch, 3)
+    first = Trainer(recipe(workspace, tmp_path / "cut"))
+    assert not first.run(progress=False) and first.state["step"] == 3
+    monkeypatch.undo()
+    assert (tmp_path / "cut" / "checkpoint" / "preprocessor_config.json").is_file()
+    resumed = Trainer(recipe(workspace, tmp_path / "cut"), resume=True)
+    assert isinstance(resumed.model, Phi3V) and resumed.state["step"] == 3
+    assert resumed.run(progress=False)
+    assert resumed.state["losses"] == full.state["losses"]
+    assert resumed.state["val_losses"] == full.state["val_losses"]
+    for (name, a), (_, b) in zip(resumed.model.named_parameters(), full.model.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=name)
+
+
+def test_a_frozen_tower_stays_and_a_phi3_v_checkpoint_continues(workspace, tmp_path):
+    vision = {"clip": CLIP, "num_crops": 2, "freeze": ["tower"]}
+    trainer = Trainer(recipe(workspace, tmp_path / "a", vision=vision, steps=2, seed=5))
+    start = Phi3V.from_decoder(Phi3.from_pretrained(workspace / "text"),
+                               trainer.recipe.vision.vision_config(), seed=5).params
+    assert trainer.run(progress=False)
+    for name, p in trainer.model.named_parameters():
+        same = np.array_equal(p.data, start[name])
+        assert same == (".img_processor." in name), name
+    final = trainer.export()
+    again = Trainer(recipe(workspace, tmp_path / "b", vision={}, init_from=final, steps=1))
+    assert again.objective.image_processor.num_crops == 2        # from its preprocessor config
+    assert again.run(progress=False)
+    with pytest.raises(RecipeError, match="init_from .* is a phi3_v model with its own"):
+        Trainer(recipe(workspace, tmp_path / "c", init_from=final))
+    with pytest.raises(RecipeError, match="is a text model: give the tower"):
+        Trainer(recipe(workspace, tmp_path / "d", vision={"num_crops": 1}))
