@@ -1,5 +1,6 @@
 """`tinyphi3 eval`: few-shot accuracy of one or more checkpoints on the held-out tasks, as a table
-like the report's (rows = tasks with their shots, columns = models)."""
+like the report's (rows = tasks with their shots, columns = models); the chat tasks (safety,
+wording) and the picture questions of a phi-3-vision checkpoint (vision) as tables of rates."""
 
 from pathlib import Path
 
@@ -10,16 +11,18 @@ from tinyphi3.cli.options import backend_option, dtype_option, model_backend
 
 from tinyphi3.data.tasks import TASKS, task_items
 
+CHAT_TASKS = ("safety", "wording", "vision")      # not few-shot: each has its own table
+
 
 def _task_names(ctx, param, value):
     names = []
     for t in (t.strip() for t in value.split(",")):
         names += list(TASKS) if t == "all" else [t]
-    unknown = [t for t in names if t not in TASKS and t not in ("safety", "wording")]
+    unknown = [t for t in names if t not in TASKS and t not in CHAT_TASKS]
     if unknown:
         raise click.BadParameter(f"unknown task {unknown[0]!r}: choose one of "
-                                 f"{', '.join(TASKS)}, safety, wording, a comma-separated list, "
-                                 f"or 'all'")
+                                 f"{', '.join(TASKS)}, {', '.join(CHAT_TASKS)}, a "
+                                 f"comma-separated list, or 'all'")
     return list(dict.fromkeys(names))
 
 
@@ -32,8 +35,9 @@ def _task_names(ctx, param, value):
                    "side.")
 @click.option("--task", "tasks", default="all", show_default=True, callback=_task_names,
               help=f"{', '.join(TASKS)} (few-shot), safety (chat), wording (chat, held-out "
-                   "wordings of tinyphi3.data.wordings), a comma-separated list; "
-                   "all = the few-shot tasks.")
+                   "wordings of tinyphi3.data.wordings), vision (a phi3_v checkpoint: held-out "
+                   "pictures of tinyphi3.data.images, with and without the picture), a "
+                   "comma-separated list; all = the few-shot tasks.")
 @click.option("--shots", type=click.IntRange(min=0), default=None,
               help="Solved examples before each question [default: per task, "
                    + ", ".join(f"{t} {spec.default_shots}" for t, spec in TASKS.items())
@@ -76,6 +80,11 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
     words, greetings, thanks, identity, what it can do, a value from the previous turn; each
     reply judged by a stated rule (tinyphi3/evaluation/wording.py), n prompts per family.
 
+    vision asks a phi-3-vision checkpoint about n held-out pictures per kind (colour, count,
+    position, reading, chart; tinyphi3.data.images at the tower's crop size), each in a fresh
+    chat, greedy, judged by a stated rule (tinyphi3/evaluation/vision.py); then the same questions
+    with a blank picture of the same size (same prompt, nothing to see), and chance.
+
     \b
     Example:
       tinyphi3 eval --ckpt checkpoints/mini-base --task all --shots 5
@@ -83,24 +92,31 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
       tinyphi3 eval --ckpt checkpoints/mini --task all --chat
       tinyphi3 eval --ckpt base/ --ckpt sft/ --ckpt dpo/ --task safety --chart safety.png
       tinyphi3 eval --ckpt checkpoints/mini --task wording --n 200 --json wording.json
+      tinyphi3 eval --ckpt checkpoints/mini-vision --task vision --n 200 --json vision.json
     """
     import json
 
     from tinyphi3.evaluation.harness import evaluate_all, format_table
     from tinyphi3.evaluation.safety_eval import evaluate_safety, format_safety_table
     from tinyphi3.data.wordings import FAMILIES
+    from tinyphi3.evaluation.vision import evaluate_vision, format_vision_table
     from tinyphi3.evaluation.wording import evaluate_wording, format_wording_table
+    from tinyphi3.data.images import QUESTION_KINDS
     from tinyphi3.models.model import Phi3
+    from tinyphi3.models.vision.processor import Phi3VProcessor
     from tinyphi3.tokenizers import load_tokenizer
 
     if chat and cloze:
         raise click.UsageError("--cloze scores raw completions of the question; leave out --chat.")
     names = _column_names(ckpts)
-    few_shot = [t for t in tasks if t not in ("safety", "wording")]
+    if "vision" in tasks:                       # before any model is loaded or evaluated
+        _check_vision_checkpoints(ckpts)
+    few_shot = [t for t in tasks if t not in CHAT_TASKS]
     per_model = sum(len(task_items(task, "test", n, seed)) for task in few_shot)  # knowledge <= 640
     per_model += 2 * n if "safety" in tasks else 0
     per_model += len(FAMILIES) * n if "wording" in tasks else 0
-    results, safety, wording = {}, {}, {}
+    per_model += 2 * len(QUESTION_KINDS) * n if "vision" in tasks else 0   # picture and blank
+    results, safety, wording, vision = {}, {}, {}, {}
     with tqdm(total=len(ckpts) * per_model, desc="eval", unit="item") as bar:
         for name, ckpt in zip(names, ckpts):
             model = Phi3.from_pretrained(ckpt, backend=model_backend(), dtype=dtype)
@@ -113,17 +129,26 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
                 safety[name] = evaluate_safety(model, tokenizer, n, seed, progress=bar.update)
             if "wording" in tasks:
                 wording[name] = evaluate_wording(model, tokenizer, n, seed, progress=bar.update)
+            if "vision" in tasks:
+                processor = Phi3VProcessor.from_pretrained(ckpt)
+                vision[name] = {"picture": evaluate_vision(model, processor, n, seed,
+                                                           progress=bar.update),
+                                "blank": evaluate_vision(model, processor, n, seed, blind=True,
+                                                         progress=bar.update)}
     if results:
         click.echo(format_table(results))
     if safety:
         click.echo(format_safety_table(safety))
     if wording:
         click.echo(format_wording_table(wording))
+    if vision:
+        click.echo(format_vision_table(vision))
     if json_out:
         with open(json_out, "w", encoding="utf-8") as f:
             json.dump({name: {**results.get(name, {}),
                               **({"safety": safety[name]} if name in safety else {}),
-                              **({"wording": wording[name]} if name in wording else {})}
+                              **({"wording": wording[name]} if name in wording else {}),
+                              **({"vision": vision[name]} if name in vision else {})}
                        for name in names}, f, indent=1)
     if chart and safety:
         from tinyphi3.pictures.charts import grouped_bars
@@ -133,6 +158,18 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
         grouped_bars(chart, groups, "Safety on held-out requests (lower is better)",
                      "% of requests", vmax=100)
         click.echo(f"chart: {chart}")
+
+
+def _check_vision_checkpoints(ckpts):
+    """--task vision: every checkpoint must read pictures (config.json only, before any weights
+    load); a text-only one is one clear error (tinyphi3.cli.images.no_images_error)."""
+    from tinyphi3.cli.images import check_checkpoint_reads_images
+    from tinyphi3.errors import InvalidInputError
+    for ckpt in ckpts:
+        try:
+            check_checkpoint_reads_images(ckpt)
+        except InvalidInputError as e:
+            raise InvalidInputError(f"--task vision: {e}") from None
 
 
 def _column_names(ckpts):
