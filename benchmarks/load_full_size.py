@@ -1,12 +1,19 @@
-"""Load a full-size phi-3-mini snapshot (3.82 B parameters, bf16, 2 shards) and measure memory.
+"""Load a full-size snapshot (bf16, 2 shards) with random weights and measure memory and time.
 
-Writes a snapshot with random weights in the published layout (bf16, `model-0000K-of-00002`
-shards + index), generating each tensor only when its bytes are written, then loads it in a fresh
-process with `Phi3.from_pretrained` and reports peak resident memory against the size of the
-float32 weights: loading tensor by tensor should need the float32 model plus about one tensor,
-not a second full copy. Finally runs one short forward pass on the loaded model.
+--model mini (the default): phi-3-mini-4k, 3.82 B parameters. Writes a snapshot with random
+weights in the published layout (bf16, `model-0000K-of-00002` shards + index), generating each
+tensor only when its bytes are written, then loads it in a fresh process with
+`Phi3.from_pretrained` and reports peak resident memory against the size of the float32 weights:
+loading tensor by tensor should need the float32 model plus about one tensor, not a second full
+copy. Finally runs one short forward pass on the loaded model.
 
     python benchmarks/load_full_size.py --dir /tmp/phi3-mini-random --out docs/full_size_load.md
+
+--model vision: Phi-3-vision-128k-instruct, 4.15 B parameters (see load_full_size_vision.py):
+the same for the float32 model with one forward pass of a 17-crop image, then `tinyphi3
+quantize` (block 32) and the 4-bit model's memory and time to first token.
+
+    python benchmarks/load_full_size.py --model vision [--keep]
 """
 
 import argparse
@@ -74,10 +81,24 @@ def load_and_measure(directory: str):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", default="/tmp/phi3-mini-random")
+    parser.add_argument("--model", choices=["mini", "vision"], default="mini")
+    parser.add_argument("--dir", default=None, help="snapshot directory (default: /tmp/phi3-mini-"
+                                                    "random or /tmp/phi3-vision-random)")
     parser.add_argument("--out", default="docs/full_size_load.md")
+    parser.add_argument("--benchmarks", default="docs/benchmarks.md",
+                        help="vision: where the time-to-first-token section goes")
+    parser.add_argument("--keep", action="store_true",
+                        help="vision: keep the snapshots this run wrote (default: delete them)")
+    parser.add_argument("--note", default="", help="vision: a line about the machine's state")
+    parser.add_argument("--quick", action="store_true",
+                        help="vision: a tiny model of the same layout, to check the script")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.model == "vision":
+        import load_full_size_vision
+        return load_full_size_vision.main(args)
+    args.dir = args.dir or "/tmp/phi3-mini-random"
     if args.measure:
         return load_and_measure(args.dir)
     directory = Path(args.dir)
@@ -113,8 +134,11 @@ Two full copies (bf16 file contents plus float32 weights) would be
 {(on_disk + r['fp32_bytes']) / gb:.2f} GB; tensor-by-tensor loading stays at the float32 weights
 plus the interpreter, libraries and about one tensor in flight.
 """
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(report)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rest = out.read_text() if out.exists() else ""
+    rest = rest[rest.index("\n## "):] if "\n## " in rest else ""   # other models' sections
+    out.write_text(report + rest)
     print(report)
 
 

@@ -221,8 +221,10 @@ def test_clear_errors_at_loading(tmp_path, reference):
     order = write_snapshot(tmp_path / "order", reference, hd_transform_order="glb_sub")
     with pytest.raises(ConfigError, match="hd_transform_order 'glb_sub' is not supported"):
         tinyphi3.Phi3.from_pretrained(order)
-    with pytest.raises(InvalidInputError, match="float32 on the host only"):
-        Phi3V.from_pretrained(tmp_path / "missing", dtype="bfloat16")
+    with pytest.raises(InvalidInputError, match="on the host only"):
+        Phi3V.from_pretrained(tmp_path / "missing", backend="cupy")
+    with pytest.raises(InvalidInputError, match="dtype must be one of float32, bfloat16"):
+        Phi3V.from_pretrained(tmp_path / "missing", dtype="float16")
     text = tmp_path / "text"
     Phi3(Phi3Config(vocab_size=V, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
                     num_attention_heads=2, num_key_value_heads=2)).save_pretrained(text)

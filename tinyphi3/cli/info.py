@@ -71,7 +71,9 @@ def describe_checkpoint(path) -> str:
                     + ("" if qc is None else
                        f"; 4-bit weights, blocks of {qc['block_size']}, {qc['scheme']} "
                        f"({bits_per_weight(int(qc['block_size']), qc['scheme']):g} bits/weight), "
-                       f"norms and biases float32")),
+                       f"norms and biases float32" + "".join(
+                           f"; {m}.* kept as stored" for m in
+                           qc.get("modules_to_not_convert", [])))),
         ("memory", f"fp32 {human_bytes(4 * n_params)} · bf16 {human_bytes(2 * n_params)} · "
                    f"4-bit {human_bytes(n_params * bits_per_weight(Q4_BLOCK) / 8)} "
                    f"({bits_per_weight(Q4_BLOCK):g} bits/weight: 4-bit values + an fp16 scale "

@@ -24,9 +24,11 @@ def quantize(ckpt, out, bits, block, scheme):
     `eval` to run directly.
 
     Every 2-D weight (linear layers, embedding, lm_head) is stored as 4-bit levels with one
-    float16 scale (and minimum) per block; norms and biases stay float32. Tensors are read,
-    quantized and written one at a time, so a 7.6 GB snapshot needs memory for one tensor. The
-    output appears only when complete.
+    float16 scale (and minimum) per block; norms and biases stay float32. A Phi-3-vision
+    checkpoint (phi3_v) has its decoder quantized so, and keeps its image side (the CLIP tower,
+    separators and projector) as stored; its preprocessor_config.json is carried over with the
+    tokenizer. Tensors are read, quantized and written one at a time, so a 7.6 GB snapshot needs
+    memory for one tensor. The output appears only when complete.
 
     \b
     Example:

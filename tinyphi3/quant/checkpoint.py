@@ -15,6 +15,11 @@ embedding and lm_head), the tensors of quant.Q4Weight:
 Norm gains and biases stay in float32: they are a few thousand numbers per layer, and each one
 scales a whole channel of every activation, so rounding them would cost accuracy and save nothing.
 
+A model may keep whole modules out of the 4 bits (Phi-3-vision keeps its image side): their
+prefixes are listed as `"modules_to_not_convert": ["model.vision_embed_tokens"]` (the key Hugging
+Face's quantization configs use) and their tensors are stored as the source stored them, in its
+dtype, bit for bit.
+
 The writer streams: each source tensor is read, quantized and written before the next is read, so
 quantizing a 7.6 GB snapshot needs memory for one tensor. Everything is written into a temporary
 directory beside the output, which is renamed into place only when complete.
@@ -69,11 +74,18 @@ def quantization_config(path) -> dict | None:
                               f"this tinyphi3 reads {PACKING!r}; quantize the float checkpoint "
                               f"again with `tinyphi3 quantize`")
     quant.check_options(qc["bits"], qc["block_size"], qc.get("scheme", "symmetric"))
+    kept = qc.get("modules_to_not_convert", [])
+    if not (isinstance(kept, list) and all(isinstance(m, str) and m for m in kept)):
+        raise CheckpointError(f"{path}: quantization_config.modules_to_not_convert must be a "
+                              f"list of module names, got {kept!r}")
     return qc
 
 
-def is_quantized_name(name: str, shape) -> bool:
-    """Every 2-D weight is quantized; norms and biases are not."""
+def is_quantized_name(name: str, shape, not_converted=()) -> bool:
+    """Every 2-D weight is quantized, except in the modules `not_converted` (name prefixes);
+    norms and biases are not."""
+    if any(name.startswith(module + ".") for module in not_converted):
+        return False
     return name.endswith(".weight") and len(shape) == 2
 
 
@@ -89,17 +101,22 @@ def stored_shapes(shape, block, scheme) -> dict:
 
 
 def write_quantized(out, config: Phi3Config, shapes: dict, source, block=32, scheme="symmetric",
-                    copy_from=None, progress=True):
+                    copy_from=None, progress=True, not_converted=(), stored_dtype=None):
     """Write a 4-bit checkpoint to directory `out` from `source(name) -> float array`, called
     once per tensor of `shapes` (the model's tensors by name, in checkpoint order). Files of
-    `copy_from` (tokenizer, generation config) are copied beside it. `out` must not exist or be
-    empty; it appears only when complete."""
+    `copy_from` (tokenizer, generation config, preprocessor config) are copied beside it. `out`
+    must not exist or be empty; it appears only when complete.
+
+    not_converted: modules (name prefixes) whose tensors are written unchanged, in the dtype
+    `stored_dtype(name)` gives (what the source stores them in), and recorded in config.json as
+    modules_to_not_convert."""
     quant.check_options(4, block, scheme)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CheckpointError(f"{out}: already exists and is not empty; choose a new --out")
+    not_converted = list(not_converted)
     for name, shape in shapes.items():          # every tensor must fit before anything is written
-        if is_quantized_name(name, shape):
+        if is_quantized_name(name, shape, not_converted):
             quant.check_fits(name, shape, block)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -120,26 +137,31 @@ def write_quantized(out, config: Phi3Config, shapes: dict, source, block=32, sch
                 return {"qweight": q.packed, "scales": q.scales, "mins": q.mins}[suffix]
             return make
 
-        def float_part(name):
+        def float_part(name, dtype):
             def make():
                 bar.update(1)
-                return np.asarray(source(name), np.float32)
+                return np.asarray(source(name), dtype)
             return make
 
         for name, shape in shapes.items():
-            if is_quantized_name(name, shape):
+            if is_quantized_name(name, shape, not_converted):
                 prefix = name[:-len(".weight")]
                 for suffix, s in stored_shapes(shape, block, scheme).items():
                     dtype = np.uint8 if suffix == "qweight" else np.float16
                     items.append((f"{prefix}.{suffix}", dtype, s, quantized_part(name, suffix)))
+            elif any(name.startswith(module + ".") for module in not_converted):
+                dtype = np.float32 if stored_dtype is None else stored_dtype(name)
+                items.append((name, dtype, shape, float_part(name, dtype)))     # as stored
             else:
-                items.append((name, np.float32, shape, float_part(name)))
+                items.append((name, np.float32, shape, float_part(name, np.float32)))
         write_safetensors(tmp / "model.safetensors", items, {"format": QUANT_METHOD})
         bar.close()
         config_dict = config.to_dict()
         config_dict["quantization_config"] = {"quant_method": QUANT_METHOD, "bits": 4,
                                               "block_size": block, "scheme": scheme,
                                               "packing": PACKING}
+        if not_converted:
+            config_dict["quantization_config"]["modules_to_not_convert"] = not_converted
         (tmp / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
         if copy_from is not None:
             for f in Path(copy_from).iterdir():
@@ -158,9 +180,10 @@ def expected_tensors(shapes: dict, qc: dict):
     """({stored name: shape}, {stored name: allowed dtypes}) of a 4-bit checkpoint of the model
     whose tensors are `shapes` ({name: shape})."""
     block, scheme = int(qc["block_size"]), qc.get("scheme", "symmetric")
+    kept = qc.get("modules_to_not_convert", [])
     stored, dtypes = {}, {}
     for name, shape in shapes.items():
-        if not is_quantized_name(name, shape):
+        if not is_quantized_name(name, shape, kept):
             stored[name] = tuple(shape)
             continue
         prefix = name[:-len(".weight")]
@@ -173,15 +196,16 @@ def expected_tensors(shapes: dict, qc: dict):
 def load_quantized_tensors(path, config: Phi3Config, shapes: dict, qc: dict,
                            index=None) -> dict:
     """The weights of a 4-bit checkpoint: quant.Q4Weight for 2-D weights, float32 arrays for
-    the rest; names, shapes and dtypes are checked against `shapes` (the model's tensors by name,
-    tinyphi3.models.weights.parameter_shapes) first. `index`: the checkpoint's tensor_index, when
-    the caller has it."""
+    the rest (and for the modules_to_not_convert); names, shapes and dtypes are checked against
+    `shapes` (the model's tensors by name, tinyphi3.models.weights.parameter_shapes) first.
+    `index`: the checkpoint's tensor_index, when the caller has it."""
     index = checkpoint.tensor_index(path) if index is None else index
     index = {n: f for n, f in index.items() if n not in checkpoint.tied_copies(config)}
     checkpoint.check_tensors(index, *expected_tensors(shapes, qc))
+    kept = qc.get("modules_to_not_convert", [])
     params = {}
     for name, shape in shapes.items():
-        if not is_quantized_name(name, shape):
+        if not is_quantized_name(name, shape, kept):
             params[name] = index[name].get(name).astype(np.float32, copy=False)
             checkpoint.check_finite(name, params[name], index[name].path)
             continue

@@ -10,6 +10,10 @@ image k, but the value is not read (REFERENCE-vision §3.8). The decoder is a pl
 tensors under `model.vision_embed_tokens.` (names, shapes and parts:
 tinyphi3.models.vision.weights).
 
+Weight formats: the decoder's matrices may be 4-bit blocks (a checkpoint written by `tinyphi3
+quantize`, which keeps the image side as stored) or bf16 bits (`dtype="bfloat16"`), as Phi3's are;
+the tower, separators and projection are float32 arrays whatever the decoder holds.
+
 Training: `loss(ids, labels, pixel_values, image_sizes)` records the whole path, tower to logits
 (the tower's and projector's functions use only operations the tape records, and the vectors go
 to their slots through `masked_scatter`), so `backward()` fills the gradient of every Parameter
@@ -31,9 +35,11 @@ from tinyphi3.models.vision.projector import image_embeddings, image_grids, imag
 from tinyphi3.models.vision.weights import (  # noqa: F401 (parameter_shapes: re-exported)
     EMBED, PARTS, TOWER, VISION, WRITTEN_TOWER, WTE, decoder_config, init_image_side,
     init_parameters, parameter_shapes, part_of, split_parameters, stored_shapes)
+from tinyphi3.models.call import WeightFormat
 from tinyphi3.nn.autograd import Parameter, enable_grad, is_recording
-from tinyphi3.nn.layers import embedding, masked_scatter
+from tinyphi3.nn.layers import masked_scatter
 from tinyphi3.quant import checkpoint as quant_checkpoint
+from tinyphi3.quant.bf16 import to_bf16_weights
 
 MAX_INPUT_ID = 10 ** 9                         # ids in (-MAX_INPUT_ID, 0) are image slots
 
@@ -56,17 +62,17 @@ def place_images(x, slots, vectors: list):
 class Phi3V:
     """Phi-3-vision: `Phi3V.from_pretrained(dir)` (or `tinyphi3.Phi3.from_pretrained(dir)`),
     then `model(ids, pixel_values, image_sizes)` -> logits. `Phi3V(config, params=None, seed=0)`
-    builds one from tensors by checkpoint name (either CLIP naming), or with random weights."""
+    builds one from tensors by checkpoint name (either CLIP naming), or with random weights;
+    `weight_format`: how the decoder's matrices are held (model.FLOAT, model.Q4, model.BF16)."""
 
-    quantization = None                # no 4-bit phi3_v checkpoint (from_pretrained refuses one)
-
-    def __init__(self, config: Phi3Config, params: dict | None = None, seed: int = 0):
+    def __init__(self, config: Phi3Config, params: dict | None = None, seed: int = 0,
+                 weight_format: WeightFormat = model.FLOAT):
         if config.vision is None:
             raise ConfigError(f"config: model_type {config.model_type!r} is not 'phi3_v'")
         self.config = config
         params = init_parameters(config, seed) if params is None else params
         decoder, tower, head = split_parameters(config, params)
-        self.decoder = model.Phi3(decoder_config(config), decoder)
+        self.decoder = model.Phi3(decoder_config(config), decoder, weight_format=weight_format)
         tower = clip_weights_from(tower, config.vision.clip, TOWER)        # 5-style names
         self._tower = {n: Parameter(w) for n, w in tower.items()}
         self._head = {n: Parameter(w) for n, w in head.items()}
@@ -81,6 +87,11 @@ class Phi3V:
         config = decoder.config.replace(model_type="phi3_v", vision=vision)
         params = {n: np.array(w, np.float32) for n, w in decoder.params.items()}
         return cls(config, params | init_image_side(config, seed))
+
+    @property
+    def quantization(self) -> dict | None:
+        """The quantization_config of a 4-bit checkpoint (None for float weights)."""
+        return self.decoder.quantization
 
     # ---- parameters -------------------------------------------------------------------------
     def named_parameters(self):
@@ -124,29 +135,51 @@ class Phi3V:
                         dtype: str = "float32") -> "Phi3V":
         """Load a phi3_v directory (config.json + safetensors, single or sharded), its tower
         named as transformers 4 (`img_processor.vision_model.`, the published file) or 5 does.
-        Float32 on the host only: no other backend or dtype, no 4-bit checkpoint."""
-        if backend is not None or dtype != "float32":
-            raise InvalidInputError(f"a phi3_v model loads in float32 on the host only, not "
-                                    f"backend={backend!r}, dtype={dtype!r}")
+        A 4-bit checkpoint (`tinyphi3 quantize`) loads its decoder as 4-bit blocks, whatever
+        the dtype; dtype "bfloat16" holds a float decoder's matrices in bf16 (as Phi3's). The
+        image side is float32 either way. On the host only: no other backend."""
+        if backend is not None:
+            raise InvalidInputError(f"a phi3_v model runs on the host only, not "
+                                    f"backend={backend!r}")
+        if dtype not in model.DTYPES:
+            raise InvalidInputError(f"dtype must be one of {', '.join(model.DTYPES)}, "
+                                    f"got {dtype!r}")
         config = checkpoint.load_config(path)
         if config.vision is None:
             raise CheckpointError(f"{path}: model_type {config.model_type!r} is not 'phi3_v'; "
                                   f"load it with Phi3.from_pretrained")
-        if quant_checkpoint.quantization_config(path) is not None:
-            raise CheckpointError(f"{path}: a 4-bit phi3_v checkpoint is not supported")
+        qc = quant_checkpoint.quantization_config(path)
         index = checkpoint.tensor_index(path)
         shapes, ignored = stored_shapes(config, index)
         checkpoint.check_size(config, sum(math.prod(s) for s in shapes.values()), index)
+        if qc is not None:                                   # the decoder in 4-bit blocks
+            if not any(VISION.startswith(m + ".") for m in qc.get("modules_to_not_convert", [])):
+                raise CheckpointError(f"{path}: a 4-bit phi3_v checkpoint keeps its image side "
+                                      f"({VISION}*) out of the 4 bits (modules_to_not_convert); "
+                                      f"this one does not")
+            index = {n: f for n, f in index.items() if n not in ignored}
+            params = quant_checkpoint.load_quantized_tensors(path, config, shapes, qc, index)
+            vision = cls(config, params, weight_format=model.Q4)
+            vision.decoder.quantization = qc
+            return vision
         params = checkpoint.load_tensors(path, shapes, ignored=ignored, index=index)
         if WTE in ignored and not np.array_equal(index[WTE].get(WTE).astype(np.float32),
                                                  params[EMBED]):
             raise CheckpointError(f"{path}: {WTE} differs from {EMBED}; the model ties them (one "
                                   f"table), so which one to use is ambiguous")
+        if dtype == "bfloat16":                  # the decoder's matrices; the image side float32
+            decoder = {n for n in params if part_of(n) == "decoder"}
+            params |= to_bf16_weights({n: params[n] for n in decoder})
+            return cls(config, params, weight_format=model.BF16)
         return cls(config, params)
 
     def save_pretrained(self, path, dtype="float32", max_shard_bytes=None,
                         config_layout="rope_scaling"):
         """Write config.json (model_type phi3_v) and the tensors under the published names."""
+        if self.decoder.weight_format is not model.FLOAT:
+            raise CheckpointError(f"save a model loaded as float32 (this one's decoder holds "
+                                  f"{self.decoder.weight_format.name} weights); a 4-bit one is "
+                                  f"not saved again: quantize its float checkpoint instead")
         checkpoint.save(path, self.config, self.params, dtype=dtype,
                         max_shard_bytes=max_shard_bytes, config_layout=config_layout)
 
@@ -169,7 +202,8 @@ class Phi3V:
         [B, T] -> [B, T, D]."""
         ids = self._check_ids(input_ids)
         slots, V = image_slots(ids), self.config.vocab_size
-        x = embedding(np.clip(ids, 0, V - 1), self.decoder.weights()[EMBED])  # [B, T, D]
+        table = self.decoder.weights()[EMBED]                 # float, bf16 or 4-bit, as loaded
+        x = self.decoder.weight_format.embedding(np.clip(ids, 0, V - 1), table)  # [B, T, D]
         n = int(slots.sum())
         if pixel_values is None:
             if n or image_sizes is not None:
@@ -219,6 +253,9 @@ class Phi3V:
         `loss.backward()` fills the `.grad` of every Parameter not frozen. Phi-3-vision trains on
         text tokens only: the labels hold -100 at the image slots and the prompt (REFERENCE-vision
         §4.1; tinyphi3.train.images). Returns a scalar Tensor."""
+        if self.decoder.weight_format is not model.FLOAT:
+            raise InvalidInputError(f"a model with {self.decoder.weight_format.name} weights "
+                                    f"runs inference only; train its float32 checkpoint")
         with enable_grad():
             x = self.embed(input_ids, pixel_values, image_sizes)                 # [B, T, D]
             ids = np.clip(self._check_ids(input_ids), 0, self.config.vocab_size - 1)
@@ -231,7 +268,7 @@ class Phi3V:
 
     def weight_bytes(self) -> int:
         """Bytes the weights take in memory: the decoder's, the tower's and the projection's."""
-        return sum(int(np.asarray(w).nbytes) for w in self.params.values())
+        return sum(int(w.nbytes) for w in self.params.values())
 
     @staticmethod
     def _check_ids(input_ids):

@@ -16,7 +16,8 @@ from tinyphi3.config import Phi3Config
 from tinyphi3.errors import InvalidInputError
 from tinyphi3.io import checkpoint
 from tinyphi3.models import weights
-from tinyphi3.models.vision.clip import clip_tensor_shapes, init_clip_weights
+from tinyphi3.models.vision.clip import (clip_tensor_shapes, init_clip_weights,
+                                         strip_clip_prefix)
 
 VISION = "model.vision_embed_tokens."
 TOWER = VISION + "img_processor."              # + "vision_model." in transformers-4 names
@@ -69,6 +70,15 @@ def stored_shapes(config: Phi3Config, names) -> tuple:
     elif WTE in names:
         ignored += (WTE,)
     return shapes, ignored
+
+
+def published_name(name: str) -> str:
+    """The published checkpoint's name of a tensor a checkpoint stores as `name` (see
+    stored_shapes): the tower under WRITTEN_TOWER, the embedding as EMBED."""
+    if name == WTE:
+        return EMBED
+    tower = strip_clip_prefix(name, TOWER)
+    return name if tower is None else WRITTEN_TOWER + tower
 
 
 def split_parameters(config: Phi3Config, params: dict) -> tuple:
