@@ -6,9 +6,11 @@
     tokenizer train    tokenizer.py   a tokenizer of your own
     data ...           data.py        the data recipe, stage by stage, and post-training data
     train              train.py       train as a recipe says
-    eval               evaluation.py  few-shot evaluation in the report's format, safety rates
+    eval               evaluation.py  few-shot evaluation in the report's format, safety, wordings,
+                                      pictures
     blocksparse        blocksparse.py the report's Figure 2: a block-sparse layout, drawn
     (shared)           options.py     --backend, sampling options, loading a checkpoint
+    (shared)           images.py      --image for chat and generate: files opened, checked, read
 
 Every tinyphi3 error ends a command with one line on stderr and exit status 1.
 """
