@@ -133,6 +133,9 @@ def test_bad_records_are_named(workspace, tmp_path, change, message):
     (lambda d: (d["train"].update(stage="sft"), d.update(data={"conversations": "c"})),
      r"\[vision\] belongs to stage \"vision_sft\", not 'sft'"),
     (lambda d: d.update(data={"conversations": "x"}), "needs exactly one key, images"),
+    (lambda d: d["vision"].update(text_share=0.5), "text_share needs text"),
+    (lambda d: d["vision"].update(text="c.jsonl", text_share=1.0), "between 0 and 1"),
+    (lambda d: d["vision"].update(text=3), "text must be the path"),
 ])
 def test_vision_recipes_are_checked(change, message):
     d = {"model": {"tokenizer": "t", "init_from": "t"},
@@ -214,3 +217,45 @@ def test_a_frozen_tower_stays_and_a_phi3_v_checkpoint_continues(workspace, tmp_p
         Trainer(recipe(workspace, tmp_path / "c", init_from=final))
     with pytest.raises(RecipeError, match="is a text model: give the tower"):
         Trainer(recipe(workspace, tmp_path / "d", vision={"num_crops": 1}))
+
+
+def conversations(path, n):
+    """n text conversations in the SFT file format (a sum and its answer)."""
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"messages": [
+                {"role": "user", "content": f"What is {i} plus 2?"},
+                {"role": "assistant", "content": f"It is {i + 2}."}]}) + "\n")
+    return path
+
+
+def test_text_conversations_are_mixed_in_on_their_share_of_the_steps(workspace, tmp_path,
+                                                                      monkeypatch):
+    """[vision] text: every fourth step (share 0.25) is a batch of text conversations with no
+    picture; the held-out text loss is logged beside the pictures' and drawn; resume after
+    Ctrl-C equals the uninterrupted run, the text batches included."""
+    text = conversations(tmp_path / "text.jsonl", 40)
+    vision = {"clip": CLIP, "num_crops": 1, "text": str(text)}
+    trainer = Trainer(recipe(workspace, tmp_path / "mix", vision=vision))
+    assert [trainer.objective.text_step(n) for n in range(8)] == [False, False, False, True] * 2
+    assert any("32 text conversations mixed in on 25% of the steps" in note
+               for note in trainer.objective.notes)
+    seen = []
+    original = trainer.model.loss
+    monkeypatch.setattr(trainer.model, "loss", lambda *args, **kw: (
+        seen.append(kw.get("pixel_values") is not None), original(*args, **kw))[1])
+    assert trainer.run(progress=False)
+    monkeypatch.undo()
+    assert seen == [True, True, True, False] * 2
+    stats = trainer.state["val_stats"]
+    assert [step for step, _ in stats] == [4, 8] and all(s["text_loss"] > 0 for _, s in stats)
+    assert stats[-1][1]["text_loss"] < stats[0][1]["text_loss"]    # the sums are being learnt
+    trainer.export()
+    interrupt_after(monkeypatch, 5)
+    cut = Trainer(recipe(workspace, tmp_path / "cut", vision=vision))
+    assert not cut.run(progress=False)
+    monkeypatch.undo()
+    resumed = Trainer(recipe(workspace, tmp_path / "cut", vision=vision), resume=True)
+    assert resumed.objective.calls == 5 and resumed.run(progress=False)
+    assert resumed.state["losses"] == trainer.state["losses"]
+    assert resumed.state["val_stats"] == trainer.state["val_stats"]

@@ -201,6 +201,10 @@ class Trainer:
         series = {"train": tuple(zip(*self.state["losses"]))}
         if self.state["val_losses"]:
             series["held-out"] = tuple(zip(*self.state["val_losses"]))
+        text = [(step, st["text_loss"]) for step, st in self.state.get("val_stats", [])
+                if "text_loss" in st]                     # vision_sft with text mixed in
+        if text:
+            series["held-out text"] = tuple(zip(*text))
         ylabel = "DPO loss" if self.recipe.stage == "dpo" else "cross-entropy (nats/token)"
         line_plot(str(self.out / "loss.png"), series, f"loss: {self.out.name}", "step", ylabel)
         (self.out / "history.json").write_text(json.dumps(self.state))

@@ -109,16 +109,37 @@ class PreferenceOptimization(_ExampleObjective):
 
 
 class VisionFineTuning(_ExampleObjective):
+    """Pictures with questions; with [vision] text, a share of the steps takes a batch of text
+    conversations instead (no picture), so that the decoder keeps what SFT taught it: step n
+    (counting from 0) is a text step when floor((n + 1) * share) > floor(n * share), i.e. every
+    fourth step at share 0.25."""
+
     def __init__(self, recipe, tokenizer, model):
         self.image_processor = image_processor_for(model, recipe)     # written with checkpoints
         examples, too_long = load_image_conversations(recipe.data_file, tokenizer,
                                                       self.image_processor, recipe.train.seq_len)
         super().__init__(recipe, tokenizer, examples, too_long, "pictures with questions")
+        self.text, self.share, self.calls = None, recipe.vision.text_share, 0
+        if recipe.vision.text is not None:
+            t = recipe.train
+            texts, long_texts = load_conversations(recipe.vision.text, tokenizer, t.seq_len)
+            self.text = ExampleBatches(texts, t.batch_size, t.seed + 1, VAL_EXAMPLES)
+            self.notes.append(f"{len(self.text.train):,} text conversations mixed in on "
+                              f"{self.share:.0%} of the steps, {len(self.text.val):,} held out"
+                              + (f"; {long_texts:,} longer than seq_len left out"
+                                 if long_texts else ""))
 
     def _batch(self, examples):
         return image_batch(examples, self.image_processor, self.pad_id)
 
+    def text_step(self, n: int) -> bool:
+        return self.text is not None and int((n + 1) * self.share) > int(n * self.share)
+
     def next_loss(self, model):
+        n, self.calls = self.calls, self.calls + 1
+        if self.text_step(n):
+            ids, labels = pad_batch(self.text.next_examples(), self.pad_id)
+            return model.loss(ids, labels), {}, ids.size
         batch = self._batch(self.batches.next_examples())
         return model.loss(**batch), {}, batch["input_ids"].size
 
@@ -128,7 +149,25 @@ class VisionFineTuning(_ExampleObjective):
             b = self._batch(examples)                                  # inference: no tape
             logits = model(b["input_ids"], b["pixel_values"], b["image_sizes"])
             losses.append(float(causal_lm_loss(logits, b["labels"])))
-        return {"loss": float(np.mean(losses))}
+        result = {"loss": float(np.mean(losses))}
+        if self.text is not None:
+            result["text_loss"] = float(np.mean([
+                float(causal_lm_loss(model(ids), labels)) for ids, labels in
+                (pad_batch(b, self.pad_id)
+                 for b in self.text.val_examples(self.recipe.log.eval_batches))]))
+        return result
+
+    def state_dict(self):
+        state = {"images": self.batches.state_dict(), "calls": self.calls}
+        if self.text is not None:
+            state["text"] = self.text.state_dict()
+        return state
+
+    def load_state_dict(self, state):
+        self.batches.load_state_dict(state["images"])
+        self.calls = int(state["calls"])
+        if self.text is not None:
+            self.text.load_state_dict(state["text"])
 
 
 OBJECTIVES = {"pretrain": Pretraining, "sft": SupervisedFineTuning,

@@ -69,11 +69,15 @@ class VisionSettings:
     """[vision] of stage "vision_sft". clip (CLIPVisionConfig's fields, all of them) and layer_idx:
     the tower to make when init_from is a text checkpoint (or absent); num_crops: the image
     processor's crop budget (absent: init_from's preprocessor_config.json, else 1); freeze: the
-    parts kept constant, of "tower", "projector", "decoder" (tinyphi3.models.vision.weights)."""
+    parts kept constant, of "tower", "projector", "decoder" (tinyphi3.models.vision.weights);
+    text: a file of text conversations (as stage "sft" reads) mixed in so that the decoder keeps
+    its text skills, text_share: the fraction of steps that take a text batch (default 0.25)."""
     clip: dict | None = None
     layer_idx: int = -2
     num_crops: int | None = None
     freeze: list = field(default_factory=list)
+    text: str | None = None
+    text_share: float | None = None
 
     def vision_config(self) -> VisionConfig:
         """The image side of a new phi3_v model (its tower: `clip`)."""
@@ -242,4 +246,16 @@ def _vision(section, stage: str, model: dict, source: str) -> VisionSettings | N
     if not isinstance(freeze, list) or not set(freeze) <= set(PARTS) or set(freeze) == set(PARTS):
         raise RecipeError(f"{where} freeze must list some of {', '.join(PARTS)} (not all), got "
                           f"{freeze!r}")
+    if settings.text is not None and (not isinstance(settings.text, str) or not settings.text):
+        raise RecipeError(f"{where} text must be the path of a conversations file, got "
+                          f"{settings.text!r}")
+    share = settings.text_share
+    if share is not None:
+        if settings.text is None:
+            raise RecipeError(f"{where} text_share needs text = \"FILE\" (the conversations)")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+            raise RecipeError(f"{where} text_share must be a number between 0 and 1 (the "
+                              f"fraction of steps on text), got {share!r}")
+    elif settings.text is not None:
+        settings.text_share = 0.25
     return settings
