@@ -3,6 +3,7 @@
     fused        training's elementwise work: RMSNorm, the SwiGLU gate, RoPE, the masked softmax,
                  the cross-entropy, AdamW, and their backward rules (tinyphi3/nn)
     blocksparse  phi-3-small's block-sparse attention, visiting only the active blocks
+    flash        FlashAttention's tiled forward and backward for training (no [T, S] matrix)
     q4           4-bit weights times 8-bit activations, the 8-bit KV cache (tinyphi3/quant)
 
 Each kernel computes what its reference computes, faster: fused (one pass over memory instead of
@@ -48,13 +49,15 @@ configure_environment()
 
 def kernels() -> dict:
     """Every kernel of this backend, by the name of the operation it computes."""
-    from tinyphi3.backends.numba import blocksparse, fused, q4
+    from tinyphi3.backends.numba import blocksparse, flash, fused, q4
     ops = {name: getattr(fused, name) for name in (
         "rms_norm", "rms_norm_backward", "silu_and_mul", "silu_and_mul_backward", "apply_rope",
         "rope_backward", "masked_softmax_", "softmax_backward_", "causal_lm_loss",
         "causal_lm_loss_backward", "adamw_update", "embedding_backward")}
     ops.update(blocksparse_prefill=blocksparse.blocksparse_prefill,
                blocksparse_decode=blocksparse.blocksparse_decode,
+               flash_attention_forward=flash.flash_attention_forward,
+               flash_attention_backward=flash.flash_attention_backward,
                q4_linear=q4.q4_linear, quantize_vectors=q4.quantize_vectors,
                quantize_activations=q4.quantize_activations,
                int8_attention_decode=q4.attention_decode)
