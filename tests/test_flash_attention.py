@@ -304,3 +304,41 @@ def test_invalid_inputs_are_named():
         with pytest.raises(InvalidInputError, match=message):
             flash_attention(qq, kk, kk, 0.5, **args)
     assert flash_attention(q, k, k, 0.5, layout=layout, block_size=3).shape == q.shape
+
+
+# ---- in the model -------------------------------------------------------------------------------
+@pytest.mark.parametrize("window", [None, 5])
+def test_the_models_loss_and_gradients_are_the_same_with_tiled_attention(window, monkeypatch):
+    """Phi3.loss with model.attention = "flash" (what "auto" picks for long training calls)
+    equals the dense path: the loss and every parameter's gradient, with left padding and a
+    sliding window; a cached (generation) call stays dense."""
+    from tinyphi3.config import Phi3Config
+    from tinyphi3.models.model import Phi3
+    config = Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                        sliding_window=window)
+    model = Phi3(config, seed=1)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 64, size=(2, 19))
+    mask = np.ones((2, 19), np.int64)
+    mask[1, :4] = 0                                                  # a left-padded row
+    labels = np.where(mask == 1, np.roll(ids, -1, axis=1), -100)
+    from tinyphi3.models import call
+    tiled = []
+    monkeypatch.setattr(call, "flash_attention", lambda *a, **k: (
+        tiled.append(1), flash_attention(*a, **k))[1])
+    results = {}
+    for kind in ("dense", "flash"):
+        model.attention = kind
+        model.zero_grad()
+        loss = model.loss(ids, labels, attention_mask=mask)
+        loss.backward()
+        results[kind] = (float(loss.data), {n: p.grad.copy() for n, p in model.named_parameters()})
+    assert len(tiled) == config.num_hidden_layers                 # the flash call only
+    assert results["flash"][0] == pytest.approx(results["dense"][0], rel=1e-6)
+    for name, g in results["dense"][1].items():
+        np.testing.assert_allclose(results["flash"][1][name], g, rtol=1e-4,
+                                   atol=1e-6 * np.abs(g).max(), err_msg=name)
+    model.attention = "fast"
+    with pytest.raises(InvalidInputError, match="model.attention must be"):
+        model(ids)

@@ -10,6 +10,7 @@ from typing import Callable
 
 from tinyphi3.config import Phi3Config
 from tinyphi3.nn.attention import attention
+from tinyphi3.nn.flash_attention import flash_attention
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class ForwardCall:
 
     cos, sin: [B, T, rd] RoPE's angles; mask: bool [B, 1, T, S], which keys each query sees;
     cache: a KVCache (tinyphi3.inference.cache) or None; sparse: what phi-3-small's block-sparse
-    layers share (tinyphi3.models.phi3_small.BlockSparseCall), None for phi3.
+    layers share (tinyphi3.models.phi3_small.BlockSparseCall), None for phi3; flash: the mask's
+    structure for tiled attention (flash_attention's keyword arguments), None for dense.
     """
     config: Phi3Config
     weights: WeightFormat
@@ -39,6 +41,7 @@ class ForwardCall:
     mask: object
     cache: object = None
     sparse: object = None
+    flash: dict | None = None
 
     def linear(self, x, weight, bias=None):
         return self.weights.linear(x, weight, bias)
@@ -48,6 +51,8 @@ class ForwardCall:
         -> [B, H, T, hd], over the cached keys too when there is a cache (which then stores k, v
         and knows how it holds them)."""
         scale = self.config.attention_scale
+        if self.cache is None and self.flash is not None:
+            return flash_attention(q, k, v, scale, **self.flash)        # never [T, S] per head
         if self.cache is None:
             return attention(q, k, v, self.mask, scale)
         keys, values = self.cache.update(layer, k, v)               # -> [B, KV, S, hd]

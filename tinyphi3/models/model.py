@@ -48,6 +48,8 @@ DTYPES = ("float32", "bfloat16")
 # does). This module cannot import that one, which imports this.
 MODEL_CLASSES = {}
 
+FLASH_FROM = 1024          # "auto" attention tiles training calls of this many tokens or more
+
 
 class Phi3:
     """A Phi-3 language model: `Phi3.from_pretrained(dir)`, then `model(ids)` -> logits."""
@@ -61,6 +63,7 @@ class Phi3:
         self._parameters = {name: Parameter(array) for name, array in params.items()}
         self.quantization = None        # the quantization_config of a 4-bit checkpoint
         self.backend = None             # the backend whose memory holds the weights, if chosen
+        self.attention = "auto"         # "dense", "flash" (tiled) or "auto": see _attention_plan
 
     def weight_bytes(self) -> int:
         """Bytes the weights take in memory (packed levels and scales for 4-bit ones)."""
@@ -251,7 +254,8 @@ class Phi3:
         if here is not np:                       # computed on the host, used where x lives
             cos, sin, mask = here.asarray(cos), here.asarray(sin), here.asarray(mask)
         call = ForwardCall(c, self.weight_format, cos, sin, mask, cache,
-                           self.variant.prepare(c, key_valid, T))
+                           self.variant.prepare(c, key_valid, T),
+                           self._attention_plan(T, past, key_valid, cache))
         for i in range(c.num_hidden_layers):
             x = self.variant.decoder_layer(x, self.layer_weights(i, w), call, i)
         if cache is not None:
@@ -291,6 +295,21 @@ class Phi3:
                                     f"got values from {ids.min()} to {ids.max()}")
         table = w["model.embed_tokens.weight"]
         return self.weight_format.embedding(ids, table)                  # [B, T] -> [B, T, C]
+
+    def _attention_plan(self, T, past, key_valid, cache):
+        """The structure of the mask for FlashAttention (tinyphi3.nn.flash_attention), or None
+        for dense attention. "auto" tiles a training call (gradients recorded) of FLASH_FROM
+        tokens or more: the dense backward keeps [T, S] weights per head (64 MiB each at 4K),
+        the tiled one O(T) numbers per head. Both give the same values (tests/test_flash_attention)."""
+        if self.attention not in ("auto", "dense", "flash"):
+            raise InvalidInputError(f"model.attention must be 'auto', 'dense' or 'flash', got "
+                                    f"{self.attention!r}")
+        tiled = self.attention == "flash" or (self.attention == "auto" and is_recording()
+                                              and T >= FLASH_FROM)
+        if not tiled or cache is not None or self._xp() is not np:
+            return None
+        return {"query_start": past, "key_valid": key_valid,
+                "sliding_window": self.config.sliding_window}
 
     @staticmethod
     def _validity(attention_mask, B, T):
