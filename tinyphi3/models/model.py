@@ -300,7 +300,8 @@ class Phi3:
         """The structure of the mask for FlashAttention (tinyphi3.nn.flash_attention), or None
         for dense attention. "auto" tiles a training call (gradients recorded) of FLASH_FROM
         tokens or more: the dense backward keeps [T, S] weights per head (64 MiB each at 4K),
-        the tiled one O(T) numbers per head. Both give the same values (tests/test_flash_attention)."""
+        the tiled one O(T) numbers per head. Both give the same values
+        (tests/test_flash_attention.py)."""
         if self.attention not in ("auto", "dense", "flash"):
             raise InvalidInputError(f"model.attention must be 'auto', 'dense' or 'flash', got "
                                     f"{self.attention!r}")
