@@ -125,9 +125,12 @@ def induction(n_docs, seed, out):
 @click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1),
               help="How many pages.")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same pages.")
+@click.option("--scenes", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="The share of pages that are short scenes in which the creatures use the "
+                   "words (greet, thank, introduce a traveller by name) instead of definitions.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="A .jsonl file to write.")
-def everyday(n_docs, seed, out):
+def everyday(n_docs, seed, scenes, out):
     """Write dictionary pages of everyday words for pre-training: greetings, thanks, the words of
     arithmetic ("plus", "take away", "total"), names, what a chatbot is, the real world beyond the
     books (cooking, capitals, code, poems, languages, weather), kindness and harm. The textbooks
@@ -138,11 +141,12 @@ def everyday(n_docs, seed, out):
     \b
     Example:
       tinyphi3 data everyday --docs 8000 --seed 0 --out everyday.jsonl
+      tinyphi3 data everyday --docs 12000 --scenes 0.5 --out everyday-scenes.jsonl
     """
     from tinyphi3.data.documents import write_documents
     from tinyphi3.data.everyday import generate_everyday_documents
     docs = ({"text": text, "kind": "everyday"}
-            for text in generate_everyday_documents(n_docs, seed))
+            for text in generate_everyday_documents(n_docs, seed, scenes))
     _echo_written(write_documents(docs, out), out)
 
 

@@ -10,6 +10,13 @@ page defines a handful of words of one theme (greetings, thanks, arithmetic, nam
 chatbot is, the real world beyond the books, kindness and harm) with a meaning and an example of
 use, in varied sentences.
 
+Scenes (a share of the documents, `scenes`): a definition says that "howdy" is a greeting, but a
+model that has only read definitions has never seen a greeting answered. A scene is a short story
+in which the creatures use the words: they greet each other with any of the greetings and are
+greeted back, thank and are answered "you're welcome", and a traveller with a made-up name
+introduces itself and is called by that name afterwards (the copying a chat model needs to say a
+user's name back). Plain prose with quoted speech, never the chat format.
+
 What the pages never hold: a request as a user would type it to the chat model. Every wording
 that `tinyphi3 eval --task wording` holds out stays unseen: `tests/test_wordings.py` checks that
 no held-out prompt of the evaluation appears in any page. The words of those prompts are here;
@@ -21,6 +28,7 @@ of all training text.
 import numpy as np
 
 from tinyphi3.data import world
+from tinyphi3.data.wordings import SALUTES, THANKS, user_name
 from tinyphi3.data.world import one_of
 
 # theme -> entries (word, meanings, uses); {n} a creature's name, {p}/{obj}/{pos} its pronouns,
@@ -197,8 +205,69 @@ def everyday_document(rng) -> str:
     return "\n".join(lines)
 
 
-def generate_everyday_documents(n: int, seed: int = 0):
-    """Yield n pages of everyday words, deterministic from the seed."""
+# ---- scenes: the words in use -------------------------------------------------------------------
+GREETED_BACK = ("Hello, {n}!", "Hi, {n}! Good to see you.", "Hello to you too, {n}.",
+                "Oh, hello {n}! How nice to see you.")
+WELCOMES = ("You're welcome!", "You're welcome, {o}. I was glad to help.", "Glad to help!",
+            "You're very welcome.")
+HELPS = ("carry {pos} {things} home", "find {pos} lost {things}", "count {pos} {things}",
+         "mend {pos} fence", "water {pos} garden")
+MEETINGS = ("{N} met {o} on the road.", "{N} walked over to {o}.", "In the morning {n} saw {o}.",
+            "{N} knocked on {o}'s door.")
+
+
+def _two_creatures(rng):
+    a, b = rng.choice(len(world.ENTITIES), size=2, replace=False)
+    values = world.fields(world.ENTITIES[int(a)])
+    other = world.fields(world.ENTITIES[int(b)])
+    values.update(n=values["name"], N=values["name"], o=other["name"], o_pos=other["pos"],
+                  obj="her" if values["p"] == "she" else "him", things=one_of(rng, world.THINGS))
+    return values
+
+
+def greeting_scene(rng) -> str:
+    """Two creatures meet; one greets with any greeting, the other greets back."""
+    v = _two_creatures(rng)
+    salute = one_of(rng, SALUTES)
+    salute = salute[0].upper() + salute[1:]
+    return " ".join([one_of(rng, MEETINGS).format(**v),
+                     f"\"{salute}, {v['o']}!\" said {v['n']}.",
+                     f"{v['o']} smiled and greeted {v['obj']} back: "
+                     f"\"{one_of(rng, GREETED_BACK).format(**v)}\""])
+
+
+def thanks_scene(rng) -> str:
+    """One creature helps another, is thanked in any wording, and answers "you're welcome"."""
+    v = _two_creatures(rng)
+    thanks = one_of(rng, THANKS)
+    thanks = thanks[0].upper() + thanks[1:]
+    helped = one_of(rng, HELPS).format(pos=v["o_pos"], things=v["things"])
+    return " ".join([f"{v['N']} helped {v['o']} {helped}.",
+                     f"\"{thanks}, {v['n']}!\" said {v['o']}.",
+                     f"{v['N']} answered: \"{one_of(rng, WELCOMES).format(**v)}\""])
+
+
+def introduction_scene(rng) -> str:
+    """A traveller with a made-up name says who it is; the creature calls it by that name, and
+    says the name again later: a name read once, then copied."""
+    v = _two_creatures(rng)
+    u = user_name(rng)
+    return " ".join([f"A traveller came to {v['home']}.",
+                     f"\"Hello, I am {u},\" the traveller said to {v['n']}.",
+                     f"\"Nice to meet you, {u}. I am {v['n']},\" said {v['n']}.",
+                     f"That evening {v['n']} told {v['o']}: "
+                     f"\"A traveller called {u} came by today. {u} was very kind.\""])
+
+
+SCENES = (greeting_scene, thanks_scene, introduction_scene)
+
+
+def generate_everyday_documents(n: int, seed: int = 0, scenes: float = 0.0):
+    """Yield n documents of everyday words, deterministic from the seed: dictionary pages, and
+    with probability `scenes` a page of three to six scenes instead."""
     rng = np.random.default_rng(world.stable_hash("everyday", seed))
     for _ in range(n):
-        yield everyday_document(rng)
+        if scenes and rng.random() < scenes:
+            yield "\n".join(one_of(rng, SCENES)(rng) for _ in range(int(rng.integers(3, 7))))
+        else:
+            yield everyday_document(rng)
