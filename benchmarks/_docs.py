@@ -1,6 +1,17 @@
 """Writing benchmark results into docs/: one `## ` section per benchmark, replaced in place."""
 
+import platform
 from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it, else what the platform module says."""
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                 .splitlines() if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else (platform.processor() or platform.machine())
 
 
 def write_section(path: Path, heading: str, section: str):

@@ -117,13 +117,8 @@ def measure(side, tokens, runs, threads):
 def describe_machine(threads):
     import numba
     import numpy as np
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                 .splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    from _docs import cpu_name
+    cpu = cpu_name()
     return (f"{cpu} ({platform.machine()}, {os.cpu_count()} cores), {platform.system()}, "
             f"Python {platform.python_version()}, NumPy {np.__version__}, Numba "
             f"{numba.__version__}, {threads} thread(s) for Numba and BLAS")

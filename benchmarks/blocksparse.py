@@ -28,7 +28,7 @@ os.environ["NUMBA_NUM_THREADS"] = THREADS         # before Numba starts its thre
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _docs import write_section  # noqa: E402
+from _docs import cpu_name, write_section  # noqa: E402
 from tinyphi3.nn.blocksparse import blocksparse_layout, density, kv_bytes_per_token  # noqa: E402
 from tinyphi3.backends.numba.blocksparse import blocksparse_decode, blocksparse_prefill  # noqa: E402
 
@@ -98,13 +98,7 @@ def decode_row(length, runs, rng):
 
 
 def describe_machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                 .splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    cpu = cpu_name()
     return (f"{cpu} ({platform.machine()}, {os.cpu_count()} cores), {platform.system()}, "
             f"Python {platform.python_version()}, NumPy {np.__version__}, Numba "
             f"{numba.__version__} with {numba.get_num_threads()} thread(s)")

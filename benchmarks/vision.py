@@ -126,13 +126,8 @@ def describe_machine() -> str:
     import torch
     import transformers
     blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                 .splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    from _docs import cpu_name
+    cpu = cpu_name()
     return (f"{cpu} ({platform.machine()}, {os.cpu_count()} cores), {platform.system()} "
             f"{platform.release()}, Python {platform.python_version()}, NumPy {np.__version__} "
             f"(BLAS: {blas.get('name', '?')} {blas.get('version', '')}, {THREADS} threads), "
