@@ -249,13 +249,14 @@ class Phi3:
         positions = position_ids.astype(np.float32) * np.float32(c.rope_position_scale)
         cos, sin = rope_cos_sin(positions, inv_freq, magnitude)          # [B, T, rd] each
         key_valid = valid if cache is None else np.concatenate([cache.key_valid, valid], axis=1)
-        mask = causal_mask(past + np.arange(T), key_valid, c.sliding_window)  # [B, 1, T, S]
+        flash = self._attention_plan(T, past, key_valid, cache)       # tiled: no dense mask
+        mask = None if flash else causal_mask(past + np.arange(T), key_valid,
+                                              c.sliding_window)          # [B, 1, T, S]
         here = self._xp()
         if here is not np:                       # computed on the host, used where x lives
             cos, sin, mask = here.asarray(cos), here.asarray(sin), here.asarray(mask)
         call = ForwardCall(c, self.weight_format, cos, sin, mask, cache,
-                           self.variant.prepare(c, key_valid, T),
-                           self._attention_plan(T, past, key_valid, cache))
+                           self.variant.prepare(c, key_valid, T), flash)
         for i in range(c.num_hidden_layers):
             x = self.variant.decoder_layer(x, self.layer_weights(i, w), call, i)
         if cache is not None:

@@ -50,6 +50,13 @@ class Pretraining:
         self.stream.load_state_dict(state)
 
 
+def conversation_loss(model, batches: ExampleBatches, pad_id: int, n_batches: int) -> float:
+    """Mean held-out loss over the first n_batches batches of conversations (always the same)."""
+    losses = [float(causal_lm_loss(model(ids), labels))            # inference: no tape
+              for ids, labels in (pad_batch(b, pad_id) for b in batches.val_examples(n_batches))]
+    return float(np.mean(losses))
+
+
 class _ExampleObjective:
     """Shared by SFT and DPO: whole examples from a .jsonl file, in shuffled batches."""
 
@@ -79,10 +86,8 @@ class SupervisedFineTuning(_ExampleObjective):
         return model.loss(ids, labels), {}, ids.size
 
     def validate(self, model):
-        losses = [float(causal_lm_loss(model(ids), labels)) for ids, labels in
-                  (pad_batch(b, self.pad_id)
-                   for b in self.batches.val_examples(self.recipe.log.eval_batches))]
-        return {"loss": float(np.mean(losses))}
+        return {"loss": conversation_loss(model, self.batches, self.pad_id,
+                                          self.recipe.log.eval_batches)}
 
 
 class PreferenceOptimization(_ExampleObjective):
@@ -151,10 +156,8 @@ class VisionFineTuning(_ExampleObjective):
             losses.append(float(causal_lm_loss(logits, b["labels"])))
         result = {"loss": float(np.mean(losses))}
         if self.text is not None:
-            result["text_loss"] = float(np.mean([
-                float(causal_lm_loss(model(ids), labels)) for ids, labels in
-                (pad_batch(b, self.pad_id)
-                 for b in self.text.val_examples(self.recipe.log.eval_batches))]))
+            result["text_loss"] = conversation_loss(model, self.text, self.pad_id,
+                                                    self.recipe.log.eval_batches)
         return result
 
     def state_dict(self):
