@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from tinyphi3.cli.data import data
 from tinyphi3.data import images, world
 from tinyphi3.data.images import (BACKGROUND, INK, PALETTE, QUESTIONS, QUESTION_KINDS, SHAPES,
-                                  draw, example, generate_image_examples, is_held_out_picture)
+                                  draw, example, generate_caption_examples, generate_image_examples,
+                                  is_held_out_picture)
 
 RGB_TO_NAME = {rgb: name for name, rgb in PALETTE.items()}
 
@@ -273,3 +274,31 @@ def test_contact_sheet_tiles_pictures_with_their_captions():
     assert sheet.mode == "RGB" and sheet.width == 3 * (112 + 10) + 10
     pairs = list(generate_image_examples(2, "train"))
     assert images.contact_sheet(pairs, columns=2).width == 2 * (168 + 10) + 10
+
+
+def test_captions_say_what_the_picture_shows():
+    """Each caption names what its spec draws: the colour and shape, the count, both shapes and
+    their relation, the word spelled character by character, every bar with its height and the
+    tallest and shortest; captions of test pictures obey the held-out rule."""
+    for split in ("train", "test"):
+        for _, record in generate_caption_examples(25, split, seed=3, size=28):
+            spec, text = record["spec"], record["text"]
+            assert is_held_out_picture(spec) == (split == "test")
+            kind = spec["kind"]
+            if kind in ("colour", "count", "position"):
+                for s in spec["shapes"]:
+                    assert f"{s['colour']} {s['shape']}" in text
+            if kind == "count":
+                assert text.startswith(f"{len(spec['shapes'])} ")
+            if kind == "position":
+                a, b = (f"{s['colour']} {s['shape']}" for s in spec["shapes"])
+                assert f"The {a} is {spec['relation']} the {b}." in text
+            if kind == "reading":
+                assert f" {spec['word']} " in text and ", ".join(spec["word"]) in text
+            if kind == "chart":
+                for c, h in zip(spec["colours"], spec["heights"]):
+                    assert f"{c} {h}" in text
+                top = spec["colours"][spec["heights"].index(max(spec["heights"]))]
+                assert f"tallest bar is the {top} one" in text
+    again = [r["text"] for _, r in generate_caption_examples(10, "train", seed=3, size=28)]
+    assert again == [r["text"] for _, r in generate_caption_examples(10, "train", seed=3, size=28)]

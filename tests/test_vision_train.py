@@ -259,3 +259,49 @@ def test_text_conversations_are_mixed_in_on_their_share_of_the_steps(workspace, 
     assert resumed.objective.calls == 5 and resumed.run(progress=False)
     assert resumed.state["losses"] == trainer.state["losses"]
     assert resumed.state["val_stats"] == trainer.state["val_stats"]
+
+
+# ---- image-text pre-training: captions ---------------------------------------------------------
+def test_a_caption_is_the_pictures_slots_then_its_text_all_labelled(workspace, tmp_path):
+    """A record of `tinyphi3 data images --captions` becomes the slots, the caption's tokens and
+    EOS, as the processor tokenizes "<|image_1|>\\n" + caption; the labels are the text and EOS
+    (never a slot), and the text decodes back to the caption."""
+    out = tmp_path / "captions"
+    result = CliRunner().invoke(main, ["data", "images", "--n", "10", "--size", "28",
+                                       "--captions", "--out", str(out)])
+    assert result.exit_code == 0 and "captions" in result.output, result.output
+    tok = load_tokenizer(workspace / "text")
+    processor = ImageProcessor(num_crops=2, crop_size=28, patch_size=7)
+    examples, too_long = load_image_conversations(out, tok, processor, 256)
+    assert too_long == 0 and len(examples) == 10
+    proc = Phi3VProcessor(tok, processor)
+    for (ids, labels, picture), record in zip(examples, records(out)):
+        assert "messages" not in record
+        expected = proc("<|image_1|>\n" + record["text"], images=[picture])["input_ids"][0]
+        np.testing.assert_array_equal(ids[:len(expected)], expected)
+        assert ids[-1] == tok.eos_token_id and len(ids) == len(expected) + 1
+        assert (labels[ids < 0] == -100).all()
+        kept = labels != -100
+        np.testing.assert_array_equal(labels[kept], ids[kept])
+        assert (ids[kept] >= 0).all() and kept.sum() == (ids >= 0).sum()
+        assert tok.decode(ids[kept][:-1].tolist()) == "\n" + record["text"]
+
+
+def test_a_directory_may_mix_captions_and_conversations(workspace, tmp_path):
+    """Caption records and question records in one examples.jsonl: each is read by its kind."""
+    mixed = tmp_path / "mixed"
+    shutil.copytree(workspace / "pictures", mixed)
+    lines = (mixed / "examples.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({"image": first["image"], "text": "A picture."})
+    (mixed / "examples.jsonl").write_text("\n".join(lines) + "\n")
+    tok = load_tokenizer(workspace / "text")
+    processor = ImageProcessor(num_crops=2, crop_size=28, patch_size=7)
+    examples, _ = load_image_conversations(mixed, tok, processor, 256)
+    caption_labels, chat_labels = examples[0][1], examples[1][1]
+    assert tok.decode(caption_labels[caption_labels != -100].tolist()).startswith("\nA picture.")
+    assert "<|end|>" in tok.decode(chat_labels[chat_labels != -100].tolist())
+    lines[0] = json.dumps({"image": first["image"], "text": ""})
+    (mixed / "examples.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ChatDataError, match="caption"):
+        load_image_conversations(mixed, tok, processor, 256)

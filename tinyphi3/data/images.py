@@ -294,6 +294,59 @@ def question_and_answer(spec: dict, split: str, rng) -> tuple:
     return question, f"The {ask} bar is the {colour} one."
 
 
+# ---- captions: what image-text pre-training reads after a picture -----------------------------
+
+def caption(spec: dict) -> str:
+    """Everything a picture shows, in plain sentences: the text that follows the picture in the
+    image-text pre-training stage (the Phi-3 report §6 pre-trains phi-3-vision on image-text
+    pairs before its SFT). A written word is also spelled out, character by character, so that
+    the stage teaches the characters as well as the words; a chart gives every bar's height.
+
+        colour    "A blue circle."
+        count     "3 red stars, in a group."                     (1: "1 red star, alone.")
+        position  "A red circle and a green square. The red circle is above the green square."
+        reading   "The word Veska is written in black letters: V, e, s, k, a."
+        chart     "A bar chart with 3 bars. From left to right: red 5, green 3, blue 8. The
+                   tallest bar is the blue one and the shortest bar is the green one."
+    """
+    kind = spec["kind"]
+    if kind == "colour":
+        s = spec["shapes"][0]
+        return world.capitalize(f"{world.article(_noun(s))}.")
+    if kind == "count":
+        shapes = spec["shapes"]
+        n, first = len(shapes), shapes[0]
+        if n == 1:
+            return f"1 {_noun(first)}, alone."
+        return f"{n} {first['colour']} {first['shape']}s, in a group."
+    if kind == "position":
+        a, b = (_noun(s) for s in spec["shapes"])
+        return (f"{world.capitalize(world.article(a))} and {world.article(b)}. "
+                f"The {a} is {spec['relation']} the {b}.")
+    if kind == "reading":
+        word = spec["word"]
+        what, marks = ("number", "digits") if word.isdigit() else ("word", "letters")
+        return f"The {what} {word} is written in black {marks}: {', '.join(word)}."
+    colours, heights = spec["colours"], spec["heights"]
+    bars = ", ".join(f"{c} {h}" for c, h in zip(colours, heights))
+    tallest, shortest = (colours[heights.index(f(heights))] for f in (max, min))
+    return (f"A bar chart with {len(colours)} bars. From left to right: {bars}. The tallest bar "
+            f"is the {tallest} one and the shortest bar is the {shortest} one.")
+
+
+def generate_caption_examples(n: int, split: str = "train", seed: int = 0,
+                              size: int = 56) -> Iterator:
+    """(image, record) pairs for image-text pre-training, the kinds in turn, deterministic from
+    the seed: record["text"] is the picture's caption (no question, no chat), and the pictures
+    of `split` obey the same held-out rule as the questions' pictures."""
+    rng = np.random.default_rng(stable_hash("captions", split, seed))
+    for index in range(n):
+        kind = QUESTION_KINDS[index % len(QUESTION_KINDS)]
+        spec = picture_spec(kind, split, rng)
+        yield draw(spec, size), {"image": f"images/{index:05d}.png", "text": caption(spec),
+                                 "kind": kind, "split": split, "spec": spec}
+
+
 def example(kind: str, split: str, rng, size: int = 56) -> tuple:
     """(image, question, answer, spec): one picture of `kind` in `split` and a question on it."""
     spec = picture_spec(kind, split, rng)

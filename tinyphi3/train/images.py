@@ -19,6 +19,10 @@ image positions and the prompt set to -100). The labels are the ids of each assi
 its `<|end|>` (tinyphi3.train.conversations.assistant_labels), -100 everywhere else: the image
 slots, the question, the template's headers.
 
+A caption record of `tinyphi3 data images --captions` ({"image": ..., "text": "A blue circle."})
+is image-text pre-training (report §6) rather than a chat: the picture's slots, then the text and
+EOS, all of the text labelled (`caption_ids`). One directory may hold both kinds.
+
 A batch: ids and labels right-padded as SFT pads them, and the pictures in the order of the rows,
 pixel_values [B, num_crops + 1, 3, S, S] and image_sizes [B, 2], made by the image processor when
 the batch is drawn (so memory holds the decoded pictures, not their crops).
@@ -30,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyphi3.errors import InvalidInputError
-from tinyphi3.models.vision.conversation import chat_ids
+from tinyphi3.models.vision.conversation import chat_ids, chunk_ids
 from tinyphi3.models.vision.hd_transform import ImageProcessor, num_image_tokens
 from tinyphi3.models.vision.image_file import open_image
 from tinyphi3.models.vision.phi3v import Phi3V
@@ -105,6 +109,29 @@ def picture_messages(messages, picture, where):
     return out
 
 
+def caption_ids(tokenizer, text, slots: int, where: str):
+    """(ids, labels) of a caption record: the picture's slots, then its text and the end of the
+    text (EOS), as in image-text pre-training (Phi-3 report §6): the labels are the text's ids
+    and the EOS, -100 on the slots.
+
+        ids     [-1] * slots  + ids("\n" + text) + [eos]
+        labels  [-100] * slots + ids("\n" + text) + [eos]
+
+    (a BOS first when the tokenizer adds one: the tokens of "<|image_1|>\n" + text as the
+    processor makes them, one chunk on each side of the tag)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ChatDataError(f"{where}: 'text' must be the picture's caption, a non-empty string")
+    if tokenizer.eos_token_id is None:
+        raise ChatDataError(f"{where}: the tokenizer has no end-of-text token to end a caption")
+    head = chunk_ids(tokenizer, [])                  # the empty chunk before the tag: BOS or none
+    words = chunk_ids(tokenizer, ["\n" + text])
+    if not words or words[-1] != tokenizer.eos_token_id:
+        words = words + [tokenizer.eos_token_id]
+    ids = np.array(head + [-1] * slots + words, dtype=np.int64)
+    labels = np.array([-100] * (len(head) + slots) + words, dtype=np.int64)
+    return ids, labels
+
+
 def load_image_conversations(directory, tokenizer, processor: ImageProcessor, seq_len: int):
     """[(ids, labels, picture)] of every record of DIR/examples.jsonl that fits seq_len (image
     slots included), and how many did not fit. Pictures are opened (decoded) here, once."""
@@ -118,14 +145,19 @@ def load_image_conversations(directory, tokenizer, processor: ImageProcessor, se
             picture = open_image(directory / record["image"])
         except InvalidInputError as e:
             raise ChatDataError(f"{where}: {e}") from None
-        messages = picture_messages(record.get("messages"), picture, where)
         slots = num_image_tokens(picture.width, picture.height, processor.num_crops,
                                  processor.crop_size, processor.patch_size)
-        ids = chat_ids(tokenizer, messages, [slots], add_generation_prompt=False)
+        if "text" in record:                                   # a caption: pre-training
+            ids, labels = caption_ids(tokenizer, record["text"], slots, where)
+        else:                                                  # a conversation: SFT
+            messages = picture_messages(record.get("messages"), picture, where)
+            ids = chat_ids(tokenizer, messages, [slots], add_generation_prompt=False)
+            labels = None
         if len(ids) > seq_len:
             too_long += 1
             continue
-        labels = assistant_labels(ids, encoder.assistant_id, encoder.end_id)
+        if labels is None:
+            labels = assistant_labels(ids, encoder.assistant_id, encoder.end_id)
         examples.append((np.array(ids, dtype=np.int64), labels, picture))
     if not examples:
         raise ChatDataError(f"{directory / EXAMPLES}: no conversation fits in {seq_len} tokens")
