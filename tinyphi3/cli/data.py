@@ -158,28 +158,40 @@ def everyday(n_docs, seed, scenes, out):
 @click.option("--seed", default=0, show_default=True, help="Same seed, same pictures.")
 @click.option("--size", default=56, show_default=True, type=click.IntRange(min=28),
               help="Side of the square pictures, in pixels.")
+@click.option("--captions", is_flag=True,
+              help="Captions instead of questions, for the image-text pre-training stage: each "
+                   "record's \"text\" describes everything the picture shows (shapes, colours, "
+                   "positions, the word spelled out, every bar's height).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="A new (or empty) directory to write.")
-def images(n_records, split, seed, size, out):
+def images(n_records, split, seed, size, captions, out):
     """Write pictures with a question and its answer for the tiny phi-3-vision: a shape's colour,
     shapes to count, two shapes' positions, a word to read, the tallest or shortest bar of a
     chart (tinyphi3.data.images). Writes OUT/images/00000.png, ... and OUT/examples.jsonl, each
     line: {"image": "images/00000.png", "messages": [{"role": "user", "content": "<|image_1|>\\n
     ..."}, {"role": "assistant", ...}], "kind": ..., "split": ..., "spec": {...}}.
 
+    With --captions each line is {"image": ..., "text": "A red circle and a green square. The
+    red circle is above the green square.", ...}: what the image-text pre-training stage reads
+    (the report's §6 pre-trains phi-3-vision on image-text pairs before its SFT).
+
     \b
-    Example:
+    Examples:
       tinyphi3 data images --n 5000 --split train --seed 0 --out vision_train
+      tinyphi3 data images --n 8000 --captions --seed 1 --out vision_captions
     """
     from pathlib import Path
 
-    from tinyphi3.data.images import generate_image_examples, write_image_examples
+    from tinyphi3.data.images import (generate_caption_examples, generate_image_examples,
+                                      write_image_examples)
     if Path(out).exists() and any(Path(out).iterdir()):
         raise click.ClickException(f"{out} is not empty: give a new or empty directory, so that "
                                    "no picture of an earlier run is left among the new ones")
-    count = write_image_examples(generate_image_examples(n_records, split, seed, size), out,
-                                 total=n_records, progress=True)
-    click.echo(f"wrote {count} pictures and their questions to {out}/examples.jsonl")
+    make = generate_caption_examples if captions else generate_image_examples
+    count = write_image_examples(make(n_records, split, seed, size), out, total=n_records,
+                                 progress=True)
+    what = "captions" if captions else "questions"
+    click.echo(f"wrote {count} pictures and their {what} to {out}/examples.jsonl")
 
 
 @data.group()
