@@ -9,6 +9,8 @@
     eval               evaluation.py  few-shot evaluation in the report's format, safety, wordings,
                                       pictures
     blocksparse        blocksparse.py the report's Figure 2: a block-sparse layout, drawn
+    longrope           longrope.py    a longer context without retraining: pi, ntk, yarn, and
+                                      LongRoPE's searched factors
     (shared)           options.py     --backend, sampling options, loading a checkpoint
     (shared)           images.py      --image for chat and generate: files opened, checked, read
 
@@ -17,7 +19,8 @@ Every tinyphi3 error ends a command with one line on stderr and exit status 1.
 
 import click
 
-from tinyphi3.cli import blocksparse, chat, data, evaluation, info, quantize, tokenizer, train
+from tinyphi3.cli import (blocksparse, chat, data, evaluation, info, longrope, quantize,
+                          tokenizer, train)
 from tinyphi3.errors import TinyPhi3Error
 
 
@@ -57,3 +60,4 @@ main.add_command(tokenizer.tokenizer)
 main.add_command(data.data)
 main.add_command(evaluation.eval_command, name="eval")
 main.add_command(blocksparse.blocksparse_command, name="blocksparse")
+main.add_command(longrope.longrope)

@@ -4,7 +4,8 @@
     optim          AdamW, the warm-up + cosine schedule, gradient clipping
     objectives     what a step optimises: pre-training, SFT, DPO, vision SFT
     conversations  SFT conversations and DPO pairs tokenized, loss-masked and batched
-    images         pictures with questions for phi-3-vision's SFT, the same way (with pixels)
+    images         pictures with questions or captions for phi-3-vision, the same way (pixels)
     dpo            the DPO loss against a frozen reference
     loop           the Trainer: steps, evaluation, checkpoints, resume, Ctrl-C
+    longrope_search  LongRoPE's evolutionary search for the long factors
 """
