@@ -7,6 +7,9 @@
         --textbooks data/textbooks.jsonl --out data/phases
     tinyphi3 data tokenize --tokenizer tok --input data/phases/phase1.jsonl --out shards/phase1
 
+and, to extend the context: `data longdocs` (stories and conversations of thousands of tokens)
+and `data passkey` (a number hidden at a chosen depth, asked for at the end).
+
 Every --input/--web/--textbooks accepts your own files as well: .jsonl with a "text" field per
 line, or plain .txt (one document per file; lines `<|endoftext|>` separate several).
 """
@@ -148,6 +151,95 @@ def everyday(n_docs, seed, scenes, out):
     docs = ({"text": text, "kind": "everyday"}
             for text in generate_everyday_documents(n_docs, seed, scenes))
     _echo_written(write_documents(docs, out), out)
+
+
+def comma_lengths(ctx, param, value):
+    """--lengths: comma-separated whole numbers of tokens, each at least 1, in the order given."""
+    lengths = []
+    for part in (p.strip() for p in str(value).split(",")):
+        if not part.isdigit() or int(part) < 1:
+            raise click.BadParameter(f"{part!r} is not a length in tokens: give whole numbers "
+                                     f"above 0, comma-separated, e.g. 512,1024,2048,4096")
+        lengths.append(int(part))
+    return lengths
+
+
+@data.command()
+@click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1),
+              help="How many documents.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same documents.")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]),
+              help="train: facts and calculations of the train split, to train on; test: "
+                   "held-out ones, fresh text for the perplexity by position.")
+@click.option("--chapters", default=24, show_default=True, type=click.IntRange(min=1),
+              help="Chapters per story, some 180 tokens each with the mini's tokenizer (24: about "
+                   "4300 tokens); a conversation has 3 exchanges per chapter.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write.")
+def longdocs(n_docs, seed, split, chapters, out):
+    """Write long documents for a longer context: stories in chapters that state the creatures'
+    facts and refer back to them chapters later, with a word problem in parts, each part using
+    the result of the one before; and (a quarter of them) long conversations in plain text whose
+    user asks late for a name, a number and a sum given near the start (tinyphi3.data.longdocs).
+    Each line: {"text": ..., "kind": "longdoc"}.
+
+    \b
+    Example:
+      tinyphi3 data longdocs --docs 2000 --chapters 24 --out longdocs.jsonl
+      tinyphi3 data longdocs --docs 20 --split test --out longdocs-test.jsonl
+    """
+    from tinyphi3.data.documents import write_documents
+    from tinyphi3.data.longdocs import generate_longdocs
+    docs = ({"text": text, "kind": "longdoc"}
+            for text in generate_longdocs(n_docs, seed, split, chapters))
+    _echo_written(write_documents(docs, out), out)
+
+
+@data.command()
+@click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1),
+              help="How many documents.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same documents.")
+@click.option("--lengths", default="512,1024,2048,4096", show_default=True,
+              callback=comma_lengths,
+              help="Lengths in tokens, comma-separated; each document has one of them.")
+@click.option("--tokenizer", "tokenizer_dir", default="checkpoints/mini", show_default=True,
+              type=click.Path(file_okay=False),
+              help="The tokenizer (or checkpoint) directory whose tokens the lengths count.")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]),
+              help="train: keys to train on, the answer after the question; test: held-out "
+                   "keys, the text ends with the question and \"key\" holds the answer.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write.")
+def passkey(n_docs, seed, lengths, tokenizer_dir, split, out):
+    """Write passkey documents: filler sentences with "The pass key is 48213. Remember it. 48213
+    is the pass key." hidden at a random depth, ending "What is the pass key? The pass key is",
+    each exactly one of --lengths tokens long with its answer (tinyphi3.data.longdocs). Train and
+    test keys never coincide. Each line: {"text": ..., "key": "48213", "length": ..., "depth":
+    0.0-1.0, "kind": "passkey"}.
+
+    \b
+    Example:
+      tinyphi3 data passkey --docs 4000 --lengths 512,1024,2048,4096 --out passkey.jsonl
+      tinyphi3 data passkey --docs 100 --split test --out passkey-test.jsonl
+    """
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from tinyphi3.data.documents import write_documents
+    from tinyphi3.data.longdocs import generate_passkey, shortest_passkey_document
+    from tinyphi3.tokenizers import load_tokenizer
+    if not Path(tokenizer_dir).is_dir():
+        raise click.BadParameter(f"{tokenizer_dir} is not a directory: give a tokenizer or "
+                                 "checkpoint directory", param_hint="'--tokenizer'")
+    tok = load_tokenizer(tokenizer_dir)
+    shortest = shortest_passkey_document(tok)
+    if min(lengths) < shortest:
+        raise click.BadParameter(f"{min(lengths)} tokens cannot hold the question, the key and "
+                                 f"its answer: give lengths of at least {shortest}",
+                                 param_hint="'--lengths'")
+    docs = generate_passkey(n_docs, seed, lengths, split, tok)
+    _echo_written(write_documents(tqdm(docs, total=n_docs, unit="doc", desc="passkey"), out), out)
 
 
 @data.command()

@@ -1,29 +1,48 @@
 """`tinyphi3 eval`: few-shot accuracy of one or more checkpoints on the held-out tasks, as a table
 like the report's (rows = tasks with their shots, columns = models); the chat tasks (safety,
-wording) and the picture questions of a phi-3-vision checkpoint (vision) as tables of rates."""
+wording) and the picture questions of a phi-3-vision checkpoint (vision) as tables of rates; the
+long-context tasks (passkey, position-ppl) as a depth x length grid per model and a table of
+perplexity by position."""
 
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
+from tinyphi3.cli.data import comma_lengths
 from tinyphi3.cli.options import backend_option, dtype_option, model_backend
 
 from tinyphi3.data.tasks import TASKS, task_items
 
 CHAT_TASKS = ("safety", "wording", "vision")      # not few-shot: each has its own table
+LONG_TASKS = ("passkey", "position-ppl")          # long context: not few-shot either
 
 
 def _task_names(ctx, param, value):
     names = []
     for t in (t.strip() for t in value.split(",")):
         names += list(TASKS) if t == "all" else [t]
-    unknown = [t for t in names if t not in TASKS and t not in CHAT_TASKS]
+    unknown = [t for t in names if t not in (*TASKS, *CHAT_TASKS, *LONG_TASKS)]
     if unknown:
         raise click.BadParameter(f"unknown task {unknown[0]!r}: choose one of "
-                                 f"{', '.join(TASKS)}, {', '.join(CHAT_TASKS)}, a "
-                                 f"comma-separated list, or 'all'")
+                                 f"{', '.join(TASKS)}, {', '.join(CHAT_TASKS)}, "
+                                 f"{', '.join(LONG_TASKS)}, a comma-separated list, or 'all'")
     return list(dict.fromkeys(names))
+
+
+def _depths(ctx, param, value):
+    """--depths: comma-separated fractions from 0 (the key first) to 1 (the key last)."""
+    depths = []
+    for part in (p.strip() for p in str(value).split(",")):
+        try:
+            depth = float(part)
+        except ValueError:
+            depth = -1.0
+        if not 0.0 <= depth <= 1.0:
+            raise click.BadParameter(f"{part!r} is not a depth: give fractions from 0 (the key "
+                                     f"at the start) to 1 (at the end), e.g. 0,0.25,0.5,0.75,1")
+        depths.append(depth)
+    return depths
 
 
 @click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,8 +55,10 @@ def _task_names(ctx, param, value):
 @click.option("--task", "tasks", default="all", show_default=True, callback=_task_names,
               help=f"{', '.join(TASKS)} (few-shot), safety (chat), wording (chat, held-out "
                    "wordings of tinyphi3.data.wordings), vision (a phi3_v checkpoint: held-out "
-                   "pictures of tinyphi3.data.images, with and without the picture), a "
-                   "comma-separated list; all = the few-shot tasks.")
+                   "pictures of tinyphi3.data.images, with and without the picture), passkey "
+                   "(a number hidden at --depths of --lengths tokens), position-ppl "
+                   "(perplexity by position on long held-out text, in buckets between "
+                   "--lengths), a comma-separated list; all = the few-shot tasks.")
 @click.option("--shots", type=click.IntRange(min=0), default=None,
               help="Solved examples before each question [default: per task, "
                    + ", ".join(f"{t} {spec.default_shots}" for t, spec in TASKS.items())
@@ -59,10 +80,27 @@ def _task_names(ctx, param, value):
                    "Not with --chat.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write every result (with each item's record) to this JSON file.")
+@click.option("--lengths", default="512,1024,2048,4096", show_default=True,
+              callback=comma_lengths,
+              help="passkey: the documents' lengths in tokens (the grid's columns); position-ppl: "
+                   "the bucket edges (0-512, 512-1024, ...).")
+@click.option("--depths", default="0,0.25,0.5,0.75,1", show_default=True, callback=_depths,
+              help="passkey: where the key is hidden, 0 = start to 1 = end (the grid's rows).")
+@click.option("--per-cell", type=click.IntRange(min=1), default=10, show_default=True,
+              help="passkey: held-out documents per (depth, length) cell.")
+@click.option("--long-docs", type=click.IntRange(min=1), default=8, show_default=True,
+              help="position-ppl: held-out long documents, each cut to the longest length.")
+@click.option("--past-context", is_flag=True,
+              help="passkey, position-ppl: run lengths past a checkpoint's context "
+                   "(max_position_embeddings) too, with its RoPE extrapolated, instead of "
+                   "marking them 'past' (how the unextended mini fails past 512).")
 @click.option("--chart", type=click.Path(dir_okay=False), default=None,
-              help="With safety: draw the rates of each model as a bar chart (PNG).")
+              help="Draw a PNG: with safety, the rates of each model as a bar chart; with "
+                   "passkey, each model's grid as a heat map, side by side; with position-ppl, "
+                   "perplexity by position as lines. Several of them: the task's name is added "
+                   "to the file name.")
 def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, json_out,
-                 chart):
+                 lengths, depths, per_cell, long_docs, past_context, chart):
     """Evaluate checkpoints few-shot on held-out tasks, the way the Phi-3 report does.
 
     Each question follows K solved examples in the report's format (Question: / Options: /
@@ -85,6 +123,12 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
     chat, greedy, judged by a stated rule (tinyphi3/evaluation/vision.py); then the same questions
     with a blank picture of the same size (same prompt, nothing to see), and chance.
 
+    passkey hides a held-out five-digit key at each of --depths in filler of each of --lengths
+    tokens and asks for it at the end; a cell is the % of --per-cell documents whose greedy
+    answer is the key, digit for digit (tinyphi3/evaluation/passkey.py). Lengths past a
+    checkpoint's context print 'past', unless --past-context. position-ppl is the perplexity of
+    --long-docs held-out long documents by the position of the predicted token.
+
     \b
     Example:
       tinyphi3 eval --ckpt checkpoints/mini-base --task all --shots 5
@@ -93,10 +137,15 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
       tinyphi3 eval --ckpt base/ --ckpt sft/ --ckpt dpo/ --task safety --chart safety.png
       tinyphi3 eval --ckpt checkpoints/mini --task wording --n 200 --json wording.json
       tinyphi3 eval --ckpt checkpoints/mini-vision --task vision --n 200 --json vision.json
+      tinyphi3 eval --ckpt mini/ --ckpt mini-4k/ --task passkey,position-ppl --past-context \\
+          --chart long.png
     """
     import json
 
     from tinyphi3.evaluation.harness import evaluate_all, format_table
+    from tinyphi3.evaluation.passkey import (buckets_between, format_passkey_tables,
+                                             format_position_table, heldout_long_ids,
+                                             passkey_grid, position_perplexity)
     from tinyphi3.evaluation.safety_eval import evaluate_safety, format_safety_table
     from tinyphi3.data.wordings import FAMILIES
     from tinyphi3.evaluation.vision import evaluate_vision, format_vision_table
@@ -111,12 +160,14 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
     names = _column_names(ckpts)
     if "vision" in tasks:                       # before any model is loaded or evaluated
         _check_vision_checkpoints(ckpts)
-    few_shot = [t for t in tasks if t not in CHAT_TASKS]
+    few_shot = [t for t in tasks if t not in CHAT_TASKS and t not in LONG_TASKS]
     per_model = sum(len(task_items(task, "test", n, seed)) for task in few_shot)  # knowledge <= 640
     per_model += 2 * n if "safety" in tasks else 0
     per_model += len(FAMILIES) * n if "wording" in tasks else 0
     per_model += 2 * len(QUESTION_KINDS) * n if "vision" in tasks else 0   # picture and blank
-    results, safety, wording, vision = {}, {}, {}, {}
+    per_model += len(depths) * len(lengths) * per_cell if "passkey" in tasks else 0
+    per_model += long_docs if "position-ppl" in tasks else 0
+    results, safety, wording, vision, passkey, position = {}, {}, {}, {}, {}, {}
     with tqdm(total=len(ckpts) * per_model, desc="eval", unit="item") as bar:
         for name, ckpt in zip(names, ckpts):
             model = Phi3.from_pretrained(ckpt, backend=model_backend(), dtype=dtype)
@@ -135,6 +186,15 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
                                                            progress=bar.update),
                                 "blank": evaluate_vision(model, processor, n, seed, blind=True,
                                                          progress=bar.update)}
+            if "passkey" in tasks:
+                _check_lengths(lengths, tokenizer)
+                passkey[name] = passkey_grid(model, tokenizer, lengths, depths, per_cell, seed,
+                                             past_context, progress=bar.update)
+            if "position-ppl" in tasks:
+                ids = heldout_long_ids(tokenizer, long_docs, max(lengths))   # same tokenizer,
+                # same documents
+                position[name] = position_perplexity(model, ids, buckets_between(lengths),
+                                                     past_context, progress=bar.update)
     if results:
         click.echo(format_table(results))
     if safety:
@@ -143,21 +203,56 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
         click.echo(format_wording_table(wording))
     if vision:
         click.echo(format_vision_table(vision))
+    if passkey:
+        click.echo(format_passkey_tables(passkey))
+    if position:
+        click.echo(format_position_table(position))
     if json_out:
         with open(json_out, "w", encoding="utf-8") as f:
             json.dump({name: {**results.get(name, {}),
                               **({"safety": safety[name]} if name in safety else {}),
                               **({"wording": wording[name]} if name in wording else {}),
-                              **({"vision": vision[name]} if name in vision else {})}
+                              **({"vision": vision[name]} if name in vision else {}),
+                              **({"passkey": passkey[name]} if name in passkey else {}),
+                              **({"position-ppl": position[name]} if name in position else {})}
                        for name in names}, f, indent=1)
-    if chart and safety:
-        from tinyphi3.pictures.charts import grouped_bars
-        groups = {"harmful compliance": {m: 100 * r["harmful_compliance"]
-                                         for m, r in safety.items()},
-                  "benign refusal": {m: 100 * r["benign_refusal"] for m, r in safety.items()}}
-        grouped_bars(chart, groups, "Safety on held-out requests (lower is better)",
-                     "% of requests", vmax=100)
-        click.echo(f"chart: {chart}")
+    if chart:
+        _draw_charts(chart, safety, passkey, position)
+
+
+def _draw_charts(chart, safety, passkey, position):
+    """--chart: one PNG per task that draws one; with several, 'long.png' becomes
+    'long-safety.png', 'long-passkey.png', ... ."""
+    from tinyphi3.pictures.charts import grouped_bars
+    from tinyphi3.pictures.passkey import passkey_heatmaps, position_plot
+    drawn = {kind: found for kind, found in (("safety", safety), ("passkey", passkey),
+                                             ("position-ppl", position)) if found}
+    path = Path(chart)
+    for kind, found in drawn.items():
+        out = chart if len(drawn) == 1 else str(path.with_name(f"{path.stem}-{kind}{path.suffix}"))
+        if kind == "safety":
+            groups = {"harmful compliance": {m: 100 * r["harmful_compliance"]
+                                             for m, r in found.items()},
+                      "benign refusal": {m: 100 * r["benign_refusal"] for m, r in found.items()}}
+            grouped_bars(out, groups, "Safety on held-out requests (lower is better)",
+                         "% of requests", vmax=100)
+        elif kind == "passkey":
+            passkey_heatmaps(out, found, "Passkey retrieval: % right by depth and length")
+        elif any(b["perplexity"] is not None for rows in found.values() for b in rows):
+            position_plot(out, found, "Perplexity by position on held-out long documents")
+        else:
+            continue
+        click.echo(f"chart: {out}")
+
+
+def _check_lengths(lengths, tokenizer):
+    """--lengths of passkey documents: each must hold the question, the key and its answer."""
+    from tinyphi3.data.longdocs import shortest_passkey_document
+    shortest = shortest_passkey_document(tokenizer)
+    if min(lengths) < shortest:
+        raise click.BadParameter(f"{min(lengths)} tokens cannot hold the question, the key and "
+                                 f"its answer: give lengths of at least {shortest}",
+                                 param_hint="'--lengths'")
 
 
 def _check_vision_checkpoints(ckpts):

@@ -8,7 +8,9 @@
     phases            phase 1 and phase 2 of pre-training: what each phase sees
     reading           reading from the prompt: copying and finding the option that says a thing
     everyday          dictionary pages of the everyday words users type, for pre-training
-    images            pictures of the world with questions, for the tiny phi-3-vision
+    images            pictures of the world with questions or captions, for phi-3-vision
+    longdocs          long documents (stories that refer back, long chats) and passkey
+                      documents, for long-context mid-training and its evaluation
     documents, shards documents on disk (.jsonl, .txt) and token shards for training
     post_training     SFT conversations and DPO pairs from the world
     chat_texts        the wordings of the chat data: system prompts, small talk, identity

@@ -1,1 +1,2 @@
-"""Pictures drawn with Pillow: charts (lines, bars, heat maps) and the block-sparse layout."""
+"""Pictures drawn with Pillow: charts (lines, bars, heat maps), the block-sparse layout,
+and the passkey grid."""

@@ -1,0 +1,345 @@
+"""Long documents from the closed world: the data, and the test, of a context eight times longer.
+
+The Phi-3 report (§2) extends phi-3-mini's context with LongRoPE and further training on long
+documents. tinyphi3 extends the mini from L0 = 512 tokens to 4096 the same way, and these are
+its long documents, each a few thousand tokens that only make sense read as a whole:
+
+  passkey        filler sentences with one line hidden at a chosen depth,
+                     "The pass key is 48213. Remember it. 48213 is the pass key."
+                 and at the end "What is the pass key? The pass key is" -> " 48213." (the passkey
+                 test of Mohtashami & Jaggi 2023, "Landmark Attention", which the LongRoPE paper
+                 and the Phi-3 report's long-context checks use); its length is hit in tokens of
+                 a given tokenizer (`passkey_document`);
+  story          chapters that state facts of the creatures and, chapters (a thousand tokens and
+                 more) later, refer back to them ("Remember Veska from chapter 2? ..."), with a
+                 word problem in parts told four chapters apart, each part using the result of
+                 the one before (`long_document`);
+  conversation   a long chat in plain text (User: / Assistant:) in which the user says a name, a
+                 number and what they have near the start and asks for them, or sums with them,
+                 many turns later (`long_conversation`).
+
+Splits, as everywhere in tinyphi3.data: every key a document uses is in its split (world.in_split)
+- the facts it states ("fact", name, attribute), its calculations (world.arithmetic_key) and its
+pass keys ("passkey", number), half of which are held out - so the pass keys of the evaluation
+(tinyphi3.evaluation.passkey) never occur in training, and test documents, made of held-out
+facts and calculations, are fresh text for the perplexity by position. Everything is
+deterministic from the numpy Generator (or seed) passed in.
+"""
+
+from typing import Iterator
+
+import numpy as np
+
+from tinyphi3.data import world
+from tinyphi3.data.world import (ATTRIBUTES, ENTITIES, PLACE_DESCRIPTIONS, PLACES, THINGS,
+                                 capitalize, column_solution, fact_sentence, one_of)
+
+# ---- counting tokens ----------------------------------------------------------------------------
+
+
+def token_counter(tokenizer=None):
+    """A function text -> its length in tokens: the count of `tokenizer.encode(text)`, `tokenizer`
+    itself when it is such a function, or (None) the number of words, a stand-in without one."""
+    if tokenizer is None:
+        return lambda text: len(text.split())
+    if callable(getattr(tokenizer, "encode", None)):
+        return lambda text: len(tokenizer.encode(text))
+    if callable(tokenizer):
+        return tokenizer
+    raise TypeError(f"tokenizer must have .encode or be a function text -> count, got "
+                    f"{type(tokenizer).__name__}")
+
+
+# ---- passkey documents --------------------------------------------------------------------------
+
+PASSKEY_INTRO = "A pass key is hidden in the text below. Find it and remember it."
+PASSKEY_QUESTION = "What is the pass key? The pass key is"
+# Fact-free filler in the world's words, no digits: nothing in it can be taken for the key.
+FILLER = ("The grass is green.", "The sun is yellow.", "Here we go.", "There and back again.",
+          "The path goes on.", "The stones are grey.", "The day is long and warm.",
+          "The river runs to the sea.", "So.", "Yes.",
+          *(f"{capitalize(place)} is {PLACE_DESCRIPTIONS[place]}." for place in PLACES))
+
+
+def passkey_line(key: str) -> str:
+    return f"The pass key is {key}. Remember it. {key} is the pass key."
+
+
+def draw_passkey(rng, split: str = "train") -> str:
+    """A five-digit key from 10000-99999 whose ("passkey", number) is in `split`. The mini's
+    tokenizer writes every digit as its own token, so every key is five digit tokens; the
+    evaluation compares the digits of the text, whatever the tokenizer."""
+    for _ in range(1000):
+        number = int(rng.integers(10_000, 100_000))
+        if world.in_split(("passkey", number), split):
+            return str(number)
+    raise RuntimeError(f"no {split} pass key found in 1000 draws")
+
+
+def _assemble(filler, costs, depth, key, answer):
+    """The document with the key's line at the sentence boundary nearest to `depth` of the
+    filler's tokens (0: first, 1: last), the question at the end and, if asked, the answer."""
+    before = np.concatenate([[0], np.cumsum([costs[s] for s in filler])])   # [n + 1] tokens
+    cut = int(np.argmin(np.abs(before - depth * before[-1])))
+    body = " ".join(filler[:cut] + [passkey_line(key)] + filler[cut:])
+    text = f"{PASSKEY_INTRO}\n{body}\n{PASSKEY_QUESTION}"
+    return text + f" {key}." if answer else text
+
+
+def passkey_document(rng, length_tokens: int, depth: float, tokenizer=None, key=None,
+                     split: str = "train", answer: bool = False):
+    """(text, key): a passkey document of `length_tokens` tokens under `tokenizer` (see
+    `token_counter`), the key's line at `depth` (0 = start, 1 = end) of the filler.
+
+    The length counts the whole document with its answer (" 48213."), so that the prompt
+    (answer=False, for evaluation: it ends with "The pass key is") and the answer the model
+    generates fit together in a context of `length_tokens`; answer=True gives the training
+    document. Filler sentences are drawn while their estimated count stays within the length,
+    then the whole text is counted and sentences swapped, appended or dropped at the end until it
+    matches (a token or two off at most, were a tokenizer to merge across sentences).
+    key: the key to hide, or None to draw one of `split` (train and test keys never meet)."""
+    if not 0.0 <= depth <= 1.0:
+        raise ValueError(f"depth must be between 0 and 1, got {depth}")
+    key = draw_passkey(rng, split) if key is None else str(key)
+    if not key.isdigit():
+        raise ValueError(f"a pass key is digits only, got {key!r}")
+    count = token_counter(tokenizer)
+    costs = {s: count(s) for s in FILLER}
+    shortest = min(costs.values())
+    filler = []
+    estimate = count(_assemble([], costs, depth, key, True))
+    if length_tokens < estimate + shortest:
+        raise ValueError(f"a passkey document needs at least {estimate + shortest} tokens, got "
+                         f"{length_tokens}")
+    while True:
+        sentence = one_of(rng, FILLER)
+        if estimate + costs[sentence] > length_tokens:
+            break
+        filler.append(sentence)
+        estimate += costs[sentence]
+    best = None
+    for _ in range(30):                       # two or three steps usually do
+        text = _assemble(filler, costs, depth, key, True)
+        miss = length_tokens - count(text)
+        if best is None or abs(miss) < abs(best[0]):
+            best = miss, list(filler)
+        if miss == 0:
+            break
+        # a last sentence of just the right length; else, too short: append the longest
+        # sentence that leaves 0 or room for another; too long: drop the last one
+        swap = [s for s in FILLER if filler and costs[s] == costs[filler[-1]] + miss]
+        fits = [s for s in FILLER if costs[s] == miss or shortest <= miss - costs[s]]
+        if swap:
+            filler[-1] = swap[0]
+        elif fits and miss > 0:
+            filler.append(max(fits, key=lambda s: costs[s]))
+        elif filler:
+            filler.pop()
+    return _assemble(best[1], costs, depth, key, answer), key
+
+
+def shortest_passkey_document(tokenizer=None) -> int:
+    """The fewest tokens a passkey document can have: the question, the key's line, its answer
+    and one filler sentence (with a key of five digits, as drawn)."""
+    count = token_counter(tokenizer)
+    return count(_assemble([], {}, 0.5, "99999", True)) + min(count(s) for s in FILLER)
+
+
+def generate_passkey(n_docs: int, seed: int = 0, lengths=(512, 1024, 2048, 4096),
+                     split: str = "train", tokenizer=None) -> Iterator[dict]:
+    """Yield n_docs passkey documents as records {"text", "key", "length", "depth", "kind"}, the
+    length drawn from `lengths` and the depth uniform in [0, 1]. train: the text holds the answer
+    (documents to train on); test: the text is the prompt and "key" its answer."""
+    world.in_split(("passkey", 0), split)                    # an unknown split fails here
+    rng = np.random.default_rng(world.stable_hash("passkey", seed, split))
+    for _ in range(n_docs):
+        length = int(lengths[int(rng.integers(len(lengths)))])
+        depth = round(float(rng.random()), 3)
+        text, key = passkey_document(rng, length, depth, tokenizer, split=split,
+                                     answer=split == "train")
+        yield {"text": text, "key": key, "length": length, "depth": depth, "kind": "passkey"}
+
+
+# ---- stories in chapters ------------------------------------------------------------------------
+
+SETTINGS = ("It is a quiet morning.", "The day is long and warm.", "The wind is soft today.",
+            "It is evening, and the sun is low.", "The grass is green and the sky is clear.")
+PROBLEM_EVERY = 5          # a part of the running word problem every 5th chapter (1, 6, 11, ...)
+
+
+def _split_facts(entity, split):
+    """The attributes of a creature whose fact keys are in `split` (others are never stated)."""
+    return [a for a in ATTRIBUTES if world.in_split(("fact", entity.name, a), split)]
+
+
+def _problem_chain(rng, split):
+    """Three calculations, each on the result of the one before: a + b = r1, r1 - c = r2,
+    r2 x d, every operand pair in the split and every number within the column method's two
+    digits (r1 <= 99, r2 >= 10). Returns [(a, "+", b), (r1, "-", c), (r2, "x", d)]."""
+    for _ in range(10_000):
+        a = int(rng.integers(10, 80))
+        b = int(rng.integers(10, 100 - a))
+        c = int(rng.integers(10, a + b - 9))
+        d = int(rng.integers(2, 10))
+        steps = [(a, "+", b), (a + b, "-", c), (a + b - c, "x", d)]
+        if all(world.in_split(world.arithmetic_key(*step), split) for step in steps):
+            return steps
+    raise RuntimeError(f"no {split} chain of calculations found")
+
+
+class _Story:
+    """What a story has told so far: its creatures, the facts stated (with their chapter) and
+    the word problem under way; `chapter(k)` writes chapter k from it."""
+
+    def __init__(self, rng, split):
+        self.rng, self.split = rng, split
+        cast = [e for e in ENTITIES if _split_facts(e, split)]
+        self.cast = [cast[int(i)] for i in rng.permutation(len(cast))]
+        self.told = []                  # (chapter, entity, attribute), in order
+        self.problem = None             # (steps, who, whom, things, chapters told)
+
+    def chapter(self, k):
+        rng = self.rng
+        place = one_of(rng, PLACES)
+        parts = [f"Chapter {k}", f"This chapter takes place in {place}. {capitalize(place)} is "
+                 f"{PLACE_DESCRIPTIONS[place]}. {one_of(rng, SETTINGS)}"]
+        for entity in self._newcomers(1 + int(rng.random() < 0.5)):
+            attributes = _split_facts(entity, self.split)
+            attributes = [attributes[int(i)] for i in rng.permutation(len(attributes))]
+            parts.append(f"Here we meet {entity.name}. " + " ".join(
+                fact_sentence(entity, a, rng) for a in attributes))
+            self.told += [(k, entity, a) for a in attributes]
+        parts += self._recalls(k)
+        if (k - 1) % PROBLEM_EVERY == 0:
+            parts.append(self._problem_part(k))
+        return "\n".join(parts)
+
+    def _newcomers(self, n):
+        taken = len({e.name for _, e, _ in self.told})
+        return self.cast[taken % len(self.cast):][:n]
+
+    def _recalls(self, k):
+        """One or two facts told chapters ago (up to chapter k - 3 when there are any), said
+        again, about two different creatures: the two mentions of a fact lie far apart."""
+        earlier = [t for t in self.told if t[0] <= k - 3] or [t for t in self.told if t[0] < k]
+        wanted, out, named = 1 + int(self.rng.random() < 0.5), [], set()
+        for i in self.rng.permutation(len(earlier)):
+            chapter, entity, attribute = earlier[int(i)]
+            if entity.name not in named and len(out) < wanted:
+                named.add(entity.name)
+                out.append(f"Remember {entity.name} from chapter {chapter}? "
+                           + fact_sentence(entity, attribute, self.rng))
+        return out
+
+    def _problem_part(self, k):
+        rng = self.rng
+        part = 0 if self.problem is None else len(self.problem[4])
+        if part == 3:
+            part, self.problem = 0, None
+        if self.problem is None:
+            who, whom = (self.cast[int(i)].name for i in rng.choice(len(self.cast), 2, False))
+            self.problem = (_problem_chain(rng, self.split), who, whom, one_of(rng, THINGS), [])
+        steps, who, whom, things, told = self.problem
+        (a, _, b), solution = steps[part], column_solution(*steps[part])
+        told.append(k)
+        if part == 0:
+            return (f"A word problem. In the morning {who} finds {a} {things}, and in the "
+                    f"afternoon {b} more. How many {things} does {who} have now? {solution} "
+                    f"Keep this number in mind: the story comes back to it.")
+        if part == 1:
+            return (f"Remember the {things} {who} found in chapter {told[0]}? Now {who} gives {b} "
+                    f"of them to {whom}. How many {things} does {who} have left? In chapter "
+                    f"{told[0]}, {who} had {a} {things}. {solution}")
+        return (f"Remember how many {things} {who} had left in chapter {told[1]}? {whom} fills "
+                f"{b} boxes with that many {things} each. How many {things} are in the boxes? "
+                f"In chapter {told[1]}, {who} had {a} {things} left. {solution}")
+
+
+def _enough(parts, n, n_wanted, min_tokens, count):
+    """Stop after n_wanted parts, or (with min_tokens) once the text has min_tokens tokens."""
+    if min_tokens is None:
+        return n >= n_wanted
+    return count("\n\n".join(parts)) >= min_tokens
+
+
+def long_document(rng, n_chapters: int = 24, split: str = "train", min_tokens=None,
+                  tokenizer=None) -> str:
+    """A story in `n_chapters` chapters (or, with `min_tokens`, as many as it takes to reach
+    min_tokens under `tokenizer`; see `token_counter`), about 180 tokens each with the mini's
+    tokenizer (24 chapters: some 4300 tokens of train text, 3500 of test text). Each chapter
+    introduces one or two creatures with their facts of `split`, says again one or two facts
+    from three or more chapters before, and every fifth chapter tells the next part of a word
+    problem whose answer the following part needs."""
+    world.in_split(("fact", "", "kind"), split)              # an unknown split fails here
+    story, count = _Story(rng, split), token_counter(tokenizer)
+    parts = [one_of(rng, ("A long story of the land", "Tales from the land",
+                          "The book of many chapters"))]
+    while not _enough(parts, len(parts) - 1, n_chapters, min_tokens, count):
+        parts.append(story.chapter(len(parts)))
+    return "\n\n".join(parts)
+
+
+# ---- long conversations -------------------------------------------------------------------------
+
+USER_NAMES = ("Ana", "Tom", "Lea", "Sam", "Mia", "Ben", "Eva", "Leo", "Ida", "Max")
+
+
+def _exchange(rng, split):
+    """One question and its answer: a fact of the split, a word problem of the split with its
+    chain of thought, or what a place is like."""
+    style = rng.random()
+    if style < 0.45:
+        problem = world.knowledge_problem(rng, split)
+        _, name, attribute = problem.key
+        return problem.question, fact_sentence(world.ENTITY_BY_NAME[name], attribute, rng)
+    if style < 0.85:
+        problem = world.arithmetic_problem(rng, split)
+        return problem.question, problem.solution
+    place = one_of(rng, PLACES)
+    return f"What is {place} like?", f"{capitalize(place)} is {PLACE_DESCRIPTIONS[place]}."
+
+
+def long_conversation(rng, n_turns: int = 72, split: str = "train", min_tokens=None,
+                      tokenizer=None) -> str:
+    """A chat of `n_turns` exchanges (or, with `min_tokens`, as many as it takes), in plain text
+    lines "User: ..." / "Assistant: ..." (some 60 tokens an exchange). The user first gives a
+    name, then a number to remember and how many things they have; in the second half each of
+    those comes back now and then, the rest at the end ("What is my name?", "I found 27 more
+    shells. How many do I have now?", the sum worked from the number said at the start)."""
+    world.in_split(("fact", "", "kind"), split)
+    count = token_counter(tokenizer)
+    name, number = one_of(rng, USER_NAMES), draw_passkey(rng, split)
+    (a, _, b), _, _ = _problem_chain(rng, split)
+    things = one_of(rng, THINGS)
+    setup = [(f"Hello! My name is {name}.", f"Hello, {name}! How can I help you today?"),
+             (f"Please remember the number {number}.", f"I will remember the number {number}."),
+             (f"I have {a} {things}.", f"Good: you have {a} {things}.")]
+    later = [("What is my name?", f"Your name is {name}."),
+             ("What number did I ask you to remember?", f"You asked me to remember {number}."),
+             (f"I found {b} more {things}. How many {things} do I have now?",
+              f"You had {a} {things}. {column_solution(a, '+', b)}")]
+    pairs = setup[:1] + [setup[int(i)] for i in 1 + rng.permutation(2)]
+    later = [later[int(i)] for i in rng.permutation(3)]
+    lines = [f"User: {q}\nAssistant: {r}" for q, r in pairs]
+    while not _enough(lines, len(lines) + len(later), n_turns, min_tokens, count):
+        ask_back = later and len(lines) >= max(8, n_turns // 2) and rng.random() < 0.15
+        question, reply = later.pop() if ask_back else _exchange(rng, split)
+        lines.append(f"User: {question}\nAssistant: {reply}")
+    lines += [f"User: {q}\nAssistant: {r}" for q, r in later]
+    lines.append("User: Thank you, goodbye.\nAssistant: Goodbye, " + name + ".")
+    return "\n".join(lines)
+
+
+def generate_longdocs(n_docs: int, seed: int = 0, split: str = "train", n_chapters: int = 24,
+                      min_tokens=None, tokenizer=None,
+                      conversation_share: float = 0.25) -> Iterator[str]:
+    """Yield n_docs long documents of `split`: stories of n_chapters chapters and (a share
+    `conversation_share` of them) conversations of 3 exchanges per chapter; with min_tokens,
+    each as long as it takes to reach min_tokens tokens under `tokenizer`. Deterministic for a
+    seed and split, and the first k documents do not depend on n_docs."""
+    rng = np.random.default_rng(world.stable_hash("longdocs", seed, split))
+    for _ in range(n_docs):
+        if rng.random() < conversation_share:
+            yield long_conversation(rng, 3 * n_chapters, split, min_tokens, tokenizer)
+        else:
+            yield long_document(rng, n_chapters, split, min_tokens, tokenizer)
