@@ -193,6 +193,16 @@ def test_resume_refuses_another_config_and_fresh_runs_refuse_old_output(workspac
         Trainer(recipe(workspace, tmp_path / "b"), resume=True)
 
 
+def test_a_sequence_longer_than_the_models_context_is_refused(workspace, tmp_path):
+    """seq_len past max_position_embeddings would train positions the model's RoPE (and its
+    config) does not cover: the run stops before its first step and says how to extend."""
+    too_long = recipe(workspace, tmp_path / "c", seq_len=512)
+    too_long.model["max_position_embeddings"] = 256
+    with pytest.raises(TrainingError, match="seq_len 512 is past the model's context of 256 "
+                                            "tokens: extend it first"):
+        Trainer(too_long)
+
+
 def test_stop_at_ends_the_run_early_on_the_full_runs_schedule(workspace, tmp_path):
     """stop_at = 4 of 8 steps trains exactly the first 4 steps of the 8-step run (its learning
     rates, not those of a 4-step run) and exports its model."""

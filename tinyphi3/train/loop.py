@@ -71,6 +71,11 @@ class Trainer:
             raise TrainingError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the "
                                 f"model's vocabulary only {self.model.config.vocab_size}")
         t = recipe.train
+        context = self.model.config.max_position_embeddings
+        if t.seq_len > context:
+            raise TrainingError(f"seq_len {t.seq_len} is past the model's context of {context} "
+                                f"tokens: extend it first (tinyphi3 longrope extend or search), "
+                                f"or train on shorter sequences")
         self.optimizer = AdamW(self.model.named_parameters(), t.lr, (t.beta1, t.beta2),
                                weight_decay=t.weight_decay)
         self.objective = OBJECTIVES[recipe.stage](recipe, self.tokenizer, self.model)
