@@ -25,10 +25,15 @@ def passkey_heatmaps(name, grids: dict, title: str, cell=(64, 40)):
     cw, ch = cell
     left, top, gap = 90, 100, 50
     pw, ph = cw * len(lengths), ch * len(depths)
-    W, H = left + len(grids) * (pw + gap), top + ph + 90
+    f, small = _font(14), _font(13)
+    note = ("rows: depth of the key in the filler; cells: % right (white 0, dark blue 100); "
+            "grey: past the context")
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wide = max(measure.textlength(title, font=_font(18)), measure.textlength(note, font=small))
+    W, H = max(left + len(grids) * (pw + gap), int(wide) + 40), top + ph + 90   # text fits
     img = Image.new("RGB", (W, H), WHITE)
     d = ImageDraw.Draw(img)
-    f, small = _font(14), _font(13)
+    left += (W - left - len(grids) * (pw + gap)) // 2            # the panels centred
     for p, (label, grid) in enumerate(grids.items()):
         ox = left + p * (pw + gap)
         for r, row in enumerate(grid["accuracy"]):
@@ -56,10 +61,8 @@ def passkey_heatmaps(name, grids: dict, title: str, cell=(64, 40)):
     d.text((W / 2, 12), title, fill=BLACK, font=_font(18), anchor="ma")
     d.text((W / 2, top + ph + 30), "length of the document, tokens", fill=BLACK, font=f,
            anchor="ma")
-    d.text((W / 2, H - 24), "rows: depth of the key in the filler; cells: % right "
-           "(white 0, dark blue 100); grey: past the context", fill=GREY, font=small,
-           anchor="ma")
-    d.text((8, top - 30), "depth", fill=BLACK, font=f)
+    d.text((W / 2, H - 24), note, fill=GREY, font=small, anchor="ma")
+    d.text((left - 82, top - 30), "depth", fill=BLACK, font=f)
     return _save(img, name)
 
 
