@@ -14,6 +14,7 @@ tokens it needs a couple of GB), the flash side --runs times.
 
     python benchmarks/attention_memory.py [--tokens 4096] [--threads 2] [--runs 3] [--out FILE]
     python benchmarks/attention_memory.py --quick                  # 512 tokens
+    python benchmarks/attention_memory.py --model                  # a whole training step
 """
 
 import argparse
@@ -31,6 +32,7 @@ from pathlib import Path
 BATCH, HEADS, KV_HEADS, HEAD_DIM = 1, 8, 8, 32
 SCALE = HEAD_DIM ** -0.5
 HEADING = "## Attention memory (training step)"
+MODEL_HEADING = "## A training step of the mini geometry at a long context: memory"
 
 
 def resident_kib(field):
@@ -48,6 +50,45 @@ def reset_high_water_mark():
             f.write("5")                                      # VmHWM := VmRSS (Linux >= 4.0)
     except OSError:
         pass
+
+
+def run_model_side(side, tokens, runs):
+    """In the child: one training step of a model of phi-3-mini's shipped geometry (4 layers,
+    width 256, 8 heads of 32, vocabulary 2112) at `tokens` tokens: Phi3.loss and its backward,
+    with model.attention = side. Prints a JSON line."""
+    import numpy as np
+
+    from tinyphi3.config import Phi3Config
+    from tinyphi3.models.model import Phi3
+
+    config = Phi3Config(vocab_size=2112, hidden_size=256, intermediate_size=688,
+                        num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8,
+                        max_position_embeddings=max(tokens, 512))
+    model = Phi3(config, seed=0)
+    model.attention = side
+    rng = np.random.default_rng(0)
+
+    def step(T):
+        ids = rng.integers(3, 2112, size=(1, T))
+        model.zero_grad()
+        loss = model.loss(ids, np.roll(ids, -1, axis=1))
+        loss.backward()
+        return float(loss.data)
+
+    step(128)                                                 # warm-up: compile or load
+    walls, cpus = [], []
+    reset_high_water_mark()
+    before = resident_kib("VmRSS")
+    for _ in range(runs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        step(tokens)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    high = resident_kib("VmHWM")
+    growth = None if high is None or before is None else (high - before) * 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(dict(side=side, growth=growth, peak=peak, wall=statistics.median(walls),
+                          cpu=statistics.median(cpus), runs=runs)))
 
 
 def run_side(side, tokens, runs):
@@ -102,14 +143,14 @@ def run_side(side, tokens, runs):
                           cpu=statistics.median(cpus), runs=runs)))
 
 
-def measure(side, tokens, runs, threads):
+def measure(side, tokens, runs, threads, model=False):
     """Run one side in a fresh Python process; its JSON report."""
     env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                OMP_NUM_THREADS=str(threads))
     root = Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     command = [sys.executable, __file__, "--side", side, "--tokens", str(tokens),
-               "--runs", str(runs)]
+               "--runs", str(runs)] + (["--model"] if model else [])
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -137,19 +178,41 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", default=None, help="write the Markdown section to this file")
     parser.add_argument("--note", default="", help="a sentence on the conditions of the run")
+    parser.add_argument("--model", action="store_true",
+                        help="a whole training step of the mini geometry (Phi3.loss and its "
+                             "backward, 4 layers) instead of one attention layer")
     parser.add_argument("--side", choices=["dense", "flash"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     tokens = args.tokens or (512 if args.quick else 4096)
     if args.side:                                             # the child process
-        run_side(args.side, tokens, args.runs)
+        (run_model_side if args.model else run_side)(args.side, tokens, args.runs)
         return
 
-    results = [measure("flash", tokens, args.runs, args.threads),
-               measure("dense", tokens, args.dense_runs, args.threads)]
+    results = [measure("flash", tokens, args.runs, args.threads, args.model),
+               measure("dense", tokens, args.dense_runs, args.threads, args.model)]
     weights = BATCH * HEADS * tokens * tokens * 4             # the dense weights, float32
     rows = [f"| {r['side']} | {r['runs']} | {mib(r['growth'])} | {mib(r['peak'])} | "
             f"{r['wall']:.2f} | {r['cpu']:.2f} |" for r in results]
     command = shlex.join(["python", "benchmarks/attention_memory.py", *sys.argv[1:]])
+    if args.model:
+        section = f"""{MODEL_HEADING}
+
+`{command}` — one training step (`Phi3.loss` and its backward, batch 1) of phi-3-mini's
+shipped geometry (4 layers, width 256, 8 heads of 32, vocabulary 2,112) at {tokens:,} tokens,
+float32, `model.attention` = "flash" (the tiled kernels; what "auto" picks for training calls
+of 1,024 tokens or more) against "dense" (the reference path, which keeps every layer's
+[B, H, T, S] attention weights for the backward pass: {4 * weights / 2**20:,.0f} MiB for the four
+layers). Step MiB, process MiB and seconds as in the section above. Machine:
+{describe_machine(args.threads)}.
+{args.note}
+
+| attention | steps | step MiB | process MiB | wall s | CPU s |
+|---|---|---|---|---|---|
+""" + "\n".join(rows) + "\n"
+        print(section)
+        if args.out:
+            Path(args.out).write_text(section)
+        return
     section = f"""{HEADING}
 
 `{command}` — one attention layer's forward and backward at T = S = {tokens:,}, batch
