@@ -244,3 +244,11 @@ def test_recipe_overrides_apply_to_every_variant():
     config = r.model_config(300)
     assert (config.intermediate_size, config.hidden_size, config.vocab_size) == (80, 32, 320)
     assert config.is_phi3small
+
+
+def test_the_recipe_chooses_the_attention_path(workspace, tmp_path):
+    """[train] attention reaches the model (Phi3.attention); an unknown path is a recipe error."""
+    for kind in ("auto", "dense", "flash"):
+        assert Trainer(recipe(workspace, tmp_path / kind, attention=kind)).model.attention == kind
+    with pytest.raises(RecipeError, match='attention must be "auto", "dense" or "flash"'):
+        recipe(workspace, tmp_path / "bad", attention="fast")

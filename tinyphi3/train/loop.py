@@ -67,6 +67,7 @@ class Trainer:
             self.model = MODEL_CLASSES.get(config.model_type, Phi3)(config, seed=recipe.train.seed)
         if recipe.vision is not None:
             self.model.freeze(recipe.vision.freeze)
+        self.model.attention = recipe.train.attention        # tiled or dense (Phi3.attention)
         if self.tokenizer.vocab_size > self.model.config.vocab_size:
             raise TrainingError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the "
                                 f"model's vocabulary only {self.model.config.vocab_size}")

@@ -12,7 +12,9 @@
               grad_accum, lr,
               min_lr, warmup_steps, weight_decay, beta1, beta2, clip, seed,
               stop_at (end at this step, the schedule still planned for `steps`; 0: at `steps`),
-              beta, label_smoothing, sft_weight (DPO; the reference model is init_from)
+              beta, label_smoothing, sft_weight (DPO; the reference model is init_from),
+              attention = "auto" | "dense" | "flash" (tiled: no [T, S] matrix per head; "auto"
+              tiles sequences of 1,024 tokens or more)
     [log]     eval_every, eval_batches, save_every
     [output]  dir, dtype                   (dtype of the exported final model)
 
@@ -55,6 +57,7 @@ class TrainSettings:
     beta: float = 0.1
     label_smoothing: float = 0.0
     sft_weight: float = 0.0
+    attention: str = "auto"
 
 
 @dataclass
@@ -144,6 +147,11 @@ def _fill(cls, section: dict, where: str):
                           f"known: {', '.join(known)}")
     values = {}
     for key, value in section.items():
+        if known[key] in (str, "str"):
+            if not isinstance(value, str):
+                raise RecipeError(f"{where}.{key}: expected a string, got {value!r}")
+            values[key] = value
+            continue
         kind = int if known[key] in (int, "int") else float
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                 kind is int and not isinstance(value, int)):
@@ -208,6 +216,9 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
     if not 0.0 <= t.label_smoothing < 0.5 or t.beta <= 0 or t.sft_weight < 0:
         raise RecipeError(f"{source}: beta must be positive, label_smoothing in [0, 0.5) and "
                           f"sft_weight >= 0")
+    if t.attention not in ("auto", "dense", "flash"):
+        raise RecipeError(f"{source}: [train] attention must be \"auto\", \"dense\" or "
+                          f"\"flash\", got {t.attention!r}")
     if recipe.output_dtype not in ("float32", "bfloat16", "float16"):
         raise RecipeError(f"{source}: [output] dtype must be float32, bfloat16 or float16")
     return recipe
