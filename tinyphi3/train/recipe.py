@@ -185,7 +185,7 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
         raise RecipeError(f"{source}: [model] unknown key(s) {', '.join(bad)}")
     train = dict(d.get("train", {}))
     stage = train.pop("stage", "pretrain")
-    if stage not in DATA_KEYS:
+    if not isinstance(stage, str) or stage not in DATA_KEYS:
         raise RecipeError(f"{source}: [train] stage must be one of {', '.join(DATA_KEYS)}, "
                           f"got {stage!r}")
     data, key = dict(d.get("data", {})), DATA_KEYS[stage]
@@ -219,6 +219,9 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
     if t.attention not in ("auto", "dense", "flash"):
         raise RecipeError(f"{source}: [train] attention must be \"auto\", \"dense\" or "
                           f"\"flash\", got {t.attention!r}")
+    if not isinstance(recipe.output_dir, str) or not (recipe.data_file is None
+                                                      or isinstance(recipe.data_file, str)):
+        raise RecipeError(f"{source}: [output] dir and the [data] path must be strings")
     if recipe.output_dtype not in ("float32", "bfloat16", "float16"):
         raise RecipeError(f"{source}: [output] dtype must be float32, bfloat16 or float16")
     return recipe
