@@ -7,8 +7,9 @@
         --textbooks data/textbooks.jsonl --out data/phases
     tinyphi3 data tokenize --tokenizer tok --input data/phases/phase1.jsonl --out shards/phase1
 
-and, to extend the context: `data longdocs` (stories and conversations of thousands of tokens)
-and `data passkey` (a number hidden at a chosen depth, asked for at the end).
+and, to extend the context: `data longdocs` (stories and conversations of thousands of tokens),
+`data passkey` (a number hidden at a chosen depth, asked for at the end) and `data longchat`
+(long conversations for the post-training that mixes long and short chats).
 
 Every --input/--web/--textbooks accepts your own files as well: .jsonl with a "text" field per
 line, or plain .txt (one document per file; lines `<|endoftext|>` separate several).
@@ -240,6 +241,57 @@ def passkey(n_docs, seed, lengths, tokenizer_dir, split, out):
                                  param_hint="'--lengths'")
     docs = generate_passkey(n_docs, seed, lengths, split, tok)
     _echo_written(write_documents(tqdm(docs, total=n_docs, unit="doc", desc="passkey"), out), out)
+
+
+@data.command()
+@click.option("--n", "n_records", required=True, type=click.IntRange(min=1),
+              help="How many conversations.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same conversations.")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]),
+              help="train: facts, calculations, pass keys and wordings to train on; test: "
+                   "held-out ones only, to evaluate the long chat model on.")
+@click.option("--lengths", default="1024,2048,3072,3584", show_default=True,
+              callback=comma_lengths,
+              help="Lengths in tokens of the rendered chat, comma-separated; each conversation "
+                   "has about one of them (within a few percent).")
+@click.option("--tokenizer", "tokenizer_dir", default="checkpoints/mini", show_default=True,
+              type=click.Path(file_okay=False),
+              help="The tokenizer (or checkpoint) directory whose tokens the lengths count.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write.")
+def longchat(n_records, seed, split, lengths, tokenizer_dir, out):
+    """Write long conversations for the post-training that mixes long and short chats, in the
+    SFT format and in the short SFT's wordings and answer styles (tinyphi3.data.longdocs), in
+    turn: a story pasted into the chat with a question about a fact told in its first third,
+    answered with the fact; a passkey document and "What is the pass key?", answered "The pass
+    key is 48213."; a name or a number given in the first turn, many short exchanges, and the
+    name asked for (or the number used) at the end. Mix them with `data sft` conversations to
+    keep the short skills. Each line: {"messages": [{"role": ..., "content": ...}, ...],
+    "domain": "long-story" | "long-passkey" | "long-memory"}.
+
+    \b
+    Example:
+      tinyphi3 data longchat --n 3000 --lengths 1024,2048,3072,3584 --out longchat.jsonl
+      tinyphi3 data longchat --n 60 --split test --out longchat-test.jsonl
+    """
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from tinyphi3.data.documents import write_jsonl
+    from tinyphi3.data.longdocs import SHORTEST_LONG_CHAT, generate_long_chats
+    from tinyphi3.tokenizers import load_tokenizer
+    if min(lengths) < SHORTEST_LONG_CHAT:
+        raise click.BadParameter(f"{min(lengths)} tokens is too short for a long chat: give "
+                                 f"lengths of at least {SHORTEST_LONG_CHAT}",
+                                 param_hint="'--lengths'")
+    if not Path(tokenizer_dir).is_dir():
+        raise click.BadParameter(f"{tokenizer_dir} is not a directory: give a tokenizer or "
+                                 "checkpoint directory", param_hint="'--tokenizer'")
+    tok = load_tokenizer(tokenizer_dir)
+    records = generate_long_chats(n_records, seed, split, lengths, tokenizer=tok)
+    count = write_jsonl(tqdm(records, total=n_records, unit="chat", desc="longchat"), out)
+    click.echo(f"wrote {count} conversations to {out}")
 
 
 @data.command()

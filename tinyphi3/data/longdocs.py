@@ -18,6 +18,13 @@ its long documents, each a few thousand tokens that only make sense read as a wh
                  number and what they have near the start and asks for them, or sums with them,
                  many turns later (`long_conversation`).
 
+and, for the post-training that mixes long and short conversations (Phi-3 report, §2), long
+chats as SFT records {"messages": [...], "domain": "long-story" | "long-passkey" |
+"long-memory"} in the words and answer styles of the short SFT (`long_chat`,
+`generate_long_chats`): a story pasted into the chat and a question about a fact told in its
+first third; a passkey document and "What is the pass key?"; a name or a number given in the
+first turn, many short exchanges, and the name asked for (or the number used) at the end.
+
 Splits, as everywhere in tinyphi3.data: every key a document uses is in its split (world.in_split)
 - the facts it states ("fact", name, attribute), its calculations (world.arithmetic_key) and its
 pass keys ("passkey", number), half of which are held out - so the pass keys of the evaluation
@@ -30,7 +37,7 @@ from typing import Iterator
 
 import numpy as np
 
-from tinyphi3.data import world
+from tinyphi3.data import post_training, wordings, world
 from tinyphi3.data.world import (ATTRIBUTES, ENTITIES, PLACE_DESCRIPTIONS, PLACES, THINGS,
                                  capitalize, column_solution, fact_sentence, one_of)
 
@@ -165,6 +172,7 @@ def generate_passkey(n_docs: int, seed: int = 0, lengths=(512, 1024, 2048, 4096)
 SETTINGS = ("It is a quiet morning.", "The day is long and warm.", "The wind is soft today.",
             "It is evening, and the sun is low.", "The grass is green and the sky is clear.")
 PROBLEM_EVERY = 5          # a part of the running word problem every 5th chapter (1, 6, 11, ...)
+STORY_TITLES = ("A long story of the land", "Tales from the land", "The book of many chapters")
 
 
 def _split_facts(entity, split):
@@ -272,8 +280,7 @@ def long_document(rng, n_chapters: int = 24, split: str = "train", min_tokens=No
     problem whose answer the following part needs."""
     world.in_split(("fact", "", "kind"), split)              # an unknown split fails here
     story, count = _Story(rng, split), token_counter(tokenizer)
-    parts = [one_of(rng, ("A long story of the land", "Tales from the land",
-                          "The book of many chapters"))]
+    parts = [one_of(rng, STORY_TITLES)]
     while not _enough(parts, len(parts) - 1, n_chapters, min_tokens, count):
         parts.append(story.chapter(len(parts)))
     return "\n\n".join(parts)
@@ -343,3 +350,233 @@ def generate_longdocs(n_docs: int, seed: int = 0, split: str = "train", n_chapte
             yield long_conversation(rng, 3 * n_chapters, split, min_tokens, tokenizer)
         else:
             yield long_document(rng, n_chapters, split, min_tokens, tokenizer)
+
+
+# ---- long chats: SFT records for the post-training that mixes long and short conversations ------
+#
+# The short SFT (tinyphi3.data.post_training, tinyphi3.data.wordings) asks and answers in set
+# styles: a fact question answered by the fact in a sentence, "Your name is Lea.", a number given
+# and then used ("Add 23 to it." -> the column method). A long chat asks in the same words and
+# answers in the same styles, so the long post-training teaches reading far back, not new
+# replies. The wordings that tinyphi3.data.wordings splits (NAME_GIVEN, NAME_ASKED, NUMBER_GIVEN,
+# NUMBER_USED) and PASSKEY_ASKS are taken from `split`'s frames (wordings.frames_of: every fourth
+# held out); the instruction lines before a story and the leads back to a number are a chat's
+# surface, shared by both splits (as wordings.LEADS).
+
+LONG_CHAT_KINDS = ("story", "passkey", "memory")
+LONG_CHAT_LENGTHS = (1024, 2048, 3072, 3584)
+SHORTEST_LONG_CHAT = 512       # tokens: a story of a few chapters, a few exchanges of a chat
+TEMPLATE_TOKENS = 2            # a message's <|role|> and <|end|> in Phi-3's chat template
+STORY_ASKS = ("Read the story below, then answer my question about it.",
+              "Here is a long story. Read it and answer the question at the end.",
+              "Please read this story carefully. I will ask you about it afterwards.",
+              "Below is a story in chapters. Answer the question that comes after it.",
+              "Read this story and tell me what it says.",
+              "I have a story for you. Read it, then answer my question.")
+STORY_QA_TOKENS = 24           # about the tokens of the question and its answer, in the chat
+PASSKEY_ASKS = ("What is the pass key?", "What is the pass key hidden in the text?",
+                "Tell me the pass key.", "Which number is the pass key?",
+                "What pass key does the text hide?", "Please tell me the pass key.",
+                "Can you find the pass key? What is it?", "Say the pass key.")
+NUMBER_BACK = ("Back to the number I gave you at the start. ",
+               "Remember my number from the beginning? ", "Now the number I told you first. ",
+               "Let's go back to my number. ")
+
+
+def message_counter(tokenizer=None):
+    """A function message -> its tokens in a chat: with a tokenizer that has a chat template,
+    what the template makes of the message alone (less the closing <|endoftext|>: the template
+    renders each message on its own, "<|user|>\n...<|end|>\n"); else its content's count (see
+    `token_counter`) and TEMPLATE_TOKENS."""
+    if callable(getattr(tokenizer, "apply_chat_template", None)):
+        return lambda m: len(tokenizer.apply_chat_template(
+            [m], add_generation_prompt=False, tokenize=True)) - 1
+    count = token_counter(tokenizer)
+    return lambda m: count(m["content"]) + TEMPLATE_TOKENS
+
+
+def chat_length(messages, tokenizer=None) -> int:
+    """How many tokens the chat template makes of `messages` (exactly, with a tokenizer that has
+    one; else about): each message's count (`message_counter`), and the closing
+    <|endoftext|>."""
+    count = message_counter(tokenizer)
+    return sum(count(m) for m in messages) + 1
+
+
+def _user(text):
+    return {"role": "user", "content": text}
+
+
+def _assistant(text):
+    return {"role": "assistant", "content": text}
+
+
+def _stated(text, entity, attribute) -> bool:
+    """Whether `text` states the fact in one of its phrasings (named, or in full)."""
+    return any(t.format(**world.fields(entity, full)) in text
+               for t in world.FACT_TEMPLATES[attribute] for full in (False, True))
+
+
+def _story_of_length(rng, split, budget, count):
+    """(story text, [(chapter, entity, attribute) told in it]): a title and whole chapters while
+    the story stays within `budget` tokens, then as much of one more chapter as brings it
+    nearest to `budget`: all of it or none (the story ends at a chapter boundary), or its lines
+    up to one that ends nearer (its heading, its place and at least one line more)."""
+    story = _Story(rng, split)
+    text, k = one_of(rng, STORY_TITLES), 1
+    while True:
+        lines = story.chapter(k).split("\n")
+        whole = f"{text}\n\n" + "\n".join(lines)
+        if count(whole) > budget:
+            break
+        text, k = whole, k + 1
+    cuts = ([text] if k > 1 else []) + [f"{text}\n\n" + "\n".join(lines[:j])
+                                        for j in range(3, len(lines) + 1)]
+    text = min(cuts, key=lambda cut: abs(count(cut) - budget))
+    return text, [t for t in story.told if f"Here we meet {t[1].name}." in text]
+
+
+def _chapter_end(text, k):
+    """Where chapter k of a story ends: at the next chapter's heading, or the story's end."""
+    after = text.find(f"\n\nChapter {k + 1}\n")
+    return len(text) if after < 0 else after
+
+
+def _story_chat(rng, length, split, count, measure):
+    """An instruction line, a story, a question about a fact told in the story's first third
+    (one not said again later, when there is one) in a fact question of the short SFT, and the
+    answer in its style: the fact in a sentence (post_training.knowledge_exchange); about
+    `length` tokens in all."""
+    ask = one_of(rng, STORY_ASKS)
+    budget = length - measure(_user(f"{ask}\n\n\n\n")) - STORY_QA_TOKENS - 1
+    text, told = _story_of_length(rng, split, budget, count)
+    third = len(text) / 3
+    early = [(e, a) for k, e, a in told if _chapter_end(text, k) <= third]
+    early = early or [(e, a) for k, e, a in told if k == 1]
+    once = [(e, a) for e, a in early if not _stated(text[int(third):], e, a)]
+    entity, attribute = one_of(rng, once or early)
+    problem = world.knowledge_problem(rng, split, entity, attribute)
+    question, answer = post_training.knowledge_exchange(rng, problem, choice_share=0.0)
+    return [_user(f"{ask}\n\n{text}\n\n{question}"), _assistant(answer)]
+
+
+def _passkey_chat(rng, length, split, tokenizer, count, measure):
+    """A passkey document (its key of `split`, at a uniform depth), asked in the chat with one
+    of PASSKEY_ASKS of `split` and answered "The pass key is 48213."; about `length` tokens."""
+    key = draw_passkey(rng, split)
+    depth = float(rng.random())
+    ask = one_of(rng, wordings.frames_of(PASSKEY_ASKS, split))
+    reply = f"The pass key is {key}."
+    # passkey_document counts its text ending "<PASSKEY_QUESTION> 48213."; the chat ends with the
+    # ask instead, then the reply in a message of its own
+    extra = (measure(_user(ask)) - count(f"{PASSKEY_QUESTION} {key}.")
+             + measure(_assistant(reply)) + 1)
+    text, _ = passkey_document(rng, length - extra, depth, tokenizer, key=key, split=split)
+    body = text[:-len(PASSKEY_QUESTION)].rstrip()
+    return [_user(f"{body}\n{ask}"), _assistant(reply)]
+
+
+def _short_exchange(rng, split):
+    """[user, assistant]: one ordinary exchange of the short SFT, with a problem of `split`: a
+    word problem, a fact question (a quarter of them in the evaluation's 4-option format), or a
+    sum or difference in everyday words. (No reasoning problems: theirs say what kind of animal
+    a creature is, whatever the split of that fact.)"""
+    style = rng.random()
+    if style < 0.4:
+        pair = post_training.math_exchange(rng, world.arithmetic_problem(rng, split))
+    elif style < 0.8:
+        pair = post_training.knowledge_exchange(rng, world.knowledge_problem(rng, split),
+                                                choice_share=0.25)
+    else:
+        messages, _ = wordings.exchange(one_of(rng, ("sum", "difference")), split, rng)
+        return messages
+    return post_training.turns(pair)
+
+
+def _memory_chat(rng, length, split, measure, before):
+    """A name (or a number) given in the first turn as in wordings' memory family, short
+    exchanges until the chat (with the messages `before` it) has about `length` tokens, then the
+    name asked for ("Your name is Lea.") or the number used, with a lead back to it (answered
+    with the column method)."""
+    frames = wordings.frames_of
+    if rng.random() < 0.5:
+        name = wordings.user_name(rng)
+        first = [_user(one_of(rng, frames(wordings.NAME_GIVEN, split)).format(u=name)),
+                 _assistant(f"Nice to meet you, {name}! How can I help?")]
+        last = [_user(one_of(rng, frames(wordings.NAME_ASKED, split))),
+                _assistant(f"Your name is {name}.")]
+    else:
+        op, use = one_of(rng, frames(wordings.NUMBER_USED, split))
+        a, b = (int(v) for v in world.arithmetic_problem(rng, split, op).key[2:4])
+        if op == "+" and rng.random() < 0.5:
+            a, b = b, a                                      # the same calculation's key
+        first = [_user(one_of(rng, frames(wordings.NUMBER_GIVEN, split)).format(a=a)),
+                 _assistant(f"Okay, I'll remember {a}.")]
+        last = [_user(one_of(rng, NUMBER_BACK) + use.format(b=b)),
+                _assistant(column_solution(a, op, b))]
+    messages = list(first)
+    used, misses = sum(measure(m) for m in before + first + last) + 1, 0
+    while used < length and misses < 5:
+        pair = _short_exchange(rng, split)
+        cost = sum(measure(m) for m in pair)
+        if used + cost - length <= length - used:            # nearer to the length with it
+            messages += pair
+            used += cost
+        else:                                                # too long to end on: another one
+            misses += 1
+    return messages + last
+
+
+def long_chat(rng, kind: str, length_tokens: int, split: str = "train", tokenizer=None) -> dict:
+    """One long SFT conversation of about `length_tokens` tokens of the rendered chat (see
+    `chat_length`; within a few percent with a tokenizer), as a record {"messages": [...],
+    "domain": "long-" + kind}:
+
+      story    the user pastes a story (`long_document`'s chapters, ending at a chapter boundary
+               or, nearer to the length, partway into its last chapter at the end of a line)
+               after an instruction line, and asks about a fact told in its first third in a
+               fact question of world.QUESTION_TEMPLATES; the answer states the fact;
+      passkey  a passkey document, the key of `split` at a random depth, then "What is the pass
+               key?" (or another of PASSKEY_ASKS); the answer "The pass key is 48213.";
+      memory   a real multi-turn chat: a name or a number given first, short exchanges of the
+               short SFT, and at the end the name asked for or the number used.
+
+    Every fact, calculation and key comes from `split` (world.in_split). SYSTEM_SHARE of the
+    chats open with a system message, as in the short SFT. Deterministic from `rng`."""
+    if kind not in LONG_CHAT_KINDS:
+        raise ValueError(f"unknown long chat kind {kind!r}: choose from "
+                         f"{', '.join(LONG_CHAT_KINDS)}")
+    world.in_split(("fact", "", "kind"), split)              # an unknown split fails here
+    if length_tokens < SHORTEST_LONG_CHAT:
+        raise ValueError(f"a long chat needs at least {SHORTEST_LONG_CHAT} tokens, got "
+                         f"{length_tokens}")
+    count, measure = token_counter(tokenizer), message_counter(tokenizer)
+    system = ([post_training.system_message(rng)]
+              if rng.random() < post_training.SYSTEM_SHARE else [])
+    if kind == "memory":
+        messages = _memory_chat(rng, length_tokens, split, measure, system)
+    else:
+        length = length_tokens - sum(measure(m) for m in system)
+        messages = (_story_chat(rng, length, split, count, measure) if kind == "story"
+                    else _passkey_chat(rng, length, split, tokenizer, count, measure))
+    return {"messages": system + messages, "domain": f"long-{kind}"}
+
+
+def generate_long_chats(n: int, seed: int = 0, split: str = "train",
+                        lengths=LONG_CHAT_LENGTHS, kinds=LONG_CHAT_KINDS,
+                        tokenizer=None) -> Iterator[dict]:
+    """Yield n long chats of `split` (`long_chat`), the kinds in turn and each length drawn from
+    `lengths`. Deterministic for a seed and split; the first k records do not depend on n."""
+    kinds, lengths = tuple(kinds), tuple(int(v) for v in lengths)
+    unknown = [k for k in kinds if k not in LONG_CHAT_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"unknown long chat kinds {unknown}: choose from "
+                         f"{', '.join(LONG_CHAT_KINDS)}")
+    if not lengths or min(lengths) < SHORTEST_LONG_CHAT:
+        raise ValueError(f"long chats need lengths of at least {SHORTEST_LONG_CHAT} tokens, got "
+                         f"{list(lengths)}")
+    world.in_split(("fact", "", "kind"), split)
+    rng = np.random.default_rng(world.stable_hash("longchat", seed, split))
+    for i in range(n):
+        length = lengths[int(rng.integers(len(lengths)))]
+        yield long_chat(rng, kinds[i % len(kinds)], length, split, tokenizer)
