@@ -268,6 +268,12 @@ def _check_vision_checkpoints(ckpts):
 
 
 def _column_names(ckpts):
-    """Short names for the table: the directory names, or the whole paths if two coincide."""
-    short = [Path(c).name or str(c) for c in ckpts]
+    """Short names for the table: the directory names ("run/final" for a training run's final
+    or checkpoint directory, whose own name says nothing), or the whole paths if two coincide."""
+    def short_name(c):
+        path = Path(c).resolve() if str(c) in (".", "") else Path(c)     # "." has no name
+        if path.name in ("final", "checkpoint") and path.parent.name:
+            return f"{path.parent.name}/{path.name}"
+        return path.name or str(c)
+    short = [short_name(c) for c in ckpts]
     return short if len(set(short)) == len(short) else [str(c) for c in ckpts]
