@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from tinyphi3.cli import main
 from tinyphi3.cli.info import init_checkpoint, starter_corpus
-from tinyphi3.cli.longrope import long_documents, read_texts
+from tinyphi3.cli.longrope import long_documents
+from tinyphi3.data.documents import read_documents
 from tinyphi3.config import Phi3Config
 from tinyphi3.models.model import Phi3
 from tinyphi3.nn import rope_scaling
@@ -144,7 +145,8 @@ def test_search_writes_a_checkpoint_with_the_found_factors(ckpt, text_file, tmp_
     for name in ("model.safetensors", "tokenizer.model", "tokenizer_config.json"):
         assert (out / name).read_bytes() == (ckpt / name).read_bytes()
     # the written checkpoint scores the documents as the search did
-    docs = long_documents(load_tokenizer(out), read_texts(text_file), LENGTH, 2)
+    docs = long_documents(load_tokenizer(out), [d["text"] for d in read_documents(text_file)],
+                          LENGTH, 2)
     ppl = math.exp(longrope_search.mean_nll(Phi3.from_pretrained(out), docs))
     assert ppl == pytest.approx(report["perplexity"], rel=1e-6)
 
@@ -165,7 +167,7 @@ def test_extend_writes_each_method(ckpt, tmp_path, method):
 def test_errors_are_one_clear_line(ckpt, text_file, tmp_path):
     search = ("search", "--ckpt", ckpt, "--population", 4, "--generations", 0)
     assert_one_clear_error(invoke(*search, "--text", tmp_path / "nope.jsonl", "--length", LENGTH,
-                                  "--out", tmp_path / "a"), "nope.jsonl: text file not found")
+                                  "--out", tmp_path / "a"), "nope.jsonl: no such file")
     assert_one_clear_error(invoke(*search, "--text", text_file, "--length", 5000,
                                   "--out", tmp_path / "a"), "the longest has")
     assert_one_clear_error(invoke(*search, "--text", text_file, "--length", 256,

@@ -17,7 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from tinyphi3.cli.options import backend_option
-from tinyphi3.errors import CheckpointError, InvalidInputError
+from tinyphi3.data.documents import read_documents
+from tinyphi3.errors import InvalidInputError
 from tinyphi3.io import checkpoint
 from tinyphi3.nn import rope_scaling
 
@@ -25,64 +26,24 @@ NOT_COPIED = ("config.json", "search.json")       # written anew
 NOT_COPIED_SUFFIXES = (".md", ".png")             # the source's model card and its pictures
 
 
-def check_new_directory(out) -> Path:
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CheckpointError(f"{out}: already exists and is not empty; choose a new --out")
-    return out
-
-
 def write_extended_checkpoint(src, out, config, files=None) -> None:
     """Copy checkpoint `src` to `out` with `config` as its config.json, and `files`
     ({name: JSON-able object}) beside it. Keys of the source's config.json that the config does
     not write (torch_dtype, quantization_config, ...) are kept. `out` appears only when
     complete."""
-    src, out = Path(src), check_new_directory(out)
+    src, out = Path(src), checkpoint.check_new_directory(out)
     original = json.loads((src / "config.json").read_text(encoding="utf-8"))
     written = config.to_dict()
     for key, value in original.items():
         if key not in written and key != "rope_parameters":
             written[key] = value
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with checkpoint.staged_directory(out) as tmp:
         for f in sorted(src.iterdir()):
             if f.is_file() and f.name not in NOT_COPIED and f.suffix not in NOT_COPIED_SUFFIXES:
                 shutil.copy2(f, tmp / f.name)
         (tmp / "config.json").write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
         for name, value in (files or {}).items():
             (tmp / name).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:                   # errors and Ctrl-C: leave nothing half-written
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def read_texts(path) -> list:
-    """The "text" of every line of a JSON-lines file (blank lines skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"{path}: text file not found")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise InvalidInputError(f"{path}: not UTF-8 text ({e.reason})") from None
-    texts = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InvalidInputError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise InvalidInputError(f'{path}, line {n}: expected an object with a "text" '
-                                    f"string, as {{\"text\": \"...\"}}")
-        texts.append(record["text"])
-    return texts
 
 
 def long_documents(tokenizer, texts, length, limit, path="the text file") -> list:
@@ -141,7 +102,7 @@ def extend(ckpt, method, length, out):
       tinyphi3 longrope extend --ckpt checkpoints/mini --method ntk --length 4096 --out mini-ntk
     """
     config = rope_scaling.extend_config(checkpoint.load_config(ckpt), method, length)
-    check_new_directory(out)
+    checkpoint.check_new_directory(out)
     write_extended_checkpoint(ckpt, out, config)
     s = length / config.original_max_position_embeddings
     click.echo(f"wrote {out}: {method}, {config.original_max_position_embeddings} -> {length} "
@@ -153,7 +114,8 @@ def extend(ckpt, method, length, out):
 @click.option("--ckpt", required=True, type=click.Path(file_okay=False),
               help="Plain-RoPE checkpoint to extend.")
 @click.option("--text", "text_file", required=True, type=click.Path(dir_okay=False),
-              help='Held-out long texts, JSON lines: one {"text": "..."} per line.')
+              help='Held-out long texts: a .jsonl file, one {"text": "..."} per line (or a .txt '
+                   "file, documents separated by <|endoftext|> lines).")
 @click.option("--length", required=True, type=int, help="Target context in tokens.")
 @click.option("--docs", "n_docs", type=click.IntRange(min=1), default=4, show_default=True,
               help="Documents scored per candidate: the first ones with at least LENGTH tokens.")
@@ -191,8 +153,8 @@ def search(ckpt, text_file, length, n_docs, population, generations, ceiling, ba
     from tinyphi3.cli.options import load_model_and_tokenizer
     from tinyphi3.train import longrope_search
     config = rope_scaling.extend_config(checkpoint.load_config(ckpt), "longrope", length)
-    check_new_directory(out)
-    texts = read_texts(text_file)
+    checkpoint.check_new_directory(out)
+    texts = [doc["text"] for doc in read_documents(text_file)]
     model, tokenizer = load_model_and_tokenizer(ckpt)
     docs = long_documents(tokenizer, texts, length, n_docs, text_file)
     total = len(rope_scaling.METHODS) + 1 + longrope_search.evaluations(population, generations)

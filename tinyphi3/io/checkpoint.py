@@ -9,8 +9,10 @@ Loading checks every tensor against the shapes the configuration implies and nam
 missing or unexpected tensors, wrong shapes, unsupported dtypes, corrupt files.
 """
 
+import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import ml_dtypes
@@ -208,3 +210,35 @@ def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+# ---- writing a directory that appears only when complete ----------------------------------------
+
+def check_new_directory(out) -> Path:
+    """`out` as a Path, when it does not exist or is an empty directory; else a CheckpointError
+    (nothing of an earlier checkpoint is ever mixed into a new one)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CheckpointError(f"{out}: already exists and is not empty; choose a new --out")
+    return out
+
+
+@contextlib.contextmanager
+def staged_directory(out):
+    """Write a directory in a hidden sibling (.NAME.partial), renamed to `out` when the block ends
+    without error and removed on any error or Ctrl-C, so that `out` appears only complete.
+
+        with staged_directory(out) as tmp:
+            (tmp / "config.json").write_text(...)"""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:                       # errors and Ctrl-C: leave nothing half-written
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -111,17 +111,12 @@ def write_quantized(out, config: Phi3Config, shapes: dict, source, block=32, sch
     `stored_dtype(name)` gives (what the source stores them in), and recorded in config.json as
     modules_to_not_convert."""
     quant.check_options(4, block, scheme)
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CheckpointError(f"{out}: already exists and is not empty; choose a new --out")
+    out = checkpoint.check_new_directory(out)
     not_converted = list(not_converted)
     for name, shape in shapes.items():          # every tensor must fit before anything is written
         if is_quantized_name(name, shape, not_converted):
             quant.check_fits(name, shape, block)
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with checkpoint.staged_directory(out) as tmp:
         items = []
         pending = {}
         bar = tqdm(total=len(shapes), unit="tensor", desc="quantizing", disable=not progress,
@@ -168,12 +163,6 @@ def write_quantized(out, config: Phi3Config, shapes: dict, source, block=32, sch
                 if (f.is_file() and f.name not in MODEL_FILES + ("config.json",)
                         and not f.name.startswith("model-") and f.suffix not in NOT_COPIED):
                     shutil.copy2(f, tmp / f.name)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:                       # errors and Ctrl-C: leave nothing half-written
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def expected_tensors(shapes: dict, qc: dict):
