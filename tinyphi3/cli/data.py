@@ -165,6 +165,27 @@ def comma_lengths(ctx, param, value):
     return lengths
 
 
+def tokenizer_option_value(tokenizer_dir):
+    """The tokenizer of --tokenizer DIR, or one clear usage error when DIR is not a directory."""
+    from pathlib import Path
+
+    from tinyphi3.tokenizers import load_tokenizer
+    if not Path(tokenizer_dir).is_dir():
+        raise click.BadParameter(f"{tokenizer_dir} is not a directory: give a tokenizer or "
+                                 "checkpoint directory", param_hint="'--tokenizer'")
+    return load_tokenizer(tokenizer_dir)
+
+
+def check_passkey_lengths(lengths, tokenizer):
+    """--lengths of passkey documents: each must hold the question, the key and its answer."""
+    from tinyphi3.data.longdocs import shortest_passkey_document
+    shortest = shortest_passkey_document(tokenizer)
+    if min(lengths) < shortest:
+        raise click.BadParameter(f"{min(lengths)} tokens cannot hold the question, the key and "
+                                 f"its answer: give lengths of at least {shortest}",
+                                 param_hint="'--lengths'")
+
+
 @data.command()
 @click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1),
               help="How many documents.")
@@ -223,22 +244,12 @@ def passkey(n_docs, seed, lengths, tokenizer_dir, split, out):
       tinyphi3 data passkey --docs 4000 --lengths 512,1024,2048,4096 --out passkey.jsonl
       tinyphi3 data passkey --docs 100 --split test --out passkey-test.jsonl
     """
-    from pathlib import Path
-
     from tqdm import tqdm
 
     from tinyphi3.data.documents import write_documents
-    from tinyphi3.data.longdocs import generate_passkey, shortest_passkey_document
-    from tinyphi3.tokenizers import load_tokenizer
-    if not Path(tokenizer_dir).is_dir():
-        raise click.BadParameter(f"{tokenizer_dir} is not a directory: give a tokenizer or "
-                                 "checkpoint directory", param_hint="'--tokenizer'")
-    tok = load_tokenizer(tokenizer_dir)
-    shortest = shortest_passkey_document(tok)
-    if min(lengths) < shortest:
-        raise click.BadParameter(f"{min(lengths)} tokens cannot hold the question, the key and "
-                                 f"its answer: give lengths of at least {shortest}",
-                                 param_hint="'--lengths'")
+    from tinyphi3.data.longdocs import generate_passkey
+    tok = tokenizer_option_value(tokenizer_dir)
+    check_passkey_lengths(lengths, tok)
     docs = generate_passkey(n_docs, seed, lengths, split, tok)
     _echo_written(write_documents(tqdm(docs, total=n_docs, unit="doc", desc="passkey"), out), out)
 
@@ -274,21 +285,15 @@ def longchat(n_records, seed, split, lengths, tokenizer_dir, out):
       tinyphi3 data longchat --n 3000 --lengths 1024,2048,3072,3584 --out longchat.jsonl
       tinyphi3 data longchat --n 60 --split test --out longchat-test.jsonl
     """
-    from pathlib import Path
-
     from tqdm import tqdm
 
     from tinyphi3.data.documents import write_jsonl
     from tinyphi3.data.longdocs import SHORTEST_LONG_CHAT, generate_long_chats
-    from tinyphi3.tokenizers import load_tokenizer
     if min(lengths) < SHORTEST_LONG_CHAT:
         raise click.BadParameter(f"{min(lengths)} tokens is too short for a long chat: give "
                                  f"lengths of at least {SHORTEST_LONG_CHAT}",
                                  param_hint="'--lengths'")
-    if not Path(tokenizer_dir).is_dir():
-        raise click.BadParameter(f"{tokenizer_dir} is not a directory: give a tokenizer or "
-                                 "checkpoint directory", param_hint="'--tokenizer'")
-    tok = load_tokenizer(tokenizer_dir)
+    tok = tokenizer_option_value(tokenizer_dir)
     records = generate_long_chats(n_records, seed, split, lengths, tokenizer=tok)
     count = write_jsonl(tqdm(records, total=n_records, unit="chat", desc="longchat"), out)
     click.echo(f"wrote {count} conversations to {out}")

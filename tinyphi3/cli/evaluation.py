@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from tinyphi3.cli.data import comma_lengths
+from tinyphi3.cli.data import check_passkey_lengths, comma_lengths
 from tinyphi3.cli.options import backend_option, dtype_option, model_backend
 
 from tinyphi3.data.tasks import TASKS, task_items
@@ -187,7 +187,7 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
                                 "blank": evaluate_vision(model, processor, n, seed, blind=True,
                                                          progress=bar.update)}
             if "passkey" in tasks:
-                _check_lengths(lengths, tokenizer)
+                check_passkey_lengths(lengths, tokenizer)
                 passkey[name] = passkey_grid(model, tokenizer, lengths, depths, per_cell, seed,
                                              past_context, progress=bar.update)
             if "position-ppl" in tasks:
@@ -243,16 +243,6 @@ def _draw_charts(chart, safety, passkey, position):
         else:
             continue
         click.echo(f"chart: {out}")
-
-
-def _check_lengths(lengths, tokenizer):
-    """--lengths of passkey documents: each must hold the question, the key and its answer."""
-    from tinyphi3.data.longdocs import shortest_passkey_document
-    shortest = shortest_passkey_document(tokenizer)
-    if min(lengths) < shortest:
-        raise click.BadParameter(f"{min(lengths)} tokens cannot hold the question, the key and "
-                                 f"its answer: give lengths of at least {shortest}",
-                                 param_hint="'--lengths'")
 
 
 def _check_vision_checkpoints(ckpts):
