@@ -52,6 +52,26 @@ def reset_high_water_mark():
         pass
 
 
+def report_step(side, step, runs):
+    """In the child, after the warm-up: run `step()` `runs` times and print one JSON line with the
+    growth of the resident high-water mark over the resident size before the runs, the process's
+    peak, and the median wall and CPU seconds of a run."""
+    walls, cpus = [], []
+    reset_high_water_mark()
+    before = resident_kib("VmRSS")
+    for _ in range(runs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = step()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+        del result                                            # freed before the next run
+    high = resident_kib("VmHWM")
+    growth = None if high is None or before is None else (high - before) * 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # KiB on Linux
+    print(json.dumps(dict(side=side, growth=growth, peak=peak, wall=statistics.median(walls),
+                          cpu=statistics.median(cpus), runs=runs)))
+
+
 def run_model_side(side, tokens, runs):
     """In the child: one training step of a model of phi-3-mini's shipped geometry (4 layers,
     width 256, 8 heads of 32, vocabulary 2112) at `tokens` tokens: Phi3.loss and its backward,
@@ -76,19 +96,7 @@ def run_model_side(side, tokens, runs):
         return float(loss.data)
 
     step(128)                                                 # warm-up: compile or load
-    walls, cpus = [], []
-    reset_high_water_mark()
-    before = resident_kib("VmRSS")
-    for _ in range(runs):
-        wall, cpu = time.perf_counter(), time.process_time()
-        step(tokens)
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    high = resident_kib("VmHWM")
-    growth = None if high is None or before is None else (high - before) * 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(dict(side=side, growth=growth, peak=peak, wall=statistics.median(walls),
-                          cpu=statistics.median(cpus), runs=runs)))
+    report_step(side, lambda: step(tokens), runs)
 
 
 def run_side(side, tokens, runs):
@@ -127,20 +135,7 @@ def run_side(side, tokens, runs):
     step(*small, mask_for(*small[:3]))                        # warm-up: compile or load
     q, k, v, do = inputs(tokens)
     mask = mask_for(q, k, v)
-    walls, cpus = [], []
-    reset_high_water_mark()
-    before = resident_kib("VmRSS")
-    for _ in range(runs):
-        wall, cpu = time.perf_counter(), time.process_time()
-        grads = step(q, k, v, do, mask)
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-        del grads
-    high = resident_kib("VmHWM")
-    growth = None if high is None or before is None else (high - before) * 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # KiB on Linux
-    print(json.dumps(dict(side=side, growth=growth, peak=peak, wall=statistics.median(walls),
-                          cpu=statistics.median(cpus), runs=runs)))
+    report_step(side, lambda: step(q, k, v, do, mask), runs)
 
 
 def measure(side, tokens, runs, threads, model=False):
@@ -194,43 +189,35 @@ def main():
     rows = [f"| {r['side']} | {r['runs']} | {mib(r['growth'])} | {mib(r['peak'])} | "
             f"{r['wall']:.2f} | {r['cpu']:.2f} |" for r in results]
     command = shlex.join(["python", "benchmarks/attention_memory.py", *sys.argv[1:]])
+    terms = ("Step MiB: growth of the resident high-water mark during the timed steps; process "
+             "MiB: the process's peak (ru_maxrss, imports and inputs included). Seconds: median "
+             "wall and CPU time of a step, after a warm-up.")
     if args.model:
-        section = f"""{MODEL_HEADING}
-
-`{command}` — one training step (`Phi3.loss` and its backward, batch 1) of phi-3-mini's
+        heading, column = MODEL_HEADING, "attention"
+        intro = f"""one training step (`Phi3.loss` and its backward, batch 1) of phi-3-mini's
 shipped geometry (4 layers, width 256, 8 heads of 32, vocabulary 2,112) at {tokens:,} tokens,
 float32, `model.attention` = "flash" (the tiled kernels; what "auto" picks for training calls
 of 1,024 tokens or more) against "dense" (the reference path, which keeps every layer's
 [B, H, T, S] attention weights for the backward pass: {4 * weights / 2**20:,.0f} MiB for the four
-layers). Step MiB, process MiB and seconds as in the section above. Machine:
-{describe_machine(args.threads)}.
-{args.note}
-
-| attention | steps | step MiB | process MiB | wall s | CPU s |
-|---|---|---|---|---|---|
-""" + "\n".join(rows) + "\n"
-        print(section)
-        if args.out:
-            Path(args.out).write_text(section)
-        return
-    section = f"""{HEADING}
-
-`{command}` — one attention layer's forward and backward at T = S = {tokens:,}, batch
+layers). {terms}"""
+    else:
+        heading, column = HEADING, "path"
+        intro = f"""one attention layer's forward and backward at T = S = {tokens:,}, batch
 {BATCH}, {HEADS} heads ({KV_HEADS} KV heads), head_dim {HEAD_DIM}, causal, float32. Dense:
 `attention` + `attention_backward` (their Numba kernels where they have one); flash: the tiled
-kernels of `tinyphi3/backends/numba/flash.py` (64 x 64 tiles). Step MiB: growth of the resident
-high-water mark during the timed steps; process MiB: the process's peak (ru_maxrss, imports and
-inputs included). Seconds: median wall and CPU time of a step, after a warm-up. The dense
-weights alone are {weights / 2**20:,.0f} MiB. Machine: {describe_machine(args.threads)}.
+kernels of `tinyphi3/backends/numba/flash.py` (64 x 64 tiles). {terms} The dense weights alone
+are {weights / 2**20:,.0f} MiB."""
+    section = f"""{heading}
+
+`{command}` — {intro} Machine: {describe_machine(args.threads)}.
 {args.note}
 
-| path | steps | step MiB | process MiB | wall s | CPU s |
+| {column} | steps | step MiB | process MiB | wall s | CPU s |
 |---|---|---|---|---|---|
 """ + "\n".join(rows) + "\n"
     print(section)
     if args.out:
         Path(args.out).write_text(section)
-
 
 if __name__ == "__main__":
     main()
