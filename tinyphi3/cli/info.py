@@ -200,3 +200,36 @@ def init(preset, out, tokenizer_dir, seed, dtype):
     """
     init_checkpoint(preset, out, tokenizer_dir, seed, dtype)
     click.echo(f"wrote a random {preset} model and its tokenizer to {out}")
+
+
+@click.command()
+@click.option("--ckpt", required=True, type=click.Path(file_okay=False),
+              help="The trained checkpoint to grow (a phi3 model in float weights).")
+@click.option("--layers", required=True, type=click.IntRange(min=2),
+              help="Layers of the grown model: a multiple of the checkpoint's.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory to write (new or empty).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
+              default="float32", show_default=True)
+def grow(ckpt, layers, out, dtype):
+    """Write a deeper model that computes the same logits as CKPT: each trained layer followed
+    by copies of itself whose output projections are zero (depth up-scaling). Training it
+    further starts from everything CKPT knows (tinyphi3.train.grow).
+
+    \b
+    Example:
+      tinyphi3 grow --ckpt checkpoints/mini-base --layers 8 --out runs/mini8-init
+    """
+    from tinyphi3.tokenizers import load_tokenizer
+    from tinyphi3.train.grow import deepen
+    checkpoint.check_new_directory(out)
+    model = Phi3.from_pretrained(ckpt)
+    if model.quantization is not None:
+        raise ConfigError(f"{ckpt} holds 4-bit weights; grow its float checkpoint")
+    config, params = deepen(model.config, model.params, layers)
+    tok = load_tokenizer(ckpt)
+    with checkpoint.staged_directory(out) as tmp:
+        Phi3(config, params).save_pretrained(tmp, dtype=dtype)
+        tok.save_pretrained(tmp)
+    click.echo(f"wrote {out}: {config.num_hidden_layers} layers grown from "
+               f"{model.config.num_hidden_layers}, the same logits as {ckpt}")

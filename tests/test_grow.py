@@ -1,0 +1,90 @@
+"""`tinyphi3 grow`: a deeper model with the same logits, checked in transformers, the oracle."""
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from click.testing import CliRunner
+
+from tinyphi3.cli import main
+from tinyphi3.config import Phi3Config
+from tinyphi3.errors import ConfigError
+from tinyphi3.models.model import Phi3
+from tinyphi3.train.grow import deepen
+
+
+def small_hf_model(tmp_path, layers=2, seed=0):
+    """A random transformers Phi-3 with non-trivial norms, saved with tinyphi3's tokenizer."""
+    torch.manual_seed(seed)
+    config = transformers.Phi3Config(
+        vocab_size=2112, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+        original_max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = transformers.Phi3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.add_(torch.randn_like(p) * 0.2)
+    directory = tmp_path / "small"
+    model.save_pretrained(directory)
+    from tinyphi3.tokenizers import load_tokenizer
+    load_tokenizer("checkpoints/mini-base").save_pretrained(directory)
+    return model, directory
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor(ids)).logits.numpy()
+
+
+def test_grown_model_has_the_same_logits_in_transformers(tmp_path):
+    model, directory = small_hf_model(tmp_path)
+    out = tmp_path / "grown"
+    result = CliRunner().invoke(main, ["grow", "--ckpt", str(directory), "--layers", "6",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    grown = transformers.Phi3ForCausalLM.from_pretrained(out).eval()
+    assert grown.config.num_hidden_layers == 6
+    ids = np.random.default_rng(0).integers(3, 2048, size=(2, 37))
+    np.testing.assert_allclose(logits(grown, ids), logits(model, ids), rtol=0, atol=1e-5)
+    ours = Phi3.from_pretrained(out)(ids)
+    np.testing.assert_allclose(ours, logits(model, ids), rtol=0, atol=1e-4)
+    # the copies read the residual stream with the trained layer's weights ...
+    for k in (1, 2):
+        np.testing.assert_array_equal(grown.model.layers[k].self_attn.qkv_proj.weight.detach(),
+                                      model.model.layers[0].self_attn.qkv_proj.weight.detach())
+    # ... and write nothing, yet their output projections get a gradient: training wakes them
+    grown.train()
+    loss = grown(torch.tensor(ids), labels=torch.tensor(ids)).loss
+    loss.backward()
+    for k in (1, 2, 4, 5):
+        layer = grown.model.layers[k]
+        assert not layer.self_attn.o_proj.weight.detach().any()
+        assert layer.self_attn.o_proj.weight.grad.abs().sum() > 0
+        assert layer.mlp.down_proj.weight.grad.abs().sum() > 0
+
+
+def test_grow_refuses_a_depth_that_is_not_a_larger_multiple():
+    config = Phi3Config(vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                        num_attention_heads=2, num_key_value_heads=2)
+    for layers in (2, 3, 1):
+        with pytest.raises(ConfigError, match="multiple"):
+            deepen(config, {}, layers)
+
+
+def test_grow_command_errors_are_one_line(tmp_path):
+    _, directory = small_hf_model(tmp_path)
+    runner = CliRunner()
+    bad = runner.invoke(main, ["grow", "--ckpt", str(directory), "--layers", "3",
+                               "--out", str(tmp_path / "g")])
+    assert bad.exit_code == 1 and "multiple of the model's 2 layers" in bad.output
+    assert not (tmp_path / "g").exists()
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "file").write_text("x")
+    busy = runner.invoke(main, ["grow", "--ckpt", str(directory), "--layers", "4",
+                                "--out", str(taken)])
+    assert busy.exit_code == 1 and "not empty" in busy.output
+    missing = runner.invoke(main, ["grow", "--ckpt", str(tmp_path / "none"), "--layers", "4",
+                                   "--out", str(tmp_path / "h")])
+    assert missing.exit_code == 1 and "not found" in missing.output
