@@ -267,7 +267,9 @@ def test_the_everyday_pages_hold_the_words_but_no_held_out_wording():
     shared lead and tail), nor a word of the held-out safety categories."""
     from tinyphi3.data.everyday import generate_everyday_documents
     from tinyphi3.data.safety import CATEGORIES, HELD_OUT_CATEGORIES
-    pages = "\n".join(generate_everyday_documents(3000, seed=0, scenes=0.5)).lower()
+    pages = "\n".join([*generate_everyday_documents(3000, seed=0, scenes=0.5),
+                       *generate_everyday_documents(1000, seed=1, scenes=1.0,
+                                                    scene_kinds=("unkind", "kind"))]).lower()
     found = []
     for family in wordings.FAMILIES:
         for messages, _ in wordings.conversations(family, "test", 150, seed=1):
@@ -283,7 +285,7 @@ def test_the_everyday_pages_hold_the_words_but_no_held_out_wording():
     for held_out_word in ("plus", "howdy", "hiya", "chatbot", "recipe", "poem", "name", "bunch"):
         assert held_out_word in words                     # the words are there: a real check
     for used in ('"howdy, ', '"greetings, ', '"good afternoon, ', "thanks a bunch, ",
-                 "you're welcome", "a traveller called "):
+                 "you're welcome", "a traveller called ", "that would hurt ", "how kind!"):
         assert used in pages                              # and in use, in the scenes
     # negative control: a page that quotes a held-out request is caught
     messages, _ = wordings.conversations("greeting", "test", 1, seed=1)[0]

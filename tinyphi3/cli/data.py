@@ -132,9 +132,13 @@ def induction(n_docs, seed, out):
 @click.option("--scenes", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="The share of pages that are short scenes in which the creatures use the "
                    "words (greet, thank, introduce a traveller by name) instead of definitions.")
+@click.option("--scene-kinds", default="greeting,thanks,introduction", show_default=True,
+              help="Which scenes, comma-separated: greeting, thanks, introduction, and unkind "
+                   "(a creature means to harm another and is told why that is wrong) and kind "
+                   "(a kind deed, praised).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="A .jsonl file to write.")
-def everyday(n_docs, seed, scenes, out):
+def everyday(n_docs, seed, scenes, scene_kinds, out):
     """Write dictionary pages of everyday words for pre-training: greetings, thanks, the words of
     arithmetic ("plus", "take away", "total"), names, what a chatbot is, the real world beyond the
     books (cooking, capitals, code, poems, languages, weather), kindness and harm. The textbooks
@@ -146,11 +150,17 @@ def everyday(n_docs, seed, scenes, out):
     Example:
       tinyphi3 data everyday --docs 8000 --seed 0 --out everyday.jsonl
       tinyphi3 data everyday --docs 12000 --scenes 0.5 --out everyday-scenes.jsonl
+      tinyphi3 data everyday --docs 4000 --scenes 1 --scene-kinds unkind,kind --out moral.jsonl
     """
     from tinyphi3.data.documents import write_documents
-    from tinyphi3.data.everyday import generate_everyday_documents
+    from tinyphi3.data.everyday import SCENE_KINDS, generate_everyday_documents
+    kinds = tuple(k.strip() for k in scene_kinds.split(",") if k.strip())
+    unknown = sorted(set(kinds) - set(SCENE_KINDS))
+    if unknown or not kinds:
+        raise click.BadParameter(f"{', '.join(unknown) or 'none given'}; choose from "
+                                 f"{', '.join(SCENE_KINDS)}", param_hint="--scene-kinds")
     docs = ({"text": text, "kind": "everyday"}
-            for text in generate_everyday_documents(n_docs, seed, scenes))
+            for text in generate_everyday_documents(n_docs, seed, scenes, kinds))
     _echo_written(write_documents(docs, out), out)
 
 

@@ -17,6 +17,12 @@ greeted back, thank and are answered "you're welcome", and a traveller with a ma
 introduces itself and is called by that name afterwards (the copying a chat model needs to say a
 user's name back). Plain prose with quoted speech, never the chat format.
 
+Scenes of kindness and harm (`scene_kinds` "unkind" and "kind", not in the default mix): a
+creature means to harm another ("I want to push Vebi into the pond") and a friend says why that
+is wrong, or a creature does a kind deed and is praised. The deeds share words across the two
+lists (push a cart, water a garden), so that what makes a deed unkind is what it does to the one
+it is done to. The deeds are written for the scenes, not taken from the held-out requests.
+
 What the pages never hold: a request as a user would type it to the chat model. Every wording
 that `tinyphi3 eval --task wording` holds out stays unseen: `tests/test_wordings.py` checks that
 no held-out prompt of the evaluation appears in any page. The words of those prompts are here;
@@ -259,15 +265,91 @@ def introduction_scene(rng) -> str:
                      f"\"A traveller called {u} came by today. {u} was very kind.\""])
 
 
-SCENES = (greeting_scene, thanks_scene, introduction_scene)
+# ---- scenes of kindness and harm: what a deed does to the one it is done to -------------------
+# A deed is unkind or kind by what it does to a creature, not by its words: "push" is in both
+# lists, and so are gardens, houses, cups and trees. Written for these scenes in narrative words,
+# never as a request; none of the held-out safety categories' words (tests/test_wordings.py).
+# {t} the creature the deed is done to, {tp}/{tobj}/{tpos} its pronouns, {t_home}, {t_food}.
+UNKIND_DEEDS = (
+    "make {t} ill", "put something bad in {t}'s soup", "scare {t} until {tp} cries",
+    "smash {t}'s cups and bowls", "push {t} into the pond", "trip {t} on the path",
+    "trample {t}'s garden", "pull up all of {t}'s flowers", "take {t}'s {t_food} and eat it all",
+    "hide {t}'s {things} where {tp} would never find them", "hit {t}", "kick {t}",
+    "lock {t} in the shed", "send {t} the wrong way so that {tp} gets lost",
+    "knock down {t}'s house", "throw stones at {t}'s windows", "shake {t} out of {tpos} tree",
+    "hurt {t} when nobody is looking", "tear {t}'s coat", "sneak into {t}'s house and take "
+    "{tpos} things", "chase {t} away from {t_home}", "pinch {t} until it hurt",
+    "spoil {t}'s water so that {tp} gets sick", "make {t} cry on purpose")
+UNKIND_REASONS = ("That would hurt {t}.", "{T} would be hurt and sad.",
+                  "It is cruel to harm another creature.", "That is unkind and wrong.",
+                  "Nobody should do that to {t}, or to anyone.",
+                  "{T} has done nothing to deserve it, and it would harm {tobj}.")
+KIND_DEEDS = (
+    "make friends with {t}", "cheer {t} up", "help {t} carry {tpos} {things}",
+    "bring {t} some {t_food}", "visit {t} while {tp} is ill", "mend {t}'s fence",
+    "push {t}'s cart up the hill", "water {t}'s garden while {tp} is away",
+    "pull the weeds out of {t}'s garden", "walk {t} home safely", "play a game with {t}",
+    "say sorry to {t}", "thank {t} for {tpos} help", "make {t} laugh",
+    "help {t} find {tpos} way home", "fix the roof of {t}'s house", "wash {t}'s cups and bowls",
+    "surprise {t} with a cake", "help {t} climb down from {tpos} tree",
+    "keep {t} company", "share {pos} {food} with {t}", "give {t} a warm coat")
+KIND_REPLIES = ("That was kind of you.", "How kind!", "That was a good thing to do.",
+                "Being kind is always good.", "{T} will remember that.")
+CHANGES_OF_HEART = ("{N} felt ashamed and said sorry.", "{N} thought again and did not do it.",
+                    "So {n} went to {instead} instead.",
+                    "{N} nodded and decided to {instead} instead.")
 
 
-def generate_everyday_documents(n: int, seed: int = 0, scenes: float = 0.0):
+def _three_creatures(rng):
+    """Two creatures (_two_creatures) and a third, {t}, whom a deed is done to."""
+    v = _two_creatures(rng)
+    names = {v["n"], v["o"]}
+    third = one_of(rng, [e for e in world.ENTITIES if e.name not in names])
+    t = world.fields(third)
+    v.update(t=t["name"], T=t["name"], tp=t["p"], tobj="her" if t["p"] == "she" else "him",
+             tpos=t["pos"], t_home=t["home"], t_food=t["food"])
+    return v
+
+
+def unkind_scene(rng) -> str:
+    """A creature means to harm another; a friend says why it is wrong; it thinks again."""
+    v = _three_creatures(rng)
+    deed = one_of(rng, UNKIND_DEEDS).format(**v)
+    instead = one_of(rng, KIND_DEEDS).format(**v)
+    opening = one_of(rng, ("{N} was cross with {t}.", "{N} was in a bad mood.",
+                           "{N} did not like {t} that day.")).format(**v)
+    return " ".join([opening, f"\"I want to {deed},\" {v['n']} told {v['o']}.",
+                     f"\"No, {v['n']},\" said {v['o']}. "
+                     f"\"{one_of(rng, UNKIND_REASONS).format(**v)}\"",
+                     one_of(rng, CHANGES_OF_HEART).format(instead=instead, **v)])
+
+
+def kind_scene(rng) -> str:
+    """A creature does a kind deed for another, and a friend says it was kind."""
+    v = _three_creatures(rng)
+    deed = one_of(rng, KIND_DEEDS).format(**v)
+    return " ".join([f"One day {v['n']} decided to {deed}.",
+                     f"{v['T']} was happy.",
+                     f"{v['o']} told {v['n']}: \"{one_of(rng, KIND_REPLIES).format(**v)}\""])
+
+
+SCENE_KINDS = {"greeting": greeting_scene, "thanks": thanks_scene,
+               "introduction": introduction_scene, "unkind": unkind_scene, "kind": kind_scene}
+SCENES = (greeting_scene, thanks_scene, introduction_scene)     # the default kinds
+
+
+def generate_everyday_documents(n: int, seed: int = 0, scenes: float = 0.0,
+                                scene_kinds=("greeting", "thanks", "introduction")):
     """Yield n documents of everyday words, deterministic from the seed: dictionary pages, and
-    with probability `scenes` a page of three to six scenes instead."""
+    with probability `scenes` a page of three to six scenes of `scene_kinds` instead."""
+    unknown = sorted(set(scene_kinds) - set(SCENE_KINDS))
+    if unknown or not scene_kinds:
+        raise ValueError(f"scene kinds must be some of {', '.join(SCENE_KINDS)}, got "
+                         f"{', '.join(unknown) or 'none'}")
+    kinds = tuple(SCENE_KINDS[k] for k in scene_kinds)
     rng = np.random.default_rng(world.stable_hash("everyday", seed))
     for _ in range(n):
         if scenes and rng.random() < scenes:
-            yield "\n".join(one_of(rng, SCENES)(rng) for _ in range(int(rng.integers(3, 7))))
+            yield "\n".join(one_of(rng, kinds)(rng) for _ in range(int(rng.integers(3, 7))))
         else:
             yield everyday_document(rng)
