@@ -9,6 +9,9 @@ attention under a block mask built here element by element. Nothing is imported 
     per layer i:  x = x + dense(attn(rope(q), rope(k), v)),   q, k, v from query_key_value(ln(x))
                   x = x + down_proj(gegelu(up_proj(ln(x))))
     logits = (final_ln(x) @ embed^T) / mup_width_multiplier,   dummy ids -> float32 min
+
+With rope_scaling (phi-3-small-128K), RoPE is its LongRoPE (`longrope_tables`): one factor set
+and one magnitude for the whole sequence, chosen by its length.
 """
 
 import json
@@ -41,6 +44,31 @@ def rope_tables(seq_len, head_dim, base, position_scale):
     freqs = torch.outer(t, inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos(), emb.sin()
+
+
+def longrope_tables(seq_len, head_dim, base, scaling, max_position):
+    """cos, sin [seq_len, head_dim] of phi-3-small-128K's LongRoPE, from its definition:
+
+        L0 = scaling["original_max_position_embeddings"]
+        seq_len > L0:  factors f = long_factor,  magnitude long_mscale, or when absent
+                       sqrt(1 + ln(L / L0) / ln L0) (1 if L <= L0), L = max_position_embeddings
+        otherwise:     factors f = short_factor, magnitude short_mscale, or 1 when absent
+        angle[t, i] = t / (f[i] * base^(2i/d)),  t = 0 .. seq_len-1 (never position-scaled)
+        cos, sin = magnitude * cos(angle), magnitude * sin(angle), duplicated (rotate-half)
+    """
+    L0 = scaling["original_max_position_embeddings"]
+    if seq_len > L0:
+        factors, magnitude = scaling["long_factor"], scaling.get("long_mscale")
+        if magnitude is None:
+            ratio = max_position / L0
+            magnitude = 1.0 if ratio <= 1 else math.sqrt(1 + math.log(ratio) / math.log(L0))
+    else:
+        factors, magnitude = scaling["short_factor"], scaling.get("short_mscale", 1.0)
+    wavelength_base = base ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    inv_freq = 1.0 / (torch.tensor(factors, dtype=torch.float32) * wavelength_base)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos() * magnitude, angles.sin() * magnitude
 
 
 def rotate_half(x):
@@ -95,7 +123,12 @@ class Phi3SmallReference:
         x = F.embedding(ids, p["model.embed_tokens.weight"])
         if c.get("mup_embedding_multiplier"):
             x = x * c["mup_embedding_multiplier"]
-        cos, sin = rope_tables(T, hd, c["rope_embedding_base"], c.get("rope_position_scale", 1.0))
+        if c.get("rope_scaling"):
+            cos, sin = longrope_tables(T, hd, c["rope_embedding_base"], c["rope_scaling"],
+                                       c["max_position_embeddings"])
+        else:
+            cos, sin = rope_tables(T, hd, c["rope_embedding_base"],
+                                   c.get("rope_position_scale", 1.0))
         causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
         for i in range(c["num_hidden_layers"]):
             w = {name[len(f"model.layers.{i}."):]: t for name, t in p.items()

@@ -2,7 +2,8 @@
 (LayerNorm, GEGELU) against finite differences and torch, and the whole model against an
 independent torch implementation (tests/phi3_small_reference.py, since transformers has no
 phi-3-small) on random tiny checkpoints written in the published layout: logits over many blocks,
-cached generation, padding, gradients, and each μP detail on its own."""
+cached generation, padding, gradients, and each μP detail on its own; phi-3-small-128K's LongRoPE
+on both sides of its switch, and across it during cached generation."""
 
 import json
 
@@ -22,10 +23,11 @@ from tinyphi3.nn.blocksparse import blocksparse_layout, blocksparse_mask
 from tinyphi3.config import (PHI3SMALL_DUMMY_TOKEN_IDS, PHI3SMALL_PRESETS, Phi3Config,
                              phi3small_config, preset)
 from tinyphi3.errors import ConfigError, MissingTensorError
-from tinyphi3.inference.generate import generate
+from tinyphi3.inference.generate import generate, next_token_logits, prefill
 from tinyphi3.nn.layers import gegelu, layer_norm
 from tinyphi3.models.model import Phi3
 from tinyphi3.models.weights import parameter_shapes
+from tinyphi3.config.small import longrope_magnitude
 from tinyphi3.models.phi3_small import blocksparse_padded_mask
 from tinyphi3.train.optim import AdamW
 
@@ -59,7 +61,7 @@ V = 97
 DUMMIES = [94, 95, 96]          # the last rows of the vocabulary are padding, as in phi-3-small
 
 
-def tiny_published_config(**changes):
+def tiny_published_config(**changes) -> dict:
     """A tiny config.json in the published layout; 4-token blocks, so 40 tokens cross 10."""
     d = {k: v for k, v in PUBLISHED_8K.items() if k != "_name_or_path"}
     d.update(vocab_size=V, hidden_size=32, ff_intermediate_size=48, num_hidden_layers=4,
@@ -508,3 +510,183 @@ def test_a_tied_copy_of_the_head_is_accepted(tmp_path, checkpoints):
     save_numpy(tensors, str(tmp_path / "model.safetensors"))
     with pytest.raises(MissingTensorError, match="model.layers.2.self_attn.dense.bias"):
         Phi3.from_pretrained(tmp_path)
+
+
+# ---- phi-3-small-128K: LongRoPE -----------------------------------------------------------------
+L0 = 32                 # the tiny 128K checkpoints' original context (of 128: s = 4)
+
+
+def tiny_128k_config(seed, **scaling) -> dict:
+    """A tiny config.json in phi-3-small-128K's layout: head dim 16, so 8 random factors per set
+    (long ones up to 16 times the short ones), base 100 so that every frequency turns within 40
+    tokens; `scaling` joins rope_scaling (the magnitudes, the type)."""
+    rng = np.random.default_rng(seed)
+    short = np.sort(1 + 0.5 * rng.random(8))
+    long = np.sort(short * (1 + 15 * rng.random(8)))
+    rope_scaling = {"type": "su", "original_max_position_embeddings": L0,
+                    "short_factor": short.tolist(), "long_factor": long.tolist(), **scaling}
+    return tiny_published_config(hidden_size=64, rope_embedding_base=100,
+                                 original_max_position_embeddings=L0, rope_scaling=rope_scaling)
+
+
+LONGROPE_CASES = {
+    "given_magnitudes": {"short_mscale": 1.1, "long_mscale": 1.3},
+    "default_magnitudes": {},                        # short 1, long sqrt(1 + ln 4 / ln 32)
+    "longrope_type": {"type": "longrope", "long_mscale": 0.9},
+}
+
+
+@pytest.fixture(scope="module")
+def longrope_checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phi3small128k")
+    return {name: write_checkpoint(root / name, tiny_128k_config(k, **scaling), seed=10 + k)
+            for k, (name, scaling) in enumerate(LONGROPE_CASES.items())}
+
+
+def test_the_128k_layout_reads_and_round_trips():
+    """phi-3-small-128K's config.json layout (its factors replaced by made-up ones): the original
+    context inside rope_scaling and at the top level, the type 'su' kept, the magnitudes read."""
+    scaling = {"type": "su", "original_max_position_embeddings": 8192,
+               "short_factor": np.linspace(1, 1.5, 64).tolist(),
+               "long_factor": np.linspace(1, 100, 64).tolist()}
+    d = dict(PUBLISHED_8K, max_position_embeddings=131072, original_max_position_embeddings=8192,
+             rope_scaling=scaling)
+    config = Phi3Config.from_dict(d)
+    assert (config.max_position_embeddings, config.original_max_position_embeddings) == (
+        131072, 8192)
+    written = config.to_dict()
+    unwritten = ("_name_or_path", "auto_map", "torch_dtype", "transformers_version")
+    assert written == {k: v for k, v in d.items() if k not in unwritten}
+    # the defaults: 1 at short lengths, sqrt(1 + ln s / ln L0) at long ones (s = 16 here)
+    assert longrope_magnitude(config, long=False) == 1.0
+    assert longrope_magnitude(config, long=True) == pytest.approx(
+        np.sqrt(1 + np.log(16) / np.log(8192)), rel=1e-12)
+    given = Phi3Config.from_dict(dict(d, rope_scaling=dict(scaling, short_mscale=0.8,
+                                                           long_mscale=1.25)))
+    assert (longrope_magnitude(given, False), longrope_magnitude(given, True)) == (0.8, 1.25)
+    inner = dict(d)
+    del inner["original_max_position_embeddings"]          # read from rope_scaling alone
+    assert Phi3Config.from_dict(inner) == config
+
+
+@pytest.mark.parametrize("length", [20, L0, L0 + 1, 40])     # short, short, long, long
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", LONGROPE_CASES)
+def test_longrope_logits_match_the_reference(longrope_checkpoints, case, backend, length):
+    ids = token_ids(np.random.default_rng(11), 2, length)
+    ours = Phi3.from_pretrained(longrope_checkpoints[case])
+    with backends.use_backend(backend):
+        got = ours(ids)
+    want = reference_logits(longrope_checkpoints[case], ids)
+    assert got.shape == want.shape == (2, length, V) and got.dtype == np.float32
+    assert np.abs(real_rows(got) - real_rows(want)).max() <= TOL
+    np.testing.assert_array_equal(got[..., DUMMIES], want[..., DUMMIES])
+
+
+def test_the_longrope_magnitudes_and_switch_matter(longrope_checkpoints):
+    """Negative controls for the test above: the reference with phi-3-mini-128K's magnitude at
+    short lengths, or with another long magnitude, is far from our logits; and the switch changes
+    the logits of every token, not only of those past L0."""
+    directory = longrope_checkpoints["default_magnitudes"]
+    model = Phi3.from_pretrained(directory)
+    ids = token_ids(np.random.default_rng(12), 1, 40)
+    for length, key, wrong in [(20, "short_mscale", model.config.longrope_attention_factor),
+                               (40, "long_mscale", 1.0)]:
+        reference = Phi3SmallReference(directory)
+        reference.config["rope_scaling"][key] = wrong
+        with torch.no_grad():
+            theirs = reference.forward(torch.tensor(ids[:, :length])).numpy()
+        assert np.abs(real_rows(model(ids[:, :length]) - theirs)).max() > 1e-2
+    switched = model(ids[:, :L0 + 1])[:, :L0]                  # long factors for all 33 tokens
+    assert np.abs(real_rows(switched - model(ids[:, :L0]))).max() > 1e-2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", ["given_magnitudes", "default_magnitudes"])
+def test_cached_generation_across_the_switch_equals_a_full_recompute(longrope_checkpoints, case,
+                                                                      backend):
+    """Greedy decoding from a 24-token prompt to 44 tokens: every step's logits from the cache
+    (recomputed with the long factors once the sequence passes L0) equal a forward pass over the
+    whole sequence, and the last ones equal the reference's."""
+    model = Phi3.from_pretrained(longrope_checkpoints[case])
+    ids = list(token_ids(np.random.default_rng(13), 1, 24)[0])
+    with backends.use_backend(backend):
+        cache = model.new_cache(1)
+        logits = prefill(model, ids, cache)
+        assert cache.long_rope is False
+        for _ in range(20):
+            full = model(np.array([ids]))[0, -1]
+            np.testing.assert_allclose(logits, full, rtol=0, atol=2e-5)
+            ids.append(int(np.argmax(logits[:V - len(DUMMIES)])))
+            logits, cache = next_token_logits(model, ids, cache)
+        assert cache.long_rope is True and cache.length == len(ids) == 44
+        np.testing.assert_allclose(logits, model(np.array([ids]))[0, -1], rtol=0, atol=2e-5)
+    want = reference_logits(longrope_checkpoints[case], np.array([ids]))[0, -1]
+    assert np.abs(real_rows(logits) - real_rows(want)).max() <= TOL
+    assert list(generate(model, ids[:24], max_new_tokens=20, stop_token_ids=[])) == ids[24:]
+
+
+def test_left_padding_does_not_move_the_switch(longrope_checkpoints):
+    """Rows of 30 and 20 tokens, left-padded to 33 (past L0): positions count each row's own
+    tokens, so both rows keep the short factors and the short magnitude, as each row alone."""
+    model = Phi3.from_pretrained(longrope_checkpoints["given_magnitudes"])
+    rng = np.random.default_rng(15)
+    first, second = token_ids(rng, 1, 30)[0], token_ids(rng, 1, 20)[0]
+    batch = np.stack([np.concatenate([np.zeros(3, int), first]),
+                      np.concatenate([np.zeros(13, int), second])])        # [2, 33]
+    valid = np.ones_like(batch)
+    valid[0, :3] = valid[1, :13] = 0
+    cache = model.new_cache(2)
+    padded = model(batch, attention_mask=valid, cache=cache)
+    step = model(np.array([[5], [7]]), cache=cache)                      # 31 and 21 tokens
+    alone = [model(np.concatenate([row, [token]])[None])[0] for row, token in [(first, 5),
+                                                                             (second, 7)]]
+    np.testing.assert_allclose(padded[0, 3:], alone[0][:-1], atol=2e-5)
+    np.testing.assert_allclose(padded[1, 13:], alone[1][:-1], atol=2e-5)
+    np.testing.assert_allclose(step[:, 0], [alone[0][-1], alone[1][-1]], atol=2e-5)
+
+
+def test_a_cache_kept_across_the_switch_would_differ(longrope_checkpoints):
+    """Negative control for the test above: continuing the short-factor cache past L0 (what the
+    published model's cached generation does) gives other logits than the full recompute."""
+    model = Phi3.from_pretrained(longrope_checkpoints["given_magnitudes"])
+    ids = token_ids(np.random.default_rng(14), 1, L0 + 1)
+    cache = model.new_cache(1)
+    model(ids[:, :L0], cache=cache)
+    kept = model(ids[:, L0:], cache=cache)[0, -1]
+    assert np.abs(real_rows(kept - model(ids)[0, -1])).max() > 1e-2
+
+
+def longrope_scaling(**changes) -> dict:
+    scaling = dict(tiny_128k_config(0)["rope_scaling"], **changes)
+    return {k: v for k, v in scaling.items() if v is not None}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"rope_scaling": longrope_scaling(short_factor=[1.0] * 7)},
+     r"rope_scaling.short_factor must have rotary_dim/2 = 8 entries, got 7"),
+    ({"rope_scaling": longrope_scaling(long_factor=[1.0] * 7 + [0.0])},
+     r"rope_scaling.long_factor must be positive"),
+    ({"rope_scaling": longrope_scaling(long_factor=[1.0] * 7 + ["2"])},
+     r"rope_scaling.long_factor must be a list of numbers"),
+    ({"rope_scaling": longrope_scaling(short_mscale=-1)},
+     r"rope_scaling.short_mscale must be a positive number"),
+    ({"rope_scaling": longrope_scaling(long_mscale="1.2")},
+     r"rope_scaling.long_mscale must be a positive number"),
+    ({"rope_scaling": longrope_scaling(type="yarn")}, r"rope_scaling type 'yarn'"),
+    ({"rope_scaling": longrope_scaling(attention_factor=1.2)},
+     r"rope_scaling.attention_factor is not a key of phi3small's LongRoPE"),
+    ({"rope_scaling": longrope_scaling(original_max_position_embeddings=None)},
+     r"rope_scaling.original_max_position_embeddings must be a positive integer, got None"),
+    ({"rope_scaling": longrope_scaling(original_max_position_embeddings=16)},
+     r"rope_scaling.original_max_position_embeddings 16 differs from "
+     r"original_max_position_embeddings 32"),
+    ({"rope_scaling": longrope_scaling(), "rope_position_scale": 0.5},
+     r"takes rope_position_scale 1.0, got 0.5"),
+    ({"rope_scaling": "su"}, r"rope_scaling must be an object or null"),
+])
+def test_bad_rope_scaling_raises_a_one_line_config_error(changes, message):
+    d = dict(tiny_128k_config(0), **changes)
+    with pytest.raises(ConfigError, match=message) as raised:
+        Phi3Config.from_dict(d)
+    assert "\n" not in str(raised.value)

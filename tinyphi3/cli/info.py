@@ -49,8 +49,10 @@ def describe_checkpoint(path) -> str:
     c = config
     rope = f"RoPE theta {c.rope_theta:g}"
     if c.rope_scaling is not None:
-        rope += (f", LongRoPE (original context {c.original_max_position_embeddings}, magnitude "
-                 f"{c.longrope_attention_factor:.4f})")
+        short, long = c.longrope_magnitude(False), c.longrope_magnitude(True)
+        magnitude = (f"magnitude {long:.4f}" if short == long
+                     else f"magnitude {short:.4f} short, {long:.4f} long")
+        rope += f", LongRoPE (original context {c.original_max_position_embeddings}, {magnitude})"
     window = f", sliding window {c.sliding_window}" if c.sliding_window else ""
     kv_per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 4
     variant = ("phi-3-small decoder (GEGELU, muP; dense attention on one layer in "

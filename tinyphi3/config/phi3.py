@@ -196,6 +196,14 @@ class Phi3Config:
             return 1.0
         return math.sqrt(1.0 + math.log(s) / math.log(self.original_max_position_embeddings))
 
+    def longrope_magnitude(self, long: bool) -> float:
+        """The factor on cos and sin with the long or the short factor set: phi-3-mini-128K's
+        longrope_attention_factor on both; phi-3-small-128K's own rule
+        (tinyphi3.config.small.longrope_magnitude)."""
+        if self.is_phi3small:
+            return small.longrope_magnitude(self, long)
+        return self.longrope_attention_factor
+
     def validate(self) -> None:
         """Raise ConfigError when a value has the wrong type or range or sizes are inconsistent,
         naming the keys involved."""

@@ -16,9 +16,15 @@ def _mini_128k_rope_scaling() -> dict:
 
 
 def phi3small_config(**changes) -> Phi3Config:
-    """A phi-3-small configuration: the published defaults (phi-3-small-8k) with `changes`."""
-    return Phi3Config(**{**small.DEFAULTS, "original_max_position_embeddings":
-                         changes.get("max_position_embeddings", 8192), **changes})
+    """A phi-3-small configuration: the published defaults (phi-3-small-8k) with `changes`.
+    original_max_position_embeddings follows rope_scaling's when there is one (128K layout), else
+    max_position_embeddings."""
+    original = changes.get("max_position_embeddings", 8192)
+    scaling = changes.get("rope_scaling")
+    if isinstance(scaling, dict):
+        original = scaling.get("original_max_position_embeddings", original)
+    return Phi3Config(**{**small.DEFAULTS, "original_max_position_embeddings": original,
+                         **changes})
 
 
 def preset(name: str) -> Phi3Config:
@@ -57,6 +63,14 @@ def preset(name: str) -> Phi3Config:
             bos_token_id=1, eos_token_id=2, pad_token_id=0, dummy_token_indices=[509, 510, 511]),
         "tiny-small-homo": lambda: preset("tiny-small").replace(
             num_key_value_heads=4, blocksparse_homo_head_pattern=True),
+        # Tiny phi-3-small-128K layout: LongRoPE past 32 tokens, in phi-3-small's rope_scaling
+        # (its own magnitudes). No "phi-3-small-128k": its published factors are not shipped here.
+        "tiny-small-longrope": lambda: preset("tiny-small").replace(
+            original_max_position_embeddings=32,
+            rope_scaling={"type": "su", "original_max_position_embeddings": 32,
+                          "short_factor": [1.0 + 0.05 * i for i in range(8)],
+                          "long_factor": [1.0 + 1.5 * i for i in range(8)],
+                          "short_mscale": 1.0, "long_mscale": 1.2}),
     }
     if name not in makers:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(makers)}")
@@ -65,4 +79,5 @@ def preset(name: str) -> Phi3Config:
 
 PRESETS = ("phi-3-mini-4k", "phi-3-mini-128k", "phi-3-medium-4k", "tiny", "tiny-gqa",
            "tiny-longrope")                      # model_type "phi3": transformers reads them
-PHI3SMALL_PRESETS = ("phi-3-small-8k", "tiny-small", "tiny-small-homo")   # model_type "phi3small"
+PHI3SMALL_PRESETS = ("phi-3-small-8k", "tiny-small", "tiny-small-homo",
+                     "tiny-small-longrope")                # model_type "phi3small"

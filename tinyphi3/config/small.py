@@ -5,9 +5,18 @@ Phi3Config holds phi-3-small's fields beside the shared ones, under their Huggin
 names its file gives three shared fields, the published defaults, the dummy vocabulary rows, the
 checks of its fields, and reading and writing its layout (configuration_phi3_small.py in its
 model repository).
+
+phi-3-small-128K's `rope_scaling` is the object its positional_embedding.py reads (LongRopeConfig
+there), and nothing else:
+
+    {"type": "su" | "longrope", "short_factor": [hd/2 numbers], "long_factor": [hd/2 numbers],
+     "original_max_position_embeddings": L0, "short_mscale": m_s, "long_mscale": m_l}
+
+the two magnitudes optional (longrope_magnitude has their defaults).
 """
 
 import dataclasses
+import math
 
 from tinyphi3.errors import ConfigError
 
@@ -48,6 +57,10 @@ CARRIED = {"attention_dropout_prob": 0.0, "embedding_dropout_prob": 0.1,
                      "pad_sequence_to_multiple_of_64": True, "reorder_and_upcast_attn": False,
                      "use_cache": True}
 VOCAB_SIZE = 100352
+# The keys of phi-3-small's rope_scaling (its LongRopeConfig refuses any other); the first three
+# are required there, the magnitudes default.
+ROPE_SCALING_KEYS = ("type", "short_factor", "long_factor", "original_max_position_embeddings",
+                     "short_mscale", "long_mscale")
 
 
 def _dummy_token_ids() -> tuple:
@@ -89,19 +102,51 @@ def validate(self) -> None:
         value = getattr(self, key)
         if not (isinstance(value, (int, float)) and value > 0):
             raise ConfigError(f"config: {key} must be a positive number, got {value!r}")
-    unsupported = {"rope_scaling": (self.rope_scaling, None),
-                   "sliding_window": (self.sliding_window, None),
+    unsupported = {"sliding_window": (self.sliding_window, None),
                    "partial_rotary_factor": (self.partial_rotary_factor, 1.0)}
     for key, (value, plain) in unsupported.items():
         if value != plain:
             raise ConfigError(f"config: phi3small with {key} set is not supported "
-                              f"(tinyphi3 runs phi-3-small-8k, whose {key} is {plain!r})")
+                              f"(phi-3-small's {key} is {plain!r})")
+    if self.rope_scaling is not None:
+        validate_rope_scaling(self)
     ids = self.dummy_token_indices
     if ids is not None and (not isinstance(ids, list) or any(
             isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.vocab_size
             for i in ids)):
         raise ConfigError(f"config: dummy_token_indices must be token ids in "
                           f"[0, {self.vocab_size})")
+
+
+def validate_rope_scaling(self) -> None:
+    """phi-3-small-128K's LongRoPE object. Phi3Config.validate has already checked the type
+    ('su' or 'longrope') and the two factor lists (hd/2 positive numbers each); here: no key
+    outside ROPE_SCALING_KEYS, the original context L0 given and equal to the config's, positive
+    magnitudes where given, and positions not scaled (the published LongRoPE path numbers the
+    tokens 0, 1, 2, ... whatever rope_position_scale says)."""
+    scaling = self.rope_scaling
+    unknown = sorted(set(scaling) - set(ROPE_SCALING_KEYS))
+    if unknown:
+        raise ConfigError(f"config: rope_scaling.{unknown[0]} is not a key of phi3small's "
+                          f"LongRoPE (its keys: {', '.join(ROPE_SCALING_KEYS)})")
+    original = scaling.get("original_max_position_embeddings")
+    if not isinstance(original, int) or isinstance(original, bool) or original <= 0:
+        raise ConfigError(f"config: rope_scaling.original_max_position_embeddings must be a "
+                          f"positive integer, got {original!r}")
+    if original != self.original_max_position_embeddings:
+        raise ConfigError(f"config: rope_scaling.original_max_position_embeddings {original} "
+                          f"differs from original_max_position_embeddings "
+                          f"{self.original_max_position_embeddings}")
+    for key in ("short_mscale", "long_mscale"):
+        value = scaling.get(key, 1.0)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value) and value > 0):
+            raise ConfigError(f"config: rope_scaling.{key} must be a positive number "
+                              f"(leave it out for the default), got {value!r}")
+    if self.rope_position_scale != 1.0:
+        raise ConfigError(f"config: phi3small with rope_scaling takes rope_position_scale 1.0, "
+                          f"got {self.rope_position_scale!r} (its LongRoPE does not scale "
+                          f"positions)")
 
 
 def from_dict(cls, d: dict):
@@ -137,7 +182,17 @@ def from_dict(cls, d: dict):
         kwargs["intermediate_size"] = size
     elif multiplier is not None:
         raise ConfigError("config: give ff_intermediate_size or ff_dim_multiplier, not both")
-    kwargs["original_max_position_embeddings"] = kwargs.get("max_position_embeddings", 8192)
+    context = kwargs.get("max_position_embeddings", 8192)
+    scaling = kwargs.get("rope_scaling")
+    if isinstance(scaling, dict):     # 128K: L0 inside rope_scaling (and at the top level)
+        kwargs["rope_scaling"] = dict(scaling)
+        inner = scaling.get("original_max_position_embeddings")
+        # an invalid inner L0 is left for validate_rope_scaling to name
+        kwargs.setdefault("original_max_position_embeddings",
+                          inner if isinstance(inner, int) and not isinstance(inner, bool)
+                          and inner > 0 else context)
+    else:                             # 8K: no LongRoPE, the context is the original one
+        kwargs["original_max_position_embeddings"] = context
     try:
         return cls(extra=d, **kwargs)
     except TypeError as e:
@@ -159,5 +214,26 @@ def to_dict(self) -> dict:
         d["tie_word_embeddings"] = False
     if self.dummy_token_indices is not None:
         d["dummy_token_indices"] = list(self.dummy_token_indices)
+    if self.rope_scaling is not None:              # 128K: L0 at the top level as well
+        d["rope_scaling"] = dict(self.rope_scaling)
+        d["original_max_position_embeddings"] = self.original_max_position_embeddings
     d["architectures"] = ["Phi3SmallForCausalLM"]
     return dict(sorted(d.items()))
+
+
+def longrope_magnitude(config, long: bool) -> float:
+    """phi-3-small's LongRoPE magnitude, the factor on cos and sin (positional_embedding.py of
+    Phi-3-small-128k-instruct), for the long or the short factor set:
+
+        long:   long_mscale,  or sqrt(1 + ln s / ln L0) when not given   (1 when s <= 1)
+        short:  short_mscale, or 1 when not given
+
+    s = L / L0, L = max_position_embeddings, L0 = original_max_position_embeddings. The long
+    default is phi-3-mini-128K's magnitude (Phi-3 report §2; LongRoPE paper), which mini applies
+    at every length; phi-3-small leaves short sequences at 1."""
+    scaling = config.rope_scaling
+    if long:
+        given = scaling.get("long_mscale")
+        return 1.0 if given is None else float(given)
+    given = scaling.get("short_mscale")
+    return 1.0 if given is None else float(given)

@@ -38,14 +38,16 @@ def rope_frequencies(config, seq_len):
     """(inv_freq [rd/2], magnitude) for a sequence of `seq_len` tokens under `config`.
 
     Plain RoPE: magnitude 1. LongRoPE: the factor set chosen by `uses_long_factors`, and the
-    magnitude sqrt(1 + ln s / ln L0) with s = L / L0 (applied at all lengths, as the reference).
+    config's magnitude for that set (Phi3Config.longrope_magnitude): for phi-3-mini-128K
+    sqrt(1 + ln s / ln L0) with s = L / L0 at all lengths, as the reference; phi-3-small-128K
+    leaves the short set at 1.
     """
     if config.rope_scaling is None:
         return rope_inv_freq(config.rotary_dim, config.rope_theta), 1.0
-    key = "long_factor" if uses_long_factors(config, seq_len) else "short_factor"
-    factors = config.rope_scaling[key]
+    long = uses_long_factors(config, seq_len)
+    factors = config.rope_scaling["long_factor" if long else "short_factor"]
     return (rope_inv_freq(config.rotary_dim, config.rope_theta, factors),
-            config.longrope_attention_factor)
+            config.longrope_magnitude(long))
 
 
 def rope_cos_sin(positions, inv_freq, magnitude=1.0):
