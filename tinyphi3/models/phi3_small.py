@@ -17,8 +17,8 @@ positional_embedding.py builds cos and sin from cat(freqs, freqs) and rotates ha
 phi-3-small-128K adds LongRoPE as phi-3-mini-128K has it (tinyphi3.nn.rope): one factor set for
 the whole sequence, `long_factor` once it is longer than L0 = original_max_position_embeddings,
 `short_factor` up to L0, inv_freq[i] = 1 / (factor[i] * base^(2i/hd)). Only the magnitude on
-cos and sin differs (Phi3Config.longrope_magnitude): one for each set, and 1 at short lengths unless the
-config gives one.
+cos and sin differs (Phi3Config.longrope_magnitude): one for each set, and 1 at short lengths
+unless the config gives one.
 
 μP (Tensor Programs IV and V: Yang & Hu 2021, Yang et al. 2022) is the three width factors
 above: the embedding multiplier, the 1/d attention scale and the division of the logits. The
