@@ -234,6 +234,6 @@ def longrope_magnitude(config, long: bool) -> float:
     scaling = config.rope_scaling
     if long:
         given = scaling.get("long_mscale")
-        return 1.0 if given is None else float(given)
+        return config.longrope_attention_factor if given is None else float(given)
     given = scaling.get("short_mscale")
     return 1.0 if given is None else float(given)
