@@ -10,24 +10,17 @@ from tinyphi3.cli import main
 from tinyphi3.config import Phi3Config
 from tinyphi3.errors import ConfigError
 from tinyphi3.models.model import Phi3
+from tinyphi3.tokenizers import load_tokenizer
 from tinyphi3.train.grow import deepen
 
+from test_parity import hf_model
 
-def small_hf_model(tmp_path, layers=2, seed=0):
-    """A random transformers Phi-3 with non-trivial norms, saved with tinyphi3's tokenizer."""
-    torch.manual_seed(seed)
-    config = transformers.Phi3Config(
-        vocab_size=2112, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-        original_max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    model = transformers.Phi3ForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.add_(torch.randn_like(p) * 0.2)
-    directory = tmp_path / "small"
-    model.save_pretrained(directory)
-    from tinyphi3.tokenizers import load_tokenizer
+
+def small_hf_model(tmp_path):
+    """A random transformers Phi-3 of 2 layers (test_parity.hf_model) with tinyphi3's tokenizer
+    beside it, so that `tinyphi3 grow` can copy the tokenizer."""
+    model, directory = hf_model(tmp_path, vocab_size=2112, max_position_embeddings=128,
+                                original_max_position_embeddings=128)
     load_tokenizer("checkpoints/mini-base").save_pretrained(directory)
     return model, directory
 
