@@ -153,12 +153,12 @@ def everyday(n_docs, seed, scenes, scene_kinds, out):
       tinyphi3 data everyday --docs 4000 --scenes 1 --scene-kinds unkind,kind --out moral.jsonl
     """
     from tinyphi3.data.documents import write_documents
-    from tinyphi3.data.everyday import SCENE_KINDS, generate_everyday_documents
+    from tinyphi3.data.everyday import generate_everyday_documents, scene_functions
     kinds = tuple(k.strip() for k in scene_kinds.split(",") if k.strip())
-    unknown = sorted(set(kinds) - set(SCENE_KINDS))
-    if unknown or not kinds:
-        raise click.BadParameter(f"{', '.join(unknown) or 'none given'}; choose from "
-                                 f"{', '.join(SCENE_KINDS)}", param_hint="--scene-kinds")
+    try:
+        scene_functions(kinds)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--scene-kinds") from None
     docs = ({"text": text, "kind": "everyday"}
             for text in generate_everyday_documents(n_docs, seed, scenes, kinds))
     _echo_written(write_documents(docs, out), out)

@@ -338,15 +338,21 @@ SCENE_KINDS = {"greeting": greeting_scene, "thanks": thanks_scene,
 SCENES = (greeting_scene, thanks_scene, introduction_scene)     # the default kinds
 
 
+def scene_functions(scene_kinds) -> tuple:
+    """The scene writers of SCENE_KINDS named in `scene_kinds`; ValueError for an unknown or
+    empty list."""
+    unknown = sorted(set(scene_kinds) - set(SCENE_KINDS))
+    if unknown or not scene_kinds:
+        raise ValueError(f"{', '.join(unknown) or 'none given'}; choose from "
+                         f"{', '.join(SCENE_KINDS)}")
+    return tuple(SCENE_KINDS[k] for k in scene_kinds)
+
+
 def generate_everyday_documents(n: int, seed: int = 0, scenes: float = 0.0,
                                 scene_kinds=("greeting", "thanks", "introduction")):
     """Yield n documents of everyday words, deterministic from the seed: dictionary pages, and
     with probability `scenes` a page of three to six scenes of `scene_kinds` instead."""
-    unknown = sorted(set(scene_kinds) - set(SCENE_KINDS))
-    if unknown or not scene_kinds:
-        raise ValueError(f"scene kinds must be some of {', '.join(SCENE_KINDS)}, got "
-                         f"{', '.join(unknown) or 'none'}")
-    kinds = tuple(SCENE_KINDS[k] for k in scene_kinds)
+    kinds = scene_functions(scene_kinds)
     rng = np.random.default_rng(world.stable_hash("everyday", seed))
     for _ in range(n):
         if scenes and rng.random() < scenes:
