@@ -10,6 +10,10 @@ continue    "fish, kadorlo, Veska, ..., Nira" and, on the next line, the list ag
 word after  "In the box there were fish, kadorlo, Veska, .... The thing next to kadorlo was":
             is the next word the one after kadorlo? This needs a search by content (find
             kadorlo, read what follows), the "induction" that finding an option's letter needs.
+row         the same question in the wording of the training exercises (`tinyphi3 data induction`:
+            "Row: fish, kadorlo, Veska, ....\nAfter kadorlo comes"), with new words. A model can
+            do this and not "word after": the search is learned, but only inside the exercises'
+            frame (the 8-layer base after its induction stage, docs/wording.md).
 
 Words are the world's values and names and made-up words (`tinyphi3.data.reading.word`), so
 nothing but the context says what comes next.
@@ -70,6 +74,17 @@ def word_after_rate(model, tokenizer, n=60, seed=0):
     return right / n
 
 
+def row_rate(model, tokenizer, n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    right = 0
+    for _ in range(n):
+        words = list(dict.fromkeys(reading.word(rng) for _ in range(8)))
+        k = int(rng.integers(len(words) - 1))
+        prompt = tokenizer.encode(f"Row: {', '.join(words)}.\nAfter {words[k]} comes")
+        right += int(model(np.array([prompt]))[0, -1].argmax() == tokenizer.encode(f" {words[k + 1]}")[0])
+    return right / n
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, action="append", help="repeat to compare")
@@ -78,7 +93,8 @@ def main():
         model, tokenizer = Phi3.from_pretrained(ckpt), load_tokenizer(ckpt)
         print(f"{ckpt}: copy {100 * copy_rate(model, tokenizer):.0f}% of the list's tokens; continue "
               f"{100 * continue_rate(model, tokenizer):.0f}%; "
-              f"word after {100 * word_after_rate(model, tokenizer):.0f}% (a word of the list at random: 12%)")
+              f"word after {100 * word_after_rate(model, tokenizer):.0f}% (a word of the list at random: 12%); "
+              f"row {100 * row_rate(model, tokenizer):.0f}%")
 
 
 if __name__ == "__main__":
