@@ -12,7 +12,7 @@ from tinyphi3 import Phi3, Tokenizer
 from tinyphi3.io.safetensors import SafetensorsFile
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ["mini-base", "mini"]
+SHIPPED = ["mini-base", "mini", "mini8-base"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -89,7 +89,7 @@ def test_shipped_ids_are_those_of_the_sentencepiece_rule_too(name):
         assert tok.encode(text, add_special_tokens=False) == by_score, text
 
 
-CHAT_MODELS = [name for name in SHIPPED if name != "mini-base"]
+CHAT_MODELS = [name for name in SHIPPED if not name.endswith("-base")]
 
 
 @pytest.mark.parametrize("name", CHAT_MODELS)
