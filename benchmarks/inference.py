@@ -1,10 +1,10 @@
 """Inference speed and memory: tinyphi3 fp32 and 4-bit against transformers (PyTorch CPU eager,
-fp32) on the same weights, in the same run.
+fp32) and llama.cpp (Q4_0) on the same weights, in the same run.
 
 llama-bench conventions: a warm-up, then the median of --runs runs; prefill (the prompt into the
 KV cache, as tinyphi3's generate() does it: 256 tokens per forward pass; transformers: one pass)
-and decode (new tokens one at a time, greedy, after the prompt) timed separately;
-prompt tokens never counted as generated. Each side runs in its own process, one after the
+and decode (new tokens one at a time, greedy) timed separately, from an empty context and after
+the prompt; prompt tokens never counted as generated. Each side runs in its own process, one after the
 other, and reports its peak resident memory (ru_maxrss) over loading, prefill and decode.
 
 Two models:
@@ -18,8 +18,16 @@ The read bandwidth of this machine is measured in the same run (NumPy's fp32 mat
 product over 1 GB, so, out of cache) and gives the bound: decode tokens/s <= bandwidth / bytes
 read per token (the weights plus the KV cache). Results go to docs/benchmarks.md.
 
+llama.cpp (side `llama.cpp`, skipped with a line saying why when --llama-cpp is not a built
+source tree): the same weights written as a Hugging Face directory in bf16 (with
+checkpoints/mini's tokenizer; llama.cpp pads the vocabulary), converted by llama.cpp's own
+convert_hf_to_gguf.py, quantized to Q4_0 by its llama-quantize, and timed by its llama-bench
+(-p N -n M -d 0,D, flash attention off and on, one row each) in a process of its own.
+docs/benchmarks.md ("Building llama.cpp") says how to build it.
+
     python benchmarks/inference.py --model mini
-    python benchmarks/inference.py --model phi-3-mini --workdir /tmp/tinyphi3-bench --runs 5
+    python benchmarks/inference.py --model phi-3-mini --workdir /tmp/tinyphi3-bench --runs 5 \
+        --llama-cpp /path/to/llama.cpp
 """
 
 import argparse
@@ -92,6 +100,98 @@ def write_q4(model, block, workdir):
     return out
 
 
+def write_gguf(model, workdir, llama):
+    """The benchmark's weights as llama.cpp's Q4_0 GGUF, by llama.cpp's own tools (written once)."""
+    import shutil
+    import ml_dtypes
+    from tinyphi3.io.safetensors import write_safetensors
+    from tinyphi3.models.weights import parameter_shapes
+    out = Path(workdir) / f"{model}-q4_0.gguf"
+    if out.exists():
+        return out
+    config = model_config(model)
+    shapes = parameter_shapes(config)
+    hf, bf16 = Path(workdir) / f"{model}-bf16-hf", Path(workdir) / f"{model}-bf16.gguf"
+    hf.mkdir(parents=True, exist_ok=True)
+    if model == "mini":
+        params = float_params(model)
+        produce = params.__getitem__
+    else:
+        def produce(name):
+            return random_tensor(name, shapes[name])
+    write_safetensors(hf / "model.safetensors",
+                      [(n, ml_dtypes.bfloat16, shape,
+                        lambda n=n: produce(n).astype(ml_dtypes.bfloat16))
+                       for n, shape in shapes.items()], {"format": "pt"})
+    config.save(hf / "config.json")
+    for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                 "added_tokens.json"):
+        shutil.copy(REPO / "checkpoints" / "mini" / name, hf / name)
+    subprocess.run([sys.executable, str(llama / "convert_hf_to_gguf.py"), str(hf),
+                    "--outtype", "bf16", "--outfile", str(bf16)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shutil.rmtree(hf)
+    partial = out.with_suffix(".partial")
+    subprocess.run([str(llama / "build" / "bin" / "llama-quantize"), str(bf16), str(partial),
+                    "Q4_0", THREADS], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    bf16.unlink()
+    partial.rename(out)
+    return out
+
+
+def llama_cpp_missing(llama):
+    """Why the llama.cpp side cannot run, or None."""
+    if llama is None:
+        return "no --llama-cpp given"
+    for part in ("convert_hf_to_gguf.py", "build/bin/llama-bench", "build/bin/llama-quantize"):
+        if not (Path(llama) / part).exists():
+            return f"{Path(llama) / part} does not exist"
+    return None
+
+
+def llama_cpp_build(llama):
+    """The build's CPU options as CMake recorded them, and whether this CPU has AMX."""
+    cache = Path(llama) / "build" / "CMakeCache.txt"
+    options = []
+    for line in cache.read_text().splitlines() if cache.exists() else []:
+        key = line.split(":", 1)[0]
+        if key in ("GGML_NATIVE", "GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16",
+                   "CMAKE_CXX_COMPILER"):
+            options.append(f"{key}={line.split('=', 1)[1]}")
+    amx = any("amx_int8" in line for line in open("/proc/cpuinfo") if line.startswith("flags"))
+    return ", ".join(options) + f"; this CPU {'has' if amx else 'has no'} AMX"
+
+
+def llama_cpp_worker(gguf, llama, prompt_tokens, depth, new_tokens, runs):
+    """llama-bench's tokens/s, flash attention off and on, and its peak resident memory."""
+    out = subprocess.run([str(Path(llama) / "build" / "bin" / "llama-bench"), "-m", str(gguf),
+                          "-p", str(prompt_tokens), "-n", str(new_tokens), "-d", f"0,{depth}",
+                          "-fa", "0,1", "-t", THREADS, "-r", str(runs), "-o", "json"],
+                         check=True, capture_output=True, text=True).stdout
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return read_llama_bench(json.loads(out), depth, gguf.stat().st_size, peak)
+
+
+def read_llama_bench(tests, depth, gguf_bytes, peak):
+    """llama-bench's JSON tests as one result per flash-attention setting: prefill (the prompt
+    test at depth 0), decode from an empty context and decode after `depth` tokens, tokens/s."""
+    results = {}
+    for test in tests:
+        fa = "on" if test["flash_attn"] in (1, True, "on", "enabled") else "off"
+        r = results.setdefault(f"llama.cpp-fa-{fa}", {"peak_rss": peak, "weight_bytes": gguf_bytes,
+                                                      "build": test.get("build_commit", "?")})
+        if test["n_prompt"] and not test["n_gen"] and test["n_depth"] == 0:
+            r["prefill"] = test["avg_ts"]
+        elif test["n_gen"] and not test["n_prompt"] and test["n_depth"] in (0, depth):
+            r["decode" if test["n_depth"] == depth else "decode_empty"] = test["avg_ts"]
+    for side, r in results.items():
+        missing = {"prefill", "decode", "decode_empty"} - set(r)
+        if missing:
+            raise ValueError(f"llama-bench gave no {', '.join(sorted(missing))} for {side}")
+    return results
+
+
 # ---- one side, in its own process ------------------------------------------------------------
 
 def peak_rss():
@@ -161,17 +261,20 @@ def worker(side, model_name, workdir, prompt_tokens, decode_prompt, new_tokens, 
         weight_bytes = model.weight_bytes()
         timer = time_tinyphi3
     timer(model, prompt[:16], 4)                                     # warm-up: compile, caches
-    prefills, decodes = [], []
+    prefills, decodes, empties = [], [], []
     for _ in range(runs):
         if decode_prompt == prompt_tokens:                           # one pass times both
             prefill, decode = timer(model, prompt, new_tokens)
         else:
             prefill, _ = timer(model, prompt, 1)                     # prefill: the whole prompt
             _, decode = timer(model, short, new_tokens)              # decode after decode_prompt
+        _, empty = timer(model, prompt[:1], new_tokens)              # decode, empty context
         prefills.append(prompt_tokens / prefill)
         decodes.append((new_tokens - 1) / decode)
+        empties.append((new_tokens - 1) / empty)
     return {"prefill": statistics.median(prefills), "decode": statistics.median(decodes),
-            "peak_rss": peak_rss(), "weight_bytes": weight_bytes}
+            "decode_empty": statistics.median(empties), "peak_rss": peak_rss(),
+            "weight_bytes": weight_bytes}
 
 
 def read_bandwidth():
@@ -191,7 +294,8 @@ def run_side(side, args, runs):
                           "--workdir", str(args.workdir), "--runs", str(runs),
                           "--prompt-tokens", str(args.prompt_tokens),
                           "--decode-prompt", str(args.decode_prompt),
-                          "--new-tokens", str(args.new_tokens)],
+                          "--new-tokens", str(args.new_tokens)]
+                         + (["--llama-cpp", str(args.llama_cpp)] if args.llama_cpp else []),
                          check=True, capture_output=True, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     print(side, result, flush=True)
@@ -221,32 +325,55 @@ def main():
                         help="prompt before the decode test [default: 512, or the context less "
                              "the new tokens]")
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--sides", default="transformers,fp32,q4-b32,q4-b64,q4-b128")
+    parser.add_argument("--sides", default="transformers,fp32,q4-b32,q4-b64,q4-b128,llama.cpp")
+    parser.add_argument("--llama-cpp", type=Path, default=os.environ.get("TINYPHI3_LLAMA_CPP"),
+                        help="a built llama.cpp source tree (convert_hf_to_gguf.py, "
+                             "build/bin/llama-bench, build/bin/llama-quantize) [default: "
+                             "$TINYPHI3_LLAMA_CPP]; without it the llama.cpp side is skipped")
     parser.add_argument("--out", default="docs/benchmarks.md")
     parser.add_argument("--note", default="")
+    parser.add_argument("--section", default=None,
+                        help="the heading of the section written to --out [default: 'Inference: "
+                             "<the model>']; another name keeps an earlier section, measured on "
+                             "another machine, beside the new one")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.decode_prompt is None:
         context = model_config(args.model).max_position_embeddings
         args.decode_prompt = min(args.prompt_tokens, context - args.new_tokens)
+    if args.worker == "llama.cpp":
+        print(json.dumps(llama_cpp_worker(args.workdir / f"{args.model}-q4_0.gguf", args.llama_cpp,
+                                          args.prompt_tokens, args.decode_prompt,
+                                          args.new_tokens, args.runs)))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.model, args.workdir, args.prompt_tokens,
                                 args.decode_prompt, args.new_tokens, args.runs)))
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     sides = args.sides.split(",")
+    if "llama.cpp" in sides and llama_cpp_missing(args.llama_cpp):
+        print(f"llama.cpp side skipped: {llama_cpp_missing(args.llama_cpp)} (docs/benchmarks.md, "
+              f"'Building llama.cpp', says how to build it)", flush=True)
+        sides.remove("llama.cpp")
     sizes = {}
     for side in sides:
         if side.startswith("q4-b"):
             path = write_q4(args.model, int(side[len("q4-b"):]), args.workdir)
             sizes[side] = (path / "model.safetensors").stat().st_size
+        if side == "llama.cpp":
+            gguf = write_gguf(args.model, args.workdir, args.llama_cpp)
+            sizes["llama.cpp-fa-off"] = sizes["llama.cpp-fa-on"] = gguf.stat().st_size
     bandwidth = read_bandwidth()
     print(f"read bandwidth {bandwidth:.1f} GB/s", flush=True)
     results = {}
     for side in sides:
         fp32 = side in ("fp32", "transformers")
         runs = args.fp32_runs if fp32 and args.fp32_runs else args.runs
-        results[side] = run_side(side, args, runs)
+        if side == "llama.cpp":
+            results.update(run_side(side, args, runs))
+        else:
+            results[side] = run_side(side, args, runs)
     write_report(args, results, sizes, bandwidth)
 
 
@@ -256,9 +383,13 @@ def write_report(args, results, sizes, bandwidth):
     config = model_config(args.model)
     c = config
     fp32_vector = 4 * c.head_dim                                     # bytes per cached vector:
-    vector_bytes = {"fp32": fp32_vector, "transformers": fp32_vector}   # 8 bits + a float32 scale
+    vector_bytes = {"fp32": fp32_vector, "transformers": fp32_vector,   # 4-bit: 8 bits + a
+                    "llama.cpp-fa-off": 2 * c.head_dim,                 # float32 scale;
+                    "llama.cpp-fa-on": 2 * c.head_dim}                  # llama.cpp: f16
     context = args.decode_prompt + args.new_tokens // 2               # mean context while decoding
-    names = {"transformers": "transformers fp32 (eager)", "fp32": "tinyphi3 fp32"}
+    names = {"transformers": "transformers fp32 (eager)", "fp32": "tinyphi3 fp32",
+             "llama.cpp-fa-off": "llama.cpp Q4_0, flash attention off",
+             "llama.cpp-fa-on": "llama.cpp Q4_0, flash attention on"}
     rows = []
     base = results.get("transformers", {}).get("decode")
     for side, r in results.items():
@@ -269,13 +400,19 @@ def write_report(args, results, sizes, bandwidth):
         name = names.get(side, f"tinyphi3 4-bit, block {side[len('q4-b'):]}")
         disk = human_bytes(sizes[side]) if side in sizes else "-"
         rows.append(f"| {name} | {disk} | {human_bytes(r['weight_bytes'])} | "
-                    f"{human_bytes(r['peak_rss'])} | {r['prefill']:.1f} | {r['decode']:.2f} | "
+                    f"{human_bytes(r['peak_rss'])} | {r['prefill']:.1f} | "
+                    f"{r['decode_empty']:.2f} | {r['decode']:.2f} | "
                     f"{bound:.2f} | {100 * r['decode'] / bound:.0f}% | "
                     + (f"{r['decode'] / base:.2f}x |" if base else "- |"))
+    llama = ""
+    if "llama.cpp-fa-off" in results:
+        llama = (f" llama.cpp (build {results['llama.cpp-fa-off']['build']}; "
+                 f"{llama_cpp_build(args.llama_cpp)}): its weights in memory are the GGUF file, "
+                 f"mapped, and its peak memory counts the mapped pages; its KV cache is f16.")
     fp32_runs = args.fp32_runs or args.runs
     title = ("checkpoints/mini" if args.model == "mini"
              else "the phi-3-mini geometry (3.82 B parameters, random weights)")
-    heading = f"## Inference: {title}"
+    heading = f"## {args.section or f'Inference: {title}'}"
     section = f"""{heading}
 
 `python benchmarks/inference.py --model {args.model}` — prefill of {args.prompt_tokens} tokens and
@@ -286,10 +423,10 @@ process's maximum resident set over loading, prefill and decode. The bound is th
 bandwidth ({bandwidth:.1f} GB/s, NumPy fp32 matrix-vector product over 1 GB) over the bytes read per
 generated token: the weights plus the KV cache at the mean context ({context} tokens; fp32 cache for
 the fp32 sides, 8 bits and a float32 scale per vector for the 4-bit ones). Machine: {describe_machine()}; PyTorch and
-transformers as installed, {THREADS} threads. {args.note}
+transformers as installed, {THREADS} threads.{llama} {args.note}
 
-| side | on disk | weights in memory | peak memory | prefill tokens/s | decode tokens/s | bound | of bound | decode vs transformers |
-|---|---|---|---|---|---|---|---|---|
+| side | on disk | weights in memory | peak memory | prefill tokens/s | decode tokens/s, empty context | decode tokens/s after {args.decode_prompt} | bound | of bound | decode vs transformers |
+|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + "\n"
     write_section(REPO / args.out, heading, section)
     print(section)
