@@ -62,27 +62,27 @@ def continue_rate(model, tokenizer, n=40, seed=0):
     return right / total
 
 
-def word_after_rate(model, tokenizer, n=60, seed=0):
+def next_word_rate(model, tokenizer, wording, n=60, seed=0):
+    """How often the model's next token starts the word after words[k], asked by
+    wording(words, k)."""
     rng = np.random.default_rng(seed)
     right = 0
     for _ in range(n):
         words = list(dict.fromkeys(reading.word(rng) for _ in range(8)))
         k = int(rng.integers(len(words) - 1))
-        prompt = tokenizer.encode(f"In the box there were {', '.join(words)}. "
-                                  f"The thing next to {words[k]} was")
+        prompt = tokenizer.encode(wording(words, k))
         right += int(model(np.array([prompt]))[0, -1].argmax() == tokenizer.encode(f" {words[k + 1]}")[0])
     return right / n
 
 
-def row_rate(model, tokenizer, n=60, seed=0):
-    rng = np.random.default_rng(seed)
-    right = 0
-    for _ in range(n):
-        words = list(dict.fromkeys(reading.word(rng) for _ in range(8)))
-        k = int(rng.integers(len(words) - 1))
-        prompt = tokenizer.encode(f"Row: {', '.join(words)}.\nAfter {words[k]} comes")
-        right += int(model(np.array([prompt]))[0, -1].argmax() == tokenizer.encode(f" {words[k + 1]}")[0])
-    return right / n
+def word_after_rate(model, tokenizer):
+    return next_word_rate(model, tokenizer, lambda words, k: f"In the box there were "
+                          f"{', '.join(words)}. The thing next to {words[k]} was")
+
+
+def row_rate(model, tokenizer):
+    return next_word_rate(model, tokenizer,
+                          lambda words, k: f"Row: {', '.join(words)}.\nAfter {words[k]} comes")
 
 
 def main():
