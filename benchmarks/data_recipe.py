@@ -417,45 +417,12 @@ def mean_and_se(values, weights=None):
     return float(r), float(se)
 
 
-def window_losses(model, examples):
-    """Summed -log p and predicted tokens of each (ids, labels) window: the pieces of
-    tinyphi3.evaluation.perplexity.perplexity, kept apart so that they give a standard error."""
-    from tinyphi3.nn.layers import target_log_probs
-    sums, counts = [], []
-    for ids, labels in examples:
-        logits = model(np.asarray(ids)[None])                           # [1, T] -> [1, T, V]
-        logp, _ = target_log_probs(logits, np.asarray(labels)[None])    # -> [1, T-1]
-        sums.append(-float(logp.sum()))
-        counts.append(int((np.asarray(labels)[1:] != -100).sum()))
-    return sums, counts
-
-
-def web_examples(tokenizer, n, seed=WEB_HELD_OUT_SEED, seq_len=SEQ_LEN) -> list:
-    """[(ids, labels)]: n fresh web-like pages (tinyphi3.data.web, of every kind) cut into windows
-    of seq_len + 1 tokens, as heldout_examples cuts the held-out textbooks."""
-    from tinyphi3.data.web import generate_web
-    examples = []
-    for page in generate_web(n, seed):
-        ids = np.asarray(tokenizer.encode(page["text"]), np.int64)
-        for begin in range(0, max(len(ids) - 1, 1), seq_len):
-            window = ids[begin:begin + seq_len + 1]
-            if len(window) >= 2:
-                examples.append((window, window))
-    return examples
-
-
-def task_scores(model, tokenizer, task, n, shots, cloze):
-    """tinyphi3.evaluation.harness.evaluate on n held-out items of a task; with cloze, each
-    option's own text is scored by its log-likelihood after the question (no letters)."""
-    from tinyphi3.evaluation.harness import evaluate
-    return evaluate(model, tokenizer, task, shots=shots, n=n, cloze=cloze)
-
-
 def evaluate_model(model, tokenizer, n=N_ITEMS, log=lambda text: None) -> dict:
     """{measure key: {"value", "se", "n", ...}} on held-out items: accuracies as fractions,
     perplexities as cross-entropy in nats per token (exp of it is the perplexity)."""
     from fact_recall import fact_recall                  # benchmarks/fact_recall.py
-    from tinyphi3.evaluation.perplexity import HELD_OUT_SEED, heldout_examples
+    from tinyphi3.evaluation.harness import evaluate
+    from tinyphi3.evaluation.perplexity import HELD_OUT_SEED, heldout_examples, window_losses
     scores = {}
 
     def record(key, score, began):
@@ -469,14 +436,16 @@ def evaluate_model(model, tokenizer, n=N_ITEMS, log=lambda text: None) -> dict:
     for key, examples in (
             ("textbook_ppl", lambda: heldout_examples(tokenizer, "text", max(n // 2, 2),
                                                       HELD_OUT_SEED, SEQ_LEN)),
-            ("web_ppl", lambda: web_examples(tokenizer, 2 * n))):
+            ("web_ppl", lambda: heldout_examples(tokenizer, "web", 2 * n, WEB_HELD_OUT_SEED,
+                                                 SEQ_LEN))):
         began = time.perf_counter()
         sums, counts = window_losses(model, examples())
         value, se = mean_and_se(sums, counts)
         record(key, {"value": value, "se": se, "n": len(sums), "tokens": sum(counts)}, began)
     for key, (task, shots, cloze) in TASK_MEASURES.items():
         began = time.perf_counter()
-        result = task_scores(model, tokenizer, task, n, shots, cloze)
+        # with cloze, each option's own text is scored by its log-likelihood after the question
+        result = evaluate(model, tokenizer, task, shots=shots, n=n, cloze=cloze)
         value, se = mean_and_se([int(r["correct"]) for r in result["records"]])
         record(key, {"value": value, "se": se, "n": result["n"], "shots": shots,
                      "fewer_shots": result["fewer_shots"]}, began)

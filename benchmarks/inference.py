@@ -4,8 +4,8 @@ fp32) and llama.cpp (Q4_0) on the same weights, in the same run.
 llama-bench conventions: a warm-up, then the median of --runs runs; prefill (the prompt into the
 KV cache, as tinyphi3's generate() does it: 256 tokens per forward pass; transformers: one pass)
 and decode (new tokens one at a time, greedy) timed separately, from an empty context and after
-the prompt; prompt tokens never counted as generated. Each side runs in its own process, one after the
-other, and reports its peak resident memory (ru_maxrss) over loading, prefill and decode.
+the prompt; prompt tokens never counted as generated. Each side runs in its own process, one
+after the other, and reports its peak resident memory (ru_maxrss) over loading, prefill and decode.
 
 Two models:
   --model mini        checkpoints/mini (4.25 M parameters), quantized here with each block size;
@@ -352,9 +352,10 @@ def main():
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     sides = args.sides.split(",")
-    if "llama.cpp" in sides and llama_cpp_missing(args.llama_cpp):
-        print(f"llama.cpp side skipped: {llama_cpp_missing(args.llama_cpp)} (docs/benchmarks.md, "
-              f"'Building llama.cpp', says how to build it)", flush=True)
+    why = "llama.cpp" in sides and llama_cpp_missing(args.llama_cpp)
+    if why:
+        print(f"llama.cpp side skipped: {why} (docs/benchmarks.md, 'Building llama.cpp', says how "
+              f"to build it)", flush=True)
         sides.remove("llama.cpp")
     sizes = {}
     for side in sides:

@@ -158,9 +158,10 @@ def test_the_matching_multiple_is_read_in_log_tokens(study):
 
 # ---- the measures on a tiny random model -------------------------------------------------------
 
-def test_the_cloze_scorer_picks_one_option_per_item(study, tiny):
+def test_the_cloze_scorer_picks_one_option_per_item(tiny):
+    from tinyphi3.evaluation.harness import evaluate
     model, tokenizer = tiny
-    result = study.task_scores(model, tokenizer, "knowledge", n=4, shots=1, cloze=True)
+    result = evaluate(model, tokenizer, "knowledge", shots=1, n=4, cloze=True)
     assert result["format"] == "cloze" and len(result["records"]) == 4
     for record in result["records"]:
         scores = record["loglikelihoods"]
