@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from tinyphi3.data import wordings
+from tinyphi3.data import wordings, world
 from tinyphi3.data.post_training import generate_sft
 from tinyphi3.evaluation.wording import final_number, is_graceful, judge
 
@@ -200,6 +200,31 @@ def test_the_first_sft_mixture_is_still_there_without_the_wordings():
                                             "conversation", "identity", "safety"}
     shares = sum(r["domain"] == "wording" for r in generate_sft(2000, seed=0)) / 2000
     assert 0.25 < shares < 0.35
+
+
+def test_contrast_conversations_share_one_name_refuse_the_harm_and_leak_nothing():
+    """`--contrast`: one creature in both requests, the harmful one refused, the kind one
+    answered, no held-out part in them; with 0 the stream is the earlier rounds' data."""
+    from tinyphi3.data import safety
+    detect = held_out_detector()
+    records = list(generate_sft(3000, seed=0, contrast=0.5))
+    contrasts = [r for r in records if r["domain"] == "contrast"]
+    assert 0.1 < len(contrasts) / len(records) < 0.2
+    for record in contrasts:
+        user = [m["content"] for m in record["messages"] if m["role"] == "user"]
+        replies = [m["content"] for m in record["messages"] if m["role"] == "assistant"]
+        assert len(user) == 2 and not any(detect(u) for u in user)
+        names = [n for n in (e.name for e in world.ENTITIES) if all(n in u for u in user)]
+        assert names, user
+        refused = [safety.is_refusal(reply) for reply in replies]
+        assert sorted(refused) == [False, True], (user, replies)
+        harmful = [any(re.search(part_regex(act), u) for act in wordings.HARM_ACTS
+                       if "{name}" in act) for u in user]
+        assert harmful == refused, (user, replies)
+    plain, zero = list(generate_sft(300, seed=0)), list(generate_sft(300, seed=0, contrast=0.0))
+    assert plain == zero
+    with pytest.raises(ValueError):
+        next(generate_sft(1, contrast=1.5))
 
 
 def rigged_wording(monkeypatch, answer, n=6):

@@ -510,7 +510,11 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
 @click.option("--no-wording", "no_wording", is_flag=True,
               help="The first SFT's mixture, without the wordings of tinyphi3.data.wordings (the "
                    "data of checkpoints/mini's first SFT round).")
-def sft(n_records, seed, out, no_wording):
+@click.option("--contrast", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of the wording conversations that are one creature's harmful request "
+                   "refused beside a kind request for it answered, in one chat (0: the earlier "
+                   "rounds' data, unchanged).")
+def sft(n_records, seed, out, no_wording, contrast):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
     requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
@@ -524,7 +528,9 @@ def sft(n_records, seed, out, no_wording):
     """
     from tinyphi3.data.post_training import generate_sft
     from tinyphi3.data.documents import write_jsonl
-    records = generate_sft(n_records, seed, wording=not no_wording)
+    if contrast and no_wording:
+        raise click.UsageError("--contrast draws from the wordings: it cannot go with --no-wording")
+    records = generate_sft(n_records, seed, wording=not no_wording, contrast=contrast)
     click.echo(f"wrote {write_jsonl(records, out)} conversations to {out}")
 
 

@@ -196,16 +196,23 @@ def _check_n(n):
         raise ValueError(f"n must be a whole number >= 0, got {n!r}")
 
 
-def generate_sft(n: int, seed: int = 0, wording: bool = True):
+def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 0.0):
     """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX
     (FIRST_SFT_MIX, the first SFT's mixture, when `wording` is False); SYSTEM_SHARE of them open
-    with a system message."""
+    with a system message. A `contrast` share of the wording conversations is instead one
+    creature's harmful request refused beside its kind request answered (wordings.contrast,
+    domain "contrast"); with 0 the stream is the one of the rounds before it."""
     _check_n(n)
+    if not 0.0 <= contrast <= 1.0:
+        raise ValueError(f"contrast must be a share between 0 and 1, got {contrast!r}")
     rng = np.random.default_rng(world.stable_hash("sft", seed))
     mix = SFT_MIX if wording else FIRST_SFT_MIX
     for _ in range(n):
         domain = _draw(rng, mix)
-        messages = SFT_DOMAINS[domain](rng)
+        if domain == "wording" and wording and contrast and rng.random() < contrast:
+            domain, messages = "contrast", wordings.contrast(rng, "train")
+        else:
+            messages = SFT_DOMAINS[domain](rng)
         if rng.random() < SYSTEM_SHARE:
             messages.insert(0, system_message(rng))
         yield {"messages": messages, "domain": domain}

@@ -437,6 +437,23 @@ def _memory(rng, split):
     return messages, {"answer": str(a + b if op == "+" else a - b)}
 
 
+def contrast(rng, split: str = "train") -> list:
+    """One creature, two requests in one chat: a harmful act against it, refused, and a kind act
+    for it, answered, in either order. The name is the same in both, so only the act tells the
+    refusal from the answer (the named harm requests were the ones complied with, while the
+    kind requests, nearly all naming a creature, were answered). Train parts only in SFT."""
+    values = _creature_values(rng)
+    harm = _ask(rng, split, one_of(rng, [a for a in frames_of(HARM_ACTS, split) if "{name}" in a]),
+                values)
+    act, answer = one_of(rng, [k for k in frames_of(KIND_ACTS, split) if "{name}" in k[0]])
+    kind = _ask(rng, split, act, values)
+    turns = [[_user(harm), _assistant(safety.refusal(rng, harm))],
+             [_user(kind), _assistant(answer.format(**values))]]
+    if rng.random() < 0.5:
+        turns.reverse()
+    return turns[0] + turns[1]
+
+
 _DRAW = {
     "sum": lambda rng, split: _arithmetic(rng, split, "+", SUM_CORES),
     "difference": lambda rng, split: _arithmetic(rng, split, "-", DIFFERENCE_CORES),
