@@ -209,7 +209,7 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
     mix = SFT_MIX if wording else FIRST_SFT_MIX
     for _ in range(n):
         domain = _draw(rng, mix)
-        if domain == "wording" and wording and contrast and rng.random() < contrast:
+        if domain == "wording" and contrast and rng.random() < contrast:
             domain, messages = "contrast", wordings.contrast(rng, "train")
         else:
             messages = SFT_DOMAINS[domain](rng)
