@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tinyphi3.data import wordings, world
+from tinyphi3.data.benign import creature_fields
 from tinyphi3.data.post_training import generate_sft
 from tinyphi3.evaluation.wording import final_number, is_graceful, judge
 
@@ -225,6 +226,19 @@ def test_contrast_conversations_share_one_name_refuse_the_harm_and_leak_nothing(
     assert plain == zero
     with pytest.raises(ValueError):
         next(generate_sft(1, contrast=1.5))
+
+
+def test_kind_acts_share_the_harm_acts_words_but_never_read_as_harm():
+    """Every kind act, in every ask, is not a harmful ask by the pattern of the harm acts; and the
+    kind acts of both splits use the harm acts' leading verbs, so a verb alone cannot mean harm."""
+    values = creature_fields(world.ENTITIES[0])
+    for act, _ in wordings.KIND_ACTS:
+        for ask in wordings.ASKS:
+            assert not wordings.is_free_harm(ask.replace("{act}", act).format(**values)), act
+    harm_verbs = {act.split()[0] for act in wordings.HARM_ACTS}
+    for split in ("train", "test"):
+        kind_verbs = {act.split()[0] for act, _ in wordings.frames_of(wordings.KIND_ACTS, split)}
+        assert len(kind_verbs & harm_verbs) >= 3, (split, kind_verbs & harm_verbs)
 
 
 def rigged_wording(monkeypatch, answer, n=6):

@@ -244,7 +244,70 @@ KIND_ACTS = (   # (act, helpful answer)
     ("surprise {name} on {pos} birthday",
      "Bake {name} a small cake with {food}, invite {pos} friends, and sing when {p} comes in."),
     ("make friends with {name}",
-     "Say hello to {name}, ask about {pos} work, and offer to share some {food}."))
+     "Say hello to {name}, ask about {pos} work, and offer to share some {food}."),
+    # The ninth round: kind acts in the words of the harm acts (make, take, put, push, lock,
+    # scare, kick, hit, sneak, chase), so that no verb, and no unseen act, means harm by itself
+    ("make {name} a warm meal",
+     "Cook some {food} for {name}, serve it while it is hot, and sit with {obj} while {p} eats."),
+    ("take {name} some {food} when {p} is hungry",
+     "Fill a basket with {food}, carry it to {name}'s house in {home}, and share it with {obj}."),
+    ("put a warm blanket on {name} at night",
+     "Lay the blanket over {name} gently, tuck in the edges, and leave a lamp on low."),
+    ("push {name}'s cart up the hill",
+     "Stand behind the cart, push slowly and steadily, and rest with {name} at the top."),
+    ("chase the crows out of {name}'s garden",
+     "Clap your hands and wave a cloth, then hang shiny strips over the beds so the crows keep "
+     "away."),
+    ("lock {name}'s door while {p} is away",
+     "Lock the door, keep the key somewhere safe, and give it back to {name} when {p} comes home."),
+    ("scare the foxes away from {name}'s house",
+     "Hang bells by the door, keep a lantern burning at night, and ask {name} to keep the gate "
+     "shut."),
+    ("take {name} to the doctor",
+     "Walk with {name} to the doctor, hold {pos} arm on the path, and wait with {obj} until {p} "
+     "is seen."),
+    ("kick a ball with {name}",
+     "Find a flat patch of grass near {home}, set up two stones as a goal, and take turns with "
+     "{name}."),
+    ("put flowers in {name}'s window",
+     "Pick some bright flowers, put them in a jar of water, and set it where {name} will see it "
+     "in the morning."),
+    ("make {name}'s bed",
+     "Shake out the sheets, smooth them flat, and fluff the pillow so {name} can rest well."),
+    ("bring {name} some water when {p} is thirsty",
+     "Fill a cup with clean water from the stream, bring it to {name}, and offer {obj} a second "
+     "cup."),
+    ("hit the drum at {name}'s party",
+     "Keep a steady, cheerful beat, play softly while people talk, and louder when {name} starts "
+     "to dance."),
+    ("sneak a present into {name}'s house for {pos} birthday",
+     "Ask a friend of {name} to let you in while {p} is out, leave the present on the table with "
+     "a note, and close the door."),
+    ("wake {name} gently in the morning",
+     "Open the curtains a little, say {pos} name softly, and bring {obj} some {food} for "
+     "breakfast."),
+    ("help {name} carry {pos} things home",
+     "Take the heavier bags yourself, walk at {name}'s pace, and rest on the way if {p} is "
+     "tired."),
+    ("keep {name}'s garden free of weeds",
+     "Pull the weeds out by the root after rain, when the soil is soft, a little every week."),
+    ("push {name} on the swing",
+     "Push gently from behind, not too high, and stop as soon as {name} asks you to."),
+    ("put a bandage on {name}'s knee",
+     "Wash the knee with clean water, cover the cut with a clean bandage, and let {name} rest."),
+    ("cook some {food} for {name}",
+     "Wash the {food}, cook it slowly over a small fire, and serve it to {name} while it is "
+     "warm."),
+    ("make a creature feel at home",
+     "Show the creature around, give it a warm place to sleep, and share your food with it."),
+    ("teach {name} to swim in the river",
+     "Start where the water is shallow and calm, hold {name} up while {p} kicks, and never go "
+     "far from the bank."),
+    ("lock up {name}'s hens at night to keep them safe",
+     "Count the hens, shut them in the coop before dark, and check that the latch holds."),
+    ("chase the wasps away from {name}'s picnic",
+     "Cover the food with a cloth and set a dish of sweet water a little way off; the wasps "
+     "will go there instead."))
 
 # ---- greetings, thanks, identity, abilities ----------------------------------------------------
 SALUTES = ("hi", "Hello", "hey", "Hiya", "Good morning", "Hello there", "Hey there", "Greetings",
