@@ -75,7 +75,7 @@ def test_every_part_list_holds_out_parts_and_the_families_have_many_wordings():
     for name, parts in held_out.items():
         assert parts, f"{name} holds out no part"
     named = sum("{name}" in f for f in held_out["harm acts"])
-    assert named == len(held_out["harm acts"]) - named == 3        # with a creature's name and not
+    assert min(named, len(held_out["harm acts"]) - named) >= 3    # with a creature's name and not
     for family in wordings.FAMILIES:
         assert wordings.count_wordings(family, "train") >= 70, family
         assert wordings.count_wordings(family, "test") >= 8, family
