@@ -141,6 +141,31 @@ def test_q4_linear_kernel_equals_the_reference(vnni, N, K, M, block, scheme, see
     assert np.all(np.abs(fast - reference) <= 1e-5 * rounding_scale(x, q) + 1e-30)
 
 
+@given(st.sampled_from([1, 2, 3, 4, 5, 7, 9]) | st.integers(1, 24), st.integers(1, 200),
+       st.integers(1, 300), st.sampled_from(quant.BLOCK_SIZES), st.sampled_from(quant.SCHEMES),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_portable_kernel_gives_the_same_bits_four_rows_at_a_time_as_one_at_a_time(
+        M, N, K, block, scheme, extreme, seed):
+    """The portable kernel with the rows of x in fours (the last M % 4 alone) gives exactly the
+    output of one row at a time, and of the former kernel that split each byte on its own: the
+    same integer sums, added into the same floats in the same order. `extreme`: every activation
+    at +-127, the largest integer sums."""
+    rng = np.random.default_rng(seed)
+    K = max(K, block)
+    q = quant.quantize_q4(random_weight(rng, N, K), block, scheme)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    if extreme:
+        x = np.sign(x) + (x == 0)
+    xq, dx, sx = quantized.quantize_activations(x, block)
+    args = (xq, dx, sx, q.packed, quantized._bits(q.scales), quantized._bits(q.mins))
+    outs = [np.full((M, q.packed.shape[0] * 64), np.nan, np.float32) for _ in range(3)]
+    quantized._q4_matmul_portable(*args, outs[0], 4)
+    quantized._q4_matmul_portable(*args, outs[1], 1)
+    quantized._q4_matmul_portable_bytes(*args, outs[2])
+    assert not np.isnan(outs[0]).any()
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+
+
 def test_the_layer_uses_the_kernel_on_the_numba_backend(monkeypatch):
     rng = np.random.default_rng(0)
     q = quant.quantize_q4(random_weight(rng, 64, 96), 32)

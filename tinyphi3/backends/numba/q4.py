@@ -18,16 +18,23 @@ A software prefetch 1 KiB ahead of the loads keeps more of those reads in flight
 hardware's prefetcher alone does: 10% more bandwidth here (27 instead of 25 GB/s on 2 cores).
 
 Where the CPU has no VNNI (`has_vnni()`), `_q4_matmul_portable` computes the same integers with
-plain Numba loops that LLVM vectorises as it can. The float epilogue (`_accumulate_block`) is
-the same for both; tests/test_quant.py proves both equal to the reference of quant/q4.py.
+plain Numba loops that LLVM vectorises (pmaddwd, or vpdpwssd): the 4 bytes of a row's group are
+read as one int32 word and its 8 levels cut out with shifts and masks (`_levels`), a few vector
+instructions per 16 rows where splitting the bytes one by one took shuffles (5x slower: the
+former kernel, `_q4_matmul_portable_bytes`). It takes 4 rows of x per pass over a block
+(`_portable_block_dots4`), so that each word is cut up once for 4 rows (1.4 to 2.2x faster than
+one row at a time from 16 rows on), and the last M % 4 rows one at a time
+(`_portable_block_dots`). benchmarks/q4_prefill.py measures them. The float epilogue
+(`_accumulate_block`) is the same for all kernels, row by row and block by block, so the
+portable ones give the same bits; tests/test_quant.py proves them equal to each other and to the
+reference of quant/q4.py.
 
 `attention_decode` reads the 8-bit KV cache of a 4-bit model (tinyphi3/quant/kv8.py) for one
 new token, converting levels to float as it goes.
 
-Rows of x are handled one at a time inside each tile of 64 weight rows, so a tile (32 KiB of
-levels per 1024 inputs, plus its scales) is read from memory once and from cache for the other
-rows of x: one kernel
-serves decode (one row) and prefill (hundreds).
+Rows of x are handled one (or 4) at a time inside each tile of 64 weight rows, so a tile (32 KiB
+of levels per 1024 inputs, plus its scales) is read from memory once and from cache for the
+other rows of x: one kernel serves decode (one row) and prefill (hundreds).
 """
 
 import numpy as np
@@ -148,8 +155,8 @@ def _vnni_block_dots(typingctx, packed, t, b, xq, m, isum):
 
 
 @njit(inline="always")
-def _portable_block_dots(packed, t, b, xq, m, isum):
-    """What _vnni_block_dots computes, in plain Numba."""
+def _portable_block_dots_bytes(packed, t, b, xq, m, isum):
+    """What _vnni_block_dots computes, in plain Numba, each byte split on its own."""
     groups = packed.shape[2]
     isum[:] = 0
     for g in range(groups):
@@ -163,6 +170,71 @@ def _portable_block_dots(packed, t, b, xq, m, isum):
             w2, w3 = np.int32(w[r, 2]), np.int32(w[r, 3])
             isum[r] += ((w0 & 15) * x0 + (w1 & 15) * x1 + (w2 & 15) * x2 + (w3 & 15) * x3
                         + (w0 >> 4) * x4 + (w1 >> 4) * x5 + (w2 >> 4) * x6 + (w3 >> 4) * x7)
+
+
+@njit(inline="always")
+def _levels(w):
+    """The 8 levels 0..15 of a group of one row from its 4 bytes read as one little-endian int32
+    w: values 8g..8g+3 from the low nibbles of bytes 0..3, 8g+4..8g+7 from the high ones."""
+    return (np.int32(w & 15), np.int32((w >> 8) & 15), np.int32((w >> 16) & 15),
+            np.int32((w >> 24) & 15), np.int32((w >> 4) & 15), np.int32((w >> 12) & 15),
+            np.int32((w >> 20) & 15), np.int32((w >> 28) & 15))
+
+
+@njit(inline="always")
+def _words(packed, t, b):
+    """The packed levels of block b of tile t as int32 words [G * 64]: word 64g + r holds the 4
+    bytes of group g of row r."""
+    return packed[t, b].reshape(packed.shape[2] * ROWS * 4).view(np.int32)
+
+
+@njit(inline="always")
+def _portable_block_dots(packed, t, b, xq, m, isum):
+    """What _vnni_block_dots computes, in plain Numba: isum int32 [64] for row m of xq."""
+    groups = packed.shape[2]
+    words = _words(packed, t, b)
+    isum[:] = 0
+    for g in range(groups):
+        k = (b * groups + g) * GROUP
+        x = xq[m, k:k + GROUP]
+        x0, x1, x2, x3 = np.int32(x[0]), np.int32(x[1]), np.int32(x[2]), np.int32(x[3])
+        x4, x5, x6, x7 = np.int32(x[4]), np.int32(x[5]), np.int32(x[6]), np.int32(x[7])
+        for r in range(ROWS):
+            w0, w1, w2, w3, w4, w5, w6, w7 = _levels(words[g * ROWS + r])
+            isum[r] += np.int32(w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
+                                + w4 * x4 + w5 * x5 + w6 * x6 + w7 * x7)
+
+
+@njit(inline="always")
+def _portable_block_dots4(packed, t, b, xq, m, isum):
+    """_portable_block_dots for the 4 rows m..m+3 of xq at once, isum int32 [4, 64]: each word
+    of levels is cut up once for the 4 rows. (Every level and product is an int32 of its own,
+    so that LLVM keeps the arithmetic in 16 and 32 bits: pmaddwd, or vpdpwssd.)"""
+    groups = packed.shape[2]
+    words = _words(packed, t, b)
+    s0, s1, s2, s3 = isum[0], isum[1], isum[2], isum[3]
+    isum[:] = 0
+    for g in range(groups):
+        k = (b * groups + g) * GROUP
+        x = xq[m:m + 4, k:k + GROUP]                                 # [4, 8]
+        a0, a1, a2, a3 = np.int32(x[0, 0]), np.int32(x[0, 1]), np.int32(x[0, 2]), np.int32(x[0, 3])
+        a4, a5, a6, a7 = np.int32(x[0, 4]), np.int32(x[0, 5]), np.int32(x[0, 6]), np.int32(x[0, 7])
+        b0, b1, b2, b3 = np.int32(x[1, 0]), np.int32(x[1, 1]), np.int32(x[1, 2]), np.int32(x[1, 3])
+        b4, b5, b6, b7 = np.int32(x[1, 4]), np.int32(x[1, 5]), np.int32(x[1, 6]), np.int32(x[1, 7])
+        c0, c1, c2, c3 = np.int32(x[2, 0]), np.int32(x[2, 1]), np.int32(x[2, 2]), np.int32(x[2, 3])
+        c4, c5, c6, c7 = np.int32(x[2, 4]), np.int32(x[2, 5]), np.int32(x[2, 6]), np.int32(x[2, 7])
+        d0, d1, d2, d3 = np.int32(x[3, 0]), np.int32(x[3, 1]), np.int32(x[3, 2]), np.int32(x[3, 3])
+        d4, d5, d6, d7 = np.int32(x[3, 4]), np.int32(x[3, 5]), np.int32(x[3, 6]), np.int32(x[3, 7])
+        for r in range(ROWS):
+            w0, w1, w2, w3, w4, w5, w6, w7 = _levels(words[g * ROWS + r])
+            s0[r] += np.int32(w0 * a0 + w1 * a1 + w2 * a2 + w3 * a3
+                              + w4 * a4 + w5 * a5 + w6 * a6 + w7 * a7)
+            s1[r] += np.int32(w0 * b0 + w1 * b1 + w2 * b2 + w3 * b3
+                              + w4 * b4 + w5 * b5 + w6 * b6 + w7 * b7)
+            s2[r] += np.int32(w0 * c0 + w1 * c1 + w2 * c2 + w3 * c3
+                              + w4 * c4 + w5 * c5 + w6 * c6 + w7 * c7)
+            s3[r] += np.int32(w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3
+                              + w4 * d4 + w5 * d5 + w6 * d6 + w7 * d7)
 
 
 @njit(inline="always")
@@ -197,8 +269,35 @@ def _q4_matmul_vnni(xq, dx, sx, packed, scale_bits, min_bits, out):
 
 
 @njit(**_JIT)
-def _q4_matmul_portable(xq, dx, sx, packed, scale_bits, min_bits, out):
-    """_q4_matmul_vnni without VNNI."""
+def _q4_matmul_portable(xq, dx, sx, packed, scale_bits, min_bits, out, rows_per_pass=4):
+    """_q4_matmul_vnni without VNNI. rows_per_pass 4: the rows of x 4 at a time
+    (_portable_block_dots4), the last M % 4 rows one at a time; 1: all one at a time. The same
+    bits either way."""
+    M, nt, nb = xq.shape[0], packed.shape[0], packed.shape[1]
+    grouped = M - M % 4 if rows_per_pass == 4 else 0
+    for t in prange(nt):
+        isum = np.empty((4, ROWS), np.int32)
+        acc = np.empty((4, ROWS), np.float32)
+        for m in range(0, grouped, 4):
+            acc[:] = 0.0
+            for b in range(nb):
+                _portable_block_dots4(packed, t, b, xq, m, isum)
+                for i in range(4):
+                    _accumulate_block(acc[i], isum[i], scale_bits, min_bits, t, b,
+                                      dx[m + i, b], sx[m + i, b])
+            out[m:m + 4, t * ROWS:(t + 1) * ROWS] = acc
+        for m in range(grouped, M):
+            acc[0] = 0.0
+            for b in range(nb):
+                _portable_block_dots(packed, t, b, xq, m, isum[0])
+                _accumulate_block(acc[0], isum[0], scale_bits, min_bits, t, b, dx[m, b], sx[m, b])
+            out[m, t * ROWS:(t + 1) * ROWS] = acc[0]
+
+
+@njit(**_JIT)
+def _q4_matmul_portable_bytes(xq, dx, sx, packed, scale_bits, min_bits, out):
+    """The former _q4_matmul_portable (each byte split on its own, one row of x at a time): the
+    baseline of benchmarks/q4_prefill.py and of the exactness test."""
     nt, nb = packed.shape[0], packed.shape[1]
     for t in prange(nt):
         isum = np.empty(ROWS, np.int32)
@@ -206,7 +305,7 @@ def _q4_matmul_portable(xq, dx, sx, packed, scale_bits, min_bits, out):
         for m in range(xq.shape[0]):
             acc[:] = 0.0
             for b in range(nb):
-                _portable_block_dots(packed, t, b, xq, m, isum)
+                _portable_block_dots_bytes(packed, t, b, xq, m, isum)
                 _accumulate_block(acc, isum, scale_bits, min_bits, t, b, dx[m, b], sx[m, b])
             out[m, t * ROWS:(t + 1) * ROWS] = acc
 
