@@ -155,21 +155,35 @@ def _vnni_block_dots(typingctx, packed, t, b, xq, m, isum):
 
 
 @njit(inline="always")
+def _values(xq, m, k):
+    """The 8 values xq[m, k:k+8] of one group, each an int32 of its own."""
+    x = xq[m, k:k + GROUP]
+    return (np.int32(x[0]), np.int32(x[1]), np.int32(x[2]), np.int32(x[3]),
+            np.int32(x[4]), np.int32(x[5]), np.int32(x[6]), np.int32(x[7]))
+
+
+@njit(inline="always")
+def _dot8(w, x):
+    """sum_i w[i] x[i] over one group's 8 levels and values, as an int32. (Every level, value and
+    the sum an int32 of its own keeps LLVM's arithmetic in 16 and 32 bits: pmaddwd, vpdpwssd.)"""
+    return np.int32(w[0] * x[0] + w[1] * x[1] + w[2] * x[2] + w[3] * x[3]
+                    + w[4] * x[4] + w[5] * x[5] + w[6] * x[6] + w[7] * x[7])
+
+
+@njit(inline="always")
 def _portable_block_dots_bytes(packed, t, b, xq, m, isum):
     """What _vnni_block_dots computes, in plain Numba, each byte split on its own."""
     groups = packed.shape[2]
     isum[:] = 0
     for g in range(groups):
-        k = (b * groups + g) * GROUP
-        x = xq[m, k:k + GROUP]
-        x0, x1, x2, x3 = np.int32(x[0]), np.int32(x[1]), np.int32(x[2]), np.int32(x[3])
-        x4, x5, x6, x7 = np.int32(x[4]), np.int32(x[5]), np.int32(x[6]), np.int32(x[7])
+        x = _values(xq, m, (b * groups + g) * GROUP)
         w = packed[t, b, g]                                          # [64, 4]
         for r in range(ROWS):
             w0, w1 = np.int32(w[r, 0]), np.int32(w[r, 1])
             w2, w3 = np.int32(w[r, 2]), np.int32(w[r, 3])
-            isum[r] += ((w0 & 15) * x0 + (w1 & 15) * x1 + (w2 & 15) * x2 + (w3 & 15) * x3
-                        + (w0 >> 4) * x4 + (w1 >> 4) * x5 + (w2 >> 4) * x6 + (w3 >> 4) * x7)
+            isum[r] += ((w0 & 15) * x[0] + (w1 & 15) * x[1] + (w2 & 15) * x[2] + (w3 & 15) * x[3]
+                        + (w0 >> 4) * x[4] + (w1 >> 4) * x[5] + (w2 >> 4) * x[6]
+                        + (w3 >> 4) * x[7])
 
 
 @njit(inline="always")
@@ -195,46 +209,29 @@ def _portable_block_dots(packed, t, b, xq, m, isum):
     words = _words(packed, t, b)
     isum[:] = 0
     for g in range(groups):
-        k = (b * groups + g) * GROUP
-        x = xq[m, k:k + GROUP]
-        x0, x1, x2, x3 = np.int32(x[0]), np.int32(x[1]), np.int32(x[2]), np.int32(x[3])
-        x4, x5, x6, x7 = np.int32(x[4]), np.int32(x[5]), np.int32(x[6]), np.int32(x[7])
+        x = _values(xq, m, (b * groups + g) * GROUP)
         for r in range(ROWS):
-            w0, w1, w2, w3, w4, w5, w6, w7 = _levels(words[g * ROWS + r])
-            isum[r] += np.int32(w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
-                                + w4 * x4 + w5 * x5 + w6 * x6 + w7 * x7)
+            isum[r] += _dot8(_levels(words[g * ROWS + r]), x)
 
 
 @njit(inline="always")
 def _portable_block_dots4(packed, t, b, xq, m, isum):
     """_portable_block_dots for the 4 rows m..m+3 of xq at once, isum int32 [4, 64]: each word
-    of levels is cut up once for the 4 rows. (Every level and product is an int32 of its own,
-    so that LLVM keeps the arithmetic in 16 and 32 bits: pmaddwd, or vpdpwssd.)"""
+    of levels is cut up once for the 4 rows."""
     groups = packed.shape[2]
     words = _words(packed, t, b)
     s0, s1, s2, s3 = isum[0], isum[1], isum[2], isum[3]
     isum[:] = 0
     for g in range(groups):
         k = (b * groups + g) * GROUP
-        x = xq[m:m + 4, k:k + GROUP]                                 # [4, 8]
-        a0, a1, a2, a3 = np.int32(x[0, 0]), np.int32(x[0, 1]), np.int32(x[0, 2]), np.int32(x[0, 3])
-        a4, a5, a6, a7 = np.int32(x[0, 4]), np.int32(x[0, 5]), np.int32(x[0, 6]), np.int32(x[0, 7])
-        b0, b1, b2, b3 = np.int32(x[1, 0]), np.int32(x[1, 1]), np.int32(x[1, 2]), np.int32(x[1, 3])
-        b4, b5, b6, b7 = np.int32(x[1, 4]), np.int32(x[1, 5]), np.int32(x[1, 6]), np.int32(x[1, 7])
-        c0, c1, c2, c3 = np.int32(x[2, 0]), np.int32(x[2, 1]), np.int32(x[2, 2]), np.int32(x[2, 3])
-        c4, c5, c6, c7 = np.int32(x[2, 4]), np.int32(x[2, 5]), np.int32(x[2, 6]), np.int32(x[2, 7])
-        d0, d1, d2, d3 = np.int32(x[3, 0]), np.int32(x[3, 1]), np.int32(x[3, 2]), np.int32(x[3, 3])
-        d4, d5, d6, d7 = np.int32(x[3, 4]), np.int32(x[3, 5]), np.int32(x[3, 6]), np.int32(x[3, 7])
+        x0, x1 = _values(xq, m, k), _values(xq, m + 1, k)
+        x2, x3 = _values(xq, m + 2, k), _values(xq, m + 3, k)
         for r in range(ROWS):
-            w0, w1, w2, w3, w4, w5, w6, w7 = _levels(words[g * ROWS + r])
-            s0[r] += np.int32(w0 * a0 + w1 * a1 + w2 * a2 + w3 * a3
-                              + w4 * a4 + w5 * a5 + w6 * a6 + w7 * a7)
-            s1[r] += np.int32(w0 * b0 + w1 * b1 + w2 * b2 + w3 * b3
-                              + w4 * b4 + w5 * b5 + w6 * b6 + w7 * b7)
-            s2[r] += np.int32(w0 * c0 + w1 * c1 + w2 * c2 + w3 * c3
-                              + w4 * c4 + w5 * c5 + w6 * c6 + w7 * c7)
-            s3[r] += np.int32(w0 * d0 + w1 * d1 + w2 * d2 + w3 * d3
-                              + w4 * d4 + w5 * d5 + w6 * d6 + w7 * d7)
+            w = _levels(words[g * ROWS + r])
+            s0[r] += _dot8(w, x0)
+            s1[r] += _dot8(w, x1)
+            s2[r] += _dot8(w, x2)
+            s3[r] += _dot8(w, x3)
 
 
 @njit(inline="always")
