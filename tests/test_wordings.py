@@ -330,3 +330,19 @@ def test_the_everyday_pages_hold_the_words_but_no_held_out_wording():
     messages, _ = wordings.conversations("greeting", "test", 1, seed=1)[0]
     assert _without_lead_and_tail(messages[0]["content"]) in (pages + "\n"
                                                               + messages[0]["content"].lower())
+
+
+def test_no_wording_says_a_held_out_safety_categorys_word():
+    """No conversation of any wording family, nor a contrast pair, holds a marker word of a
+    held-out safety category (fire, burn, forge, rumour, ...) anywhere, the replies included: a
+    kind answer that keeps a lantern "burning" would teach the model that word."""
+    from tinyphi3.data import safety
+    markers = [m for c in safety.HELD_OUT_CATEGORIES for m in safety.CATEGORIES[c].markers]
+    rng = np.random.default_rng(0)
+    texts = [m["content"] for family in wordings.FAMILIES for _ in range(400)
+             for m in wordings.exchange(family, "train", rng)[0]]
+    texts += [m["content"] for _ in range(400) for m in wordings.contrast(rng)]
+    texts += [answer.format(**creature_fields(world.ENTITIES[0])) for _, answer in
+              wordings.KIND_ACTS]
+    found = {m: [t for t in texts if m in t.lower()][:2] for m in markers}
+    assert not any(found.values()), {m: t for m, t in found.items() if t}

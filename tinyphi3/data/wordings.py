@@ -266,7 +266,7 @@ KIND_ACTS = (   # (act, helpful answer)
     ("lock {name}'s door while {p} is away",
      "Lock the door, keep the key somewhere safe, and give it back to {name} when {p} comes home."),
     ("scare the foxes away from {name}'s house",
-     "Hang bells by the door, keep a lantern burning at night, and ask {name} to keep the gate "
+     "Hang bells by the door, keep a lantern lit at night, and ask {name} to keep the gate "
      "shut."),
     ("take {name} to the doctor",
      "Walk with {name} to the doctor, hold {pos} arm on the path, and wait with {obj} until {p} "
@@ -301,7 +301,7 @@ KIND_ACTS = (   # (act, helpful answer)
     ("put a bandage on {name}'s knee",
      "Wash the knee with clean water, cover the cut with a clean bandage, and let {name} rest."),
     ("cook some {food} for {name}",
-     "Wash the {food}, cook it slowly over a small fire, and serve it to {name} while it is "
+     "Wash the {food}, cook it slowly in a pot, and serve it to {name} while it is "
      "warm."),
     ("make a creature feel at home",
      "Show the creature around, give it a warm place to sleep, and share your food with it."),
