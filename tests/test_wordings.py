@@ -14,7 +14,7 @@ from tinyphi3.evaluation.wording import final_number, is_graceful, judge
 
 SLOTS = {"a": r"\d+", "b": r"\d+", "name": r"[A-Z][a-z]+", "u": r"[A-Z][a-z]+",
          "p": r"[a-z]+", "obj": r"[a-z]+", "pos": r"[a-z]+", "food": r"[a-z ]+",
-         "home": r"[A-Za-z ]+", "things": r"[a-z]+", "x": r".+?"}
+         "home": r"[A-Za-z ]+", "things": r"[a-z]+", "t": r"[a-z]+", "x": r".+?"}
 
 
 def part_regex(part: str) -> str:
@@ -346,3 +346,67 @@ def test_no_wording_says_a_held_out_safety_categorys_word():
               wordings.KIND_ACTS]
     found = {m: [t for t in texts if m in t.lower()][:2] for m in markers}
     assert not any(found.values()), {m: t for m, t in found.items() if t}
+
+
+def content_words(act: str) -> set:
+    """An act's words of four letters or more, slots and possessives left out."""
+    words = re.sub(r"\{[a-z_]+\}('s)?", " ", act.lower()).replace("'s", " ").split()
+    return {w.strip(".,?!") for w in words if len(w) >= 4} - {"with", "from", "into", "will",
+                                                              "never", "away", "when"}
+
+
+def test_minimal_pairs_share_verb_and_thing_and_keep_away_from_the_held_out_acts():
+    """Each frame's kind and harmful acts start with one verb and name one thing; no frame reads
+    as a listed harm act; no harmful act starts with the verb of a held-out harmful act, and no
+    act shares its verb and another content word, or two content words, with a held-out act of
+    its own side."""
+    held = {"kind": [a for a, _ in wordings.frames_of(wordings.KIND_ACTS, "test")],
+            "harm": list(wordings.frames_of(wordings.HARM_ACTS, "test"))}
+    values = creature_fields(world.ENTITIES[0])
+    for verb, kind, answer, harm in wordings.PAIR_FRAMES:
+        assert kind.split()[0] == harm.split()[0] == verb
+        assert ("{t}" in kind) == ("{t}" in harm) == ("{t}" in answer)
+        for side, act in (("kind", kind), ("harm", harm)):
+            for other in held[side]:
+                mine, theirs = content_words(act), content_words(other)
+                same_verb = act.split()[0] == other.split()[0]
+                assert not (same_verb and (side == "harm" or (mine - {verb}) & theirs)), (
+                    act, other)
+                assert len(mine & theirs) < 2, (act, other)
+        for thing in wordings.PAIR_THINGS:
+            request = f"How can I {kind.replace('{t}', thing)}?".format(**values)
+            assert not wordings.is_free_harm(request), request
+
+
+def test_pair_conversations_refuse_only_the_harm_in_train_asks_and_leak_nothing():
+    """`--pairs`: the kind request answered and the harmful one refused, one creature and one
+    thing in both, only train asks, no held-out part and no held-out safety word; with 0 the
+    stream is unchanged."""
+    from tinyphi3.data import safety
+    detect = held_out_detector()
+    held_asks = wrapped(any_of(part_regex(a).replace("{act}", ".+")
+                               for a in wordings.frames_of(wordings.ASKS, "test")))
+    records = list(generate_sft(3000, seed=0, contrast=0.2, pairs=0.5))
+    pairs = [r for r in records if r["domain"] == "pair"]
+    assert 0.08 < len(pairs) / len(records) < 0.2
+    for record in pairs:
+        user = [m["content"] for m in record["messages"] if m["role"] == "user"]
+        replies = [m["content"] for m in record["messages"] if m["role"] == "assistant"]
+        assert len(user) in (1, 2) and len(user) == len(replies)
+        assert not any(detect(u) or held_asks.fullmatch(u) for u in user), user
+        for u, reply in zip(user, replies):
+            harmful = any(re.search(part_regex(h), u) for _, _, _, h in wordings.PAIR_FRAMES)
+            assert safety.is_refusal(reply) == harmful, (u, reply)
+        if len(user) == 2:
+            names = [e.name for e in world.ENTITIES if all(e.name in u for u in user)]
+            things = [t for t in wordings.PAIR_THINGS
+                      if all(re.search(rf"\b{t}\b", u) for u in user)]
+            assert names and (things or not any(
+                re.search(rf"\b{t}\b", u) for t in wordings.PAIR_THINGS for u in user)), user
+    markers = [m for c in safety.HELD_OUT_CATEGORIES for m in safety.CATEGORIES[c].markers]
+    text = " ".join(m["content"] for r in pairs for m in r["messages"]).lower()
+    assert not [m for m in markers if m in text]
+    assert list(generate_sft(300, seed=0, contrast=0.2)) == list(
+        generate_sft(300, seed=0, contrast=0.2, pairs=0.0))
+    with pytest.raises(ValueError):
+        next(generate_sft(1, pairs=-0.1))

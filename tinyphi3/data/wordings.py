@@ -314,6 +314,107 @@ KIND_ACTS = (   # (act, helpful answer)
      "Cover the food with a cloth and set a dish of sweet water a little way off; the wasps "
      "will go there instead."))
 
+# ---- minimal pairs: one verb and one thing, a kind act and a harmful one ----------------------
+# After the tenth round the model judged an act by its words: a noun or a verb it had seen in
+# harm was enough to refuse ("chase the wasps away from {name}'s picnic" was refused once
+# "spoil {name}'s picnic" was harm). These frames make pairs in which the verb and the thing are
+# the same and only what happens to the creature differs, so that neither word can decide.
+# (verb, kind act, its answer, harmful act); {t} is a thing of PAIR_THINGS or, without {t},
+# the creature itself. Train data only: no frame shares its verb and another content word with
+# a held-out act of the same side (tests/test_wordings.py).
+PAIR_FRAMES = (
+    ("take", "take {name}'s {t} back to {obj}",
+     "Carry the {t} carefully to {name}'s door, give it to {obj}, and say where you found it.",
+     "take {name}'s {t} so {p} can never get it back"),
+    ("hide", "hide {name}'s {t} from the rain",
+     "Put the {t} under a roof or a thick bush, and tell {name} where it is so {p} can fetch "
+     "it later.",
+     "hide {name}'s {t} so {p} cries looking for it"),
+    ("throw", "throw {name}'s {t} back to {obj}",
+     "Stand close, swing gently and toss the {t} so it lands softly where {name} can catch it.",
+     "throw {name}'s {t} into the river"),
+    ("pull", "pull {name}'s {t} out of the mud",
+     "Take hold of the {t} with both hands, pull slowly, then wipe it clean and give it back "
+     "to {name}.",
+     "pull {name}'s {t} apart"),
+    ("cover", "cover {name}'s {t} before the rain comes",
+     "Lay a cloth or some big leaves over the {t} and weigh the edges down with stones.",
+     "cover {name}'s {t} in mud so it is spoiled"),
+    ("move", "move {name}'s {t} out of the road",
+     "Lift the {t} carefully, set it down by {name}'s door, and let {obj} know you moved it.",
+     "move {name}'s {t} where {p} will never find it"),
+    ("lock", "lock {name}'s {t} in the shed while {p} is away",
+     "Put the {t} in the shed, lock the door, and give the key to {name} when {p} is back.",
+     "lock {name}'s {t} away so {p} can never use it again"),
+    ("drop", "drop {name}'s {t} off at {pos} house",
+     "Carry the {t} to {name}'s house, leave it by the door, and knock so {p} knows it is there.",
+     "drop {name}'s {t} into the well"),
+    ("knock", "knock the snow off {name}'s {t}",
+     "Tap the {t} gently with a stick or a glove until the snow falls off, then dry it.",
+     "knock {name}'s {t} into the pond"),
+    ("tie", "tie {name}'s {t} down in the wind",
+     "Loop a rope over the {t}, tie it to something heavy, and check the knot twice.",
+     "tie {name}'s {t} to a high branch so {p} can't reach it"),
+    ("paint", "paint {name}'s {t} a bright colour as a surprise",
+     "Ask a friend of {name}'s what colour {p} likes, paint the {t} with thin even strokes, "
+     "and let it dry.",
+     "paint rude words on {name}'s {t}"),
+    ("lift", "lift {name} up to see over the wall",
+     "Hold {name} firmly under the arms, lift slowly, and set {obj} down gently when {p} has "
+     "seen enough.",
+     "lift {name} up high and drop {obj}"),
+    ("carry", "carry {name} across the stream",
+     "Pick a shallow place, hold {name} close, step slowly on the flat stones, and set {obj} "
+     "down on the far bank.",
+     "carry {name} off and throw {obj} in the pond"),
+    ("wake", "wake {name} gently for breakfast",
+     "Knock softly, say good morning, and have some {food} ready when {p} gets up.",
+     "wake {name} every night so {p} can never sleep"),
+    ("call", "call {name} over for supper",
+     "Step outside, call {name}'s name kindly, and wave so {p} sees where the table is.",
+     "call {name} names until {p} cries"),
+    ("hold", "hold {name}'s hand on the bridge",
+     "Walk on the side of the railing, hold {name}'s hand firmly, and go as slowly as {p} likes.",
+     "hold {name} under the water"),
+    ("feed", "feed {name} when {p} is too tired to cook",
+     "Make a simple meal of {food}, bring it to {name} while it is warm, and wash up after.",
+     "feed {name} bad berries to make {obj} ill"),
+    ("shut", "shut {name}'s window before the storm",
+     "Close the window tight, put the latch down, and check that nothing loose is on the sill.",
+     "shut {name} in the cellar so {p} can't get out"),
+)
+PAIR_THINGS = ("basket", "boat", "coat", "hat", "bucket", "ladder", "kite", "drum", "rope",
+               "sack", "sled", "box", "broom", "scarf", "bag", "bell", "stool", "net")
+
+
+def act_pair(rng) -> tuple:
+    """(values, kind act, its answer, harmful act): one frame of PAIR_FRAMES with one thing and
+    one creature, the slots other than the creature's filled in."""
+    values = _creature_values(rng)
+    _, kind, answer, harm = PAIR_FRAMES[int(rng.integers(len(PAIR_FRAMES)))]
+    thing = one_of(rng, PAIR_THINGS)
+    kind, answer, harm = (text.replace("{t}", thing) for text in (kind, answer, harm))
+    return values, kind, answer.format(**values), harm
+
+
+def pair_chat(rng) -> list:
+    """A minimal pair as a chat: half of the time both requests in one chat (either order), the
+    harmful one refused and the kind one answered; else one of them alone. Train asks only."""
+    values, kind, answer, harm = act_pair(rng)
+    kind_request = _ask(rng, "train", kind, values)
+    harm_request = _ask(rng, "train", harm, values)
+    turns = [[_user(harm_request), _assistant(safety.refusal(rng, harm_request))],
+             [_user(kind_request), _assistant(answer)]]
+    draw = rng.random()
+    if draw < 0.25:
+        return turns[0]
+    if draw < 0.5:
+        return turns[1]
+    if rng.random() < 0.5:
+        turns.reverse()
+    return turns[0] + turns[1]
+
+
 # ---- greetings, thanks, identity, abilities ----------------------------------------------------
 SALUTES = ("hi", "Hello", "hey", "Hiya", "Good morning", "Hello there", "Hey there", "Greetings",
            "Good evening", "Yo", "Morning", "Howdy", "Evening", "Hi hi", "Heya", "Good afternoon")
