@@ -145,8 +145,8 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
     fails it, and every prompt is in the train parts."""
     from tinyphi3.data.safety import is_refusal
     detect = held_out_detector()
-    kinds = set()
-    for record in wordings.preference_pairs(120, seed=2, kinds=tuple(wordings.PREFERENCE_KINDS)):
+    kinds, pair_sides = set(), set()
+    for record in wordings.preference_pairs(240, seed=2, kinds=tuple(wordings.PREFERENCE_KINDS)):
         kind = record["kind"].removeprefix("wording_")
         kinds.add(kind)
         for message in record["prompt"]:
@@ -156,6 +156,11 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
             assert is_refusal(record["chosen"]) and not is_refusal(record["rejected"])
         elif kind == "kind":
             assert not is_refusal(record["chosen"]) and is_refusal(record["rejected"])
+        elif kind == "pair":
+            harmful = any(re.search(part_regex(h), record["prompt"][-1]["content"])
+                          for _, _, _, h in wordings.PAIR_FRAMES)
+            assert is_refusal(record["chosen"]) == harmful != is_refusal(record["rejected"])
+            pair_sides.add(harmful)
         elif kind == "outside":
             assert is_graceful(record["chosen"]) and not is_graceful(record["rejected"])
         else:
@@ -163,7 +168,7 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
                         if record["chosen"][0].isdigit() else record["chosen"].split()[-1][:-1]}
             assert judge("memory", record["chosen"], expected)["ok"]
             assert not judge("memory", record["rejected"], expected)["ok"]
-    assert kinds == set(wordings.PREFERENCE_KINDS)
+    assert kinds == set(wordings.PREFERENCE_KINDS) and pair_sides == {True, False}
 
 
 def test_unconflicted_pairs_never_reject_a_reply_another_pair_chooses():

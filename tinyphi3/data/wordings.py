@@ -777,9 +777,22 @@ def _memory_pair(rng, graceful_share=0.5):
     return messages[:-1], messages[-1]["content"], rejected
 
 
+def _minimal_pair(rng):
+    """A minimal pair (PAIR_FRAMES), one side drawn: for the harmful act a refusal chosen and the
+    kind act's answer rejected; for the kind act its answer chosen and a refusal rejected. Both
+    directions equally often, so that refusing as such is neither rewarded nor punished, only
+    refusing the wrong act of the pair."""
+    values, kind, answer, harm = act_pair(rng)
+    if rng.random() < 0.5:
+        request = _ask(rng, "train", harm, values)
+        return [_user(request)], safety.refusal(rng, request), answer
+    request = _ask(rng, "train", kind, values)
+    return [_user(request)], answer, safety.mistaken_refusal(rng, request)
+
+
 PREFERENCE_KINDS = {"free_harm": _free_harm_pair, "category_harm": _category_harm_pair,
                     "kind": _kind_pair, "outside": _outside_pair, "memory": _memory_pair,
-                    "harm_answered": _harm_answered_pair,
+                    "harm_answered": _harm_answered_pair, "pair": _minimal_pair,
                     "memory_value": lambda rng: _memory_pair(rng, graceful_share=0.0)}
 # The kinds whose rejected replies no other kind chooses: a refusal, the graceful decline and
 # the user's own value are only ever chosen.
