@@ -15,7 +15,8 @@ and web text, arithmetic (3-shot, the most that fits 512 tokens), and the multip
 in the cloze formulation (each option's text scored, not a letter).
 
     python benchmarks/data_recipe.py study --plan        every command in order, with times
-    python benchmarks/data_recipe.py study --run         runs them, two at a time; resumable
+    python benchmarks/data_recipe.py study --run         runs them, two at a time; Ctrl-C or
+                                                         kill PID pauses, the same command resumes
     python benchmarks/data_recipe.py report [--out FILE] tables, verdicts, one picture per measure
     python benchmarks/data_recipe.py evaluate RUN_DIR    the measures of one finished run
 """
@@ -330,6 +331,10 @@ def run_jobs(jobs, workers=2, every=60.0, log_dir=None, poll=2.0) -> list:
     finished = {j.name for j in jobs if j.done()}
     todo = sorted((j for j in jobs if j.name not in finished), key=lambda j: -priority[j.name])
     failed, running, last_lines = [], {}, time.monotonic()
+    # Ctrl-C or `kill PID` pauses the study, also when it was started in the background (where
+    # the shell makes it ignore SIGINT): the running trainings save a checkpoint first.
+    previous = {s: signal.signal(s, signal.default_int_handler)
+                for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while todo or running:
             for job in list(todo):
@@ -375,6 +380,9 @@ def run_jobs(jobs, workers=2, every=60.0, log_dir=None, poll=2.0) -> list:
                 run.process.kill()
         raise StudyError("interrupted: the training runs saved checkpoints; run the same "
                          "command again to continue") from None
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     return failed
 
 

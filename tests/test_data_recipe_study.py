@@ -250,3 +250,31 @@ def test_bad_input_gives_one_line_and_a_non_zero_exit(study, tmp_path, capsys):
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == f"error: {tmp_path / 'none'}: no finished model there (no " \
         "final/config.json); train it first\n"
+
+
+def test_kill_pauses_the_runner_started_in_the_background_and_the_run_saves(tmp_path):
+    """A study started in the background ignores SIGINT (the shell's rule); `kill PID` (SIGTERM)
+    still pauses it: the running command gets SIGINT, as training does on Ctrl-C, and the runner
+    says how to continue and exits non-zero."""
+    import signal
+    import time
+    job = ("import signal, sys, time, pathlib; p = pathlib.Path(sys.argv[1]); "
+           "signal.signal(signal.SIGINT, lambda *_: (p.with_name('saved').write_text('x'), "
+           "sys.exit(1))); p.with_name('started').write_text('x'); time.sleep(60)")
+    runner = (f"import importlib.util, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
+              f"spec = importlib.util.spec_from_file_location('s', {str(SCRIPT)!r}); "
+              "s = importlib.util.module_from_spec(spec); spec.loader.exec_module(s); "
+              f"out = {str(tmp_path / 'out')!r}; "
+              f"job = s.Job('j', ['python', '-c', {job!r}, out], s.Path(out), 1); "
+              f"s.run_jobs([job], every=0, log_dir={str(tmp_path / 'logs')!r}, poll=0.05)")
+    process = subprocess.Popen([sys.executable, "-c", runner], cwd=ROOT, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                           signal.SIG_IGN))
+    for _ in range(600):
+        if (tmp_path / "started").exists():
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode != 0 and (tmp_path / "saved").exists()
+    assert "run the same command again to continue" in err
