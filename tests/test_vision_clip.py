@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from tinyphi3.backends import use_backend
+from tinyphi3.errors import InvalidInputError
 from tinyphi3.models.vision.clip import (
     CLIP_VIT_L14_336, ClipConfig, clip_features, clip_hidden_states, clip_tensor_shapes,
     clip_weights_from, init_clip_weights, strip_clip_prefix)
@@ -133,6 +134,19 @@ def test_layer_minus_2_ignores_the_last_layer_and_post_layernorm():
     fewer = {n: w for n, w in weights.items() if not n.startswith("encoder.layers.2.")}
     np.testing.assert_array_equal(clip_features(pixels, fewer, SMALLEST, -2), before)
     assert len(clip_hidden_states(pixels, weights, SMALLEST, upto=1)) == 2
+
+
+def test_crops_through_the_tower_a_few_at_a_time_give_the_features_of_all_at_once():
+    """clip_features(..., crops_per_pass=k) equals the tower run on every crop at once (the crops
+    never attend to each other), for k dividing N or not; k < 1 is refused."""
+    weights = init_clip_weights(SMALLEST, np.random.default_rng(0))
+    pixels = np.random.default_rng(2).standard_normal((5, 3, 28, 28)).astype(np.float32)
+    together = clip_hidden_states(pixels, weights, SMALLEST, upto=2)[-1][:, 1:]
+    for k in (1, 2, 5, 8):
+        np.testing.assert_allclose(clip_features(pixels, weights, SMALLEST, crops_per_pass=k),
+                                   together, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InvalidInputError, match="crops_per_pass"):
+        clip_features(pixels, weights, SMALLEST, crops_per_pass=0)
 
 
 def test_the_published_tower():

