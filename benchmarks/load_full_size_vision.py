@@ -298,9 +298,22 @@ def machine(note) -> str:
                                                           "NUMBA_NUM_THREADS") if k in os.environ)
     import numba
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    return (f"{platform.machine()}, {os.cpu_count()} cores, {ram:.0f} GiB RAM, Python "
+    return (f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} cores, {ram:.0f} GiB RAM, "
+            f"Python "
             f"{platform.python_version()}, NumPy {np.__version__}, Numba {numba.__version__}"
-            + (f"; {threads}" if threads else "") + (f". {note}" if note else ""))
+            + (f"; {threads}" if threads else "")
+            + (f". {note[:1].upper()}{note[1:].rstrip('.')}." if note else ""))
+
+
+def cpu_name() -> str:
+    """The CPU's model name, and whether it has AVX-512 VNNI (the 4-bit kernel's fast path)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "a CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), "a CPU")
+    return name + (" with" if "avx512_vnni" in info else " without") + " AVX-512 VNNI"
 
 
 def float_rows(f) -> str:
@@ -315,7 +328,8 @@ def float_rows(f) -> str:
 | {f['tower_seconds'] + f['decoder_seconds']:.0f} s: tower and projector \
 {f['tower_seconds']:.0f} s, decoder {f['decoder_seconds']:.0f} s (logits finite: \
 {f['logits_finite']}){cpu_note(f.get('tower_cpu_seconds', 0) + f['decoder_cpu_seconds']
-                               if 'decoder_cpu_seconds' in f else None)} |
+                               if 'decoder_cpu_seconds' in f else None,
+                               f['tower_seconds'] + f['decoder_seconds'])} |
 | peak resident memory after the forward pass | {gb(f['peak_rss'])} |
 """
 
@@ -335,15 +349,15 @@ def q4_rows(q, qz) -> str:
 | **peak resident memory after loading (4-bit)** | **{gb(q['peak_rss_after_load'])}** |
 | load time (4-bit) | {q['load_seconds']:.0f} s |
 | **time to first token, 4-bit** | **{q['ttft_seconds']:.0f} s** (tower and projector \
-{q['tower_seconds']:.0f} s){cpu_note(q.get('ttft_cpu_seconds'))} |
+{q['tower_seconds']:.0f} s){cpu_note(q.get('ttft_cpu_seconds'), q['ttft_seconds'])} |
 | peak resident memory after the first token | {gb(q['peak_rss'])} |
 """
 
 
-def cpu_note(seconds) -> str:
-    """How much of a wall-clock time the process had a core (one thread): on a busy machine,
-    about what a quiet one would take."""
-    return "" if seconds is None else f"; the process ran {seconds:.0f} s on a core"
+def cpu_note(seconds, wall) -> str:
+    """The process's CPU time over a wall-clock time, and how many cores that kept busy."""
+    return "" if seconds is None else (f"; {seconds:.0f} s of CPU time, {seconds / wall:.1f} "
+                                       f"cores busy on average")
 
 
 def heading(text, r) -> str:
@@ -401,9 +415,8 @@ decoder prefill | **time to first token** |
 {q['tower_seconds']:.0f} s | {prefill:.0f} s ({q['tokens'] / prefill:.1f} tokens/s) | \
 **{q['ttft_seconds']:.0f} s** |
 """ + ("" if "ttft_cpu_seconds" not in q else f"""
-Wall-clock times on a shared machine: over the time to first token the process ran \
-{q['ttft_cpu_seconds']:.0f} s on a core (one thread), about what a quiet machine would take \
-with one thread.
+Over the time to first token the process used {q['ttft_cpu_seconds']:.0f} s of CPU time, \
+{q['ttft_cpu_seconds'] / q['ttft_seconds']:.1f} cores busy on average.
 """)
 
 
