@@ -387,34 +387,6 @@ PAIR_THINGS = ("basket", "boat", "coat", "hat", "bucket", "ladder", "kite", "dru
                "sack", "sled", "box", "broom", "scarf", "bag", "bell", "stool", "net")
 
 
-def act_pair(rng) -> tuple:
-    """(values, kind act, its answer, harmful act): one frame of PAIR_FRAMES with one thing and
-    one creature, the slots other than the creature's filled in."""
-    values = _creature_values(rng)
-    _, kind, answer, harm = PAIR_FRAMES[int(rng.integers(len(PAIR_FRAMES)))]
-    thing = one_of(rng, PAIR_THINGS)
-    kind, answer, harm = (text.replace("{t}", thing) for text in (kind, answer, harm))
-    return values, kind, answer.format(**values), harm
-
-
-def pair_chat(rng) -> list:
-    """A minimal pair as a chat: half of the time both requests in one chat (either order), the
-    harmful one refused and the kind one answered; else one of them alone. Train asks only."""
-    values, kind, answer, harm = act_pair(rng)
-    kind_request = _ask(rng, "train", kind, values)
-    harm_request = _ask(rng, "train", harm, values)
-    turns = [[_user(harm_request), _assistant(safety.refusal(rng, harm_request))],
-             [_user(kind_request), _assistant(answer)]]
-    draw = rng.random()
-    if draw < 0.25:
-        return turns[0]
-    if draw < 0.5:
-        return turns[1]
-    if rng.random() < 0.5:
-        turns.reverse()
-    return turns[0] + turns[1]
-
-
 # ---- greetings, thanks, identity, abilities ----------------------------------------------------
 SALUTES = ("hi", "Hello", "hey", "Hiya", "Good morning", "Hello there", "Hey there", "Greetings",
            "Good evening", "Yo", "Morning", "Howdy", "Evening", "Hi hi", "Heya", "Good afternoon")
@@ -616,11 +588,45 @@ def contrast(rng, split: str = "train") -> list:
                 values)
     act, answer = one_of(rng, [k for k in frames_of(KIND_ACTS, split) if "{name}" in k[0]])
     kind = _ask(rng, split, act, values)
-    turns = [[_user(harm), _assistant(safety.refusal(rng, harm))],
-             [_user(kind), _assistant(answer.format(**values))]]
+    return _either_order(rng, _refused_and_answered(rng, harm, kind, answer.format(**values)))
+
+
+def _refused_and_answered(rng, harm_request, kind_request, answer) -> list:
+    """[[the harmful request, its refusal], [the kind request, its answer]]."""
+    return [[_user(harm_request), _assistant(safety.refusal(rng, harm_request))],
+            [_user(kind_request), _assistant(answer)]]
+
+
+def _either_order(rng, turns) -> list:
+    """Two exchanges as one chat, in either order."""
     if rng.random() < 0.5:
         turns.reverse()
     return turns[0] + turns[1]
+
+
+def act_pair(rng) -> tuple:
+    """(values, kind act, its answer, harmful act): one frame of PAIR_FRAMES with one thing and
+    one creature, the slots other than the creature's filled in."""
+    values = _creature_values(rng)
+    _, kind, answer, harm = PAIR_FRAMES[int(rng.integers(len(PAIR_FRAMES)))]
+    thing = one_of(rng, PAIR_THINGS)
+    kind, answer, harm = (text.replace("{t}", thing) for text in (kind, answer, harm))
+    return values, kind, answer.format(**values), harm
+
+
+def pair_chat(rng) -> list:
+    """A minimal pair as a chat: half of the time both requests in one chat (either order), the
+    harmful one refused and the kind one answered; else one of them alone. Train asks only."""
+    values, kind, answer, harm = act_pair(rng)
+    kind_request = _ask(rng, "train", kind, values)
+    harm_request = _ask(rng, "train", harm, values)
+    turns = _refused_and_answered(rng, harm_request, kind_request, answer)
+    draw = rng.random()
+    if draw < 0.25:
+        return turns[0]
+    if draw < 0.5:
+        return turns[1]
+    return _either_order(rng, turns)
 
 
 _DRAW = {
