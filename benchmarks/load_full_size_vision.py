@@ -306,14 +306,15 @@ def machine(note) -> str:
 
 
 def cpu_name() -> str:
-    """The CPU's model name, and whether it has AVX-512 VNNI (the 4-bit kernel's fast path)."""
+    """The CPU's model name, and whether the 4-bit kernel runs its AVX-512 VNNI path on it."""
+    from tinyphi3.backends.numba.q4 import has_vnni
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return platform.processor() or "a CPU"
+        info = ""
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                 if line.startswith("model name")), "a CPU")
-    return name + (" with" if "avx512_vnni" in info else " without") + " AVX-512 VNNI"
+                 if line.startswith("model name")), platform.processor() or "a CPU")
+    return name + (" with" if has_vnni() else " without") + " AVX-512 VNNI"
 
 
 def float_rows(f) -> str:
