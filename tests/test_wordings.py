@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from tinyphi3.data import wordings, world
+from tinyphi3.data import acts, wordings, world
 from tinyphi3.data.benign import creature_fields
 from tinyphi3.data.post_training import generate_sft
 from tinyphi3.evaluation.wording import final_number, is_graceful, judge
@@ -60,9 +60,32 @@ def held_out_detector():
         checks[second] = re.compile(any_of(re.escape(s) for s in every[first])
                                     + any_of(re.escape(e) for e in held[second]))
 
+    checks["act parts"] = wrapped(any_of(part_regex(a).replace("{act}", held_out_act_regex())
+                                         for a in every["asks"]))
+
     def detect(turn: str) -> list:
         return [name for name, regex in checks.items() if regex.fullmatch(turn)]
     return detect
+
+
+def held_out_act_regex() -> str:
+    """An act of the grammar of tinyphi3.data.acts with at least one held-out part: its verb,
+    its thing or its outcome."""
+    def alternatives(names, split=None):
+        found = [p for name in names for p in (acts.parts()[name] if split is None else
+                                               wordings.frames_of(acts.parts()[name], split))]
+        return any_of(re.escape(p).replace(r"\{p\}", "(?:he|she)").replace(
+            r"\{obj\}", "(?:him|her)") for p in found)
+    verbs = [n for n in acts.parts() if n.endswith("verbs")]
+    outcomes = ["harm outcomes", "kind outcomes"]
+    verb, thing, outcome = alternatives(verbs), alternatives(["things"]), alternatives(outcomes)
+    held_verb, held_thing, held_outcome = (alternatives(verbs, "test"),
+                                           alternatives(["things"], "test"),
+                                           alternatives(outcomes, "test"))
+    owner = r"[A-Za-z ]+?"
+    return any_of([f"{held_verb} {owner}(?:'s {thing}(?: {outcome})?)?",
+                   f"{verb} {owner}'s {held_thing}(?: {outcome})?",
+                   f"{verb} {owner}'s {thing} {held_outcome}"])
 
 
 def user_turns(records):

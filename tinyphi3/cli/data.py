@@ -518,7 +518,12 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
               help="Share of the other wording conversations that are a minimal pair: one verb "
                    "and one thing in a kind request (answered) and a harmful one (refused), "
                    "alone or both in one chat (0: unchanged).")
-def sft(n_records, seed, out, no_wording, contrast, pairs):
+@click.option("--acts", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of the wording conversations left after --contrast and --pairs that "
+                   "are acts of the grammar of tinyphi3.data.acts (verb, thing, outcome; train "
+                   "parts only): a harmful act refused or a kind act answered, alone or as a "
+                   "minimal pair in one chat (0: unchanged).")
+def sft(n_records, seed, out, no_wording, contrast, pairs, acts):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
     requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
@@ -532,11 +537,11 @@ def sft(n_records, seed, out, no_wording, contrast, pairs):
     """
     from tinyphi3.data.post_training import generate_sft
     from tinyphi3.data.documents import write_jsonl
-    if (contrast or pairs) and no_wording:
-        raise click.UsageError("--contrast and --pairs draw from the wordings: they cannot go "
-                               "with --no-wording")
+    if (contrast or pairs or acts) and no_wording:
+        raise click.UsageError("--contrast, --pairs and --acts draw from the wordings: they "
+                               "cannot go with --no-wording")
     records = generate_sft(n_records, seed, wording=not no_wording, contrast=contrast,
-                           pairs=pairs)
+                           pairs=pairs, acts=acts)
     click.echo(f"wrote {write_jsonl(records, out)} conversations to {out}")
 
 

@@ -30,6 +30,19 @@ def _task_names(ctx, param, value):
     return list(dict.fromkeys(names))
 
 
+def _families(ctx, param, value):
+    """--families: the wording families to ask, comma-separated, or 'all'."""
+    from tinyphi3.data.wordings import FAMILIES
+    names = [f.strip() for f in value.split(",")]
+    if names == ["all"]:
+        return FAMILIES
+    unknown = [f for f in names if f not in FAMILIES]
+    if unknown:
+        raise click.BadParameter(f"unknown wording family {unknown[0]!r}: choose from "
+                                 f"{', '.join(FAMILIES)}, comma-separated, or 'all'")
+    return tuple(dict.fromkeys(names))
+
+
 def _depths(ctx, param, value):
     """--depths: comma-separated fractions from 0 (the key first) to 1 (the key last)."""
     depths = []
@@ -78,6 +91,10 @@ def _depths(ctx, param, value):
                    "each option's text scored as the answer by its log-likelihood (the way small "
                    "models, which cannot yet pick a listed letter, are evaluated). "
                    "Not with --chat.")
+@click.option("--families", default="all", show_default=True, callback=_families,
+              help="With --task wording: which families to ask, comma-separated (sum, "
+                   "difference, outside, harm, kind, greeting, thanks, identity, abilities, "
+                   "memory, act-harm, act-kind).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write every result (with each item's record) to this JSON file.")
 @click.option("--lengths", default="512,1024,2048,4096", show_default=True,
@@ -99,8 +116,8 @@ def _depths(ctx, param, value):
                    "passkey, each model's grid as a heat map, side by side; with position-ppl, "
                    "perplexity by position as lines. Several of them: the task's name is added "
                    "to the file name.")
-def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, json_out,
-                 lengths, depths, per_cell, long_docs, past_context, chart):
+def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, families,
+                 json_out, lengths, depths, per_cell, long_docs, past_context, chart):
     """Evaluate checkpoints few-shot on held-out tasks, the way the Phi-3 report does.
 
     Each question follows K solved examples in the report's format (Question: / Options: /
@@ -115,7 +132,8 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
 
     wording asks a chat model in wordings it never saw (every fourth frame of each family of
     tinyphi3.data.wordings is held out): bare sums, requests outside its world, harm in free
-    words, greetings, thanks, identity, what it can do, a value from the previous turn; each
+    words, greetings, thanks, identity, what it can do, a value from the previous turn, and acts
+    of the grammar of tinyphi3.data.acts made only of held-out verbs, things and outcomes; each
     reply judged by a stated rule (tinyphi3/evaluation/wording.py), n prompts per family.
 
     vision asks a phi-3-vision checkpoint about n held-out pictures per kind (colour, count,
@@ -147,7 +165,6 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
                                              format_position_table, heldout_long_ids,
                                              passkey_grid, position_perplexity)
     from tinyphi3.evaluation.safety_eval import evaluate_safety, format_safety_table
-    from tinyphi3.data.wordings import FAMILIES
     from tinyphi3.evaluation.vision import evaluate_vision, format_vision_table
     from tinyphi3.evaluation.wording import evaluate_wording, format_wording_table
     from tinyphi3.data.images import QUESTION_KINDS
@@ -163,7 +180,7 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
     few_shot = [t for t in tasks if t not in CHAT_TASKS and t not in LONG_TASKS]
     per_model = sum(len(task_items(task, "test", n, seed)) for task in few_shot)  # knowledge <= 640
     per_model += 2 * n if "safety" in tasks else 0
-    per_model += len(FAMILIES) * n if "wording" in tasks else 0
+    per_model += len(families) * n if "wording" in tasks else 0
     per_model += 2 * len(QUESTION_KINDS) * n if "vision" in tasks else 0   # picture and blank
     per_model += len(depths) * len(lengths) * per_cell if "passkey" in tasks else 0
     per_model += long_docs if "position-ppl" in tasks else 0
@@ -179,7 +196,8 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, j
             if "safety" in tasks:
                 safety[name] = evaluate_safety(model, tokenizer, n, seed, progress=bar.update)
             if "wording" in tasks:
-                wording[name] = evaluate_wording(model, tokenizer, n, seed, progress=bar.update)
+                wording[name] = evaluate_wording(model, tokenizer, n, seed, families=families,
+                                                 progress=bar.update)
             if "vision" in tasks:
                 processor = Phi3VProcessor.from_pretrained(ckpt)
                 vision[name] = {"picture": evaluate_vision(model, processor, n, seed,

@@ -197,16 +197,18 @@ def _check_n(n):
 
 
 def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 0.0,
-                 pairs: float = 0.0):
+                 pairs: float = 0.0, acts: float = 0.0):
     """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX
     (FIRST_SFT_MIX, the first SFT's mixture, when `wording` is False); SYSTEM_SHARE of them open
     with a system message. A `contrast` share of the wording conversations is instead one
     creature's harmful request refused beside its kind request answered (wordings.contrast,
     domain "contrast"); a `pairs` share of the rest is a minimal pair, one verb and one thing in
-    a kind act answered and a harmful one refused (wordings.pair_chat, domain "pair"). With both
-    0 the stream is the one of the rounds before them."""
+    a kind act answered and a harmful one refused (wordings.pair_chat, domain "pair"); an `acts`
+    share of the rest is an act of the grammar of tinyphi3.data.acts, alone or as a minimal pair
+    (wordings.act_chat, domain "act"). With all three 0 the stream is the one of the rounds before
+    them."""
     _check_n(n)
-    for name, share in (("contrast", contrast), ("pairs", pairs)):
+    for name, share in (("contrast", contrast), ("pairs", pairs), ("acts", acts)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be a share between 0 and 1, got {share!r}")
     rng = np.random.default_rng(world.stable_hash("sft", seed))
@@ -217,6 +219,8 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
             domain, messages = "contrast", wordings.contrast(rng, "train")
         elif domain == "wording" and pairs and rng.random() < pairs:
             domain, messages = "pair", wordings.pair_chat(rng)
+        elif domain == "wording" and acts and rng.random() < acts:
+            domain, messages = "act", wordings.act_chat(rng)
         else:
             messages = SFT_DOMAINS[domain](rng)
         if rng.random() < SYSTEM_SHARE:

@@ -39,23 +39,9 @@ import re
 
 import numpy as np
 
-from tinyphi3.data import safety, world
+from tinyphi3.data import acts, safety, world
 from tinyphi3.data.benign import creature_fields
-from tinyphi3.data.world import one_of
-
-HELD_OUT_EVERY = 4           # part i of a list is held out when i % 4 == 3
-
-
-def frame_split(index: int) -> str:
-    return "test" if index % HELD_OUT_EVERY == HELD_OUT_EVERY - 1 else "train"
-
-
-def frames_of(frames, split: str):
-    """The parts of a split: every fourth one (index % 4 == 3) is held out ("test")."""
-    if split not in world.SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return [f for i, f in enumerate(frames) if frame_split(i) == split]
-
+from tinyphi3.data.world import HELD_OUT_EVERY, frame_split, frames_of, one_of  # noqa: F401
 
 # ---- leads and tails around a request: shared by both splits ----------------------------------
 LEADS = ("Hey, ", "Quick question: ", "Okay, ", "Hi! ", "Hello. ", "Please help: ", "So, ",
@@ -475,7 +461,7 @@ NUMBER_USED = (("+", "Add {b} to it."), ("+", "Now add {b}."), ("-", "Take away 
                ("-", "What is left if you take {b} from it?"))
 
 FAMILIES = ("sum", "difference", "outside", "harm", "kind", "greeting", "thanks", "identity",
-            "abilities", "memory")
+            "abilities", "memory", "act-harm", "act-kind")
 
 
 def _user(text):
@@ -629,12 +615,40 @@ def pair_chat(rng) -> list:
     return _either_order(rng, turns)
 
 
+def _act_exchange(side):
+    """A family of the grammar of acts (tinyphi3.data.acts): one act of a side in one of a split's
+    asks, refused (harm) or answered (kind)."""
+    def draw(rng, split):
+        parts = acts.draw(rng, side, split)
+        request = _ask(rng, split, acts.words(parts), parts["owner"])
+        reply = safety.refusal(rng, request) if side == "harm" else acts.answer(parts)
+        return [_user(request), _assistant(reply)], {"named": parts["owner"]["named"]}
+    return draw
+
+
+def act_chat(rng) -> list:
+    """Train data of the grammar of acts: a harmful act refused or a kind act answered, alone
+    (half of the time), or a minimal pair in one chat, either order: one owner and one thing,
+    and in the "either" shape one verb, so that only the verb or the outcome differs."""
+    if rng.random() < 0.5:
+        side = "harm" if rng.random() < 0.5 else "kind"
+        messages, _ = _act_exchange(side)(rng, "train")
+        return messages
+    kind = acts.draw(rng, "kind", "train")
+    harm = acts.draw(rng, "harm", "train", like=kind)
+    turns = _refused_and_answered(rng, _ask(rng, "train", acts.words(harm), harm["owner"]),
+                                  _ask(rng, "train", acts.words(kind), kind["owner"]),
+                                  acts.answer(kind))
+    return _either_order(rng, turns)
+
+
 _DRAW = {
     "sum": lambda rng, split: _arithmetic(rng, split, "+", SUM_CORES),
     "difference": lambda rng, split: _arithmetic(rng, split, "-", DIFFERENCE_CORES),
     "outside": _outside, "harm": _harm, "kind": _kind, "greeting": _greeting,
     "thanks": _thanks, "identity": _fixed(IDENTITY_CORES, IDENTITY_REPLIES),
     "abilities": _fixed(ABILITY_CORES, ABILITY_REPLIES), "memory": _memory,
+    "act-harm": _act_exchange("harm"), "act-kind": _act_exchange("kind"),
 }
 
 
@@ -679,6 +693,9 @@ def count_wordings(family: str, split: str) -> int:
         return n["thanks"] * n["thanks ends"]
     if family == "memory":
         return (n["name given"] * n["name asked"] + n["number given"] * n["number used"])
+    if family in ("act-harm", "act-kind"):
+        owners = len(acts.UNNAMED) + 1
+        return n["asks"] * acts.count_acts(family.split("-")[1], split) * owners * wrapped
     raise ValueError(f"unknown family {family!r}: choose one of {', '.join(FAMILIES)}")
 
 

@@ -44,6 +44,20 @@ def stable_hash(*parts) -> int:
 HELD_OUT_PERCENT = {"fact": 25, "arithmetic": 20, "reasoning": 20, "passkey": 50}
 SPLITS = ("train", "test")
 
+# Parts of a wording list: every fourth one is held out (tinyphi3.data.wordings, .acts).
+HELD_OUT_EVERY = 4           # part i of a list is held out when i % 4 == 3
+
+
+def frame_split(index: int) -> str:
+    return "test" if index % HELD_OUT_EVERY == HELD_OUT_EVERY - 1 else "train"
+
+
+def frames_of(frames, split: str):
+    """The parts of a split: every fourth one (index % 4 == 3) is held out ("test")."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return [f for i, f in enumerate(frames) if frame_split(i) == split]
+
 
 def held_out(key: tuple) -> bool:
     """True if the problem with this key is reserved for the test split (never in training text)."""

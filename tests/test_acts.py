@@ -1,0 +1,136 @@
+"""The grammar of acts (tinyphi3.data.acts): whole parts held out, the fixed held-out acts of
+tinyphi3.data.wordings kept away from, harm refused and kindness answered in its chats."""
+
+import re
+
+import numpy as np
+import pytest
+
+from tinyphi3.data import acts, safety, wordings, world
+from tinyphi3.data.post_training import generate_sft
+
+from test_wordings import content_words
+
+
+def templates(side: str, split: str):
+    """Every act of a side of a split with the owner left as {name}: "smash {name}'s cup"."""
+    owner = {"owner": "{name}", "p": "{p}", "obj": "{obj}", "pos": "{pos}"}
+    verbs = {shape: [v if isinstance(v, str) else v[0]
+                     for v in world.frames_of(acts._verbs(shape, side), split)]
+             for shape in acts.SHAPES}
+    things = world.frames_of(acts.THINGS, split)
+    outcomes = world.frames_of(acts.HARM_OUTCOMES if side == "harm" else acts.KIND_OUTCOMES,
+                               split)
+    for verb in verbs["creature"]:
+        yield f"{verb} {{name}}"
+    for thing in things:
+        for verb in verbs["thing"]:
+            yield f"{verb} {{name}}'s {thing}"
+        for verb in verbs["either"]:
+            for outcome in outcomes:
+                yield f"{verb} {{name}}'s {thing} {outcome.format(**owner)}"
+
+
+def test_the_splits_share_no_part_and_every_list_holds_out_a_quarter():
+    for name, part_list in acts.parts().items():
+        train, test = (set(world.frames_of(part_list, s)) for s in world.SPLITS)
+        assert not train & test, name
+        assert len(test) == len(part_list) // 4 and len(set(part_list)) == len(part_list), name
+    for side in ("harm", "kind"):
+        assert acts.count_acts(side, "train") >= 1000 and acts.count_acts(side, "test") >= 50
+        assert len(set(templates(side, "test"))) == acts.count_acts(side, "test")
+
+
+def test_the_grammar_keeps_away_from_the_fixed_held_out_acts():
+    """No harmful act starts with a held-out harmful act's verb; no act shares its verb and
+    another content word, or two content words, with a held-out act of its side; no kind act
+    reads as a listed harm act."""
+    held = {"kind": [a for a, _ in world.frames_of(wordings.KIND_ACTS, "test")],
+            "harm": list(world.frames_of(wordings.HARM_ACTS, "test"))}
+    held_harm_verbs = {a.split()[0] for a in held["harm"]}
+    values = wordings.creature_fields(world.ENTITIES[0])
+    for side in ("harm", "kind"):
+        for split in world.SPLITS:
+            for act in templates(side, split):
+                verb = act.split()[0]
+                assert not (side == "harm" and verb in held_harm_verbs), act
+                for other in held[side]:
+                    mine, theirs = content_words(act), content_words(other)
+                    same_verb = verb == other.split()[0]
+                    assert not (same_verb and (mine - {verb}) & theirs), (act, other)
+                    assert len(mine & theirs) < 2, (act, other)
+                if side == "kind":
+                    request = f"How can I {act}?".format(**values)
+                    assert not wordings.is_free_harm(request), request
+
+
+def held_out_part_pattern():
+    """A regex that finds any held-out verb, thing or outcome (its words, pronouns free)."""
+    pieces = []
+    for part_list in acts.parts().values():
+        for part in world.frames_of(part_list, "test"):
+            text = re.escape(part)
+            for slot in ("p", "obj"):
+                text = text.replace(re.escape("{" + slot + "}"), "(?:he|she|him|her)")
+            pieces.append(text)
+    return re.compile(r"\b(?:" + "|".join(pieces) + r")\b", re.IGNORECASE)
+
+
+def test_act_chats_hold_no_held_out_part_refuse_only_harm_and_name_no_held_out_category():
+    records = list(generate_sft(3000, seed=0, contrast=0.2, pairs=0.25, acts=0.5))
+    chats = [r for r in records if r["domain"] == "act"]
+    assert 0.05 < len(chats) / len(records) < 0.2
+    held = held_out_part_pattern()
+    train_harm = set(templates("harm", "train"))
+    slots = {"{name}": ".+?", "{p}": "(?:he|she)", "{obj}": "(?:him|her)"}
+
+    def template_regex(template):
+        text = re.escape(template)
+        for slot, regex in slots.items():
+            text = text.replace(re.escape(slot), regex)
+        return text
+    harm_regex = re.compile("|".join(template_regex(t) for t in train_harm))
+    for record in chats:
+        user = [m["content"] for m in record["messages"] if m["role"] == "user"]
+        replies = [m["content"] for m in record["messages"] if m["role"] == "assistant"]
+        assert len(user) in (1, 2) and len(user) == len(replies)
+        for u, reply in zip(user, replies):
+            assert not held.search(u), u
+            assert safety.is_refusal(reply) == bool(harm_regex.search(u)), (u, reply)
+    markers = [m for c in safety.HELD_OUT_CATEGORIES for m in safety.CATEGORIES[c].markers]
+    text = " ".join(m["content"] for r in chats for m in r["messages"]).lower()
+    assert not [m for m in markers if re.search(rf"\b{re.escape(m)}", text)]
+
+
+def test_a_minimal_pair_differs_only_in_the_verb_or_the_outcome():
+    rng = np.random.default_rng(1)
+    shapes = set()
+    for _ in range(300):
+        kind = acts.draw(rng, "kind", "train")
+        harm = acts.draw(rng, "harm", "train", like=kind)
+        shapes.add(kind["shape"])
+        assert harm["owner"] is kind["owner"] and harm["thing"] == kind["thing"]
+        if kind["shape"] == "either":
+            assert harm["verb"] == kind["verb"] and harm["outcome"] != kind["outcome"]
+        assert acts.answer(harm) is None and acts.answer(kind)
+    assert shapes == set(acts.SHAPES)
+
+
+def test_unnamed_owners_get_their_own_pronouns_and_the_stream_without_acts_is_unchanged():
+    rng = np.random.default_rng(2)
+    seen = set()
+    for _ in range(400):
+        parts = acts.draw(rng, "kind", "test")
+        owner = parts["owner"]
+        seen.add(owner["named"])
+        if not owner["named"]:
+            assert owner["owner"] in [u for u, _, _ in acts.UNNAMED]
+            assert (owner["p"], owner["obj"]) in (("he", "him"), ("she", "her"))
+            assert owner["owner"] in acts.words(parts) and owner["name"] in acts.answer(parts)
+    assert seen == {True, False}
+    assert list(generate_sft(300, seed=0, contrast=0.2, pairs=0.25)) == list(
+        generate_sft(300, seed=0, contrast=0.2, pairs=0.25, acts=0.0))
+    with pytest.raises(ValueError):
+        next(generate_sft(1, acts=1.5))
+    with pytest.raises(ValueError):
+        acts.draw(rng, "mean", "train")
