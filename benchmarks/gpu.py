@@ -89,6 +89,7 @@ REPO = Path(__file__).resolve().parents[1]
 for _path in (str(REPO), str(REPO / "benchmarks")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
+from _docs import cpu_name  # noqa: E402
 
 HEADING = "## GPU"
 GEOMETRY = {"heads": 32, "kv_heads": 8, "head_dim": 128,     # phi-3-small's attention
@@ -668,16 +669,6 @@ def package_version(name):
 
 def version(number):
     return f"{number // 1000}.{number % 1000 // 10}"
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def part_tests(run, dev):

@@ -305,9 +305,8 @@ def run_side(side, args, runs):
 def describe_machine():
     import numba
     blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
-    return (f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python "
+    from _docs import cpu_name
+    return (f"{cpu_name()}, {os.cpu_count()} cores, Linux {platform.release()}, Python "
             f"{platform.python_version()}, NumPy {np.__version__} (BLAS: {blas.get('name', '?')} "
             f"{blas.get('version', '')}, {THREADS} threads), Numba {numba.__version__} "
             f"({THREADS} threads)")

@@ -307,14 +307,9 @@ def machine(note) -> str:
 
 def cpu_name() -> str:
     """The CPU's model name, and whether the 4-bit kernel runs its AVX-512 VNNI path on it."""
+    from _docs import cpu_name as model_name
     from tinyphi3.backends.numba.q4 import has_vnni
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        info = ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                 if line.startswith("model name")), platform.processor() or "a CPU")
-    return name + (" with" if has_vnni() else " without") + " AVX-512 VNNI"
+    return model_name() + (" with" if has_vnni() else " without") + " AVX-512 VNNI"
 
 
 def float_rows(f) -> str:
