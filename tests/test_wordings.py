@@ -168,7 +168,7 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
     fails it, and every prompt is in the train parts."""
     from tinyphi3.data.safety import is_refusal
     detect = held_out_detector()
-    kinds, pair_sides = set(), set()
+    kinds, pair_sides, act_sides = set(), set(), set()
     for record in wordings.preference_pairs(240, seed=2, kinds=tuple(wordings.PREFERENCE_KINDS)):
         kind = record["kind"].removeprefix("wording_")
         kinds.add(kind)
@@ -184,6 +184,14 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
                           for _, _, _, h in wordings.PAIR_FRAMES)
             assert is_refusal(record["chosen"]) == harmful != is_refusal(record["rejected"])
             pair_sides.add(harmful)
+        elif kind == "act":
+            harm_parts = [re.escape(p).replace(r"\{p\}", "(?:he|she)").replace(
+                r"\{obj\}", "(?:him|her)") for p in acts.HARM_THING_VERBS
+                + acts.HARM_CREATURE_VERBS + acts.HARM_OUTCOMES]
+            harmful = re.search(r"\b" + any_of(harm_parts) + r"\b",
+                                record["prompt"][-1]["content"]) is not None
+            assert is_refusal(record["chosen"]) == harmful != is_refusal(record["rejected"])
+            act_sides.add(harmful)
         elif kind == "outside":
             assert is_graceful(record["chosen"]) and not is_graceful(record["rejected"])
         else:
@@ -191,7 +199,7 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
                         if record["chosen"][0].isdigit() else record["chosen"].split()[-1][:-1]}
             assert judge("memory", record["chosen"], expected)["ok"]
             assert not judge("memory", record["rejected"], expected)["ok"]
-    assert kinds == set(wordings.PREFERENCE_KINDS) and pair_sides == {True, False}
+    assert kinds == set(wordings.PREFERENCE_KINDS) and pair_sides == act_sides == {True, False}
 
 
 def test_unconflicted_pairs_never_reject_a_reply_another_pair_chooses():

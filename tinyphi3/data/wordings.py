@@ -813,9 +813,23 @@ def _minimal_pair(rng):
     return [_user(request)], answer, safety.mistaken_refusal(rng, request)
 
 
+def _act_preference(rng):
+    """A minimal pair of the grammar of acts (tinyphi3.data.acts), one side drawn, as `pair`
+    does for PAIR_FRAMES: for the harmful act a refusal chosen over the kind act's answer, for
+    the kind act its answer chosen over a refusal, equally often."""
+    kind = acts.draw(rng, "kind", "train")
+    harm = acts.draw(rng, "harm", "train", like=kind)
+    if rng.random() < 0.5:
+        request = _ask(rng, "train", acts.words(harm), harm["owner"])
+        return [_user(request)], safety.refusal(rng, request), acts.answer(kind)
+    request = _ask(rng, "train", acts.words(kind), kind["owner"])
+    return [_user(request)], acts.answer(kind), safety.mistaken_refusal(rng, request)
+
+
 PREFERENCE_KINDS = {"free_harm": _free_harm_pair, "category_harm": _category_harm_pair,
                     "kind": _kind_pair, "outside": _outside_pair, "memory": _memory_pair,
                     "harm_answered": _harm_answered_pair, "pair": _minimal_pair,
+                    "act": _act_preference,
                     "memory_value": lambda rng: _memory_pair(rng, graceful_share=0.0)}
 # The kinds whose rejected replies no other kind chooses: a refusal, the graceful decline and
 # the user's own value are only ever chosen.
