@@ -220,3 +220,53 @@ def test_dpo_recipe_needs_its_reference(tok, tmp_path):
     with pytest.raises(RecipeError, match=r"stage 'sft' needs exactly one key, conversations"):
         recipe_from_dict({"model": {"tokenizer": "t"}, "data": {"shards": "s"},
                           "train": {"stage": "sft"}})
+
+
+def test_sft_with_replay_reads_pretraining_text_on_its_share_of_steps_and_resumes(tok, tmp_path):
+    """[data] replay: on share 0.25 of 8 steps, two batches of pre-training windows and six of
+    conversations; the validation reports both losses; an interrupted run resumes to the same
+    losses; bad replay keys are errors that say what to write."""
+    from tinyphi3.data.shards import write_shards
+    tok_dir = tmp_path / "tok"
+    tok.save_pretrained(tok_dir)
+    rng = np.random.default_rng(1)
+    docs = [" ".join(m["content"] for m in CHAT) + f" seven plus {i} is twelve." for i in range(40)]
+    write_shards(({"text": d} for d in docs), tok, tmp_path / "shards", val_fraction=0.2)
+    conversations = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
+                                   {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
+                     for a, b in rng.integers(1, 9, size=(60, 2))]
+    sft_file = write_jsonl(tmp_path / "sft.jsonl", conversations)
+
+    def replay_recipe(out, **data):
+        r = post_recipe(tok_dir, "sft", sft_file, out, steps=8, seq_len=64)
+        d = r.to_dict()
+        d["data"].update(data or {"replay": str(tmp_path / "shards"), "replay_share": 0.25})
+        d["log"] = {"eval_every": 4, "eval_batches": 2, "save_every": 4}
+        return recipe_from_dict(d)
+
+    full = Trainer(replay_recipe(tmp_path / "full"))
+    assert full.run(progress=False)
+    stream = full.objective.replay
+    assert stream.epoch * stream.num_windows + stream.position == 2 * 4   # 2 batches of 4
+    assert full.objective.batches.position == 6 * 4
+    assert {"loss", "replay_loss"} <= set(full.state["val_stats"][-1][1])
+    assert "pre-training text" in " ".join(full.objective.notes)
+    assert full.export() and recipe_from_dict(full.recipe.to_dict()).replay_share == 0.25
+
+    part = Trainer(replay_recipe(tmp_path / "part"))
+    part.recipe.train.stop_at = 4
+    part.run(progress=False)
+    resumed = Trainer(replay_recipe(tmp_path / "part"), resume=True)
+    resumed.recipe.train.stop_at = 0
+    resumed.run(progress=False)
+    assert resumed.state["losses"] == full.state["losses"]
+
+    for data, message in (({"replay_share": 0.25}, "needs replay"),
+                          ({"replay": "x", "replay_share": 1.0}, "between 0 and 1"),
+                          ({"replay": "x", "replay_share": True}, "between 0 and 1")):
+        with pytest.raises(RecipeError, match=message):
+            replay_recipe(tmp_path / "bad", **data)
+    with pytest.raises(RecipeError, match="for stage 'sft' only"):
+        recipe_from_dict({"model": {"tokenizer": "t", "init_from": "i"},
+                          "data": {"preferences": "p", "replay": "s", "replay_share": 0.5},
+                          "train": {"stage": "dpo"}})

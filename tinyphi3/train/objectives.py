@@ -76,18 +76,61 @@ class _ExampleObjective:
         self.batches.load_state_dict(state)
 
 
+def share_step(n: int, share: float) -> bool:
+    """Whether step n (from 0) is one of a share of the steps, spread evenly: floor((n + 1) *
+    share) > floor(n * share), i.e. every fourth step at share 0.25."""
+    return int((n + 1) * share) > int(n * share)
+
+
 class SupervisedFineTuning(_ExampleObjective):
+    """Conversations; with [data] replay, a share of the steps reads a batch of pre-training text
+    windows instead (the next-token loss on every token), so that fine-tuning keeps the facts the
+    base learned."""
+
     def __init__(self, recipe, tokenizer, model):
         examples, too_long = load_conversations(recipe.data_file, tokenizer, recipe.train.seq_len)
         super().__init__(recipe, tokenizer, examples, too_long, "conversations")
+        self.tokenizer, self.replay, self.calls = tokenizer, None, 0
+        if recipe.replay is not None:
+            t = recipe.train
+            self.replay = TokenStream(recipe.replay, "train", t.batch_size, t.seq_len, t.seed + 1,
+                                      tokenizer=tokenizer)
+            self.notes.append(f"pre-training text from {recipe.replay} on "
+                              f"{recipe.replay_share:.0%} of the steps "
+                              f"({self.replay.num_windows:,} windows of {t.seq_len} tokens)")
 
     def next_loss(self, model):
+        n, self.calls = self.calls, self.calls + 1
+        if self.replay is not None and share_step(n, self.recipe.replay_share):
+            x, y = self.replay.next_batch()
+            return model.loss(x, y), {}, x.size
         ids, labels = pad_batch(self.batches.next_examples(), self.pad_id)
         return model.loss(ids, labels), {}, ids.size
 
     def validate(self, model):
-        return {"loss": conversation_loss(model, self.batches, self.pad_id,
-                                          self.recipe.log.eval_batches)}
+        result = {"loss": conversation_loss(model, self.batches, self.pad_id,
+                                            self.recipe.log.eval_batches)}
+        if self.replay is not None:
+            t = self.recipe.train
+            result["replay_loss"] = float(np.mean([
+                float(causal_lm_loss(model(x), y)) for x, y in val_batches(
+                    self.recipe.replay, t.batch_size, t.seq_len, self.recipe.log.eval_batches,
+                    tokenizer=self.tokenizer)]))
+        return result
+
+    def state_dict(self):
+        if self.replay is None:                   # the layout of runs without replay
+            return self.batches.state_dict()
+        return {"conversations": self.batches.state_dict(), "calls": self.calls,
+                "replay": self.replay.state_dict()}
+
+    def load_state_dict(self, state):
+        if self.replay is None:
+            self.batches.load_state_dict(state)
+            return
+        self.batches.load_state_dict(state["conversations"])
+        self.calls = int(state["calls"])
+        self.replay.load_state_dict(state["replay"])
 
 
 class PreferenceOptimization(_ExampleObjective):
@@ -138,7 +181,7 @@ class VisionFineTuning(_ExampleObjective):
         return image_batch(examples, self.image_processor, self.pad_id)
 
     def text_step(self, n: int) -> bool:
-        return self.text is not None and int((n + 1) * self.share) > int(n * self.share)
+        return self.text is not None and share_step(n, self.share)
 
     def next_loss(self, model):
         n, self.calls = self.calls, self.calls + 1

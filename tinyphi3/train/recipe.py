@@ -6,6 +6,8 @@
                                            (stage "vision_sft" only: tinyphi3.train.images)
     [data]    shards = "DIR"               (pre-training: written by `tinyphi3 data tokenize`)
               conversations = "FILE.jsonl" (stage "sft": written by `tinyphi3 data sft`)
+              replay = "DIR", replay_share  (stage "sft", optional: token shards of the
+                                           pre-training text, read on that share of the steps)
               preferences = "FILE.jsonl"   (stage "dpo": written by `tinyphi3 data dpo`)
               images = "DIR"               (stage "vision_sft": by `tinyphi3 data images`)
     [train]   stage = "pretrain" | "sft" | "dpo" | "vision_sft", steps, batch_size, seq_len,
@@ -100,6 +102,8 @@ class Recipe:
     source: str = ""
     stage: str = "pretrain"
     data_file: str | None = None          # conversations, preferences, images (sft, dpo, vision)
+    replay: str | None = None             # stage "sft": pre-training shards read on some steps
+    replay_share: float = 0.0             # the share of SFT steps that read them
     vision: VisionSettings | None = None  # stage "vision_sft" only
 
     @property
@@ -126,6 +130,8 @@ class Recipe:
 
     def to_dict(self) -> dict:
         data = {DATA_KEYS[self.stage]: self.data_file or self.data_shards}
+        if self.replay is not None:
+            data.update(replay=self.replay, replay_share=self.replay_share)
         vision = {} if self.vision is None else {"vision": {
             k: v for k, v in dataclasses.asdict(self.vision).items() if v is not None}}
         return {"model": self.model, **vision, "data": data,
@@ -160,6 +166,24 @@ def _fill(cls, section: dict, where: str):
     return cls(**values)
 
 
+def _replay(data: dict, stage: str, source: str):
+    """(replay, replay_share) popped from [data]: pre-training shards that stage "sft" reads on a
+    share of its steps (rehearsal, so that fine-tuning does not wear away what pre-training
+    taught), or (None, 0.0)."""
+    if "replay" not in data and "replay_share" not in data:
+        return None, 0.0
+    if stage != "sft":
+        raise RecipeError(f"{source}: [data] replay is for stage 'sft' only")
+    replay, share = data.pop("replay", None), data.pop("replay_share", None)
+    if not isinstance(replay, str):
+        raise RecipeError(f"{source}: [data] replay_share needs replay = \"DIR\" (token shards "
+                          f"written by `tinyphi3 data tokenize`)")
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+        raise RecipeError(f"{source}: [data] replay_share must be a share of the steps between "
+                          f"0 and 1, got {share!r}")
+    return replay, float(share)
+
+
 def load_recipe(path) -> Recipe:
     path = Path(path)
     if not path.is_file():
@@ -189,6 +213,7 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
         raise RecipeError(f"{source}: [train] stage must be one of {', '.join(DATA_KEYS)}, "
                           f"got {stage!r}")
     data, key = dict(d.get("data", {})), DATA_KEYS[stage]
+    replay, replay_share = _replay(data, stage, source)
     if set(data) != {key}:
         raise RecipeError(f"{source}: [data] of stage {stage!r} needs exactly one key, "
                           f"{key} = \"...\" (got {', '.join(sorted(data)) or 'none'})")
@@ -205,6 +230,7 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
                     log=_fill(LogSettings, d.get("log", {}), f"{source} [log]"),
                     output_dir=output.get("dir", "runs/out"),
                     output_dtype=output.get("dtype", "bfloat16"), source=source,
+                    replay=replay, replay_share=replay_share,
                     vision=_vision(d.get("vision"), stage, model, source))
     t = recipe.train
     if min(t.steps, t.batch_size, t.seq_len, t.grad_accum) < 1 or t.lr <= 0:
