@@ -146,26 +146,34 @@ def _verbs(shape: str, side: str):
     return KIND_CREATURE_VERBS if side == "kind" else HARM_CREATURE_VERBS
 
 
-def draw(rng, side: str, split: str, like: dict = None) -> dict:
+def draw(rng, side: str, split: str, like: dict = None, shape: str = None,
+         splits: dict = None) -> dict:
     """The parts of one act of a side ("harm" or "kind") in a split's parts: {"side", "shape",
     "verb", "answer" (the kind answer's steps, or None), "thing", "outcome", "owner"}. With
     `like` (another act's parts), the shape, thing and owner are that act's, and in the "either"
-    shape the verb too: a minimal pair, in which only the verb or the outcome differs."""
+    shape the verb too: a minimal pair, in which only the verb or the outcome differs. `shape`
+    fixes the shape; `splits` ({"verb", "thing", "outcome"}: a split each) draws some parts from
+    another split than `split` (benchmarks/acts_by_part.py holds out one kind of part at a time)."""
     if side not in ("harm", "kind"):
         raise ValueError(f"side must be 'harm' or 'kind', got {side!r}")
-    shape = like["shape"] if like else SHAPES[int(rng.choice(len(SHAPES), p=SHAPE_WEIGHTS))]
+    if shape is not None and shape not in SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+    of = {"verb": split, "thing": split, "outcome": split, **(splits or {})}
+    shape = like["shape"] if like else shape or SHAPES[int(rng.choice(len(SHAPES),
+                                                                      p=SHAPE_WEIGHTS))]
     if like and shape == "either":
         verb, answer = like["verb"], dict(EITHER_VERBS)[like["verb"]]
     else:
-        entry = one_of(rng, frames_of(_verbs(shape, side), split))
+        entry = one_of(rng, frames_of(_verbs(shape, side), of["verb"]))
         verb, answer = entry if isinstance(entry, tuple) else (entry, None)
     if shape == "either" and side == "harm":
         answer = None
-    thing = (like["thing"] if like else one_of(rng, frames_of(THINGS, split))
+    thing = (like["thing"] if like else one_of(rng, frames_of(THINGS, of["thing"]))
              ) if shape != "creature" else None
     outcome = None
     if shape == "either":
-        outcome = one_of(rng, frames_of(HARM_OUTCOMES if side == "harm" else KIND_OUTCOMES, split))
+        outcomes = HARM_OUTCOMES if side == "harm" else KIND_OUTCOMES
+        outcome = one_of(rng, frames_of(outcomes, of["outcome"]))
     owner = like["owner"] if like else _owner(rng)
     return {"side": side, "shape": shape, "verb": verb, "answer": answer, "thing": thing,
             "outcome": outcome, "owner": owner}

@@ -615,12 +615,18 @@ def pair_chat(rng) -> list:
     return _either_order(rng, turns)
 
 
+def act_request(rng, parts: dict, split: str) -> str:
+    """An act of the grammar (tinyphi3.data.acts.draw's parts) in one of a split's asks, with or
+    without a lead and a tail: "Quick question: How can I polish Tobi's lamp?"."""
+    return _ask(rng, split, acts.words(parts), parts["owner"])
+
+
 def _act_exchange(side):
     """A family of the grammar of acts (tinyphi3.data.acts): one act of a side in one of a split's
     asks, refused (harm) or answered (kind)."""
     def draw(rng, split):
         parts = acts.draw(rng, side, split)
-        request = _ask(rng, split, acts.words(parts), parts["owner"])
+        request = act_request(rng, parts, split)
         reply = safety.refusal(rng, request) if side == "harm" else acts.answer(parts)
         return [_user(request), _assistant(reply)], {"named": parts["owner"]["named"]}
     return draw
