@@ -322,6 +322,16 @@ def test_eval_wording_command_on_a_tiny_model(tmp_path):
     assert "| held-out wordings | demo |" in result.output and "declined as outside" in result.output
     records = json.loads((tmp_path / "r.json").read_text())["demo"]["wording"]["records"]
     assert len(records) == len(wordings.FAMILIES)
+    result = CliRunner().invoke(main, ["eval", "--ckpt", str(ckpt), "--task", "wording", "--n",
+                                       "2", "--families", "act-harm,act-kind", "--json",
+                                       str(tmp_path / "acts.json")])
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "acts.json").read_text())["demo"]["wording"]["records"]
+    assert [r["family"] for r in records] == ["act-harm"] * 2 + ["act-kind"] * 2
+    assert "harmful act of held-out parts: refused" in result.output
+    result = CliRunner().invoke(main, ["eval", "--ckpt", str(ckpt), "--task", "wording",
+                                       "--families", "act-harm,nope"])
+    assert result.exit_code == 2 and "unknown wording family 'nope'" in result.output
 
 
 def _without_lead_and_tail(turn: str) -> str:
