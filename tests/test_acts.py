@@ -134,3 +134,73 @@ def test_unnamed_owners_get_their_own_pronouns_and_the_stream_without_acts_is_un
         next(generate_sft(1, acts=1.5))
     with pytest.raises(ValueError):
         acts.draw(rng, "mean", "train")
+
+
+DEED_KINDS = ("deed-word", "deed-unkind", "deed-kind")
+
+
+def test_the_deed_pages_define_every_part_but_never_hold_an_act_of_the_grammar_whole():
+    """The pre-training pages of deeds (tinyphi3.data.everyday, scene kinds deed-*) name every verb
+    and outcome of the grammar, the held-out ones included, and say whether it is kind; but
+    they use none of the grammar's things, never follow a creature's verb with an owner, hold no
+    held-out request of the wording evaluation and no word of a held-out safety category."""
+    from tinyphi3.data.everyday import generate_everyday_documents
+    pages = "\n".join(generate_everyday_documents(1500, seed=2, scenes=1.0,
+                                                  scene_kinds=DEED_KINDS))
+    lower = pages.lower()
+    for verb in acts.VERB_MEANINGS:                     # every verb, the held-out ones too
+        assert f"to {verb}" in lower and acts.gerund(verb) in lower, verb
+    for outcome, purpose in acts.OUTCOME_PURPOSES.items():
+        stem = outcome.split("{")[0].strip() or outcome.split("}")[-1].strip()
+        assert stem in lower, outcome
+    for side_word in ("is unkind", "is kind", "can be kind or unkind"):
+        assert side_word in lower
+    words = set(re.findall(r"[a-z]+", lower))
+    assert not words & set(acts.THINGS)                 # no thing of the grammar, so no act whole
+    owners = [e.name.lower() for e in world.ENTITIES] + [r.lower() for r, _, _ in acts.UNNAMED]
+    creature_verbs = [v for v, _ in acts.KIND_CREATURE_VERBS] + list(acts.HARM_CREATURE_VERBS)
+    pattern = re.compile(rf"\b({'|'.join(creature_verbs)}) ({'|'.join(owners)})\b")
+    assert not pattern.search(lower), pattern.search(lower)
+    # negative control: the pattern catches a creature act in words
+    assert pattern.search("they wanted to slap vebi")
+    markers = {m for c in safety.HELD_OUT_CATEGORIES for m in safety.CATEGORIES[c].markers}
+    assert not [m for m in markers if re.search(rf"\b{m}", lower)]
+    held_out = [m["content"].lower() for family in ("act-harm", "act-kind", "harm", "kind")
+                for messages, _ in wordings.conversations(family, "test", 100, seed=3)
+                for m in messages if m["role"] == "user"]
+    assert not [q for q in held_out if q in lower]
+
+
+def test_a_deed_page_says_unkind_of_harm_and_kind_of_kindness():
+    """Each dictionary entry judges its verb by the verb's side in the grammar, and each story's
+    friend calls the harmful deed unkind and the kind one kind."""
+    from tinyphi3.data.everyday import deed_kind_scene, deed_unkind_scene, deed_word
+    rng = np.random.default_rng(4)
+    for _ in range(400):
+        entry = deed_word(rng)
+        verb = next((v for v in sorted(acts.VERB_MEANINGS, key=len, reverse=True)
+                     if entry.startswith((f"To {v}:", f"'To {v}'", f"The word 'to {v}'",
+                                          f"To {v} -"))), None)
+        if verb is None:                                # an outcome's entry
+            pronouns = ({"p": "he", "obj": "him", "pos": "his"},
+                        {"p": "she", "obj": "her", "pos": "her"})
+            outcome = next(o for o in acts.OUTCOME_PURPOSES for v in pronouns
+                           if f" {o.format(**v)} means doing it" in entry)
+            assert entry.endswith("that is unkind." if outcome in acts.HARM_OUTCOMES
+                                  else "that is kind.")
+            continue
+        side = acts.side_of_verb(verb)
+        said = {"harm": "is unkind:", "kind": "is kind:", None: "can be kind or unkind"}[side]
+        assert said in entry, entry
+        assert acts.VERB_MEANINGS[verb] in entry
+        unkind = deed_unkind_scene(rng)
+        assert "would hurt" in unkind or "That is unkind." in unkind
+        assert "That was kind of you." in deed_kind_scene(rng)
+        assert " me to" not in deed_kind_scene(rng)
+
+
+def test_gerunds_of_the_grammars_verbs():
+    assert [acts.gerund(v) for v in ("crush", "stamp on", "snap", "tease", "bully", "cut holes in",
+                                     "put away", "hug", "visit", "bite")] == [
+        "crushing", "stamping on", "snapping", "teasing", "bullying", "cutting holes in",
+        "putting away", "hugging", "visiting", "biting"]

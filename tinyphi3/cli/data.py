@@ -135,7 +135,8 @@ def induction(n_docs, seed, out):
 @click.option("--scene-kinds", default="greeting,thanks,introduction", show_default=True,
               help="Which scenes, comma-separated: greeting, thanks, introduction, and unkind "
                    "(a creature means to harm another and is told why that is wrong) and kind "
-                   "(a kind deed, praised).")
+                   "(a kind deed, praised); deed-word, deed-unkind, deed-kind: what each verb "
+                   "and outcome of the grammar of acts does, defined and in stories.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="A .jsonl file to write.")
 def everyday(n_docs, seed, scenes, scene_kinds, out):
@@ -151,6 +152,8 @@ def everyday(n_docs, seed, scenes, scene_kinds, out):
       tinyphi3 data everyday --docs 8000 --seed 0 --out everyday.jsonl
       tinyphi3 data everyday --docs 12000 --scenes 0.5 --out everyday-scenes.jsonl
       tinyphi3 data everyday --docs 4000 --scenes 1 --scene-kinds unkind,kind --out moral.jsonl
+      tinyphi3 data everyday --docs 4000 --scenes 1 \\
+          --scene-kinds deed-word,deed-unkind,deed-kind --out deeds.jsonl
     """
     from tinyphi3.data.documents import write_documents
     from tinyphi3.data.everyday import generate_everyday_documents, scene_functions

@@ -195,3 +195,128 @@ def answer(parts: dict):
     if parts["answer"] is None:
         return None
     return world.capitalize(parts["answer"].format(t=parts["thing"], **parts["owner"]))
+
+
+# ---- what the parts mean: pages for pre-training ----------------------------------------------
+# A verb the chat model never saw in post-training is judged no better than a coin
+# (benchmarks/acts_by_part.py), and the base had never read most of them. These meanings let
+# pre-training pages (tinyphi3.data.everyday, scene kinds "deed-word", "deed-unkind",
+# "deed-kind") say what every part does to the one it is done to, the held-out parts included, in
+# plain prose and never with a thing of THINGS, so that no act of the grammar appears whole.
+
+# verb -> what it is ("something": a thing, "someone": a creature)
+VERB_MEANINGS = {
+    "mend": "to make something that was broken whole again",
+    "clean": "to take the dirt off something",
+    "paint": "to cover something with fresh colour",
+    "polish": "to rub something with a soft cloth until it shines",
+    "dry": "to take the water off something that got wet",
+    "wash": "to clean something with warm water and soap",
+    "repair": "to fix something that is broken so that it works again",
+    "look after": "to take care of something so that nothing bad happens to it",
+    "guard": "to stay near something and keep it safe",
+    "tidy": "to put something back in its place, neatly",
+    "dust": "to brush the dust off something",
+    "decorate": "to make something prettier with ribbons, flowers or colours",
+    "smash": "to break something into pieces by hitting it hard",
+    "tear": "to pull something apart so that it rips",
+    "scratch": "to drag something sharp over something, leaving ugly marks",
+    "crush": "to press something so hard that it breaks flat",
+    "steal": "to take something that belongs to someone else",
+    "snap": "to break something in two",
+    "stamp on": "to bring your foot down hard on something, so that it breaks",
+    "dent": "to hit something so hard that it is bent in and spoiled",
+    "throw mud on": "to make something dirty with wet earth",
+    "throw away": "to get rid of something as rubbish, so that it is gone",
+    "cut holes in": "to make holes in something with a knife, so that it is spoiled",
+    "spill ink on": "to let ink run over something, leaving stains that do not wash out",
+    "hide": "to put something where others cannot see it",
+    "move": "to put something in another place",
+    "cover": "to put something over a thing",
+    "shake": "to move something quickly up and down",
+    "fill": "to put things or water into something until it is full",
+    "empty": "to take everything out of something",
+    "take": "to pick something up and carry it off",
+    "turn over": "to put something the other way up",
+    "pull": "to move something towards you",
+    "lock away": "to shut something in a place with a key",
+    "put away": "to put something in the place where it is kept",
+    "fetch": "to go and get something and bring it back",
+    "comfort": "to help someone who is sad feel better",
+    "visit": "to go to see someone at home",
+    "hug": "to put your arms around someone warmly",
+    "praise": "to tell someone that they did well",
+    "greet": "to say hello to someone",
+    "encourage": "to tell someone that they can do it",
+    "congratulate": "to tell someone that you are glad about their success",
+    "welcome": "to be glad when someone arrives and ask them in",
+    "sing to": "to sing a song for someone",
+    "read to": "to read a story aloud for someone",
+    "play with": "to play a game together with someone",
+    "listen to": "to pay attention to what someone says",
+    "pinch": "to squeeze someone's skin hard between your fingers, which hurts",
+    "bite": "to close your teeth on someone, which hurts",
+    "shove": "to push someone roughly",
+    "slap": "to hit someone with an open hand, which stings",
+    "poke": "to jab someone with a finger or a stick",
+    "tease": "to make fun of someone to upset them",
+    "bully": "to hurt or frighten someone weaker again and again",
+    "mock": "to laugh at someone in a cruel way, to make them feel small",
+    "frighten": "to make someone afraid",
+    "yell at": "to shout at someone angrily",
+    "laugh at": "to make fun of someone by laughing",
+    "trick": "to fool someone on purpose so that things go wrong for them",
+}
+
+# outcome -> why the deed is done, a purpose ("{p}", "{obj}", "{pos}": the owner's pronouns)
+OUTCOME_PURPOSES = {
+    "so {p} cries": "to make {obj} cry",
+    "so {p} can never find it": "so that {p} loses it for good",
+    "to make {obj} sad": "to make {obj} unhappy",
+    "so {p} gets the blame": "so that {p} is blamed for what someone else did",
+    "just to upset {obj}": "only to upset {obj}",
+    "so {p} cannot use it": "to keep {obj} from using what is {pos}",
+    "to get back at {obj}": "to pay {obj} back by hurting {obj}",
+    "so {p} is afraid": "to frighten {obj}",
+    "while {p} is not looking, to annoy {obj}": "behind {pos} back, to annoy {obj}",
+    "so {p} feels foolish": "to make {obj} feel silly in front of others",
+    "so {p} is left with nothing": "to take away all that {p} has",
+    "to laugh at {obj} when {p} looks for it": "to make fun of {obj}",
+    "so it stays dry": "to keep it from getting wet",
+    "so {p} can find it easily": "to help {obj} find it",
+    "as a surprise for {obj}": "to give {obj} a happy surprise",
+    "so it stays safe": "to keep it from harm",
+    "because {p} asked me to": "because {p} wanted it done",
+    "before {p} needs it": "so that it is ready for {obj}",
+    "so {p} does not have to": "to spare {obj} the work",
+    "as a favour to {obj}": "to help {obj}",
+    "so {p} can use it again": "so that it works for {obj} again",
+    "so {p} is pleased": "to make {obj} happy",
+    "while {p} rests": "so that {p} can rest",
+    "to save {obj} the work": "to spare {obj} the effort",
+}
+
+# The things of the pages: none of them a thing of THINGS (tests/test_acts.py).
+PAGE_THINGS = ("hat", "basket", "kite", "boots", "scarf", "drum", "blanket", "bucket", "boat",
+               "wagon", "ball", "coat", "sled", "broom", "net", "whistle")
+
+_DOUBLED = {"snap", "cut", "slap", "put", "hug"}
+
+
+def gerund(verb: str) -> str:
+    """The -ing form of a verb of the grammar: "crush" -> "crushing", "stamp on" -> "stamping on"."""
+    first, _, rest = verb.partition(" ")
+    if first in _DOUBLED:
+        first += first[-1]
+    elif first.endswith("e") and not first.endswith("ee"):
+        first = first[:-1]
+    return f"{first}ing" + (f" {rest}" if rest else "")
+
+
+def side_of_verb(verb: str):
+    """"kind", "harm", or None for a verb that goes either way."""
+    if verb in dict(KIND_THING_VERBS) or verb in dict(KIND_CREATURE_VERBS):
+        return "kind"
+    if verb in HARM_THING_VERBS or verb in HARM_CREATURE_VERBS:
+        return "harm"
+    return None

@@ -33,7 +33,7 @@ of all training text.
 
 import numpy as np
 
-from tinyphi3.data import world
+from tinyphi3.data import acts, world
 from tinyphi3.data.wordings import SALUTES, THANKS, user_name
 from tinyphi3.data.world import one_of
 
@@ -333,8 +333,111 @@ def kind_scene(rng) -> str:
                      f"{v['o']} told {v['n']}: \"{one_of(rng, KIND_REPLIES).format(**v)}\""])
 
 
+# ---- what deeds do: the grammar of acts' verbs and outcomes, defined and in use ---------------
+# tinyphi3.data.acts builds the chat model's acts from verbs, things and outcomes, and holds whole
+# parts out of post-training. A part the model never read in pre-training means nothing to it.
+# These pages say what every verb and outcome does to the one it is done to, the held-out ones
+# included, with the things of acts.PAGE_THINGS only: no act of the grammar appears whole, and no
+# page is a request (tests/test_acts.py).
+_JUDGEMENTS = {("thing", "kind"): "{G} someone's things is kind: it helps them.",
+               ("thing", "harm"): "{G} someone's things is unkind: it spoils what is theirs.",
+               ("creature", "kind"): "{G} someone is kind: it makes them glad.",
+               ("creature", "harm"): "{G} someone is unkind: it hurts them.",
+               ("either", None): "{G} someone's things can be kind or unkind: it depends on why "
+                                 "it is done."}
+
+
+def _owner_values(rng) -> dict:
+    """Two creatures (_three_creatures) and a third, {t}, the owner, with the outcome slots."""
+    v = _three_creatures(rng)
+    v.update(p=v["tp"], obj=v["tobj"], pos=v["tpos"],
+             thing=one_of(rng, acts.PAGE_THINGS))
+    return v
+
+
+def _told(outcome: str, v: dict) -> str:
+    """An outcome in a story: "because she asked me to" becomes "because she asked Tobi to"."""
+    return outcome.format(**v).replace("asked me to", f"asked {v['n']} to")
+
+
+def _shape_of(verb: str) -> str:
+    if verb in dict(acts.EITHER_VERBS):
+        return "either"
+    creature = dict(acts.KIND_CREATURE_VERBS).keys() | set(acts.HARM_CREATURE_VERBS)
+    return "creature" if verb in creature else "thing"
+
+
+def deed_word(rng) -> str:
+    """A dictionary entry: a verb of the grammar, what it means and whether doing it to someone is
+    kind; or an outcome, what it means for the deed it follows."""
+    v = _owner_values(rng)
+    if rng.random() < 0.3:
+        outcome = one_of(rng, tuple(acts.OUTCOME_PURPOSES))
+        verb = one_of(rng, tuple(verb for verb, _ in acts.EITHER_VERBS))
+        side = "unkind" if outcome in acts.HARM_OUTCOMES else "kind"
+        return (f"{world.capitalize(acts.gerund(verb))} someone's {v['thing']} "
+                f"{outcome.format(**v)} means doing it "
+                f"{acts.OUTCOME_PURPOSES[outcome].format(**v)}: that is {side}.")
+    verb = one_of(rng, tuple(acts.VERB_MEANINGS))
+    shape, side = _shape_of(verb), acts.side_of_verb(verb)
+    text = one_of(rng, ENTRY_FORMS).format(Word=f"To {verb}", word=f"to {verb}",
+                                           meaning=acts.VERB_MEANINGS[verb])
+    text += " " + _JUDGEMENTS[shape, side].format(G=world.capitalize(acts.gerund(verb)))
+    if shape == "either" and rng.random() < 0.7:
+        harm = one_of(rng, acts.HARM_OUTCOMES).format(**v)
+        kind = one_of(rng, acts.KIND_OUTCOMES).format(**v)
+        text += (f" {world.capitalize(acts.gerund(verb))} {v['t']}'s {v['thing']} {harm} is "
+                 f"unkind; {acts.gerund(verb)} it {kind} is kind.")
+    elif shape == "thing" and rng.random() < 0.7:
+        text += (f" It is {'kind' if side == 'kind' else 'unkind'} to {verb} {v['t']}'s "
+                 f"{v['thing']}.")
+    return text
+
+
+def deed_unkind_scene(rng) -> str:
+    """A creature means to do a harmful deed of the grammar to another's thing; a friend says what
+    the deed does; it does a kind deed to the same thing instead."""
+    v = _owner_values(rng)
+    if rng.random() < 0.5:
+        verb = one_of(rng, acts.HARM_THING_VERBS)
+        deed = f"{verb} {v['t']}'s {v['thing']}"
+        reason = f"To {verb} is {acts.VERB_MEANINGS[verb]}: that would hurt {v['t']}."
+        kind = one_of(rng, tuple(k for k, _ in acts.KIND_THING_VERBS))
+        instead = f"{kind} {v['t']}'s {v['thing']}"
+    else:
+        verb = one_of(rng, tuple(k for k, _ in acts.EITHER_VERBS))
+        outcome = one_of(rng, acts.HARM_OUTCOMES)
+        deed = f"{verb} {v['t']}'s {v['thing']} {outcome.format(**v)}"
+        reason = (f"You would be doing it {acts.OUTCOME_PURPOSES[outcome].format(**v)}. "
+                  f"That is unkind.")
+        instead = f"{verb} {v['t']}'s {v['thing']} {_told(one_of(rng, acts.KIND_OUTCOMES), v)}"
+    opening = one_of(rng, ("{N} was cross with {t}.", "{N} was in a bad mood.",
+                           "{N} did not like {t} that day.")).format(**v)
+    return " ".join([opening, f"\"I want to {deed},\" {v['n']} told {v['o']}.",
+                     f"\"No, {v['n']},\" said {v['o']}. \"{reason}\"",
+                     f"{v['N']} thought again and decided to {instead} instead."])
+
+
+def deed_kind_scene(rng) -> str:
+    """A creature does a kind deed of the grammar for another; a friend says what it does."""
+    v = _owner_values(rng)
+    if rng.random() < 0.5:
+        verb = one_of(rng, tuple(k for k, _ in acts.KIND_THING_VERBS))
+        deed = f"{verb} {v['t']}'s {v['thing']}"
+        reason = f"To {verb} is {acts.VERB_MEANINGS[verb]}."
+    else:
+        verb = one_of(rng, tuple(k for k, _ in acts.EITHER_VERBS))
+        outcome = one_of(rng, acts.KIND_OUTCOMES)
+        deed = f"{verb} {v['t']}'s {v['thing']} {_told(outcome, v)}"
+        reason = f"You did it {acts.OUTCOME_PURPOSES[outcome].format(**v)}."
+    return " ".join([f"One day {v['n']} decided to {deed}.", f"{v['T']} was happy.",
+                     f"{v['o']} told {v['n']}: \"That was kind of you. {reason}\""])
+
+
 SCENE_KINDS = {"greeting": greeting_scene, "thanks": thanks_scene,
-               "introduction": introduction_scene, "unkind": unkind_scene, "kind": kind_scene}
+               "introduction": introduction_scene, "unkind": unkind_scene, "kind": kind_scene,
+               "deed-word": deed_word, "deed-unkind": deed_unkind_scene,
+               "deed-kind": deed_kind_scene}
 SCENES = (greeting_scene, thanks_scene, introduction_scene)     # the default kinds
 
 
