@@ -304,7 +304,8 @@ _DOUBLED = {"snap", "cut", "slap", "put", "hug"}
 
 
 def gerund(verb: str) -> str:
-    """The -ing form of a verb of the grammar: "crush" -> "crushing", "stamp on" -> "stamping on"."""
+    """The -ing form of a verb of the grammar: "crush" -> "crushing", "stamp on" -> "stamping
+    on"."""
     first, _, rest = verb.partition(" ")
     if first in _DOUBLED:
         first += first[-1]
