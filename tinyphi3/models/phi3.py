@@ -23,6 +23,7 @@ ForwardCall (tinyphi3.models.call) with the weight format, RoPE's angles, the ma
 
 import numpy as np
 
+from tinyphi3 import backends
 from tinyphi3.nn.layers import gated_mlp, rms_norm
 from tinyphi3.nn.rope import apply_rope
 
@@ -84,7 +85,14 @@ def self_attention(x, w, call, layer):
 
 
 def decoder_layer(x, w, call, layer):
-    """One pre-norm Phi-3 block with two residual branches: [B, T, C] -> [B, T, C]."""
+    """One pre-norm Phi-3 block with two residual branches: [B, T, C] -> [B, T, C]. (A backend
+    may compute a decoding step of 4-bit weights in one call: the same block, the same kernels,
+    without Python between them; tinyphi3/backends/numba/decode.py.)"""
+    fused = backends.kernel("q4_decode_layer", x)
+    if fused is not None:
+        out = fused(x, w, call, layer)
+        if out is not None:
+            return out
     eps = call.config.norm_eps
     h = x + self_attention(rms_norm(x, w["input_layernorm"], eps), w, call, layer)
     return h + gated_mlp(rms_norm(h, w["post_attention_layernorm"], eps), w["gate_up_proj"],

@@ -49,7 +49,7 @@ configure_environment()
 
 def kernels() -> dict:
     """Every kernel of this backend, by the name of the operation it computes."""
-    from tinyphi3.backends.numba import blocksparse, flash, fused, q4
+    from tinyphi3.backends.numba import blocksparse, decode, flash, fused, q4
     ops = {name: getattr(fused, name) for name in (
         "rms_norm", "rms_norm_backward", "silu_and_mul", "silu_and_mul_backward", "apply_rope",
         "rope_backward", "masked_softmax_", "softmax_backward_", "causal_lm_loss",
@@ -60,5 +60,6 @@ def kernels() -> dict:
                flash_attention_backward=flash.flash_attention_backward,
                q4_linear=q4.q4_linear, quantize_vectors=q4.quantize_vectors,
                quantize_activations=q4.quantize_activations,
-               int8_attention_decode=q4.attention_decode)
+               int8_attention_decode=q4.attention_decode,
+               q4_decode_layer=decode.fused_decode_layer)
     return ops

@@ -68,16 +68,25 @@ def _chunks(n):
 
 
 # ---- RMSNorm (reference: tinyphi3.nn.layers.rms_norm, gradients.rms_norm_backward) -------------
+_ROW = dict(fastmath=_JIT["fastmath"], cache=True, error_model="numpy")   # one row, per row
+
+
+@njit(**_ROW)
+def _rms_norm_row(x, w, eps, y):
+    """One row of _rms_norm: x, y [C]."""
+    c = x.shape[0]
+    s = 0.0
+    for j in range(c):
+        s += x[j] * x[j]
+    r = 1.0 / np.sqrt(s / c + eps)
+    for j in range(c):
+        y[j] = w[j] * (x[j] * r)
+
+
 @njit(**_JIT)
 def _rms_norm(x, w, eps, y):
-    n, c = x.shape
-    for i in prange(n):
-        s = 0.0
-        for j in range(c):
-            s += x[i, j] * x[i, j]
-        r = 1.0 / np.sqrt(s / c + eps)
-        for j in range(c):
-            y[i, j] = w[j] * (x[i, j] * r)
+    for i in prange(x.shape[0]):
+        _rms_norm_row(x[i], w, eps, y[i])
 
 
 @njit(**_JIT)
@@ -119,13 +128,19 @@ def rms_norm_backward(g, x, w, eps):
 
 
 # ---- SwiGLU gate (reference: layers.silu_and_mul, gradients.silu_and_mul_backward) ----------
+@njit(**_ROW)
+def _silu_and_mul_row(gu, y):
+    """One row of _silu_and_mul: gu [2I], y [I]."""
+    half = y.shape[0]
+    for j in range(half):
+        a = gu[j]
+        y[j] = a / (np.float32(1.0) + exp32(-a)) * gu[half + j]
+
+
 @njit(**_JIT)
 def _silu_and_mul(gu, y):
-    n, half = y.shape
-    for i in prange(n):
-        for j in range(half):
-            a = gu[i, j]
-            y[i, j] = a / (np.float32(1.0) + exp32(-a)) * gu[i, half + j]
+    for i in prange(y.shape[0]):
+        _silu_and_mul_row(gu[i], y[i])
 
 
 @njit(**_JIT)
@@ -157,26 +172,32 @@ def silu_and_mul_backward(g, gate_up):
 
 
 # ---- RoPE (reference: rope.apply_rope, gradients.rope_backward) -----------------------------
+@njit(**_ROW)
+def _rope_head(x, cos, sin, sign, out, b, h):
+    """Head h of row b of _rope."""
+    T, hd = x.shape[2], x.shape[3]
+    rd = cos.shape[-1]
+    half = rd // 2
+    for t in range(T):
+        for i in range(half):
+            x1, x2 = x[b, h, t, i], x[b, h, t, half + i]
+            if sign > 0:
+                out[b, h, t, i] = x1 * cos[b, t, i] - x2 * sin[b, t, i]
+                out[b, h, t, half + i] = x2 * cos[b, t, half + i] + x1 * sin[b, t, half + i]
+            else:
+                out[b, h, t, i] = x1 * cos[b, t, i] + x2 * sin[b, t, half + i]
+                out[b, h, t, half + i] = x2 * cos[b, t, half + i] - x1 * sin[b, t, i]
+        for i in range(rd, hd):
+            out[b, h, t, i] = x[b, h, t, i]
+
+
 @njit(**_JIT)
 def _rope(x, cos, sin, sign, out):
     """out = x c + sign * R(x) s on the first rd dims (R([x1, x2]) = [-x2, x1]); sign = -1 gives
     the transpose, x c + R^T(x s), which is the backward pass (cos/sin index as in the forward)."""
-    B, H, T, hd = x.shape
-    rd = cos.shape[-1]
-    half = rd // 2
-    for bh in prange(B * H):
-        b, h = bh // H, bh % H
-        for t in range(T):
-            for i in range(half):
-                x1, x2 = x[b, h, t, i], x[b, h, t, half + i]
-                if sign > 0:
-                    out[b, h, t, i] = x1 * cos[b, t, i] - x2 * sin[b, t, i]
-                    out[b, h, t, half + i] = x2 * cos[b, t, half + i] + x1 * sin[b, t, half + i]
-                else:
-                    out[b, h, t, i] = x1 * cos[b, t, i] + x2 * sin[b, t, half + i]
-                    out[b, h, t, half + i] = x2 * cos[b, t, half + i] - x1 * sin[b, t, i]
-            for i in range(rd, hd):
-                out[b, h, t, i] = x[b, h, t, i]
+    H = x.shape[1]
+    for bh in prange(x.shape[0] * H):
+        _rope_head(x, cos, sin, sign, out, bh // H, bh % H)
 
 
 def apply_rope(x, cos, sin):

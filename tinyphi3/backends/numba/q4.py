@@ -83,6 +83,11 @@ def _vnni_block_dots(typingctx, packed, t, b, xq, m, isum):
     packed uint8 [nt, nb, G, 64, 4] (C order), xq int8 [M, >= nb*8G] (rows contiguous),
     isum int32 [64]."""
     def codegen(context, builder, signature, args):
+        if not _VNNI:          # never run here; compiling the instruction would stop LLVM
+            trap = cgutils.get_or_insert_function(builder.module,
+                                                  ir.FunctionType(ir.VoidType(), []), "llvm.trap")
+            builder.call(trap, [])
+            return context.get_dummy_value()
         packed_type, t_type, b_type, xq_type, m_type, _ = signature.args
         i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
         vec = ir.VectorType(i32, LANES)                              # 64 bytes
@@ -248,47 +253,58 @@ def _accumulate_block(acc, isum, scale_bits, min_bits, t, b, dx, sx):
             acc[r] += half_to_float(scale_bits[t, b, r]) * (dx * np.float32(isum[r]) - eight_sx)
 
 
+@njit(inline="always")                # compiled into its callers, with their flags (_FASTMATH)
+def _vnni_tile(xq, dx, sx, packed, scale_bits, min_bits, out, t):
+    """Every row of x against the 64 rows of tile t: out[:, 64t:64t+64]. (One tile's work of
+    _q4_matmul_vnni, and of the fused decoding layer, tinyphi3/backends/numba/decode.py.)"""
+    isum = np.empty(ROWS, np.int32)
+    acc = np.empty(ROWS, np.float32)
+    for m in range(xq.shape[0]):
+        acc[:] = 0.0
+        for b in range(packed.shape[1]):
+            _vnni_block_dots(packed, t, b, xq, m, isum)
+            _accumulate_block(acc, isum, scale_bits, min_bits, t, b, dx[m, b], sx[m, b])
+        out[m, t * ROWS:(t + 1) * ROWS] = acc
+
+
 @njit(**_JIT)
 def _q4_matmul_vnni(xq, dx, sx, packed, scale_bits, min_bits, out):
     """out[m, n] = sum_k x[m, k] W[n, k] with x = dx * xq per block. xq int8 [M, nb*block]
     (zero-padded), dx and sx float32 [M, nb], packed uint8 [nt, nb, block/8, 64, 4],
     scale_bits/min_bits uint16 [nt, nb, 64] (min_bits empty: symmetric), out [M, nt*64]."""
-    nt, nb = packed.shape[0], packed.shape[1]
-    for t in prange(nt):
-        isum = np.empty(ROWS, np.int32)
-        acc = np.empty(ROWS, np.float32)
-        for m in range(xq.shape[0]):
-            acc[:] = 0.0
-            for b in range(nb):
-                _vnni_block_dots(packed, t, b, xq, m, isum)
-                _accumulate_block(acc, isum, scale_bits, min_bits, t, b, dx[m, b], sx[m, b])
-            out[m, t * ROWS:(t + 1) * ROWS] = acc
+    for t in prange(packed.shape[0]):
+        _vnni_tile(xq, dx, sx, packed, scale_bits, min_bits, out, t)
+
+
+@njit(inline="always")                # compiled into its callers, with their flags (_FASTMATH)
+def _portable_tile(xq, dx, sx, packed, scale_bits, min_bits, out, t, rows_per_pass):
+    """_vnni_tile without VNNI: the rows of x 4 at a time (rows_per_pass 4), the last M % 4 one
+    at a time; or all one at a time (1). The same bits either way."""
+    M, nb = xq.shape[0], packed.shape[1]
+    grouped = M - M % 4 if rows_per_pass == 4 else 0
+    isum = np.empty((4, ROWS), np.int32)
+    acc = np.empty((4, ROWS), np.float32)
+    for m in range(0, grouped, 4):
+        acc[:] = 0.0
+        for b in range(nb):
+            _portable_block_dots4(packed, t, b, xq, m, isum)
+            for i in range(4):
+                _accumulate_block(acc[i], isum[i], scale_bits, min_bits, t, b,
+                                  dx[m + i, b], sx[m + i, b])
+        out[m:m + 4, t * ROWS:(t + 1) * ROWS] = acc
+    for m in range(grouped, M):
+        acc[0] = 0.0
+        for b in range(nb):
+            _portable_block_dots(packed, t, b, xq, m, isum[0])
+            _accumulate_block(acc[0], isum[0], scale_bits, min_bits, t, b, dx[m, b], sx[m, b])
+        out[m, t * ROWS:(t + 1) * ROWS] = acc[0]
 
 
 @njit(**_JIT)
 def _q4_matmul_portable(xq, dx, sx, packed, scale_bits, min_bits, out, rows_per_pass=4):
-    """_q4_matmul_vnni without VNNI. rows_per_pass 4: the rows of x 4 at a time
-    (_portable_block_dots4), the last M % 4 rows one at a time; 1: all one at a time. The same
-    bits either way."""
-    M, nt, nb = xq.shape[0], packed.shape[0], packed.shape[1]
-    grouped = M - M % 4 if rows_per_pass == 4 else 0
-    for t in prange(nt):
-        isum = np.empty((4, ROWS), np.int32)
-        acc = np.empty((4, ROWS), np.float32)
-        for m in range(0, grouped, 4):
-            acc[:] = 0.0
-            for b in range(nb):
-                _portable_block_dots4(packed, t, b, xq, m, isum)
-                for i in range(4):
-                    _accumulate_block(acc[i], isum[i], scale_bits, min_bits, t, b,
-                                      dx[m + i, b], sx[m + i, b])
-            out[m:m + 4, t * ROWS:(t + 1) * ROWS] = acc
-        for m in range(grouped, M):
-            acc[0] = 0.0
-            for b in range(nb):
-                _portable_block_dots(packed, t, b, xq, m, isum[0])
-                _accumulate_block(acc[0], isum[0], scale_bits, min_bits, t, b, dx[m, b], sx[m, b])
-            out[m, t * ROWS:(t + 1) * ROWS] = acc[0]
+    """_q4_matmul_vnni without VNNI (_portable_tile per tile)."""
+    for t in prange(packed.shape[0]):
+        _portable_tile(xq, dx, sx, packed, scale_bits, min_bits, out, t, rows_per_pass)
 
 
 @njit(**_JIT)
@@ -328,19 +344,24 @@ def _round_to_levels(x, levels):
     return scale, total
 
 
+@njit(cache=True, boundscheck=False, error_model="numpy")   # exact: no fastmath
+def _quantize_row(x, block, xq, dx, sx):
+    """One row of _quantize_activations: x float32 [K] -> xq int8 [nb*block], dx, sx [nb]."""
+    K = x.shape[0]
+    for b in range(dx.shape[0]):
+        start, stop = b * block, min((b + 1) * block, K)
+        d, total = _round_to_levels(x[start:stop], xq[start:stop])
+        xq[stop:(b + 1) * block] = 0                                 # the padding
+        dx[b] = d
+        sx[b] = d * np.float32(total)
+
+
 @njit(parallel=True, cache=True, boundscheck=False)
 def _quantize_activations(x, block, xq, dx, sx):
     """quant.quantize_activations, with the block sums sx = dx * sum(xq) besides: x float32
     [M, K] -> xq int8 [M, nb*block], dx and sx float32 [M, nb]."""
-    M, K = x.shape
-    nb = dx.shape[1]
-    for m in prange(M):
-        for b in range(nb):
-            start, stop = b * block, min((b + 1) * block, K)
-            d, total = _round_to_levels(x[m, start:stop], xq[m, start:stop])
-            xq[m, stop:(b + 1) * block] = 0                          # the padding
-            dx[m, b] = d
-            sx[m, b] = d * np.float32(total)
+    for m in prange(x.shape[0]):
+        _quantize_row(x[m], block, xq[m], dx[m], sx[m])
 
 
 def quantize_activations(x, block):
@@ -355,11 +376,18 @@ def quantize_activations(x, block):
     return xq, dx, sx
 
 
+@njit(cache=True, boundscheck=False, error_model="numpy")   # exact: no fastmath
+def _quantize_vector(x, levels):
+    """One vector of _quantize_vectors: x float32 [hd] -> levels int8 [hd]; returns the scale."""
+    scale, _ = _round_to_levels(x, levels)
+    return scale
+
+
 @njit(parallel=True, cache=True, boundscheck=False)
 def _quantize_vectors(x, levels, scales):
     """cache.quantize_vectors: x float32 [N, hd] -> levels int8 [N, hd], scales float32 [N]."""
     for i in prange(x.shape[0]):
-        scales[i], _ = _round_to_levels(x[i], levels[i])
+        scales[i] = _quantize_vector(x[i], levels[i])
 
 
 def quantize_vectors(x):
@@ -400,8 +428,39 @@ _VNNI = has_vnni()
 
 # ---- attention over an 8-bit KV cache (decode) ------------------------------------------------
 
-@njit(parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, cache=True,
-      boundscheck=False)
+_ATTENTION_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@njit(fastmath=_ATTENTION_FASTMATH, cache=True, boundscheck=False, error_model="numpy")
+def _attend_head(q, k_levels, k_scales, v_levels, v_scales, S, allowed, scale, out, b, h):
+    """Query head h of row b of _attention_decode: out[b, h] = softmax(q k^T * scale) v."""
+    kv = h // (q.shape[1] // k_levels.shape[1])
+    hd = q.shape[2]
+    qh = q[b, h]
+    scores = np.empty(S, np.float32)
+    top = np.float32(-np.inf)
+    for s in range(S):
+        key = k_levels[b, kv, s]
+        dot = np.float32(0.0)
+        for d in range(hd):
+            dot += qh[d] * np.float32(key[d])
+        scores[s] = dot * (k_scales[b, kv, s] * scale) if allowed[b, s] else np.float32(-np.inf)
+        top = max(top, scores[s])
+    total = np.float32(0.0)
+    acc = np.zeros(hd, np.float32)
+    for s in range(S):
+        if allowed[b, s]:
+            p = exp32(scores[s] - top)
+            total += p
+            weight = p * v_scales[b, kv, s]
+            value = v_levels[b, kv, s]
+            for d in range(hd):
+                acc[d] += weight * np.float32(value[d])
+    for d in range(hd):
+        out[b, h, d] = acc[d] / total if total > 0 else np.float32(0.0)
+
+
+@njit(parallel=True, fastmath=_ATTENTION_FASTMATH, cache=True, boundscheck=False)
 def _attention_decode(q, k_levels, k_scales, v_levels, v_scales, S, allowed, scale, out):
     """One query per row against an int8 KV cache (tinyphi3/quant/kv8.py): out[b, h] =
     softmax(q k^T * scale) v over the allowed keys among the first S, with k = k_scale * k_levels
@@ -409,34 +468,10 @@ def _attention_decode(q, k_levels, k_scales, v_levels, v_scales, S, allowed, sca
     k_scales, v_scales float32 [B, KV, >=S] (the cache's whole buffers, C-contiguous, so that the
     loops over hd vectorise); allowed bool [B, S]; out [B, H, hd]. Query head h reads KV head
     h // (H / KV)."""
-    B, H, hd = q.shape
-    KV = k_levels.shape[1]
-    g = H // KV
+    B, H = q.shape[0], q.shape[1]
     for bh in prange(B * H):
-        b, h = bh // H, bh % H
-        kv = h // g
-        qh = q[b, h]
-        scores = np.empty(S, np.float32)
-        top = np.float32(-np.inf)
-        for s in range(S):
-            key = k_levels[b, kv, s]
-            dot = np.float32(0.0)
-            for d in range(hd):
-                dot += qh[d] * np.float32(key[d])
-            scores[s] = dot * (k_scales[b, kv, s] * scale) if allowed[b, s] else np.float32(-np.inf)
-            top = max(top, scores[s])
-        total = np.float32(0.0)
-        acc = np.zeros(hd, np.float32)
-        for s in range(S):
-            if allowed[b, s]:
-                p = exp32(scores[s] - top)
-                total += p
-                weight = p * v_scales[b, kv, s]
-                value = v_levels[b, kv, s]
-                for d in range(hd):
-                    acc[d] += weight * np.float32(value[d])
-        for d in range(hd):
-            out[b, h, d] = acc[d] / total if total > 0 else np.float32(0.0)
+        _attend_head(q, k_levels, k_scales, v_levels, v_scales, S, allowed, scale, out,
+                     bh // H, bh % H)
 
 
 def _whole_buffer(a):

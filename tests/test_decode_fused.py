@@ -1,0 +1,139 @@
+"""The fused decoding layer of 4-bit models (tinyphi3/backends/numba/decode.py) computes what the
+layer's separate kernels compute, to the bit: same logits, same 8-bit cache, step after step."""
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinyphi3 import backends
+from tinyphi3.backends.numba import decode
+from tinyphi3.backends.numba import q4 as kernels
+from tinyphi3.config import preset
+from tinyphi3.models.model import Phi3
+from tinyphi3.models.quantize import quantize_checkpoint
+
+
+def quantized_model(config_name, block, scheme, seed, directory):
+    """A random model of a preset, written, and quantized to 4 bits."""
+    Phi3(preset(config_name), seed=seed).save_pretrained(directory / "float")
+    quantize_checkpoint(directory / "float", directory / "q4", block, scheme, progress=False)
+    return Phi3.from_pretrained(directory / "q4")
+
+
+def decode_steps(model, prompt, pad, steps):
+    """Logits of a prompt (after `pad` padding tokens, masked) and of `steps` greedy tokens, one
+    at a time through the 8-bit cache; and the cache."""
+    ids = np.concatenate([np.zeros(pad, np.int64), prompt])[None]
+    mask = np.concatenate([np.zeros(pad, np.int64), np.ones(len(prompt), np.int64)])[None]
+    cache = model.new_cache(1)
+    logits = [model(ids, attention_mask=mask, cache=cache)[0, -1]]
+    for _ in range(steps):
+        token = np.array([[int(logits[-1].argmax())]])
+        logits.append(model(token, cache=cache)[0, -1])
+    return np.array(logits), cache
+
+
+class Counting:
+    """Counts the calls of the fused kernel (and makes them)."""
+
+    def __init__(self, kernel):
+        self.kernel, self.calls = kernel, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.kernel(*args)
+
+
+@pytest.fixture
+def unfused():
+    """A switch: inside `with unfused():` the layers run their separate kernels."""
+    table = backends.registered("numba").kernels()
+
+    class Switch:
+        def __enter__(self):
+            table["q4_decode_layer"] = lambda *args: None
+
+        def __exit__(self, *exc):
+            table["q4_decode_layer"] = decode.fused_decode_layer
+    return Switch
+
+
+@settings(max_examples=8, deadline=None)
+@given(config=st.sampled_from(["tiny", "tiny-gqa"]), block=st.sampled_from([32, 64]),
+       scheme=st.sampled_from(["symmetric", "minmax"]), vnni=st.booleans(),
+       prompt=st.integers(1, 12), pad=st.integers(0, 3), steps=st.integers(1, 24),
+       seed=st.integers(0, 2**16))
+def test_the_fused_layer_equals_the_separate_kernels_to_the_bit(config, block, scheme, vnni, prompt,
+                                                                 pad, steps, seed):
+    """Grouped-query heads (tiny-gqa: 2 KV heads for 4 query heads, a sliding window of 16 that
+    the longer runs cross), both block sizes and schemes, masked padding before the prompt, and
+    both product kernels (VNNI where the CPU has it, and the portable one)."""
+    if vnni and not kernels.has_vnni():
+        vnni = False
+    with tempfile.TemporaryDirectory() as tmp:
+        model = quantized_model(config, block, scheme, seed % 7, Path(tmp))
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(3, model.config.vocab_size, prompt)
+    table = backends.registered("numba").kernels()
+    saved_vnni, saved_kernel = kernels._VNNI, decode._decode_layer
+    counting = Counting(decode._decode_layer)
+    try:
+        kernels._VNNI = vnni
+        decode._decode_layer = counting
+        fused, fused_cache = decode_steps(model, tokens, pad, steps)
+        table["q4_decode_layer"] = lambda *args: None
+        separate, separate_cache = decode_steps(model, tokens, pad, steps)
+    finally:
+        kernels._VNNI, decode._decode_layer = saved_vnni, saved_kernel
+        table["q4_decode_layer"] = decode.fused_decode_layer
+    one_token_calls = steps + (prompt + pad == 1)      # a one-token prompt is a decoding step too
+    assert counting.calls == one_token_calls * model.config.num_hidden_layers   # the path taken
+    assert np.array_equal(fused, separate)
+    for layer in range(model.config.num_hidden_layers):
+        for name in ("_keys", "_values", "_key_scales", "_value_scales"):
+            assert np.array_equal(getattr(fused_cache, name)[layer],
+                                  getattr(separate_cache, name)[layer])
+
+
+def test_the_fused_layer_is_a_real_check(unfused, tmp_path):
+    """Control: the comparison catches a fused layer that reads the wrong weights (layer 0
+    given layer 1's)."""
+    model = quantized_model("tiny", 32, "symmetric", 0, tmp_path)
+    tokens = np.arange(3, 9)
+    with unfused():
+        separate, _ = decode_steps(model, tokens, 0, 6)
+    fused, _ = decode_steps(model, tokens, 0, 6)
+    layers = [model.layer_weights(i) for i in range(2)]
+    try:
+        wrong = decode.layer_arguments(layers[1], model.config)
+        decode._ARGUMENTS[id(layers[0]["qkv_proj"])] = (layers[0]["qkv_proj"], wrong)
+        broken, _ = decode_steps(model, tokens, 0, 6)
+    finally:
+        decode._ARGUMENTS.clear()
+    assert np.array_equal(fused, separate)
+    assert not np.array_equal(broken, separate)
+
+
+def test_the_fused_path_is_left_for_what_it_does_not_cover(tmp_path):
+    """Float weights, a batch of two rows, and the NumPy backend take the layers' own path."""
+    calls = Counting(decode._decode_layer)
+    saved = decode._decode_layer
+    float_model = Phi3(preset("tiny"), seed=1)
+    model = quantized_model("tiny", 32, "symmetric", 1, tmp_path)
+    try:
+        decode._decode_layer = calls
+        decode_steps(float_model, np.arange(3, 8), 0, 3)
+        cache = model.new_cache(2)
+        model(np.arange(3, 13).reshape(2, 5), cache=cache)
+        model(np.array([[5], [6]]), cache=cache)
+        with backends.use_backend("numpy"):
+            decode_steps(model, np.arange(3, 8), 0, 3)
+        assert calls.calls == 0
+        decode_steps(model, np.arange(3, 8), 0, 3)
+        assert calls.calls == 3 * model.config.num_hidden_layers
+    finally:
+        decode._decode_layer = saved
