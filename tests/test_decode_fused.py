@@ -137,3 +137,49 @@ def test_the_fused_path_is_left_for_what_it_does_not_cover(tmp_path):
         assert calls.calls == 3 * model.config.num_hidden_layers
     finally:
         decode._decode_layer = saved
+
+
+AVX2_ONLY = ("haswell", "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,"
+             "+movbe,+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave")
+
+
+def test_compiled_for_a_cpu_without_vnni_the_fused_layer_runs_the_portable_kernel(tmp_path):
+    """Compiled for an AVX2 CPU (a fresh Numba cache), the fused layer builds without the VNNI
+    instruction (which LLVM cannot compile for such a CPU), gives the bits of that CPU's
+    separate kernels, and the logits of the portable kernel run here."""
+    import json
+    import os
+    import subprocess
+    import sys
+    model = quantized_model("tiny-gqa", 32, "symmetric", 3, tmp_path)
+    tokens = np.arange(3, 10)
+    saved = kernels._VNNI
+    try:
+        kernels._VNNI = False
+        here, _ = decode_steps(model, tokens, 1, 5)
+    finally:
+        kernels._VNNI = saved
+    script = f"""
+import json, numpy as np, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_decode_fused import decode_steps
+from tinyphi3 import backends
+from tinyphi3.backends.numba import q4
+from tinyphi3.models.model import Phi3
+assert not q4._VNNI
+model = Phi3.from_pretrained({str(tmp_path / "q4")!r})
+fused, _ = decode_steps(model, np.arange(3, 10), 1, 5)
+backends.registered("numba").kernels()["q4_decode_layer"] = lambda *args: None
+separate, _ = decode_steps(model, np.arange(3, 10), 1, 5)
+print(json.dumps([fused.tolist(), separate.tolist()]))
+"""
+    env = dict(os.environ, NUMBA_CPU_NAME=AVX2_ONLY[0], NUMBA_CPU_FEATURES=AVX2_ONLY[1],
+               NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    fused, separate = (np.array(x, np.float32)
+                       for x in json.loads(run.stdout.strip().splitlines()[-1]))
+    assert np.array_equal(fused, separate)             # the same bits on that CPU too
+    # and the same model as here, up to how sums of another vector width round
+    assert np.abs(fused - here).max() < 1e-3 * np.abs(here).max()
