@@ -183,3 +183,35 @@ print(json.dumps([fused.tolist(), separate.tolist()]))
     assert np.array_equal(fused, separate)             # the same bits on that CPU too
     # and the same model as here, up to how sums of another vector width round
     assert np.abs(fused - here).max() < 1e-3 * np.abs(here).max()
+
+
+def test_switching_to_the_portable_kernel_while_compiling_leaves_the_vnni_one_whole(tmp_path):
+    """In a fresh Numba cache, the fused layer first compiled while the portable kernel is
+    chosen (as the test above does) still holds a working VNNI kernel: which instructions are
+    compiled depends on the CPU compiled for, never on that switch. (It did once, and the VNNI
+    path then stopped with an illegal instruction.)"""
+    import os
+    import subprocess
+    import sys
+    if not kernels.has_vnni():
+        pytest.skip("this CPU has no AVX-512 VNNI: there is no VNNI kernel to keep whole")
+    quantized_model("tiny", 32, "symmetric", 4, tmp_path)
+    script = f"""
+import numpy as np, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_decode_fused import decode_steps
+from tinyphi3.backends.numba import q4
+from tinyphi3.models.model import Phi3
+model = Phi3.from_pretrained({str(tmp_path / "q4")!r})
+q4._VNNI = False
+portable, _ = decode_steps(model, np.array([5]), 0, 3)
+q4._VNNI = True
+vnni, _ = decode_steps(model, np.array([5]), 0, 3)
+assert np.array_equal(portable, vnni)
+print("same")
+"""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert run.stdout.strip().endswith("same")

@@ -37,6 +37,8 @@ of levels per 1024 inputs, plus its scales) is read from memory once and from ca
 other rows of x: one kernel serves decode (one row) and prefill (hundreds).
 """
 
+import functools
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -56,6 +58,7 @@ _FASTMATH = {"contract", "nsz", "arcp"}
 _JIT = dict(parallel=True, fastmath=_FASTMATH, cache=True, boundscheck=False)
 
 
+@functools.cache
 def has_vnni() -> bool:
     """Whether Numba compiles for a CPU with AVX-512 VNNI (NUMBA_CPU_NAME/FEATURES, else the
     host's features)."""
@@ -83,7 +86,9 @@ def _vnni_block_dots(typingctx, packed, t, b, xq, m, isum):
     packed uint8 [nt, nb, G, 64, 4] (C order), xq int8 [M, >= nb*8G] (rows contiguous),
     isum int32 [64]."""
     def codegen(context, builder, signature, args):
-        if not _VNNI:          # never run here; compiling the instruction would stop LLVM
+        if not has_vnni():     # never run here; compiling the instruction would stop LLVM.
+            # (The CPU compiled for decides, not _VNNI, which a test may switch to the portable
+            # kernel while this compiles.)
             trap = cgutils.get_or_insert_function(builder.module,
                                                   ir.FunctionType(ir.VoidType(), []), "llvm.trap")
             builder.call(trap, [])
