@@ -189,7 +189,9 @@ def test_switching_to_the_portable_kernel_while_compiling_leaves_the_vnni_one_wh
     """In a fresh Numba cache, the fused layer first compiled while the portable kernel is
     chosen (as the test above does) still holds a working VNNI kernel: which instructions are
     compiled depends on the CPU compiled for, never on that switch. (It did once, and the VNNI
-    path then stopped with an illegal instruction.)"""
+    path then stopped with an illegal instruction.) And the activations' rounding that the
+    layer's compilation compiled still equals the reference to the bit: it once inherited the
+    layer's fast-math flags and divided by the scale as a product with its inverse."""
     import os
     import subprocess
     import sys
@@ -208,6 +210,15 @@ portable, _ = decode_steps(model, np.array([5]), 0, 3)
 q4._VNNI = True
 vnni, _ = decode_steps(model, np.array([5]), 0, 3)
 assert np.array_equal(portable, vnni)
+from tinyphi3 import backends                  # the kernels the layer's compilation compiled
+from tinyphi3.quant import kv8, q4 as reference   # (they inherit the flags they do not set)
+x = np.random.default_rng(0).standard_normal((64, 96)).astype(np.float32) * 3
+with backends.use_backend("numpy"):
+    xq, dx = reference.quantize_activations(x, 32)
+    levels, scales = kv8.quantize_vectors(x)
+mine = q4.quantize_activations(x, 32)
+assert np.array_equal(mine[0], xq) and np.array_equal(mine[1], dx), "activations"
+assert all(map(np.array_equal, q4.quantize_vectors(x), (levels, scales))), "cache vectors"
 print("same")
 """
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))

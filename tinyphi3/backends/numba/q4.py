@@ -349,7 +349,10 @@ def _round_to_levels(x, levels):
     return scale, total
 
 
-@njit(cache=True, boundscheck=False, error_model="numpy")   # exact: no fastmath
+# fastmath=False said outright: a function compiled while compiling its caller inherits the
+# flags it does not set, and the fused decoding layer's fastmath would make x / scale a product
+# with 1 / scale, one unit in the last place away from the reference (tests/test_decode_fused.py).
+@njit(fastmath=False, cache=True, boundscheck=False, error_model="numpy")
 def _quantize_row(x, block, xq, dx, sx):
     """One row of _quantize_activations: x float32 [K] -> xq int8 [nb*block], dx, sx [nb]."""
     K = x.shape[0]
@@ -381,7 +384,7 @@ def quantize_activations(x, block):
     return xq, dx, sx
 
 
-@njit(cache=True, boundscheck=False, error_model="numpy")   # exact: no fastmath
+@njit(fastmath=False, cache=True, boundscheck=False, error_model="numpy")   # as _quantize_row
 def _quantize_vector(x, levels):
     """One vector of _quantize_vectors: x float32 [hd] -> levels int8 [hd]; returns the scale."""
     scale, _ = _round_to_levels(x, levels)
