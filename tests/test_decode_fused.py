@@ -110,7 +110,7 @@ def test_the_fused_layer_is_a_real_check(unfused, tmp_path):
     layers = [model.layer_weights(i) for i in range(2)]
     try:
         wrong = decode.layer_arguments(layers[1], model.config)
-        decode._ARGUMENTS[id(layers[0]["qkv_proj"])] = (layers[0]["qkv_proj"], wrong)
+        decode._ARGUMENTS[layers[0]["qkv_proj"]] = wrong
         broken, _ = decode_steps(model, tokens, 0, 6)
     finally:
         decode._ARGUMENTS.clear()
@@ -226,3 +226,17 @@ print("same")
                          timeout=900)
     assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
     assert run.stdout.strip().endswith("same")
+
+
+def test_a_models_layer_arguments_go_with_the_model(tmp_path):
+    """What the fused layer keeps of a layer's weights is dropped when the model is: loading one
+    model after another in a process does not hold every earlier model's weights."""
+    import gc
+    model = quantized_model("tiny", 32, "symmetric", 2, tmp_path)
+    decode_steps(model, np.array([5]), 0, 2)
+    kept = [model.layer_weights(i)["qkv_proj"] for i in range(model.config.num_hidden_layers)]
+    assert all(qkv in decode._ARGUMENTS for qkv in kept)
+    before = len(decode._ARGUMENTS)
+    del model, kept
+    gc.collect()
+    assert len(decode._ARGUMENTS) == before - preset("tiny").num_hidden_layers

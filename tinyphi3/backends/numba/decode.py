@@ -4,8 +4,10 @@ between them.
 A 4-bit model's layer, decoding one token, runs about 25 small operations (two norms, four
 roundings of the activations to 8 bits, four products, RoPE, the cache's rounding, attention,
 the gate, two residual sums). Each goes through Python: a dictionary look-up, a kernel chosen by
-backend, a thread count set and restored, arrays allocated and reshaped. That costs about 0.25 ms
-per layer, 8 ms per token for phi-3-mini's 32 layers, an eighth of the step.
+backend, a thread count set and restored, arrays allocated and reshaped: about 0.2 ms per layer.
+Where the weights are small that is most of the step (a 32-layer model of hidden size 256
+decodes in 2.5 ms instead of 8.5); at phi-3-mini's size the products' reading of the weights
+dominates and the difference is within the machine's noise (docs/benchmarks.md).
 
 `fused_decode_layer` computes the same layer in one jitted call, so that Python is entered once
 per layer. It calls the functions that the separate kernels of tinyphi3/backends/numba/q4.py and
@@ -23,6 +25,8 @@ rest runs on the calling thread, as the separate kernels run it for one token
 kernel. (It could not simply call the parallel kernels: Numba crashes when it loads a function
 that calls a parallel kernel from its cache.)
 """
+
+import weakref
 
 import numpy as np
 from numba import njit, prange
@@ -99,13 +103,6 @@ def _decode_layer(x, norms, eps, weights, works, outs, sizes, cos, sin, cache, p
     return out
 
 
-def _work(features, block):
-    """The buffers that round one row of `features` values to 8 bits per block."""
-    nb = -(-features // block)
-    return (np.empty((1, nb * block), np.int8), np.empty((1, nb), np.float32),
-            np.empty((1, nb), np.float32))
-
-
 def layer_arguments(w, config):
     """What decode_layer needs of one layer's weights (a dict of tinyphi3.models.phi3's short
     names), or None when the layer is not four symmetric or minmax 4-bit products without bias
@@ -120,7 +117,7 @@ def layer_arguments(w, config):
     H, KV, hd = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     C, inter = config.hidden_size, config.intermediate_size
     weights = tuple((w[n].packed, q4._bits(w[n].scales), q4._bits(w[n].mins)) for n in names)
-    works = (_work(C, block), _work(H * hd, block), _work(inter, block))
+    works = tuple(q4.activation_buffers(1, K, block) for K in (C, H * hd, inter))
     outs = tuple(np.empty((1, w[n].packed.shape[0] * q4.ROWS), np.float32) for n in names)
     norms = (np.ascontiguousarray(w["input_layernorm"], np.float32),
              np.ascontiguousarray(w["post_attention_layernorm"], np.float32))
@@ -128,16 +125,17 @@ def layer_arguments(w, config):
     return norms, weights, works, outs, (H, KV, hd, inter), size
 
 
-_ARGUMENTS = {}
+# layer_arguments, found once per layer, by the layer's qkv weight; gone with its model
+_ARGUMENTS = weakref.WeakKeyDictionary()
 
 
 def _arguments_of(w, config):
-    """layer_arguments, found once per layer: keyed by the layer's qkv weight, which they keep."""
     qkv = w.get("qkv_proj")
-    found = _ARGUMENTS.get(id(qkv))
-    if found is None or found[0] is not qkv:
-        found = _ARGUMENTS[id(qkv)] = (qkv, layer_arguments(w, config))
-    return found[1]
+    if not isinstance(qkv, Q4Weight):
+        return None
+    if qkv not in _ARGUMENTS:
+        _ARGUMENTS[qkv] = layer_arguments(w, config)
+    return _ARGUMENTS[qkv]
 
 
 def fused_decode_layer(x, w, call, layer):
@@ -164,7 +162,8 @@ def fused_decode_layer(x, w, call, layer):
                cache._value_scales[layer])
     with threads_for(size):                   # small layers on one thread, as q4_matmul's
         out = _decode_layer(np.ascontiguousarray(x.reshape(1, -1), np.float32), norms,
-                     float(call.config.norm_eps), weights, works, outs, sizes,
-                     np.ascontiguousarray(call.cos), np.ascontiguousarray(call.sin), buffers,
-                     position, allowed, np.float32(call.config.attention_scale), q4._VNNI)
+                            float(call.config.norm_eps), weights, works, outs, sizes,
+                            np.ascontiguousarray(call.cos), np.ascontiguousarray(call.sin),
+                            buffers, position, allowed, np.float32(call.config.attention_scale),
+                            q4._VNNI)
     return out.reshape(x.shape)

@@ -372,13 +372,16 @@ def _quantize_activations(x, block, xq, dx, sx):
         _quantize_row(x[m], block, xq[m], dx[m], sx[m])
 
 
+def activation_buffers(M, K, block):
+    """Empty (xq int8 [M, nb*block], dx, sx float32 [M, nb]) for _quantize_activations."""
+    nb = -(-K // block)
+    return (np.empty((M, nb * block), np.int8), np.empty((M, nb), np.float32),
+            np.empty((M, nb), np.float32))
+
+
 def quantize_activations(x, block):
     """(xq, dx, sx) of x [M, K] float32 (quant.quantize_activations, plus sx)."""
-    M, K = x.shape
-    nb = -(-K // block)
-    xq = np.empty((M, nb * block), np.int8)
-    dx = np.empty((M, nb), np.float32)
-    sx = np.empty((M, nb), np.float32)
+    xq, dx, sx = activation_buffers(*x.shape, block)
     with threads_for(x.size):
         _quantize_activations(np.ascontiguousarray(x, dtype=np.float32), block, xq, dx, sx)
     return xq, dx, sx
