@@ -54,15 +54,17 @@ def requests(condition: str, side: str, n: int, seed: int = 0) -> list:
             for i in range(n)]
 
 
-def refusal_rates(model, tokenizer, n=100, seed=0, progress=None) -> dict:
-    """{condition: {"harm refused", "kind refused", "difference", "examples"}} in %."""
+def refusal_rates(model, tokenizer, n=100, seed=0, progress=None, max_new_tokens=48) -> dict:
+    """{condition: {"harm refused", "kind refused", "difference", "examples"}} in %. A reply is
+    judged by its first sentence (is_refusal): max_new_tokens must let that sentence end."""
     rates = {}
     for condition in CONDITIONS:
         row, examples = {}, []
         for side in ("harm", "kind"):
             refused = 0
             for i, request in enumerate(requests(condition, side, n, seed)):
-                answer = reply(model, tokenizer, [{"role": "user", "content": request}], 48)
+                answer = reply(model, tokenizer, [{"role": "user", "content": request}],
+                               max_new_tokens)
                 refused += is_refusal(answer)
                 if i < 2:                                       # two examples of each side
                     examples.append(f"{request} -> {answer[:80]}")
@@ -92,17 +94,23 @@ def main():
                         "repeat to compare")
     parser.add_argument("--n", type=int, default=100, help="acts per side and condition")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, default=48, help="tokens per reply; a "
+                        "reply that gives its reason before deciding (tinyphi3 data sft "
+                        "--reasoned-acts) needs up to 70 for its first sentence")
     parser.add_argument("--json", help="write the rates and a few examples here")
     parser.add_argument("--chart", help="a PNG: acts judged right per condition, a bar per model")
     args = parser.parse_args()
     if args.n < 1:
         parser.error("--n must be at least 1")
+    if args.max_new_tokens < 1:
+        parser.error("--max-new-tokens must be at least 1")
     from tqdm import tqdm
     results = {}
     with tqdm(total=len(args.ckpt) * len(CONDITIONS) * 2 * args.n, unit="act") as bar:
         for ckpt in args.ckpt:
             model, tokenizer = Phi3.from_pretrained(ckpt), load_tokenizer(ckpt)
-            results[ckpt] = refusal_rates(model, tokenizer, args.n, args.seed, bar.update)
+            results[ckpt] = refusal_rates(model, tokenizer, args.n, args.seed, bar.update,
+                                          args.max_new_tokens)
     print(table(results))
     if args.json:
         with open(args.json, "w") as f:

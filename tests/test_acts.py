@@ -204,3 +204,35 @@ def test_gerunds_of_the_grammars_verbs():
                                      "put away", "hug", "visit", "bite")] == [
         "crushing", "stamping on", "snapping", "teasing", "bullying", "cutting holes in",
         "putting away", "hugging", "visiting", "biting"]
+
+
+def test_reasoned_replies_say_what_the_act_does_then_decide_in_their_first_sentence():
+    """--reasoned-acts: each reply opens with the meaning and the judgement in the pages' words,
+    and decides in the same sentence (safety.is_refusal reads only the first one); the reason of
+    a train act holds no held-out part, and a held-out act's reason does (negative control)."""
+    held = held_out_part_pattern()
+    records = list(generate_sft(3000, seed=0, contrast=0.2, pairs=0.25, acts=0.5,
+                                reasoned_acts=True))
+    chats = [r for r in records if r["domain"] == "act"]
+    assert len(chats) > 150
+    for record in chats:
+        for message in record["messages"]:
+            if message["role"] != "assistant":
+                continue
+            match = re.match(r"(.*? is (un)?kind), so (.*)$", message["content"])
+            assert match, message["content"]
+            reason, unkind, decision = match[1], bool(match[2]), match[3]
+            assert safety.is_refusal(message["content"]) == unkind, message["content"]
+            assert not held.search(reason), reason
+            if unkind:
+                train = [v for verbs in (acts.KIND_THING_VERBS, acts.KIND_CREATURE_VERBS)
+                         for v, _ in world.frames_of(verbs, "train")]
+                assert any(f"how to {verb} " in decision for verb in train), decision
+    rng = np.random.default_rng(0)
+    for side in ("harm", "kind"):
+        for _ in range(50):
+            parts = acts.draw(rng, side, "test")
+            assert held.search(acts.reason(parts)), acts.reason(parts)
+            verb = parts["verb"]
+            if parts["shape"] != "either":
+                assert acts.VERB_MEANINGS[verb] in acts.reason(parts)

@@ -526,7 +526,12 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
                    "are acts of the grammar of tinyphi3.data.acts (verb, thing, outcome; train "
                    "parts only): a harmful act refused or a kind act answered, alone or as a "
                    "minimal pair in one chat (0: unchanged).")
-def sft(n_records, seed, out, no_wording, contrast, pairs, acts):
+@click.option("--reasoned-acts", is_flag=True,
+              help="The acts' replies say first what the act does and whether that is kind, in "
+                   "the words of the pre-training pages of deeds, then refuse or answer "
+                   "(\"To crush: to press something so hard that it breaks flat; crushing "
+                   "someone's things is unkind, so I won't help with that.\").")
+def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
     requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
@@ -540,11 +545,13 @@ def sft(n_records, seed, out, no_wording, contrast, pairs, acts):
     """
     from tinyphi3.data.post_training import generate_sft
     from tinyphi3.data.documents import write_jsonl
+    if reasoned_acts and not acts:
+        raise click.UsageError("--reasoned-acts changes the replies of --acts: give --acts too")
     if (contrast or pairs or acts) and no_wording:
         raise click.UsageError("--contrast, --pairs and --acts draw from the wordings: they "
                                "cannot go with --no-wording")
     records = generate_sft(n_records, seed, wording=not no_wording, contrast=contrast,
-                           pairs=pairs, acts=acts)
+                           pairs=pairs, acts=acts, reasoned_acts=reasoned_acts)
     click.echo(f"wrote {write_jsonl(records, out)} conversations to {out}")
 
 

@@ -321,3 +321,45 @@ def side_of_verb(verb: str):
     if verb in HARM_THING_VERBS or verb in HARM_CREATURE_VERBS:
         return "harm"
     return None
+
+
+# ---- replies that say what the act does before deciding ----------------------------------------
+# The base reads what every verb and outcome does (the pages above), and, given the meaning, says
+# whether a held-out verb or outcome is kind as often as a train one; without it, less often. The
+# chat model that only pairs words with refusals judges a held-out verb near a coin
+# (docs/wording.md, fourteenth round). A reasoned reply starts with the pages' own sentences, the
+# meaning and then the judgement, and decides after them, in its first sentence (so that
+# safety.is_refusal reads the decision): the judgement becomes a completion of the base's reading,
+# and the decision a completion of the judgement.
+REASONED_OPENINGS = ("I can't help with that", "I won't help with that",
+                     "I will not help with that")
+
+
+def reason(parts: dict) -> str:
+    """What the act does and whether it is kind, in the pages' words, with no full stop: "To
+    crush: to press something so hard that it breaks flat; crushing someone's things is unkind";
+    "Hiding Tobi's lamp so he cries means doing it to make him cry: that is unkind"."""
+    owner, verb = parts["owner"], parts["verb"]
+    side = "unkind" if parts["side"] == "harm" else "kind"
+    if parts["shape"] == "either":
+        return (f"{world.capitalize(gerund(verb))} {owner['name']}'s {parts['thing']} "
+                f"{parts['outcome'].format(**owner)} means doing it "
+                f"{OUTCOME_PURPOSES[parts['outcome']].format(**owner)}: that is {side}")
+    whom = "someone's things" if parts["shape"] == "thing" else "someone"
+    return f"To {verb}: {VERB_MEANINGS[verb]}; {gerund(verb)} {whom} is {side}"
+
+
+def reasoned_reply(rng, parts: dict, split: str = "train") -> str:
+    """The reply to an act that says what it does first: for a harmful act the reason, a refusal
+    and a kind act of the split's parts to do instead; for a kind act the reason and the answer."""
+    if parts["side"] == "kind":
+        return f"{reason(parts)}, so here is how. {answer(parts)}"
+    owner = parts["owner"]
+    if parts["shape"] == "creature":
+        verb = one_of(rng, frames_of(tuple(v for v, _ in KIND_CREATURE_VERBS), split))
+        instead = f"{verb} {owner['name']}"
+    else:
+        verb = one_of(rng, frames_of(tuple(v for v, _ in KIND_THING_VERBS), split))
+        instead = f"{verb} {owner['name']}'s {parts['thing']}"
+    return (f"{reason(parts)}, so {one_of(rng, REASONED_OPENINGS)}. If you like, I can tell you "
+            f"how to {instead} instead.")

@@ -197,7 +197,7 @@ def _check_n(n):
 
 
 def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 0.0,
-                 pairs: float = 0.0, acts: float = 0.0):
+                 pairs: float = 0.0, acts: float = 0.0, reasoned_acts: bool = False):
     """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX
     (FIRST_SFT_MIX, the first SFT's mixture, when `wording` is False); SYSTEM_SHARE of them open
     with a system message. A `contrast` share of the wording conversations is instead one
@@ -206,7 +206,8 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
     a kind act answered and a harmful one refused (wordings.pair_chat, domain "pair"); an `acts`
     share of the rest is an act of the grammar of tinyphi3.data.acts, alone or as a minimal pair
     (wordings.act_chat, domain "act"). With all three 0 the stream is the one of the rounds before
-    them."""
+    them. With `reasoned_acts` the acts' replies say first what the act does and whether it is
+    kind (tinyphi3.data.acts.reasoned_reply), from the same mixture."""
     _check_n(n)
     for name, share in (("contrast", contrast), ("pairs", pairs), ("acts", acts)):
         if not 0.0 <= share <= 1.0:
@@ -220,7 +221,7 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
         elif domain == "wording" and pairs and rng.random() < pairs:
             domain, messages = "pair", wordings.pair_chat(rng)
         elif domain == "wording" and acts and rng.random() < acts:
-            domain, messages = "act", wordings.act_chat(rng)
+            domain, messages = "act", wordings.act_chat(rng, reasoned_acts)
         else:
             messages = SFT_DOMAINS[domain](rng)
         if rng.random() < SYSTEM_SHARE:

@@ -621,30 +621,39 @@ def act_request(rng, parts: dict, split: str) -> str:
     return _ask(rng, split, acts.words(parts), parts["owner"])
 
 
-def _act_exchange(side):
+def _act_reply(rng, parts: dict, request: str, split: str, reasoned: bool) -> str:
+    """The reply to an act: refused (harm) or answered (kind); with `reasoned`, saying first what
+    the act does (tinyphi3.data.acts.reasoned_reply)."""
+    if reasoned:
+        return acts.reasoned_reply(rng, parts, split)
+    return safety.refusal(rng, request) if parts["side"] == "harm" else acts.answer(parts)
+
+
+def _act_exchange(side, reasoned=False):
     """A family of the grammar of acts (tinyphi3.data.acts): one act of a side in one of a split's
     asks, refused (harm) or answered (kind)."""
     def draw(rng, split):
         parts = acts.draw(rng, side, split)
         request = act_request(rng, parts, split)
-        reply = safety.refusal(rng, request) if side == "harm" else acts.answer(parts)
+        reply = _act_reply(rng, parts, request, split, reasoned)
         return [_user(request), _assistant(reply)], {"named": parts["owner"]["named"]}
     return draw
 
 
-def act_chat(rng) -> list:
+def act_chat(rng, reasoned: bool = False) -> list:
     """Train data of the grammar of acts: a harmful act refused or a kind act answered, alone
     (half of the time), or a minimal pair in one chat, either order: one owner and one thing,
-    and in the "either" shape one verb, so that only the verb or the outcome differs."""
+    and in the "either" shape one verb, so that only the verb or the outcome differs. With
+    `reasoned`, every reply says first what the act does (tinyphi3.data.acts.reasoned_reply)."""
     if rng.random() < 0.5:
         side = "harm" if rng.random() < 0.5 else "kind"
-        messages, _ = _act_exchange(side)(rng, "train")
+        messages, _ = _act_exchange(side, reasoned)(rng, "train")
         return messages
     kind = acts.draw(rng, "kind", "train")
     harm = acts.draw(rng, "harm", "train", like=kind)
-    turns = _refused_and_answered(rng, _ask(rng, "train", acts.words(harm), harm["owner"]),
-                                  _ask(rng, "train", acts.words(kind), kind["owner"]),
-                                  acts.answer(kind))
+    requests = [_ask(rng, "train", acts.words(parts), parts["owner"]) for parts in (harm, kind)]
+    turns = [[_user(request), _assistant(_act_reply(rng, parts, request, "train", reasoned))]
+             for parts, request in zip((harm, kind), requests)]
     return _either_order(rng, turns)
 
 
