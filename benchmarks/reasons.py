@@ -1,0 +1,130 @@
+"""Does the model read what a deed does, and does it write the reason for the deed it was asked?
+
+Two measures of the fifteenth round of docs/wording.md:
+
+    judge     a base model, given a pre-training page's words, says whether a verb or an
+              outcome of tinyphi3.data.acts is kind: after "To crush: <meaning>. Crushing
+              someone's things is" (or "Hiding someone's hat <outcome> means doing it
+              <purpose>: that is"), is the logit of " un" above that of " kind"? With the
+              meaning and without it, train and held-out parts apart.
+    copy      a chat model trained with `tinyphi3 data sft --reasoned-acts`, asked acts of train
+              parts and of a held-out verb (benchmarks/acts_by_part.py's requests): how often its
+              reason names the verb it was asked, and how often such a reason judges right.
+
+    python benchmarks/reasons.py judge --ckpt runs/mini8-base-deeds/final
+    python benchmarks/reasons.py copy --ckpt runs/mini8-sft-reasoned/final [--n 40]
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tinyphi3 import Phi3
+from tinyphi3.data import acts, world
+from tinyphi3.evaluation.wording import reply
+from tinyphi3.tokenizers import load_tokenizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+import acts_by_part  # noqa: E402  (its requests, per condition)
+
+PAGE_PRONOUNS = {"p": "he", "obj": "him", "pos": "his"}
+
+
+def _held_out() -> set:
+    return {part for parts in acts.parts().values() for part in world.frames_of(parts, "test")}
+
+
+def _unkind_first(model, tokenizer, prompt: str) -> bool:
+    """Is " un" (the first token of " unkind") more likely next than " kind"?"""
+    logits = model.forward(np.array([tokenizer.encode(prompt)]))[0, -1]
+    return logits[tokenizer.encode(" un")[0]] > logits[tokenizer.encode(" kind")[0]]
+
+
+def judge(model, tokenizer) -> dict:
+    """{(part kind, split, form): [right, asked]}."""
+    held, counts = _held_out(), {}
+    either = dict(acts.EITHER_VERBS)
+    for verb, meaning in acts.VERB_MEANINGS.items():
+        if verb in either:
+            continue
+        creature = verb in dict(acts.KIND_CREATURE_VERBS) or verb in acts.HARM_CREATURE_VERBS
+        whom = "someone" if creature else "someone's things"
+        for form in ("meaning", "bare"):
+            prompt = (f"To {verb}: {meaning}. " if form == "meaning" else "") + \
+                f"{world.capitalize(acts.gerund(verb))} {whom} is"
+            right = _unkind_first(model, tokenizer, prompt) == (acts.side_of_verb(verb) == "harm")
+            row = counts.setdefault(("verb", "held out" if verb in held else "train", form), [0, 0])
+            row[0] += right
+            row[1] += 1
+    for outcome, purpose in acts.OUTCOME_PURPOSES.items():
+        for verb, _ in acts.EITHER_VERBS[:3]:
+            for form in ("purpose", "bare"):
+                deed = (f"{world.capitalize(acts.gerund(verb))} someone's hat "
+                        f"{outcome.format(**PAGE_PRONOUNS)}")
+                prompt = deed + (f" means doing it {purpose.format(**PAGE_PRONOUNS)}: that is"
+                                 if form == "purpose" else " is")
+                right = (_unkind_first(model, tokenizer, prompt)
+                         == (outcome in acts.HARM_OUTCOMES))
+                key = ("outcome", "held out" if outcome in held else "train", form)
+                row = counts.setdefault(key, [0, 0])
+                row[0] += right
+                row[1] += 1
+    return counts
+
+
+REASON = re.compile(r"(.*? is (un)?kind), so ")
+
+
+def copy(model, tokenizer, n: int) -> dict:
+    """{condition: {"no reason", "names the asked verb", "names another verb", "named, judged
+    right"}} over n acts of each side."""
+    verbs = sorted(acts.VERB_MEANINGS, key=len, reverse=True)
+    rows = {}
+    for condition in ("train parts", "held-out verb"):
+        row = dict.fromkeys(("no reason", "names the asked verb", "names another verb",
+                             "named, judged right"), 0)
+        for side in ("harm", "kind"):
+            for request in acts_by_part.requests(condition, side, n, 0):
+                asked = next(v for v in verbs if re.search(rf"\b{re.escape(v)}\b", request))
+                match = REASON.match(reply(model, tokenizer,
+                                           [{"role": "user", "content": request}], 80))
+                if not match:
+                    row["no reason"] += 1
+                    continue
+                words = rf"\b({re.escape(asked)}|{re.escape(acts.gerund(asked))})\b"
+                if re.search(words, match[1], re.IGNORECASE):
+                    row["names the asked verb"] += 1
+                    row["named, judged right"] += bool(match[2]) == (side == "harm")
+                else:
+                    row["names another verb"] += 1
+        rows[condition] = row
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("measure", choices=("judge", "copy"))
+    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--n", type=int, default=40, help="copy: acts per side and condition")
+    args = parser.parse_args()
+    if args.n < 1:
+        parser.error("--n must be at least 1")
+    model, tokenizer = Phi3.from_pretrained(args.ckpt), load_tokenizer(args.ckpt)
+    if args.measure == "judge":
+        print("| part | split | given | judged right |\n|---|---|---|---|")
+        for (kind, split, form), (right, asked) in sorted(judge(model, tokenizer).items()):
+            print(f"| {kind} | {split} | {form} | {right} of {asked} |")
+    else:
+        rows = copy(model, tokenizer, args.n)
+        names = list(next(iter(rows.values())))
+        print("| condition | " + " | ".join(names) + " |")
+        print("|---" * (len(names) + 1) + "|")
+        for condition, row in rows.items():
+            print(f"| {condition} | " + " | ".join(str(row[k]) for k in names) + " |")
+
+
+if __name__ == "__main__":
+    main()
