@@ -1,6 +1,6 @@
 """Does the model read what a deed does, and does it write the reason for the deed it was asked?
 
-Two measures of the fifteenth round of docs/wording.md:
+Three measures of the fifteenth round of docs/wording.md:
 
     judge     a base model, given a pre-training page's words, says whether a verb or an
               outcome of tinyphi3.data.acts is kind: after "To crush: <meaning>. Crushing
@@ -10,9 +10,12 @@ Two measures of the fifteenth round of docs/wording.md:
     copy      a chat model trained with `tinyphi3 data sft --reasoned-acts`, asked acts of train
               parts and of a held-out verb (benchmarks/acts_by_part.py's requests): how often its
               reason names the verb it was asked, and how often such a reason judges right.
+    names     a chat model told a user's name in a train wording ("Please call me Giando."):
+              how often its reply holds the name, a new word copied from the prompt.
 
     python benchmarks/reasons.py judge --ckpt runs/mini8-base-deeds/final
     python benchmarks/reasons.py copy --ckpt runs/mini8-sft-reasoned/final [--n 40]
+    python benchmarks/reasons.py names --ckpt runs/mini8-sft-reasoned/final [--n 40]
 """
 
 import argparse
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyphi3 import Phi3
-from tinyphi3.data import acts, world
+from tinyphi3.data import acts, wordings, world
 from tinyphi3.evaluation.wording import reply
 from tinyphi3.tokenizers import load_tokenizer
 
@@ -104,11 +107,27 @@ def copy(model, tokenizer, n: int) -> dict:
     return rows
 
 
+def names(model, tokenizer, n: int, seed: int = 5) -> tuple:
+    """(copied, n, a few examples): n names given in train wordings, a fresh chat each."""
+    rng = np.random.default_rng(seed)
+    copied, examples = 0, []
+    for _ in range(n):
+        name = wordings.user_name(rng)
+        given = world.one_of(rng, world.frames_of(wordings.NAME_GIVEN, "train")).format(u=name)
+        answer = reply(model, tokenizer, [{"role": "user", "content": given}], 24)
+        hit = re.search(rf"\b{re.escape(name)}\b", answer) is not None
+        copied += hit
+        if not hit and len(examples) < 3:
+            examples.append(f"{given} -> {answer}")
+    return copied, n, examples
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("measure", choices=("judge", "copy"))
+    parser.add_argument("measure", choices=("judge", "copy", "names"))
     parser.add_argument("--ckpt", required=True)
-    parser.add_argument("--n", type=int, default=40, help="copy: acts per side and condition")
+    parser.add_argument("--n", type=int, default=40, help="copy: acts per side and "
+                        "condition; names: names")
     args = parser.parse_args()
     if args.n < 1:
         parser.error("--n must be at least 1")
@@ -117,13 +136,18 @@ def main():
         print("| part | split | given | judged right |\n|---|---|---|---|")
         for (kind, split, form), (right, asked) in sorted(judge(model, tokenizer).items()):
             print(f"| {kind} | {split} | {form} | {right} of {asked} |")
+    elif args.measure == "names":
+        copied, n, examples = names(model, tokenizer, args.n)
+        print(f"the user's name in the first reply: {copied} of {n}")
+        for example in examples:
+            print("  missed:", example)
     else:
         rows = copy(model, tokenizer, args.n)
-        names = list(next(iter(rows.values())))
-        print("| condition | " + " | ".join(names) + " |")
-        print("|---" * (len(names) + 1) + "|")
+        columns = list(next(iter(rows.values())))
+        print("| condition | " + " | ".join(columns) + " |")
+        print("|---" * (len(columns) + 1) + "|")
         for condition, row in rows.items():
-            print(f"| {condition} | " + " | ".join(str(row[k]) for k in names) + " |")
+            print(f"| {condition} | " + " | ".join(str(row[k]) for k in columns) + " |")
 
 
 if __name__ == "__main__":

@@ -60,3 +60,13 @@ def test_copy_tells_the_asked_verb_from_another_and_checks_the_judgement(monkeyp
                for r in rows.values())
     monkeypatch.setattr(reasons, "reply", lambda *a: "I can't help with that.")
     assert all(r["no reason"] == 6 for r in reasons.copy(None, None, n=3).values())
+
+
+def test_names_counts_the_replies_that_hold_the_given_name(monkeypatch):
+    def echo(model, tok, messages, max_new):
+        return "Nice to meet you, " + messages[-1]["content"] + "!"
+    monkeypatch.setattr(reasons, "reply", echo)
+    assert reasons.names(None, None, 10)[:2] == (10, 10)
+    monkeypatch.setattr(reasons, "reply", lambda *a: "Nice to meet you, Qzx!")
+    copied, n, examples = reasons.names(None, None, 10)
+    assert (copied, n) == (0, 10) and len(examples) == 3
