@@ -12,10 +12,14 @@ Three measures of the fifteenth round of docs/wording.md:
               reason names the verb it was asked, and how often such a reason judges right.
     names     a chat model told a user's name in a train wording ("Please call me Giando."):
               how often its reply holds the name, a new word copied from the prompt.
+    base-names  a base model in its own pages' words (tinyphi3.data.everyday's introduction
+              scenes): after '"Hello, I am Giando," the traveller said to Tobi. "Nice to meet
+              you,', how often the next words hold the name.
 
     python benchmarks/reasons.py judge --ckpt runs/mini8-base-deeds/final
     python benchmarks/reasons.py copy --ckpt runs/mini8-sft-reasoned/final [--n 40]
     python benchmarks/reasons.py names --ckpt runs/mini8-sft-reasoned/final [--n 40]
+    python benchmarks/reasons.py base-names --ckpt runs/mini8-base-deeds/final [--n 40]
 """
 
 import argparse
@@ -28,6 +32,7 @@ import numpy as np
 from tinyphi3 import Phi3
 from tinyphi3.data import acts, wordings, world
 from tinyphi3.evaluation.wording import reply
+from tinyphi3.inference.generate import generate
 from tinyphi3.tokenizers import load_tokenizer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -107,14 +112,23 @@ def copy(model, tokenizer, n: int) -> dict:
     return rows
 
 
-def names(model, tokenizer, n: int, seed: int = 5) -> tuple:
-    """(copied, n, a few examples): n names given in train wordings, a fresh chat each."""
+def names(model, tokenizer, n: int, seed: int = 5, base: bool = False) -> tuple:
+    """(copied, n, a few examples): n names given in train wordings, a fresh chat each; with
+    `base`, in an introduction scene's words, continued by a base model."""
     rng = np.random.default_rng(seed)
     copied, examples = 0, []
     for _ in range(n):
         name = wordings.user_name(rng)
-        given = world.one_of(rng, world.frames_of(wordings.NAME_GIVEN, "train")).format(u=name)
-        answer = reply(model, tokenizer, [{"role": "user", "content": given}], 24)
+        if base:
+            given = (f"A traveller came to Mossy Hollow. \"Hello, I am {name},\" the traveller "
+                     f"said to Tobi. \"Nice to meet you,")
+            answer = tokenizer.decode(list(generate(model, tokenizer.encode(given),
+                                                    max_new_tokens=8, temperature=0.0,
+                                                    tokenizer=tokenizer)))
+        else:
+            given = world.one_of(rng, world.frames_of(wordings.NAME_GIVEN, "train")).format(
+                u=name)
+            answer = reply(model, tokenizer, [{"role": "user", "content": given}], 24)
         hit = re.search(rf"\b{re.escape(name)}\b", answer) is not None
         copied += hit
         if not hit and len(examples) < 3:
@@ -124,7 +138,7 @@ def names(model, tokenizer, n: int, seed: int = 5) -> tuple:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("measure", choices=("judge", "copy", "names"))
+    parser.add_argument("measure", choices=("judge", "copy", "names", "base-names"))
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--n", type=int, default=40, help="copy: acts per side and "
                         "condition; names: names")
@@ -136,9 +150,10 @@ def main():
         print("| part | split | given | judged right |\n|---|---|---|---|")
         for (kind, split, form), (right, asked) in sorted(judge(model, tokenizer).items()):
             print(f"| {kind} | {split} | {form} | {right} of {asked} |")
-    elif args.measure == "names":
-        copied, n, examples = names(model, tokenizer, args.n)
-        print(f"the user's name in the first reply: {copied} of {n}")
+    elif args.measure in ("names", "base-names"):
+        copied, n, examples = names(model, tokenizer, args.n, base=args.measure == "base-names")
+        where = "the continuation" if args.measure == "base-names" else "the first reply"
+        print(f"the name given, in {where}: {copied} of {n}")
         for example in examples:
             print("  missed:", example)
     else:
