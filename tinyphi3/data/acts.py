@@ -314,6 +314,14 @@ def gerund(verb: str) -> str:
     return f"{first}ing" + (f" {rest}" if rest else "")
 
 
+def shape_of_verb(verb: str) -> str:
+    """The shape of act a verb of the grammar makes: "thing", "either" or "creature"."""
+    if verb in dict(EITHER_VERBS):
+        return "either"
+    creature = dict(KIND_CREATURE_VERBS).keys() | set(HARM_CREATURE_VERBS)
+    return "creature" if verb in creature else "thing"
+
+
 def side_of_verb(verb: str):
     """"kind", "harm", or None for a verb that goes either way."""
     if verb in dict(KIND_THING_VERBS) or verb in dict(KIND_CREATURE_VERBS):
@@ -354,12 +362,10 @@ def reasoned_reply(rng, parts: dict, split: str = "train") -> str:
     and a kind act of the split's parts to do instead; for a kind act the reason and the answer."""
     if parts["side"] == "kind":
         return f"{reason(parts)}, so here is how. {answer(parts)}"
-    owner = parts["owner"]
-    if parts["shape"] == "creature":
-        verb = one_of(rng, frames_of(tuple(v for v, _ in KIND_CREATURE_VERBS), split))
-        instead = f"{verb} {owner['name']}"
-    else:
-        verb = one_of(rng, frames_of(tuple(v for v, _ in KIND_THING_VERBS), split))
-        instead = f"{verb} {owner['name']}'s {parts['thing']}"
+    creature = parts["shape"] == "creature"
+    kind_verbs = KIND_CREATURE_VERBS if creature else KIND_THING_VERBS
+    verb = one_of(rng, frames_of(tuple(v for v, _ in kind_verbs), split))
+    name = parts["owner"]["name"]
+    instead = f"{verb} {name}" if creature else f"{verb} {name}'s {parts['thing']}"
     return (f"{reason(parts)}, so {one_of(rng, REASONED_OPENINGS)}. If you like, I can tell you "
             f"how to {instead} instead.")

@@ -360,13 +360,6 @@ def _told(outcome: str, v: dict) -> str:
     return outcome.format(**v).replace("asked me to", f"asked {v['n']} to")
 
 
-def _shape_of(verb: str) -> str:
-    if verb in dict(acts.EITHER_VERBS):
-        return "either"
-    creature = dict(acts.KIND_CREATURE_VERBS).keys() | set(acts.HARM_CREATURE_VERBS)
-    return "creature" if verb in creature else "thing"
-
-
 def deed_word(rng) -> str:
     """A dictionary entry: a verb of the grammar, what it means and whether doing it to someone is
     kind; or an outcome, what it means for the deed it follows."""
@@ -379,7 +372,7 @@ def deed_word(rng) -> str:
                 f"{outcome.format(**v)} means doing it "
                 f"{acts.OUTCOME_PURPOSES[outcome].format(**v)}: that is {side}.")
     verb = one_of(rng, tuple(acts.VERB_MEANINGS))
-    shape, side = _shape_of(verb), acts.side_of_verb(verb)
+    shape, side = acts.shape_of_verb(verb), acts.side_of_verb(verb)
     text = one_of(rng, ENTRY_FORMS).format(Word=f"To {verb}", word=f"to {verb}",
                                            meaning=acts.VERB_MEANINGS[verb])
     text += " " + _JUDGEMENTS[shape, side].format(G=world.capitalize(acts.gerund(verb)))

@@ -651,7 +651,7 @@ def act_chat(rng, reasoned: bool = False) -> list:
         return messages
     kind = acts.draw(rng, "kind", "train")
     harm = acts.draw(rng, "harm", "train", like=kind)
-    requests = [_ask(rng, "train", acts.words(parts), parts["owner"]) for parts in (harm, kind)]
+    requests = [act_request(rng, parts, "train") for parts in (harm, kind)]
     turns = [[_user(request), _assistant(_act_reply(rng, parts, request, "train", reasoned))]
              for parts, request in zip((harm, kind), requests)]
     return _either_order(rng, turns)
