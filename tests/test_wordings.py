@@ -456,3 +456,47 @@ def test_pair_conversations_refuse_only_the_harm_in_train_asks_and_leak_nothing(
         generate_sft(300, seed=0, contrast=0.2, pairs=0.0))
     with pytest.raises(ValueError):
         next(generate_sft(1, pairs=-0.1))
+
+
+def test_copy_conversations_say_the_new_word_back_and_leak_nothing():
+    """--copy: about its share of the stream is copying; each reply holds the made-up name or
+    words of the user's turn whole, no user turn holds a held-out part, no text a safety marker
+    or a held-out word; the rest of the stream is drawn as without it, and 0 changes nothing."""
+    from tinyphi3.data import safety
+    detect = held_out_detector()
+    records = list(generate_sft(2000, seed=1, copy=0.3))
+    copies = [r for r in records if r["domain"] == "copy"]
+    assert 0.25 < len(copies) / len(records) < 0.35
+    kinds = {"name": 0, "repeat": 0, "thing": 0}
+    for record in copies:
+        user = [m["content"] for m in record["messages"] if m["role"] == "user"]
+        first = record["messages"][1]["content"]
+        assert not any(detect(u) for u in user), user
+        if first.startswith("Nice to meet you, "):
+            kinds["name"] += 1
+            name = first[len("Nice to meet you, "):].split("!")[0]
+            assert re.search(rf"\b{name}\b", user[0]), (user[0], first)
+            assert all(m["content"] == f"Your name is {name}." for m in record["messages"][3:]
+                       if m["role"] == "assistant" and m["content"].startswith("Your name"))
+        elif any(user[0].startswith(f.split("{")[0]) for f in wordings.REPEAT_FRAMES):
+            kinds["repeat"] += 1
+            words = user[0].split(": ", 1)[1] if ": " in user[0] else user[0].split("? ")[1]
+            assert first.endswith(words) and len(words.split()) >= 1, (user[0], first)
+        else:
+            kinds["thing"] += 1
+            given = user[0].split(". ")[0]
+            made_up = re.findall(r"\b[A-Z][a-z]+\b", given)[-1]
+            assert re.search(rf"\b{made_up}\.$", first), (user[0], first)
+    assert min(kinds.values()) > 0.1 * len(copies), kinds
+    text = " ".join(m["content"] for r in copies for m in r["messages"]).lower()
+    markers = [m for c in safety.HELD_OUT_CATEGORIES for m in safety.CATEGORIES[c].markers]
+    assert not [m for m in markers if m in text]
+    made_up = {wordings.new_word(np.random.default_rng(i)) for i in range(300)}
+    every_marker = [m for c in safety.CATEGORIES.values() for m in c.markers]
+    assert not [w for w in made_up if any(m in w for m in every_marker)]
+    known, inside = wordings._known_words()
+    assert "burn" in inside and "smash" in known          # the filter reads the real lists
+    assert len(made_up) > 250 and not made_up & known
+    assert list(generate_sft(300, seed=0)) == list(generate_sft(300, seed=0, copy=0.0))
+    with pytest.raises(ValueError):
+        next(generate_sft(1, copy=1.5))

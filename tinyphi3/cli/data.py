@@ -531,7 +531,12 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
                    "the words of the pre-training pages of deeds, then refuse or answer "
                    "(\"To crush: to press something so hard that it breaks flat; crushing "
                    "someone's things is unkind, so I won't help with that.\").")
-def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts):
+@click.option("--copy", "copy_share", type=click.FloatRange(0.0, 1.0), default=0.0,
+              show_default=True,
+              help="Share of all conversations that are copying exercises: a made-up name given "
+                   "and said back, made-up words repeated, a named pet or boat asked back "
+                   "(0: unchanged).")
+def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, copy_share):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
     requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
@@ -551,7 +556,8 @@ def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts):
         raise click.UsageError("--contrast, --pairs and --acts draw from the wordings: they "
                                "cannot go with --no-wording")
     records = generate_sft(n_records, seed, wording=not no_wording, contrast=contrast,
-                           pairs=pairs, acts=acts, reasoned_acts=reasoned_acts)
+                           pairs=pairs, acts=acts, reasoned_acts=reasoned_acts,
+                           copy=copy_share)
     click.echo(f"wrote {write_jsonl(records, out)} conversations to {out}")
 
 

@@ -197,7 +197,8 @@ def _check_n(n):
 
 
 def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 0.0,
-                 pairs: float = 0.0, acts: float = 0.0, reasoned_acts: bool = False):
+                 pairs: float = 0.0, acts: float = 0.0, reasoned_acts: bool = False,
+                 copy: float = 0.0):
     """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX
     (FIRST_SFT_MIX, the first SFT's mixture, when `wording` is False); SYSTEM_SHARE of them open
     with a system message. A `contrast` share of the wording conversations is instead one
@@ -207,14 +208,21 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
     share of the rest is an act of the grammar of tinyphi3.data.acts, alone or as a minimal pair
     (wordings.act_chat, domain "act"). With all three 0 the stream is the one of the rounds before
     them. With `reasoned_acts` the acts' replies say first what the act does and whether it is
-    kind (tinyphi3.data.acts.reasoned_reply), from the same mixture."""
+    kind (tinyphi3.data.acts.reasoned_reply), from the same mixture. A `copy` share of all
+    conversations is drawn first, apart from the mixture: copying new names and made-up words
+    back (wordings.copy_chat, domain "copy"); at 0 the stream is the one without it."""
     _check_n(n)
-    for name, share in (("contrast", contrast), ("pairs", pairs), ("acts", acts)):
+    for name, share in (("contrast", contrast), ("pairs", pairs), ("acts", acts),
+                        ("copy", copy)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be a share between 0 and 1, got {share!r}")
     rng = np.random.default_rng(world.stable_hash("sft", seed))
     mix = SFT_MIX if wording else FIRST_SFT_MIX
     for _ in range(n):
+        if copy and rng.random() < copy:
+            domain, messages = "copy", wordings.copy_chat(rng)
+            yield {"messages": messages, "domain": domain}
+            continue
         domain = _draw(rng, mix)
         if domain == "wording" and contrast and rng.random() < contrast:
             domain, messages = "contrast", wordings.contrast(rng, "train")

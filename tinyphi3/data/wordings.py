@@ -564,6 +564,82 @@ def _memory(rng, split):
     return messages, {"answer": str(a + b if op == "+" else a - b)}
 
 
+# ---- copying: a new word said back ---------------------------------------------------------------
+# The chat models say a new name back in under half of their first replies (docs/wording.md,
+# "The sixteenth round"): they copy its first piece and go on with a name they know. These
+# conversations are nothing but copying, of words made up here (so no held-out part can be one)
+# and of user names, in the train frames of the name family only.
+_COPY_ONSETS = ("b", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w",
+                "z", "br", "dr", "gr", "kl", "pl", "st", "tr", "sh", "ch", "th", "sn", "fl")
+_COPY_VOWELS = ("a", "e", "i", "o", "u", "ai", "ee", "oo", "ou", "ia")
+_COPY_CODAS = ("", "", "", "", "", "n", "l", "r", "s", "k", "m", "sh", "nd", "st", "ck")
+REPEAT_FRAMES = ("Repeat after me: {w}", "Say this back to me: {w}", "Please repeat: {w}",
+                 "Copy these words: {w}", "Echo this: {w}", "Can you say this? {w}",
+                 "Say it after me: {w}", "Write back exactly this: {w}")
+REPEAT_REPLIES = ("{w}", "Sure: {w}", "Here it is: {w}", "{w}")
+NAMED_THINGS = (("My pet is called {x}.", "What is my pet called?", "Your pet is called {x}."),
+                ("My best friend is {x}.", "Who is my best friend?", "Your best friend is {x}."),
+                ("I named my boat {x}.", "What did I name my boat?", "You named your boat {x}."),
+                ("The new game is called {x}.", "What is the new game called?",
+                 "The new game is called {x}."),
+                ("My town is {x}.", "Where do I live?", "You live in {x}."),
+                ("My teacher is {x}.", "Who is my teacher?", "Your teacher is {x}."))
+
+
+def new_word(rng, syllables: int = None) -> str:
+    """A made-up word of one to three syllables ("plairon"): no word of the wording parts or the
+    acts, no creature's name, and holding no held-out word or safety marker ("burn")."""
+    known, inside = _known_words()
+    while True:
+        n = syllables or 1 + int(rng.choice(3, p=(0.3, 0.5, 0.2)))
+        word = "".join(one_of(rng, _COPY_ONSETS) + one_of(rng, _COPY_VOWELS)
+                       + one_of(rng, _COPY_CODAS) for _ in range(n))
+        if word not in known and not any(w in word for w in inside):
+            return word
+
+
+_KNOWN = []
+
+
+def _known_words() -> tuple:
+    """(every word of the wording parts, the acts and the creatures' names, lower case; the words
+    that no made-up word may hold: held-out words of four letters or more, safety markers)."""
+    if not _KNOWN:
+        texts = [p for ps in parts().values() for p in ps]
+        texts += [str(v) for ps in acts.parts().values() for v in ps]
+        known = {w.lower() for t in texts for w in re.findall(r"[A-Za-z]+", t)}
+        known |= {name.lower() for name in world.ENTITY_BY_NAME}
+        held = [p for ps in held_out_parts().values() for p in ps]
+        held += [str(v) for ps in acts.parts().values() for v in frames_of(ps, "test")]
+        inside = {w.lower() for t in held for w in re.findall(r"[A-Za-z]{4,}", t)}
+        inside |= {m for c in safety.CATEGORIES.values() for m in c.markers}
+        _KNOWN.extend([known, inside])
+    return tuple(_KNOWN)
+
+
+def copy_chat(rng) -> list:
+    """A conversation that is only copying: a name given and said back (half of the time asked
+    again later, a sum between a third of those times), words repeated, or a named thing asked
+    back. Names are made up (or USER_NAMES); words are new_word's."""
+    draw = rng.random()
+    if draw < 0.5:
+        name = new_word(rng).capitalize() if rng.random() < 0.7 else user_name(rng)
+        given = one_of(rng, frames_of(NAME_GIVEN, "train")).format(u=name)
+        messages = [_user(given), _assistant(f"Nice to meet you, {name}! How can I help?")]
+        if rng.random() < 0.5:
+            between = _filler(rng, "train") if rng.random() < 1 / 3 else []
+            messages += [*between, _user(one_of(rng, frames_of(NAME_ASKED, "train"))),
+                         _assistant(f"Your name is {name}.")]
+        return messages
+    if draw < 0.8:
+        words = " ".join(new_word(rng) for _ in range(int(rng.integers(1, 5))))
+        return [_user(one_of(rng, REPEAT_FRAMES).format(w=words)),
+                _assistant(one_of(rng, REPEAT_REPLIES).format(w=words))]
+    given, asked, answer = NAMED_THINGS[int(rng.integers(len(NAMED_THINGS)))]
+    x = new_word(rng).capitalize()
+    return [_user(f"{given.format(x=x)} {asked}"), _assistant(answer.format(x=x))]
+
+
 def contrast(rng, split: str = "train") -> list:
     """One creature, two requests in one chat: a harmful act against it, refused, and a kind act
     for it, answered, in either order. The name is the same in both, so only the act tells the
