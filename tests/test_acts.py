@@ -236,3 +236,48 @@ def test_reasoned_replies_say_what_the_act_does_then_decide_in_their_first_sente
             verb = parts["verb"]
             if parts["shape"] != "either":
                 assert acts.VERB_MEANINGS[verb] in acts.reason(parts)
+
+
+def test_more_verbs_are_new_train_only_and_their_reasons_name_the_asked_verb():
+    """--more-verbs: 68 verbs that are no verb of the grammar or the pre-training pages, hold no
+    held-out part, word of a held-out wording act or held-out safety marker, anywhere in their
+    meanings and answers; their reasoned chats name the asked verb first and refuse only harm."""
+    from test_wordings import held_out_detector
+    held = held_out_part_pattern()
+    detect = held_out_detector()
+    grammar = {v if isinstance(v, str) else v[0] for p in acts.parts().values() for v in p}
+    held_words = {w for a in list(world.frames_of(wordings.HARM_ACTS, "test")) +
+                  [a for a, _ in world.frames_of(wordings.KIND_ACTS, "test")]
+                  for w in content_words(a)}
+    markers = [m for c in safety.HELD_OUT_CATEGORIES for m in safety.CATEGORIES[c].markers]
+    entries = [e for es in acts._MORE.values() for e in es]
+    verbs = [e[0] for e in entries]
+    assert len(verbs) == len(set(verbs)) == 68
+    assert not set(verbs) & (grammar | set(acts.VERB_MEANINGS))
+    for entry in entries:
+        text = " ".join(entry)
+        assert not held.search(text), entry
+        assert not set(entry[0].split()) & held_words, entry
+        assert not detect(f"How can I {entry[0]} Tobi?"), entry
+        assert not [m for m in markers if m in text.lower()], entry
+    records = list(generate_sft(3000, seed=0, acts=0.5, reasoned_acts=True, more_verbs=0.5))
+    more = [r for r in records if r["domain"] == "act" and len(r["messages"]) == 2
+            and re.match(r"To (.+?):", r["messages"][1]["content"])
+            and re.match(r"To (.+?):", r["messages"][1]["content"])[1] in verbs]
+    assert len(more) > 60
+    for record in more:
+        request, reply = (m["content"] for m in record["messages"])
+        verb = re.match(r"To (.+?):", reply)[1]
+        assert re.search(rf"\b{verb}\b", request), (request, reply)
+        assert not detect(request) and not held.search(request + reply), (request, reply)
+        harm = dict(acts._MORE[("thing", "harm")]) | dict(acts._MORE[("creature", "harm")])
+        assert safety.is_refusal(reply) == (verb in harm), reply
+        assert verb in harm or not wordings.is_free_harm(request), request
+        assert f"{acts.gerund(verb)} someone" in reply, reply
+    assert [acts.gerund(v) for v in ("rip", "sit on", "scribble on", "bury", "label", "squeeze",
+                                     "wave to")] == [
+        "ripping", "sitting on", "scribbling on", "burying", "labelling", "squeezing",
+        "waving to"]
+    base = dict(acts=0.5, reasoned_acts=True)
+    assert list(generate_sft(300, seed=0, **base)) == list(
+        generate_sft(300, seed=0, more_verbs=0.0, **base))

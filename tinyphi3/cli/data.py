@@ -536,7 +536,13 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
               help="Share of all conversations that are copying exercises: a made-up name given "
                    "and said back, made-up words repeated, a named pet or boat asked back "
                    "(0: unchanged).")
-def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, copy_share):
+@click.option("--more-verbs", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of the --acts conversations that use one of 68 more verbs, kept for "
+                   "post-training only (\"squash\", \"fold\", \"ignore\", \"feed\"), so that a "
+                   "reply's reason must name the asked verb rather than recall a known one "
+                   "(0: unchanged).")
+def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, copy_share,
+        more_verbs):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
     requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
@@ -552,12 +558,15 @@ def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, 
     from tinyphi3.data.documents import write_jsonl
     if reasoned_acts and not acts:
         raise click.UsageError("--reasoned-acts changes the replies of --acts: give --acts too")
+    if more_verbs and not acts:
+        raise click.UsageError("--more-verbs is a share of the --acts conversations: give --acts "
+                               "too")
     if (contrast or pairs or acts) and no_wording:
         raise click.UsageError("--contrast, --pairs and --acts draw from the wordings: they "
                                "cannot go with --no-wording")
     records = generate_sft(n_records, seed, wording=not no_wording, contrast=contrast,
                            pairs=pairs, acts=acts, reasoned_acts=reasoned_acts,
-                           copy=copy_share)
+                           copy=copy_share, more_verbs=more_verbs)
     click.echo(f"wrote {write_jsonl(records, out)} conversations to {out}")
 
 

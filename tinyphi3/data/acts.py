@@ -300,7 +300,8 @@ OUTCOME_PURPOSES = {
 PAGE_THINGS = ("hat", "basket", "kite", "boots", "scarf", "drum", "blanket", "bucket", "boat",
                "wagon", "ball", "coat", "sled", "broom", "net", "whistle")
 
-_DOUBLED = {"snap", "cut", "slap", "put", "hug"}
+_DOUBLED = {"snap", "cut", "slap", "put", "hug", "rip", "shred", "chip", "jam", "drop", "sit",
+            "scrub", "wrap", "label", "nip", "spit", "shut", "grab"}
 
 
 def gerund(verb: str) -> str:
@@ -354,7 +355,7 @@ def reason(parts: dict) -> str:
                 f"{parts['outcome'].format(**owner)} means doing it "
                 f"{OUTCOME_PURPOSES[parts['outcome']].format(**owner)}: that is {side}")
     whom = "someone's things" if parts["shape"] == "thing" else "someone"
-    return f"To {verb}: {VERB_MEANINGS[verb]}; {gerund(verb)} {whom} is {side}"
+    return f"To {verb}: {meaning_of(verb)}; {gerund(verb)} {whom} is {side}"
 
 
 def reasoned_reply(rng, parts: dict, split: str = "train") -> str:
@@ -369,3 +370,142 @@ def reasoned_reply(rng, parts: dict, split: str = "train") -> str:
     instead = f"{verb} {name}" if creature else f"{verb} {name}'s {parts['thing']}"
     return (f"{reason(parts)}, so {one_of(rng, REASONED_OPENINGS)}. If you like, I can tell you "
             f"how to {instead} instead.")
+
+
+# ---- more verbs, for post-training only --------------------------------------------------------
+# The reason a chat model writes names one of the 48 verbs of post-training whatever verb was
+# asked (docs/wording.md, the seventeenth round): after "To" it recalls from a closed list instead
+# of reading the request. These verbs make the list too long to recall from. None is a held-out
+# part or in a held-out wording, none is on the pre-training pages, and none is ever held out:
+# they are train data only (tests/test_acts.py). (verb, meaning) for harm; (verb, meaning, the
+# kind answer's steps) for kindness; "{t}" a thing, "{name}" its owner, as above.
+MORE_HARM_THING_VERBS = (
+    ("bend", "to force something out of its shape so that it is spoiled"),
+    ("squash", "to press something until it is flat and spoiled"),
+    ("soak", "to make something wet through on purpose, so that it is spoiled"),
+    ("stain", "to leave marks on something that will not come off"),
+    ("rip", "to pull something hard so that it splits open"),
+    ("knock down", "to hit something so that it falls and breaks"),
+    ("smear", "to spread something sticky and dirty all over something"),
+    ("shred", "to cut something into thin strips"),
+    ("chew", "to bite something again and again until it is spoiled"),
+    ("scribble on", "to draw messy lines all over something so that it is spoiled"),
+    ("bury", "to put something under the earth so that it is lost"),
+    ("chip", "to knock small pieces off the edge of something"),
+    ("crack", "to hit something so that a split runs right through it"),
+    ("jam", "to force something until it is stuck and will not work any more"),
+    ("mislay", "to put something where it will never be found, on purpose"),
+    ("sit on", "to put your whole weight on something so that it breaks"),
+    ("drop", "to let something fall on purpose so that it breaks"),
+    ("unpick", "to pull out the stitches of something so that it falls apart"),
+    ("saw through", "to cut something in two with a saw"),
+    ("pour glue on", "to cover something with glue so that it sticks and is spoiled"))
+MORE_KIND_THING_VERBS = (
+    ("fold", "to lay something over on itself, neatly",
+     "Fold {name}'s {t} neatly along its edges and put it where {p} keeps it."),
+    ("wrap", "to cover something in soft paper or cloth to keep it from harm",
+     "Wrap the {t} in soft cloth, tie it with string, and hand it to {name}."),
+    ("label", "to put a name on something so that it is easy to find",
+     "Write {name}'s name on a small card and tie it to the {t}."),
+    ("oil", "to put a little oil on something so that it moves easily",
+     "Put a few drops of oil on the {t}, wipe off what is left, and tell {name} it is done."),
+    ("brush", "to clean something with a brush",
+     "Brush the {t} gently from top to bottom and put it back for {name}."),
+    ("scrub", "to rub something hard with soap to make it clean",
+     "Scrub the {t} with soapy water and a brush, rinse it, and let it dry for {name}."),
+    ("rinse", "to wash something quickly in clean water",
+     "Rinse the {t} under clean water and set it on a cloth to dry for {name}."),
+    ("wipe", "to clean something by rubbing it with a cloth",
+     "Wipe the {t} with a clean cloth and put it back where {name} keeps it."),
+    ("glue", "to stick the pieces of something back together",
+     "Put a thin line of glue on each piece, hold the {t} together until it sets, and give it "
+     "to {name}."),
+    ("straighten", "to make something straight again",
+     "Press the {t} gently back into shape and set it upright for {name}."),
+    ("return", "to give something back to the one it belongs to",
+     "Take the {t} back to {name}'s house and hand it over with a smile."),
+    ("hang up", "to put something on a hook so that it stays neat",
+     "Hang the {t} on a hook by {name}'s door so {p} sees it."),
+    ("tighten", "to make something firm so that it does not wobble",
+     "Find the loose screws of the {t}, turn each one firmly, and check it with {name}."),
+    ("warm", "to make something pleasantly warm",
+     "Set the {t} near the stove for a while and bring it to {name} while it is warm."),
+    ("air", "to hang something outside so that fresh air gets to it",
+     "Hang the {t} outside on a dry, breezy day and bring it in for {name} at dusk."),
+    ("check", "to look at something carefully to see that it is all right",
+     "Look over every part of the {t}, and tell {name} if anything needs mending."),
+    ("sew", "to join cloth with a needle and thread",
+     "Thread a needle, sew along the torn edge of the {t} with small stitches, and give it to "
+     "{name}."),
+    ("sand", "to rub something smooth with rough paper",
+     "Rub the rough parts of the {t} with sandpaper until they are smooth, then show {name}."),
+    ("refill", "to fill something again",
+     "Refill the {t} to the top and set it back where {name} left it."),
+    ("store", "to put something away in a dry place until it is needed",
+     "Put the {t} in a dry box in the cupboard and tell {name} where it is."))
+MORE_HARM_CREATURE_VERBS = (
+    ("punch", "to hit someone hard with your fist, which hurts"),
+    ("nip", "to give someone a small sharp bite"),
+    ("insult", "to say rude things to someone to upset them"),
+    ("ignore", "to act as if someone is not there, to make them feel left out"),
+    ("threaten", "to say that you will harm someone"),
+    ("boss around", "to order someone about rudely"),
+    ("spit at", "to spit at someone to show that you despise them"),
+    ("sneer at", "to smile at someone in a nasty way, to show you think little of them"),
+    ("shut out", "to keep someone out on purpose so that they feel unwanted"),
+    ("squeeze", "to press someone so hard that it hurts"),
+    ("splash", "to throw cold water at someone so that they are wet and cold"),
+    ("grab", "to seize someone roughly"),
+    ("glare at", "to look at someone angrily to make them feel small"),
+    ("shout at", "to speak to someone in a loud, angry voice"))
+MORE_KIND_CREATURE_VERBS = (
+    ("feed", "to give someone food to eat",
+     "Bring {name} a bowl of {food} and sit with {obj} while {p} eats."),
+    ("wave to", "to lift your hand to someone to say hello",
+     "Wave to {name} with a big smile when you see {obj}."),
+    ("smile at", "to give someone a friendly smile",
+     "Look at {name} and give {obj} a warm, friendly smile."),
+    ("share with", "to let someone have some of what you have",
+     "Split your {food} in two and give {name} the bigger half."),
+    ("walk with", "to go along beside someone",
+     "Walk beside {name} at {pos} pace and chat on the way."),
+    ("tuck in", "to cover someone with a blanket at bedtime",
+     "Pull the blanket up to {name}'s chin and wish {obj} good night."),
+    ("teach", "to show someone how to do something",
+     "Show {name} one small step at a time and let {obj} try each one."),
+    ("invite", "to ask someone to come to your house or your party",
+     "Tell {name} the day and the time, and say you would love {obj} to come."),
+    ("cheer on", "to call out kind words to someone while they try",
+     "Stand where {name} can hear you and call out, \"You can do it!\""),
+    ("write to", "to send someone a letter",
+     "Write {name} a short, friendly letter and send it to {home}."),
+    ("forgive", "to stop being angry with someone",
+     "Tell {name} that it is all right now and that you are still friends."),
+    ("call on", "to go to see someone for a short while",
+     "Knock on {name}'s door in {home} and ask how {p} is."),
+    ("sit with", "to keep someone company",
+     "Sit beside {name}, chat a little, and stay as long as {p} likes."),
+    ("pick flowers for", "to gather flowers as a gift for someone",
+     "Pick a few bright flowers, tie them with a ribbon, and give them to {name}."))
+_MORE = {("thing", "harm"): MORE_HARM_THING_VERBS, ("thing", "kind"): MORE_KIND_THING_VERBS,
+         ("creature", "harm"): MORE_HARM_CREATURE_VERBS,
+         ("creature", "kind"): MORE_KIND_CREATURE_VERBS}
+MORE_MEANINGS = {entry[0]: entry[1] for entries in _MORE.values() for entry in entries}
+
+
+def meaning_of(verb: str) -> str:
+    """What a verb of the grammar or of the MORE_ lists means."""
+    return VERB_MEANINGS[verb] if verb in VERB_MEANINGS else MORE_MEANINGS[verb]
+
+
+def draw_more(rng, side: str) -> dict:
+    """An act of one of the MORE_ verbs, in draw's parts (the "thing" shape 60% of the time, with
+    a train thing, else the "creature" shape; no outcome)."""
+    if side not in ("harm", "kind"):
+        raise ValueError(f"side must be 'harm' or 'kind', got {side!r}")
+    shape = "thing" if rng.random() < 0.6 else "creature"
+    entries = _MORE[shape, side]
+    verb, _, *answer = entries[int(rng.integers(len(entries)))]
+    thing = one_of(rng, frames_of(THINGS, "train")) if shape == "thing" else None
+    return {"side": side, "shape": shape, "verb": verb, "answer": answer[0] if answer else None,
+            "thing": thing, "outcome": None, "owner": _owner(rng)}

@@ -716,11 +716,16 @@ def _act_exchange(side, reasoned=False):
     return draw
 
 
-def act_chat(rng, reasoned: bool = False) -> list:
+def act_chat(rng, reasoned: bool = False, more: float = 0.0) -> list:
     """Train data of the grammar of acts: a harmful act refused or a kind act answered, alone
     (half of the time), or a minimal pair in one chat, either order: one owner and one thing,
     and in the "either" shape one verb, so that only the verb or the outcome differs. With
-    `reasoned`, every reply says first what the act does (tinyphi3.data.acts.reasoned_reply)."""
+    `reasoned`, every reply says first what the act does (tinyphi3.data.acts.reasoned_reply). A
+    `more` share is instead one act of the verbs of post-training only (acts.draw_more)."""
+    if more and rng.random() < more:
+        parts = acts.draw_more(rng, "harm" if rng.random() < 0.5 else "kind")
+        request = act_request(rng, parts, "train")
+        return [_user(request), _assistant(_act_reply(rng, parts, request, "train", reasoned))]
     if rng.random() < 0.5:
         side = "harm" if rng.random() < 0.5 else "kind"
         messages, _ = _act_exchange(side, reasoned)(rng, "train")
