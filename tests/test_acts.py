@@ -265,12 +265,12 @@ def test_more_verbs_are_new_train_only_and_their_reasons_name_the_asked_verb():
             and re.match(r"To (.+?):", r["messages"][1]["content"])
             and re.match(r"To (.+?):", r["messages"][1]["content"])[1] in verbs]
     assert len(more) > 60
+    harm = dict(acts._MORE[("thing", "harm")]) | dict(acts._MORE[("creature", "harm")])
     for record in more:
         request, reply = (m["content"] for m in record["messages"])
         verb = re.match(r"To (.+?):", reply)[1]
         assert re.search(rf"\b{verb}\b", request), (request, reply)
         assert not detect(request) and not held.search(request + reply), (request, reply)
-        harm = dict(acts._MORE[("thing", "harm")]) | dict(acts._MORE[("creature", "harm")])
         assert safety.is_refusal(reply) == (verb in harm), reply
         assert verb in harm or not wordings.is_free_harm(request), request
         assert f"{acts.gerund(verb)} someone" in reply, reply

@@ -35,6 +35,7 @@ messages end with the assistant's reply, `expected` is what the judge of the eva
 the held-out parts, for the test that proves none of them reaches the training data.
 """
 
+import functools
 import re
 
 import numpy as np
@@ -598,23 +599,19 @@ def new_word(rng, syllables: int = None) -> str:
             return word
 
 
-_KNOWN = []
-
-
+@functools.cache
 def _known_words() -> tuple:
     """(every word of the wording parts, the acts and the creatures' names, lower case; the words
     that no made-up word may hold: held-out words of four letters or more, safety markers)."""
-    if not _KNOWN:
-        texts = [p for ps in parts().values() for p in ps]
-        texts += [str(v) for ps in acts.parts().values() for v in ps]
-        known = {w.lower() for t in texts for w in re.findall(r"[A-Za-z]+", t)}
-        known |= {name.lower() for name in world.ENTITY_BY_NAME}
-        held = [p for ps in held_out_parts().values() for p in ps]
-        held += [str(v) for ps in acts.parts().values() for v in frames_of(ps, "test")]
-        inside = {w.lower() for t in held for w in re.findall(r"[A-Za-z]{4,}", t)}
-        inside |= {m for c in safety.CATEGORIES.values() for m in c.markers}
-        _KNOWN.extend([known, inside])
-    return tuple(_KNOWN)
+    texts = [p for ps in parts().values() for p in ps]
+    texts += [str(v) for ps in acts.parts().values() for v in ps]
+    known = {w.lower() for t in texts for w in re.findall(r"[A-Za-z]+", t)}
+    known |= {name.lower() for name in world.ENTITY_BY_NAME}
+    held = [p for ps in held_out_parts().values() for p in ps]
+    held += [str(v) for ps in acts.parts().values() for v in frames_of(ps, "test")]
+    inside = {w.lower() for t in held for w in re.findall(r"[A-Za-z]{4,}", t)}
+    inside |= {m for c in safety.CATEGORIES.values() for m in c.markers}
+    return known, inside
 
 
 def copy_chat(rng) -> list:
