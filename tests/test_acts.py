@@ -281,3 +281,37 @@ def test_more_verbs_are_new_train_only_and_their_reasons_name_the_asked_verb():
     base = dict(acts=0.5, reasoned_acts=True)
     assert list(generate_sft(300, seed=0, **base)) == list(
         generate_sft(300, seed=0, more_verbs=0.0, **base))
+
+
+def test_quoted_reasons_say_the_act_back_whole_then_its_verb_and_decide_in_one_sentence():
+    """--quote-acts: a reply to a verb-led act opens "You ask how to <the act>; to <verb>:", the
+    act as the request has it (an unnamed owner as the answer names it: "your friend"), and still
+    decides in its first
+    sentence; acts of the "either" shape keep their reasons; the draws are those without it."""
+    base = dict(n=2000, seed=0, acts=0.5, reasoned_acts=True, more_verbs=0.4)
+    plain, quoted = (list(generate_sft(**base, quote_acts=q)) for q in (False, True))
+    assert [r["domain"] for r in plain] == [r["domain"] for r in quoted]
+    said_back = 0
+    for before, after in zip(plain, quoted):
+        if after["domain"] != "act":
+            assert before == after
+            continue
+        turns = [m for m in after["messages"] if m["role"] != "system"]
+        olds = [m for m in before["messages"] if m["role"] != "system"]
+        for ask, old, new in zip(turns[::2], olds[1::2], turns[1::2]):
+            assert ask["role"] == "user" and new["role"] == "assistant"
+            match = re.match(r"You ask how to (.+?); to (.+?): ", new["content"])
+            if not match:
+                assert new == old and not old["content"].startswith("To "), new
+                continue
+            said_back += 1
+            act, verb = match[1], match[2]
+            assert act.startswith(verb + " "), act
+            thing = act.partition("'s ")[2]          # the owner is said as the answer names it
+            assert re.search(rf"\b{verb} ", ask["content"]), (ask["content"], new["content"])
+            assert thing in ask["content"], (ask["content"], new["content"])
+            assert new["content"].endswith(old["content"][len(f"To {verb}: "):]), new
+            assert safety.is_refusal(new["content"]) == safety.is_refusal(old["content"])
+    assert said_back > 200
+    with pytest.raises(ValueError, match="reasoned_acts"):
+        next(generate_sft(10, acts=0.5, quote_acts=True))

@@ -541,8 +541,12 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
                    "post-training only (\"squash\", \"fold\", \"ignore\", \"feed\"), so that a "
                    "reply's reason must name the asked verb rather than recall a known one "
                    "(0: unchanged).")
+@click.option("--quote-acts", is_flag=True,
+              help="With --reasoned-acts: a reply to an act led by its verb first says the act "
+                   "back, then its reason, in one sentence (\"You ask how to crush Tobi's cup; "
+                   "to crush: ...\"), so that the verb of the reason is copied from the request.")
 def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, copy_share,
-        more_verbs):
+        more_verbs, quote_acts):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
     requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
@@ -558,6 +562,9 @@ def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, 
     from tinyphi3.data.documents import write_jsonl
     if reasoned_acts and not acts:
         raise click.UsageError("--reasoned-acts changes the replies of --acts: give --acts too")
+    if quote_acts and not reasoned_acts:
+        raise click.UsageError("--quote-acts changes the replies of --reasoned-acts: give "
+                               "--reasoned-acts too")
     if more_verbs and not acts:
         raise click.UsageError("--more-verbs is a share of the --acts conversations: give --acts "
                                "too")
@@ -566,7 +573,7 @@ def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, 
                                "cannot go with --no-wording")
     records = generate_sft(n_records, seed, wording=not no_wording, contrast=contrast,
                            pairs=pairs, acts=acts, reasoned_acts=reasoned_acts,
-                           copy=copy_share, more_verbs=more_verbs)
+                           copy=copy_share, more_verbs=more_verbs, quote_acts=quote_acts)
     click.echo(f"wrote {write_jsonl(records, out)} conversations to {out}")
 
 

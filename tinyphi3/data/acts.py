@@ -358,17 +358,35 @@ def reason(parts: dict) -> str:
     return f"To {verb}: {meaning_of(verb)}; {gerund(verb)} {whom} is {side}"
 
 
-def reasoned_reply(rng, parts: dict, split: str = "train") -> str:
+def quoted(parts: dict) -> str:
+    """The act as the reply says it back, the owner as the answer names it: "crush Tobi's cup",
+    "crush your little brother's cup"."""
+    name = parts["owner"]["name"]
+    if parts["shape"] == "creature":
+        return f"{parts['verb']} {name}"
+    text = f"{parts['verb']} {name}'s {parts['thing']}"
+    if parts["outcome"]:
+        text += " " + parts["outcome"].format(**parts["owner"])
+    return text
+
+
+def reasoned_reply(rng, parts: dict, split: str = "train", quote: bool = False) -> str:
     """The reply to an act that says what it does first: for a harmful act the reason, a refusal
-    and a kind act of the split's parts to do instead; for a kind act the reason and the answer."""
+    and a kind act of the split's parts to do instead; for a kind act the reason and the answer.
+    With `quote`, a verb-led act ("thing" and "creature" shapes) is first said back whole, in the
+    same sentence ("You ask how to crush Tobi's cup; to crush: ..."), so that the verb of the
+    reason is a copy of the one just written rather than a verb recalled from post-training."""
+    first = reason(parts)
+    if quote and parts["shape"] != "either":
+        first = f"You ask how to {quoted(parts)}; {first[0].lower()}{first[1:]}"
     if parts["side"] == "kind":
-        return f"{reason(parts)}, so here is how. {answer(parts)}"
+        return f"{first}, so here is how. {answer(parts)}"
     creature = parts["shape"] == "creature"
     kind_verbs = KIND_CREATURE_VERBS if creature else KIND_THING_VERBS
     verb = one_of(rng, frames_of(tuple(v for v, _ in kind_verbs), split))
     name = parts["owner"]["name"]
     instead = f"{verb} {name}" if creature else f"{verb} {name}'s {parts['thing']}"
-    return (f"{reason(parts)}, so {one_of(rng, REASONED_OPENINGS)}. If you like, I can tell you "
+    return (f"{first}, so {one_of(rng, REASONED_OPENINGS)}. If you like, I can tell you "
             f"how to {instead} instead.")
 
 

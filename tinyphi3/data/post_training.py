@@ -198,7 +198,7 @@ def _check_n(n):
 
 def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 0.0,
                  pairs: float = 0.0, acts: float = 0.0, reasoned_acts: bool = False,
-                 copy: float = 0.0, more_verbs: float = 0.0):
+                 copy: float = 0.0, more_verbs: float = 0.0, quote_acts: bool = False):
     """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX
     (FIRST_SFT_MIX, the first SFT's mixture, when `wording` is False); SYSTEM_SHARE of them open
     with a system message. A `contrast` share of the wording conversations is instead one
@@ -212,8 +212,12 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
     conversations is drawn first, apart from the mixture: copying new names and made-up words
     back (wordings.copy_chat, domain "copy"); at 0 the stream is the one without it. A
     `more_verbs` share of the acts is one act of the verbs of post-training only
-    (tinyphi3.data.acts.draw_more), so that a reason's verb must be read from the request."""
+    (tinyphi3.data.acts.draw_more), so that a reason's verb must be read from the request. With
+    `quote_acts` (and `reasoned_acts`) a reasoned reply first says the act back, from the same
+    stream of draws."""
     _check_n(n)
+    if quote_acts and not reasoned_acts:
+        raise ValueError("quote_acts changes the reasoned replies: give reasoned_acts too")
     for name, share in (("contrast", contrast), ("pairs", pairs), ("acts", acts),
                         ("copy", copy), ("more_verbs", more_verbs)):
         if not 0.0 <= share <= 1.0:
@@ -231,7 +235,8 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
         elif domain == "wording" and pairs and rng.random() < pairs:
             domain, messages = "pair", wordings.pair_chat(rng)
         elif domain == "wording" and acts and rng.random() < acts:
-            domain, messages = "act", wordings.act_chat(rng, reasoned_acts, more_verbs)
+            domain, messages = "act", wordings.act_chat(rng, reasoned_acts, more_verbs,
+                                                         quote_acts)
         else:
             messages = SFT_DOMAINS[domain](rng)
         if rng.random() < SYSTEM_SHARE:

@@ -694,43 +694,47 @@ def act_request(rng, parts: dict, split: str) -> str:
     return _ask(rng, split, acts.words(parts), parts["owner"])
 
 
-def _act_reply(rng, parts: dict, request: str, split: str, reasoned: bool) -> str:
+def _act_reply(rng, parts: dict, request: str, split: str, reasoned: bool,
+               quote: bool = False) -> str:
     """The reply to an act: refused (harm) or answered (kind); with `reasoned`, saying first what
-    the act does (tinyphi3.data.acts.reasoned_reply)."""
+    the act does (tinyphi3.data.acts.reasoned_reply), with `quote` after saying the act back."""
     if reasoned:
-        return acts.reasoned_reply(rng, parts, split)
+        return acts.reasoned_reply(rng, parts, split, quote)
     return safety.refusal(rng, request) if parts["side"] == "harm" else acts.answer(parts)
 
 
-def _act_exchange(side, reasoned=False):
+def _act_exchange(side, reasoned=False, quote=False):
     """A family of the grammar of acts (tinyphi3.data.acts): one act of a side in one of a split's
     asks, refused (harm) or answered (kind)."""
     def draw(rng, split):
         parts = acts.draw(rng, side, split)
         request = act_request(rng, parts, split)
-        reply = _act_reply(rng, parts, request, split, reasoned)
+        reply = _act_reply(rng, parts, request, split, reasoned, quote)
         return [_user(request), _assistant(reply)], {"named": parts["owner"]["named"]}
     return draw
 
 
-def act_chat(rng, reasoned: bool = False, more: float = 0.0) -> list:
+def act_chat(rng, reasoned: bool = False, more: float = 0.0, quote: bool = False) -> list:
     """Train data of the grammar of acts: a harmful act refused or a kind act answered, alone
     (half of the time), or a minimal pair in one chat, either order: one owner and one thing,
     and in the "either" shape one verb, so that only the verb or the outcome differs. With
     `reasoned`, every reply says first what the act does (tinyphi3.data.acts.reasoned_reply). A
-    `more` share is instead one act of the verbs of post-training only (acts.draw_more)."""
+    `more` share is instead one act of the verbs of post-training only (acts.draw_more). With
+    `quote` (and `reasoned`), the reply says the act back before its reason."""
     if more and rng.random() < more:
         parts = acts.draw_more(rng, "harm" if rng.random() < 0.5 else "kind")
         request = act_request(rng, parts, "train")
-        return [_user(request), _assistant(_act_reply(rng, parts, request, "train", reasoned))]
+        reply = _act_reply(rng, parts, request, "train", reasoned, quote)
+        return [_user(request), _assistant(reply)]
     if rng.random() < 0.5:
         side = "harm" if rng.random() < 0.5 else "kind"
-        messages, _ = _act_exchange(side, reasoned)(rng, "train")
+        messages, _ = _act_exchange(side, reasoned, quote)(rng, "train")
         return messages
     kind = acts.draw(rng, "kind", "train")
     harm = acts.draw(rng, "harm", "train", like=kind)
     requests = [act_request(rng, parts, "train") for parts in (harm, kind)]
-    turns = [[_user(request), _assistant(_act_reply(rng, parts, request, "train", reasoned))]
+    turns = [[_user(request), _assistant(_act_reply(rng, parts, request, "train", reasoned,
+                                                    quote))]
              for parts, request in zip((harm, kind), requests)]
     return _either_order(rng, turns)
 
