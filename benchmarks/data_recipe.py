@@ -19,6 +19,11 @@ in the cloze formulation (each option's text scored, not a letter).
                                                          kill PID pauses, the same command resumes
     python benchmarks/data_recipe.py report [--out FILE] tables, verdicts, one picture per measure
     python benchmarks/data_recipe.py evaluate RUN_DIR    the measures of one finished run
+
+A model's measures, with its runs' steps, tokens and minutes, are kept in
+docs/data_recipe_runs/<model>.json (in the repository) as soon as it is evaluated: the plan leaves
+out every model kept there and the runs only it needed, so the study can be done a few models
+at a time (runs/ is not kept), and the report is drawn from those files.
 """
 
 import argparse
@@ -40,6 +45,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "recipe-study"
+RESULTS = ROOT / "docs" / "data_recipe_runs"     # one file per evaluated model, kept in git
 DATA = "data/recipe-study"
 TOKENIZER = "checkpoints/mini-base"
 SECONDS_PER_STEP = 0.8          # a step of 8 x 256 tokens, 4 layers, one thread (2-core machine)
@@ -131,8 +137,14 @@ def arm_tokens(recipes) -> dict:
     return {name: sum(run_tokens(recipes[run]) for run in chain) for name, _, chain in ARMS}
 
 
-def plan_jobs(configs=CONFIGS) -> list:
-    """Every command of the study, each with what it needs first."""
+def recorded_arms(results=RESULTS) -> list:
+    """The models of ARMS whose measures are kept in `results` (docs/data_recipe_runs)."""
+    return [name for name, _, _ in ARMS if (Path(results) / f"{name}.json").is_file()]
+
+
+def plan_jobs(configs=CONFIGS, results=RESULTS) -> list:
+    """Every command of the study, each with what it needs first; a model whose measures are kept
+    in `results` is left out, with every run and data step that only it needed."""
     recipes = load_configs(configs)
     jobs = [Job(f"data {output}", command.split() + ["--out", f"{DATA}/{output}"],
                 Path(DATA) / output, seconds, atomic=True)
@@ -159,12 +171,20 @@ def plan_jobs(configs=CONFIGS) -> list:
         jobs.append(Job(f"train {run}", ["tinyphi3", "train", os.path.relpath(recipe.source, ROOT)],
                         Path(recipe.output_dir) / "final" / "config.json",
                         t.steps * SECONDS_PER_STEP + evals * 0.3, needs, steps=t.steps))
+    kept = set(recorded_arms(results))
     for name, _, chain in ARMS:
+        if name in kept:
+            continue
         run_dir = recipes[chain[-1]].output_dir
         jobs.append(Job(f"evaluate {name}", ["python", "benchmarks/data_recipe.py", "evaluate",
-                                             run_dir], Path(run_dir) / "eval.json",
+                                             run_dir, "--arm", name],
+                        Path(os.path.relpath(Path(results) / f"{name}.json", ROOT)),
                         EVAL_SECONDS, [f"train {chain[-1]}"]))
-    return jobs
+    needed, grew = {job.name for job in jobs if job.name.startswith("evaluate ")}, True
+    while grew:                                   # what the models left to evaluate need
+        more = {n for job in jobs if job.name in needed for n in job.needs} - needed
+        needed, grew = needed | more, bool(more)
+    return [job for job in jobs if job.name in needed]
 
 
 def critical_path(jobs) -> dict:
@@ -232,7 +252,7 @@ def command_now(job) -> list:
     return job.argv + ["--resume"] * resume
 
 
-def print_plan(jobs, workers=2):
+def print_plan(jobs, workers=2, kept=()):
     """Every command in the order `study --run` starts them, with the estimated times."""
     full = schedule(jobs, workers, done=())
     left = schedule(jobs, workers)
@@ -243,6 +263,8 @@ def print_plan(jobs, workers=2):
           f"8 x 256\n# tokens, {EVAL_SECONDS // 60} min per model evaluated). Left to do: "
           f"{len(left)} commands, about {duration(end(left))}.\n# `python "
           f"benchmarks/data_recipe.py study --run` runs them in this order, skipping what is done.")
+    if kept:
+        print(f"# Measured already, kept in docs/data_recipe_runs (left out): {', '.join(kept)}.")
     print("export " + " ".join(f"{k}={v}" for k, v in THREADS.items()))
     for i, (start, job) in enumerate(full, 1):
         status = "done" if job.done() else f"~{duration(job.seconds)}, from ~{duration(start)}"
@@ -460,8 +482,32 @@ def evaluate_model(model, tokenizer, n=N_ITEMS, log=lambda text: None) -> dict:
     return scores
 
 
-def evaluate_command(run, n=N_ITEMS, out=None):
-    """`evaluate RUN`: the measures of RUN/final, written to RUN/eval.json (or --out)."""
+def arm_record(arm, measures, n, configs=CONFIGS) -> dict:
+    """What docs/data_recipe_runs/<arm>.json keeps of a model: its group, its measures, and the
+    steps, tokens and seconds of each of its runs (from their history.json)."""
+    recipes = load_configs(configs)
+    found = [(group, chain) for name, group, chain in ARMS if name == arm]
+    if not found:
+        raise StudyError(f"--arm {arm}: not a model of the study (one of "
+                         f"{', '.join(name for name, _, _ in ARMS)})")
+    group, chain = found[0]
+    runs = []
+    for run in chain:
+        history = ROOT / recipes[run].output_dir / "history.json"
+        if not history.is_file():
+            raise StudyError(f"{history} is missing (the export stopped half-way): "
+                             f"`tinyphi3 train {recipes[run].source} --resume` exports again")
+        h = json.loads(history.read_text())
+        runs.append({"run": run, "steps": h["step"], "tokens": h["tokens"],
+                     "seconds": h["seconds"]})
+    return {"model": arm, "group": group, "n": n, "runs": runs, "measures": measures,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, NumPy {np.__version__}, "
+                       f"one thread per run"}
+
+
+def evaluate_command(run, n=N_ITEMS, out=None, arm=None, results=RESULTS):
+    """`evaluate RUN`: the measures of RUN/final, written to RUN/eval.json (or --out); with
+    `--arm NAME`, also kept in docs/data_recipe_runs/NAME.json with its runs' steps and times."""
     from tinyphi3 import Phi3, load_tokenizer
     from tinyphi3.errors import TinyPhi3Error
     final = Path(run) / "final"
@@ -469,6 +515,9 @@ def evaluate_command(run, n=N_ITEMS, out=None):
         raise StudyError(f"{run}: no finished model there (no final/config.json); train it first")
     if n < 2:
         raise StudyError(f"--n must be at least 2 (a standard error needs two items), got {n}")
+    if arm is not None and arm not in [name for name, _, _ in ARMS]:
+        raise StudyError(f"--arm {arm}: not a model of the study (one of "
+                         f"{', '.join(name for name, _, _ in ARMS)})")
     out = Path(out or Path(run) / "eval.json")
     if not out.parent.is_dir():
         raise StudyError(f"--out {out}: the directory {out.parent} does not exist")
@@ -477,10 +526,15 @@ def evaluate_command(run, n=N_ITEMS, out=None):
         scores = evaluate_model(model, tokenizer, n, log=lambda text: say(f"{run}: {text}"))
     except TinyPhi3Error as e:
         raise StudyError(f"{final}: {e}") from None
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps({"model": str(final), "n": n, "measures": scores}, indent=1) + "\n")
-    os.replace(tmp, out)
-    say(f"wrote {out}")
+    writes = [(out, {"model": str(final), "n": n, "measures": scores})]
+    if arm is not None:
+        Path(results).mkdir(parents=True, exist_ok=True)
+        writes.append((Path(results) / f"{arm}.json", arm_record(arm, scores, n)))
+    for path, content in writes:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(content, indent=1) + "\n")
+        os.replace(tmp, path)
+        say(f"wrote {path}")
 
 
 # ---- comparing: differences in standard errors, and the token multiple ------------------------
@@ -629,6 +683,13 @@ def paragraph(text, indent="") -> list:
     return textwrap.wrap(text, 100, subsequent_indent=indent) + ([] if indent else [""])
 
 
+def machines(points) -> str:
+    """The machines the models were trained on, as their records say (this one where unsaid)."""
+    here = (f"{platform.machine()}, {os.cpu_count()} cores, NumPy {np.__version__}, one thread "
+            f"per run")
+    return "; ".join(sorted({p.get("machine") or here for p in points.values()}))
+
+
 def report_markdown(points, runs, pictures) -> str:
     """The results as Markdown: the table, the verdicts at the largest budget both have, the
     token multiples, the ablations, the runs' wall times, the pictures."""
@@ -691,50 +752,45 @@ def report_markdown(points, runs, pictures) -> str:
               for run, steps, tokens, seconds in runs]
     lines += [""] + paragraph(
         f"Minutes in steps: the training steps' own time (history.json; not the start, held-out "
-        f"loss or checkpoints), {platform.machine()}, {os.cpu_count()} cores, NumPy "
-        f"{np.__version__}, one thread per run, two runs at a time; each command's wall time is "
-        f"in its log (runs/recipe-study/logs).")
+        f"loss or checkpoints), two runs at a time, on {machines(points)}; each command's wall "
+        f"time is in its log (runs/recipe-study/logs).")
     lines += [f"![{m.title}]({picture})" for m, picture in zip(MEASURES, pictures)]
     return "\n".join(lines) + "\n"
 
 
-def report(configs=CONFIGS, out=None, pictures="docs", workers=2, every=60.0):
-    """Evaluate the finished runs not yet evaluated, draw the pictures, return the Markdown."""
-    recipes = load_configs(configs)
-    jobs = {job.name: job for job in plan_jobs(configs)}
-    trained = [arm for arm in ARMS if jobs[f"train {arm[2][-1]}"].done()]
-    if not trained:
-        raise StudyError("no finished run yet (no runs/recipe-study/*/final): run `python "
-                         "benchmarks/data_recipe.py study --run` first")
+def report(configs=CONFIGS, out=None, pictures="docs", workers=2, every=60.0, results=RESULTS):
+    """Evaluate the finished runs not yet evaluated, draw the pictures from the models kept in
+    docs/data_recipe_runs, return the Markdown."""
+    load_configs(configs)
+    jobs = plan_jobs(configs, results)
     if out is not None and not Path(out).parent.is_dir():
         raise StudyError(f"--out {out}: the directory {Path(out).parent} does not exist")
     if not Path(pictures).is_dir():
         raise StudyError(f"--pictures {pictures}: no such directory")
-    missing = [jobs[f"evaluate {name}"] for name, _, _ in trained
-               if not jobs[f"evaluate {name}"].done()]
+    by_name = {job.name: job for job in jobs}
+    missing = [job for job in jobs if job.name.startswith("evaluate ")
+               and all(by_name[n].done() for n in job.needs)]
     for job in missing:
         job.needs = []
     failed = run_jobs(missing, workers, every) if missing else []
     if failed:
         raise StudyError(f"could not evaluate {', '.join(failed)}: see runs/recipe-study/logs")
-    points, runs = {}, {}
-    for name, group, chain in trained:
-        histories = []
-        for run in chain:
-            history = ROOT / recipes[run].output_dir / "history.json"
-            if not history.is_file():
-                raise StudyError(f"{history} is missing (the export stopped half-way): "
-                                 f"`tinyphi3 train {recipes[run].source} --resume` exports again")
-            h = json.loads(history.read_text())
-            runs[run] = (run, h["step"], h["tokens"], h["seconds"])
-            histories.append(h)
-        measures = json.loads((ROOT / jobs[f"evaluate {name}"].output).read_text())["measures"]
-        points[name] = {"group": group, "tokens": sum(h["tokens"] for h in histories),
-                        "seconds": sum(h["seconds"] for h in histories), "measures": measures}
+    kept = recorded_arms(results)
+    if not kept:
+        raise StudyError(f"no model evaluated yet (nothing in {results}): run `python "
+                         "benchmarks/data_recipe.py study --run` first")
+    points, runs = {}, []
+    for name in kept:
+        record = json.loads((Path(results) / f"{name}.json").read_text())
+        runs += [(r["run"], r["steps"], r["tokens"], r["seconds"]) for r in record["runs"]
+                 if r["run"] not in [seen[0] for seen in runs]]
+        points[name] = {"group": record["group"],
+                        "tokens": sum(r["tokens"] for r in record["runs"]),
+                        "seconds": sum(r["seconds"] for r in record["runs"]),
+                        "measures": record["measures"], "machine": record.get("machine")}
     drawn = [draw_measure(m, points, pictures) for m in MEASURES]
     here = Path(out).parent if out else Path(pictures)
-    return report_markdown(points, list(runs.values()),
-                           [os.path.relpath(p, here) for p in drawn])
+    return report_markdown(points, runs, [os.path.relpath(p, here) for p in drawn])
 
 
 def main(argv=None) -> int:
@@ -748,6 +804,8 @@ def main(argv=None) -> int:
     evaluate.add_argument("run", help="a run directory with final/ (runs/recipe-study/...)")
     evaluate.add_argument("--n", type=int, default=N_ITEMS, help="held-out items per measure")
     evaluate.add_argument("--out", help="JSON file to write (default: RUN/eval.json)")
+    evaluate.add_argument("--arm", help="the study's name of the model (recipe-14m, ...): keep "
+                          "its measures and runs in docs/data_recipe_runs/ARM.json")
     results = commands.add_parser("report", help="evaluate, draw, and print the results")
     results.add_argument("--out", help="write the Markdown here instead of printing it")
     results.add_argument("--pictures", default=str(ROOT / "docs"), help="where the PNGs go")
@@ -759,11 +817,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "evaluate":
-            evaluate_command(args.run, args.n, args.out)
+            evaluate_command(args.run, args.n, args.out, args.arm)
         elif args.workers < 1:
             raise StudyError(f"--workers must be at least 1, got {args.workers}")
         elif args.command == "study" and args.plan:
-            print_plan(plan_jobs(args.configs), args.workers)
+            print_plan(plan_jobs(args.configs), args.workers, recorded_arms())
         elif args.command == "study":
             failed = run_jobs(plan_jobs(args.configs), args.workers, args.every)
             if failed:

@@ -55,9 +55,9 @@ def test_recipe_and_raw_web_train_on_equal_tokens_at_each_budget(study):
     assert tokens["no-textbooks-6m"] == tokens["no-filter-6m"] == tokens["recipe-6m"]
 
 
-def test_the_configs_parse_and_read_the_data_the_plan_makes(study):
+def test_the_configs_parse_and_read_the_data_the_plan_makes(study, tmp_path):
     recipes = study.load_configs()
-    jobs = study.plan_jobs()
+    jobs = study.plan_jobs(results=tmp_path)           # no model kept yet: the whole plan
     made = {str(job.output) for job in jobs if job.name.startswith("data ")}
     mini_base = json.loads((ROOT / "checkpoints" / "mini-base" / "config.json").read_text())
     outputs = [recipe.output_dir for recipe in recipes.values()]
@@ -90,8 +90,8 @@ def test_no_run_trains_on_the_seeds_of_the_held_out_text(study):
     assert "--seed 11" in raw and "--docs 100000" in raw   # not the recipe's web (seed 0)
 
 
-def test_the_plan_fits_in_three_to_four_hours_on_two_cores(study, capsys):
-    jobs = study.plan_jobs()
+def test_the_plan_fits_in_three_to_four_hours_on_two_cores(study, capsys, tmp_path):
+    jobs = study.plan_jobs(results=tmp_path)
     wall = max(start + job.seconds for start, job in study.schedule(jobs, 2, done=()))
     assert 3 * 3600 <= wall <= 4 * 3600
     study.print_plan(jobs)
@@ -100,6 +100,48 @@ def test_the_plan_fits_in_three_to_four_hours_on_two_cores(study, capsys):
     assert all(f". {job.name} (" in printed for job in jobs)
     assert printed.count("tinyphi3 train configs/recipe-study/") == 11
     assert printed.count("benchmarks/data_recipe.py evaluate runs/recipe-study/") == 8
+
+
+def test_a_kept_model_leaves_the_plan_with_the_runs_only_it_needed(study, tmp_path):
+    """docs/data_recipe_runs/<model>.json: the plan drops that model's evaluation and every run
+    and data step no other model left needs; a run shared with a model left stays."""
+    full = {job.name for job in study.plan_jobs(results=tmp_path)}
+    for name in ("recipe-14m", "recipe-6m", "no-filter-6m"):
+        (tmp_path / f"{name}.json").write_text("{}")
+    assert study.recorded_arms(tmp_path) == ["recipe-6m", "recipe-14m", "no-filter-6m"]
+    left = {job.name for job in study.plan_jobs(results=tmp_path)}
+    gone = {"evaluate recipe-14m", "train recipe-14m-phase1", "train recipe-14m-phase2",
+            "evaluate recipe-6m", "train recipe-6m-phase2", "evaluate no-filter-6m",
+            "train no-filter-6m-phase2", "data shards/phase2-no-filter", "data phases-no-filter",
+            "data web-part.jsonl"}
+    assert full - left == gone
+    assert {"train recipe-6m-phase1", "train no-textbooks-6m-phase2", "data shards/phase2",
+            "evaluate baseline-14m"} <= left            # still needed by the models left
+    for name, _, _ in study.ARMS:
+        (tmp_path / f"{name}.json").write_text("{}")
+    assert study.plan_jobs(results=tmp_path) == []
+
+
+def test_the_report_reads_the_kept_models(study, tmp_path, monkeypatch):
+    """report() draws from docs/data_recipe_runs alone (runs/ may be gone): the points, the runs
+    table without repeats, the machine the records name."""
+    monkeypatch.setattr(study, "plan_jobs", lambda configs, results: [])
+    points = synthetic_points(study)
+    for name, point in points.items():
+        chain = next(chain for arm, _, chain in study.ARMS if arm == name)
+        runs = [{"run": run, "steps": 1000, "tokens": point["tokens"] // len(chain),
+                 "seconds": 60.0 / len(chain)} for run in chain]
+        record = {"model": name, "group": point["group"], "n": 200, "runs": runs,
+                  "measures": point["measures"], "machine": "a test machine"}
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    text = study.report(out=tmp_path / "results.md", pictures=tmp_path, results=tmp_path)
+    assert "- cloze fact recall, held-out facts (%): +41.5 points" in text
+    assert text.count("| recipe-6m-phase1 |") == 1 and "on a test machine;" in text
+    assert all((tmp_path / f"data_recipe_{m.key}.png").is_file() for m in study.MEASURES)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(study.StudyError, match="no model evaluated yet"):
+        study.report(pictures=tmp_path, results=empty)
 
 
 def test_a_run_with_a_checkpoint_is_resumed(study, tmp_path):
