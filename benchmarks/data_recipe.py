@@ -482,15 +482,26 @@ def evaluate_model(model, tokenizer, n=N_ITEMS, log=lambda text: None) -> dict:
     return scores
 
 
+def arm_named(arm) -> tuple:
+    """(group, chain of runs) of the study's model `arm`, or a StudyError."""
+    for name, group, chain in ARMS:
+        if name == arm:
+            return group, chain
+    raise StudyError(f"--arm {arm}: not a model of the study (one of "
+                     f"{', '.join(name for name, _, _ in ARMS)})")
+
+
+def this_machine() -> str:
+    """This machine, as a model's record names the one it was trained on."""
+    return (f"{platform.machine()}, {os.cpu_count()} cores, NumPy {np.__version__}, one thread "
+            f"per run")
+
+
 def arm_record(arm, measures, n, configs=CONFIGS) -> dict:
     """What docs/data_recipe_runs/<arm>.json keeps of a model: its group, its measures, and the
     steps, tokens and seconds of each of its runs (from their history.json)."""
     recipes = load_configs(configs)
-    found = [(group, chain) for name, group, chain in ARMS if name == arm]
-    if not found:
-        raise StudyError(f"--arm {arm}: not a model of the study (one of "
-                         f"{', '.join(name for name, _, _ in ARMS)})")
-    group, chain = found[0]
+    group, chain = arm_named(arm)
     runs = []
     for run in chain:
         history = ROOT / recipes[run].output_dir / "history.json"
@@ -501,8 +512,7 @@ def arm_record(arm, measures, n, configs=CONFIGS) -> dict:
         runs.append({"run": run, "steps": h["step"], "tokens": h["tokens"],
                      "seconds": h["seconds"]})
     return {"model": arm, "group": group, "n": n, "runs": runs, "measures": measures,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, NumPy {np.__version__}, "
-                       f"one thread per run"}
+            "machine": this_machine()}
 
 
 def evaluate_command(run, n=N_ITEMS, out=None, arm=None, results=RESULTS):
@@ -515,9 +525,8 @@ def evaluate_command(run, n=N_ITEMS, out=None, arm=None, results=RESULTS):
         raise StudyError(f"{run}: no finished model there (no final/config.json); train it first")
     if n < 2:
         raise StudyError(f"--n must be at least 2 (a standard error needs two items), got {n}")
-    if arm is not None and arm not in [name for name, _, _ in ARMS]:
-        raise StudyError(f"--arm {arm}: not a model of the study (one of "
-                         f"{', '.join(name for name, _, _ in ARMS)})")
+    if arm is not None:
+        arm_named(arm)                            # a wrong name fails before the evaluation
     out = Path(out or Path(run) / "eval.json")
     if not out.parent.is_dir():
         raise StudyError(f"--out {out}: the directory {out.parent} does not exist")
@@ -685,9 +694,7 @@ def paragraph(text, indent="") -> list:
 
 def machines(points) -> str:
     """The machines the models were trained on, as their records say (this one where unsaid)."""
-    here = (f"{platform.machine()}, {os.cpu_count()} cores, NumPy {np.__version__}, one thread "
-            f"per run")
-    return "; ".join(sorted({p.get("machine") or here for p in points.values()}))
+    return "; ".join(sorted({p.get("machine") or this_machine() for p in points.values()}))
 
 
 def report_markdown(points, runs, pictures) -> str:
@@ -761,7 +768,6 @@ def report_markdown(points, runs, pictures) -> str:
 def report(configs=CONFIGS, out=None, pictures="docs", workers=2, every=60.0, results=RESULTS):
     """Evaluate the finished runs not yet evaluated, draw the pictures from the models kept in
     docs/data_recipe_runs, return the Markdown."""
-    load_configs(configs)
     jobs = plan_jobs(configs, results)
     if out is not None and not Path(out).parent.is_dir():
         raise StudyError(f"--out {out}: the directory {Path(out).parent} does not exist")
@@ -779,18 +785,19 @@ def report(configs=CONFIGS, out=None, pictures="docs", workers=2, every=60.0, re
     if not kept:
         raise StudyError(f"no model evaluated yet (nothing in {results}): run `python "
                          "benchmarks/data_recipe.py study --run` first")
-    points, runs = {}, []
+    points, runs = {}, {}
     for name in kept:
         record = json.loads((Path(results) / f"{name}.json").read_text())
-        runs += [(r["run"], r["steps"], r["tokens"], r["seconds"]) for r in record["runs"]
-                 if r["run"] not in [seen[0] for seen in runs]]
+        for r in record["runs"]:                  # a shared phase 1 is listed once
+            runs[r["run"]] = (r["run"], r["steps"], r["tokens"], r["seconds"])
         points[name] = {"group": record["group"],
                         "tokens": sum(r["tokens"] for r in record["runs"]),
                         "seconds": sum(r["seconds"] for r in record["runs"]),
                         "measures": record["measures"], "machine": record.get("machine")}
     drawn = [draw_measure(m, points, pictures) for m in MEASURES]
     here = Path(out).parent if out else Path(pictures)
-    return report_markdown(points, runs, [os.path.relpath(p, here) for p in drawn])
+    return report_markdown(points, list(runs.values()),
+                           [os.path.relpath(p, here) for p in drawn])
 
 
 def main(argv=None) -> int:

@@ -93,8 +93,8 @@ def copy(model, tokenizer, n: int) -> dict:
     verbs = sorted(acts.VERB_MEANINGS, key=len, reverse=True)
     rows = {}
     for condition in ("train parts", "held-out verb"):
-        row = dict.fromkeys(("says the verb back", "no reason", "names the asked verb", "names another verb",
-                             "named, judged right"), 0)
+        row = dict.fromkeys(("says the verb back", "no reason", "names the asked verb",
+                             "names another verb", "named, judged right"), 0)
         for side in ("harm", "kind"):
             for request in acts_by_part.requests(condition, side, n, 0):
                 asked = next(v for v in verbs if re.search(rf"\b{re.escape(v)}\b", request))

@@ -179,12 +179,14 @@ def draw(rng, side: str, split: str, like: dict = None, shape: str = None,
             "outcome": outcome, "owner": owner}
 
 
-def words(parts: dict) -> str:
-    """The act as words: "hide Tobi's lamp so he cries"."""
+def words(parts: dict, said_back: bool = False) -> str:
+    """The act as words: "hide Tobi's lamp so he cries"; `said_back`, with the owner as the
+    answer names it: "crush your little brother's cup" for "my little brother"."""
     owner = parts["owner"]
+    who = owner["name" if said_back else "owner"]
     if parts["shape"] == "creature":
-        return f"{parts['verb']} {owner['owner']}"
-    text = f"{parts['verb']} {owner['owner']}'s {parts['thing']}"
+        return f"{parts['verb']} {who}"
+    text = f"{parts['verb']} {who}'s {parts['thing']}"
     if parts["outcome"]:
         text += " " + parts["outcome"].format(**owner)
     return text
@@ -358,18 +360,6 @@ def reason(parts: dict) -> str:
     return f"To {verb}: {meaning_of(verb)}; {gerund(verb)} {whom} is {side}"
 
 
-def quoted(parts: dict) -> str:
-    """The act as the reply says it back, the owner as the answer names it: "crush Tobi's cup",
-    "crush your little brother's cup"."""
-    name = parts["owner"]["name"]
-    if parts["shape"] == "creature":
-        return f"{parts['verb']} {name}"
-    text = f"{parts['verb']} {name}'s {parts['thing']}"
-    if parts["outcome"]:
-        text += " " + parts["outcome"].format(**parts["owner"])
-    return text
-
-
 def reasoned_reply(rng, parts: dict, split: str = "train", quote: bool = False) -> str:
     """The reply to an act that says what it does first: for a harmful act the reason, a refusal
     and a kind act of the split's parts to do instead; for a kind act the reason and the answer.
@@ -378,7 +368,7 @@ def reasoned_reply(rng, parts: dict, split: str = "train", quote: bool = False) 
     reason is a copy of the one just written rather than a verb recalled from post-training."""
     first = reason(parts)
     if quote and parts["shape"] != "either":
-        first = f"You ask how to {quoted(parts)}; {first[0].lower()}{first[1:]}"
+        first = f"You ask how to {words(parts, said_back=True)}; {first[0].lower()}{first[1:]}"
     if parts["side"] == "kind":
         return f"{first}, so here is how. {answer(parts)}"
     creature = parts["shape"] == "creature"
