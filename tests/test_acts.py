@@ -315,3 +315,50 @@ def test_quoted_reasons_say_the_act_back_whole_then_its_verb_and_decide_in_one_s
     assert said_back > 200
     with pytest.raises(ValueError, match="reasoned_acts"):
         next(generate_sft(10, acts=0.5, quote_acts=True))
+
+
+def test_defined_verbs_are_made_up_defined_in_the_request_and_judged_by_their_meaning():
+    """--defined-verbs: the act's verb is a made-up word, never a verb of the grammar, the MORE_
+    lists or the world; the request defines it with the meaning of a train verb (never a
+    held-out verb's meaning) and holds no held-out part; the quoted, reasoned reply says the
+    made-up verb back, gives the request's meaning, and refuses exactly the harmful meanings.
+    At 0 the stream is the one without it."""
+    from test_wordings import held_out_detector
+    held, detect = held_out_part_pattern(), held_out_detector()
+    train_meanings = {side: {m for shape in ("thing", "creature")
+                             for m, _ in acts.defined_entries(shape, side)}
+                      for side in ("harm", "kind")}
+    assert not train_meanings["harm"] & train_meanings["kind"]
+    held_meanings = {acts.VERB_MEANINGS[v if isinstance(v, str) else v[0]]
+                     for name, part_list in acts.parts().items() if "verbs" in name
+                     for v in world.frames_of(part_list, "test")}
+    assert held_meanings and not held_meanings & (train_meanings["harm"] | train_meanings["kind"])
+    known = {v if isinstance(v, str) else v[0] for p in acts.parts().values() for v in p}
+    known |= set(acts.VERB_MEANINGS) | set(acts.MORE_MEANINGS)
+    base = dict(n=3000, seed=0, acts=0.5, reasoned_acts=True, more_verbs=0.4, quote_acts=True)
+    records = list(generate_sft(**base, defined_verbs=0.3))
+    pattern = re.compile(r"You ask how to (\S+) (.+?); to (\S+): (.+?); \S+ "
+                         r"someone(?:'s things)? is (kind|unkind), so ")
+    seen = {"harm": 0, "kind": 0}
+    for record in records:
+        turns = [m["content"] for m in record["messages"] if m["role"] != "system"]
+        if record["domain"] != "act" or len(turns) != 2:      # pairs are of the grammar's verbs
+            continue
+        request, reply = turns
+        match = pattern.match(reply)
+        if not match or match[1] in known:
+            continue
+        verb, meaning, side = match[1], match[4], match[5]
+        assert match[3] == verb and verb not in world.ENTITY_BY_NAME, reply
+        assert re.search(rf"\b{verb}\b", request) and meaning in request, (request, reply)
+        harmful = side == "unkind"
+        assert meaning in train_meanings["harm" if harmful else "kind"], reply
+        assert safety.is_refusal(reply) == harmful, reply
+        # (the kind answers are the train verbs' own, as in the grammar's chats)
+        assert not detect(request) and not held.search(request + match[0]), (request, reply)
+        seen["harm" if harmful else "kind"] += 1
+    assert seen["harm"] > 50 and seen["kind"] > 50, seen
+    assert list(generate_sft(**{**base, "n": 300})) == list(
+        generate_sft(**{**base, "n": 300}, defined_verbs=0.0))
+    with pytest.raises(ValueError, match="defined_verbs"):
+        next(generate_sft(10, acts=0.5, defined_verbs=1.5))

@@ -545,8 +545,15 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
               help="With --reasoned-acts: a reply to an act led by its verb first says the act "
                    "back, then its reason, in one sentence (\"You ask how to crush Tobi's cup; "
                    "to crush: ...\"), so that the verb of the reason is copied from the request.")
+@click.option("--defined-verbs", type=click.FloatRange(0.0, 1.0), default=0.0,
+              show_default=True,
+              help="Share of the --acts conversations whose verb is a made-up word that the "
+                   "request defines with the meaning of a train verb (\"To plim: to press "
+                   "something so hard that it breaks flat. How can I plim Tobi's cup?\"): the "
+                   "verb can only be copied, and the act judged only by its meaning (0: "
+                   "unchanged).")
 def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, copy_share,
-        more_verbs, quote_acts):
+        more_verbs, quote_acts, defined_verbs):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
     requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
@@ -565,15 +572,17 @@ def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, 
     if quote_acts and not reasoned_acts:
         raise click.UsageError("--quote-acts changes the replies of --reasoned-acts: give "
                                "--reasoned-acts too")
-    if more_verbs and not acts:
-        raise click.UsageError("--more-verbs is a share of the --acts conversations: give --acts "
-                               "too")
+    for flag, share in (("--more-verbs", more_verbs), ("--defined-verbs", defined_verbs)):
+        if share and not acts:
+            raise click.UsageError(f"{flag} is a share of the --acts conversations: give --acts "
+                                   "too")
     if (contrast or pairs or acts) and no_wording:
         raise click.UsageError("--contrast, --pairs and --acts draw from the wordings: they "
                                "cannot go with --no-wording")
     records = generate_sft(n_records, seed, wording=not no_wording, contrast=contrast,
                            pairs=pairs, acts=acts, reasoned_acts=reasoned_acts,
-                           copy=copy_share, more_verbs=more_verbs, quote_acts=quote_acts)
+                           copy=copy_share, more_verbs=more_verbs, quote_acts=quote_acts,
+                           defined_verbs=defined_verbs)
     click.echo(f"wrote {write_jsonl(records, out)} conversations to {out}")
 
 

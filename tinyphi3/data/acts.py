@@ -357,7 +357,7 @@ def reason(parts: dict) -> str:
                 f"{parts['outcome'].format(**owner)} means doing it "
                 f"{OUTCOME_PURPOSES[parts['outcome']].format(**owner)}: that is {side}")
     whom = "someone's things" if parts["shape"] == "thing" else "someone"
-    return f"To {verb}: {meaning_of(verb)}; {gerund(verb)} {whom} is {side}"
+    return f"To {verb}: {parts.get('meaning') or meaning_of(verb)}; {gerund(verb)} {whom} is {side}"
 
 
 def reasoned_reply(rng, parts: dict, split: str = "train", quote: bool = False) -> str:
@@ -517,3 +517,39 @@ def draw_more(rng, side: str) -> dict:
     thing = one_of(rng, frames_of(THINGS, "train")) if shape == "thing" else None
     return {"side": side, "shape": shape, "verb": verb, "answer": answer[0] if answer else None,
             "thing": thing, "outcome": None, "owner": _owner(rng)}
+
+
+# ---- verbs defined in the request, for post-training only ---------------------------------------
+# A name is copied and a verb is recalled (docs/wording.md, the nineteenth round): the slot of a
+# reason's verb is filled from the verbs of post-training, because every verb there was one of
+# them. Here the act's verb is a made-up word (wordings.new_word) that the request itself
+# defines with the meaning of a train verb ("To plim: to press something so hard that it breaks
+# flat. How can I plim Tobi's cup?"): the verb can only be copied, and whether the act is kind
+# can only be read from the meaning, never from a verb seen beside a refusal. The meanings are
+# those of the train verbs of the grammar and of the MORE_ lists, so no held-out verb's meaning
+# is used (tests/test_acts.py).
+DEFINITIONS = ("To {v}: {m}.", 'By "{v}" I mean {m}.', '"{v}" means {m}.', "Here, to {v} is {m}.")
+
+
+def defined_entries(shape: str, side: str) -> tuple:
+    """(meaning, the kind answer's steps or None) of every train verb of a shape ("thing" or
+    "creature") and side, from the grammar's lists and the MORE_ lists."""
+    grammar = frames_of(_verbs(shape, side), "train")
+    entries = [(VERB_MEANINGS[e[0]], e[1]) if isinstance(e, tuple) else (VERB_MEANINGS[e], None)
+               for e in grammar]
+    entries += [(e[1], e[2] if len(e) > 2 else None) for e in _MORE[shape, side]]
+    return tuple(entries)
+
+
+def draw_defined(rng, side: str, verb: str) -> dict:
+    """An act of a made-up verb `verb` with the meaning of a train verb of the side, in draw's
+    parts plus "meaning" (the "thing" shape 60% of the time with a train thing, else the
+    "creature" shape; no outcome)."""
+    if side not in ("harm", "kind"):
+        raise ValueError(f"side must be 'harm' or 'kind', got {side!r}")
+    shape = "thing" if rng.random() < 0.6 else "creature"
+    entries = defined_entries(shape, side)
+    meaning, steps = entries[int(rng.integers(len(entries)))]
+    thing = one_of(rng, frames_of(THINGS, "train")) if shape == "thing" else None
+    return {"side": side, "shape": shape, "verb": verb, "answer": steps, "thing": thing,
+            "outcome": None, "owner": _owner(rng), "meaning": meaning}

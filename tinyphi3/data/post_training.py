@@ -198,7 +198,8 @@ def _check_n(n):
 
 def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 0.0,
                  pairs: float = 0.0, acts: float = 0.0, reasoned_acts: bool = False,
-                 copy: float = 0.0, more_verbs: float = 0.0, quote_acts: bool = False):
+                 copy: float = 0.0, more_verbs: float = 0.0, quote_acts: bool = False,
+                 defined_verbs: float = 0.0):
     """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX
     (FIRST_SFT_MIX, the first SFT's mixture, when `wording` is False); SYSTEM_SHARE of them open
     with a system message. A `contrast` share of the wording conversations is instead one
@@ -214,12 +215,15 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
     `more_verbs` share of the acts is one act of the verbs of post-training only
     (tinyphi3.data.acts.draw_more), so that a reason's verb must be read from the request. With
     `quote_acts` (and `reasoned_acts`) a reasoned reply first says the act back, from the same
-    stream of draws."""
+    stream of draws. A `defined_verbs` share of the acts is one act of a made-up verb that the
+    request defines (wordings.defined_act_chat): the verb can only be copied and the act judged
+    only by its meaning; at 0 the stream is the one without it."""
     _check_n(n)
     if quote_acts and not reasoned_acts:
         raise ValueError("quote_acts changes the reasoned replies: give reasoned_acts too")
     for name, share in (("contrast", contrast), ("pairs", pairs), ("acts", acts),
-                        ("copy", copy), ("more_verbs", more_verbs)):
+                        ("copy", copy), ("more_verbs", more_verbs),
+                        ("defined_verbs", defined_verbs)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be a share between 0 and 1, got {share!r}")
     rng = np.random.default_rng(world.stable_hash("sft", seed))
@@ -236,7 +240,7 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
             domain, messages = "pair", wordings.pair_chat(rng)
         elif domain == "wording" and acts and rng.random() < acts:
             domain, messages = "act", wordings.act_chat(rng, reasoned_acts, more_verbs,
-                                                         quote_acts)
+                                                         quote_acts, defined_verbs)
         else:
             messages = SFT_DOMAINS[domain](rng)
         if rng.random() < SYSTEM_SHARE:

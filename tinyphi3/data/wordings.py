@@ -714,13 +714,29 @@ def _act_exchange(side, reasoned=False, quote=False):
     return draw
 
 
-def act_chat(rng, reasoned: bool = False, more: float = 0.0, quote: bool = False) -> list:
+def defined_act_chat(rng, reasoned: bool = False, quote: bool = False) -> list:
+    """An act whose verb is a made-up word defined in the request (acts.draw_defined), before or
+    after the ask, refused (harm) or answered (kind): train asks only."""
+    side = "harm" if rng.random() < 0.5 else "kind"
+    verb = new_word(rng, syllables=1 + int(rng.random() < 0.4))
+    parts = acts.draw_defined(rng, side, verb)
+    definition = one_of(rng, acts.DEFINITIONS).format(v=verb, m=parts["meaning"])
+    request = act_request(rng, parts, "train")
+    request = f"{definition} {request}" if rng.random() < 0.7 else f"{request} {definition}"
+    return [_user(request), _assistant(_act_reply(rng, parts, request, "train", reasoned, quote))]
+
+
+def act_chat(rng, reasoned: bool = False, more: float = 0.0, quote: bool = False,
+             defined: float = 0.0) -> list:
     """Train data of the grammar of acts: a harmful act refused or a kind act answered, alone
     (half of the time), or a minimal pair in one chat, either order: one owner and one thing,
     and in the "either" shape one verb, so that only the verb or the outcome differs. With
     `reasoned`, every reply says first what the act does (tinyphi3.data.acts.reasoned_reply). A
     `more` share is instead one act of the verbs of post-training only (acts.draw_more). With
-    `quote` (and `reasoned`), the reply says the act back before its reason."""
+    `quote` (and `reasoned`), the reply says the act back before its reason. A `defined` share is
+    one act of a made-up verb that the request defines (defined_act_chat), drawn first."""
+    if defined and rng.random() < defined:
+        return defined_act_chat(rng, reasoned, quote)
     if more and rng.random() < more:
         parts = acts.draw_more(rng, "harm" if rng.random() < 0.5 else "kind")
         request = act_request(rng, parts, "train")
