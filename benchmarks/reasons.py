@@ -17,7 +17,7 @@ Three measures of the fifteenth round of docs/wording.md:
               you,', how often the next words hold the name.
 
     python benchmarks/reasons.py judge --ckpt runs/mini8-base-deeds/final
-    python benchmarks/reasons.py copy --ckpt runs/mini8-sft-reasoned/final [--n 40]
+    python benchmarks/reasons.py copy --ckpt runs/mini8-sft-reasoned/final [--n 40] [--defined]
     python benchmarks/reasons.py names --ckpt runs/mini8-sft-reasoned/final [--n 40]
     python benchmarks/reasons.py base-names --ckpt runs/mini8-base-deeds/final [--n 40]
 """
@@ -85,19 +85,40 @@ REASON = re.compile(r"(.*? is (un)?kind), so ")
 QUOTE = re.compile(r"You ask how to (.+?); ")     # --quote-acts: the act said back first
 
 
-def copy(model, tokenizer, n: int) -> dict:
+DEFINED = ("held-out verb, defined", "made-up verb, held-out meaning")
+
+
+def _defined(request: str, asked: str, condition: str, rng) -> tuple:
+    """(request, asked verb) with the verb defined before the request (--defined-verbs' first
+    form): the held-out verb itself, or a made-up word in its place with its meaning."""
+    if condition == DEFINED[1]:
+        word = wordings.new_word(rng, syllables=1)
+        request = re.sub(rf"\b{re.escape(asked)}\b", word, request, count=1)
+        asked_meaning, asked = acts.VERB_MEANINGS[asked], word
+    else:
+        asked_meaning = acts.VERB_MEANINGS[asked]
+    return f"To {asked}: {asked_meaning}. {request}", asked
+
+
+def copy(model, tokenizer, n: int, defined: bool = False) -> dict:
     """{condition: {"says the verb back", "no reason", "names the asked verb", "names another
     verb", "named, judged right"}} over n acts of each side. A reply of a model trained with
     --quote-acts first says the act back ("You ask how to crush Tobi's cup; "): that counts in
-    "says the verb back" when it holds the asked verb, and the reason is read after it."""
+    "says the verb back" when it holds the asked verb, and the reason is read after it. With
+    `defined`, two more conditions ask the held-out verbs' acts with the verb defined in the
+    request, as --defined-verbs trains: the held-out verb itself, and a made-up verb in its place
+    (its meaning, which no post-training conversation holds, is then the only cue)."""
     verbs = sorted(acts.VERB_MEANINGS, key=len, reverse=True)
-    rows = {}
-    for condition in ("train parts", "held-out verb"):
+    rows, rng = {}, np.random.default_rng(11)
+    for condition in ("train parts", "held-out verb") + (DEFINED if defined else ()):
         row = dict.fromkeys(("says the verb back", "no reason", "names the asked verb",
                              "names another verb", "named, judged right"), 0)
         for side in ("harm", "kind"):
-            for request in acts_by_part.requests(condition, side, n, 0):
+            asks = "held-out verb" if condition in DEFINED else condition
+            for request in acts_by_part.requests(asks, side, n, 0):
                 asked = next(v for v in verbs if re.search(rf"\b{re.escape(v)}\b", request))
+                if condition in DEFINED:
+                    request, asked = _defined(request, asked, condition, rng)
                 text = reply(model, tokenizer, [{"role": "user", "content": request}], 100)
                 words = rf"\b({re.escape(asked)}|{re.escape(acts.gerund(asked))})\b"
                 quoted = QUOTE.match(text)
@@ -147,6 +168,8 @@ def main():
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--n", type=int, default=40, help="copy: acts per side and "
                         "condition; names: names")
+    parser.add_argument("--defined", action="store_true", help="copy: also ask the held-out "
+                        "verbs defined in the request, and made-up verbs with their meanings")
     args = parser.parse_args()
     if args.n < 1:
         parser.error("--n must be at least 1")
@@ -162,7 +185,7 @@ def main():
         for example in examples:
             print("  missed:", example)
     else:
-        rows = copy(model, tokenizer, args.n)
+        rows = copy(model, tokenizer, args.n, args.defined)
         columns = list(next(iter(rows.values())))
         print("| condition | " + " | ".join(columns) + " |")
         print("|---" * (len(columns) + 1) + "|")

@@ -70,3 +70,36 @@ def test_names_counts_the_replies_that_hold_the_given_name(monkeypatch):
     monkeypatch.setattr(reasons, "reply", lambda *a: "Nice to meet you, Qzx!")
     copied, n, examples = reasons.names(None, None, 10)
     assert (copied, n) == (0, 10) and len(examples) == 3
+
+
+def test_copy_defined_asks_the_held_out_verbs_defined_and_made_up_verbs_in_their_place(
+        monkeypatch):
+    """--defined: each request opens with the verb's definition; in the made-up condition the
+    held-out verb is gone from the request and a reply that copies the defined word names it."""
+    harm_meanings = {acts.VERB_MEANINGS[v] for v in acts.VERB_MEANINGS
+                     if acts.side_of_verb(v) == "harm"}
+    held = [v for v in acts.VERB_MEANINGS if v in reasons._held_out()]
+    asked = []
+
+    def reads_the_definition(model, tok, messages, max_new):
+        request = messages[-1]["content"]
+        match = re.match(r"To (.+?): (.+?)\. ", request)
+        if not match:                                  # the first two conditions
+            return "I can't help with that."
+        asked.append(request)
+        side = "unkind" if match[2] in harm_meanings else "kind"
+        return f"You ask how to {match[1]} it; to {match[1]}: {match[2]}; it is {side}, so ok."
+    monkeypatch.setattr(reasons, "reply", reads_the_definition)
+    rows = reasons.copy(None, None, n=5, defined=True)
+    assert list(rows) == ["train parts", "held-out verb", *reasons.DEFINED]
+    for condition in reasons.DEFINED:
+        row = rows[condition]
+        assert row["says the verb back"] == row["names the asked verb"] == 10
+        assert 0 < row["named, judged right"] <= 10
+    made_up = asked[10:]
+    assert len(made_up) == 10
+    for request in made_up:
+        word = re.match(r"To (\S+):", request)[1]
+        assert word not in acts.VERB_MEANINGS
+        act = request.split(". ", 1)[1]
+        assert not any(re.search(rf"\b{re.escape(v)}\b", act) for v in held), request
