@@ -142,10 +142,16 @@ def recorded_arms(results=RESULTS) -> list:
     return [name for name, _, _ in ARMS if (Path(results) / f"{name}.json").is_file()]
 
 
-def plan_jobs(configs=CONFIGS, results=RESULTS) -> list:
+def plan_jobs(configs=CONFIGS, results=RESULTS, arms=None) -> list:
     """Every command of the study, each with what it needs first; a model whose measures are kept
-    in `results` is left out, with every run and data step that only it needed."""
+    in `results` is left out, with every run and data step that only it needed. `arms` (names of
+    ARMS) keeps only what those models need: the study done a few models per sitting."""
     recipes = load_configs(configs)
+    if arms is not None:
+        unknown = sorted(set(arms) - {name for name, _, _ in ARMS})
+        if unknown:
+            raise StudyError(f"no model named {', '.join(unknown)} in the study (the models: "
+                             f"{', '.join(name for name, _, _ in ARMS)})")
     jobs = [Job(f"data {output}", command.split() + ["--out", f"{DATA}/{output}"],
                 Path(DATA) / output, seconds, atomic=True)
             for output, command, seconds in DATA_STEPS]
@@ -173,7 +179,7 @@ def plan_jobs(configs=CONFIGS, results=RESULTS) -> list:
                         t.steps * SECONDS_PER_STEP + evals * 0.3, needs, steps=t.steps))
     kept = set(recorded_arms(results))
     for name, _, chain in ARMS:
-        if name in kept:
+        if name in kept or (arms is not None and name not in arms):
             continue
         run_dir = recipes[chain[-1]].output_dir
         jobs.append(Job(f"evaluate {name}", ["python", "benchmarks/data_recipe.py", "evaluate",
@@ -200,12 +206,19 @@ def critical_path(jobs) -> dict:
     return {job.name: length(job) for job in jobs}
 
 
+def first(job, priority):
+    """The order among jobs that could start: a model's evaluation before anything else (its
+    measures are kept in the repository; runs/ may not outlive the sitting), then the job with
+    the longest chain behind it."""
+    return (not job.name.startswith("evaluate "), -priority[job.name])
+
+
 def schedule(jobs, workers=2, done=None) -> list:
     """[(start second, job)] of the jobs not done, as `study --run` starts them: `workers` at a
     time, each as soon as a worker is free and what it needs is done, the longest chain first."""
     priority = critical_path(jobs)
     done = {j.name for j in jobs if j.done()} if done is None else set(done)
-    todo = sorted((j for j in jobs if j.name not in done), key=lambda j: -priority[j.name])
+    todo = sorted((j for j in jobs if j.name not in done), key=lambda j: first(j, priority))
     ends, lanes, order = dict.fromkeys(done, 0.0), [0.0] * workers, []
     while todo:
         lane = int(np.argmin(lanes))
@@ -213,7 +226,7 @@ def schedule(jobs, workers=2, done=None) -> list:
         if not ready:
             raise StudyError(f"{todo[0].name} needs a step the study does not make")
         starts = {j.name: max([lanes[lane]] + [ends[n] for n in j.needs]) for j in ready}
-        job = min(ready, key=lambda j: (starts[j.name], -priority[j.name]))
+        job = min(ready, key=lambda j: (starts[j.name], first(j, priority)))
         ends[job.name] = lanes[lane] = starts[job.name] + job.seconds
         order.append((starts[job.name], job))
         todo.remove(job)
@@ -351,7 +364,8 @@ def run_jobs(jobs, workers=2, every=60.0, log_dir=None, poll=2.0) -> list:
     log_dir = Path(log_dir or ROOT / "runs" / "recipe-study" / "logs")
     priority = critical_path(jobs)
     finished = {j.name for j in jobs if j.done()}
-    todo = sorted((j for j in jobs if j.name not in finished), key=lambda j: -priority[j.name])
+    todo = sorted((j for j in jobs if j.name not in finished),
+                  key=lambda j: first(j, priority))
     failed, running, last_lines = [], {}, time.monotonic()
     # Ctrl-C or `kill PID` pauses the study, also when it was started in the background (where
     # the shell makes it ignore SIGINT): the running trainings save a checkpoint first.
@@ -821,16 +835,20 @@ def main(argv=None) -> int:
         command.add_argument("--workers", type=int, default=2, help="commands at a time")
         command.add_argument("--every", type=float, default=60.0,
                              help="seconds between progress lines")
+    study.add_argument("--arms", help="only these models, comma-separated (recipe-2m,baseline-2m,"
+                       "...): what they need is planned or run, the rest waits for a later sitting")
     args = parser.parse_args(argv)
+    arms = ([a.strip() for a in args.arms.split(",") if a.strip()]
+            if getattr(args, "arms", None) else None)
     try:
         if args.command == "evaluate":
             evaluate_command(args.run, args.n, args.out, args.arm)
         elif args.workers < 1:
             raise StudyError(f"--workers must be at least 1, got {args.workers}")
         elif args.command == "study" and args.plan:
-            print_plan(plan_jobs(args.configs), args.workers, recorded_arms())
+            print_plan(plan_jobs(args.configs, arms=arms), args.workers, recorded_arms())
         elif args.command == "study":
-            failed = run_jobs(plan_jobs(args.configs), args.workers, args.every)
+            failed = run_jobs(plan_jobs(args.configs, arms=arms), args.workers, args.every)
             if failed:
                 raise StudyError(f"{len(failed)} command(s) did not finish: {', '.join(failed)}")
             say("the study is complete: python benchmarks/data_recipe.py report --out FILE")

@@ -122,6 +122,27 @@ def test_a_kept_model_leaves_the_plan_with_the_runs_only_it_needed(study, tmp_pa
     assert study.plan_jobs(results=tmp_path) == []
 
 
+def test_a_sitting_can_take_a_few_models_and_evaluates_each_as_soon_as_it_can(study, tmp_path):
+    """--arms: only what the named models need is planned (runs/ may not outlive a sitting, so
+    a sitting takes what it can finish); an unknown name is one clear error; and a model's
+    evaluation starts as soon as its last run is done, before any longer training waiting."""
+    jobs = study.plan_jobs(results=tmp_path, arms=["recipe-2m", "baseline-2m"])
+    names = {job.name for job in jobs}
+    assert {"evaluate recipe-2m", "evaluate baseline-2m", "train recipe-2m-phase1",
+            "train recipe-2m-phase2", "train baseline-2m", "data shards/phase1"} <= names
+    assert not any("6m" in n or "14m" in n for n in names)
+    assert "data phases-no-filter" not in names
+    with pytest.raises(study.StudyError, match="no model named recipe-3m"):
+        study.plan_jobs(results=tmp_path, arms=["recipe-3m"])
+    plan = study.schedule(study.plan_jobs(results=tmp_path), done=())
+    starts = {job.name: (start, start + job.seconds) for start, job in plan}
+    for name, _, chain in study.ARMS:           # no training starts between a model's last run
+        ready, evaluated = starts[f"train {chain[-1]}"][1], starts[f"evaluate {name}"][0]
+        assert evaluated >= ready
+        assert not [n for n, (start, _) in starts.items()
+                    if not n.startswith("evaluate ") and ready <= start < evaluated], name
+
+
 def test_the_report_reads_the_kept_models(study, tmp_path, monkeypatch):
     """report() draws from docs/data_recipe_runs alone (runs/ may be gone): the points, the runs
     table without repeats, the machine the records name."""
