@@ -1,4 +1,4 @@
-"""The portable 4-bit kernel, rows of x one at a time against four at a time, beside float32 BLAS.
+"""The 4-bit kernels (portable, rows of x one or four at a time; VNNI; AMX) beside float32 BLAS.
 
 y = x W^T for W of phi-3-mini-like shapes at 4 bits (block 32, symmetric), x of M rows (M = 1:
 decode; 16 to 512: prefill), timed for each kernel of tinyphi3/backends/numba/q4.py:
@@ -6,7 +6,10 @@ decode; 16 to 512: prefill), timed for each kernel of tinyphi3/backends/numba/q4
     bytes, 1 row    _q4_matmul_portable_bytes: the former portable kernel (each byte split alone)
     words, 1 row    _q4_matmul_portable(..., rows_per_pass=1)
     words, 4 rows   _q4_matmul_portable(..., rows_per_pass=4): the default where there is no VNNI
-    VNNI            _q4_matmul_vnni, where the CPU has AVX-512 VNNI (the default there)
+    VNNI            _q4_matmul_vnni, where the CPU has AVX-512 VNNI (the default there for
+                    fewer than 16 rows)
+    AMX             _q4_matmul_amx, where the CPU has AMX int8 tiles (the default there from
+                    16 rows)
     float32 BLAS    x @ W.T with W in float32 (NumPy's BLAS), the peer
 
 The 4-bit kernels get x already rounded to 8 bits (quantize_activations, the same for all of
@@ -29,8 +32,9 @@ _AVX2 = ("+64bit,+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+popcnt,+sse,+sse2,+sse3,+ssse
          "+sse4.2,+cx16,+lzcnt,+movbe,+cmov,+fxsr,+sahf")
 _AVX512 = _AVX2 + ",+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx512cd"
 TARGETS = {"host": None, "avx2": ("haswell", _AVX2), "avx512": ("skylake-avx512", _AVX512)}
-SHAPES = [(256, 256), (1024, 3072)]               # (N, K): W [N, K]; phi-3-mini's hidden size 3072
-ROW_COUNTS = [1, 16, 128, 512]
+SHAPES = [(256, 256), (1024, 3072), (3072, 8192)]   # (N, K): W [N, K]; phi-3-mini's hidden size
+#                                                   3072, its MLP's 8192
+ROW_COUNTS = [1, 16, 128, 256, 512]
 BLOCK = 32
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -73,7 +77,9 @@ def measure(N, K, M, rng):
     runs = {"bytes, 1 row": lambda out: kernels._q4_matmul_portable_bytes(*inputs, out),
             "words, 1 row": lambda out: kernels._q4_matmul_portable(*inputs, out, 1),
             "words, 4 rows": lambda out: kernels._q4_matmul_portable(*inputs, out, 4),
-            "VNNI": (lambda out: kernels._q4_matmul_vnni(*inputs, out)) if kernels._VNNI else None}
+            "VNNI": (lambda out: kernels._q4_matmul_vnni(*inputs, out)) if kernels._VNNI else None,
+            "AMX": (lambda out: out.__setitem__(slice(None), kernels.q4_matmul(
+                xq, dx, q, sx=sx, kernel="amx"))) if kernels._AMX else None}
     rates, outs = {}, []
     for name, run in runs.items():
         if run is None:

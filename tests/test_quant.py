@@ -119,26 +119,124 @@ def test_bits_per_weight():
 
 # ---- the kernels equal the reference ------------------------------------------------------
 
-KERNELS = [pytest.param(True, id="vnni", marks=pytest.mark.skipif(
-    not quantized.has_vnni(), reason="this CPU has no AVX-512 VNNI")), pytest.param(False, id="portable")]
+KERNELS = [pytest.param("amx", marks=pytest.mark.skipif(
+               not quantized.has_amx(), reason="this CPU (or Linux) gives no AMX int8 tiles")),
+           pytest.param("vnni", marks=pytest.mark.skipif(
+               not quantized.has_vnni(), reason="this CPU has no AVX-512 VNNI")),
+           "portable"]
 
 
-@pytest.mark.parametrize("vnni", KERNELS)
-@given(st.integers(1, 200), st.integers(1, 300), st.integers(1, 24),
+@pytest.mark.parametrize("kernel", KERNELS)
+@given(st.integers(1, 200), st.integers(1, 300), st.integers(1, 40),
        st.sampled_from(quant.BLOCK_SIZES), st.sampled_from(quant.SCHEMES),
        st.integers(0, 2**32 - 1))
-def test_q4_linear_kernel_equals_the_reference(vnni, N, K, M, block, scheme, seed):
-    """Both integer kernels against the float reference, for row counts and lengths that are not
-    multiples of the tile or the block, one row of x (decode) or many (prefill)."""
+def test_q4_linear_kernel_equals_the_reference(kernel, N, K, M, block, scheme, seed):
+    """Every integer kernel against the float reference, for row counts and lengths that are
+    not multiples of the tile or the block, one row of x (decode) or many (prefill; the AMX
+    kernel's 16 rows per tile, and a last tile part full)."""
     rng = np.random.default_rng(seed)
     K = max(K, block)
     q = quant.quantize_q4(random_weight(rng, N, K), block, scheme)
     x = rng.standard_normal((M, K)).astype(np.float32)
     with backends.use_backend("numpy"):
         reference = quant.q4_linear(x, q)
-    fast = quantized.q4_matmul(*quant.quantize_activations(x, block), q, vnni=vnni)
+    fast = quantized.q4_matmul(*quant.quantize_activations(x, block), q, kernel=kernel)
     assert fast.shape == reference.shape == (M, N)
     assert np.all(np.abs(fast - reference) <= 1e-5 * rounding_scale(x, q) + 1e-30)
+
+
+@pytest.mark.skipif(not (quantized.has_amx() and quantized.has_vnni()),
+                    reason="this CPU (or Linux) gives no AMX int8 tiles")
+@given(st.sampled_from([1, 15, 16, 17, 31, 32, 33]) | st.integers(1, 70), st.integers(1, 200),
+       st.integers(1, 300), st.sampled_from(quant.BLOCK_SIZES), st.sampled_from(quant.SCHEMES),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_amx_kernel_gives_the_bits_of_the_vnni_and_portable_ones(M, N, K, block, scheme,
+                                                                 extreme, seed):
+    """The AMX kernel's integer sums are the other kernels' (tdpbssd on the unpacked levels,
+    against vpdpbusd on the packed ones), added into the same floats in the same order: the
+    same output to the bit. `extreme`: every activation at +-127, the largest sums."""
+    rng = np.random.default_rng(seed)
+    K = max(K, block)
+    q = quant.quantize_q4(random_weight(rng, N, K), block, scheme)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    if extreme:
+        x = np.sign(x) + (x == 0)
+    xq, dx, sx = quantized.quantize_activations(x, block)
+    outs = [quantized.q4_matmul(xq, dx, q, sx=sx, kernel=k) for k in ("amx", "vnni", "portable")]
+    assert not np.isnan(outs[0]).any()
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+
+
+def test_prefill_takes_the_amx_kernel_from_16_rows_where_the_cpu_has_it(monkeypatch):
+    """Which kernel q4_matmul runs by default: AMX for 16 rows of x or more where it can run,
+    VNNI (or portable) below that and elsewhere; asked for where it cannot run, one clear
+    error."""
+    rng = np.random.default_rng(0)
+    q = quant.quantize_q4(random_weight(rng, 64, 96), 32)
+    ran = []
+    for name in ("_q4_matmul_amx", "_q4_matmul_vnni", "_q4_matmul_portable"):
+        monkeypatch.setattr(quantized, name, lambda *a, name=name: ran.append(name))
+    for amx, vnni in ((True, True), (False, True), (False, False)):
+        monkeypatch.setattr(quantized, "_AMX", amx)
+        monkeypatch.setattr(quantized, "_VNNI", vnni)
+        for M in (1, 15, 16, 300):
+            ran.clear()
+            quantized.q4_matmul(*quant.quantize_activations(np.ones((M, 96), np.float32), 32), q)
+            expected = ("_q4_matmul_amx" if amx and M >= quantized.AMX_FROM_ROWS
+                        else "_q4_matmul_vnni" if vnni else "_q4_matmul_portable")
+            assert ran == [expected], (amx, vnni, M)
+    if not quantized.has_amx():
+        with pytest.raises(RuntimeError, match="AMX int8 tiles"):
+            quantized.q4_matmul(*quant.quantize_activations(np.ones((16, 96), np.float32), 32),
+                                q, kernel="amx")
+
+
+def test_amx_tile_configuration_matches_the_block():
+    """amx_config: palette 1; four C tiles of 16 x 16 int32; A 16 rows of min(block, 64) int8
+    values; B that many values / 4 rows of 64 bytes (what tdpbssd requires of the shapes)."""
+    for block in quant.BLOCK_SIZES:
+        config = quantized.amx_config(block)
+        colsb, rows = config[16:48].view(np.uint16), config[48:64]
+        k = min(block, 64)
+        assert config[0] == 1 and config[1:16].sum() == 0
+        assert list(colsb[:6]) == [64] * 4 + [k, 64] and list(rows[:6]) == [16] * 5 + [k // 4]
+        assert colsb[6:].sum() == 0 and rows[6:].sum() == 0
+        assert colsb[4] == 4 * rows[5]                        # A's K = B's rows x 4
+
+
+def test_amx_kernel_compiles_to_tile_instructions_for_an_amx_cpu(tmp_path):
+    """On any machine: compiled for a Sapphire Rapids CPU, the AMX kernel's machine code
+    configures the tiles, multiplies with tdpbssd and gives them back (CI checks the kernel on
+    CPUs that cannot run it)."""
+    import os
+    import subprocess
+    import sys
+    script = """
+import numba
+import numpy as np
+from tinyphi3.backends.numba import q4
+from tinyphi3.quant import q4 as quant
+assert q4._compiles_amx()
+w = np.ones((64, 64), np.float32)
+q = quant.quantize_q4(w, 32)
+xq, dx, sx = q4.quantize_activations(np.ones((16, 64), np.float32), 32)
+args = (xq, dx, sx, q.packed, q4._bits(q.scales), q4._bits(q.mins),
+        np.empty((16, 64), np.float32), q4.amx_config(32), 16)
+q4._q4_matmul_amx.compile(tuple(numba.typeof(a) for a in args))
+print(chr(10).join(q4._q4_matmul_amx.inspect_asm().values()))
+"""
+    env = dict(os.environ, NUMBA_CPU_NAME="sapphirerapids",
+               NUMBA_CPU_FEATURES="+avx512f,+avx512bw,+avx512vl,+avx512dq,+avx512cd,"
+               "+avx512vnni,+avx512bf16,+avx512fp16,+amx-tile,+amx-int8,+amx-bf16,+avx2,+fma,"
+               "+f16c,+bmi,+bmi2,+popcnt,+sse4.2,+avx,+lzcnt,+movbe",
+               NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    asm = run.stdout
+    for instruction in ("ldtilecfg", "tilezero", "tileloadd", "tdpbssd", "tilestored",
+                        "tilerelease"):
+        assert instruction in asm, instruction
 
 
 @given(st.sampled_from([1, 2, 3, 4, 5, 7, 9]) | st.integers(1, 24), st.integers(1, 200),

@@ -29,6 +29,14 @@ one row at a time from 16 rows on), and the last M % 4 rows one at a time
 portable ones give the same bits; tests/test_quant.py proves them equal to each other and to the
 reference of quant/q4.py.
 
+Where the CPU has AMX (Sapphire Rapids and later; `has_amx()`, which also asks Linux for the
+tile registers), `_q4_matmul_amx` takes 16 rows of x or more (prefill): `tdpbssd` multiplies 16
+rows of x by 16 weight rows over 64 values in one instruction, 16 times the work of one
+`vpdpbusd`. The levels of each tile of 64 weight rows are unpacked to bytes once and serve every
+16 rows of x; the integer sums and the float epilogue are the other kernels', so the output is
+theirs to the bit (tests/test_quant.py). Decode (one row) stays with VNNI: one row of x would use
+a sixteenth of a tile, and reading the weights sets its pace anyway.
+
 `attention_decode` reads the 8-bit KV cache of a 4-bit model (tinyphi3/quant/kv8.py) for one
 new token, converting levels to float as it goes.
 
@@ -328,6 +336,191 @@ def _q4_matmul_portable_bytes(xq, dx, sx, packed, scale_bits, min_bits, out):
             out[m, t * ROWS:(t + 1) * ROWS] = acc
 
 
+# ---- AMX: the products of 16 rows of x by 16 rows of weights in one instruction -----------------
+#
+# An AMX tile is a 2-D register of up to 16 rows of 64 bytes; `tdpbssd` multiplies an A tile of
+# int8 [16, K] by a B tile that holds int8 [K, 16] four rows at a time ("VNNI layout": B row j,
+# bytes 4n..4n+3, are the values k = 4j..4j+3 of column n) and adds C[16, 16] int32 += A B, 16 x 16
+# x 64 products per instruction. A is 16 rows of x as they lie in xq (one block, or 64 values of
+# it); B is 16 weight rows, and quant/q4.py's packing is already B's layout: the 64 bytes of one
+# group of 16 rows hold the 4 values 8g..8g+3 of each row in their low nibbles (B row 2g) and
+# 8g+4..8g+7 in their high nibbles (B row 2g+1). So a tile of 64 weight rows is unpacked to bytes
+# once (a mask and a shift per 64 bytes) and serves every 16 rows of x: four C tiles, one per 16
+# weight rows, per block. The float epilogue is _accumulate_block's, so the bits are the other
+# kernels'. Linux hands a process the tile registers only when it asks (arch_prctl), once.
+
+AMX_ROWS = 16                 # rows of x per A tile; weight rows per B and C tile
+_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18    # Linux x86-64
+
+
+def _compiles_amx() -> bool:
+    """Whether Numba compiles for a CPU with AMX int8 tiles (as has_vnni)."""
+    import llvmlite.binding as llvm
+    from numba.core import config
+    if config.CPU_FEATURES:
+        return {"+amx-tile", "+amx-int8"} <= set(config.CPU_FEATURES.split(","))
+    if config.CPU_NAME and config.CPU_NAME != "host":
+        return False
+    features = llvm.get_host_cpu_features()
+    return bool(features.get("amx-tile") and features.get("amx-int8"))
+
+
+@functools.cache
+def has_amx() -> bool:
+    """Whether the AMX kernel can run: Numba compiles for a CPU with AMX int8 and the operating
+    system lets this process use the tile registers (asked for here, once)."""
+    import ctypes
+    import platform
+    if not _compiles_amx() or platform.system() != "Linux" or platform.machine() != "x86_64":
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
+
+
+def amx_config(block: int) -> np.ndarray:
+    """The 64-byte tile configuration (palette 1) of the AMX kernel for a block size: tiles 0-3
+    C int32 [16, 16]; tile 4 A, 16 rows of x by min(block, 64) values; tile 5 B, min(block, 64)
+    / 4 rows of 64 bytes (16 weight rows, 4 values each)."""
+    k = min(block, 64)
+    config = np.zeros(64, np.uint8)
+    config[0] = 1                                                    # palette
+    colsb, rows = config[16:48].view(np.uint16), config[48:64]
+    colsb[:4], rows[:4] = 4 * AMX_ROWS, AMX_ROWS
+    colsb[4], rows[4] = k, AMX_ROWS
+    colsb[5], rows[5] = 64, k // 4
+    return config
+
+
+def _amx_function(builder, name, args):
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), args), f"llvm.x86.{name}")
+
+
+def _trap(builder):
+    trap = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                          "llvm.trap")
+    builder.call(trap, [])
+
+
+@intrinsic
+def _amx_configure(typingctx, config):
+    """ldtilecfg: load the tile configuration (amx_config) on the calling thread."""
+    def codegen(context, builder, signature, args):
+        if not _compiles_amx():          # never run here; the instruction would stop LLVM
+            _trap(builder)
+            return context.get_dummy_value()
+        i8 = ir.IntType(8)
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        builder.call(_amx_function(builder, "ldtilecfg", [i8.as_pointer()]),
+                     [builder.bitcast(data, i8.as_pointer())])
+        return context.get_dummy_value()
+    return types.void(config), codegen
+
+
+@intrinsic
+def _amx_release(typingctx):
+    """tilerelease: the thread gives the tile registers back."""
+    def codegen(context, builder, signature, args):
+        if not _compiles_amx():
+            _trap(builder)
+            return context.get_dummy_value()
+        builder.call(_amx_function(builder, "tilerelease", []), [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
+def _amx_block_products(typingctx, unpacked, xq, m, b, products):
+    """products[i, r] = sum_k xq[m + i, k] q[r, k] over block b, for the 16 rows i of x from m
+    and the 64 weight rows r of the tile unpacked [nb, 4, block/4, 64] (_unpack_tile); xq int8
+    [>= m + 16, nb*block] with its rows contiguous; products int32 [16, 64] (C order). The tiles
+    are configured by amx_config(block)."""
+    def codegen(context, builder, signature, args):
+        if not _compiles_amx():
+            _trap(builder)
+            return context.get_dummy_value()
+        u_type, x_type, m_type, b_type, _ = signature.args
+        i8, i64 = ir.IntType(8), ir.IntType(64)
+        byte_pointer = i8.as_pointer()
+
+        def const(value, kind=i64):
+            return ir.Constant(kind, value)
+
+        weights = context.make_array(u_type)(context, builder, args[0])
+        acts = context.make_array(x_type)(context, builder, args[1])
+        sums = context.make_array(signature.args[4])(context, builder, args[4])
+        m = context.cast(builder, args[2], m_type, types.int64)
+        b = context.cast(builder, args[3], b_type, types.int64)
+        _, _, quarter_rows, _ = cgutils.unpack_tuple(builder, weights.shape, 4)   # block / 4
+        block = builder.mul(quarter_rows, const(4))
+        chunks = builder.udiv(builder.add(block, const(63)), const(64))           # 1 or 2
+        row_stride = cgutils.unpack_tuple(builder, acts.strides, 2)[0]
+        x_base = builder.gep(builder.bitcast(acts.data, byte_pointer),
+                             [builder.add(builder.mul(m, row_stride), builder.mul(b, block))])
+        w_base = builder.gep(builder.bitcast(weights.data, byte_pointer),
+                             [builder.mul(builder.mul(b, const(4 * 64)), quarter_rows)])
+        zero = _amx_function(builder, "tilezero", [i8])
+        load = _amx_function(builder, "tileloadd64", [i8, byte_pointer, i64])
+        dot = _amx_function(builder, "tdpbssd", [i8, i8, i8])
+        store = _amx_function(builder, "tilestored64", [i8, byte_pointer, i64])
+        for c in range(4):
+            builder.call(zero, [const(c, i8)])
+        with cgutils.for_range(builder, chunks) as loop:             # 64 values of the block
+            builder.call(load, [const(4, i8), builder.gep(x_base, [builder.mul(loop.index,
+                                                                               const(64))]),
+                                row_stride])
+            for c in range(4):                                       # 16 weight rows each
+                start = builder.add(builder.mul(const(c * 64), quarter_rows),
+                                    builder.mul(loop.index, const(16 * 64)))
+                builder.call(load, [const(5, i8), builder.gep(w_base, [start]), const(64)])
+                builder.call(dot, [const(c, i8), const(4, i8), const(5, i8)])
+        out = builder.bitcast(sums.data, byte_pointer)
+        for c in range(4):
+            builder.call(store, [const(c, i8), builder.gep(out, [const(4 * AMX_ROWS * c)]),
+                                 const(4 * ROWS)])
+        return context.get_dummy_value()
+    return types.void(unpacked, xq, m, b, products), codegen
+
+
+@njit(inline="always")
+def _unpack_tile(packed, t, unpacked):
+    """The levels of tile t as AMX B tiles: unpacked uint8 [nb, 4, block/4, 64], where
+    unpacked[b, c, 2g] holds the low nibbles of the 64 bytes of group g of weight rows 16c..16c+15
+    (the values 8g..8g+3 of each row) and unpacked[b, c, 2g + 1] the high ones (8g+4..8g+7)."""
+    for b in range(packed.shape[1]):
+        for g in range(packed.shape[2]):
+            source = packed[t, b, g].reshape(ROWS * 4)
+            for c in range(ROWS // AMX_ROWS):
+                low, high = unpacked[b, c, 2 * g], unpacked[b, c, 2 * g + 1]
+                for i in range(4 * AMX_ROWS):
+                    byte = source[4 * AMX_ROWS * c + i]
+                    low[i] = byte & 15
+                    high[i] = byte >> 4
+
+
+@njit(**_JIT)
+def _q4_matmul_amx(xq, dx, sx, packed, scale_bits, min_bits, out, config, M):
+    """_q4_matmul_vnni with AMX tiles, for the first M rows of x: xq int8 [ceil(M/16)*16, ...]
+    (rows past M zero), config amx_config(block)."""
+    nt, nb, groups = packed.shape[0], packed.shape[1], packed.shape[2]
+    for t in prange(nt):
+        unpacked = np.empty((nb, ROWS // AMX_ROWS, groups * GROUP // 4, 4 * AMX_ROWS), np.uint8)
+        _unpack_tile(packed, t, unpacked)
+        products = np.empty((AMX_ROWS, ROWS), np.int32)
+        acc = np.empty((AMX_ROWS, ROWS), np.float32)
+        _amx_configure(config)
+        for m in range(0, M, AMX_ROWS):
+            rows = min(AMX_ROWS, M - m)
+            acc[:] = 0.0
+            for b in range(nb):
+                _amx_block_products(unpacked, xq, m, b, products)
+                for i in range(rows):
+                    _accumulate_block(acc[i], products[i], scale_bits, min_bits, t, b,
+                                      dx[m + i, b], sx[m + i, b])
+            out[m:m + rows, t * ROWS:(t + 1) * ROWS] = acc[:rows]
+        _amx_release()
+
+
 def _bits(a):
     return np.zeros((0, 0, 0), np.uint16) if a is None else a.view(np.uint16)
 
@@ -412,18 +605,37 @@ def quantize_vectors(x):
     return levels.reshape(x.shape), scales.reshape(x.shape[:-1])
 
 
-def q4_matmul(xq, dx, q, vnni=None, sx=None):
+def q4_matmul(xq, dx, q, vnni=None, sx=None, kernel=None):
     """x [M, K] as 8-bit blocks (quant.quantize_activations: xq int8 [M, nb*block], dx float32
-    [M, nb]) @ W^T for a quant.Q4Weight W [N, K] -> [M, N] float32. `vnni`: which kernel (by
-    default VNNI where the CPU has it); sx: dx * sum(xq) per block, when already known."""
+    [M, nb]) @ W^T for a quant.Q4Weight W [N, K] -> [M, N] float32. `kernel`: "amx", "vnni" or
+    "portable" (by default AMX for AMX_FROM_ROWS rows of x or more where the CPU has it, else
+    VNNI where it has that); `vnni`: True or False, the older way to choose between those two;
+    sx: dx * sum(xq) per block, when already known. Every kernel gives the same bits."""
     M, nb = dx.shape
     if sx is None:
         sx = (xq.reshape(M, nb, -1).sum(axis=-1, dtype=np.int32) * dx).astype(np.float32)
+    if kernel is None:
+        kernel = ("amx" if vnni is None and M >= AMX_FROM_ROWS and _AMX
+                  else "vnni" if (_VNNI if vnni is None else vnni) else "portable")
+    if kernel == "amx" and not has_amx():
+        raise RuntimeError("the AMX kernel needs a CPU with AMX int8 tiles and Linux's leave to "
+                           "use them")
     nt = q.packed.shape[0]
     out = np.empty((M, nt * ROWS), np.float32)
-    kernel = _q4_matmul_vnni if (_VNNI if vnni is None else vnni) else _q4_matmul_portable
+    xq = np.ascontiguousarray(xq)
+    arguments = (xq, dx, sx, q.packed, _bits(q.scales), _bits(q.mins), out)
     with threads_for(M * q.packed.size // WEIGHT_BYTES_PER_ELEMENT):    # one thread below ~1 MB
-        kernel(np.ascontiguousarray(xq), dx, sx, q.packed, _bits(q.scales), _bits(q.mins), out)
+        if kernel == "amx":
+            padded = -(-M // AMX_ROWS) * AMX_ROWS                   # A tiles read 16 rows
+            if padded != M:
+                xq = np.concatenate([xq, np.zeros((padded - M, xq.shape[1]), np.int8)])
+            _q4_matmul_amx(xq, *arguments[1:], amx_config(q.block), M)
+        elif kernel == "vnni":
+            _q4_matmul_vnni(*arguments)
+        elif kernel == "portable":
+            _q4_matmul_portable(*arguments)
+        else:
+            raise ValueError(f"kernel must be 'amx', 'vnni' or 'portable', not {kernel!r}")
     return out[:, :q.out_features] if q.out_features != nt * ROWS else out
 
 
@@ -435,6 +647,8 @@ def q4_linear(x, q):
 
 
 _VNNI = has_vnni()
+_AMX = has_amx()
+AMX_FROM_ROWS = 16            # rows of x from which the AMX kernel is the default (prefill)
 
 
 # ---- attention over an 8-bit KV cache (decode) ------------------------------------------------
