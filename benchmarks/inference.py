@@ -44,6 +44,7 @@ from pathlib import Path
 
 THREADS = str(os.cpu_count())
 os.environ.setdefault("OPENBLAS_NUM_THREADS", THREADS)
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")   # idle BLAS threads sleep (tinyphi3/__init__)
 os.environ.setdefault("NUMBA_NUM_THREADS", THREADS)
 
 import numpy as np  # noqa: E402

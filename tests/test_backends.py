@@ -60,6 +60,23 @@ def test_the_environment_chooses_the_backend_when_first_asked():
     assert run_python("from tinyphi3 import backends; print(backends.get_backend())") == "numba"
 
 
+def test_numpy_loads_its_blas_with_sleeping_threads_when_tinyphi3_comes_first():
+    """OPENBLAS_THREAD_TIMEOUT is 4 while NumPy (and its OpenBLAS, which reads it then) loads,
+    and gone afterwards; a value the user set, or NumPy loaded before tinyphi3, is left alone."""
+    code = ("import os, sys; seen = []; "
+            "sys.addaudithook(lambda event, args: seen.append(os.environ.get("
+            "'OPENBLAS_THREAD_TIMEOUT')) if event == 'import' and args[0] == 'numpy' else None); "
+            "{first}import tinyphi3; print(seen[0], os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    clean = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    for first, env, expected in (("", {}, "4 None"), ("", {"OPENBLAS_THREAD_TIMEOUT": "20"},
+                                                       "20 20"),
+                                 ("import numpy; ", {}, "None None")):
+        result = subprocess.run([sys.executable, "-c", code.format(first=first)],
+                                capture_output=True, text=True, env={**clean, **env}, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expected, (first, env)
+
+
 def test_importing_tinyphi3_sets_no_environment_variable():
     """Numba's thread policy is set when its kernels are first loaded, not at import."""
     code = ("import os, tinyphi3, numpy as np; "

@@ -192,16 +192,18 @@ def test_prefill_takes_the_amx_kernel_from_16_rows_where_the_cpu_has_it(monkeypa
 
 
 def test_amx_tile_configuration_matches_the_block():
-    """amx_config: palette 1; four C tiles of 16 x 16 int32; A 16 rows of min(block, 64) int8
-    values; B that many values / 4 rows of 64 bytes (what tdpbssd requires of the shapes)."""
+    """amx_config: palette 1; four C tiles of 16 x 16 int32; two A tiles of 16 rows of
+    min(block, 64) int8 values; two B tiles of that many values / 4 rows of 64 bytes (what
+    tdpbssd requires of the shapes)."""
     for block in quant.BLOCK_SIZES:
         config = quantized.amx_config(block)
         colsb, rows = config[16:48].view(np.uint16), config[48:64]
         k = min(block, 64)
         assert config[0] == 1 and config[1:16].sum() == 0
-        assert list(colsb[:6]) == [64] * 4 + [k, 64] and list(rows[:6]) == [16] * 5 + [k // 4]
-        assert colsb[6:].sum() == 0 and rows[6:].sum() == 0
-        assert colsb[4] == 4 * rows[5]                        # A's K = B's rows x 4
+        assert list(colsb[:8]) == [64] * 4 + [k, 64] * 2
+        assert list(rows[:8]) == [16] * 4 + [16, k // 4] * 2
+        assert colsb[8:].sum() == 0 and rows[8:].sum() == 0
+        assert colsb[4] == 4 * rows[5] and colsb[6] == 4 * rows[7]   # A's K = B's rows x 4
 
 
 def test_amx_kernel_compiles_to_tile_instructions_for_an_amx_cpu(tmp_path):
@@ -221,7 +223,7 @@ w = np.ones((64, 64), np.float32)
 q = quant.quantize_q4(w, 32)
 xq, dx, sx = q4.quantize_activations(np.ones((16, 64), np.float32), 32)
 args = (xq, dx, sx, q.packed, q4._bits(q.scales), q4._bits(q.mins),
-        np.empty((16, 64), np.float32), q4.amx_config(32), 16)
+        np.empty((16, 64), np.float32), q4.amx_config(32), 16, 1)
 q4._q4_matmul_amx.compile(tuple(numba.typeof(a) for a in args))
 print(chr(10).join(q4._q4_matmul_amx.inspect_asm().values()))
 """

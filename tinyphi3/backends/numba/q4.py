@@ -53,7 +53,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from tinyphi3.backends.numba.threads import threads_for
+from tinyphi3.backends.numba.threads import _thread_count, threads_for
 from tinyphi3.backends.numba.fused import exp32
 from tinyphi3.quant.layout import GROUP
 from tinyphi3.quant.layout import ROWS_PER_TILE as ROWS     # rows per tile: 64
@@ -379,15 +379,15 @@ def has_amx() -> bool:
 
 def amx_config(block: int) -> np.ndarray:
     """The 64-byte tile configuration (palette 1) of the AMX kernel for a block size: tiles 0-3
-    C int32 [16, 16]; tile 4 A, 16 rows of x by min(block, 64) values; tile 5 B, min(block, 64)
-    / 4 rows of 64 bytes (16 weight rows, 4 values each)."""
+    C int32 [16, 16]; tiles 4 and 6 A, 16 rows of x by min(block, 64) values; tiles 5 and 7 B,
+    min(block, 64) / 4 rows of 64 bytes (16 weight rows, 4 values each)."""
     k = min(block, 64)
     config = np.zeros(64, np.uint8)
     config[0] = 1                                                    # palette
     colsb, rows = config[16:48].view(np.uint16), config[48:64]
     colsb[:4], rows[:4] = 4 * AMX_ROWS, AMX_ROWS
-    colsb[4], rows[4] = k, AMX_ROWS
-    colsb[5], rows[5] = 64, k // 4
+    colsb[4:8:2], rows[4:8:2] = k, AMX_ROWS
+    colsb[5:8:2], rows[5:8:2] = 64, k // 4
     return config
 
 
@@ -429,57 +429,159 @@ def _amx_release(typingctx):
     return types.void(), codegen
 
 
+BLOCKS_IN_FLIGHT = 4          # blocks whose products are made at once, each in its own C tile
+
+
 @intrinsic
-def _amx_block_products(typingctx, unpacked, xq, m, b, products):
-    """products[i, r] = sum_k xq[m + i, k] q[r, k] over block b, for the 16 rows i of x from m
-    and the 64 weight rows r of the tile unpacked [nb, 4, block/4, 64] (_unpack_tile); xq int8
-    [>= m + 16, nb*block] with its rows contiguous; products int32 [16, 64] (C order). The tiles
-    are configured by amx_config(block)."""
+def _amx_rows_by_quarter(typingctx, unpacked, xq, m, c, scale_bits, min_bits, t, dx, sx,
+                         products, acc):
+    """acc [16, 16] float32 = x W^T for the 16 rows of x from m and the 16 weight rows 16c..16c+15
+    of tile t, over every block: per block, tdpbssd's integer sums scaled as _accumulate_block
+    scales them, with the same operations in the same order (so the same bits), on 512-bit
+    vectors held in registers across the blocks.
+
+    Four blocks at a time, each into its own C tile (tiles 0-3; A and B alternate between tiles
+    4, 5 and 6, 7): one block's chain (multiply, store the tile, read it back) takes ~100 cycles
+    and has to wait for the last on the same tile, so four chains in flight keep the tile unit
+    busy. (Loops that Numba writes are vectorised 256 bits wide on these CPUs and keep their sums
+    in memory: twice the instructions.) unpacked as _unpack_tile writes it, xq int8
+    [>= m + 16, nb*block] with its rows contiguous; scale_bits,
+    min_bits uint16 [nt, nb, 64] (min_bits empty: symmetric); dx, sx float32 [>= m + 16, nb];
+    products int32 [4, 16, 16], a scratch."""
     def codegen(context, builder, signature, args):
         if not _compiles_amx():
             _trap(builder)
             return context.get_dummy_value()
-        u_type, x_type, m_type, b_type, _ = signature.args
-        i8, i64 = ir.IntType(8), ir.IntType(64)
+        (u_type, x_type, m_type, c_type, s_type, n_type, t_type, dx_type, sx_type, p_type,
+         a_type) = signature.args
+        i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        f32 = ir.FloatType()
+        floats, ints = ir.VectorType(f32, AMX_ROWS), ir.VectorType(i32, AMX_ROWS)
+        halves, bits16 = ir.VectorType(ir.HalfType(), AMX_ROWS), ir.VectorType(i16, AMX_ROWS)
         byte_pointer = i8.as_pointer()
+        flags = tuple(sorted(_FASTMATH))
 
         def const(value, kind=i64):
             return ir.Constant(kind, value)
 
-        weights = context.make_array(u_type)(context, builder, args[0])
-        acts = context.make_array(x_type)(context, builder, args[1])
-        sums = context.make_array(signature.args[4])(context, builder, args[4])
+        def array(kind, value):
+            return context.make_array(kind)(context, builder, value)
+
+        def at(a, offset):                                           # a byte of array a
+            return builder.gep(builder.bitcast(a.data, byte_pointer), [offset])
+
+        def splat(value):
+            one = builder.insert_element(ir.Constant(floats, ir.Undefined), value, const(0, i32))
+            return builder.shuffle_vector(one, ir.Constant(floats, ir.Undefined),
+                                          ir.Constant(ints, [0] * AMX_ROWS))
+
+        weights, acts = array(u_type, args[0]), array(x_type, args[1])
+        scales, minimums = array(s_type, args[4]), array(n_type, args[5])
+        dxs, sxs = array(dx_type, args[7]), array(sx_type, args[8])
+        sums, out = array(p_type, args[9]), array(a_type, args[10])
         m = context.cast(builder, args[2], m_type, types.int64)
-        b = context.cast(builder, args[3], b_type, types.int64)
-        _, _, quarter_rows, _ = cgutils.unpack_tuple(builder, weights.shape, 4)   # block / 4
+        c = context.cast(builder, args[3], c_type, types.int64)
+        t = context.cast(builder, args[6], t_type, types.int64)
+        nb, _, quarter_rows, _ = cgutils.unpack_tuple(builder, weights.shape, 4)    # block / 4
         block = builder.mul(quarter_rows, const(4))
-        chunks = builder.udiv(builder.add(block, const(63)), const(64))           # 1 or 2
-        row_stride = cgutils.unpack_tuple(builder, acts.strides, 2)[0]
-        x_base = builder.gep(builder.bitcast(acts.data, byte_pointer),
-                             [builder.add(builder.mul(m, row_stride), builder.mul(b, block))])
-        w_base = builder.gep(builder.bitcast(weights.data, byte_pointer),
-                             [builder.mul(builder.mul(b, const(4 * 64)), quarter_rows)])
+        chunks = builder.udiv(builder.add(block, const(63)), const(64))            # 1 or 2
+        x_stride = cgutils.unpack_tuple(builder, acts.strides, 2)[0]
+        s_strides = cgutils.unpack_tuple(builder, scales.strides, 3)
+        n_strides = cgutils.unpack_tuple(builder, minimums.strides, 3)
+        d_stride = cgutils.unpack_tuple(builder, dxs.strides, 2)[0]
+        e_stride = cgutils.unpack_tuple(builder, sxs.strides, 2)[0]
+        minmax = builder.icmp_unsigned(
+            "!=", cgutils.unpack_tuple(builder, minimums.shape, 3)[0], const(0))
         zero = _amx_function(builder, "tilezero", [i8])
         load = _amx_function(builder, "tileloadd64", [i8, byte_pointer, i64])
         dot = _amx_function(builder, "tdpbssd", [i8, i8, i8])
         store = _amx_function(builder, "tilestored64", [i8, byte_pointer, i64])
-        for c in range(4):
-            builder.call(zero, [const(c, i8)])
-        with cgutils.for_range(builder, chunks) as loop:             # 64 values of the block
-            builder.call(load, [const(4, i8), builder.gep(x_base, [builder.mul(loop.index,
-                                                                               const(64))]),
-                                row_stride])
-            for c in range(4):                                       # 16 weight rows each
-                start = builder.add(builder.mul(const(c * 64), quarter_rows),
-                                    builder.mul(loop.index, const(16 * 64)))
-                builder.call(load, [const(5, i8), builder.gep(w_base, [start]), const(64)])
-                builder.call(dot, [const(c, i8), const(4, i8), const(5, i8)])
-        out = builder.bitcast(sums.data, byte_pointer)
-        for c in range(4):
-            builder.call(store, [const(c, i8), builder.gep(out, [const(4 * AMX_ROWS * c)]),
-                                 const(4 * ROWS)])
+        accumulators = [cgutils.alloca_once_value(builder, ir.Constant(floats, None))
+                        for _ in range(AMX_ROWS)]
+        eight = ir.Constant(f32, 8.0)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(floats, [floats] * 3), "llvm.fma.v16f32")
+        tile_bytes = 4 * AMX_ROWS * AMX_ROWS
+
+        def scales_of(a, strides, b):                # 16 float16 of block b, as float32
+            offset = builder.add(builder.add(builder.mul(t, strides[0]),
+                                             builder.mul(b, strides[1])),
+                                 builder.mul(c, const(2 * AMX_ROWS)))
+            raw = builder.load(builder.bitcast(at(a, offset), bits16.as_pointer()), align=2)
+            return builder.fpext(builder.bitcast(raw, halves), floats)
+
+        def row_value(a, stride, row, b):            # a[row, b], float32
+            return builder.load(builder.bitcast(at(a, builder.add(
+                builder.mul(row, stride), builder.mul(b, const(4)))), f32.as_pointer()))
+
+        def products_of(b, j):                       # block b into C tile j
+            builder.call(zero, [const(j, i8)])
+            a_tile, b_tile = (4, 5) if j % 2 == 0 else (6, 7)
+            with cgutils.for_range(builder, chunks) as loop:         # 64 values of the block
+                x_offset = builder.add(builder.add(builder.mul(m, x_stride),
+                                                   builder.mul(b, block)),
+                                       builder.mul(loop.index, const(64)))
+                builder.call(load, [const(a_tile, i8), at(acts, x_offset), x_stride])
+                w_offset = builder.mul(
+                    builder.add(builder.mul(builder.add(builder.mul(b, const(4)), c),
+                                            quarter_rows),
+                                builder.mul(loop.index, const(16))), const(64))
+                builder.call(load, [const(b_tile, i8), at(weights, w_offset), const(64)])
+                builder.call(dot, [const(j, i8), const(a_tile, i8), const(b_tile, i8)])
+
+        def add_block(b, j):                         # acc += block b's sums, from C tile j
+            d = scales_of(scales, s_strides, b)
+            with builder.if_else(minmax) as (with_minimum, symmetric):
+                with with_minimum:
+                    offset = scales_of(minimums, n_strides, b)
+                    for i, acc in enumerate(accumulators):
+                        row = builder.add(m, const(i))
+                        dxi, sxi = row_value(dxs, d_stride, row, b), row_value(sxs, e_stride,
+                                                                               row, b)
+                        p = builder.sitofp(builder.load(builder.bitcast(
+                            at(sums, const(tile_bytes * j + 4 * AMX_ROWS * i)),
+                            ints.as_pointer()), align=4), floats)
+                        # fma(d, dx p, offset sx): how LLVM contracts _accumulate_block's
+                        # d (dx p) + offset sx (left to itself here, it fuses the other product)
+                        term = builder.call(fma, [d, builder.fmul(splat(dxi), p, flags=flags),
+                                                  builder.fmul(offset, splat(sxi), flags=flags)])
+                        builder.store(builder.fadd(builder.load(acc), term, flags=flags), acc)
+                with symmetric:
+                    for i, acc in enumerate(accumulators):
+                        row = builder.add(m, const(i))
+                        dxi, sxi = row_value(dxs, d_stride, row, b), row_value(sxs, e_stride,
+                                                                               row, b)
+                        eight_sx = builder.fmul(eight, sxi, flags=flags)
+                        p = builder.sitofp(builder.load(builder.bitcast(
+                            at(sums, const(tile_bytes * j + 4 * AMX_ROWS * i)),
+                            ints.as_pointer()), align=4), floats)
+                        term = builder.fmul(d, builder.fsub(
+                            builder.fmul(splat(dxi), p, flags=flags), splat(eight_sx),
+                            flags=flags), flags=flags)
+                        builder.store(builder.fadd(builder.load(acc), term, flags=flags), acc)
+
+        groups = builder.udiv(builder.add(nb, const(BLOCKS_IN_FLIGHT - 1)),
+                              const(BLOCKS_IN_FLIGHT))
+        with cgutils.for_range(builder, groups) as loop:
+            first = builder.mul(loop.index, const(BLOCKS_IN_FLIGHT))
+            blocks = [builder.add(first, const(j)) for j in range(BLOCKS_IN_FLIGHT)]
+            present = [builder.icmp_unsigned("<", b, nb) for b in blocks]
+            for j, b in enumerate(blocks):
+                with builder.if_then(present[j], likely=True):
+                    products_of(b, j)
+            for j in range(BLOCKS_IN_FLIGHT):
+                with builder.if_then(present[j], likely=True):
+                    builder.call(store, [const(j, i8), at(sums, const(tile_bytes * j)),
+                                         const(4 * AMX_ROWS)])
+            for j, b in enumerate(blocks):           # in the blocks' order: the same sums
+                with builder.if_then(present[j], likely=True):
+                    add_block(b, j)
+        for i, acc in enumerate(accumulators):
+            builder.store(builder.load(acc), builder.bitcast(
+                at(out, const(4 * AMX_ROWS * i)), floats.as_pointer()), align=4)
         return context.get_dummy_value()
-    return types.void(unpacked, xq, m, b, products), codegen
+    return (types.void(unpacked, xq, m, c, scale_bits, min_bits, t, dx, sx, products, acc),
+            codegen)
 
 
 @njit(inline="always")
@@ -499,25 +601,27 @@ def _unpack_tile(packed, t, unpacked):
 
 
 @njit(**_JIT)
-def _q4_matmul_amx(xq, dx, sx, packed, scale_bits, min_bits, out, config, M):
-    """_q4_matmul_vnni with AMX tiles, for the first M rows of x: xq int8 [ceil(M/16)*16, ...]
-    (rows past M zero), config amx_config(block)."""
+def _q4_matmul_amx(xq, dx, sx, packed, scale_bits, min_bits, out, config, M, workers):
+    """_q4_matmul_vnni with AMX tiles, for the first M rows of x: xq int8, dx and sx float32
+    with ceil(M/16)*16 rows (those past M zero), config amx_config(block). The tiles are dealt
+    to `workers` threads in runs of consecutive tiles, so that each thread allocates its
+    scratch once per call: allocated per tile (192 KiB at K = 3072), it came as fresh pages
+    from the system inside a model, and faulting them in doubled the time."""
     nt, nb, groups = packed.shape[0], packed.shape[1], packed.shape[2]
-    for t in prange(nt):
+    for worker in prange(workers):
         unpacked = np.empty((nb, ROWS // AMX_ROWS, groups * GROUP // 4, 4 * AMX_ROWS), np.uint8)
-        _unpack_tile(packed, t, unpacked)
-        products = np.empty((AMX_ROWS, ROWS), np.int32)
-        acc = np.empty((AMX_ROWS, ROWS), np.float32)
+        products = np.empty((BLOCKS_IN_FLIGHT, AMX_ROWS, AMX_ROWS), np.int32)
+        acc = np.empty((AMX_ROWS, AMX_ROWS), np.float32)
         _amx_configure(config)
-        for m in range(0, M, AMX_ROWS):
-            rows = min(AMX_ROWS, M - m)
-            acc[:] = 0.0
-            for b in range(nb):
-                _amx_block_products(unpacked, xq, m, b, products)
-                for i in range(rows):
-                    _accumulate_block(acc[i], products[i], scale_bits, min_bits, t, b,
-                                      dx[m + i, b], sx[m + i, b])
-            out[m:m + rows, t * ROWS:(t + 1) * ROWS] = acc[:rows]
+        for t in range(worker * nt // workers, (worker + 1) * nt // workers):
+            _unpack_tile(packed, t, unpacked)
+            for m in range(0, M, AMX_ROWS):
+                rows = min(AMX_ROWS, M - m)
+                for c in range(ROWS // AMX_ROWS):
+                    _amx_rows_by_quarter(unpacked, xq, m, c, scale_bits, min_bits, t, dx, sx,
+                                         products, acc)
+                    start = t * ROWS + c * AMX_ROWS
+                    out[m:m + rows, start:start + AMX_ROWS] = acc[:rows]
         _amx_release()
 
 
@@ -626,10 +730,12 @@ def q4_matmul(xq, dx, q, vnni=None, sx=None, kernel=None):
     arguments = (xq, dx, sx, q.packed, _bits(q.scales), _bits(q.mins), out)
     with threads_for(M * q.packed.size // WEIGHT_BYTES_PER_ELEMENT):    # one thread below ~1 MB
         if kernel == "amx":
-            padded = -(-M // AMX_ROWS) * AMX_ROWS                   # A tiles read 16 rows
+            padded = -(-M // AMX_ROWS) * AMX_ROWS                   # tiles of 16 rows
             if padded != M:
-                xq = np.concatenate([xq, np.zeros((padded - M, xq.shape[1]), np.int8)])
-            _q4_matmul_amx(xq, *arguments[1:], amx_config(q.block), M)
+                xq, dx, sx = (np.concatenate([a, np.zeros((padded - M, a.shape[1]), a.dtype)])
+                              for a in (xq, dx, sx))
+            _q4_matmul_amx(xq, dx, sx, *arguments[3:], amx_config(q.block), M,
+                           min(_thread_count()[0](), nt))
         elif kernel == "vnni":
             _q4_matmul_vnni(*arguments)
         elif kernel == "portable":
