@@ -410,6 +410,11 @@ def write_report(args, results, sizes, bandwidth):
         llama = (f" llama.cpp (build {results['llama.cpp-fa-off']['build']}; "
                  f"{llama_cpp_build(args.llama_cpp)}): its weights in memory are the GGUF file, "
                  f"mapped, and its peak memory counts the mapped pages; its KV cache is f16.")
+    from tinyphi3.backends.numba import q4 as q4_kernels
+    product = ("VNNI" if q4_kernels.has_vnni() else "portable")
+    kernels = (f" tinyphi3's 4-bit products ran on its AMX kernel for the prompt (16 rows or more) "
+               f"and its {product} kernel for decoding." if q4_kernels.has_amx() else
+               f" tinyphi3's 4-bit products ran on its {product} kernel (this CPU has no AMX).")
     fp32_runs = args.fp32_runs or args.runs
     title = ("checkpoints/mini" if args.model == "mini"
              else "the phi-3-mini geometry (3.82 B parameters, random weights)")
@@ -424,7 +429,7 @@ process's maximum resident set over loading, prefill and decode. The bound is th
 bandwidth ({bandwidth:.1f} GB/s, NumPy fp32 matrix-vector product over 1 GB) over the bytes read per
 generated token: the weights plus the KV cache at the mean context ({context} tokens; fp32 cache for
 the fp32 sides, 8 bits and a float32 scale per vector for the 4-bit ones). Machine: {describe_machine()}; PyTorch and
-transformers as installed, {THREADS} threads.{llama} {args.note}
+transformers as installed, {THREADS} threads.{llama}{kernels} {args.note}
 
 | side | on disk | weights in memory | peak memory | prefill tokens/s | decode tokens/s, empty context | decode tokens/s after {args.decode_prompt} | bound | of bound | decode vs transformers |
 |---|---|---|---|---|---|---|---|---|---|

@@ -401,8 +401,11 @@ assert np.all(error <= 0.5 * scales[:, None] * (1 + 1e-5))
 # the groups: a row's 4 bytes of group `g`, their low nibbles times `xq[8g .. 8g+3]` and their
 # high nibbles times `xq[8g+4 .. 8g+7]`, the layout of section 1. On a CPU with AVX-512 VNNI one
 # instruction does that for 16 rows at once (`vpdpbusd`: 64 byte products, summed four by four
-# into 16 int32 lanes); elsewhere a plain Numba loop computes the same integers.
-# `docs/quantization.md` tells how the VNNI kernel is written. The identity on the block of
+# into 16 int32 lanes); elsewhere a plain Numba loop computes the same integers. On a CPU with
+# AMX (Intel's tile unit, Sapphire Rapids on), a prompt of 16 tokens or more goes through
+# `tdpbssd`, which multiplies 16 rows of `x` by 16 rows of `W` over 64 values in one instruction;
+# the packed layout is already what its second operand needs, once split into bytes.
+# `docs/quantization.md` tells how the VNNI and AMX kernels are written. The identity on the block of
 # section 1, in exact integers:
 
 # %%
@@ -423,30 +426,31 @@ print(f"rounding x to 8 bits moved this block's product by {direct - float(np.do
 # %% [markdown]
 # The kernel equals the reference. We take a matrix of 300 rows (not a multiple of 64: the last
 # tile is padded) and 1000 columns (not a multiple of any block: the last block of each row is
-# padded, and so is `x`, with zeros), both schemes and every block size, one and three rows of
-# `x`, and both kernels where the CPU has VNNI (the portable one alone where it has not):
+# padded, and so is `x`, with zeros), both schemes and every block size, one, three and 17 rows
+# of `x`, and every kernel this CPU can run: the portable one always, VNNI where the CPU has
+# AVX-512 VNNI, and AMX (tile instructions, the default for 16 rows or more) where it has AMX:
 
 # %%
 A = rng.standard_normal((300, 1000)).astype(np.float32)
 from tinyphi3.backends.numba import q4 as q4k                    # the kernels themselves
-variants = (True, False) if q4k.has_vnni() else (False,)
+variants = ["portable"] + ["vnni"] * q4k.has_vnni() + ["amx"] * q4k.has_amx()
 worst = act_worst = 0.0
 for scheme in ("symmetric", "minmax"):
     for block in BLOCK_SIZES:
         qa = quantize_q4(A, block, scheme)
-        for rows in (1, 3):
+        for rows in (1, 3, 17):
             xa = rng.standard_normal((rows, 1000)).astype(np.float32)
             with backends.use_backend("numpy"):
                 reference = q4_linear(xa, qa)
-            for vnni in variants:
-                kernel = q4k.q4_matmul(*quantize_activations(xa, block), qa, vnni=vnni)
+            for name in variants:
+                kernel = q4k.q4_matmul(*quantize_activations(xa, block), qa, kernel=name)
                 assert reference.shape == kernel.shape == (rows, 300)
                 assert np.allclose(kernel, reference, rtol=1e-4, atol=1e-4)
                 worst = max(worst, float(np.abs(kernel - reference).max()
                                          / np.abs(reference).max()))
             error = np.abs(reference - xa @ dequantize_q4(qa).T).max() / np.abs(reference).max()
             act_worst = max(act_worst, float(error))          # what 8-bit activations cost
-print(f"CPU has VNNI: {q4k.has_vnni()}; [300 x 1000], 2 schemes x 3 blocks x (1, 3) rows of x: "
+print(f"kernels: {', '.join(variants)}; [300 x 1000], 2 schemes x 3 blocks x (1, 3, 17) rows: "
       f"largest |kernel - reference| = {worst:.1e} of the largest output")
 print(f"rounding x to 8 bits (reference against x @ W~^T in float): at most {100 * act_worst:.2f}%"
       f" of the largest output")
@@ -692,8 +696,9 @@ workdir.cleanup()
 # - `tinyphi3/quant/q4.py`: `Q4Weight`, `quantize_q4`, `pack_levels` / `unpack_levels`,
 #   `to_tiles` / `from_tiles`, `dequantize_q4`, `quantize_activations`, `bits_per_weight`, and
 #   `q4_linear`, the reference product.
-# - `tinyphi3/backends/numba/q4.py`: the kernels: `q4_linear`, `q4_matmul` (`_q4_matmul_vnni`,
-#   `_q4_matmul_portable`), `has_vnni`, `half_to_float`, `attention_decode` (the 8-bit cache).
+# - `tinyphi3/backends/numba/q4.py`: the kernels: `q4_linear`, `q4_matmul` (`_q4_matmul_amx`,
+#   `_q4_matmul_vnni`, `_q4_matmul_portable`), `has_amx`, `has_vnni`, `half_to_float`,
+#   `attention_decode` (the 8-bit cache).
 # - `tinyphi3/quant/kv8.py`: the 8-bit KV cache: `quantize_vectors`, `QuantizedKV`,
 #   `Int8KVCache`.
 # - `tinyphi3/models/quantize.py`: `quantize_checkpoint`; `tinyphi3/quant/checkpoint.py`: the
