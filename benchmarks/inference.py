@@ -290,6 +290,9 @@ def read_bandwidth():
     return w.nbytes / statistics.median(times[1:]) / 1e9
 
 
+USER_ENVIRONMENT = dict(os.environ)       # before tinyphi3 chooses Numba's thread policy
+
+
 def run_side(side, args, runs):
     out = subprocess.run([sys.executable, __file__, "--worker", side, "--model", args.model,
                           "--workdir", str(args.workdir), "--runs", str(runs),
@@ -297,7 +300,8 @@ def run_side(side, args, runs):
                           "--decode-prompt", str(args.decode_prompt),
                           "--new-tokens", str(args.new_tokens)]
                          + (["--llama-cpp", str(args.llama_cpp)] if args.llama_cpp else []),
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, capture_output=True, text=True,
+                         env=USER_ENVIRONMENT).stdout   # each side chooses as a user's would
     result = json.loads(out.strip().splitlines()[-1])
     print(side, result, flush=True)
     return result

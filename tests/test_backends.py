@@ -14,7 +14,8 @@ from tinyphi3.nn.layers import rms_norm
 
 def run_python(code, **env):
     environment = {k: v for k, v in os.environ.items()
-                   if k not in ("TINYPHI3_BACKEND", "OMP_WAIT_POLICY", "NUMBA_CPU_FEATURES")}
+                   if k not in ("TINYPHI3_BACKEND", "OMP_WAIT_POLICY", "NUMBA_CPU_FEATURES",
+                                 "GOMP_SPINCOUNT")}
     environment.update(env)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=environment, timeout=120)
@@ -75,6 +76,23 @@ def test_numpy_loads_its_blas_with_sleeping_threads_when_tinyphi3_comes_first():
                                 capture_output=True, text=True, env={**clean, **env}, timeout=120)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == expected, (first, env)
+
+
+def test_a_4_bit_model_lets_numbas_threads_spin_briefly_unless_the_user_chose(tmp_path):
+    """Loading a 4-bit checkpoint (before Numba starts its threads) sets OMP_WAIT_POLICY=ACTIVE
+    with GOMP_SPINCOUNT=3000, for decoding's many short parallel loops; a float model keeps
+    sleeping threads, and so does a policy the user set."""
+    from pathlib import Path
+    from tinyphi3.models.quantize import quantize_checkpoint
+    mini = Path(__file__).resolve().parents[1] / "checkpoints" / "mini"
+    quantize_checkpoint(mini, tmp_path / "q4", 32, progress=False)
+    code = ("import os, tinyphi3; m = tinyphi3.Phi3.from_pretrained({path!r}); "
+            "m(__import__('numpy').array([[1, 2]])); "
+            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
+    q4 = str(tmp_path / "q4")
+    assert run_python(code.format(path=q4)) == "ACTIVE 3000"
+    assert run_python(code.format(path=str(mini))) == "PASSIVE None"
+    assert run_python(code.format(path=q4), OMP_WAIT_POLICY="PASSIVE") == "PASSIVE None"
 
 
 def test_importing_tinyphi3_sets_no_environment_variable():

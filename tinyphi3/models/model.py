@@ -101,6 +101,9 @@ class Phi3:
             tensors = quant_checkpoint.load_quantized_tensors(path, config, shapes, qc, index)
             model = cls(config, tensors, weight_format=Q4)
             model.quantization = qc
+            if (backend or backends.get_backend()) == "numba":
+                from tinyphi3.backends.numba import spin_briefly_for_decoding
+                spin_briefly_for_decoding()            # before Numba starts its threads
         else:
             params = checkpoint.load_tensors(path, shapes,
                                              ignored=checkpoint.tied_copies(config), index=index)
