@@ -473,8 +473,9 @@ def test_cli_quantize_then_chat_generate_info_and_eval(tmp_path):
     assert info.exit_code == 0 and "4-bit weights, blocks of 64" in info.output
     chat = invoke("chat", "--ckpt", out, "--stats", "--max-new-tokens", 20, input="Hello!\n")
     assert chat.exit_code == 0 and "weights 4-bit" in chat.output and "peak memory" in chat.output
-    gen = invoke("generate", "--ckpt", out, "--prompt", "The", "--max-new-tokens", 5,
-                 "--backend", "numpy")
+    with backends.use_backend(backends.get_backend()):   # --backend selects it for the process
+        gen = invoke("generate", "--ckpt", out, "--prompt", "The", "--max-new-tokens", 5,
+                     "--backend", "numpy")
     assert gen.exit_code == 0, gen.output
     ev = invoke("eval", "--ckpt", out, "--task", "arithmetic", "--chat", "--shots", 0, "--n", 3)
     assert ev.exit_code == 0, ev.output
