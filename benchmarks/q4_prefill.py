@@ -78,8 +78,8 @@ def measure(N, K, M, rng):
             "words, 1 row": lambda out: kernels._q4_matmul_portable(*inputs, out, 1),
             "words, 4 rows": lambda out: kernels._q4_matmul_portable(*inputs, out, 4),
             "VNNI": (lambda out: kernels._q4_matmul_vnni(*inputs, out)) if kernels._VNNI else None,
-            "AMX": (lambda out: out.__setitem__(slice(None), kernels.q4_matmul(
-                xq, dx, q, sx=sx, kernel="amx"))) if kernels._AMX else None}
+            "AMX": (lambda out: np.copyto(out, kernels.q4_matmul(xq, dx, q, sx=sx, kernel="amx")))
+            if kernels._AMX else None}
     rates, outs = {}, []
     for name, run in runs.items():
         if run is None:

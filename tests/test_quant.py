@@ -119,6 +119,18 @@ def test_bits_per_weight():
 
 # ---- the kernels equal the reference ------------------------------------------------------
 
+def kernel_inputs(M, N, K, block, scheme, extreme, seed):
+    """A random 4-bit weight [N, max(K, block)] and x [M, K] rounded for the kernels (xq, dx, sx);
+    `extreme`: every activation at +-127, the largest integer sums."""
+    rng = np.random.default_rng(seed)
+    K = max(K, block)
+    q = quant.quantize_q4(random_weight(rng, N, K), block, scheme)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    if extreme:
+        x = np.sign(x) + (x == 0)
+    return q, quantized.quantize_activations(x, block)
+
+
 KERNELS = [pytest.param("amx", marks=pytest.mark.skipif(
                not quantized.has_amx(), reason="this CPU (or Linux) gives no AMX int8 tiles")),
            pytest.param("vnni", marks=pytest.mark.skipif(
@@ -155,13 +167,7 @@ def test_amx_kernel_gives_the_bits_of_the_vnni_and_portable_ones(M, N, K, block,
     """The AMX kernel's integer sums are the other kernels' (tdpbssd on the unpacked levels,
     against vpdpbusd on the packed ones), added into the same floats in the same order: the
     same output to the bit. `extreme`: every activation at +-127, the largest sums."""
-    rng = np.random.default_rng(seed)
-    K = max(K, block)
-    q = quant.quantize_q4(random_weight(rng, N, K), block, scheme)
-    x = rng.standard_normal((M, K)).astype(np.float32)
-    if extreme:
-        x = np.sign(x) + (x == 0)
-    xq, dx, sx = quantized.quantize_activations(x, block)
+    q, (xq, dx, sx) = kernel_inputs(M, N, K, block, scheme, extreme, seed)
     outs = [quantized.q4_matmul(xq, dx, q, sx=sx, kernel=k) for k in ("amx", "vnni", "portable")]
     assert not np.isnan(outs[0]).any()
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
@@ -250,13 +256,7 @@ def test_portable_kernel_gives_the_same_bits_four_rows_at_a_time_as_one_at_a_tim
     output of one row at a time, and of the former kernel that split each byte on its own: the
     same integer sums, added into the same floats in the same order. `extreme`: every activation
     at +-127, the largest integer sums."""
-    rng = np.random.default_rng(seed)
-    K = max(K, block)
-    q = quant.quantize_q4(random_weight(rng, N, K), block, scheme)
-    x = rng.standard_normal((M, K)).astype(np.float32)
-    if extreme:
-        x = np.sign(x) + (x == 0)
-    xq, dx, sx = quantized.quantize_activations(x, block)
+    q, (xq, dx, sx) = kernel_inputs(M, N, K, block, scheme, extreme, seed)
     args = (xq, dx, sx, q.packed, quantized._bits(q.scales), quantized._bits(q.mins))
     outs = [np.full((M, q.packed.shape[0] * 64), np.nan, np.float32) for _ in range(3)]
     quantized._q4_matmul_portable(*args, outs[0], 4)

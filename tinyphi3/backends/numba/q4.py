@@ -68,16 +68,30 @@ _JIT = dict(parallel=True, fastmath=_FASTMATH, cache=True, boundscheck=False)
 
 
 @functools.cache
-def has_vnni() -> bool:
-    """Whether Numba compiles for a CPU with AVX-512 VNNI (NUMBA_CPU_NAME/FEATURES, else the
-    host's features)."""
+def _compiles_for(*features) -> bool:
+    """Whether Numba compiles for a CPU with every one of these LLVM features (from
+    NUMBA_CPU_NAME/FEATURES, else the host's)."""
     import llvmlite.binding as llvm
     from numba.core import config
     if config.CPU_FEATURES:
-        return "+avx512vnni" in config.CPU_FEATURES.split(",")
+        return {f"+{f}" for f in features} <= set(config.CPU_FEATURES.split(","))
     if config.CPU_NAME and config.CPU_NAME != "host":
         return False
-    return bool(llvm.get_host_cpu_features().get("avx512vnni"))
+    host = llvm.get_host_cpu_features()
+    return all(host.get(f) for f in features)
+
+
+def has_vnni() -> bool:
+    """Whether Numba compiles for a CPU with AVX-512 VNNI."""
+    return _compiles_for("avx512vnni")
+
+
+def _trap(builder):
+    """llvm.trap: what an intrinsic compiles to for a CPU without its instruction (never run:
+    the kernels are chosen by the CPU compiled for)."""
+    trap = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                          "llvm.trap")
+    builder.call(trap, [])
 
 
 @intrinsic
@@ -98,9 +112,7 @@ def _vnni_block_dots(typingctx, packed, t, b, xq, m, isum):
         if not has_vnni():     # never run here; compiling the instruction would stop LLVM.
             # (The CPU compiled for decides, not _VNNI, which a test may switch to the portable
             # kernel while this compiles.)
-            trap = cgutils.get_or_insert_function(builder.module,
-                                                  ir.FunctionType(ir.VoidType(), []), "llvm.trap")
-            builder.call(trap, [])
+            _trap(builder)
             return context.get_dummy_value()
         packed_type, t_type, b_type, xq_type, m_type, _ = signature.args
         i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -355,15 +367,8 @@ _ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18    # Li
 
 
 def _compiles_amx() -> bool:
-    """Whether Numba compiles for a CPU with AMX int8 tiles (as has_vnni)."""
-    import llvmlite.binding as llvm
-    from numba.core import config
-    if config.CPU_FEATURES:
-        return {"+amx-tile", "+amx-int8"} <= set(config.CPU_FEATURES.split(","))
-    if config.CPU_NAME and config.CPU_NAME != "host":
-        return False
-    features = llvm.get_host_cpu_features()
-    return bool(features.get("amx-tile") and features.get("amx-int8"))
+    """Whether Numba compiles for a CPU with AMX int8 tiles."""
+    return _compiles_for("amx-tile", "amx-int8")
 
 
 @functools.cache
@@ -395,12 +400,6 @@ def amx_config(block: int) -> np.ndarray:
 def _amx_function(builder, name, args):
     return cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(ir.VoidType(), args), f"llvm.x86.{name}")
-
-
-def _trap(builder):
-    trap = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                          "llvm.trap")
-    builder.call(trap, [])
 
 
 @intrinsic
@@ -530,18 +529,20 @@ def _amx_rows_by_quarter(typingctx, unpacked, xq, m, c, scale_bits, min_bits, t,
                 builder.call(load, [const(b_tile, i8), at(weights, w_offset), const(64)])
                 builder.call(dot, [const(j, i8), const(a_tile, i8), const(b_tile, i8)])
 
+        def row_inputs(i, b, j):                     # dx, sx of row m + i; its sums as floats
+            row = builder.add(m, const(i))
+            p = builder.sitofp(builder.load(builder.bitcast(
+                at(sums, const(tile_bytes * j + 4 * AMX_ROWS * i)), ints.as_pointer()),
+                align=4), floats)
+            return row_value(dxs, d_stride, row, b), row_value(sxs, e_stride, row, b), p
+
         def add_block(b, j):                         # acc += block b's sums, from C tile j
             d = scales_of(scales, s_strides, b)
             with builder.if_else(minmax) as (with_minimum, symmetric):
                 with with_minimum:
                     offset = scales_of(minimums, n_strides, b)
                     for i, acc in enumerate(accumulators):
-                        row = builder.add(m, const(i))
-                        dxi, sxi = row_value(dxs, d_stride, row, b), row_value(sxs, e_stride,
-                                                                               row, b)
-                        p = builder.sitofp(builder.load(builder.bitcast(
-                            at(sums, const(tile_bytes * j + 4 * AMX_ROWS * i)),
-                            ints.as_pointer()), align=4), floats)
+                        dxi, sxi, p = row_inputs(i, b, j)
                         # fma(d, dx p, offset sx): how LLVM contracts _accumulate_block's
                         # d (dx p) + offset sx (left to itself here, it fuses the other product)
                         term = builder.call(fma, [d, builder.fmul(splat(dxi), p, flags=flags),
@@ -549,13 +550,8 @@ def _amx_rows_by_quarter(typingctx, unpacked, xq, m, c, scale_bits, min_bits, t,
                         builder.store(builder.fadd(builder.load(acc), term, flags=flags), acc)
                 with symmetric:
                     for i, acc in enumerate(accumulators):
-                        row = builder.add(m, const(i))
-                        dxi, sxi = row_value(dxs, d_stride, row, b), row_value(sxs, e_stride,
-                                                                               row, b)
+                        dxi, sxi, p = row_inputs(i, b, j)
                         eight_sx = builder.fmul(eight, sxi, flags=flags)
-                        p = builder.sitofp(builder.load(builder.bitcast(
-                            at(sums, const(tile_bytes * j + 4 * AMX_ROWS * i)),
-                            ints.as_pointer()), align=4), floats)
                         term = builder.fmul(d, builder.fsub(
                             builder.fmul(splat(dxi), p, flags=flags), splat(eight_sx),
                             flags=flags), flags=flags)
@@ -710,18 +706,17 @@ def quantize_vectors(x):
     return levels.reshape(x.shape), scales.reshape(x.shape[:-1])
 
 
-def q4_matmul(xq, dx, q, vnni=None, sx=None, kernel=None):
+def q4_matmul(xq, dx, q, sx=None, kernel=None):
     """x [M, K] as 8-bit blocks (quant.quantize_activations: xq int8 [M, nb*block], dx float32
     [M, nb]) @ W^T for a quant.Q4Weight W [N, K] -> [M, N] float32. `kernel`: "amx", "vnni" or
     "portable" (by default AMX for AMX_FROM_ROWS rows of x or more where the CPU has it, else
-    VNNI where it has that); `vnni`: True or False, the older way to choose between those two;
-    sx: dx * sum(xq) per block, when already known. Every kernel gives the same bits."""
+    VNNI where it has that); sx: dx * sum(xq) per block, when already known. Every kernel gives
+    the same bits."""
     M, nb = dx.shape
     if sx is None:
         sx = (xq.reshape(M, nb, -1).sum(axis=-1, dtype=np.int32) * dx).astype(np.float32)
     if kernel is None:
-        kernel = ("amx" if vnni is None and M >= AMX_FROM_ROWS and _AMX
-                  else "vnni" if (_VNNI if vnni is None else vnni) else "portable")
+        kernel = "amx" if M >= AMX_FROM_ROWS and _AMX else "vnni" if _VNNI else "portable"
     if kernel == "amx" and not has_amx():
         raise RuntimeError("the AMX kernel needs a CPU with AMX int8 tiles and Linux's leave to "
                            "use them")
