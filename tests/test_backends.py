@@ -15,7 +15,8 @@ from tinyphi3.nn.layers import rms_norm
 def run_python(code, **env):
     environment = {k: v for k, v in os.environ.items()
                    if k not in ("TINYPHI3_BACKEND", "OMP_WAIT_POLICY", "NUMBA_CPU_FEATURES",
-                                 "GOMP_SPINCOUNT")}
+                                 "GOMP_SPINCOUNT", "GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_",
+                                 "MALLOC_TRIM_THRESHOLD_")}
     environment.update(env)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=environment, timeout=120)
@@ -80,19 +81,24 @@ def test_numpy_loads_its_blas_with_sleeping_threads_when_tinyphi3_comes_first():
 
 def test_a_4_bit_model_lets_numbas_threads_spin_briefly_unless_the_user_chose(tmp_path):
     """Loading a 4-bit checkpoint (before Numba starts its threads) sets OMP_WAIT_POLICY=ACTIVE
-    with GOMP_SPINCOUNT=3000, for decoding's many short parallel loops; a float model keeps
-    sleeping threads, and so does a policy the user set."""
+    with GOMP_SPINCOUNT=5000, for decoding's many short parallel loops; a float model keeps
+    sleeping threads, and so does a policy the user set. The 4-bit model also has glibc's malloc
+    keep large blocks for reuse, unless the user tuned malloc."""
     from pathlib import Path
     from tinyphi3.models.quantize import quantize_checkpoint
     mini = Path(__file__).resolve().parents[1] / "checkpoints" / "mini"
     quantize_checkpoint(mini, tmp_path / "q4", 32, progress=False)
     code = ("import os, tinyphi3; m = tinyphi3.Phi3.from_pretrained({path!r}); "
             "m(__import__('numpy').array([[1, 2]])); "
-            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
+            "from tinyphi3.backends import numba as nb; "
+            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), "
+            "bool(nb._MALLOC_TUNED))")
     q4 = str(tmp_path / "q4")
-    assert run_python(code.format(path=q4)) == "ACTIVE 3000"
-    assert run_python(code.format(path=str(mini))) == "PASSIVE None"
-    assert run_python(code.format(path=q4), OMP_WAIT_POLICY="PASSIVE") == "PASSIVE None"
+    assert run_python(code.format(path=q4)) == "ACTIVE 5000 True"
+    assert run_python(code.format(path=str(mini))) == "PASSIVE None False"
+    assert run_python(code.format(path=q4), OMP_WAIT_POLICY="PASSIVE") == "PASSIVE None True"
+    assert run_python(code.format(path=q4), GLIBC_TUNABLES="glibc.malloc.trim_threshold=0") == (
+        "ACTIVE 5000 False")                            # the user's malloc settings stand
 
 
 def test_importing_tinyphi3_sets_no_environment_variable():
@@ -102,3 +108,33 @@ def test_importing_tinyphi3_sets_no_environment_variable():
             "tinyphi3.Phi3(tinyphi3.preset('tiny'))(np.array([[1, 2]])); "
             "print(before, os.environ.get('OMP_WAIT_POLICY'))")
     assert run_python(code) == "None PASSIVE"
+
+
+def test_stale_machine_code_is_forgotten_when_an_inlined_file_changes(tmp_path, monkeypatch):
+    """A cached kernel that inlines a function of another file must not outlive an edit of that
+    file (Numba checks only the kernel's own file): the stamp of both files empties its cache."""
+    import importlib
+    import os
+
+    from tinyphi3.backends.numba import forget_stale_machine_code
+    package = tmp_path / "stalepkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helper.py").write_text(
+        "from numba import njit\n@njit(inline='always')\ndef twice(x):\n    return 2 * x\n")
+    (package / "kernel.py").write_text(
+        "from numba import njit\nfrom stalepkg.helper import twice\n"
+        "@njit(cache=True)\ndef apply(x):\n    return twice(x) + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    helper = importlib.import_module("stalepkg.helper")
+    kernel = importlib.import_module("stalepkg.kernel")
+    assert forget_stale_machine_code((helper, kernel))             # no stamp yet
+    assert kernel.apply(3) == 7                                    # compiled and cached
+    index = kernel.apply._cache._cache_file
+    assert index._load_index()                                     # one overload on disk
+    assert not forget_stale_machine_code((helper, kernel))         # nothing changed
+    assert index._load_index()
+    stat = os.stat(helper.__file__)
+    os.utime(helper.__file__, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))   # helper edited
+    assert forget_stale_machine_code((helper, kernel))
+    assert index._load_index() == {}                               # the kernel recompiles

@@ -5,7 +5,7 @@ them: it is a WeightFormat, whose `linear` and `embedding` the layers call. The 
 tinyphi3.nn sees float arrays only; tinyphi3.quant.q4 brings the 4-bit format.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from tinyphi3.config import Phi3Config
@@ -32,7 +32,9 @@ class ForwardCall:
     cos, sin: [B, T, rd] RoPE's angles; mask: bool [B, 1, T, S], which keys each query sees;
     cache: a KVCache (tinyphi3.inference.cache) or None; sparse: what phi-3-small's block-sparse
     layers share (tinyphi3.models.phi3_small.BlockSparseCall), None for phi3; flash: the mask's
-    structure for tiled attention (flash_attention's keyword arguments), None for dense.
+    structure for tiled attention (flash_attention's keyword arguments), None for dense;
+    shared: what a kernel works out once per call for every layer (the fused decoding step of
+    tinyphi3/backends/numba/decode.py keeps its per-token arguments there).
     """
     config: Phi3Config
     weights: WeightFormat
@@ -42,6 +44,7 @@ class ForwardCall:
     cache: object = None
     sparse: object = None
     flash: dict | None = None
+    shared: dict = field(default_factory=dict)
 
     def linear(self, x, weight, bias=None):
         return self.weights.linear(x, weight, bias)

@@ -102,8 +102,10 @@ class Phi3:
             model = cls(config, tensors, weight_format=Q4)
             model.quantization = qc
             if (backend or backends.get_backend()) == "numba":
-                from tinyphi3.backends.numba import spin_briefly_for_decoding
+                from tinyphi3.backends.numba import (keep_large_blocks_for_reuse,
+                                                     spin_briefly_for_decoding)
                 spin_briefly_for_decoding()            # before Numba starts its threads
+                keep_large_blocks_for_reuse()          # a prefill's blocks, not fresh pages
         else:
             params = checkpoint.load_tensors(path, shapes,
                                              ignored=checkpoint.tied_copies(config), index=index)

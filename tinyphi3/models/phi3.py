@@ -88,7 +88,10 @@ def decoder_layer(x, w, call, layer):
     """One pre-norm Phi-3 block with two residual branches: [B, T, C] -> [B, T, C]. (A backend
     may compute a decoding step of 4-bit weights in one call: the same block, the same kernels,
     without Python between them; tinyphi3/backends/numba/decode.py.)"""
-    fused = backends.kernel("q4_decode_layer", x)
+    shared = call.shared                     # found at the first layer, for all of them
+    if "q4_decode_layer" not in shared:
+        shared["q4_decode_layer"] = backends.kernel("q4_decode_layer", x)
+    fused = shared["q4_decode_layer"]
     if fused is not None:
         out = fused(x, w, call, layer)
         if out is not None:

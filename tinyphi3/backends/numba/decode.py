@@ -24,6 +24,14 @@ rest runs on the calling thread, as the separate kernels run it for one token
 (tinyphi3/backends/numba/threads.py). The layer is compiled once and cached on disk like every
 kernel. (It could not simply call the parallel kernels: Numba crashes when it loads a function
 that calls a parallel kernel from its cache.)
+
+Between two layers' calls, Python runs for ~25 microseconds: what every layer of a token shares
+(the mask's row, RoPE's angles, the position, ...) is worked out once, at the first layer, and
+kept in the call (`_token_arguments`). That matters more than the microseconds: Numba's idle
+threads spin ~40 microseconds before they sleep (tinyphi3/backends/numba/__init__.py), and at
+~60 microseconds between layers the other thread slept before every layer's first product and
+woke late for it. (One call for all 32 layers, a loop over a tuple of their arguments, took
+Numba ten minutes to compile and was no faster.)
 """
 
 import weakref
@@ -131,39 +139,57 @@ _ARGUMENTS = weakref.WeakKeyDictionary()
 
 def _arguments_of(w, config):
     qkv = w.get("qkv_proj")
-    if not isinstance(qkv, Q4Weight):
-        return None
-    if qkv not in _ARGUMENTS:
-        _ARGUMENTS[qkv] = layer_arguments(w, config)
-    return _ARGUMENTS[qkv]
+    try:
+        return _ARGUMENTS[qkv]
+    except (KeyError, TypeError):             # not yet seen, or not a weight a weakref can hold
+        if not isinstance(qkv, Q4Weight):
+            return None
+        _ARGUMENTS[qkv] = found = layer_arguments(w, config)
+        return found
 
 
-def fused_decode_layer(x, w, call, layer):
-    """One token through phi-3's layer `layer` (tinyphi3.models.phi3.decoder_layer) in one call:
-    x float32 [1, 1, C] -> [1, 1, C], its key and value written into the call's 8-bit cache at
-    its length (which `advance` moves on afterwards). None when this path does not apply: not one
-    token of one row, no 8-bit cache, not 4-bit weights, or a mask other than one row of keys."""
+def _token_arguments(x, call):
+    """What every layer's call of _decode_layer shares in one decoding step (eps, cos, sin,
+    position, allowed, scale, the product kernel), or None when this path does not apply: not one
+    token of one row, no 8-bit cache, or a mask other than one row of keys. Worked out at the
+    first layer and kept in call.shared: the steps between two layers' kernels are then short
+    enough (~30 us) that Numba's threads are still spinning, not asleep, when the next starts."""
     from tinyphi3.quant.kv8 import Int8KVCache
     cache = call.cache
     if (x.shape[0] != 1 or x.shape[1] != 1 or not isinstance(cache, Int8KVCache)
             or call.flash is not None or call.mask is None or call.mask.shape[1] != 1
             or call.sparse is not None):
         return None
-    arguments = _arguments_of(w, call.config)
-    if arguments is None:
-        return None
-    norms, weights, works, outs, sizes, size = arguments
     position = cache.length
     allowed = np.ascontiguousarray(call.mask[:, 0, 0])                # bool [1, S]
     if allowed.shape[1] != position + 1:
         return None
+    return (float(call.config.norm_eps), np.ascontiguousarray(call.cos),
+            np.ascontiguousarray(call.sin), position, allowed,
+            np.float32(call.config.attention_scale), q4._VNNI)
+
+
+def fused_decode_layer(x, w, call, layer):
+    """One token through phi-3's layer `layer` (tinyphi3.models.phi3.decoder_layer) in one call:
+    x float32 [1, 1, C] -> [1, 1, C], its key and value written into the call's 8-bit cache at
+    its length (which `advance` moves on afterwards). None when this path does not apply (see
+    _token_arguments; or not 4-bit weights)."""
+    shared = call.shared
+    if "decode" not in shared:
+        shared["decode"] = _token_arguments(x, call)
+    token = shared["decode"]
+    if token is None:
+        return None
+    arguments = _arguments_of(w, call.config)
+    if arguments is None:
+        return None
+    norms, weights, works, outs, sizes, size = arguments
+    eps, cos, sin, position, allowed, scale, vnni = token
+    cache = call.cache
     cache._make_room(layer, position + 1)
     buffers = (cache._keys[layer], cache._key_scales[layer], cache._values[layer],
                cache._value_scales[layer])
     with threads_for(size):                   # small layers on one thread, as q4_matmul's
-        out = _decode_layer(np.ascontiguousarray(x.reshape(1, -1), np.float32), norms,
-                            float(call.config.norm_eps), weights, works, outs, sizes,
-                            np.ascontiguousarray(call.cos), np.ascontiguousarray(call.sin),
-                            buffers, position, allowed, np.float32(call.config.attention_scale),
-                            q4._VNNI)
+        out = _decode_layer(np.ascontiguousarray(x.reshape(1, -1)), norms, eps, weights, works,
+                            outs, sizes, cos, sin, buffers, position, allowed, scale, vnni)
     return out.reshape(x.shape)
