@@ -311,7 +311,7 @@ def test_half_to_float_converts_every_finite_float16():
 
 
 @given(st.integers(1, 2), st.sampled_from([(4, 4), (8, 2), (6, 3)]), st.integers(1, 70),
-       st.sampled_from([8, 16, 32]), st.integers(0, 2**32 - 1))
+       st.sampled_from([8, 16, 32, 96]), st.integers(0, 2**32 - 1))
 def test_attention_decode_kernel_over_an_8_bit_cache_equals_the_reference(B, heads, S, hd, seed):
     H, KV = heads
     rng = np.random.default_rng(seed)

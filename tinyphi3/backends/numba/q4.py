@@ -43,7 +43,13 @@ theirs to the bit (tests/test_quant.py). Decode (one row) stays with VNNI: one r
 a sixteenth of a tile, and reading the weights sets its pace anyway.
 
 `attention_decode` reads the 8-bit KV cache of a 4-bit model (tinyphi3/quant/kv8.py) for one
-new token, converting levels to float as it goes.
+new token, converting levels to float as it goes: 16 at a time (`_dot_levels`, `_add_levels4`,
+in LLVM IR as the VNNI kernel), asking for the keys 64 rows ahead and for each value row while
+the scores are computed, so that the second pass finds the values in L2. Each query head reads
+only ~55 KB of keys and as much of values at phi-3-mini's 576-token mean context, too short a
+stream for the hardware's prefetcher to get going: the 32 layers' attention of one token took
+13.9 ms with plain loops, 13.3 with the vectors alone and 9.3 with the prefetches (2 threads,
+Xeon; the cache's 113 MB read at 28 GB/s would take 4).
 
 Rows of x are handled one (or 4) at a time inside each tile of 64 weight rows, so a tile (32 KiB
 of levels per 1024 inputs, plus its scales) is read from memory once and from cache for the
@@ -764,29 +770,173 @@ AMX_FROM_ROWS = 16            # rows of x from which the AMX kernel is the defau
 _ATTENTION_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
+VECTOR = 16                  # float32 lanes of the attention's vectors: head sizes of 16k use them
+
+
+def _float_vectors(context, builder, array_type, value):
+    """(the array's struct, a <16 x float>* to its data)."""
+    array = context.make_array(array_type)(context, builder, value)
+    vector = ir.VectorType(ir.FloatType(), VECTOR)
+    return array, builder.bitcast(array.data, vector.as_pointer())
+
+
+ROWS_AHEAD = 64              # the attention asks for the cache's vectors this many rows ahead
+
+
+def _prefetch_row(builder, base, stride, row, ahead=ROWS_AHEAD):
+    """Ask for the row `ahead` rows on (its first and last byte's lines), into L2."""
+    i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+    prefetch = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]),
+        "llvm.prefetch.p0")
+    start = builder.mul(builder.add(row, ir.Constant(i64, ahead)), stride)
+    for offset in (start, builder.add(start, builder.sub(stride, ir.Constant(i64, 1)))):
+        builder.call(prefetch, [builder.gep(base, [offset]), ir.Constant(i32, 0),
+                                ir.Constant(i32, PREFETCH_INTO_L2), ir.Constant(i32, 1)])
+
+
+def _int8_rows(context, builder, array_type, value):
+    """(an i8* to the 2-D array's data, its row stride in bytes)."""
+    array = context.make_array(array_type)(context, builder, value)
+    return (builder.bitcast(array.data, ir.IntType(8).as_pointer()),
+            cgutils.unpack_tuple(builder, array.strides, 2)[0])
+
+
+@intrinsic
+def _prefetch_levels(typingctx, levels, row):
+    """Ask for levels[row] (an int8 [S, hd] C array), into L2."""
+    def codegen(context, builder, signature, args):
+        base, stride = _int8_rows(context, builder, signature.args[0], args[0])
+        row = context.cast(builder, args[1], signature.args[1], types.int64)
+        _prefetch_row(builder, base, stride, row, ahead=0)
+        return context.get_dummy_value()
+    return types.void(levels, row), codegen
+
+
+@intrinsic
+def _dot_levels(typingctx, x, levels, row):
+    """sum_d x[d] levels[row, d] in float32, x float32 [hd] and levels int8 [S, hd] C arrays,
+    hd a multiple of 16: 16 levels at a time widened to floats (vpmovsxbd, vcvtdq2ps) and
+    multiplied-added (llvm.fmuladd) into one <16 x float>, whose lanes are then added pairwise
+    (8 + 8, 4 + 4, 2 + 2, 1 + 1), always in that order."""
+    def codegen(context, builder, signature, args):
+        vector = ir.VectorType(ir.FloatType(), VECTOR)
+        xs, x_vectors = _float_vectors(context, builder, signature.args[0], args[0])
+        base, stride = _int8_rows(context, builder, signature.args[1], args[1])
+        row = context.cast(builder, args[2], signature.args[2], types.int64)
+        fmuladd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fmuladd.v16f32")
+        total = cgutils.alloca_once_value(builder, ir.Constant(vector, None))
+        _prefetch_row(builder, base, stride, row)
+        chunks = builder.udiv(cgutils.unpack_tuple(builder, xs.shape, 1)[0],
+                              ir.Constant(ir.IntType(64), VECTOR))
+        with cgutils.for_range(builder, chunks) as loop:
+            i = loop.index
+            i8, i64 = ir.IntType(8), ir.IntType(64)
+            start = builder.add(builder.mul(row, stride), builder.mul(i, ir.Constant(i64, VECTOR)))
+            pointer = builder.gep(base, [start])
+            loaded = builder.load(builder.bitcast(pointer, ir.VectorType(i8, VECTOR)
+                                                  .as_pointer()), align=1)
+            floats = builder.sitofp(builder.sext(loaded, ir.VectorType(ir.IntType(32), VECTOR)),
+                                    vector)
+            xv = builder.load(builder.gep(x_vectors, [i]), align=4)
+            builder.store(builder.call(fmuladd, [xv, floats, builder.load(total)]), total)
+        value = builder.load(total)
+        width = VECTOR
+        while width > 1:                                  # lanes [0, w/2) + [w/2, w)
+            width //= 2
+            low = builder.shuffle_vector(value, value, ir.Constant(
+                ir.VectorType(ir.IntType(32), width), list(range(width))))
+            high = builder.shuffle_vector(value, value, ir.Constant(
+                ir.VectorType(ir.IntType(32), width), list(range(width, 2 * width))))
+            value = builder.fadd(low, high)
+        return builder.extract_element(value, ir.Constant(ir.IntType(32), 0))
+    return types.float32(x, levels, row), codegen
+
+
+@intrinsic
+def _add_levels4(typingctx, acc, levels, row, weights):
+    """acc[d] += w0 levels[row, d] + w1 levels[row+1, d] + w2 levels[row+2, d]
+    + w3 levels[row+3, d] (in that order, by llvm.fmuladd), acc float32 [hd], levels int8
+    [S, hd] C arrays, weights float32 [>= 4], hd a multiple of 16."""
+    def codegen(context, builder, signature, args):
+        vector = ir.VectorType(ir.FloatType(), VECTOR)
+        accs, acc_vectors = _float_vectors(context, builder, signature.args[0], args[0])
+        base, stride = _int8_rows(context, builder, signature.args[1], args[1])
+        row = context.cast(builder, args[2], signature.args[2], types.int64)
+        ws = context.make_array(signature.args[3])(context, builder, args[3])
+        fmuladd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fmuladd.v16f32")
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        undef = ir.Constant(vector, ir.Undefined)
+        everywhere = ir.Constant(ir.VectorType(i32, VECTOR), [0] * VECTOR)
+        weights = []
+        for j in range(4):
+            w = builder.load(builder.gep(ws.data, [ir.Constant(i64, j)]))
+            weights.append(builder.shuffle_vector(
+                builder.insert_element(undef, w, ir.Constant(i32, 0)), undef, everywhere))
+        chunks = builder.udiv(cgutils.unpack_tuple(builder, accs.shape, 1)[0],
+                              ir.Constant(i64, VECTOR))
+        with cgutils.for_range(builder, chunks) as loop:
+            i = loop.index
+            i8 = ir.IntType(8)
+            pointer = builder.gep(acc_vectors, [i])
+            total = builder.load(pointer, align=4)
+            for j in range(4):
+                start = builder.add(builder.mul(builder.add(row, ir.Constant(i64, j)), stride),
+                                    builder.mul(i, ir.Constant(i64, VECTOR)))
+                p = builder.gep(base, [start])
+                loaded = builder.load(builder.bitcast(p, ir.VectorType(i8, VECTOR)
+                                                      .as_pointer()), align=1)
+                floats = builder.sitofp(builder.sext(loaded, ir.VectorType(i32, VECTOR)),
+                                        vector)
+                total = builder.call(fmuladd, [weights[j], floats, total])
+            builder.store(total, pointer, align=4)
+        return context.get_dummy_value()
+    return types.void(acc, levels, row, weights), codegen
+
+
 @njit(fastmath=_ATTENTION_FASTMATH, cache=True, boundscheck=False, error_model="numpy")
 def _attend_head(q, k_levels, k_scales, v_levels, v_scales, S, allowed, scale, out, b, h):
-    """Query head h of row b of _attention_decode: out[b, h] = softmax(q k^T * scale) v."""
+    """Query head h of row b of _attention_decode: out[b, h] = softmax(q k^T * scale) v.
+    Head sizes of 16k take the vector intrinsics (_dot_levels, _add_levels4), others plain
+    loops: each the same arithmetic every time it runs."""
     kv = h // (q.shape[1] // k_levels.shape[1])
     hd = q.shape[2]
     qh = q[b, h]
+    keys, values = k_levels[b, kv], v_levels[b, kv]                  # [>= S, hd]
+    vectors = hd % VECTOR == 0
     scores = np.empty(S, np.float32)
     top = np.float32(-np.inf)
+    if vectors:
+        for s in range(min(S, ROWS_AHEAD)):       # the first keys: later ones _dot_levels asks for
+            _prefetch_levels(keys, s)
     for s in range(S):
-        key = k_levels[b, kv, s]
-        dot = np.float32(0.0)
-        for d in range(hd):
-            dot += qh[d] * np.float32(key[d])
+        if vectors:
+            _prefetch_levels(values, s)           # in L2 by the time the second loop reads them
+            dot = _dot_levels(qh, keys, s)
+        else:
+            key = keys[s]
+            dot = np.float32(0.0)
+            for d in range(hd):
+                dot += qh[d] * np.float32(key[d])
         scores[s] = dot * (k_scales[b, kv, s] * scale) if allowed[b, s] else np.float32(-np.inf)
         top = max(top, scores[s])
     total = np.float32(0.0)
+    for s in range(S):                              # scores -> weights p v_scale (0 if masked)
+        p = exp32(scores[s] - top) if allowed[b, s] else np.float32(0.0)
+        total += p
+        scores[s] = p * v_scales[b, kv, s]
     acc = np.zeros(hd, np.float32)
-    for s in range(S):
-        if allowed[b, s]:
-            p = exp32(scores[s] - top)
-            total += p
-            weight = p * v_scales[b, kv, s]
-            value = v_levels[b, kv, s]
+    s = 0
+    if vectors:
+        while s + 4 <= S:
+            _add_levels4(acc, values, s, scores[s:s + 4])
+            s += 4
+    for s in range(s, S):
+        weight = scores[s]
+        if weight != 0:
+            value = values[s]
             for d in range(hd):
                 acc[d] += weight * np.float32(value[d])
     for d in range(hd):
