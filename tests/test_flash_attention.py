@@ -9,6 +9,7 @@ divide T), padding (some query rows see no key at all), sliding windows and bloc
 - the forward pass never allocates a [T, S] array (measured at T = S = 4096).
 """
 
+import ctypes
 import contextlib
 import tracemalloc
 
@@ -252,7 +253,10 @@ def resident_kib(field):
 def peak_bytes(fn):
     """(peak bytes NumPy allocated, growth of the resident high-water mark) while fn() runs.
     tracemalloc sees NumPy's allocations but not Numba's; the high-water mark (VmHWM, reset
-    through /proc/self/clear_refs) sees every page touched."""
+    through /proc/self/clear_refs) sees every page touched. Free memory that malloc keeps (a
+    4-bit model loaded earlier in this process asks it to keep large blocks) is handed back
+    first, so that the growth counts the pages fn() needs."""
+    ctypes.CDLL(None).malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")                                          # VmHWM := VmRSS
     before = resident_kib("VmRSS")
