@@ -97,6 +97,16 @@ def has_vnni() -> bool:
     return _compiles_for("avx512vnni")
 
 
+def _prefetch(builder, address):
+    """llvm.prefetch of the line at `address` (an i8*): a read, into L2 (PREFETCH_INTO_L2)."""
+    i8, i32 = ir.IntType(8), ir.IntType(32)
+    prefetch = cgutils.get_or_insert_function(          # (address, read, locality, data)
+        builder.module, ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]),
+        "llvm.prefetch.p0")
+    builder.call(prefetch, [address, ir.Constant(i32, 0), ir.Constant(i32, PREFETCH_INTO_L2),
+                            ir.Constant(i32, 1)])
+
+
 def _trap(builder):
     """llvm.trap: what an intrinsic compiles to for a CPU without its instruction (never run:
     the kernels are chosen by the CPU compiled for)."""
@@ -150,9 +160,6 @@ def _vnni_block_dots(typingctx, packed, t, b, xq, m, isum):
 
         dpbusd = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vec, [vec, vec, vec]), "llvm.x86.avx512.vpdpbusd.512")
-        prefetch = cgutils.get_or_insert_function(          # (address, read, locality, data)
-            builder.module, ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]),
-            "llvm.prefetch.p0")
         nibbles = ir.Constant(vec, [0x0F0F0F0F] * LANES)
         four = ir.Constant(vec, [4] * LANES)
         undef = ir.Constant(vec, ir.Undefined)
@@ -176,10 +183,7 @@ def _vnni_block_dots(typingctx, packed, t, b, xq, m, isum):
                 x_high = broadcast(builder.gep(x_group, [const(1)]))  # values 8g+4 .. 8g+7
                 w_group = builder.gep(w_base, [builder.mul(g, const(4 * ROWS))])
                 for line in range(0, 4 * ROWS, 64):                  # ask for the weights ahead
-                    builder.call(prefetch, [builder.gep(w_group, [const(PREFETCH_AHEAD + line)]),
-                                            ir.Constant(i32, 0),
-                                            ir.Constant(i32, PREFETCH_INTO_L2),
-                                            ir.Constant(i32, 1)])
+                    _prefetch(builder, builder.gep(w_group, [const(PREFETCH_AHEAD + line)]))
                 for quarter in range(ROWS // LANES):
                     pointer = builder.gep(w_group, [const(4 * LANES * quarter)])
                     w = builder.load(builder.bitcast(pointer, vec.as_pointer()), align=1)
@@ -785,14 +789,10 @@ ROWS_AHEAD = 64              # the attention asks for the cache's vectors this m
 
 def _prefetch_row(builder, base, stride, row, ahead=ROWS_AHEAD):
     """Ask for the row `ahead` rows on (its first and last byte's lines), into L2."""
-    i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
-    prefetch = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]),
-        "llvm.prefetch.p0")
+    i64 = ir.IntType(64)
     start = builder.mul(builder.add(row, ir.Constant(i64, ahead)), stride)
     for offset in (start, builder.add(start, builder.sub(stride, ir.Constant(i64, 1)))):
-        builder.call(prefetch, [builder.gep(base, [offset]), ir.Constant(i32, 0),
-                                ir.Constant(i32, PREFETCH_INTO_L2), ir.Constant(i32, 1)])
+        _prefetch(builder, builder.gep(base, [offset]))
 
 
 def _int8_rows(context, builder, array_type, value):
@@ -800,6 +800,16 @@ def _int8_rows(context, builder, array_type, value):
     array = context.make_array(array_type)(context, builder, value)
     return (builder.bitcast(array.data, ir.IntType(8).as_pointer()),
             cgutils.unpack_tuple(builder, array.strides, 2)[0])
+
+
+def _levels_as_floats(builder, base, stride, row, chunk):
+    """<16 x float> of the int8 levels[row, 16 chunk : 16 chunk + 16] (base, stride: _int8_rows),
+    widened to int32 and converted (vpmovsxbd, vcvtdq2ps)."""
+    i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+    start = builder.add(builder.mul(row, stride), builder.mul(chunk, ir.Constant(i64, VECTOR)))
+    pointer = builder.bitcast(builder.gep(base, [start]), ir.VectorType(i8, VECTOR).as_pointer())
+    return builder.sitofp(builder.sext(builder.load(pointer, align=1), ir.VectorType(i32, VECTOR)),
+                          ir.VectorType(ir.FloatType(), VECTOR))
 
 
 @intrinsic
@@ -816,9 +826,9 @@ def _prefetch_levels(typingctx, levels, row):
 @intrinsic
 def _dot_levels(typingctx, x, levels, row):
     """sum_d x[d] levels[row, d] in float32, x float32 [hd] and levels int8 [S, hd] C arrays,
-    hd a multiple of 16: 16 levels at a time widened to floats (vpmovsxbd, vcvtdq2ps) and
-    multiplied-added (llvm.fmuladd) into one <16 x float>, whose lanes are then added pairwise
-    (8 + 8, 4 + 4, 2 + 2, 1 + 1), always in that order."""
+    hd a multiple of 16: 16 levels at a time as floats (_levels_as_floats), multiplied-added
+    (llvm.fmuladd) into one <16 x float>, whose lanes are then added pairwise (8 + 8, 4 + 4,
+    2 + 2, 1 + 1), always in that order."""
     def codegen(context, builder, signature, args):
         vector = ir.VectorType(ir.FloatType(), VECTOR)
         xs, x_vectors = _float_vectors(context, builder, signature.args[0], args[0])
@@ -832,13 +842,7 @@ def _dot_levels(typingctx, x, levels, row):
                               ir.Constant(ir.IntType(64), VECTOR))
         with cgutils.for_range(builder, chunks) as loop:
             i = loop.index
-            i8, i64 = ir.IntType(8), ir.IntType(64)
-            start = builder.add(builder.mul(row, stride), builder.mul(i, ir.Constant(i64, VECTOR)))
-            pointer = builder.gep(base, [start])
-            loaded = builder.load(builder.bitcast(pointer, ir.VectorType(i8, VECTOR)
-                                                  .as_pointer()), align=1)
-            floats = builder.sitofp(builder.sext(loaded, ir.VectorType(ir.IntType(32), VECTOR)),
-                                    vector)
+            floats = _levels_as_floats(builder, base, stride, row, i)
             xv = builder.load(builder.gep(x_vectors, [i]), align=4)
             builder.store(builder.call(fmuladd, [xv, floats, builder.load(total)]), total)
         value = builder.load(total)
@@ -879,17 +883,11 @@ def _add_levels4(typingctx, acc, levels, row, weights):
                               ir.Constant(i64, VECTOR))
         with cgutils.for_range(builder, chunks) as loop:
             i = loop.index
-            i8 = ir.IntType(8)
             pointer = builder.gep(acc_vectors, [i])
             total = builder.load(pointer, align=4)
             for j in range(4):
-                start = builder.add(builder.mul(builder.add(row, ir.Constant(i64, j)), stride),
-                                    builder.mul(i, ir.Constant(i64, VECTOR)))
-                p = builder.gep(base, [start])
-                loaded = builder.load(builder.bitcast(p, ir.VectorType(i8, VECTOR)
-                                                      .as_pointer()), align=1)
-                floats = builder.sitofp(builder.sext(loaded, ir.VectorType(i32, VECTOR)),
-                                        vector)
+                floats = _levels_as_floats(builder, base, stride,
+                                           builder.add(row, ir.Constant(i64, j)), i)
                 total = builder.call(fmuladd, [weights[j], floats, total])
             builder.store(total, pointer, align=4)
         return context.get_dummy_value()
