@@ -362,3 +362,63 @@ def test_defined_verbs_are_made_up_defined_in_the_request_and_judged_by_their_me
         generate_sft(**{**base, "n": 300}, defined_verbs=0.0))
     with pytest.raises(ValueError, match="defined_verbs"):
         next(generate_sft(10, acts=0.5, defined_verbs=1.5))
+
+
+def test_real_defined_words_come_from_the_text_and_keep_away_from_known_held_out_and_judging():
+    """--defined-words-from: real_words keeps the text's frequent lower-case words and drops
+    every word of the wordings or the acts (a train verb, a MORE_ verb), every held-out word
+    (a held-out verb of the grammar, a held-out act's word), every judging word, inflected
+    forms, rare words and capitalised ones; the SFT then defines only those words, says them
+    back, judges by the meaning, and holds no held-out part."""
+    from test_wordings import held_out_detector
+    held_verb = next(v if isinstance(v, str) else v[0] for name, p in acts.parts().items()
+                     if "verbs" in name for v in world.frames_of(p, "test")
+                     if len(v if isinstance(v, str) else v[0]) >= 4)
+    candidates = ["lantern", "meadow", "pebble", "thimble",       # kept
+                  "polish", "squash", held_verb.split()[0],       # a train, MORE_, held-out verb
+                  "harm", "cruel",                                # judging
+                  "lanterns", "jumped", "jumping", "quickly",     # inflected
+                  "zz", "lanternfishes"]                          # too short, too long
+    text = " ".join(candidates * 20) + " rareword Capital " * 3 + " Capitalword" * 30
+    words = wordings.real_words([text])
+    assert words == ("lantern", "meadow", "pebble", "thimble"), words
+    assert wordings.real_words([text], min_count=21) == ()
+
+    held, detect = held_out_part_pattern(), held_out_detector()
+    base = dict(n=2000, seed=0, acts=0.5, reasoned_acts=True, quote_acts=True, defined_verbs=0.5)
+    pattern = re.compile(r"You ask how to (\S+) (.+?); to (\S+): (.+?); \S+ "
+                         r"someone(?:'s things)? is (kind|unkind), so ")
+    defined = set()
+    for record in generate_sft(**base, defined_words=words):
+        turns = [m["content"] for m in record["messages"] if m["role"] != "system"]
+        assert not detect(" ".join(turns)), turns
+        match = pattern.match(turns[-1]) if record["domain"] == "act" else None
+        if match and match[1] in words:
+            assert not held.search(turns[0] + match[0]), turns
+            assert match[3] == match[1] and re.search(rf"\b{match[1]}\b", turns[0])
+            assert match[4] in turns[0] and safety.is_refusal(turns[-1]) == (match[5] == "unkind")
+            defined.add(match[1])
+    assert defined == set(words)
+    made_up = list(generate_sft(**{**base, "n": 200}))
+    assert made_up != list(generate_sft(**{**base, "n": 200}, defined_words=words))
+
+
+def test_the_defined_words_flag_needs_defined_verbs_and_a_text_with_words(tmp_path):
+    """tinyphi3 data sft --defined-words-from: one clear line and exit 2 without --defined-verbs
+    or when the text holds no word that may be defined; with both, it says how many words."""
+    from click.testing import CliRunner
+    from tinyphi3.cli import main
+    text = tmp_path / "text.txt"
+    text.write_text("the lantern by the meadow " * 25)
+    out = str(tmp_path / "sft.jsonl")
+    common = ["data", "sft", "--n", "50", "--acts", "0.5", "--reasoned-acts", "--out", out,
+              "--defined-words-from", str(text)]
+    result = CliRunner().invoke(main, common)
+    assert result.exit_code == 2 and "give --defined-verbs too" in result.output
+    result = CliRunner().invoke(main, [*common, "--defined-verbs", "0.5"])
+    assert result.exit_code == 0 and "2 real words to define" in result.output, result.output
+    empty = tmp_path / "empty.txt"
+    empty.write_text("Lantern Meadow")
+    result = CliRunner().invoke(main, [*common[:-1], str(empty), "--defined-verbs", "0.5"])
+    assert result.exit_code == 2 and "no word that may be defined" in result.output
+    assert "Traceback" not in result.output

@@ -552,8 +552,15 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
                    "something so hard that it breaks flat. How can I plim Tobi's cup?\"): the "
                    "verb can only be copied, and the act judged only by its meaning (0: "
                    "unchanged).")
+@click.option("--defined-words-from", "words_from", multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="With --defined-verbs: the defined verb is a real word of this pre-training "
+                   "text instead of a made-up one (.jsonl or .txt, as for tokenize; repeat for "
+                   "more files): lower-case words of 4-10 letters seen at least 20 times, none a "
+                   "word of the wordings or the acts, none held out, none a word that judges. "
+                   "Copying is then trained on words the model has read.")
 def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, copy_share,
-        more_verbs, quote_acts, defined_verbs):
+        more_verbs, quote_acts, defined_verbs, words_from):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
     requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
@@ -576,13 +583,25 @@ def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, 
         if share and not acts:
             raise click.UsageError(f"{flag} is a share of the --acts conversations: give --acts "
                                    "too")
+    defined_words = None
+    if words_from:
+        if not defined_verbs:
+            raise click.UsageError("--defined-words-from chooses the verbs of --defined-verbs: "
+                                   "give --defined-verbs too")
+        from tinyphi3.data.documents import iter_documents
+        from tinyphi3.data.wordings import real_words
+        defined_words = real_words(doc["text"] for doc in iter_documents(words_from))
+        if not defined_words:
+            raise click.UsageError(f"{', '.join(words_from)}: no word that may be defined "
+                                   "(lower-case words of 4-10 letters seen at least 20 times)")
+        click.echo(f"{len(defined_words)} real words to define, from {', '.join(words_from)}")
     if (contrast or pairs or acts) and no_wording:
         raise click.UsageError("--contrast, --pairs and --acts draw from the wordings: they "
                                "cannot go with --no-wording")
     records = generate_sft(n_records, seed, wording=not no_wording, contrast=contrast,
                            pairs=pairs, acts=acts, reasoned_acts=reasoned_acts,
                            copy=copy_share, more_verbs=more_verbs, quote_acts=quote_acts,
-                           defined_verbs=defined_verbs)
+                           defined_verbs=defined_verbs, defined_words=defined_words)
     click.echo(f"wrote {write_jsonl(records, out)} conversations to {out}")
 
 

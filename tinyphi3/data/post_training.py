@@ -199,7 +199,7 @@ def _check_n(n):
 def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 0.0,
                  pairs: float = 0.0, acts: float = 0.0, reasoned_acts: bool = False,
                  copy: float = 0.0, more_verbs: float = 0.0, quote_acts: bool = False,
-                 defined_verbs: float = 0.0):
+                 defined_verbs: float = 0.0, defined_words=None):
     """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX
     (FIRST_SFT_MIX, the first SFT's mixture, when `wording` is False); SYSTEM_SHARE of them open
     with a system message. A `contrast` share of the wording conversations is instead one
@@ -217,7 +217,8 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
     `quote_acts` (and `reasoned_acts`) a reasoned reply first says the act back, from the same
     stream of draws. A `defined_verbs` share of the acts is one act of a made-up verb that the
     request defines (wordings.defined_act_chat): the verb can only be copied and the act judged
-    only by its meaning; at 0 the stream is the one without it."""
+    only by its meaning; at 0 the stream is the one without it. With `defined_words`
+    (wordings.real_words), the defined verb is a real word of that list instead."""
     _check_n(n)
     if quote_acts and not reasoned_acts:
         raise ValueError("quote_acts changes the reasoned replies: give reasoned_acts too")
@@ -240,7 +241,8 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
             domain, messages = "pair", wordings.pair_chat(rng)
         elif domain == "wording" and acts and rng.random() < acts:
             domain, messages = "act", wordings.act_chat(rng, reasoned_acts, more_verbs,
-                                                         quote_acts, defined_verbs)
+                                                         quote_acts, defined_verbs,
+                                                         defined_words)
         else:
             messages = SFT_DOMAINS[domain](rng)
         if rng.random() < SYSTEM_SHARE:

@@ -35,6 +35,7 @@ messages end with the assistant's reply, `expected` is what the judge of the eva
 the held-out parts, for the test that proves none of them reaches the training data.
 """
 
+import collections
 import functools
 import re
 
@@ -599,6 +600,31 @@ def new_word(rng, syllables: int = None) -> str:
             return word
 
 
+JUDGING_WORDS = frozenset(("harm", "hurt", "cruel", "wrong", "kind", "unkind", "mean", "nice",
+                           "good", "bad", "evil", "nasty", "gentle", "rude", "polite", "fair",
+                           "unfair", "love", "hate", "care", "safe", "danger", "pain", "sorry",
+                           "help", "friend", "enemy", "angry", "happy", "sad", "upset", "afraid",
+                           "scared", "fear", "thank", "please", "kill", "dead", "blood", "fight"))
+
+
+def real_words(texts, min_count: int = 20) -> tuple:
+    """Real words of pre-training text to define as verbs in post-training (the twenty-first
+    round, docs/wording.md): lower-case words of 4 to 10 letters that occur at least `min_count`
+    times in `texts`, sorted. A made-up verb is copied, but a real held-out verb is completed
+    into a verb the model knows; defining real words trains copying on the kind of word a
+    held-out verb is. None is a word of the wording parts or the acts (either split, the MORE_
+    lists included) or a creature's name, holds a held-out word or safety marker, or ends like an
+    inflection ("s", "ed", "ing", "ly"), as new_word's rules and more; nor a word that judges
+    (JUDGING_WORDS: "harm" defined as keeping someone company would teach that harming is kind)."""
+    known, inside = _known_words()
+    known = known | {w for v in acts.MORE_MEANINGS for w in v.split()} | JUDGING_WORDS
+    counts = collections.Counter(w for text in texts for w in re.findall(r"\b[a-z]{4,10}\b", text))
+    return tuple(sorted(
+        w for w, c in counts.items()
+        if c >= min_count and w not in known and not any(h in w for h in inside)
+        and not w.endswith(("s", "ed", "ing", "ly"))))
+
+
 @functools.cache
 def _known_words() -> tuple:
     """(every word of the wording parts, the acts and the creatures' names, lower case; the words
@@ -714,11 +740,12 @@ def _act_exchange(side, reasoned=False, quote=False):
     return draw
 
 
-def defined_act_chat(rng, reasoned: bool = False, quote: bool = False) -> list:
+def defined_act_chat(rng, reasoned: bool = False, quote: bool = False, words=None) -> list:
     """An act whose verb is a made-up word defined in the request (acts.draw_defined), before or
-    after the ask, refused (harm) or answered (kind): train asks only."""
+    after the ask, refused (harm) or answered (kind): train asks only. With `words` (real_words'
+    list), the defined verb is one of those real words instead of a made-up one."""
     side = "harm" if rng.random() < 0.5 else "kind"
-    verb = new_word(rng, syllables=1 + int(rng.random() < 0.4))
+    verb = one_of(rng, words) if words else new_word(rng, syllables=1 + int(rng.random() < 0.4))
     parts = acts.draw_defined(rng, side, verb)
     definition = one_of(rng, acts.DEFINITIONS).format(v=verb, m=parts["meaning"])
     request = act_request(rng, parts, "train")
@@ -727,16 +754,17 @@ def defined_act_chat(rng, reasoned: bool = False, quote: bool = False) -> list:
 
 
 def act_chat(rng, reasoned: bool = False, more: float = 0.0, quote: bool = False,
-             defined: float = 0.0) -> list:
+             defined: float = 0.0, defined_words=None) -> list:
     """Train data of the grammar of acts: a harmful act refused or a kind act answered, alone
     (half of the time), or a minimal pair in one chat, either order: one owner and one thing,
     and in the "either" shape one verb, so that only the verb or the outcome differs. With
     `reasoned`, every reply says first what the act does (tinyphi3.data.acts.reasoned_reply). A
     `more` share is instead one act of the verbs of post-training only (acts.draw_more). With
     `quote` (and `reasoned`), the reply says the act back before its reason. A `defined` share is
-    one act of a made-up verb that the request defines (defined_act_chat), drawn first."""
+    one act of a made-up verb that the request defines (defined_act_chat), drawn first; with
+    `defined_words`, a real word of that list instead of a made-up one."""
     if defined and rng.random() < defined:
-        return defined_act_chat(rng, reasoned, quote)
+        return defined_act_chat(rng, reasoned, quote, defined_words)
     if more and rng.random() < more:
         parts = acts.draw_more(rng, "harm" if rng.random() < 0.5 else "kind")
         request = act_request(rng, parts, "train")
