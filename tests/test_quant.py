@@ -2,6 +2,7 @@
 written and loaded, the quality of the shipped model at 4 bits, and bad input."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -325,6 +326,63 @@ def test_attention_decode_kernel_over_an_8_bit_cache_equals_the_reference(B, hea
         reference = int8_attention(q, k, v, mask, 0.125)
     fast = int8_attention(q, k, v, mask, 0.125)
     np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-6)
+
+
+@given(st.integers(1, 2), st.sampled_from([(4, 4), (8, 2), (6, 3), (4, 1)]), st.integers(2, 9),
+       st.integers(0, 30), st.booleans(), st.integers(0, 2**32 - 1))
+def test_a_prompt_chunk_over_an_8_bit_cache_equals_attention_over_its_dequantized_keys(
+        B, heads, T, cached, per_head, seed):
+    """More than one query (a prompt chunk): int8_attention goes one key/value head at a time
+    (so a chunk never holds every head's float keys and scores) and equals the reference
+    attention over all heads' dequantized keys and values at once, grouped-query heads, padding
+    and per-head masks (phi-3-small's block-sparse layout) included."""
+    from tinyphi3.nn.attention import attention
+    H, KV = heads
+    S, hd = cached + T, 16
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((B, H, T, hd)).astype(np.float32)
+    k, v = (QuantizedKV(*quantize_vectors(rng.standard_normal((B, KV, S, hd)).astype(np.float32)))
+            for _ in range(2))
+    valid = rng.random((B, S)) > 0.2
+    mask = causal_mask(np.arange(cached, S), valid)                      # [B, 1, T, S]
+    if per_head:
+        mask = mask & (rng.random((B, H, T, S)) > 0.3)                   # [B, H, T, S]
+    whole = attention(q, k.dequantize(), v.dequantize(), mask, 0.25)
+    np.testing.assert_allclose(int8_attention(q, k, v, mask, 0.25), whole, rtol=1e-6, atol=1e-7)
+
+
+def _pages_in_memory(array) -> int:
+    """How many of the memory pages under `array` are in RAM (/proc/self/pagemap, bit 63)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    first, last = array.ctypes.data // page, (array.ctypes.data + array.nbytes - 1) // page
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        pagemap.seek(first * 8)
+        entries = np.frombuffer(pagemap.read((last - first + 1) * 8), np.uint64)
+    return int(np.count_nonzero(entries >> np.uint64(63)))
+
+
+def test_a_cache_takes_memory_as_it_fills_not_for_its_capacity():
+    """A cache sized for 4096 positions has pages in memory only where positions were written
+    (tinyphi3.inference.cache.lazy_zeros), even with the malloc tuning of 4-bit models and freed,
+    written blocks on the heap, which zeros from malloc would reuse and clear page by page."""
+    if not Path("/proc/self/pagemap").exists():
+        pytest.skip("no /proc/self/pagemap: which pages are in memory cannot be read here")
+    from tinyphi3.backends.numba import keep_large_blocks_for_reuse
+    keep_large_blocks_for_reuse()                            # as loading a 4-bit model does
+    activations = [np.ones(2 * 2**20, np.uint8) for _ in range(16)]
+    keeper = np.ones(2 * 2**20, np.uint8)                    # (so the heap's top is not free)
+    del activations                                          # freed blocks of written pages
+    cache = Int8KVCache(4, 1, 8, 64, capacity=4096)          # 4 layers x 2 x 2 MB of levels
+    buffers = cache._keys + cache._values
+    assert sum(b.nbytes for b in buffers) == 16 * 2**20
+    assert sum(_pages_in_memory(b) for b in buffers) < 8, "capacity in memory before any write"
+    x = np.ones((1, 8, 64, 64), np.float32)
+    for layer in range(4):
+        cache.update(layer, x, x)                            # 64 of the 4096 positions
+    per_head = 64 * 64 // os.sysconf("SC_PAGE_SIZE") + 1     # a head's 64 positions' pages
+    assert sum(_pages_in_memory(b) for b in buffers) <= len(buffers) * 8 * per_head
+    assert np.array_equal(cache._keys[0][0, 0, :64], np.full((64, 64), 127, np.int8))
+    assert keeper.all() and not cache._keys[3][:, :, 64:].any()   # the rest reads as zeros
 
 
 @given(st.integers(1, 3), st.integers(1, 40), st.sampled_from([8, 32, 96]),

@@ -39,6 +39,7 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -149,6 +150,14 @@ def kernel(op: str, *arrays):
 
 
 # ---- the two backends of tinyphi3 ----------------------------------------------------------------
+def give_back_kept_memory() -> None:
+    """After a prefill: free memory a backend kept for reuse goes back to the system (the numba
+    backend's malloc tuning for 4-bit models; nothing for the others, nor when it never loaded)."""
+    numba_backend = sys.modules.get(f"{__name__}.numba")
+    if numba_backend is not None:
+        numba_backend.give_back_kept_blocks()
+
+
 def _float32_numpy(arrays) -> bool:
     return all(type(a) is np.ndarray and a.dtype == np.float32 for a in arrays)
 

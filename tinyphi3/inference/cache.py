@@ -9,10 +9,24 @@ the attention of a layer with a cache goes through the cache (`KVCache.attention
 how its keys are stored.
 """
 
+import mmap
+
 import numpy as np
 
 from tinyphi3.nn.arrays import array_module
 from tinyphi3.nn.attention import attention
+
+
+def lazy_zeros(shape, dtype, xp=np):
+    """Zeros that take memory only where they are written: in NumPy, an array of a megabyte or
+    more lies on an anonymous memory mapping, whose pages the OS hands out (zeroed) on first
+    touch. A cache sized for the prompt and every token still to come then costs, at any moment,
+    only the positions filled so far (and is unmapped when the cache goes). Other array modules,
+    and small arrays, get plain zeros."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if xp is not np or nbytes < 1 << 20:
+        return xp.zeros(shape, dtype)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype).reshape(shape)
 
 
 class KVCache:
@@ -28,15 +42,14 @@ class KVCache:
     dtype = np.float32
 
     def __init__(self, num_layers, batch_size, num_kv_heads, head_dim, capacity=0, xp=np):
-        """capacity: positions to allocate at once (say, prompt + new tokens). Beyond it the
-        buffers double, and a doubled buffer is mostly touched memory: its positions are
-        interleaved with the heads', and large arrays sit on 2 MB pages."""
+        """capacity: positions to allocate at once (say, prompt + new tokens); they take memory
+        as they fill (lazy_zeros). Beyond it the buffers double."""
         self.num_layers = num_layers
         self.length = 0
         self._shape = (batch_size, num_kv_heads, 0, head_dim)
         buffer = (batch_size, num_kv_heads, capacity, head_dim)
-        self._keys = [xp.zeros(buffer, self.dtype) for _ in range(num_layers)]
-        self._values = [xp.zeros(buffer, self.dtype) for _ in range(num_layers)]
+        self._keys = [lazy_zeros(buffer, self.dtype, xp) for _ in range(num_layers)]
+        self._values = [lazy_zeros(buffer, self.dtype, xp) for _ in range(num_layers)]
         self.key_valid = np.zeros((batch_size, 0), dtype=bool)
         self.next_position = np.zeros(batch_size, dtype=np.int64)
         self.long_rope = None
@@ -74,7 +87,7 @@ class KVCache:
     def _grown(self, buffer, needed):
         capacity = max(needed, 2 * buffer.shape[2], 16)
         xp = array_module(buffer)
-        bigger = xp.zeros(buffer.shape[:2] + (capacity,) + buffer.shape[3:], buffer.dtype)
+        bigger = lazy_zeros(buffer.shape[:2] + (capacity,) + buffer.shape[3:], buffer.dtype, xp)
         bigger[:, :, :self.length] = buffer[:, :, :self.length]
         return bigger
 

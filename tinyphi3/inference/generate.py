@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinyphi3 import backends
 from tinyphi3.errors import ContextLengthError, InvalidInputError
 from tinyphi3.nn.layers import softmax
 
@@ -182,6 +183,7 @@ def prefill(model, ids, cache, chunk=PREFILL_CHUNK, pixel_values=None, image_siz
         else:
             logits = model(piece, cache=cache, logits_to_keep=1,
                            inputs_embeds=embeds[:, start:start + chunk])
+    backends.give_back_kept_memory()                   # the chunks' activations, not the cache
     return logits[0, -1]
 
 

@@ -101,7 +101,9 @@ def gated_mlp(x, gate_up_weight, down_weight, linear=linear):
     """Phi-3 MLP: down_proj(silu(gate) * up), with [gate | up] = gate_up_proj(x).
     `linear`: the product with the weights (another one for weights stored in 4 bits)."""
     gate_up = linear(x, gate_up_weight)               # [B, T, C] -> [B, T, 2I]
-    return linear(silu_and_mul(gate_up), down_weight)  # [B, T, I] -> [B, T, C]
+    hidden = silu_and_mul(gate_up)                    # -> [B, T, I]
+    del gate_up                                       # (inference: not held during down_proj)
+    return linear(hidden, down_weight)                # [B, T, I] -> [B, T, C]
 
 
 @differentiable(grad.gegelu_backward)

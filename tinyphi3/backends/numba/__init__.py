@@ -105,6 +105,16 @@ def keep_large_blocks_for_reuse() -> bool:
     return _MALLOC_TUNED
 
 
+def give_back_kept_blocks() -> None:
+    """Return to the system the free heap that keep_large_blocks_for_reuse keeps (glibc's
+    malloc_trim), once a prompt is in the cache: its activations were reused from one layer to
+    the next, and would otherwise stay resident through the decoding that follows while the
+    cache fills. A no-op where the tuning was not set."""
+    if _MALLOC_TUNED:
+        import ctypes
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def forget_stale_machine_code(modules) -> bool:
     """Empty the disk cache of every cached kernel of `modules` when any of their source files
     changed since the cache was written; returns whether it did.
