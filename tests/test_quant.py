@@ -378,7 +378,8 @@ def test_a_cache_takes_memory_as_it_fills_not_for_its_capacity():
     assert sum(_pages_in_memory(b) for b in buffers) < 8, "capacity in memory before any write"
     x = np.ones((1, 8, 64, 64), np.float32)
     for layer in range(4):
-        cache.update(layer, x, x)                            # 64 of the 4096 positions
+        keys, _ = cache.update(layer, x, x)                  # 64 of the 4096 positions
+        assert quantized._whole_buffer(keys.levels) is cache._keys[layer]   # read, not copied
     per_head = 64 * 64 // os.sysconf("SC_PAGE_SIZE") + 1     # a head's 64 positions' pages
     assert sum(_pages_in_memory(b) for b in buffers) <= len(buffers) * 8 * per_head
     assert np.array_equal(cache._keys[0][0, 0, :64], np.full((64, 64), 127, np.int8))

@@ -26,7 +26,7 @@ def lazy_zeros(shape, dtype, xp=np):
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if xp is not np or nbytes < 1 << 20:
         return xp.zeros(shape, dtype)
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype).reshape(shape)
+    return np.ndarray(shape, dtype, buffer=mmap.mmap(-1, nbytes))   # views' .base: this array
 
 
 class KVCache:
