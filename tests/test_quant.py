@@ -328,12 +328,14 @@ def test_attention_decode_kernel_over_an_8_bit_cache_equals_the_reference(B, hea
     np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-6)
 
 
-@given(st.integers(1, 2), st.sampled_from([(4, 4), (8, 2), (6, 3), (4, 1)]), st.integers(2, 9),
+@given(st.integers(1, 2), st.sampled_from([(4, 4), (8, 2), (6, 3), (4, 1), (16, 8), (12, 6)]),
+       st.integers(2, 9),
        st.integers(0, 30), st.booleans(), st.integers(0, 2**32 - 1))
 def test_a_prompt_chunk_over_an_8_bit_cache_equals_attention_over_its_dequantized_keys(
         B, heads, T, cached, per_head, seed):
-    """More than one query (a prompt chunk): int8_attention goes one key/value head at a time
-    (so a chunk never holds every head's float keys and scores) and equals the reference
+    """More than one query (a prompt chunk): int8_attention goes kv8.HEADS_AT_ONCE key/value
+    heads at a time (so a chunk never holds every head's float keys and scores; 8 and 6 key/value
+    heads take several steps, the last of 6 a short one) and equals the reference
     attention over all heads' dequantized keys and values at once, grouped-query heads, padding
     and per-head masks (phi-3-small's block-sparse layout) included."""
     from tinyphi3.nn.attention import attention
