@@ -207,31 +207,60 @@ def init(preset, out, tokenizer_dir, seed, dtype):
 @click.command()
 @click.option("--ckpt", required=True, type=click.Path(file_okay=False),
               help="The trained checkpoint to grow (a phi3 model in float weights).")
-@click.option("--layers", required=True, type=click.IntRange(min=2),
+@click.option("--layers", type=click.IntRange(min=2), default=None,
               help="Layers of the grown model: a multiple of the checkpoint's.")
+@click.option("--hidden-size", type=click.IntRange(min=2), default=None,
+              help="Width of the grown model's residual stream: larger than the checkpoint's, "
+                   "a multiple of its head size (heads keep their size; there are more).")
+@click.option("--intermediate-size", type=click.IntRange(min=1), default=None,
+              help="MLP units of the grown model (with --hidden-size; default: the checkpoint's "
+                   "ratio to the width).")
+@click.option("--seed", default=0, show_default=True,
+              help="Seed of the new weights that read the new width (they start reading zeros).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory to write (new or empty).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
-              default="float32", show_default=True)
-def grow(ckpt, layers, out, dtype):
-    """Write a deeper model that computes the same logits as CKPT: each trained layer followed
-    by copies of itself whose output projections are zero (depth up-scaling). Training it
-    further starts from everything CKPT knows (tinyphi3.train.grow).
+              default="float32", show_default=True,
+              help="Weights on disk; float32 keeps the logits equal (a wider model's norm "
+                   "weights are scaled).")
+def grow(ckpt, layers, hidden_size, intermediate_size, seed, out, dtype):
+    """Write a deeper and/or wider model that computes the same logits as CKPT.
 
     \b
-    Example:
+    --layers: each trained layer is followed by copies of itself whose output projections
+      are zero (depth up-scaling).
+    --hidden-size: the residual stream, the heads and the MLPs grow; the new parts start
+      reading and writing zeros (width up-scaling).
+
+    Training it further starts from everything CKPT knows (tinyphi3.train.grow).
+
+    \b
+    Examples:
       tinyphi3 grow --ckpt checkpoints/mini-base --layers 8 --out runs/mini8-init
+      tinyphi3 grow --ckpt checkpoints/mini8-stages/refresh --hidden-size 512 --out runs/wide
     """
     from tinyphi3.tokenizers import load_tokenizer
-    from tinyphi3.train.grow import deepen
+    from tinyphi3.train.grow import deepen, widen
+    if layers is None and hidden_size is None:
+        raise ConfigError("say how to grow: --layers, --hidden-size, or both")
+    if intermediate_size is not None and hidden_size is None:
+        raise ConfigError("--intermediate-size goes with --hidden-size")
     checkpoint.check_new_directory(out)
     model = Phi3.from_pretrained(ckpt)
     if model.quantization is not None:
         raise ConfigError(f"{ckpt} holds 4-bit weights; grow its float checkpoint")
-    config, params = deepen(model.config, model.params, layers)
+    config, params = model.config, model.params
+    if layers is not None:
+        config, params = deepen(config, params, layers)
+    if hidden_size is not None:
+        if intermediate_size is None:
+            intermediate_size = round(config.intermediate_size * hidden_size / config.hidden_size)
+        config, params = widen(config, params, hidden_size, intermediate_size, seed)
     tok = load_tokenizer(ckpt)
     with checkpoint.staged_directory(out) as tmp:
         Phi3(config, params).save_pretrained(tmp, dtype=dtype)
         tok.save_pretrained(tmp)
-    click.echo(f"wrote {out}: {config.num_hidden_layers} layers grown from "
-               f"{model.config.num_hidden_layers}, the same logits as {ckpt}")
+    old = model.config
+    click.echo(f"wrote {out}: {config.num_hidden_layers} layers of width {config.hidden_size} "
+               f"({config.num_attention_heads} heads, MLP {config.intermediate_size}) grown from "
+               f"{old.num_hidden_layers} of width {old.hidden_size}, the same logits as {ckpt}")
