@@ -143,4 +143,11 @@ def test_grow_without_a_size_is_one_line(tmp_path):
     bare = CliRunner().invoke(main, ["grow", "--ckpt", str(directory), "--out",
                                      str(tmp_path / "g")])
     assert bare.exit_code == 1 and "--layers, --hidden-size, or both" in bare.output
+    alone = CliRunner().invoke(main, ["grow", "--ckpt", str(directory), "--intermediate-size",
+                                      "200", "--out", str(tmp_path / "g")])
+    assert alone.exit_code == 1 and "goes with --hidden-size" in alone.output
+    odd = CliRunner().invoke(main, ["grow", "--ckpt", str(directory), "--hidden-size", "72",
+                                    "--out", str(tmp_path / "g")])
+    assert odd.exit_code == 1 and "multiple of 16" in odd.output
+    assert not (tmp_path / "g").exists()
     assert "Traceback" not in bare.output

@@ -241,10 +241,10 @@ def grow(ckpt, layers, hidden_size, intermediate_size, seed, out, dtype):
     """
     from tinyphi3.tokenizers import load_tokenizer
     from tinyphi3.train.grow import deepen, widen
-    if layers is None and hidden_size is None:
-        raise ConfigError("say how to grow: --layers, --hidden-size, or both")
     if intermediate_size is not None and hidden_size is None:
         raise ConfigError("--intermediate-size goes with --hidden-size")
+    if layers is None and hidden_size is None:
+        raise ConfigError("say how to grow: --layers, --hidden-size, or both")
     checkpoint.check_new_directory(out)
     model = Phi3.from_pretrained(ckpt)
     if model.quantization is not None:
