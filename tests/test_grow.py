@@ -90,15 +90,11 @@ def test_widened_model_has_the_same_logits_in_transformers(tmp_path, kv_heads):
     dead weight)."""
     model, directory = small_hf_model(tmp_path, num_key_value_heads=kv_heads)
     out = tmp_path / "wide"
-    args = ["grow", "--ckpt", str(directory), "--out", str(out), "--intermediate-size", "150"]
-    if kv_heads == 2:               # a group of 2 query heads: widths step by 2 heads of 16
-        args += ["--hidden-size", "128"]
-    else:
-        args += ["--hidden-size", "96"]
-    result = CliRunner().invoke(main, args)
+    D = 128 if kv_heads == 2 else 96    # a group of 2 query heads: widths step by 2 heads of 16
+    result = CliRunner().invoke(main, ["grow", "--ckpt", str(directory), "--out", str(out),
+                                       "--hidden-size", str(D), "--intermediate-size", "150"])
     assert result.exit_code == 0, result.output
     wide = transformers.Phi3ForCausalLM.from_pretrained(out).eval()
-    D = 128 if kv_heads == 2 else 96
     c = wide.config
     assert (c.hidden_size, c.intermediate_size, c.num_attention_heads) == (D, 150, D // 16)
     assert c.num_key_value_heads == D // 16 // (4 // kv_heads)

@@ -119,13 +119,13 @@ def widen(config: Phi3Config, params: dict, hidden_size: int, intermediate_size:
     grown = {}
     for name, w in params.items():
         w = np.asarray(w, np.float32)
-        rest = LAYER.match(name).group(2) if LAYER.match(name) else name
+        match = LAYER.match(name)
+        rest = match.group(2) if match else name
         if name == "model.embed_tokens.weight":            # [V, d] -> [V, D], new columns 0
             out = np.zeros((w.shape[0], D), np.float32)
             out[:, :d] = w
         elif name == "lm_head.weight":                     # reads the final norm: [V, D]
-            out = _random(rng, (w.shape[0], D), std)
-            out[:, :d] = w
+            out = grown_inputs(w, w.shape[0])
         elif rest.endswith("layernorm.weight") or name == "model.norm.weight":
             out = grown_norm(w)
         elif rest == "self_attn.qkv_proj.weight":          # [(H + 2K)·hd, d], q | k | v
