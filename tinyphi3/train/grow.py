@@ -87,8 +87,8 @@ def widen(config: Phi3Config, params: dict, hidden_size: int, intermediate_size:
     group = H // K
     if hidden_size <= d or hidden_size % (hd * group):
         raise ConfigError(f"--hidden-size must be larger than the model's {d} and a multiple of "
-                          f"{hd * group} (heads of {hd}; {group} query head(s) per key/value head), "
-                          f"got {hidden_size}")
+                          f"{hd * group} (heads of {hd}; {group} query head(s) per key/value "
+                          f"head), got {hidden_size}")
     if intermediate_size < I:
         raise ConfigError(f"--intermediate-size must be at least the model's {I}, "
                           f"got {intermediate_size}")
