@@ -320,6 +320,21 @@ def test_cli_writes_json_lines(tmp_path, command, n, noun, first_field):
     assert records == list(generate(n, 5)) and first_field in records[0]
 
 
+def test_cli_keeps_one_over_refusal_pair_in_k(tmp_path):
+    out = tmp_path / "thinned.jsonl"
+    result = _run(["dpo", "--n", 400, "--seed", 2, "--over-refusal-every", 3, "--out", out])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    full = list(generate_dpo(400, 2))
+    over = [r for r in full if r["kind"] == "over_refusal"]
+    assert len(over) > 6
+    assert [r for r in records if r["kind"] == "over_refusal"] == over[::3]
+    assert [r for r in records if r["kind"] != "over_refusal"] == [
+        r for r in full if r["kind"] != "over_refusal"]
+    result = _run(["dpo", "--n", 10, "--over-refusal-every", 0, "--out", tmp_path / "x.jsonl"])
+    assert result.exit_code != 0 and "--over-refusal-every" in result.output
+
+
 @pytest.mark.parametrize("command", ["sft", "dpo"])
 def test_cli_rejects_a_bad_n_and_has_an_example(tmp_path, command):
     for bad in ("0", "-3", "many"):

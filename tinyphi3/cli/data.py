@@ -620,7 +620,12 @@ def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, 
                    f"{', '.join(PREFERENCE_KINDS)}. "
                    f"{','.join(UNCONFLICTED_KINDS)} are the kinds whose rejected reply no other "
                    "kind of pair chooses.")
-def dpo(n_records, seed, out, n_wording, wording_kinds):
+@click.option("--over-refusal-every", "over_refusal_every", type=click.IntRange(min=1),
+              default=1, show_default=True,
+              help="Keep one over-refusal pair (a harmless look-alike answered, not refused) in "
+                   "this many: the first, then every K-th. 8 is the recipe of the DPO rounds of "
+                   "docs/wording.md, whose models over-refused with all of them.")
+def dpo(n_records, seed, out, n_wording, wording_kinds, over_refusal_every):
     """Write preference pairs for DPO, each with an undesired rejected reply: complying with a
     harmful request (chosen: a refusal), refusing a harmless one, a chain of thought with an
     arithmetic slip, an answer that rambles on, a wrong option letter. Each line: {"prompt":
@@ -640,6 +645,9 @@ def dpo(n_records, seed, out, n_wording, wording_kinds):
     if unknown or not kinds:
         raise click.BadParameter(f"unknown kinds {unknown or wording_kinds!r}; choose from "
                                  f"{', '.join(PREFERENCE_KINDS)}", param_hint="--wording-kinds")
-    records = itertools.chain(generate_dpo(n_records, seed),
-                              preference_pairs(n_wording, seed, kinds))
+    over_refusals = itertools.count()
+    records = itertools.chain(
+        (record for record in generate_dpo(n_records, seed)
+         if record["kind"] != "over_refusal" or next(over_refusals) % over_refusal_every == 0),
+        preference_pairs(n_wording, seed, kinds))
     click.echo(f"wrote {write_jsonl(records, out)} preference pairs to {out}")
