@@ -328,7 +328,7 @@ def test_cli_keeps_one_over_refusal_pair_in_k(tmp_path):
     full = list(generate_dpo(400, 2))
     over = [r for r in full if r["kind"] == "over_refusal"]
     assert len(over) > 6
-    assert [r for r in records if r["kind"] == "over_refusal"] == over[::3]
+    assert [r for r in records if r["kind"] == "over_refusal"] == over[2::3]
     assert [r for r in records if r["kind"] != "over_refusal"] == [
         r for r in full if r["kind"] != "over_refusal"]
     result = _run(["dpo", "--n", 10, "--over-refusal-every", 0, "--out", tmp_path / "x.jsonl"])

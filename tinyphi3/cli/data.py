@@ -623,8 +623,8 @@ def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, 
 @click.option("--over-refusal-every", "over_refusal_every", type=click.IntRange(min=1),
               default=1, show_default=True,
               help="Keep one over-refusal pair (a harmless look-alike answered, not refused) in "
-                   "this many: the first, then every K-th. 8 is the recipe of the DPO rounds of "
-                   "docs/wording.md, whose models over-refused with all of them.")
+                   "this many: the K-th, the 2K-th, ... 8 is the recipe of checkpoints/mini "
+                   "(configs/mini-dpo.toml) and of the DPO rounds of docs/wording.md.")
 def dpo(n_records, seed, out, n_wording, wording_kinds, over_refusal_every):
     """Write preference pairs for DPO, each with an undesired rejected reply: complying with a
     harmful request (chosen: a refusal), refusing a harmless one, a chain of thought with an
@@ -645,7 +645,7 @@ def dpo(n_records, seed, out, n_wording, wording_kinds, over_refusal_every):
     if unknown or not kinds:
         raise click.BadParameter(f"unknown kinds {unknown or wording_kinds!r}; choose from "
                                  f"{', '.join(PREFERENCE_KINDS)}", param_hint="--wording-kinds")
-    over_refusals = itertools.count()
+    over_refusals = itertools.count(1)
     records = itertools.chain(
         (record for record in generate_dpo(n_records, seed)
          if record["kind"] != "over_refusal" or next(over_refusals) % over_refusal_every == 0),
