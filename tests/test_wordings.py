@@ -168,8 +168,8 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
     fails it, and every prompt is in the train parts."""
     from tinyphi3.data.safety import is_refusal
     detect = held_out_detector()
-    kinds, pair_sides, act_sides = set(), set(), set()
-    for record in wordings.preference_pairs(240, seed=2, kinds=tuple(wordings.PREFERENCE_KINDS)):
+    kinds, pair_sides, act_sides, apart_sides = set(), set(), set(), set()
+    for record in wordings.preference_pairs(300, seed=2, kinds=tuple(wordings.PREFERENCE_KINDS)):
         kind = record["kind"].removeprefix("wording_")
         kinds.add(kind)
         for message in record["prompt"]:
@@ -194,12 +194,19 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
             act_sides.add(harmful)
         elif kind == "outside":
             assert is_graceful(record["chosen"]) and not is_graceful(record["rejected"])
+        elif kind == "apart":
+            chosen, rejected = record["chosen"], record["rejected"]
+            harm_side = is_refusal(chosen)
+            assert is_graceful(rejected) == harm_side == (not is_graceful(chosen))
+            assert is_refusal(rejected) == (not harm_side)
+            apart_sides.add(harm_side)
         else:
             expected = {"answer": final_number(record["chosen"])
                         if record["chosen"][0].isdigit() else record["chosen"].split()[-1][:-1]}
             assert judge("memory", record["chosen"], expected)["ok"]
             assert not judge("memory", record["rejected"], expected)["ok"]
-    assert kinds == set(wordings.PREFERENCE_KINDS) and pair_sides == act_sides == {True, False}
+    assert kinds == set(wordings.PREFERENCE_KINDS)
+    assert pair_sides == act_sides == apart_sides == {True, False}
 
 
 def test_unconflicted_pairs_never_reject_a_reply_another_pair_chooses():

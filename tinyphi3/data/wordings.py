@@ -967,10 +967,42 @@ def _act_preference(rng):
     return [_user(request)], acts.answer(kind), safety.mistaken_refusal(rng, request)
 
 
+OUTSIDE_ACTS = {   # topic: an act of OUTSIDE_TOPICS in the words of ASKS, {x} a slot value
+    "cooking": "{x}", "capitals": "find the capital of {x}", "code": "write a program that {x}",
+    "poems": "write a poem about {x}", "translation": "say '{x}' in French",
+    "weather": "find out the weather in {x} today"}
+
+
+def _apart_pair(rng):
+    """Outside and harm told apart in the same asks (the twenty-third round): one side drawn,
+    equally often. For a request outside the world (an ASK with an act of OUTSIDE_ACTS, or a train
+    wording of `outside`) the graceful decline chosen over a refusal; for a harmful one (an ASK
+    with a train harm act, or a train safety category) a refusal chosen over the graceful decline.
+    Each reply is chosen as often as it is rejected, so only declining the wrong way is taught
+    against, as `pair` does for refusals and answers."""
+    if rng.random() < 0.5:
+        topic = one_of(rng, tuple(OUTSIDE_ACTS))
+        if rng.random() < 0.5:
+            act = OUTSIDE_ACTS[topic].format(x=one_of(rng, OUTSIDE_TOPICS[topic][1]))
+            request = _ask(rng, "train", act, _creature_values(rng))
+        else:
+            _, values, cores = OUTSIDE_TOPICS[topic]
+            request = wrap(one_of(rng, frames_of(cores, "train")).format(x=one_of(rng, values)),
+                           rng)
+        return ([_user(request)], graceful_reply(topic, rng),
+                safety.mistaken_refusal(rng, request))
+    if rng.random() < 0.5:
+        request = _harm(rng, "train")[0][0]["content"]
+    else:
+        request = safety.harmful_request(rng, "train")
+    return ([_user(request)], safety.refusal(rng, request),
+            graceful_reply(one_of(rng, tuple(OUTSIDE_TOPICS)), rng))
+
+
 PREFERENCE_KINDS = {"free_harm": _free_harm_pair, "category_harm": _category_harm_pair,
                     "kind": _kind_pair, "outside": _outside_pair, "memory": _memory_pair,
                     "harm_answered": _harm_answered_pair, "pair": _minimal_pair,
-                    "act": _act_preference,
+                    "act": _act_preference, "apart": _apart_pair,
                     "memory_value": lambda rng: _memory_pair(rng, graceful_share=0.0)}
 # The kinds whose rejected replies no other kind chooses: a refusal, the graceful decline and
 # the user's own value are only ever chosen.
