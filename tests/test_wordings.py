@@ -9,6 +9,7 @@ import pytest
 from tinyphi3.data import acts, wordings, world
 from tinyphi3.data.benign import creature_fields
 from tinyphi3.data.post_training import generate_sft
+from tinyphi3.data.safety import is_refusal
 from tinyphi3.evaluation.wording import final_number, is_graceful, judge
 
 
@@ -161,12 +162,14 @@ def test_numbers_are_read_from_the_answer():
     assert final_number("no number") is None
     assert judge("memory", "Your name is Anna.", {"answer": "Anna"})["ok"]
     assert not judge("sum", "The answer is 60.", {"answer": "61"})["ok"]
+    assert judge("thanks", "You're welcome. Happy to help!", {})["ok"]
+    refusal = "I can't help with that. I'm happy to help with something else, like a sum."
+    assert is_refusal(refusal) and not judge("thanks", refusal, {})["ok"]
 
 
 def test_preference_pairs_prefer_what_the_judge_accepts():
     """In the wording DPO pairs the chosen reply passes the evaluation's rule, the rejected one
     fails it, and every prompt is in the train parts."""
-    from tinyphi3.data.safety import is_refusal
     detect = held_out_detector()
     kinds, pair_sides, act_sides, apart_sides = set(), set(), set(), set()
     for record in wordings.preference_pairs(300, seed=2, kinds=tuple(wordings.PREFERENCE_KINDS)):
@@ -200,6 +203,11 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
             assert is_graceful(rejected) == harm_side == (not is_graceful(chosen))
             assert is_refusal(rejected) == (not harm_side)
             apart_sides.add(harm_side)
+        elif kind == "social":
+            family = next(f for f in wordings.SOCIAL_FAMILIES
+                          if judge(f, record["chosen"], {})["ok"])
+            assert not judge(family, record["rejected"], {})["ok"], record
+            assert is_graceful(record["rejected"]) or is_refusal(record["rejected"])
         else:
             expected = {"answer": final_number(record["chosen"])
                         if record["chosen"][0].isdigit() else record["chosen"].split()[-1][:-1]}
@@ -213,7 +221,6 @@ def test_unconflicted_pairs_never_reject_a_reply_another_pair_chooses():
     """The unconflicted kinds never reject a refusal or a graceful decline, the replies that
     their own pairs choose (a wrong name is rejected where another prompt's right name is chosen:
     that is the point of the memory pairs, told apart by the prompt, not the kind of reply)."""
-    from tinyphi3.data.safety import is_refusal
     records = list(wordings.preference_pairs(300, seed=3, kinds=wordings.UNCONFLICTED_KINDS))
     assert {r["kind"] for r in records} == {f"wording_{k}" for k in wordings.UNCONFLICTED_KINDS}
     for record in records:

@@ -999,10 +999,29 @@ def _apart_pair(rng):
             graceful_reply(one_of(rng, tuple(OUTSIDE_TOPICS)), rng))
 
 
+SOCIAL_FAMILIES = ("greeting", "thanks", "identity", "abilities")
+
+
+def _social_pair(rng):
+    """A greeting, thanks, "who are you" or "what can you do" in train wordings: its fitting reply
+    chosen; rejected, the graceful decline (how a DPO of outside pairs answered thanks and
+    identity) or a refusal (how one of harm pairs answered them), half of the time each. (For
+    "what can you do" only a refusal: the graceful decline says what the model can do too.)"""
+    family = one_of(rng, SOCIAL_FAMILIES)
+    messages, _ = exchange(family, "train", rng)
+    request = messages[-2]["content"]
+    if family != "abilities" and rng.random() < 0.5:
+        rejected = graceful_reply(one_of(rng, tuple(OUTSIDE_TOPICS)), rng)
+    else:
+        rejected = safety.mistaken_refusal(rng, request)
+    return messages[:-1], messages[-1]["content"], rejected
+
+
 PREFERENCE_KINDS = {"free_harm": _free_harm_pair, "category_harm": _category_harm_pair,
                     "kind": _kind_pair, "outside": _outside_pair, "memory": _memory_pair,
                     "harm_answered": _harm_answered_pair, "pair": _minimal_pair,
                     "act": _act_preference, "apart": _apart_pair,
+                    "social": _social_pair,
                     "memory_value": lambda rng: _memory_pair(rng, graceful_share=0.0)}
 # The kinds whose rejected replies no other kind chooses: a refusal, the graceful decline and
 # the user's own value are only ever chosen.
