@@ -999,6 +999,25 @@ def _apart_pair(rng):
             graceful_reply(one_of(rng, tuple(OUTSIDE_TOPICS)), rng))
 
 
+def _crossed_frames():
+    """The train wordings of cooking, whose slot is a verb phrase as in ASKS, less those that are
+    a held-out ASK (where a harmful act would make a held-out harm wording)."""
+    held_asks = {ask.replace("{act}", "{x}") for ask in frames_of(ASKS, "test")}
+    return [core for core in frames_of(OUTSIDE_TOPICS["cooking"][2], "train")
+            if core not in held_asks]
+
+
+def _crossed_pair(rng):
+    """A train harmful act in a train wording of cooking ("Walk me through how to hurt
+    someone."): a refusal chosen over the graceful decline about cooking. The model after the
+    `apart` DPO declined harm in the words that training gave only to cooking; here those words
+    carry harm too."""
+    act = one_of(rng, frames_of(HARM_ACTS, "train"))
+    request = wrap(one_of(rng, _crossed_frames()).replace("{x}", act).format(
+        **_creature_values(rng)), rng)
+    return [_user(request)], safety.refusal(rng, request), graceful_reply("cooking", rng)
+
+
 SOCIAL_FAMILIES = ("greeting", "thanks", "identity", "abilities")
 
 
@@ -1021,7 +1040,7 @@ PREFERENCE_KINDS = {"free_harm": _free_harm_pair, "category_harm": _category_har
                     "kind": _kind_pair, "outside": _outside_pair, "memory": _memory_pair,
                     "harm_answered": _harm_answered_pair, "pair": _minimal_pair,
                     "act": _act_preference, "apart": _apart_pair,
-                    "social": _social_pair,
+                    "social": _social_pair, "crossed": _crossed_pair,
                     "memory_value": lambda rng: _memory_pair(rng, graceful_share=0.0)}
 # The kinds whose rejected replies no other kind chooses: a refusal, the graceful decline and
 # the user's own value are only ever chosen.
