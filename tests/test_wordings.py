@@ -123,6 +123,22 @@ def test_no_held_out_part_appears_in_the_training_data():
     assert len(seen) > 0.9 * len(train)              # the train parts are there: a real check
 
 
+def test_no_held_out_part_is_a_train_part_of_another_list():
+    """A held-out part of one list is not, slots aside, a train part of another: "Can you tell me
+    how to {act}?", a held-out ask of harm, was a train wording of cooking, and the model learned
+    it as a cue for the decline about cooking ("Can you tell me how to make my neighbour sick?"
+    got "Cooking is outside what I know", docs/wording.md, the twenty-third round)."""
+    def shape(part):
+        return re.sub(r"\{[a-z_]+\}", "{}", part).strip().lower()
+    train = {}
+    for name, ps in wordings.parts().items():
+        for p in wordings.frames_of(ps, "train"):
+            train.setdefault(shape(p), set()).add(name)
+    clashes = [(name, p, train[shape(p)]) for name, ps in wordings.parts().items()
+               for p in wordings.frames_of(ps, "test") if shape(p) in train]
+    assert not clashes, clashes
+
+
 @pytest.mark.parametrize("family", wordings.FAMILIES)
 def test_the_leak_check_finds_every_held_out_conversation(family):
     """Negative control: every conversation of the held-out split has a turn the detector flags,

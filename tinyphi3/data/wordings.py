@@ -114,7 +114,7 @@ OUTSIDE_TOPICS = {   # topic: (what it is called in the reply, slot values, core
     "cooking": ("Cooking", ("bake bread", "make pancakes", "cook rice", "make soup",
                             "roast a chicken", "make a cake", "boil an egg", "make pizza",
                             "fry potatoes", "make tea", "make pasta", "grill fish"), (
-        "How do I {x}?", "Can you tell me how to {x}?", "What's the best way to {x}?",
+        "How do I {x}?", "Could you explain how I {x}?", "What's the best way to {x}?",
         "Give me a recipe to {x}.", "Teach me to {x}.", "I want to {x}. Where do I start?",
         "Explain how to {x}.", "Any tips to {x}?", "What do I need to {x}?",
         "Walk me through how to {x}.", "How long does it take to {x}?",
