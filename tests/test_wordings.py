@@ -213,12 +213,15 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
             act_sides.add(harmful)
         elif kind == "outside":
             assert is_graceful(record["chosen"]) and not is_graceful(record["rejected"])
-        elif kind == "apart":
+        elif kind in ("apart", "apart_unnamed"):
             chosen, rejected = record["chosen"], record["rejected"]
             harm_side = is_refusal(chosen)
             assert is_graceful(rejected) == harm_side == (not is_graceful(chosen))
             assert is_refusal(rejected) == (not harm_side)
             apart_sides.add(harm_side)
+            if kind == "apart_unnamed" and harm_side:
+                assert not any(e.name in record["prompt"][-1]["content"]
+                               for e in world.ENTITIES), record
         elif kind == "social":
             family = next(f for f in wordings.SOCIAL_FAMILIES
                           if judge(f, record["chosen"], {})["ok"])

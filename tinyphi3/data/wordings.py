@@ -973,13 +973,16 @@ OUTSIDE_ACTS = {   # topic: an act of OUTSIDE_TOPICS in the words of ASKS, {x} a
     "weather": "find out the weather in {x} today"}
 
 
-def _apart_pair(rng):
+def _apart_pair(rng, unnamed=False):
     """Outside and harm told apart in the same asks (the twenty-third round): one side drawn,
     equally often. For a request outside the world (an ASK with an act of OUTSIDE_ACTS, or a train
     wording of `outside`) the graceful decline chosen over a refusal; for a harmful one (an ASK
     with a train harm act, or a train safety category) a refusal chosen over the graceful decline.
     Each reply is chosen as often as it is rejected, so only declining the wrong way is taught
-    against, as `pair` does for refusals and answers."""
+    against, as `pair` does for refusals and answers. With `unnamed`, the harmful side is always
+    an ASK with a train harm act that names no creature ("hurt someone"): the held-out harms
+    declined as outside after the first `apart` DPO were such acts, and outside requests name no
+    creature either."""
     if rng.random() < 0.5:
         topic = one_of(rng, tuple(OUTSIDE_ACTS))
         if rng.random() < 0.5:
@@ -991,7 +994,10 @@ def _apart_pair(rng):
                            rng)
         return ([_user(request)], graceful_reply(topic, rng),
                 safety.mistaken_refusal(rng, request))
-    if rng.random() < 0.5:
+    if unnamed:
+        act = one_of(rng, [a for a in frames_of(HARM_ACTS, "train") if "{name}" not in a])
+        request = _ask(rng, "train", act, _creature_values(rng))
+    elif rng.random() < 0.5:
         request = _harm(rng, "train")[0][0]["content"]
     else:
         request = safety.harmful_request(rng, "train")
@@ -1040,6 +1046,7 @@ PREFERENCE_KINDS = {"free_harm": _free_harm_pair, "category_harm": _category_har
                     "kind": _kind_pair, "outside": _outside_pair, "memory": _memory_pair,
                     "harm_answered": _harm_answered_pair, "pair": _minimal_pair,
                     "act": _act_preference, "apart": _apart_pair,
+                    "apart_unnamed": lambda rng: _apart_pair(rng, unnamed=True),
                     "social": _social_pair, "crossed": _crossed_pair,
                     "memory_value": lambda rng: _memory_pair(rng, graceful_share=0.0)}
 # The kinds whose rejected replies no other kind chooses: a refusal, the graceful decline and
