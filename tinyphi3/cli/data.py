@@ -619,7 +619,8 @@ def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, 
               help="Which kinds of wording pairs, comma-separated, in turn: "
                    f"{', '.join(PREFERENCE_KINDS)}. "
                    f"{','.join(UNCONFLICTED_KINDS)} are the kinds whose rejected reply no other "
-                   "kind of pair chooses.")
+                   "kind of pair chooses. What each kind pairs: docs/wording.md, and the "
+                   "docstrings of tinyphi3.data.wordings.")
 @click.option("--over-refusal-every", "over_refusal_every", type=click.IntRange(min=1),
               default=1, show_default=True,
               help="Keep one over-refusal pair (a harmless look-alike answered, not refused) in "
