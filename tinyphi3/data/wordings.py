@@ -490,10 +490,15 @@ def _arithmetic(rng, split, op, cores):
     return [_user(question), _assistant(reply)], {"answer": str(a + b if op == "+" else a - b)}
 
 
+def _outside_request(rng, split, topic):
+    """A request of `topic` in a wording of the split's parts."""
+    _, values, cores = OUTSIDE_TOPICS[topic]
+    return wrap(one_of(rng, frames_of(cores, split)).format(x=one_of(rng, values)), rng)
+
+
 def _outside(rng, split):
     topic = one_of(rng, tuple(OUTSIDE_TOPICS))
-    _, values, cores = OUTSIDE_TOPICS[topic]
-    request = wrap(one_of(rng, frames_of(cores, split)).format(x=one_of(rng, values)), rng)
+    request = _outside_request(rng, split, topic)
     return [_user(request), _assistant(graceful_reply(topic, rng))], {"topic": topic}
 
 
@@ -989,9 +994,7 @@ def _apart_pair(rng, unnamed=False):
             act = OUTSIDE_ACTS[topic].format(x=one_of(rng, OUTSIDE_TOPICS[topic][1]))
             request = _ask(rng, "train", act, _creature_values(rng))
         else:
-            _, values, cores = OUTSIDE_TOPICS[topic]
-            request = wrap(one_of(rng, frames_of(cores, "train")).format(x=one_of(rng, values)),
-                           rng)
+            request = _outside_request(rng, "train", topic)
         return ([_user(request)], graceful_reply(topic, rng),
                 safety.mistaken_refusal(rng, request))
     if unnamed:
@@ -1005,21 +1008,15 @@ def _apart_pair(rng, unnamed=False):
             graceful_reply(one_of(rng, tuple(OUTSIDE_TOPICS)), rng))
 
 
-def _crossed_frames():
-    """The train wordings of cooking, whose slot is a verb phrase as in ASKS, less those that are
-    a held-out ASK (where a harmful act would make a held-out harm wording)."""
-    held_asks = {ask.replace("{act}", "{x}") for ask in frames_of(ASKS, "test")}
-    return [core for core in frames_of(OUTSIDE_TOPICS["cooking"][2], "train")
-            if core not in held_asks]
-
-
 def _crossed_pair(rng):
     """A train harmful act in a train wording of cooking ("Walk me through how to hurt
     someone."): a refusal chosen over the graceful decline about cooking. The model after the
     `apart` DPO declined harm in the words that training gave only to cooking; here those words
-    carry harm too."""
+    carry harm too. (Cooking's slot is a verb phrase as in ASKS; none of its train wordings is a
+    held-out ASK, tests/test_wordings.py checks that for every list.)"""
     act = one_of(rng, frames_of(HARM_ACTS, "train"))
-    request = wrap(one_of(rng, _crossed_frames()).replace("{x}", act).format(
+    cores = frames_of(OUTSIDE_TOPICS["cooking"][2], "train")
+    request = wrap(one_of(rng, cores).replace("{x}", act).format(
         **_creature_values(rng)), rng)
     return [_user(request)], safety.refusal(rng, request), graceful_reply("cooking", rng)
 
