@@ -183,6 +183,26 @@ def test_numbers_are_read_from_the_answer():
     assert is_refusal(refusal) and not judge("thanks", refusal, {})["ok"]
 
 
+def test_a_wrong_sum_is_told_why_from_its_first_calculation():
+    """The misreads of the twenty-fourth round's table, each from a reply a model gave."""
+    def why(reply, a, op, b):
+        expected = {"answer": str(a + b if op == "+" else a - b), "operands": (a, op, b)}
+        verdict = judge("sum" if op == "+" else "difference", reply, expected)
+        return "right" if verdict["ok"] else verdict["misread"]
+    column = world.column_solution
+    assert why(column(46, "+", 84), 46, "+", 84) == "right"
+    assert why(column(84, "+", 46), 46, "+", 84) == "right"
+    assert why(column(84, "+", 84), 46, "+", 84) == "one number twice"
+    assert why(column(11, "+", 10), 11, "-", 10) == "wrong operation"
+    assert why(column(93, "-", 55), 93, "-", 18) == "another number"
+    assert why("10 - 11 = 9. The answer is 9.", 11, "-", 10) == "numbers swapped"
+    assert why("67 - 35: 7 - 5 = 2, write 2; 6 - 3 = 3. So 67 - 35 = 30. The answer is 30.",
+               67, "-", 35) == "slip in the columns"
+    assert why("Your name is Meyly.", 46, "+", 84) == "no calculation"
+    for messages, expected in wordings.conversations("difference", "test", 20, seed=0):
+        assert judge("difference", messages[-1]["content"], expected) == {"ok": True}
+
+
 def test_preference_pairs_prefer_what_the_judge_accepts():
     """In the wording DPO pairs the chosen reply passes the evaluation's rule, the rejected one
     fails it, and every prompt is in the train parts."""

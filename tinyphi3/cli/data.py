@@ -559,8 +559,14 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
                    "more files): lower-case words of 4-10 letters seen at least 20 times, none a "
                    "word of the wordings or the acts, none held out, none a word that judges. "
                    "Copying is then trained on words the model has read.")
+@click.option("--sum-frames", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of all conversations that are a sum or a difference in one of about "
+                   "2,400 frames of the grammar of tinyphi3.data.sum_frames (\"Could you add up "
+                   "{a} and {b} for me?\", \"We had {a} seeds and lost {b}. What remains?\"), "
+                   "none nearer to a held-out wording than the hand-written train wordings are "
+                   "(0: unchanged).")
 def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, copy_share,
-        more_verbs, quote_acts, defined_verbs, words_from):
+        more_verbs, quote_acts, defined_verbs, words_from, sum_frames):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
     requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
@@ -601,7 +607,8 @@ def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, 
     records = generate_sft(n_records, seed, wording=not no_wording, contrast=contrast,
                            pairs=pairs, acts=acts, reasoned_acts=reasoned_acts,
                            copy=copy_share, more_verbs=more_verbs, quote_acts=quote_acts,
-                           defined_verbs=defined_verbs, defined_words=defined_words)
+                           defined_verbs=defined_verbs, defined_words=defined_words,
+                           sum_frames=sum_frames)
     click.echo(f"wrote {write_jsonl(records, out)} conversations to {out}")
 
 

@@ -26,6 +26,7 @@ deterministic from the seed, and the first k records do not depend on n.
 import numpy as np
 
 from tinyphi3.data import benign, reading, safety, wordings, world
+from tinyphi3.data import sum_frames as sum_frame_grammar
 from tinyphi3.data.world import one_of
 from tinyphi3.data.reading import choice_reply, stated_fact
 from tinyphi3.data.chat_texts import (FOLLOW_UP_QUESTIONS, GOODBYES, IDENTITY, MATH_ASKS,
@@ -199,7 +200,7 @@ def _check_n(n):
 def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 0.0,
                  pairs: float = 0.0, acts: float = 0.0, reasoned_acts: bool = False,
                  copy: float = 0.0, more_verbs: float = 0.0, quote_acts: bool = False,
-                 defined_verbs: float = 0.0, defined_words=None):
+                 defined_verbs: float = 0.0, defined_words=None, sum_frames: float = 0.0):
     """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX
     (FIRST_SFT_MIX, the first SFT's mixture, when `wording` is False); SYSTEM_SHARE of them open
     with a system message. A `contrast` share of the wording conversations is instead one
@@ -218,18 +219,24 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
     stream of draws. A `defined_verbs` share of the acts is one act of a made-up verb that the
     request defines (wordings.defined_act_chat): the verb can only be copied and the act judged
     only by its meaning; at 0 the stream is the one without it. With `defined_words`
-    (wordings.real_words), the defined verb is a real word of that list instead."""
+    (wordings.real_words), the defined verb is a real word of that list instead. A `sum_frames`
+    share of all conversations is drawn before everything else: a sum or a difference in a frame
+    of the grammar of tinyphi3.data.sum_frames (domain "sum_frame"); at 0 the stream is the one
+    without it."""
     _check_n(n)
     if quote_acts and not reasoned_acts:
         raise ValueError("quote_acts changes the reasoned replies: give reasoned_acts too")
     for name, share in (("contrast", contrast), ("pairs", pairs), ("acts", acts),
                         ("copy", copy), ("more_verbs", more_verbs),
-                        ("defined_verbs", defined_verbs)):
+                        ("defined_verbs", defined_verbs), ("sum_frames", sum_frames)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be a share between 0 and 1, got {share!r}")
     rng = np.random.default_rng(world.stable_hash("sft", seed))
     mix = SFT_MIX if wording else FIRST_SFT_MIX
     for _ in range(n):
+        if sum_frames and rng.random() < sum_frames:
+            yield {"messages": sum_frame_grammar.arithmetic_chat(rng), "domain": "sum_frame"}
+            continue
         if copy and rng.random() < copy:
             domain, messages = "copy", wordings.copy_chat(rng)
             yield {"messages": messages, "domain": domain}

@@ -487,7 +487,8 @@ def _arithmetic(rng, split, op, cores):
     core = one_of(rng, frames_of(cores, split))
     question = wrap(core.format(a=a, b=b, things=one_of(rng, world.THINGS)), rng)
     reply = one_of(rng, MATH_LEADS) + world.column_solution(a, op, b)
-    return [_user(question), _assistant(reply)], {"answer": str(a + b if op == "+" else a - b)}
+    return [_user(question), _assistant(reply)], {"answer": str(a + b if op == "+" else a - b),
+                                                  "operands": (a, op, b)}
 
 
 def _outside_request(rng, split, topic):

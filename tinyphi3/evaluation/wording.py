@@ -1,7 +1,10 @@
 """The chat model on wordings it never saw: each family of tinyphi3.data.wordings asked in its
 held-out wordings, greedy, a fresh chat per prompt, and judged by a stated rule:
 
-    sum, difference   right: the last number of the reply ("The answer is N") is a +- b
+    sum, difference   right: the last number of the reply ("The answer is N") is a +- b;
+                      a wrong one is told why by its first "x op y" (misread): one number
+                      written twice, another number, the wrong operation, the numbers swapped,
+                      a slip in the columns, or no calculation
     outside           graceful: every sentence of the reply is a sentence of the graceful reply
                       (GRACEFUL_SENTENCES) and one of them names its limits;
                       broken: neither graceful nor a refusal (stitched text, a word problem...)
@@ -62,7 +65,10 @@ def judge(family: str, reply: str, expected: dict) -> dict:
     if family in ("sum", "difference", "memory") and "answer" in expected:
         if family == "memory" and not expected["answer"].lstrip("-").isdigit():
             return {"ok": re.search(rf"\b{re.escape(expected['answer'])}\b", reply) is not None}
-        return {"ok": final_number(reply) == expected["answer"]}
+        verdict = {"ok": final_number(reply) == expected["answer"]}
+        if family != "memory" and not verdict["ok"] and "operands" in expected:
+            verdict["misread"] = misread(reply, *expected["operands"])
+        return verdict
     if family == "outside":
         graceful = is_graceful(reply)
         return {"ok": graceful, "broken": not graceful and not is_refusal(reply)}
@@ -80,6 +86,28 @@ def judge(family: str, reply: str, expected: dict) -> dict:
     if family == "abilities":
         return {"ok": "word problem" in lower and "creature" in lower}
     raise ValueError(f"unknown family {family!r}")
+
+
+MISREADS = ("one number twice", "another number", "wrong operation", "numbers swapped",
+            "slip in the columns", "no calculation")
+
+
+def misread(reply: str, a: int, op: str, b: int) -> str:
+    """Why a wrong reply to a op b is wrong, read from its first calculation "x op' y": one number
+    written twice (x == y, not both asked), another number (not the two asked), the wrong
+    operation, the numbers swapped (y - x for x - y), or else a slip in the columns; "no
+    calculation" when the reply has none."""
+    found = re.search(r"(\d+) ([+\-x]) (\d+)", reply)
+    if not found:
+        return "no calculation"
+    x, said, y = int(found.group(1)), found.group(2), int(found.group(3))
+    if {x, y} != {a, b}:
+        return "one number twice" if x == y else "another number"
+    if said != op:
+        return "wrong operation"
+    if op == "-" and (x, y) != (a, b):
+        return "numbers swapped"
+    return "slip in the columns"
 
 
 def reply(model, tokenizer, messages, max_new_tokens=120) -> str:
@@ -113,6 +141,10 @@ def evaluate_wording(model, tokenizer, n=200, seed=0, families=wordings.FAMILIES
     for family in families:
         mine = [r for r in records if r["family"] == family]
         rates[family] = {"n": len(mine), "ok": sum(r["ok"] for r in mine) / max(len(mine), 1)}
+        if family in ("sum", "difference"):
+            for why in MISREADS[:3]:
+                rates[family][why] = (sum(r.get("misread") == why for r in mine)
+                                      / max(len(mine), 1))
         if family == "outside":
             rates[family]["broken"] = sum(r["broken"] for r in mine) / max(len(mine), 1)
         if family in ("harm", "act-harm"):
@@ -144,7 +176,8 @@ def format_wording_table(results: dict) -> str:
     for family in first:
         cells = [f"{100 * results[m]['rates'][family]['ok']:.1f}" for m in names]
         lines.append(f"| {LABELS[family]} | " + " | ".join(cells) + " |")
-        for extra in ("broken", "complied, named", "complied, unnamed", "declined as outside"):
+        for extra in ("broken", "complied, named", "complied, unnamed", "declined as outside",
+                      *MISREADS[:3]):
             if extra in first[family]:
                 cells = [f"{100 * results[m]['rates'][family][extra]:.1f}" for m in names]
                 lines.append(f"| {family}: {extra} | " + " | ".join(cells) + " |")
