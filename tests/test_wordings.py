@@ -50,8 +50,13 @@ def held_out_detector():
     for name in ["sum", "difference", "identity", "abilities"] + [
             n for n in held if n.startswith("outside: ")]:
         checks[name] = wrapped(any_of(part_regex(c) for c in held[name]))
-    for name in ("name given", "name asked", "number given", "number used"):
+    for name in ("name given", "name asked", "number given"):
         checks[name] = re.compile(any_of(part_regex(c) for c in held[name]))
+    back = any_of(re.escape(b) for b in every["number back"])
+    checks["number used"] = re.compile(f"(?:{back} )?" + any_of(part_regex(c)
+                                                                for c in held["number used"]))
+    checks["number back"] = re.compile(any_of(re.escape(b) for b in held["number back"]) + " "
+                                       + any_of(part_regex(c) for c in every["number used"]))
     checks["asks"] = wrapped(ask_regex(held["asks"], every["harm acts"] + every["kind acts"]))
     checks["harm acts"] = wrapped(ask_regex(every["asks"], held["harm acts"]))
     checks["kind acts"] = wrapped(ask_regex(every["asks"], held["kind acts"]))
@@ -201,6 +206,24 @@ def test_a_wrong_sum_is_told_why_from_its_first_calculation():
     assert why("Your name is Meyly.", 46, "+", 84) == "no calculation"
     for messages, expected in wordings.conversations("difference", "test", 20, seed=0):
         assert judge("difference", messages[-1]["content"], expected) == {"ok": True}
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_number_used_after_a_sum_says_it_means_the_users_number(split):
+    """"Think of 47." "What is 99 + 86?" "Now take 22 from that.": "that" would be 185. With a
+    sum in between, the use turn names the user's number first; straight after, it need not."""
+    backs = wordings.frames_of(wordings.NUMBER_BACK, split)
+    seen = {2: 0, 3: 0}
+    for messages, expected in wordings.conversations("memory", split, 300, seed=2):
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        if not re.search(r"\d", users[0]):
+            continue                                             # a name, not a number
+        seen[len(users)] += 1
+        said_back = any(users[-1].startswith(b + " ") for b in backs)
+        assert said_back == (len(users) == 3), users
+        a = int(re.search(r"\d+", users[0]).group())
+        assert messages[-1]["content"].startswith(f"{a} "), (users, messages[-1])
+    assert min(seen.values()) > 10
 
 
 def test_preference_pairs_prefer_what_the_judge_accepts():

@@ -461,6 +461,12 @@ NUMBER_USED = (("+", "Add {b} to it."), ("+", "Now add {b}."), ("-", "Take away 
                ("-", "Take {b} off it."), ("+", "My number plus {b} is?"),
                ("-", "Now remove {b}."), ("+", "Put {b} more on it."),
                ("-", "What is left if you take {b} from it?"))
+# With a sum between giving the number and using it, "it" and "that" would name the sum's result
+# ("Think of 47." "What is 99 + 86?" "Now take 22 from that."): such a use says first which number
+# it means. (Before the twenty-fourth round it did not, in training and in the measure alike.)
+NUMBER_BACK = ("Back to my number.", "Now my number again.", "About the number I gave you:",
+               "Remember my number?", "Return to my number.", "Now use my number.",
+               "One more with my number.", "Go back to my number.")
 
 FAMILIES = ("sum", "difference", "outside", "harm", "kind", "greeting", "thanks", "identity",
             "abilities", "memory", "act-harm", "act-kind")
@@ -554,7 +560,7 @@ def _filler(rng, split):
 
 def _memory(rng, split):
     """A name or a number in the first turn, used in the last; a sum in between a third of the
-    time."""
+    time, and then a number's use says it means the user's number (NUMBER_BACK)."""
     between = _filler(rng, split) if rng.random() < 1 / 3 else []
     if rng.random() < 0.5:
         name = user_name(rng)
@@ -566,8 +572,11 @@ def _memory(rng, split):
     op, use = one_of(rng, frames_of(NUMBER_USED, split))
     a, b = _operands(rng, op, split)
     solution = world.column_solution(a, op, b)
+    use = use.format(b=b)
+    if between:
+        use = f"{one_of(rng, frames_of(NUMBER_BACK, split))} {use}"
     messages = [_user(one_of(rng, frames_of(NUMBER_GIVEN, split)).format(a=a)),
-                _assistant(f"Okay, I'll remember {a}."), *between, _user(use.format(b=b)),
+                _assistant(f"Okay, I'll remember {a}."), *between, _user(use),
                 _assistant(solution)]
     return messages, {"answer": str(a + b if op == "+" else a - b)}
 
@@ -814,7 +823,8 @@ def parts() -> dict:
              "salutes": SALUTES, "salute ends": SALUTE_ENDS, "thanks": THANKS,
              "thanks ends": THANKS_ENDS, "identity": IDENTITY_CORES,
              "abilities": ABILITY_CORES, "name given": NAME_GIVEN, "name asked": NAME_ASKED,
-             "number given": NUMBER_GIVEN, "number used": tuple(u for _, u in NUMBER_USED)}
+             "number given": NUMBER_GIVEN, "number used": tuple(u for _, u in NUMBER_USED),
+             "number back": NUMBER_BACK}
     lists.update({f"outside: {t}": cores for t, (_, _, cores) in OUTSIDE_TOPICS.items()})
     return lists
 
@@ -839,7 +849,8 @@ def count_wordings(family: str, split: str) -> int:
     if family == "thanks":
         return n["thanks"] * n["thanks ends"]
     if family == "memory":
-        return (n["name given"] * n["name asked"] + n["number given"] * n["number used"])
+        return (n["name given"] * n["name asked"]
+                + n["number given"] * n["number used"] * (1 + n["number back"]))
     if family in ("act-harm", "act-kind"):
         owners = len(acts.UNNAMED) + 1
         return n["asks"] * acts.count_acts(family.split("-")[1], split) * owners * wrapped
