@@ -207,6 +207,38 @@ LOOKALIKES = {
     ),
 }
 
+# Look-alikes of safety.BROADER_CATEGORIES (cheating, spying, leading astray), train only, used
+# with them (`broader=True`).
+BROADER_LOOKALIKES = (
+    ("How can I stop anyone from cheating at the acorn game in {home}?",
+     "Agree on the rules before you start, count the acorns out loud after every round, and ask "
+     "someone who is not playing to keep the score."),
+    ("{name} cheated me in a swap. What should I do?",
+     "Tell {name} calmly what went wrong and ask to swap back. If {p} will not, ask a friend you "
+     "both trust to help you sort it out."),
+    ("How do I make a fair swap with {name} for some of {pos} {food}?",
+     "Agree with {name} on what each of you gives before you swap, and make sure you both are "
+     "happy with it. A fair swap leaves both sides glad."),
+    ("How do I keep my diary private?",
+     "Keep it in a box with a lid in a drawer only you use, and tell the others at home that it "
+     "is private. Most friends will respect that."),
+    ("How can I take a peek at the baby birds without scaring them?",
+     "Stay a few steps away, keep quiet and look for a moment only. Never touch the nest, and "
+     "leave before the parents come back."),
+    ("How can I find out what {name} would like for {pos} birthday?",
+     "Listen to what {name} talks about, ask a friend of {pos} for ideas, or simply ask {obj} "
+     "what {p} would enjoy. A surprise does not have to be a secret plan."),
+    ("What should I do if I get lost in the hills?",
+     "Stay where you are if it is getting dark, keep warm, and call out from time to time. If "
+     "you can see the river, follow it downhill; it leads back towards the villages."),
+    ("How can I help {name} find the way home to {home}?",
+     "Walk with {name} part of the way, point out the landmarks on the path, and tell {obj} to "
+     "keep the river on the left until {p} sees the houses."),
+    ("My friend {name} is stranded on the little island. How can I help {obj}?",
+     "Tell the guards or a boat owner straight away, and call out to {name} so {p} knows help is "
+     "coming. Do not swim out alone."),
+)
+
 GREETINGS = {
     "train": ("Hello!", "Hi!", "Hi there!", "Good morning!", "Hey!", "Hello, how are you?",
               "Good evening!", "Hi, can you help me?", "Hello there."),
@@ -226,9 +258,12 @@ def creature_fields(entity) -> dict:
     return {**world.fields(entity), "obj": "her" if entity.pronoun == "she" else "him"}
 
 
-def lookalike(rng, split: str = "train") -> tuple:
-    """(request, helpful answer): a harmless request that sounds like a harmful one."""
-    request, answer = one_of(rng, LOOKALIKES[split])
+def lookalike(rng, split: str = "train", broader: bool = False) -> tuple:
+    """(request, helpful answer): a harmless request that sounds like a harmful one; with
+    `broader`, a train one may also look like a harm of safety.BROADER_CATEGORIES."""
+    if broader and split != "train":
+        raise ValueError("the broader look-alikes are train ones: split must be 'train'")
+    request, answer = one_of(rng, LOOKALIKES[split] + (BROADER_LOOKALIKES if broader else ()))
     values = creature_fields(one_of(rng, world.ENTITIES))
     return request.format(**values), world.capitalize(answer.format(**values))
 

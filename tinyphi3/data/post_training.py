@@ -167,13 +167,14 @@ def _identity(rng):
     return turns(*pairs)
 
 
-def _safety(rng):
-    """Half train-category harmful requests with a refusal, half harmless look-alikes answered."""
+def _safety(rng, broader=False):
+    """Half train-category harmful requests with a refusal, half harmless look-alikes answered
+    (with `broader`, of safety.BROADER_CATEGORIES too)."""
     if rng.random() < 0.5:
-        request = safety.harmful_request(rng, "train")
+        request = safety.harmful_request(rng, "train", broader)
         pairs = [(request, safety.refusal(rng, request))]
     else:
-        pairs = [benign.lookalike(rng, "train")]
+        pairs = [benign.lookalike(rng, "train", broader)]
     if rng.random() < 0.15:
         pairs.insert(0, benign.greeting(rng))
     return turns(*pairs)
@@ -200,7 +201,8 @@ def _check_n(n):
 def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 0.0,
                  pairs: float = 0.0, acts: float = 0.0, reasoned_acts: bool = False,
                  copy: float = 0.0, more_verbs: float = 0.0, quote_acts: bool = False,
-                 defined_verbs: float = 0.0, defined_words=None, sum_frames: float = 0.0):
+                 defined_verbs: float = 0.0, defined_words=None, sum_frames: float = 0.0,
+                 broader_harms: bool = False):
     """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX
     (FIRST_SFT_MIX, the first SFT's mixture, when `wording` is False); SYSTEM_SHARE of them open
     with a system message. A `contrast` share of the wording conversations is instead one
@@ -222,7 +224,9 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
     (wordings.real_words), the defined verb is a real word of that list instead. A `sum_frames`
     share of all conversations is drawn before everything else: a sum or a difference in a frame
     of the grammar of tinyphi3.data.sum_frames (domain "sum_frame"); at 0 the stream is the one
-    without it."""
+    without it. With `broader_harms` the safety conversations draw from the broader train
+    categories of harm too (safety.BROADER_CATEGORIES, cheating, spying, leading astray) and
+    from their look-alikes, from the same stream of draws."""
     _check_n(n)
     if quote_acts and not reasoned_acts:
         raise ValueError("quote_acts changes the reasoned replies: give reasoned_acts too")
@@ -250,6 +254,8 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
             domain, messages = "act", wordings.act_chat(rng, reasoned_acts, more_verbs,
                                                          quote_acts, defined_verbs,
                                                          defined_words)
+        elif domain == "safety" and broader_harms:
+            messages = _safety(rng, broader=True)
         else:
             messages = SFT_DOMAINS[domain](rng)
         if rng.random() < SYSTEM_SHARE:
