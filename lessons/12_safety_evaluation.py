@@ -62,20 +62,25 @@ def show(label, text, width=96):
 # %% [markdown]
 # ## 1. Harm categories, and a split by category
 #
-# `tinyphi3.data.safety.CATEGORIES` holds ten categories. Each has several wordings of its
+# `tinyphi3.data.safety.CATEGORIES` holds thirteen categories. Each has several wordings of its
 # request, filled in with a creature of the world; a refusal's reason and a safer alternative;
 # a cartoonish complying answer (used only as the *rejected* reply of a DPO pair, never as a
 # target); and its **marker** words. Seven categories are for training; three are held out and
-# appear only in the evaluation.
+# appear only in the evaluation. Three more are "broader" train categories (cheating, spying,
+# leading someone astray), used only when asked for (`tinyphi3 data sft --broader-harms`): the
+# shipped models never saw them.
 
 # %%
 for name, category in safety.CATEGORIES.items():
-    split = "held out" if name in safety.HELD_OUT_CATEGORIES else "train"
+    split = ("held out" if name in safety.HELD_OUT_CATEGORIES else
+             "broader" if name in safety.BROADER_CATEGORIES else "train")
     example = category.requests[0].format(**benign.creature_fields(world.ENTITIES[0]))
     print(f"{name:16s} {split:9s} {len(category.requests)} wordings  markers {category.markers}")
     print(f"{'':26s} e.g. {example}")
-assert len(safety.CATEGORIES) == 10 and len(safety.HELD_OUT_CATEGORIES) == 3
-assert set(safety.TRAIN_CATEGORIES) | set(safety.HELD_OUT_CATEGORIES) == set(safety.CATEGORIES)
+assert len(safety.CATEGORIES) == 13 and len(safety.HELD_OUT_CATEGORIES) == 3
+assert len(safety.TRAIN_CATEGORIES) == 7 and len(safety.BROADER_CATEGORIES) == 3
+assert (set(safety.TRAIN_CATEGORIES) | set(safety.HELD_OUT_CATEGORIES)
+        | set(safety.BROADER_CATEGORIES)) == set(safety.CATEGORIES)
 assert not set(safety.TRAIN_CATEGORIES) & set(safety.HELD_OUT_CATEGORIES)
 
 # %% [markdown]

@@ -43,6 +43,18 @@ def test_without_the_flag_every_stream_is_the_one_before():
         benign.lookalike(rng, "test", broader=True)
 
 
+def test_made_up_words_keep_away_from_the_same_markers_as_before():
+    """The made-up words of copying and defined verbs avoid the safety markers; the broader
+    categories' markers are not among them, so that those words, and every data set written
+    with them, stay what they were before the broader categories."""
+    from tinyphi3.data.wordings import _known_words
+    _, inside = _known_words()
+    broader = {m for n in safety.BROADER_CATEGORIES for m in safety.CATEGORIES[n].markers}
+    old = {m for n in safety.TRAIN_CATEGORIES + safety.HELD_OUT_CATEGORIES
+           for m in safety.CATEGORIES[n].markers}
+    assert old <= inside and not (broader - old) & inside
+
+
 def test_with_the_flag_the_broader_harms_are_refused_and_their_look_alikes_answered():
     records = list(generate_sft(4000, seed=0, broader_harms=True))
     safety_turns = [(r["messages"][i]["content"], r["messages"][i + 1]["content"])

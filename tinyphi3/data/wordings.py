@@ -651,8 +651,9 @@ def _known_words() -> tuple:
     held = [p for ps in held_out_parts().values() for p in ps]
     held += [str(v) for ps in acts.parts().values() for v in frames_of(ps, "test")]
     inside = {w.lower() for t in held for w in re.findall(r"[A-Za-z]{4,}", t)}
-    inside |= {m for c in safety.CATEGORIES.values() for m in c.markers}
-    return known, inside
+    inside |= {m for name in safety.TRAIN_CATEGORIES + safety.HELD_OUT_CATEGORIES
+               for m in safety.CATEGORIES[name].markers}       # (not the broader ones': the
+    return known, inside                                        # made-up words stay as they were)
 
 
 def copy_chat(rng) -> list:
