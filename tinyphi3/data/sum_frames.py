@@ -26,8 +26,7 @@ import functools
 import itertools
 import re
 
-from tinyphi3.data import world
-from tinyphi3.data.world import frames_of, one_of
+from tinyphi3.data.world import frames_of
 
 # ---- parts ----------------------------------------------------------------------------------
 QUESTIONS = ("What is", "What's", "How much is", "Do you know", "Could you work out",
@@ -143,17 +142,10 @@ def grammar_frames(op: str) -> tuple:
     return tuple(sorted(kept))
 
 
-def draw_frame(rng, op: str) -> str:
-    return one_of(rng, grammar_frames(op))
-
-
 def arithmetic_chat(rng) -> list:
     """A sum or a difference (half each) of train operands in a frame of the grammar, wrapped as
     the wordings are, answered by the column method as every sum is."""
-    from tinyphi3.data.wordings import MATH_LEADS, _assistant, _operands, _user, wrap
+    from tinyphi3.data.wordings import arithmetic_in
     op = "+" if rng.random() < 0.5 else "-"
-    a, b = _operands(rng, op, "train")
-    if op == "+" and rng.random() < 0.5:
-        a, b = b, a
-    question = wrap(draw_frame(rng, op).format(a=a, b=b, things=one_of(rng, world.THINGS)), rng)
-    return [_user(question), _assistant(one_of(rng, MATH_LEADS) + world.column_solution(a, op, b))]
+    messages, _ = arithmetic_in(rng, "train", op, grammar_frames(op))
+    return messages

@@ -487,10 +487,16 @@ def _operands(rng, op, split):
 
 
 def _arithmetic(rng, split, op, cores):
+    return arithmetic_in(rng, split, op, frames_of(cores, split))
+
+
+def arithmetic_in(rng, split, op, frames):
+    """(messages, expected) for a calculation of the split in one of `frames` (already of one
+    split: a hand-written list's, or the grammar of tinyphi3.data.sum_frames)."""
     a, b = _operands(rng, op, split)
     if op == "+" and rng.random() < 0.5:
         a, b = b, a
-    core = one_of(rng, frames_of(cores, split))
+    core = one_of(rng, frames)
     question = wrap(core.format(a=a, b=b, things=one_of(rng, world.THINGS)), rng)
     reply = one_of(rng, MATH_LEADS) + world.column_solution(a, op, b)
     return [_user(question), _assistant(reply)], {"answer": str(a + b if op == "+" else a - b),
