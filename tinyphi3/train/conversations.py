@@ -151,18 +151,41 @@ def pad_batch(sequences, pad_id):
 
 class ExampleBatches:
     """Batches of examples in a fresh random order each epoch; the last `val_count` examples are
-    held out. state_dict() / load_state_dict() let a resumed run continue with the same batches."""
+    held out. state_dict() / load_state_dict() let a resumed run continue with the same batches.
 
-    def __init__(self, examples, batch_size, seed, val_count):
+    With `length_groups` = G > 0 (and `lengths`, one per example), each epoch's random order is
+    cut into groups of G batches, each group is sorted by length and cut into its G batches, and
+    the batches are shuffled: a batch holds examples of about one length, so padding to the
+    longest wastes little, and every batch is still drawn from a random G * batch_size examples.
+    Each epoch still reads every train example once (but for the tail that fills no batch)."""
+
+    def __init__(self, examples, batch_size, seed, val_count, length_groups=0, lengths=None):
         val_count = min(val_count, len(examples) // 5)
         self.train = examples[:len(examples) - val_count]
         self.val = examples[len(examples) - val_count:]
         self.batch_size = min(batch_size, len(self.train))
+        self.length_groups = length_groups
+        if length_groups:
+            if lengths is None or len(lengths) != len(examples):
+                raise ValueError("length_groups needs the length of every example")
+            self.lengths = np.asarray(lengths[:len(self.train)])
         self.seed, self.epoch, self.position = seed, 0, 0
         self._order = self._permutation()
 
     def _permutation(self):
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.train))
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.train))
+        if not self.length_groups:
+            return order
+        bs = self.batch_size
+        order = order[:len(order) // bs * bs]                  # whole batches only
+        group = self.length_groups * bs
+        batches = []
+        for start in range(0, len(order), group):
+            chunk = order[start:start + group]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]   # short to long
+            batches += [chunk[i:i + bs] for i in range(0, len(chunk), bs)]
+        return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
     def next_examples(self):
         if self.position + self.batch_size > len(self.train):

@@ -60,10 +60,11 @@ def conversation_loss(model, batches: ExampleBatches, pad_id: int, n_batches: in
 class _ExampleObjective:
     """Shared by SFT and DPO: whole examples from a .jsonl file, in shuffled batches."""
 
-    def __init__(self, recipe, tokenizer, examples, too_long, what):
+    def __init__(self, recipe, tokenizer, examples, too_long, what, lengths=None):
         t = recipe.train
         self.recipe, self.pad_id = recipe, tokenizer.pad_token_id or 0
-        self.batches = ExampleBatches(examples, t.batch_size, t.seed, VAL_EXAMPLES)
+        self.batches = ExampleBatches(examples, t.batch_size, t.seed, VAL_EXAMPLES,
+                                      t.length_groups, lengths)
         self.notes = [f"{len(self.batches.train):,} {what} to train on, "
                       f"{len(self.batches.val):,} held out"
                       + (f"; {too_long:,} longer than seq_len {t.seq_len} left out"
@@ -89,7 +90,11 @@ class SupervisedFineTuning(_ExampleObjective):
 
     def __init__(self, recipe, tokenizer, model):
         examples, too_long = load_conversations(recipe.data_file, tokenizer, recipe.train.seq_len)
-        super().__init__(recipe, tokenizer, examples, too_long, "conversations")
+        super().__init__(recipe, tokenizer, examples, too_long, "conversations",
+                         lengths=[len(ids) for ids, _ in examples])
+        if recipe.train.length_groups:
+            self.notes.append(f"batches of conversations of about one length (groups of "
+                              f"{recipe.train.length_groups} batches sorted by length)")
         self.tokenizer, self.replay, self.calls = tokenizer, None, 0
         if recipe.replay is not None:
             t = recipe.train
