@@ -1,4 +1,4 @@
-"""SFT batches grouped by length ([train] length_groups): each epoch still reads every train
+"""SFT and DPO batches grouped by length ([train] length_groups): each epoch still reads every train
 example once, batches hold examples of about one length, resume continues the same batches, and
 without the key the batches are the plain random ones of every earlier run."""
 
@@ -94,10 +94,11 @@ def _recipe(tmp_path, stage, extra):
     return path
 
 
-def test_recipe_takes_length_groups_for_sft_only(tmp_path):
+def test_recipe_takes_length_groups_for_sft_and_dpo_only(tmp_path):
     assert load_recipe(_recipe(tmp_path, "sft", "length_groups = 16")).train.length_groups == 16
     assert load_recipe(_recipe(tmp_path, "sft", "")).train.length_groups == 0
     with pytest.raises(RecipeError, match="length_groups"):
         load_recipe(_recipe(tmp_path, "sft", "length_groups = -1"))
+    assert load_recipe(_recipe(tmp_path, "dpo", "length_groups = 4")).train.length_groups == 4
     with pytest.raises(RecipeError, match="length_groups"):
-        load_recipe(_recipe(tmp_path, "dpo", "length_groups = 4"))
+        load_recipe(_recipe(tmp_path, "pretrain", "length_groups = 4"))

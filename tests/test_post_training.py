@@ -4,6 +4,7 @@ records' errors, and the stages run (and resume) through `tinyphi3 train`."""
 import json
 import os
 import signal
+from functools import partial
 
 import numpy as np
 import pytest
@@ -177,7 +178,9 @@ def post_recipe(tok_dir, stage, data, out, init_from=None, **train):
                              "output": {"dir": str(out)}})
 
 
-def test_sft_then_dpo_run_and_resume_exactly(tok, tmp_path):
+@pytest.mark.parametrize("groups", [0, 2])
+def test_sft_then_dpo_run_and_resume_exactly(tok, tmp_path, groups):
+    """With and without batches grouped by length ([train] length_groups)."""
     tok_dir = tmp_path / "tok"
     tok.save_pretrained(tok_dir)
     rng = np.random.default_rng(0)
@@ -185,7 +188,7 @@ def test_sft_then_dpo_run_and_resume_exactly(tok, tmp_path):
                                    {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
                      for a, b in rng.integers(1, 9, size=(60, 2))]
     sft_file = write_jsonl(tmp_path / "sft.jsonl", conversations)
-    sft = Trainer(post_recipe(tok_dir, "sft", sft_file, tmp_path / "sft"))
+    sft = Trainer(post_recipe(tok_dir, "sft", sft_file, tmp_path / "sft", length_groups=groups))
     assert sft.run(progress=False)
     sft_model = sft.export()
     assert "48 conversations to train on, 12 held out" in sft.objective.notes[0]
@@ -194,12 +197,13 @@ def test_sft_then_dpo_run_and_resume_exactly(tok, tmp_path):
               "rejected": c["messages"][1]["content"] + " And then we went on and on"}
              for c in conversations]
     dpo_file = write_jsonl(tmp_path / "dpo.jsonl", pairs)
-    full = Trainer(post_recipe(tok_dir, "dpo", dpo_file, tmp_path / "full", sft_model))
+    dpo = partial(post_recipe, tok_dir, "dpo", dpo_file, init_from=sft_model, length_groups=groups)
+    full = Trainer(dpo(tmp_path / "full"))
     full.run(progress=False)
     assert {"margin", "accuracy"} <= set(full.state["stats"][-1][1])
     assert {"margin", "accuracy"} <= set(full.state["val_stats"][-1][1])
     # Ctrl-C during step 3 (it finishes, saves, stops); resume: the uninterrupted run's losses
-    part = Trainer(post_recipe(tok_dir, "dpo", dpo_file, tmp_path / "part", sft_model))
+    part = Trainer(dpo(tmp_path / "part"))
     step = part.step
 
     def interrupted_step():
@@ -209,7 +213,7 @@ def test_sft_then_dpo_run_and_resume_exactly(tok, tmp_path):
         return loss
     part.step = interrupted_step
     assert not part.run(progress=False) and part.state["step"] == 3
-    resumed = Trainer(post_recipe(tok_dir, "dpo", dpo_file, tmp_path / "part", sft_model), resume=True)
+    resumed = Trainer(dpo(tmp_path / "part"), resume=True)
     resumed.run(progress=False)
     assert resumed.state["losses"] == full.state["losses"]
 

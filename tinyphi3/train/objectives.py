@@ -69,6 +69,9 @@ class _ExampleObjective:
                       f"{len(self.batches.val):,} held out"
                       + (f"; {too_long:,} longer than seq_len {t.seq_len} left out"
                          if too_long else "")]
+        if t.length_groups:
+            self.notes.append(f"batches of {what} of about one length (groups of "
+                              f"{t.length_groups} batches sorted by length)")
 
     def state_dict(self):
         return self.batches.state_dict()
@@ -92,9 +95,6 @@ class SupervisedFineTuning(_ExampleObjective):
         examples, too_long = load_conversations(recipe.data_file, tokenizer, recipe.train.seq_len)
         super().__init__(recipe, tokenizer, examples, too_long, "conversations",
                          lengths=[len(ids) for ids, _ in examples])
-        if recipe.train.length_groups:
-            self.notes.append(f"batches of conversations of about one length (groups of "
-                              f"{recipe.train.length_groups} batches sorted by length)")
         self.tokenizer, self.replay, self.calls = tokenizer, None, 0
         if recipe.replay is not None:
             t = recipe.train
@@ -141,7 +141,8 @@ class SupervisedFineTuning(_ExampleObjective):
 class PreferenceOptimization(_ExampleObjective):
     def __init__(self, recipe, tokenizer, model):
         pairs, too_long = load_preferences(recipe.data_file, tokenizer, recipe.train.seq_len)
-        super().__init__(recipe, tokenizer, pairs, too_long, "preference pairs")
+        super().__init__(recipe, tokenizer, pairs, too_long, "preference pairs",
+                         lengths=[max(len(c[0]), len(r[0])) for c, r in pairs])
         self.reference = Phi3.from_pretrained(recipe.init_from)      # frozen: never updated
 
     def _loss(self, model, pairs, record):

@@ -17,9 +17,10 @@
               beta, label_smoothing, sft_weight (DPO; the reference model is init_from),
               attention = "auto" | "dense" | "flash" (tiled: no [T, S] matrix per head; "auto"
               tiles sequences of 1,024 tokens or more),
-              length_groups (stage "sft": 0, the default, batches in plain random order; G > 0,
-              each batch from G * batch_size random conversations sorted by length, so that
-              little of a batch is padding: tinyphi3.train.conversations.ExampleBatches)
+              length_groups (stages "sft" and "dpo": 0, the default, batches in plain random
+              order; G > 0, each batch from G * batch_size random examples sorted by length, a
+              pair's length its longer side, so that little of a batch is padding:
+              tinyphi3.train.conversations.ExampleBatches)
     [log]     eval_every, eval_batches, save_every
     [output]  dir, dtype                   (dtype of the exported final model)
 
@@ -240,9 +241,10 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
     if min(t.steps, t.batch_size, t.seq_len, t.grad_accum) < 1 or t.lr <= 0:
         raise RecipeError(f"{source}: steps, batch_size, seq_len, grad_accum and lr must be "
                           f"positive")
-    if t.length_groups < 0 or (t.length_groups and stage != "sft"):
-        raise RecipeError(f"{source}: length_groups must be 0 or, for stage \"sft\", a positive "
-                          f"number of batches per group, got {t.length_groups}")
+    if t.length_groups < 0 or (t.length_groups and stage not in ("sft", "dpo")):
+        raise RecipeError(f"{source}: length_groups must be 0 or, for stages \"sft\" and "
+                          f"\"dpo\", a positive number of batches per group, got "
+                          f"{t.length_groups}")
     if not 0 <= t.stop_at <= t.steps:
         raise RecipeError(f"{source}: stop_at must be between 0 (run to steps) and "
                           f"steps ({t.steps}), got {t.stop_at}")
