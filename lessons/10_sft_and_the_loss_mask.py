@@ -19,7 +19,8 @@
 # 5. fine-tuning `checkpoints/mini-base` on it with the Trainer;
 # 6. the fine-tuned model's answers, and where its loss went, token by token;
 # 7. copying from the prompt: induction heads, what multiple choice needs, found in the
-#    shipped chat model `checkpoints/mini` and missing from mini-base and from our SFT model.
+#    shipped chat model `checkpoints/mini` and missing from mini-base and from our SFT model;
+# 8. padding, and batches of conversations of about one length.
 
 # %%
 import os
@@ -657,6 +658,61 @@ assert followed >= 3
 # stated option in the reply's own listing nearly every time, so multiple-choice accuracy is now
 # close to how often the model recalls the fact at all.
 #
+# ## 8. Padding, and batches of one length
+#
+# `pad_batch` pads every conversation of a batch to the batch's longest. The padding is out of
+# the loss (label -100) but not out of the work: the model computes every position of the
+# [B, T] batch, padding or not. Real SFT data is not of one length. 2,000 conversations of the
+# mixture `tinyphi3 data sft` writes (word problems with their working, greetings, refusals,
+# questions about the creatures):
+
+# %%
+from tinyphi3.data.post_training import generate_sft  # noqa: E402
+from tinyphi3.train.conversations import ExampleBatches  # noqa: E402
+
+mixture = [encoder.encode(c["messages"]) for c in generate_sft(2000, seed=0)]
+lengths = [len(ids) for ids, _ in mixture]
+print(f"{len(mixture)} conversations: shortest {min(lengths)} tokens, median "
+      f"{int(np.median(lengths))}, longest {max(lengths)}")
+
+
+def batches_drawn(batches, n):
+    """The next n batches, as lists of example lengths."""
+    return [[len(ids) for ids, _ in batches.next_examples()] for _ in range(n)]
+
+
+plain = batches_drawn(ExampleBatches(mixture, 16, seed=0, val_count=0), 100)
+grouped = batches_drawn(ExampleBatches(mixture, 16, seed=0, val_count=0, length_groups=16,
+                                       lengths=lengths), 100)
+for name, drawn in (("plain random batches", plain), ("length_groups = 16", grouped)):
+    computed, real = sum(max(b) * len(b) for b in drawn), sum(sum(b) for b in drawn)
+    print(f"{name:21}: {computed / real:.2f} positions computed per token "
+          f"(batches padded to {computed / len(drawn) / 16:.0f} tokens on average)")
+
+# %% [markdown]
+# In a random batch of 16 the longest conversation is nearly always a long one, so about half of
+# what the model computes is padding. `[train] length_groups = G` (stages "sft" and "dpo") cuts
+# each epoch's random order into groups of G batches, sorts each group by length, cuts it into
+# its G batches again and shuffles all the batches: each batch still comes from G x 16 random
+# conversations, but from ones of about the same length.
+
+# %%
+print("picture:", _plot.padded_batches(
+    "10_padded_batches.png",
+    [("plain random batches", plain[:4]), ("length_groups = 16", grouped[:4])],
+    "Four batches of 16 conversations, as the model computes them",
+    note="each row one conversation; every cell, blue or grey, is a position the model computes"))
+assert sum(max(b) * 16 for b in grouped) < 0.7 * sum(max(b) * 16 for b in plain)
+
+# %% [markdown]
+# What it costs: a batch is no longer a plain random sample. Conversations of one length are often
+# of one kind (greetings are short, a word problem with its working is long), and the loss is the
+# mean over a batch's labelled tokens, so each token of a batch of short replies weighs more than
+# it did among long ones. The shuffled order of the batches keeps the kinds alternating, and each
+# epoch still reads every conversation once (`tests/test_length_groups.py`). The wording rounds
+# of `docs/wording.md` use it from the twenty-fourth round on, where it nearly halves the
+# positions computed on a step of conversations.
+#
 # ## Summary
 #
 # - SFT is next-token training on conversations in the chat format, with a loss mask: only the
@@ -666,6 +722,8 @@ assert followed >= 3
 # - Labelling `<|end|>` is what teaches the model to stop; before SFT the base model never did.
 # - 150 small steps on a narrow data set teach the format completely, on unseen questions too,
 #   and the facts of the examples, but not the facts of other questions.
+# - A batch is padded to its longest example, and the padding is computed like text; batches
+#   of about one length (`length_groups`) halve that work on a mixed SFT set.
 # - Finding an answer among listed options is reading, not recall. Reading is done by an
 #   induction head (Olsson et al. 2022) working with a previous-token head: at token A it
 #   attends to the token after an earlier A and copies it. mini-base and our SFT model have the
@@ -679,7 +737,8 @@ assert followed >= 3
 #
 # - `tinyphi3/train/conversations.py`: `ChatEncoder.encode` (ids and labels of a conversation),
 #   `assistant_labels` (the loss mask, `last_only` too), `pad_batch` (padding labelled -100),
-#   `load_conversations` (the `[data] conversations` file).
+#   `load_conversations` (the `[data] conversations` file), `ExampleBatches` (the batches of an
+#   epoch; `length_groups`).
 # - `tinyphi3/nn/layers.py`: `causal_lm_loss` (the shifted cross-entropy that skips -100);
 #   `tinyphi3/models/model.py`: `Phi3.loss`.
 # - `tinyphi3/tokenizers/chat_template.py`: `apply_chat_template`.

@@ -217,3 +217,45 @@ def cell_grids(name, panels, title, legend, note="", cell=(56, 42)):
     if note:
         d.text((W / 2, H - 24), note, fill=GREY, font=small, anchor="ma")
     return _save(img, name)
+
+
+# ---- padded batches (lesson 10) -----------------------------------------------------------------
+def padded_batches(name, panels, title, note="", px=3, row=7, gap=12):
+    """Batches as the model computes them, one panel per way of batching.
+
+    panels: [(label, [[length of each example] per batch])]. Each example is a row; its tokens
+    are blue, the padding up to the batch's longest example grey: every cell, blue or grey, is a
+    position the model computes. px: pixels per token; row: pixels per example."""
+    f, small = _font(15), _font(12)
+    longest = max(max(b) for _, batches in panels for b in batches)
+    pw = longest * px
+    ph = max(sum(len(b) * row + gap for b in batches) for _, batches in panels)
+    W, H = 40 + len(panels) * (pw + 50), ph + 150 + (24 if note else 0)
+    img = Image.new("RGB", (W, H), WHITE)
+    d = ImageDraw.Draw(img)
+    for p, (label, batches) in enumerate(panels):
+        ox, oy = 40 + p * (pw + 50), 90
+        real = sum(sum(b) for b in batches)
+        computed = sum(max(b) * len(b) for b in batches)
+        d.text((ox, oy - 38), label, fill=BLACK, font=f, anchor="ls")
+        d.text((ox, oy - 14), f"{computed:,} positions computed for {real:,} tokens "
+               f"({computed / real:.2f}x)", fill=GREY, font=small, anchor="ls")
+        y = oy
+        for b in batches:
+            T = max(b)
+            for n in b:
+                d.rectangle([ox, y, ox + n * px - 1, y + row - 2], fill=(31, 119, 180))
+                if n < T:
+                    d.rectangle([ox + n * px, y, ox + T * px - 1, y + row - 2], fill=(210, 210, 210))
+                y += row
+            y += gap
+    d.text((W / 2, 12), title, fill=BLACK, font=_font(18), anchor="ma")
+    legend_y = H - 30 - (24 if note else 0)
+    d.rectangle([40, legend_y, 54, legend_y + 12], fill=(31, 119, 180))
+    d.text((60, legend_y + 6), "a token of the conversation", fill=BLACK, font=small, anchor="lm")
+    d.rectangle([260, legend_y, 274, legend_y + 12], fill=(210, 210, 210))
+    d.text((280, legend_y + 6), "padding (label -100: computed, not learned from)", fill=BLACK,
+           font=small, anchor="lm")
+    if note:
+        d.text((W / 2, H - 20), note, fill=GREY, font=small, anchor="ma")
+    return _save(img, name)
