@@ -213,7 +213,8 @@ for request in benign_test[:8]:
     print("  ", request)
 
 # %% [markdown]
-# Each answer comes from `safety_eval.chat_answer(model, tokenizer, request, max_new_tokens)`.
+# The answers come from `safety_eval.chat_answers(model, tokenizer, requests, max_new_tokens,
+# batch_size)`, a list of greedy replies, one per request.
 # Replacing that function with one of our own (`mock.patch.object`) turns `evaluate_safety` into
 # a test bench for imaginary assistants, whose rates we know in advance:
 #
@@ -248,10 +249,10 @@ RIGGED = {
 
 def evaluate_rigged(answer):
     """evaluate_safety with the model's answers replaced by answer(request), closed with <|end|>."""
-    def chat_answer(model, tokenizer, request, max_new_tokens):
-        return answer(request), True
+    def chat_answers(model, tokenizer, requests, max_new_tokens, batch_size):
+        return [(answer(request), True) for request in requests]
 
-    with mock.patch.object(safety_eval, "chat_answer", chat_answer):
+    with mock.patch.object(safety_eval, "chat_answers", chat_answers):
         return evaluate_safety(None, None, n=N)
 
 
@@ -507,7 +508,8 @@ else:
 # ## Where it lives
 #
 # - `tinyphi3/evaluation/safety_eval.py`: `evaluate_safety` (the two rates and the share closed
-#   with `<|end|>`), `chat_answer` (one greedy chat turn), `format_safety_table`.
+#   with `<|end|>`), `chat_answer` (one greedy chat turn), `chat_answers` (many, in batches),
+#   `format_safety_table`.
 # - `tinyphi3/data/safety.py`: `CATEGORIES`, `TRAIN_CATEGORIES`, `HELD_OUT_CATEGORIES`,
 #   `harmful_requests`, `benign_requests`, `request_category`, `refusal`, `harmful_compliance`,
 #   `REFUSAL_OPENINGS` and `is_refusal` (the judge); `tinyphi3/data/benign.py`: the look-alikes.

@@ -15,7 +15,8 @@ N = 20
 
 def rigged(monkeypatch, answer):
     """Replace the model's answers by answer(request) -> (text, ended)."""
-    monkeypatch.setattr(safety_eval, "chat_answer", lambda model, tok, request, n: answer(request))
+    monkeypatch.setattr(safety_eval, "chat_answers", lambda model, tok, requests, n, batch: [
+        answer(request) for request in requests])
     return safety_eval.evaluate_safety(None, None, n=N)
 
 

@@ -356,8 +356,9 @@ def test_kind_acts_share_the_harm_acts_words_but_never_read_as_harm():
 def rigged_wording(monkeypatch, answer, n=6):
     """evaluate_wording with the model's replies replaced by answer(user turns so far)."""
     from tinyphi3.evaluation import wording
-    monkeypatch.setattr(wording, "reply", lambda model, tok, messages, max_new: answer(
-        tuple(m["content"] for m in messages if m["role"] == "user")))
+    monkeypatch.setattr(wording, "replies", lambda model, tok, conversations, max_new, batch: [
+        answer(tuple(m["content"] for m in messages if m["role"] == "user"))
+        for messages in conversations])
     return wording.evaluate_wording(None, None, n=n)
 
 

@@ -81,7 +81,9 @@ def _depths(ctx, param, value):
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Chooses the test items and the few-shot examples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Prompts per forward pass when scoring multiple choice.")
+              help="Prompts per forward pass when scoring multiple choice, and replies "
+                   "generated together in the safety and wording tasks (greedy, one batch of "
+                   "left-padded prompts; each reply is the one its prompt gets alone).")
 @click.option("--chat", is_flag=True,
               help="Chat models: each few-shot prompt is the user's message and the answer is the "
                    "assistant's greedy reply (the format of their fine-tuning); multiple choice "
@@ -194,10 +196,11 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, f
                                              progress=bar.update, batch_size=batch_size, chat=chat,
                                              cloze=cloze)
             if "safety" in tasks:
-                safety[name] = evaluate_safety(model, tokenizer, n, seed, progress=bar.update)
+                safety[name] = evaluate_safety(model, tokenizer, n, seed, progress=bar.update,
+                                               batch_size=batch_size)
             if "wording" in tasks:
                 wording[name] = evaluate_wording(model, tokenizer, n, seed, families=families,
-                                                 progress=bar.update)
+                                                 progress=bar.update, batch_size=batch_size)
             if "vision" in tasks:
                 processor = Phi3VProcessor.from_pretrained(ckpt)
                 vision[name] = {"picture": evaluate_vision(model, processor, n, seed,

@@ -15,7 +15,7 @@ and benign requests (some of which look like harmful ones). An answer is a refus
 import time
 
 from tinyphi3.data import safety
-from tinyphi3.inference.generate import generate
+from tinyphi3.inference.generate import generate, greedy_replies
 from tinyphi3.evaluation.harness import chat_prompt_ids
 
 
@@ -34,18 +34,33 @@ def chat_answer(model, tokenizer, request, max_new_tokens=160):
     return tokenizer.decode(out, skip_special_tokens=True).strip(), ended
 
 
-def evaluate_safety(model, tokenizer, n=100, seed=0, max_new_tokens=160, progress=None) -> dict:
-    """Rates over n held-out harmful and n benign requests; `progress(k)` as k more are done."""
+def chat_answers(model, tokenizer, requests, max_new_tokens=160, batch_size=16):
+    """chat_answer for many requests, `batch_size` greedy replies at a time
+    (tinyphi3.inference.generate.greedy_replies): [(answer text, ended with <|end|>)]."""
+    end_id = tokenizer.token_to_id("<|end|>")
+    prompts = [chat_prompt_ids(tokenizer, request) for request in requests]
+    replies = greedy_replies(model, prompts, max_new_tokens, tokenizer=tokenizer,
+                             batch_size=batch_size)
+    return [(tokenizer.decode(out, skip_special_tokens=True).strip(), stop == end_id)
+            for out, stop in replies]
+
+
+def evaluate_safety(model, tokenizer, n=100, seed=0, max_new_tokens=160, progress=None,
+                    batch_size=16) -> dict:
+    """Rates over n held-out harmful and n benign requests; `progress(k)` as k more are done.
+    Requests are answered `batch_size` at a time (chat_answers)."""
     start = time.perf_counter()
     records = []
     for kind, requests in (("harmful", safety.harmful_requests("test", n, seed)),
                            ("benign", safety.benign_requests("test", n, seed))):
-        for request in requests:
-            answer, ended = chat_answer(model, tokenizer, request, max_new_tokens)
-            records.append({"kind": kind, "request": request, "answer": answer,
-                            "refused": safety.is_refusal(answer), "ended": ended})
+        for first in range(0, len(requests), batch_size):
+            asked = requests[first:first + batch_size]
+            answers = chat_answers(model, tokenizer, asked, max_new_tokens, batch_size)
+            for request, (answer, ended) in zip(asked, answers):
+                records.append({"kind": kind, "request": request, "answer": answer,
+                                "refused": safety.is_refusal(answer), "ended": ended})
             if progress:
-                progress(1)
+                progress(len(asked))
 
     def rate(kind, key):
         chosen = [r[key] for r in records if r["kind"] == kind]

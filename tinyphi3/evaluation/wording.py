@@ -30,7 +30,7 @@ import time
 
 from tinyphi3.data import wordings
 from tinyphi3.data.safety import is_refusal
-from tinyphi3.inference.generate import generate
+from tinyphi3.inference.generate import generate, greedy_replies
 
 GREETING_WORDS = ("hello", "hi", "hey", "good morning", "good evening", "good afternoon",
                   "greetings", "howdy")
@@ -118,25 +118,43 @@ def reply(model, tokenizer, messages, max_new_tokens=120) -> str:
     return tokenizer.decode(out, skip_special_tokens=True).strip()
 
 
+def replies(model, tokenizer, conversations, max_new_tokens=120, batch_size=16) -> list:
+    """reply for many conversations, `batch_size` greedy replies at a time
+    (tinyphi3.inference.generate.greedy_replies)."""
+    prompts = [tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+               for messages in conversations]
+    return [tokenizer.decode(out, skip_special_tokens=True).strip()
+            for out, _ in greedy_replies(model, prompts, max_new_tokens, tokenizer=tokenizer,
+                                         batch_size=batch_size)]
+
+
 def evaluate_wording(model, tokenizer, n=200, seed=0, families=wordings.FAMILIES,
-                     progress=None, max_new_tokens=120) -> dict:
-    """{family: rates} over n held-out-frame conversations per family, and every record."""
+                     progress=None, max_new_tokens=120, batch_size=16) -> dict:
+    """{family: rates} over n held-out-frame conversations per family, and every record.
+    The model answers every user turn itself (its own replies, not the data's, stay in the
+    conversation); `batch_size` conversations are asked together, turn by turn (replies)."""
     start = time.perf_counter()
     records = []
     for family in families:
-        for messages, expected in wordings.conversations(family, "test", n, seed):
-            asked = []
-            for message in messages:           # the model answers every user turn itself
-                if message["role"] == "user":
-                    asked.append(message)
-                    answer = reply(model, tokenizer, asked, max_new_tokens)
-                    asked.append({"role": "assistant", "content": answer})
-            verdict = judge(family, answer, expected)
-            records.append({"family": family, "prompt": [m["content"] for m in messages
-                                                         if m["role"] == "user"],
-                            "reply": answer, **verdict})
+        asked_all = wordings.conversations(family, "test", n, seed)
+        for first in range(0, len(asked_all), batch_size):
+            chunk = asked_all[first:first + batch_size]
+            turns = [[m for m in messages if m["role"] == "user"] for messages, _ in chunk]
+            asked, answers = [[] for _ in chunk], [None] * len(chunk)
+            for k in range(max(map(len, turns))):
+                rows = [r for r in range(len(chunk)) if k < len(turns[r])]
+                for r in rows:
+                    asked[r].append(turns[r][k])
+                for r, answer in zip(rows, replies(model, tokenizer, [asked[r] for r in rows],
+                                                   max_new_tokens, batch_size)):
+                    asked[r].append({"role": "assistant", "content": answer})
+                    answers[r] = answer
+            for (messages, expected), user_turns, answer in zip(chunk, turns, answers):
+                verdict = judge(family, answer, expected)
+                records.append({"family": family, "prompt": [m["content"] for m in user_turns],
+                                "reply": answer, **verdict})
             if progress:
-                progress(1)
+                progress(len(chunk))
     rates = {}
     for family in families:
         mine = [r for r in records if r["family"] == family]

@@ -149,6 +149,72 @@ def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None,
         stats.decode_seconds = time.perf_counter() - start
 
 
+def greedy_replies(model, prompts, max_new_tokens=256, stop_token_ids=None, vocab_size=None,
+                   tokenizer=None, batch_size=16):
+    """Greedy continuations of many prompts, `batch_size` at a time: [(new ids, the stop token
+    that ended them or None)], one per prompt, in order. What `generate` gives each prompt alone
+    at temperature 0, computed for a batch at once (evaluations ask hundreds of short prompts).
+
+    A batch is left-padded to its longest prompt with an attention mask, fills one KV cache in one
+    pass, then decodes one token per row per pass; a finished row keeps being fed (its outputs
+    are dropped) until every row is done. The logits of a row are those of its prompt alone up to
+    float rounding (tests/test_model.py), so a greedy pick can differ only where two logits tie
+    to rounding. A prompt that would reach the end of the context is generated alone (`generate`
+    stops there)."""
+    if tokenizer is not None:
+        stop_token_ids = tokenizer.stop_token_ids if stop_token_ids is None else stop_token_ids
+        vocab_size = tokenizer.vocab_size if vocab_size is None else vocab_size
+    stops = set(stop_token_ids or ())
+    context = model.config.max_position_embeddings
+    results = [None] * len(prompts)
+    together = []
+    for i, ids in enumerate(prompts):
+        if not len(ids):
+            raise InvalidInputError("the prompt is empty: give at least one token")
+        if len(ids) + max_new_tokens <= context:
+            together.append(i)
+            continue
+        out, ended = [], None                              # alone: generate stops at the end
+        for token in generate(model, list(ids), max_new_tokens=max_new_tokens,
+                              stop_token_ids=(), vocab_size=vocab_size):
+            if token in stops:
+                ended = token
+                break
+            out.append(token)
+        results[i] = (out, ended)
+    for start in range(0, len(together), batch_size):
+        rows = together[start:start + batch_size]
+        for i, reply in zip(rows, _greedy_batch(model, [prompts[i] for i in rows],
+                                                max_new_tokens, stops, vocab_size)):
+            results[i] = reply
+    return results
+
+
+def _greedy_batch(model, prompts, max_new_tokens, stops, vocab_size):
+    B, T = len(prompts), max(len(ids) for ids in prompts)
+    ids = np.zeros((B, T), dtype=np.int64)
+    mask = np.zeros((B, T), dtype=np.int64)
+    for row, prompt in enumerate(prompts):                 # left padding: tokens at the end
+        ids[row, T - len(prompt):], mask[row, T - len(prompt):] = prompt, 1
+    cache = model.new_cache(B, T + max_new_tokens)
+    logits = model(ids, attention_mask=mask, cache=cache, logits_to_keep=1)[:, -1]   # [B, V]
+    outs, ended, done = [[] for _ in range(B)], [None] * B, np.zeros(B, dtype=bool)
+    for _ in range(max_new_tokens):
+        tokens = np.argmax(logits[:, :vocab_size], axis=-1)                          # [B]
+        for row in np.flatnonzero(~done):
+            token = int(tokens[row])
+            if token in stops:
+                done[row], ended[row] = True, token
+            else:
+                outs[row].append(token)
+                done[row] = len(outs[row]) == max_new_tokens
+        if done.all():
+            break
+        logits = model(tokens[:, None].astype(np.int64), cache=cache)[:, -1]
+    backends.give_back_kept_memory()
+    return list(zip(outs, ended))
+
+
 def image_inputs(model, pixel_values, image_sizes) -> dict:
     """The keyword arguments that carry a prompt's images to the model ({} without images)."""
     if pixel_values is None and image_sizes is None:
