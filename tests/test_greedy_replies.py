@@ -90,3 +90,24 @@ def test_the_safety_evaluation_scores_the_same_in_batches(mini):
     record = one["records"][0]
     assert (record["answer"], record["ended"]) == \
         safety_eval.chat_answer(model, tok, record["request"], 48)
+
+
+@pytest.mark.parametrize("task, chat", [("arithmetic", False), ("arithmetic", True),
+                                        ("knowledge", True)])
+def test_few_shot_answers_are_the_same_in_batches(mini, task, chat):
+    """Chain-of-thought and chat answers: cut at their first line after a batch, as when each
+    was generated alone and stopped there; and the evaluation scores the same in batches."""
+    from tinyphi3.data.tasks import task_items
+    from tinyphi3.evaluation.harness import (evaluate, few_shot_items, fit_prompt,
+                                             generate_answer, generate_answers)
+    model, tok = mini
+    items = task_items(task, "test", 6, 0)
+    rng = np.random.default_rng(0)
+    prompts = [fit_prompt(tok, item, few_shot_items(task, 2, rng, exclude=item.question), 400,
+                          chat, False)[1] for item in items]
+    batched = generate_answers(model, tok, prompts, 80, batch_size=4)
+    assert batched == [generate_answer(model, tok, ids, 80) for ids in prompts]
+    assert all(batched)
+    one = evaluate(model, tok, task, shots=2, n=5, batch_size=1, chat=chat)
+    four = evaluate(model, tok, task, shots=2, n=5, batch_size=4, chat=chat)
+    assert one["records"] == four["records"]

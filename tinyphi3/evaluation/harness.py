@@ -40,7 +40,7 @@ import numpy as np
 from tinyphi3.data.world import stable_hash
 from tinyphi3.data.tasks import (LETTERS, TASKS, few_shot_items, get_task, render,
                                        render_cloze, task_items)
-from tinyphi3.inference.generate import generate
+from tinyphi3.inference.generate import generate, greedy_replies
 
 ANSWER_RE = re.compile(r"answer is\s*:?\s*(-?[0-9][0-9,]*)", re.IGNORECASE)
 NUMBER_RE = re.compile(r"(?<![0-9A-Za-z])-?[0-9][0-9,]*")
@@ -154,6 +154,19 @@ def generate_answer(model, tokenizer, prompt_ids, max_new_tokens=80) -> str:
         text = tokenizer.decode(out, skip_special_tokens=True).lstrip()
         if "\n" in text or "Question:" in text:
             break
+    return _first_line(text)
+
+
+def generate_answers(model, tokenizer, prompts, max_new_tokens=80, batch_size=16) -> list:
+    """generate_answer for many prompts, `batch_size` greedy continuations at a time
+    (tinyphi3.inference.generate.greedy_replies). A continuation runs on past the first line
+    (to a stop token or max_new_tokens) and is cut there afterwards: the same answer."""
+    return [_first_line(tokenizer.decode(out, skip_special_tokens=True).lstrip())
+            for out, _ in greedy_replies(model, prompts, max_new_tokens, tokenizer=tokenizer,
+                                         batch_size=batch_size)]
+
+
+def _first_line(text: str) -> str:
     return text.split("\n")[0].split("Question:")[0].strip()
 
 
@@ -195,18 +208,21 @@ def evaluate(model, tokenizer, task, shots=None, n=200, seed=0, batch_size=16,
                                  cloze)
     else:
         records = []
-        for item, (_, ids, _, _) in zip(items, prompts):
-            output = generate_answer(model, tokenizer, ids, max_new_tokens)
-            record = {"question": item.question, "answer": item.answer, "output": output}
-            if item.is_choice:
-                record.update(options=item.options, prediction=parse_letter(output))
-                record["correct"] = record["prediction"] == item.answer
-            else:
-                record["prediction"] = parse_final_number(output)
-                record["correct"] = record["prediction"] == int(item.answer)
-            records.append(record)
+        for first in range(0, len(items), batch_size):
+            chunk = list(zip(items, prompts))[first:first + batch_size]
+            outputs = generate_answers(model, tokenizer, [ids for _, (_, ids, _, _) in chunk],
+                                       max_new_tokens, batch_size)
+            for (item, _), output in zip(chunk, outputs):
+                record = {"question": item.question, "answer": item.answer, "output": output}
+                if item.is_choice:
+                    record.update(options=item.options, prediction=parse_letter(output))
+                    record["correct"] = record["prediction"] == item.answer
+                else:
+                    record["prediction"] = parse_final_number(output)
+                    record["correct"] = record["prediction"] == int(item.answer)
+                records.append(record)
             if progress:
-                progress(1)
+                progress(len(chunk))
     for record, (_, _, used, _) in zip(records, prompts):
         record["shots"] = used
     correct = sum(r["correct"] for r in records)
