@@ -312,7 +312,8 @@ if "mini-base" in results:
 # - `tinyphi3/data/tasks.py`: `TASKS`, `task_items`, `few_shot_items`, `render` (the Appendix A
 #   format; `render_cloze` for the cloze formulation).
 # - `tinyphi3/evaluation/harness.py`: `build_prompt`, `fit_prompt`, `continuation_ids`,
-#   `log_softmax`, `loglikelihoods` (left padding and the attention mask), `generate_answer`,
+#   `log_softmax`, `loglikelihoods` (left padding and the attention mask), `generate_answer`
+#   (`generate_answers`: many, in batches),
 #   `parse_final_number`, `evaluate`, `evaluate_all`, `format_table`.
 # - `tinyphi3/models/model.py`: `Phi3.__call__` with `attention_mask` and `position_ids`.
 # - `tinyphi3/cli/evaluation.py`: the `tinyphi3 eval` command; `tinyphi3/cli/info.py`:

@@ -152,18 +152,21 @@ class OracleWriterModel:
                                       rope_scaling=None)
 
     def new_cache(self, batch_size=1, capacity=0):
-        return SimpleNamespace(ids=[], long_rope=False)
+        return SimpleNamespace(ids=[[] for _ in range(batch_size)], long_rope=False)
 
     def __call__(self, ids, attention_mask=None, cache=None, logits_to_keep=0):
-        cache.ids += [int(t) for t in np.asarray(ids)[0]]
-        text = "".join(chr(t) for t in cache.ids)
-        logits = np.zeros((1, 1, 257), np.float32)
-        try:
-            target = " " + self.write(last_question(text)) + "\nQuestion:"
-        except KeyError:             # a chunk of the prompt before its last: logits not used
-            return logits
-        written = text.rsplit("Answer:", 1)[1]
-        logits[0, 0, ord(target[len(written)]) if len(written) < len(target) else 256] = 10.0
+        ids = np.asarray(ids)                # a batch is left-padded, with a mask
+        mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
+        logits = np.zeros((len(ids), 1, 257), np.float32)
+        for row in range(len(ids)):
+            cache.ids[row] += [int(t) for t, m in zip(ids[row], mask[row]) if m]
+            text = "".join(chr(t) for t in cache.ids[row])
+            try:
+                target = " " + self.write(last_question(text)) + "\nQuestion:"
+            except KeyError:         # a chunk of the prompt before its last: logits not used
+                continue
+            written = text.rsplit("Answer:", 1)[1]
+            logits[row, 0, ord(target[len(written)]) if len(written) < len(target) else 256] = 10
         return logits
 
 
@@ -372,12 +375,12 @@ def test_chat_format_puts_the_prompt_in_a_user_turn_and_reads_the_letter_of_the_
         replies[item.question] = [f"It is {item.options[0]}. The answer is {item.answer}.",
                                   f"The answer is {wrong}.", "I am not sure."][i % 3]
 
-    def fake_answer(model, tokenizer, ids, max_new_tokens=80):
-        seen.append(ids)
-        question = next(q for q in replies if q in tokenizer.decode(ids))
-        return replies[question]
+    def fake_answers(model, tokenizer, prompts, max_new_tokens=80, batch_size=16):
+        seen.extend(prompts)
+        return [replies[next(q for q in replies if q in tokenizer.decode(ids))]
+                for ids in prompts]
 
-    monkeypatch.setattr(harness, "generate_answer", fake_answer)
+    monkeypatch.setattr(harness, "generate_answers", fake_answers)
 
     class Config:
         max_position_embeddings = 512
