@@ -31,7 +31,7 @@ import numpy as np
 
 from tinyphi3 import Phi3
 from tinyphi3.data import acts, wordings, world
-from tinyphi3.evaluation.wording import reply
+from tinyphi3.evaluation.wording import replies, reply
 from tinyphi3.inference.generate import generate
 from tinyphi3.tokenizers import load_tokenizer
 
@@ -115,11 +115,15 @@ def copy(model, tokenizer, n: int, defined: bool = False) -> dict:
                              "names another verb", "named, judged right"), 0)
         for side in ("harm", "kind"):
             asks = "held-out verb" if condition in DEFINED else condition
+            asking = []
             for request in acts_by_part.requests(asks, side, n, 0):
                 asked = next(v for v in verbs if re.search(rf"\b{re.escape(v)}\b", request))
                 if condition in DEFINED:
                     request, asked = _defined(request, asked, condition, rng)
-                text = reply(model, tokenizer, [{"role": "user", "content": request}], 100)
+                asking.append((request, asked))
+            texts = replies(model, tokenizer, [[{"role": "user", "content": request}]
+                                               for request, _ in asking], 100)
+            for (request, asked), text in zip(asking, texts):
                 words = rf"\b({re.escape(asked)}|{re.escape(acts.gerund(asked))})\b"
                 quoted = QUOTE.match(text)
                 if quoted:
