@@ -41,6 +41,12 @@ def test_judge_counts_a_model_that_always_says_unkind_right_on_harm_only():
     assert outcome_right == 3 * len(acts.HARM_OUTCOMES)
 
 
+def batched(reply):
+    """A stand-in for reasons.replies (a batch of conversations) from one for reply."""
+    return lambda model, tok, conversations, max_new: [reply(model, tok, messages, max_new)
+                                                       for messages in conversations]
+
+
 def test_copy_tells_the_asked_verb_from_another_and_checks_the_judgement(monkeypatch):
     verbs = sorted(acts.VERB_MEANINGS, key=len, reverse=True)
 
@@ -49,16 +55,17 @@ def test_copy_tells_the_asked_verb_from_another_and_checks_the_judgement(monkeyp
         verb = next(v for v in verbs if re.search(rf"\b{re.escape(v)}\b", request))
         side = "unkind" if acts.side_of_verb(verb) == "harm" else "kind"
         return f"To {verb}: it does something; doing it is {side}, so that is that."
-    monkeypatch.setattr(reasons, "reply", faithful)
+    monkeypatch.setattr(reasons, "replies", batched(faithful))
     rows = reasons.copy(None, None, n=6)
     for row in rows.values():           # the either verbs' side is None: judged "kind"
         assert row["names the asked verb"] == 12 and row["no reason"] == 0
         assert 0 < row["named, judged right"] <= 12
-    monkeypatch.setattr(reasons, "reply", lambda *a: "To qwerty: x; qwertying is kind, so here.")
+    monkeypatch.setattr(reasons, "replies",
+                        batched(lambda *a: "To qwerty: x; qwertying is kind, so here."))
     rows = reasons.copy(None, None, n=3)
     assert all(r["names another verb"] == 6 and r["named, judged right"] == 0
                for r in rows.values())
-    monkeypatch.setattr(reasons, "reply", lambda *a: "I can't help with that.")
+    monkeypatch.setattr(reasons, "replies", batched(lambda *a: "I can't help with that."))
     assert all(r["no reason"] == 6 for r in reasons.copy(None, None, n=3).values())
 
 
@@ -89,7 +96,7 @@ def test_copy_defined_asks_the_held_out_verbs_defined_and_made_up_verbs_in_their
         asked.append(request)
         side = "unkind" if match[2] in harm_meanings else "kind"
         return f"You ask how to {match[1]} it; to {match[1]}: {match[2]}; it is {side}, so ok."
-    monkeypatch.setattr(reasons, "reply", reads_the_definition)
+    monkeypatch.setattr(reasons, "replies", batched(reads_the_definition))
     rows = reasons.copy(None, None, n=5, defined=True)
     assert list(rows) == ["train parts", "held-out verb", *reasons.DEFINED]
     for condition in reasons.DEFINED:
