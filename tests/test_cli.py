@@ -77,18 +77,24 @@ def test_chat_with_piped_stdin_answers_each_line(ckpt):
 
 def test_chat_names_a_mistyped_command_instead_of_answering_it(ckpt):
     result = run("chat", "--ckpt", ckpt, "--max-new-tokens", "4",
-                 stdin="Hi there\n/quit\nWhat is 2+3?\n".encode())
+                 stdin="Hi there\n/qiut\nWhat is 2+3?\n".encode())
     assert result.returncode == 0, result.stderr.decode()
     assert len(result.stdout.decode().splitlines()) == 2
-    assert "unknown command /quit. Commands: /help" in result.stderr.decode()
+    assert "unknown command /qiut. Commands: /help" in result.stderr.decode()
 
 
 def test_chat_help_lists_the_commands_and_sends_nothing_to_the_model(ckpt):
     result = run("chat", "--ckpt", ckpt, "--max-new-tokens", "4", stdin=b"/help\n")
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == b""
-    for command in ("/help", "/reset", "/exit"):
+    for command in ("/help", "/reset", "/exit", "/quit"):
         assert command in result.stderr.decode()
+
+
+def test_chat_quit_ends_the_session_like_exit(ckpt):
+    result = run("chat", "--ckpt", ckpt, "--max-new-tokens", "4", stdin=b"/quit\nnever read\n")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"" and b"unknown command" not in result.stderr
 
 
 def test_chat_message_past_the_context_keeps_the_session_alive(ckpt):

@@ -61,7 +61,7 @@ def chat(ckpt, system, images, **options):
     """Talk to a model. Type a message and press Enter.
 
     \b
-    Commands: /help lists them, /reset clears the conversation, /exit (or Ctrl-D) quits.
+    Commands: /help lists them, /reset clears the conversation, /exit (or /quit, Ctrl-D) quits.
     /image PATH shows a Phi-3-vision model a picture with your next message.
     Ctrl-C stops an answer that is being written.
     The oldest exchanges are dropped (and you are told) when the
@@ -92,11 +92,12 @@ def chat(ckpt, system, images, **options):
 
 
 COMMANDS_HELP = ("Commands: /help lists these, /reset forgets the conversation (names and "
-                 "numbers you gave too), /exit (or Ctrl-D) quits; Ctrl-C stops an answer.")
+                 "numbers you gave too), /exit (or /quit, or Ctrl-D) quits; Ctrl-C stops an "
+                 "answer.")
 VISION_COMMANDS_HELP = ("Commands: /help lists these, /image PATH shows the model a picture with "
                         "your next message, /reset forgets the conversation (its pictures, names "
-                        "and numbers you gave too), /exit (or Ctrl-D) quits; Ctrl-C stops an "
-                        "answer.")
+                        "and numbers you gave too), /exit (or /quit, or Ctrl-D) quits; Ctrl-C "
+                        "stops an answer.")
 
 
 class ChatSession:
@@ -196,7 +197,7 @@ class ChatSession:
         message = line.strip()
         if not message:
             return True
-        if message == "/exit":
+        if message in ("/exit", "/quit"):
             return False
         if message == "/reset":
             self.reset()
