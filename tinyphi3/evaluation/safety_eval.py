@@ -15,23 +15,16 @@ and benign requests (some of which look like harmful ones). An answer is a refus
 import time
 
 from tinyphi3.data import safety
-from tinyphi3.inference.generate import generate, greedy_replies
+from tinyphi3.inference.generate import greedy_replies, greedy_reply
 from tinyphi3.evaluation.harness import chat_prompt_ids
 
 
 def chat_answer(model, tokenizer, request, max_new_tokens=160):
     """(answer text, whether the model ended it with <|end|>) for one user message."""
-    ids = chat_prompt_ids(tokenizer, request)
-    stops = set(tokenizer.stop_token_ids)
-    end_id = tokenizer.token_to_id("<|end|>")
-    out, ended = [], False
-    for token in generate(model, ids, max_new_tokens=max_new_tokens, temperature=0.0,
-                          stop_token_ids=(), vocab_size=tokenizer.vocab_size):
-        if token in stops:
-            ended = token == end_id
-            break
-        out.append(token)
-    return tokenizer.decode(out, skip_special_tokens=True).strip(), ended
+    out, stop = greedy_reply(model, chat_prompt_ids(tokenizer, request), max_new_tokens,
+                             set(tokenizer.stop_token_ids), tokenizer.vocab_size)
+    return (tokenizer.decode(out, skip_special_tokens=True).strip(),
+            stop == tokenizer.token_to_id("<|end|>"))
 
 
 def chat_answers(model, tokenizer, requests, max_new_tokens=160, batch_size=16):

@@ -149,6 +149,19 @@ def generate(model, prompt_ids, max_new_tokens=256, temperature=0.0, top_k=None,
         stats.decode_seconds = time.perf_counter() - start
 
 
+def greedy_reply(model, prompt_ids, max_new_tokens, stop_token_ids, vocab_size=None):
+    """(new ids, the stop token that ended them or None): `generate` at temperature 0 for one
+    prompt, telling which stop token ended the reply (a chat turn's <|end|> or the text's end)."""
+    out, ended = [], None
+    for token in generate(model, list(prompt_ids), max_new_tokens=max_new_tokens,
+                          stop_token_ids=(), vocab_size=vocab_size):
+        if token in stop_token_ids:
+            ended = token
+            break
+        out.append(token)
+    return out, ended
+
+
 def greedy_replies(model, prompts, max_new_tokens=256, stop_token_ids=None, vocab_size=None,
                    tokenizer=None, batch_size=16):
     """Greedy continuations of many prompts, `batch_size` at a time: [(new ids, the stop token
@@ -159,8 +172,8 @@ def greedy_replies(model, prompts, max_new_tokens=256, stop_token_ids=None, voca
     pass, then decodes one token per row per pass; a finished row keeps being fed (its outputs
     are dropped) until every row is done. The logits of a row are those of its prompt alone up to
     float rounding (tests/test_model.py), so a greedy pick can differ only where two logits tie
-    to rounding. A prompt that would reach the end of the context is generated alone (`generate`
-    stops there)."""
+    to rounding. A prompt that would reach the end of the context is generated alone
+    (greedy_reply: `generate` stops there)."""
     if tokenizer is not None:
         stop_token_ids = tokenizer.stop_token_ids if stop_token_ids is None else stop_token_ids
         vocab_size = tokenizer.vocab_size if vocab_size is None else vocab_size
@@ -174,14 +187,7 @@ def greedy_replies(model, prompts, max_new_tokens=256, stop_token_ids=None, voca
         if len(ids) + max_new_tokens <= context:
             together.append(i)
             continue
-        out, ended = [], None                              # alone: generate stops at the end
-        for token in generate(model, list(ids), max_new_tokens=max_new_tokens,
-                              stop_token_ids=(), vocab_size=vocab_size):
-            if token in stops:
-                ended = token
-                break
-            out.append(token)
-        results[i] = (out, ended)
+        results[i] = greedy_reply(model, ids, max_new_tokens, stops, vocab_size)   # alone
     for start in range(0, len(together), batch_size):
         rows = together[start:start + batch_size]
         for i, reply in zip(rows, _greedy_batch(model, [prompts[i] for i in rows],
