@@ -565,13 +565,22 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
                    "{a} and {b} for me?\", \"We had {a} seeds and lost {b}. What remains?\"), "
                    "none nearer to a held-out wording than the hand-written train wordings are "
                    "(0: unchanged).")
+@click.option("--chat-frames", type=click.FloatRange(0.0, 1.0), default=0.0,
+              show_default=True,
+              help="Share of all conversations that are a greeting, thanks, a question about the "
+                   "model or what it can do, or a request outside its world, in a wording of "
+                   "the grammar of tinyphi3.data.chat_frames (about 3,700 greetings, 400 thanks, "
+                   "200 questions, 50 outside frames and 8 topics the measure never asks), none "
+                   "nearer to a held-out wording than the hand-written train wordings are "
+                   "(0: unchanged).")
 @click.option("--broader-harms", is_flag=True,
               help="The safety conversations also refuse three more train categories of harm "
                    "that is no blow, theft or insult (cheating, spying, leading someone astray) "
                    "and answer their look-alikes (tinyphi3.data.safety.BROADER_CATEGORIES). The "
                    "held-out categories stay held out.")
 def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, copy_share,
-        more_verbs, quote_acts, defined_verbs, words_from, sum_frames, broader_harms):
+        more_verbs, quote_acts, defined_verbs, words_from, sum_frames, chat_frames,
+        broader_harms):
     """Write conversations for supervised fine-tuning: word problems with the chain of thought,
     questions about the creatures, reasoning, small talk, who the model is, and safety (harmful
     requests refused, harmless look-alikes answered), and reading from the prompt (copying a list,
@@ -613,7 +622,8 @@ def sft(n_records, seed, out, no_wording, contrast, pairs, acts, reasoned_acts, 
                            pairs=pairs, acts=acts, reasoned_acts=reasoned_acts,
                            copy=copy_share, more_verbs=more_verbs, quote_acts=quote_acts,
                            defined_verbs=defined_verbs, defined_words=defined_words,
-                           sum_frames=sum_frames, broader_harms=broader_harms)
+                           sum_frames=sum_frames, chat_frames=chat_frames,
+                           broader_harms=broader_harms)
     click.echo(f"wrote {write_jsonl(records, out)} conversations to {out}")
 
 

@@ -26,6 +26,7 @@ deterministic from the seed, and the first k records do not depend on n.
 import numpy as np
 
 from tinyphi3.data import benign, reading, safety, wordings, world
+from tinyphi3.data import chat_frames as chat_frame_grammar
 from tinyphi3.data import sum_frames as sum_frame_grammar
 from tinyphi3.data.world import one_of
 from tinyphi3.data.reading import choice_reply, stated_fact
@@ -202,7 +203,7 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
                  pairs: float = 0.0, acts: float = 0.0, reasoned_acts: bool = False,
                  copy: float = 0.0, more_verbs: float = 0.0, quote_acts: bool = False,
                  defined_verbs: float = 0.0, defined_words=None, sum_frames: float = 0.0,
-                 broader_harms: bool = False):
+                 broader_harms: bool = False, chat_frames: float = 0.0):
     """Yield n conversation records {"messages": [...], "domain": ...}, domains drawn by SFT_MIX
     (FIRST_SFT_MIX, the first SFT's mixture, when `wording` is False); SYSTEM_SHARE of them open
     with a system message. A `contrast` share of the wording conversations is instead one
@@ -224,7 +225,10 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
     (wordings.real_words), the defined verb is a real word of that list instead. A `sum_frames`
     share of all conversations is drawn before everything else: a sum or a difference in a frame
     of the grammar of tinyphi3.data.sum_frames (domain "sum_frame"); at 0 the stream is the one
-    without it. With `broader_harms` the safety conversations draw from the broader train
+    without it. A `chat_frames` share of all conversations is drawn next: a greeting, thanks, a
+    question about the model or a request outside the world in a wording of the grammar of
+    tinyphi3.data.chat_frames (domain "chat_frame"); at 0 the stream is the one without it. With
+    `broader_harms` the safety conversations draw from the broader train
     categories of harm too (safety.BROADER_CATEGORIES, cheating, spying, leading astray) and
     from their look-alikes, from the same stream of draws."""
     _check_n(n)
@@ -232,7 +236,8 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
         raise ValueError("quote_acts changes the reasoned replies: give reasoned_acts too")
     for name, share in (("contrast", contrast), ("pairs", pairs), ("acts", acts),
                         ("copy", copy), ("more_verbs", more_verbs),
-                        ("defined_verbs", defined_verbs), ("sum_frames", sum_frames)):
+                        ("defined_verbs", defined_verbs), ("sum_frames", sum_frames),
+                        ("chat_frames", chat_frames)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be a share between 0 and 1, got {share!r}")
     rng = np.random.default_rng(world.stable_hash("sft", seed))
@@ -240,6 +245,9 @@ def generate_sft(n: int, seed: int = 0, wording: bool = True, contrast: float = 
     for _ in range(n):
         if sum_frames and rng.random() < sum_frames:
             yield {"messages": sum_frame_grammar.arithmetic_chat(rng), "domain": "sum_frame"}
+            continue
+        if chat_frames and rng.random() < chat_frames:
+            yield {"messages": chat_frame_grammar.social_chat(rng), "domain": "chat_frame"}
             continue
         if copy and rng.random() < copy:
             domain, messages = "copy", wordings.copy_chat(rng)
