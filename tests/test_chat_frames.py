@@ -9,7 +9,8 @@ from test_wordings import held_out_detector
 from tinyphi3.data import chat_frames, sum_frames, wordings
 from tinyphi3.data.post_training import generate_sft
 
-SMALLEST = {"greeting": 1000, "thanks": 200, "identity": 50, "abilities": 50}
+SMALLEST = {"greeting": 1000, "thanks": 200, "identity": 50, "abilities": 50, "name given": 300,
+            "name asked": 10, "number given": 10, "number used": 10}
 
 
 @pytest.mark.parametrize("family", chat_frames.FAMILIES)
@@ -56,19 +57,30 @@ def test_every_conversation_is_answered_as_its_family_and_holds_no_held_out_part
                "identity": wordings.IDENTITY_REPLIES, "abilities": wordings.ABILITY_REPLIES}
     seen = {}
     for _ in range(3000):
-        user, assistant = chat_frames.social_chat(rng)
-        question, reply = user["content"], assistant["content"]
-        assert user["role"] == "user" and assistant["role"] == "assistant"
-        assert "{" not in question and "}" not in question, question
-        assert not detect(question), (question, detect(question))
-        family = next((f for f, r in replies.items() if reply in r), "outside")
-        if family == "outside":
+        messages = chat_frames.social_chat(rng)
+        assert [m["role"] for m in messages] == ["user", "assistant"] * (len(messages) // 2)
+        for m in messages[::2]:
+            assert "{" not in m["content"] and "}" not in m["content"], m
+            assert not detect(m["content"]), (m, detect(m["content"]))
+        question, reply = messages[0]["content"], messages[-1]["content"]
+        family = next((f for f, r in replies.items() if reply in r), None)
+        if len(messages) > 2:
+            family = "memory"
+            first = messages[1]["content"]
+            if first.startswith("Nice to meet you, "):
+                name = first.removeprefix("Nice to meet you, ").removesuffix("! How can I help?")
+                assert name in question and reply == f"Your name is {name}.", messages
+            else:
+                a = int(first.removeprefix("Okay, I'll remember ").rstrip("."))
+                assert reply.startswith(f"{a} "), messages     # the calculation starts from it
+        elif family is None:
+            family = "outside"
             sentences = [s + "." if not s.endswith(("?", ".")) else s
                          for s in reply.replace("? ", "?|").replace(". ", ".|").split("|")]
             assert set(sentences) <= wordings.GRACEFUL_SENTENCES, reply
         seen.setdefault(family, set()).add(question)
     assert {f: len(q) > 200 for f, q in seen.items()} == dict.fromkeys(
-        ("greeting", "thanks", "identity", "abilities", "outside"), True)
+        ("greeting", "thanks", "identity", "abilities", "outside", "memory"), True)
 
 
 def test_generate_sft_draws_the_share_and_is_unchanged_without_it():

@@ -1,9 +1,10 @@
 """A grammar of wordings for the social families and for requests outside the world, for
 post-training only.
 
-The hand-written train wordings of greetings, thanks, identity, abilities and outside requests
-(tinyphi3.data.wordings) are few: 12 greeting words with 9 endings, 12 thanks with 6, 15
-questions each for identity and abilities, 9 frames for each outside topic. A chat model trained
+The hand-written train wordings of greetings, thanks, identity, abilities, outside requests and
+memory (tinyphi3.data.wordings) are few: 12 greeting words with 9 endings, 12 thanks with 6, 15
+questions each for identity and abilities, 9 frames for each outside topic, 12 ways to give a
+name, 9 to give a number. A chat model trained
 on them learns which words come with which reply, and a held-out greeting ("Howdy mini!") gets
 the answer of whatever family its words resemble. This module builds many more wordings from
 parts, the way tinyphi3.data.sum_frames does for sums:
@@ -14,6 +15,8 @@ parts, the way tinyphi3.data.sum_frames does for sums:
     abilities   "What are you capable of, friend?"   "Which things can you help with?"
     outside     the six topics of the measure in new frames, and eight topics it never asks
                 ("Who won the football match last night?" -> "That is outside what I know. ...")
+    memory      "Hey, they call me Rado!" ... "Which name did I tell you?"
+                "Store 58." ... "Raise it by 66."
 
 **Held out stays held out**, by sum_frames' rule: a wording of the grammar is kept only if it
 is no nearer (difflib's ratio on its words) to any held-out wording of its family than the
@@ -24,6 +27,7 @@ checks the rule on every wording.
 """
 import functools
 import itertools
+import re
 
 from tinyphi3.data.sum_frames import nearness, words
 from tinyphi3.data.world import frames_of, one_of
@@ -75,6 +79,37 @@ ABILITY_ASKS = ("What do you do?", "What can you help with?", "What are you capa
                 "Show me what you can do.", "Tell me what you know.",
                 "What is there to ask you?", "Can you do anything useful?")
 ASK_CALLED = ("", "", ", friend", ", buddy", ", pal")
+
+# ---- memory: a name or a number given, used a turn later ------------------------------------
+NAME_STATED = ("My name is {u}", "I'm {u}", "It's {u}", "People call me {u}",
+               "Everyone calls me {u}", "The name is {u}", "I'm called {u}", "Me, I'm {u}",
+               "I am {u}", "My name's {u}", "{u} is my name", "They call me {u}",
+               "You're talking to {u}", "I'm {u}, by the way", "Just call me {u}")
+NAME_LEADS = ("", "Hello, ", "Hey, ", "Hi there, ", "Good day, ", "Well, ", "So, ", "Oh, ")
+NAME_ENDS = (".", "!", ", nice to meet you.", " and I like sums.", ", hello!", " :)")
+NAME_QUESTIONS = ("Do you know my name?", "Which name did I tell you?",
+                  "Can you remember what I'm called?", "Remember who I am?",
+                  "What am I called?", "Who did I say I was?", "Tell me who I am.",
+                  "Say my name, please.", "What name do I have?", "Do you still know my name?",
+                  "What was my name?", "Did you get my name?", "Repeat my name.",
+                  "How should you address me?", "Which name is mine?")
+NUMBER_STATED = ("Let's say {a}.", "Pick {a}.", "Use {a}.", "Store {a}.", "Hold on to {a}.",
+                 "Note {a}.", "The number is {a}.", "I chose {a}.", "Here's a number: {a}.",
+                 "Save {a} for later.", "My number is {a}.", "Remember {a}, please.",
+                 "Keep the number {a}.", "My lucky number is {a}.", "I own {a} stamps.",
+                 "We start at {a}.", "Our starting number is {a}.", "Take {a} as the number.")
+NUMBER_USES = (("+", "Add {b} to that."), ("+", "Plus {b}?"), ("+", "It plus {b} makes?"),
+               ("+", "Increase that by {b}."), ("+", "Make it {b} bigger."),
+               ("+", "What do I get if I add {b}?"), ("+", "Add {b} more to it."),
+               ("+", "And {b} on top?"), ("+", "Raise it by {b}."), ("+", "Add on {b}."),
+               ("+", "Now it goes up by {b}. What is it?"), ("+", "Put {b} with it."),
+               ("-", "Now subtract {b}."), ("-", "Minus {b}, please."),
+               ("-", "Lower it by {b}."), ("-", "Make it {b} smaller."),
+               ("-", "What do I get if I take away {b}?"), ("-", "And now {b} less?"),
+               ("-", "Remove {b} from it."), ("-", "It minus {b} is?"),
+               ("-", "Now it goes down by {b}. What is it?"), ("-", "Take away {b} from that."),
+               ("-", "Subtract {b} from my number."), ("-", "Cut it by {b}."))
+
 
 # ---- outside the world: the measure's six topics in new frames, and topics it never asks -------
 OUTSIDE_ASKS = {
@@ -171,6 +206,16 @@ def hand_written(family: str) -> tuple:
 
 
 def _made(family: str) -> list:
+    if family == "name given":
+        return [lead + (n[0].lower() + n[1:] if lead and not re.match(r"\{|I\b|I'", n) else n)
+                + end
+                for lead, n, end in itertools.product(NAME_LEADS, NAME_STATED, NAME_ENDS)]
+    if family == "name asked":
+        return list(NAME_QUESTIONS)
+    if family == "number given":
+        return list(NUMBER_STATED)
+    if family == "number used":
+        return [use for _, use in NUMBER_USES]
     if family == "greeting":
         return [h + c + e for h, c, e in itertools.product(HELLOS, CALLED, HELLO_ENDS)]
     if family == "thanks":
@@ -181,8 +226,8 @@ def _made(family: str) -> list:
     return list(OUTSIDE_ASKS[family.removeprefix("outside: ")])
 
 
-FAMILIES = ("greeting", "thanks", "identity", "abilities") + tuple(
-    f"outside: {t}" for t in OUTSIDE_ASKS)
+FAMILIES = ("greeting", "thanks", "identity", "abilities", "name given", "name asked",
+            "number given", "number used") + tuple(f"outside: {t}" for t in OUTSIDE_ASKS)
 
 
 @functools.cache
@@ -195,8 +240,23 @@ def grammar_wordings(family: str) -> tuple:
 
 
 # ---- conversations ------------------------------------------------------------------------------
-SHARES = {"greeting": 0.2, "thanks": 0.15, "identity": 0.15, "abilities": 0.2, "outside": 0.3}
+SHARES = {"greeting": 0.15, "thanks": 0.1, "identity": 0.1, "abilities": 0.15, "outside": 0.25,
+          "memory": 0.25}
 OTHER_SHARE = 0.4   # of the outside requests, the share in a topic the measure never asks
+
+
+def memory_chat(rng) -> list:
+    """A name or a number given and used a turn later (a sum between a third of the time), as
+    wordings' memory family, in the wordings of the grammar (the hand-written train openings that
+    say "back to my number" after a sum)."""
+    from tinyphi3.data import wordings
+    uses = dict(zip((use for _, use in NUMBER_USES), (op for op, _ in NUMBER_USES)))
+    messages, _ = wordings.memory_in(
+        rng, "train", grammar_wordings("name given"), grammar_wordings("name asked"),
+        grammar_wordings("number given"),
+        [(uses[use], use) for use in grammar_wordings("number used")],
+        frames_of(wordings.NUMBER_BACK, "train"))
+    return messages
 
 
 def _conversation(rng, family):
@@ -222,9 +282,12 @@ def _conversation(rng, family):
 
 
 def social_chat(rng) -> list:
-    """A greeting, thanks, a question about the model or its abilities, or a request outside the
-    world (SHARES), in a wording of the grammar, answered as the hand-written family is."""
+    """A greeting, thanks, a question about the model or its abilities, a request outside the
+    world, or a name or number to remember (SHARES), in wordings of the grammar, answered as the
+    hand-written family is."""
     families = tuple(SHARES)
     family = families[int(rng.choice(len(families), p=list(SHARES.values())))]
+    if family == "memory":
+        return memory_chat(rng)
     user, reply = _conversation(rng, family)
     return [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]

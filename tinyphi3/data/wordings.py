@@ -567,21 +567,29 @@ def _filler(rng, split):
 def _memory(rng, split):
     """A name or a number in the first turn, used in the last; a sum in between a third of the
     time, and then a number's use says it means the user's number (NUMBER_BACK)."""
+    return memory_in(rng, split, *(frames_of(p, split) for p in (
+        NAME_GIVEN, NAME_ASKED, NUMBER_GIVEN, NUMBER_USED, NUMBER_BACK)))
+
+
+def memory_in(rng, split, name_given, name_asked, number_given, number_used, number_back):
+    """(messages, expected) of a memory conversation in the given frames (already of one split:
+    the hand-written lists', or the grammar of tinyphi3.data.chat_frames); names, operands and
+    the sum between are of `split`. number_used holds (op, frame) pairs."""
     between = _filler(rng, split) if rng.random() < 1 / 3 else []
     if rng.random() < 0.5:
         name = user_name(rng)
-        given = one_of(rng, frames_of(NAME_GIVEN, split)).format(u=name)
+        given = one_of(rng, name_given).format(u=name)
         messages = [_user(given), _assistant(f"Nice to meet you, {name}! How can I help?"),
-                    *between, _user(one_of(rng, frames_of(NAME_ASKED, split))),
+                    *between, _user(one_of(rng, name_asked)),
                     _assistant(f"Your name is {name}.")]
         return messages, {"answer": name}
-    op, use = one_of(rng, frames_of(NUMBER_USED, split))
+    op, use = one_of(rng, number_used)
     a, b = _operands(rng, op, split)
     solution = world.column_solution(a, op, b)
     use = use.format(b=b)
     if between:
-        use = f"{one_of(rng, frames_of(NUMBER_BACK, split))} {use}"
-    messages = [_user(one_of(rng, frames_of(NUMBER_GIVEN, split)).format(a=a)),
+        use = f"{one_of(rng, number_back)} {use}"
+    messages = [_user(one_of(rng, number_given).format(a=a)),
                 _assistant(f"Okay, I'll remember {a}."), *between, _user(use),
                 _assistant(solution)]
     return messages, {"answer": str(a + b if op == "+" else a - b)}
