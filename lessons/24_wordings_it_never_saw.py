@@ -11,7 +11,8 @@
 # 2. proving that no held-out frame reaches the training data (and that the proof can fail);
 # 3. judging replies by stated rules, and saying why a sum is wrong;
 # 4. the shipped chat model `checkpoints/mini` on sums in wordings it never saw;
-# 5. more train wordings from a grammar, and a rule that keeps them away from the test.
+# 5. more train wordings from a grammar, and a rule that keeps them away from the test;
+# 6. the same for greetings, thanks, questions about the model, outside requests and memory.
 #
 # Pictures go to `lesson_outputs/`. Everything runs in well under a minute on one CPU core.
 
@@ -28,7 +29,7 @@ import numpy as np
 
 import _plot
 import tinyphi3
-from tinyphi3.data import sum_frames, wordings, world
+from tinyphi3.data import chat_frames, sum_frames, wordings, world
 from tinyphi3.data.post_training import generate_sft
 from tinyphi3.evaluation.wording import MISREADS, judge, reply
 from tinyphi3.tokenizers import load_tokenizer
@@ -214,3 +215,45 @@ print("picture:", _plot.grouped_bars(
 # `tinyphi3 eval --ckpt DIR --task wording` measures a model on the held-out ones, with the
 # reasons of section 3 in its table. What more frames did to the wide chat model is in
 # `docs/wording.md`, "The twenty-fourth round".
+
+# %% [markdown]
+# ## 6. The same for the other families
+#
+# Sums are not the only family with few train wordings: greetings have 12 greeting words and 9
+# endings, thanks 12 and 6, memory 12 ways to give a name. A held-out greeting such as "Howdy
+# mini!" shares no word with any train greeting, so a model that learned which words go with
+# which reply answers it as whatever its words resemble. `tinyphi3.data.chat_frames` builds
+# wordings for every such family by the same rule. For a greeting or a thanks the whole message
+# is the wording, since a held-out greeting is any held-out word with any held-out ending.
+
+# %%
+rows = []
+for family in chat_frames.FAMILIES:
+    train, held = chat_frames.hand_written(family)
+    grammar = chat_frames.grammar_wordings(family)
+    rows.append((family, len(train), len(held), len(grammar)))
+    print(f"{family:22s} train {len(train):4d}   held out {len(held):3d}   grammar {len(grammar):5d}"
+          f"   e.g. {str(np.random.default_rng(2).choice(grammar))!r}")
+
+# %% [markdown]
+# The rule is strict in a way worth seeing. No train greeting says "mini" (" mini!" is a held-out
+# ending), so the nearest train greeting to the held-out "Howdy mini!" shares none of its words:
+# its bound is 0, and *any* greeting of the grammar that says "mini" is dropped. The model can
+# still learn "mini" as a name from the other families' wordings ("What are you capable of,
+# friend?" has its vocative; the leads "Mini, " and "Hi mini, " are shared by both splits).
+
+# %%
+train, held = chat_frames.hand_written("greeting")
+print("kept of 'Hey mini!', 'Hi pal!':", chat_frames.keep(["Hey mini!", "Hi pal!"], train, held))
+assert chat_frames.keep(["Hey mini!", "Hi pal!"], train, held) == ("Hi pal!",)
+
+print("picture:", _plot.grouped_bars(
+    "24_wordings_per_family.png",
+    {family: {"hand-written train": n_train, "grammar": n_grammar}
+     for family, n_train, _, n_grammar in rows if not family.startswith("outside")},
+    "Train wordings per family: hand-written, and kept from the grammar", ylabel="wordings",
+    size=(1300, 460)))
+
+# %% [markdown]
+# `tinyphi3 data sft --chat-frames P` draws a share P of the SFT conversations from this grammar.
+# `docs/wording.md` says what it did to the wide chat model.

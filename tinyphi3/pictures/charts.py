@@ -143,7 +143,8 @@ def grouped_bars(name, groups, title, ylabel="", vmax=None, size=(900, 480)):
                 v = values[s]
                 d.rectangle([x + si * bar, y_of(v), x + (si + 1) * bar - 4, y1],
                             fill=COLORS[si % len(COLORS)])
-                d.text((x + (si + 0.5) * bar - 2, y_of(v) - 4), f"{v:.3g}", fill=BLACK, font=f,
+                text = f"{int(v):,}" if float(v).is_integer() else f"{v:.3g}"
+                d.text((x + (si + 0.5) * bar - 2, y_of(v) - 4), text, fill=BLACK, font=f,
                        anchor="md")
         d.text((left + (gi + 0.5) * slot, y1 + 10), group, fill=BLACK, font=f, anchor="ma")
     x = left
