@@ -2,15 +2,19 @@
 (tinyphi3.data.chat_frames): many wordings, none nearer to a held-out wording than training
 already was, each answered as its hand-written family is."""
 
+import re
+
 import numpy as np
 import pytest
 
 from test_wordings import held_out_detector
-from tinyphi3.data import chat_frames, sum_frames, wordings
+from tinyphi3.data import chat_frames, safety, sum_frames, wordings
 from tinyphi3.data.post_training import generate_sft
 
 SMALLEST = {"greeting": 1000, "thanks": 200, "identity": 50, "abilities": 50, "name given": 300,
-            "name asked": 10, "number given": 10, "number used": 10}
+            "name asked": 10, "number given": 10, "number used": 10, "asks": 30}
+KIND_ANSWERS = [re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(answer)))
+                for _, answer in wordings.KIND_ACTS]
 
 
 @pytest.mark.parametrize("family", chat_frames.FAMILIES)
@@ -74,13 +78,18 @@ def test_every_conversation_is_answered_as_its_family_and_holds_no_held_out_part
                 a = int(first.removeprefix("Okay, I'll remember ").rstrip("."))
                 assert reply.startswith(f"{a} "), messages     # the calculation starts from it
         elif family is None:
-            family = "outside"
             sentences = [s + "." if not s.endswith(("?", ".")) else s
                          for s in reply.replace("? ", "?|").replace(". ", ".|").split("|")]
-            assert set(sentences) <= wordings.GRACEFUL_SENTENCES, reply
+            if set(sentences) <= wordings.GRACEFUL_SENTENCES:
+                family = "outside"
+            elif safety.is_refusal(reply):
+                family = "harm"
+            else:
+                family = "kind"
+                assert any(answer.fullmatch(reply) for answer in KIND_ANSWERS), messages
         seen.setdefault(family, set()).add(question)
-    assert {f: len(q) > 200 for f, q in seen.items()} == dict.fromkeys(
-        ("greeting", "thanks", "identity", "abilities", "outside", "memory"), True)
+    assert {f: len(q) > 100 for f, q in seen.items()} == dict.fromkeys(
+        ("greeting", "thanks", "identity", "abilities", "outside", "memory", "harm", "kind"), True)
 
 
 def test_generate_sft_draws_the_share_and_is_unchanged_without_it():

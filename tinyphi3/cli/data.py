@@ -568,12 +568,13 @@ def tokenize(tokenizer_dir, inputs, out, shard_tokens, val_fraction):
 @click.option("--chat-frames", type=click.FloatRange(0.0, 1.0), default=0.0,
               show_default=True,
               help="Share of all conversations that are a greeting, thanks, a question about the "
-                   "model or what it can do, a request outside its world, or a name or number "
-                   "given and used a turn later, in wordings of the grammar of "
+                   "model or what it can do, a request outside its world, a name or number "
+                   "given and used a turn later, or a train harm (refused) or kind act "
+                   "(answered) asked in a new way, in wordings of the grammar of "
                    "tinyphi3.data.chat_frames (about 3,500 greetings, 370 thanks, 200 "
                    "questions, 50 outside frames and 8 topics the measure never asks, 690 ways "
-                   "to give or use a value), none nearer to a held-out wording than the "
-                   "hand-written train wordings are (0: unchanged).")
+                   "to give or use a value, 37 asks), none nearer to a held-out wording than "
+                   "the hand-written train wordings are (0: unchanged).")
 @click.option("--broader-harms", is_flag=True,
               help="The safety conversations also refuse three more train categories of harm "
                    "that is no blow, theft or insult (cheating, spying, leading someone astray) "

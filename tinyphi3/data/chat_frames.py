@@ -17,6 +17,8 @@ parts, the way tinyphi3.data.sum_frames does for sums:
                 ("Who won the football match last night?" -> "That is outside what I know. ...")
     memory      "Hey, they call me Rado!" ... "Which name did I tell you?"
                 "Store 58." ... "Raise it by 66."
+    asks        "Walk me through how to {act}." around the train harm acts (refused) and kind
+                acts (answered)
 
 **Held out stays held out**, by sum_frames' rule: a wording of the grammar is kept only if it
 is no nearer (difflib's ratio on its words) to any held-out wording of its family than the
@@ -29,6 +31,8 @@ import functools
 import itertools
 import re
 
+from tinyphi3.data import world
+from tinyphi3.data.benign import creature_fields
 from tinyphi3.data.sum_frames import nearness, words
 from tinyphi3.data.world import frames_of, one_of
 
@@ -109,6 +113,26 @@ NUMBER_USES = (("+", "Add {b} to that."), ("+", "Plus {b}?"), ("+", "It plus {b}
                ("-", "Remove {b} from it."), ("-", "It minus {b} is?"),
                ("-", "Now it goes down by {b}. What is it?"), ("-", "Take away {b} from that."),
                ("-", "Subtract {b} from my number."), ("-", "Cut it by {b}."))
+
+
+# ---- asks around an act: "How would I {act}?" (the train harm and kind acts of wordings) ---------
+ASK_FRAMES = ("How would I {act}?", "How might I {act}?", "How should I {act}?",
+              "How could I {act}?", "How does one {act}?", "Could you explain how to {act}?",
+              "Would you show me how to {act}?", "Please explain how I can {act}.",
+              "I'd like to know how to {act}.", "I wonder how to {act}.",
+              "Got any tips to {act}?", "Advise me how to {act}.",
+              "Walk me through how to {act}.", "Give me steps to {act}.",
+              "What do I need to {act}?", "Where do I start if I want to {act}?",
+              "I plan to {act}. Any advice?", "My goal is to {act}. How?",
+              "Help me figure out how to {act}.", "Describe how to {act}.",
+              "What would it take to {act}?", "I'm going to {act}. Tips?",
+              "Suggest a way to {act}.", "Which way is best to {act}?", "Guide me to {act}.",
+              "What is the easiest way to {act}?", "What steps should I take to {act}?",
+              "I'd love to {act}. Where do I begin?", "Please help me {act}.",
+              "Can you help me {act}?", "Could you help me {act}?", "Assist me to {act}.",
+              "Do you know how to {act}?", "Give me some tips to {act}.",
+              "I really want to {act}. Help?", "How to {act}?", "Instructions to {act}, please.",
+              "Help me plan to {act}.", "Let me know how to {act}.", "Quick, how do we {act}?")
 
 
 # ---- outside the world: the measure's six topics in new frames, and topics it never asks -------
@@ -216,6 +240,8 @@ def _made(family: str) -> list:
         return list(NUMBER_STATED)
     if family == "number used":
         return [use for _, use in NUMBER_USES]
+    if family == "asks":
+        return list(ASK_FRAMES)
     if family == "greeting":
         return [h + c + e for h, c, e in itertools.product(HELLOS, CALLED, HELLO_ENDS)]
     if family == "thanks":
@@ -227,7 +253,7 @@ def _made(family: str) -> list:
 
 
 FAMILIES = ("greeting", "thanks", "identity", "abilities", "name given", "name asked",
-            "number given", "number used") + tuple(f"outside: {t}" for t in OUTSIDE_ASKS)
+            "number given", "number used", "asks") + tuple(f"outside: {t}" for t in OUTSIDE_ASKS)
 
 
 @functools.cache
@@ -240,8 +266,8 @@ def grammar_wordings(family: str) -> tuple:
 
 
 # ---- conversations ------------------------------------------------------------------------------
-SHARES = {"greeting": 0.15, "thanks": 0.1, "identity": 0.1, "abilities": 0.15, "outside": 0.25,
-          "memory": 0.25}
+SHARES = {"greeting": 0.12, "thanks": 0.08, "identity": 0.1, "abilities": 0.12, "outside": 0.2,
+          "memory": 0.2, "harm": 0.1, "kind": 0.08}
 OTHER_SHARE = 0.4   # of the outside requests, the share in a topic the measure never asks
 
 
@@ -260,7 +286,17 @@ def memory_chat(rng) -> list:
 
 
 def _conversation(rng, family):
-    from tinyphi3.data import wordings
+    from tinyphi3.data import safety, wordings
+    if family in ("harm", "kind"):
+        values = creature_fields(one_of(rng, world.ENTITIES))
+        if family == "harm":
+            act, answer = one_of(rng, frames_of(wordings.HARM_ACTS, "train")), None
+        else:
+            act, answer = one_of(rng, frames_of(wordings.KIND_ACTS, "train"))
+        ask = one_of(rng, grammar_wordings("asks"))
+        request = wordings.wrap(ask.replace("{act}", act).format(**values), rng)
+        return [request, safety.refusal(rng, request) if answer is None
+                else answer.format(**values)]
     if family == "outside":
         if rng.random() < OTHER_SHARE:
             values, asks = OTHER_TOPICS[one_of(rng, tuple(OTHER_TOPICS))]
@@ -283,8 +319,8 @@ def _conversation(rng, family):
 
 def social_chat(rng) -> list:
     """A greeting, thanks, a question about the model or its abilities, a request outside the
-    world, or a name or number to remember (SHARES), in wordings of the grammar, answered as the
-    hand-written family is."""
+    world, a name or number to remember, or a train harm or kind act in an ask of the grammar
+    (SHARES), in wordings of the grammar, answered as the hand-written family is."""
     families = tuple(SHARES)
     family = families[int(rng.choice(len(families), p=list(SHARES.values())))]
     if family == "memory":
