@@ -9,9 +9,9 @@
 #
 # Defaults: the twenty-fourth round (configs/wide-sft-sumframes.toml, then
 # configs/wide-dpo-sumframes.toml). SFT_DATA_FLAGS are added to the round's `tinyphi3 data sft`
-# command (e.g. "--broader-harms" for configs/wide-sft-broader.toml); the conversations file is
-# the one the SFT config names. On 2 cores: data about 15 min, SFT about 95 min, each measure
-# about 15 min, DPO about 25 min.
+# command (e.g. "--chat-frames 0.15 --broader-harms" for configs/wide-sft-chatframes.toml; a flag
+# given again overrides the default); the conversations file is the one the SFT config names.
+# On 2 cores: data about 15 min, SFT about 95 min, each measure about 11 min, DPO about 15 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SFT=${1:-configs/wide-sft-sumframes.toml}
