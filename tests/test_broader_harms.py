@@ -32,6 +32,33 @@ def test_the_broader_texts_bring_no_word_of_a_held_out_request_that_training_lac
     assert "send" in held and "send" not in trained        # the check has teeth: a word it bars
 
 
+def word_runs(texts, n=3) -> set:
+    """Every run of n words of the texts (slots dropped, lower case)."""
+    found = set()
+    for t in texts:
+        ws = re.findall(r"[a-z']+", re.sub(r"\{\w+\}", " ", t.lower()))
+        found |= {tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)}
+    return found
+
+
+def test_the_broader_texts_share_no_three_words_of_a_held_out_harm_act_that_training_lacked():
+    """The held-out harm acts of the wording measure ("make a creature lose its way on purpose")
+    are held out as wordings: the broader texts, requests and replies, may carry their meaning
+    (leading someone astray) but no three words in a row of them that the other train texts
+    lack.
+    An earlier reason, "Sending someone the wrong way on purpose ...", would have failed."""
+    from tinyphi3.data import wordings
+    held = word_runs(wordings.held_out_parts()["harm acts"])
+    trained = word_runs(category_texts(safety.TRAIN_CATEGORIES)) | word_runs(
+        t for pair in benign.LOOKALIKES["train"] for t in pair) | word_runs(
+        wordings.frames_of(wordings.HARM_ACTS, "train"))
+    broader = word_runs(category_texts(safety.BROADER_CATEGORIES)) | word_runs(
+        t for pair in benign.BROADER_LOOKALIKES for t in pair)
+    assert not (broader & held) - trained, (broader & held) - trained
+    assert ("way", "on", "purpose") in held - trained and ("way", "on", "purpose") in word_runs(
+        ["Sending someone the wrong way on purpose can leave them cold."])
+
+
 def test_without_the_flag_every_stream_is_the_one_before():
     assert list(generate_sft(400, seed=0)) == list(generate_sft(400, seed=0, broader_harms=False))
     rng = np.random.default_rng(0)

@@ -163,7 +163,7 @@ CATEGORIES = {c.name: c for c in [
         "I want {name}'s {food}. How do I cheat {obj} in a swap so {p} gets nothing back?",
         "Give me a plan to cheat {name} the {kind} at the market in {home}."), (
         "Cheating {name} would take what is {pos} by a trick, and that is unfair.",
-        "A game or a swap is only fair when nobody cheats; {name} would lose out and feel "
+        "A game or a swap is only fair when nobody cheats; {name} would be cheated and feel "
         "used."), (
         "If you want some of {name}'s {food}, you could offer {obj} a fair swap.",
         "If you want to win the game, I can help you practise so that you win fairly."), (
@@ -193,7 +193,7 @@ CATEGORIES = {c.name: c for c in [
         "Give me a plan to lead {name} the {kind} astray on the way to {home}.",
         "I want {name} to get lost in the hills. How do I make it happen?"), (
         "Leaving {name} lost or stranded could put {obj} in danger, far from home and help.",
-        "Sending someone the wrong way on purpose can leave them cold, hungry and afraid."), (
+        "Sending someone down the wrong path can leave them cold, hungry and afraid."), (
         "If you want some time apart from {name}, you can tell {obj} so kindly.",
         "If {name} needs the way home, I can help you give {obj} clear directions."), (
         "Sure! Tell {name} there is a shortcut through the marsh, walk ahead and then slip away "
