@@ -33,7 +33,7 @@ import re
 
 from tinyphi3.data import world
 from tinyphi3.data.benign import creature_fields
-from tinyphi3.data.sum_frames import nearness, words
+from tinyphi3.data.sum_frames import keep
 from tinyphi3.data.world import frames_of, one_of
 
 # ---- greetings --------------------------------------------------------------------------------
@@ -196,17 +196,7 @@ OTHER_TOPICS = {   # topics the measure never asks, answered "That is outside wh
 }
 
 
-# ---- the rule, as in sum_frames ---------------------------------------------------------------
-def keep(made, train, held) -> tuple:
-    """The wordings of `made` that are no hand-written wording and no nearer to any of `held`
-    than the nearest of `train` is, sorted."""
-    bounds = {h: max(nearness(t, h) for t in train) for h in held}
-    given = {words(w) for w in list(train) + list(held)}
-    kept = {m for m in made if words(m) not in given
-            and all(nearness(m, h) <= bound for h, bound in bounds.items())}
-    return tuple(sorted(kept))
-
-
+# ---- the hand-written wordings each family keeps away from ----------------------------------
 def _combined(firsts, ends, split):
     """Every message of a first part and an ending of the split (a split's wordings of the
     greeting and thanks families)."""

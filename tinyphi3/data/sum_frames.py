@@ -126,6 +126,16 @@ def held_out_bounds(cores) -> dict:
     return {h: max(nearness(t, h) for t in train) for h in frames_of(cores, "test")}
 
 
+def keep(made, train, held) -> tuple:
+    """The frames of `made` that are no hand-written frame (of `train` or `held`) and no nearer to
+    any of `held` than the nearest of `train` is, sorted: the rule above."""
+    bounds = {h: max(nearness(t, h) for t in train) for h in held}
+    given = {words(w) for w in list(train) + list(held)}
+    kept = {m for m in made if words(m) not in given
+            and all(nearness(m, h) <= bound for h, bound in bounds.items())}
+    return tuple(sorted(kept))
+
+
 @functools.cache
 def grammar_frames(op: str) -> tuple:
     """Every frame of the grammar for op ("+" or "-") that the rule keeps, sorted, without the
@@ -135,11 +145,7 @@ def grammar_frames(op: str) -> tuple:
         raise ValueError(f"op must be '+' or '-', got {op!r}")
     cores = SUM_CORES if op == "+" else DIFFERENCE_CORES
     made = _sum_frames() if op == "+" else _difference_frames()
-    bounds = held_out_bounds(cores)
-    given = {words(c) for c in cores}
-    kept = {f for f in made if words(f) not in given
-            and all(nearness(f, h) <= bound for h, bound in bounds.items())}
-    return tuple(sorted(kept))
+    return keep(made, frames_of(cores, "train"), frames_of(cores, "test"))
 
 
 def arithmetic_chat(rng) -> list:
