@@ -676,3 +676,59 @@ def dpo(n_records, seed, out, n_wording, wording_kinds, over_refusal_every):
          if record["kind"] != "over_refusal" or next(over_refusals) % over_refusal_every == 0),
         preference_pairs(n_wording, seed, kinds))
     click.echo(f"wrote {write_jsonl(records, out)} preference pairs to {out}")
+
+
+@data.command("dpo-own")
+@click.option("--ckpt", required=True, type=click.Path(file_okay=False),
+              help="The chat model whose own mistakes become the rejected replies.")
+@click.option("--n", "n_requests", required=True, type=click.IntRange(min=1),
+              help="How many train requests to ask (the families in turn); a pair is written "
+                   "for each reply the family's rule judges wrong.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same requests.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write.")
+@click.option("--families", default=None,
+              help="Comma-separated families to ask (default: every family of the wording "
+                   "measure with a goal: sum, difference, outside, harm, kind, greeting, thanks, "
+                   "identity, abilities, memory).")
+@click.option("--also", "also", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A file of pairs (`tinyphi3 data dpo`) to write after the model's own.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Requests answered together (greedy, left-padded).")
+def dpo_own(ckpt, n_requests, seed, out, families, also, batch_size):
+    """Write preference pairs from a chat model's own mistakes: ask it train requests in the
+    train wordings of tinyphi3.data.wordings, judge each greedy reply by the wording measure's
+    rules, and for each wrong reply write {"prompt", "chosen": the data's reply, "rejected": the
+    model's reply, "kind": "own_<family>"}. A family the model answers right gives no pair.
+    Prints how many replies of each family were wrong.
+
+    \b
+    Example:
+      tinyphi3 data dpo-own --ckpt runs/wide-sft/final --n 4000 --out own.jsonl
+    """
+    from tqdm import tqdm
+
+    from tinyphi3.cli.options import load_model_and_tokenizer
+    from tinyphi3.data.documents import write_jsonl
+    from tinyphi3.data.own_pairs import FAMILIES, own_error_pairs, read_pairs
+    chosen = FAMILIES
+    if families is not None:
+        from tinyphi3.data.wordings import FAMILIES as KNOWN
+        chosen = tuple(f.strip() for f in families.split(",") if f.strip())
+        unknown = [f for f in chosen if f not in KNOWN]
+        if unknown or not chosen:
+            raise click.BadParameter(f"unknown families {unknown or families!r}; choose from "
+                                     f"{', '.join(KNOWN)}", param_hint="--families")
+    try:
+        extra = read_pairs(also) if also else []
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--also") from None
+    model, tokenizer = load_model_and_tokenizer(ckpt)
+    with tqdm(total=n_requests, desc="own replies", unit="request") as bar:
+        pairs, asked, wrong = own_error_pairs(model, tokenizer, n_requests, seed, chosen,
+                                              batch_size, progress=bar.update)
+    for family in chosen:
+        click.echo(f"{family:10s} {wrong[family]:5d} of {asked[family]:5d} wrong")
+    records = pairs + extra
+    click.echo(f"wrote {write_jsonl(records, out)} preference pairs to {out} ({len(pairs)} from "
+               f"the model's own mistakes)")
