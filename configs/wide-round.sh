@@ -7,6 +7,9 @@
 #
 #   bash configs/wide-round.sh [SFT_CONFIG [DPO_CONFIG [SFT_DATA_FLAGS]]]
 #
+# A DPO config may name its pairs' command on a line "# pairs: COMMAND" (run after the SFT and
+# its measures, e.g. `tinyphi3 data dpo-own` on the SFT model: configs/wide-dpo-own.toml).
+#
 # Defaults: the twenty-fourth round (configs/wide-sft-sumframes.toml, then
 # configs/wide-dpo-sumframes.toml). SFT_DATA_FLAGS are added to the round's `tinyphi3 data sft`
 # command (e.g. "--chat-frames 0.15 --broader-harms" for configs/wide-sft-chatframes.toml; a flag
@@ -47,11 +50,6 @@ CONVERSATIONS=$(value "$SFT" conversations)
 [ -f "$CONVERSATIONS" ] || $T data sft --n 40000 --seed 0 --contrast 0.15 --pairs 0.1 \
     --acts 0.45 --reasoned-acts --copy 0.12 --more-verbs 0.4 --quote-acts --defined-verbs 0.3 \
     --sum-frames 0.08 $EXTRA --out "$CONVERSATIONS"
-# The DPO's pairs (configs/wide-dpo-sumframes.toml's command)
-PAIRS=$(value "$DPO" preferences)
-[ -f "$PAIRS" ] || $T data dpo --n 6000 --seed 0 --wording 1875 \
-    --wording-kinds harm_answered,apart,apart_unnamed,outside,memory_value \
-    --over-refusal-every 8 --out "$PAIRS"
 
 train() {   # a recipe, run or resumed, unless its final model is there
   local out
@@ -81,6 +79,17 @@ measure() {  # every round's measures of a chat model, into a folder (docs/wordi
 
 train "$SFT"
 measure "$(value "$SFT" dir)/final" "runs/measures/$(basename "$SFT" .toml)"
+# The DPO's pairs: the command on the DPO config's "# pairs:" line (pairs from the SFT model's
+# own mistakes need the SFT first), else configs/wide-dpo-sumframes.toml's command
+PAIRS=$(value "$DPO" preferences)
+OWN=$(sed -n 's/^# pairs: //p' "$DPO" | head -1)
+if [ ! -f "$PAIRS" ] && [ -n "$OWN" ]; then
+  eval "$OWN"
+elif [ ! -f "$PAIRS" ]; then
+  $T data dpo --n 6000 --seed 0 --wording 1875 \
+      --wording-kinds harm_answered,apart,apart_unnamed,outside,memory_value \
+      --over-refusal-every 8 --out "$PAIRS"
+fi
 train "$DPO"
 measure "$(value "$DPO" dir)/final" "runs/measures/$(basename "$DPO" .toml)"
 echo "round done: runs/measures/"

@@ -1,0 +1,34 @@
+"""The wide rounds' DPO configs that name their pairs' command ("# pairs: ..." run by
+configs/wide-round.sh after the SFT): the command is one the CLI knows, and it writes the file
+the recipe trains on from the SFT the recipe starts from."""
+
+import shlex
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from tinyphi3.cli import main
+from tinyphi3.train.recipe import load_recipe
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def pairs_commands():
+    for path in sorted(CONFIGS.glob("*.toml")):
+        for line in path.read_text().splitlines():
+            if line.startswith("# pairs: "):
+                yield path, shlex.split(line.removeprefix("# pairs: "))
+
+
+def test_every_pairs_line_is_a_command_that_writes_the_recipe_s_pairs_from_its_start():
+    found = list(pairs_commands())
+    assert found and "# pairs: " in (CONFIGS.parent / "configs" / "wide-round.sh").read_text()
+    for path, words in found:
+        assert words[:3] == ["tinyphi3", "data", "dpo-own"], (path, words)
+        options = dict(zip(words[3::2], words[4::2]))
+        recipe = load_recipe(path)
+        assert Path(options["--out"]) == Path(recipe.data_file), path
+        assert Path(options["--ckpt"]) == Path(recipe.init_from), path
+        help_run = CliRunner().invoke(main, [*words[1:3], "--help"])
+        assert help_run.exit_code == 0
+        assert set(options) <= set(w for w in help_run.output.split() if w.startswith("--"))
