@@ -1,4 +1,4 @@
-"""Preference pairs from a chat model's own mistakes (tinyphi3.data.own_pairs, `tinyphi3 data
+"""Preference pairs from a chat model's own mistakes (tinyphi3.evaluation.own_pairs, `tinyphi3 data
 dpo-own`): train requests only, a pair exactly for each reply its family's rule judges wrong."""
 
 import json
@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from test_wordings import held_out_detector
 from tinyphi3.cli import main
-from tinyphi3.data import own_pairs
+from tinyphi3.evaluation import own_pairs
 from tinyphi3.evaluation import wording
 from tinyphi3.tokenizers import load_tokenizer
 from tinyphi3.train.conversations import load_preferences

@@ -710,7 +710,7 @@ def dpo_own(ckpt, n_requests, seed, out, families, also, batch_size):
 
     from tinyphi3.cli.options import load_model_and_tokenizer
     from tinyphi3.data.documents import write_jsonl
-    from tinyphi3.data.own_pairs import FAMILIES, own_error_pairs, read_pairs
+    from tinyphi3.evaluation.own_pairs import FAMILIES, own_error_pairs, read_pairs
     chosen = FAMILIES
     if families is not None:
         from tinyphi3.data.wordings import FAMILIES as KNOWN
