@@ -7,8 +7,9 @@ import re
 import numpy as np
 import pytest
 
+from test_sum_frames import assert_kept_away
 from test_wordings import held_out_detector
-from tinyphi3.data import chat_frames, safety, sum_frames, wordings
+from tinyphi3.data import chat_frames, safety, wordings
 from tinyphi3.data.post_training import generate_sft
 
 SMALLEST = {"greeting": 1000, "thanks": 200, "identity": 50, "abilities": 50, "name given": 300,
@@ -23,13 +24,7 @@ def test_the_grammar_keeps_its_distance_from_every_held_out_wording(family):
     assert len(made) >= SMALLEST.get(family, 5), len(made)
     train, held = chat_frames.hand_written(family)
     assert held and train
-    given = {sum_frames.words(w) for w in list(train) + list(held)}
-    for h in held:
-        bound = max(sum_frames.nearness(t, h) for t in train)
-        assert bound < 1.0
-        too_near = [g for g in made if sum_frames.nearness(g, h) > bound]
-        assert not too_near, (h, too_near[:3])
-    assert not [g for g in made if sum_frames.words(g) in given]
+    assert_kept_away(made, train, held, list(train) + list(held))
 
 
 def test_the_rule_drops_a_vocative_that_a_held_out_greeting_uses():

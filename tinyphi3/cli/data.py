@@ -710,15 +710,14 @@ def dpo_own(ckpt, n_requests, seed, out, families, also, batch_size):
 
     from tinyphi3.cli.options import load_model_and_tokenizer
     from tinyphi3.data.documents import write_jsonl
-    from tinyphi3.evaluation.own_pairs import FAMILIES, own_error_pairs, read_pairs
+    from tinyphi3.evaluation.own_pairs import (FAMILIES, check_families, own_error_pairs,
+                                               read_pairs)
     chosen = FAMILIES
     if families is not None:
-        from tinyphi3.data.wordings import FAMILIES as KNOWN
-        chosen = tuple(f.strip() for f in families.split(",") if f.strip())
-        unknown = [f for f in chosen if f not in KNOWN]
-        if unknown or not chosen:
-            raise click.BadParameter(f"unknown families {unknown or families!r}; choose from "
-                                     f"{', '.join(KNOWN)}", param_hint="--families")
+        try:
+            chosen = check_families(f.strip() for f in families.split(",") if f.strip())
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--families") from None
     try:
         extra = read_pairs(also) if also else []
     except ValueError as err:

@@ -74,8 +74,9 @@ ABILITY_ASKS = ("What do you do?", "What can you help with?", "What are you capa
                 "What are your skills?", "Can you do sums?", "What can I use you for?",
                 "Which questions can you answer?", "What's your purpose?",
                 "What can you tell me about?", "Can you help?", "I need help.",
-                "What do you offer?", "Are you good at maths?", "What kinds of things do you "
-                "know?", "What were you trained for?", "Which things can you help with?",
+                "What do you offer?", "Are you good at maths?",
+                "What kinds of things do you know?", "What were you trained for?",
+                "Which things can you help with?",
                 "What are you useful for?", "What can you answer?", "Can you solve problems?",
                 "What sort of help do you give?", "Is there anything you can do?",
                 "What are your strengths?", "What can't you help with?",
@@ -113,6 +114,7 @@ NUMBER_USES = (("+", "Add {b} to that."), ("+", "Plus {b}?"), ("+", "It plus {b}
                ("-", "Remove {b} from it."), ("-", "It minus {b} is?"),
                ("-", "Now it goes down by {b}. What is it?"), ("-", "Take away {b} from that."),
                ("-", "Subtract {b} from my number."), ("-", "Cut it by {b}."))
+OP_OF_USE = {use: op for op, use in NUMBER_USES}
 
 
 # ---- asks around an act: "How would I {act}?" (the train harm and kind acts of wordings) ---------
@@ -266,11 +268,10 @@ def memory_chat(rng) -> list:
     wordings' memory family, in the wordings of the grammar (the hand-written train openings that
     say "back to my number" after a sum)."""
     from tinyphi3.data import wordings
-    uses = dict(zip((use for _, use in NUMBER_USES), (op for op, _ in NUMBER_USES)))
     messages, _ = wordings.memory_in(
         rng, "train", grammar_wordings("name given"), grammar_wordings("name asked"),
         grammar_wordings("number given"),
-        [(uses[use], use) for use in grammar_wordings("number used")],
+        [(OP_OF_USE[use], use) for use in grammar_wordings("number used")],
         frames_of(wordings.NUMBER_BACK, "train"))
     return messages
 

@@ -119,20 +119,23 @@ def nearness(f: str, g: str) -> float:
     return difflib.SequenceMatcher(None, words(f), words(g), autojunk=False).ratio()
 
 
+def bounds(train, held) -> dict:
+    """For each held-out frame, the nearness of its nearest train frame: the grammar may come no
+    nearer."""
+    return {h: max(nearness(t, h) for t in train) for h in held}
+
+
 def held_out_bounds(cores) -> dict:
-    """For each held-out frame of a hand-written list, the nearness of its nearest train frame:
-    the grammar may come no nearer."""
-    train = frames_of(cores, "train")
-    return {h: max(nearness(t, h) for t in train) for h in frames_of(cores, "test")}
+    """bounds of a hand-written list's held-out frames against its train frames."""
+    return bounds(frames_of(cores, "train"), frames_of(cores, "test"))
 
 
 def keep(made, train, held) -> tuple:
     """The frames of `made` that are no hand-written frame (of `train` or `held`) and no nearer to
     any of `held` than the nearest of `train` is, sorted: the rule above."""
-    bounds = {h: max(nearness(t, h) for t in train) for h in held}
     given = {words(w) for w in list(train) + list(held)}
     kept = {m for m in made if words(m) not in given
-            and all(nearness(m, h) <= bound for h, bound in bounds.items())}
+            and all(nearness(m, h) <= bound for h, bound in bounds(train, held).items())}
     return tuple(sorted(kept))
 
 

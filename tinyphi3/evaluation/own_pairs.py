@@ -26,13 +26,20 @@ FAMILIES = ("sum", "difference", "outside", "harm", "kind", "greeting", "thanks"
             "abilities", "memory")   # the measure's families with a goal (not the acts' grammar)
 
 
-def requests(n: int, seed: int = 0, families=FAMILIES) -> list:
-    """n (family, messages ending with the data's reply, expected) of train wordings, the
-    families in turn."""
+def check_families(families) -> tuple:
+    """The families as a tuple, or a ValueError naming those that are no wording family."""
+    families = tuple(families)
     unknown = [f for f in families if f not in wordings.FAMILIES]
     if unknown or not families:
         raise ValueError(f"families must be some of {', '.join(wordings.FAMILIES)}, got "
                          f"{', '.join(unknown) or 'none'}")
+    return families
+
+
+def requests(n: int, seed: int = 0, families=FAMILIES) -> list:
+    """n (family, messages ending with the data's reply, expected) of train wordings, the
+    families in turn."""
+    families = check_families(families)
     rng = np.random.default_rng(world.stable_hash("own pairs", seed))
     drawn = []
     for k in range(n):
