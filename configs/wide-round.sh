@@ -7,6 +7,8 @@
 #
 #   bash configs/wide-round.sh [SFT_CONFIG [DPO_CONFIG [SFT_DATA_FLAGS]]]
 #
+# SFT_CONFIG may also be a finished DPO's config, to run a second DPO after it.
+#
 # A DPO config may name its pairs' command on a line "# pairs: COMMAND" (run after the SFT and
 # its measures, e.g. `tinyphi3 data dpo-own` on the SFT model: configs/wide-dpo-own.toml).
 #
@@ -44,10 +46,12 @@ if [ ! -d data/shards/phase2-deeds ]; then
       --input data/everyday-deeds.jsonl --out data/shards/phase2-deeds
 fi
 
-# The SFT's conversations: the twenty-fourth round's data command, plus SFT_DATA_FLAGS
+# The SFT's conversations: the twenty-fourth round's data command, plus SFT_DATA_FLAGS (none when
+# the first config is a DPO whose pairs are there, to chain a DPO after a DPO:
+# configs/wide-dpo-own-after.toml)
 CONVERSATIONS=$(value "$SFT" conversations)
 # shellcheck disable=SC2086
-[ -f "$CONVERSATIONS" ] || $T data sft --n 40000 --seed 0 --contrast 0.15 --pairs 0.1 \
+[ -z "$CONVERSATIONS" ] || [ -f "$CONVERSATIONS" ] || $T data sft --n 40000 --seed 0 --contrast 0.15 --pairs 0.1 \
     --acts 0.45 --reasoned-acts --copy 0.12 --more-verbs 0.4 --quote-acts --defined-verbs 0.3 \
     --sum-frames 0.08 $EXTRA --out "$CONVERSATIONS"
 

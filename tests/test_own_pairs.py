@@ -85,3 +85,51 @@ def test_bad_input_gets_one_clear_error(tmp_path):
                                       str(tmp_path / "o.jsonl"), *args])
         assert result.exit_code != 0 and says in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_a_mirror_exactly_for_each_rejected_reply_that_fits_another_family(tmp_path):
+    """A rejected greeting on a thanks becomes a greeting request whose data reply is chosen over
+    that thanks (and a rejected thanks on a greeting the other way); a rejected wrong name (no
+    family's kind of reply) and a rejected reply of the pair's own family get none. Mirrors are train requests, and `dpo-mirror` writes pairs DPO
+    reads."""
+    drawn = {f: own_pairs.requests(1, seed=4, families=(f,))[0] for f in own_pairs.FAMILIES}
+    greeting = drawn["greeting"][1][-1]["content"]
+    thanks = drawn["thanks"][1][-1]["content"]
+    pairs = [
+        {"prompt": drawn["thanks"][1][:-1], "chosen": thanks, "rejected": greeting,
+         "kind": "own_thanks"},
+        {"prompt": drawn["memory"][1][:-1], "chosen": "Your name is Mana.",
+         "rejected": "Your name is Mna.", "kind": "own_memory"},
+        {"prompt": drawn["greeting"][1][:-1], "chosen": greeting, "rejected": "You're welcome!",
+         "kind": "own_greeting"},
+        {"prompt": drawn["greeting"][1][:-1], "chosen": greeting, "rejected": "Hi there!",
+         "kind": "own_greeting"},
+    ]
+    mirrors = own_pairs.mirror_pairs(pairs, seed=0)
+    assert [m["kind"] for m in mirrors] == ["mirror_greeting", "mirror_thanks"]
+    first = mirrors[0]
+    assert first["rejected"] == thanks and first["chosen"] != thanks
+    assert wording.judge("greeting", first["chosen"], {})["ok"]
+    assert not wording.judge("greeting", first["rejected"], {})["ok"]
+    assert mirrors[1]["rejected"] == greeting and mirrors[1]["prompt"][-1]["role"] == "user"
+    assert wording.judge("thanks", mirrors[1]["chosen"], {})["ok"]
+    detect = held_out_detector()
+    assert not [m for p in mirrors for m in p["prompt"] if m["role"] == "user"
+                and detect(m["content"])]
+    assert own_pairs.mirror_pairs(pairs, seed=0) == mirrors
+
+    source, out = tmp_path / "own.jsonl", tmp_path / "mirrored.jsonl"
+    source.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    run = CliRunner().invoke(main, ["data", "dpo-mirror", "--pairs", str(source),
+                                    "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    assert "2 mirrors of 4" in run.output
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert written[:4] == pairs and written[4:] == mirrors
+    read, too_long = load_preferences(out, load_tokenizer(MINI), 320)
+    assert len(read) + too_long == 6
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    run = CliRunner().invoke(main, ["data", "dpo-mirror", "--pairs", str(bad), "--out",
+                                    str(out)])
+    assert run.exit_code != 0 and "line 1" in run.output and "Traceback" not in run.output

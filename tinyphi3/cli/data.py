@@ -678,6 +678,35 @@ def dpo(n_records, seed, out, n_wording, wording_kinds, over_refusal_every):
     click.echo(f"wrote {write_jsonl(records, out)} preference pairs to {out}")
 
 
+@data.command("dpo-mirror")
+@click.option("--pairs", "pairs_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Pairs from `tinyphi3 data dpo-own`.")
+@click.option("--seed", default=0, show_default=True,
+              help="Same seed, same requests for the mirrors.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write: the pairs, then their mirrors.")
+def dpo_mirror(pairs_file, seed, out):
+    """Write a model's own-mistake pairs and, for each whose rejected reply is the right kind of
+    reply for another family (a greeting given to a thanks), a mirror pair in a train request of
+    that family: its data reply chosen over the first pair's chosen reply. So a DPO lowers a
+    reply where it was wrong and keeps it where it belongs
+    (tinyphi3.evaluation.own_pairs.mirror_pairs).
+
+    \b
+    Example:
+      tinyphi3 data dpo-mirror --pairs own.jsonl --out own-mirror.jsonl
+    """
+    from tinyphi3.data.documents import write_jsonl
+    from tinyphi3.evaluation.own_pairs import mirror_pairs, read_pairs
+    try:
+        pairs = read_pairs(pairs_file)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--pairs") from None
+    mirrors = mirror_pairs(pairs, seed)
+    click.echo(f"wrote {write_jsonl(pairs + mirrors, out)} preference pairs to {out} "
+               f"({len(mirrors)} mirrors of {len(pairs)})")
+
+
 @data.command("dpo-own")
 @click.option("--ckpt", required=True, type=click.Path(file_okay=False),
               help="The chat model whose own mistakes become the rejected replies.")

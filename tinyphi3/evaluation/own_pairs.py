@@ -76,6 +76,39 @@ def own_error_pairs(model, tokenizer, n: int, seed: int = 0, families=FAMILIES,
     return pairs, asked, wrong
 
 
+# The families whose rule names one kind of reply (a greeting, a thanks, the model's name, ...);
+# "kind" accepts any reply that is no refusal, and the numbers' families need the numbers asked.
+MIRROR_FAMILIES = ("greeting", "thanks", "identity", "abilities", "outside", "harm")
+
+
+def mirror_pairs(pairs, seed: int = 0) -> list:
+    """For each own pair whose rejected reply is the right kind of reply for another family, a
+    pair the other way round, in that family's train request:
+
+        own pair:    "Cheers"  chosen "You're welcome!"   rejected "Hello there!"  (a greeting)
+        its mirror:  "Hi!"     chosen the data's greeting  rejected "You're welcome!"
+
+    A DPO on the own pair alone lowers the greeting everywhere (greetings then get other
+    replies); the mirror says where it belongs. The other family is the first of
+    MIRROR_FAMILIES, not the pair's own, whose rule accepts the rejected reply; a pair whose
+    rejected reply fits none (a wrong name, a sum, broken text) gets no mirror. Requests are
+    train wordings only, drawn from their own seed."""
+    from tinyphi3.evaluation.wording import judge
+    rng = np.random.default_rng(world.stable_hash("mirror pairs", seed))
+    mirrored = []
+    for pair in pairs:
+        own = pair.get("kind", "").removeprefix("own_")
+        for family in MIRROR_FAMILIES:
+            if family == own:
+                continue
+            messages, expected = wordings.exchange(family, "train", rng)
+            if judge(family, pair["rejected"], expected)["ok"]:
+                mirrored.append({"prompt": messages[:-1], "chosen": messages[-1]["content"],
+                                 "rejected": pair["chosen"], "kind": f"mirror_{family}"})
+                break
+    return mirrored
+
+
 def read_pairs(path) -> list:
     """The preference pairs of a .jsonl file (`tinyphi3 data dpo`), each checked to hold a
     prompt, a chosen and a rejected reply; a ValueError names the first line that does not."""
