@@ -47,8 +47,7 @@ if [ ! -d data/shards/phase2-deeds ]; then
 fi
 
 # The SFT's conversations: the twenty-fourth round's data command, plus SFT_DATA_FLAGS (none when
-# the first config is a DPO whose pairs are there, to chain a DPO after a DPO:
-# configs/wide-dpo-own-after.toml)
+# the first config is a finished DPO, to chain a second DPO after it)
 CONVERSATIONS=$(value "$SFT" conversations)
 # shellcheck disable=SC2086
 [ -z "$CONVERSATIONS" ] || [ -f "$CONVERSATIONS" ] || $T data sft --n 40000 --seed 0 --contrast 0.15 --pairs 0.1 \
