@@ -50,9 +50,9 @@ fi
 # the first config is a finished DPO, to chain a second DPO after it)
 CONVERSATIONS=$(value "$SFT" conversations)
 # shellcheck disable=SC2086
-[ -z "$CONVERSATIONS" ] || [ -f "$CONVERSATIONS" ] || $T data sft --n 40000 --seed 0 --contrast 0.15 --pairs 0.1 \
-    --acts 0.45 --reasoned-acts --copy 0.12 --more-verbs 0.4 --quote-acts --defined-verbs 0.3 \
-    --sum-frames 0.08 $EXTRA --out "$CONVERSATIONS"
+[ -z "$CONVERSATIONS" ] || [ -f "$CONVERSATIONS" ] || $T data sft --n 40000 --seed 0 \
+    --contrast 0.15 --pairs 0.1 --acts 0.45 --reasoned-acts --copy 0.12 --more-verbs 0.4 \
+    --quote-acts --defined-verbs 0.3 --sum-frames 0.08 $EXTRA --out "$CONVERSATIONS"
 
 train() {   # a recipe, run or resumed, unless its final model is there
   local out

@@ -90,8 +90,8 @@ def test_bad_input_gets_one_clear_error(tmp_path):
 def test_a_mirror_exactly_for_each_rejected_reply_that_fits_another_family(tmp_path):
     """A rejected greeting on a thanks becomes a greeting request whose data reply is chosen over
     that thanks (and a rejected thanks on a greeting the other way); a rejected wrong name (no
-    family's kind of reply) and a rejected reply of the pair's own family get none. Mirrors are train requests, and `dpo-mirror` writes pairs DPO
-    reads."""
+    family's kind of reply) and a rejected reply of the pair's own family get none. Mirrors are
+    train requests, and `dpo-mirror` writes pairs DPO reads."""
     drawn = {f: own_pairs.requests(1, seed=4, families=(f,))[0] for f in own_pairs.FAMILIES}
     greeting = drawn["greeting"][1][-1]["content"]
     thanks = drawn["thanks"][1][-1]["content"]

@@ -134,8 +134,9 @@ def keep(made, train, held) -> tuple:
     """The frames of `made` that are no hand-written frame (of `train` or `held`) and no nearer to
     any of `held` than the nearest of `train` is, sorted: the rule above."""
     given = {words(w) for w in list(train) + list(held)}
+    limits = bounds(train, held)
     kept = {m for m in made if words(m) not in given
-            and all(nearness(m, h) <= bound for h, bound in bounds(train, held).items())}
+            and all(nearness(m, h) <= bound for h, bound in limits.items())}
     return tuple(sorted(kept))
 
 
