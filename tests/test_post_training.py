@@ -18,6 +18,7 @@ from tinyphi3.train.conversations import (ChatDataError, ChatEncoder, load_conve
                                           load_preferences)
 from tinyphi3.train.dpo import dpo_batch_loss, dpo_loss
 from tinyphi3.train.loop import Trainer
+from tinyphi3.train.objectives import conversation_loss
 from tinyphi3.train.recipe import RecipeError, recipe_from_dict
 
 CHAT = [{"role": "system", "content": "You are a helpful assistant."},
@@ -274,3 +275,67 @@ def test_sft_with_replay_reads_pretraining_text_on_its_share_of_steps_and_resume
         recipe_from_dict({"model": {"tokenizer": "t", "init_from": "i"},
                           "data": {"preferences": "p", "replay": "s", "replay_share": 0.5},
                           "train": {"stage": "dpo"}})
+
+
+def test_dpo_with_conversations_trains_on_them_on_its_share_of_steps_and_resumes(tok, tmp_path):
+    """[data] conversations in a DPO recipe: on share 0.25 of 8 steps, two batches of the SFT's
+    conversations (2 x batch_size each) with the next-token loss and six batches of pairs; the
+    conversation steps lower the held-out conversation loss that plain DPO lets drift; the
+    validation reports it beside the pairs' statistics; an interrupted run resumes to the same
+    losses; bad keys are errors that say what to write."""
+    tok_dir = tmp_path / "tok"
+    tok.save_pretrained(tok_dir)
+    rng = np.random.default_rng(2)
+    conversations = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
+                                   {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
+                     for a, b in rng.integers(1, 9, size=(60, 2))]
+    sft_file = write_jsonl(tmp_path / "sft.jsonl", conversations)
+    sft = Trainer(post_recipe(tok_dir, "sft", sft_file, tmp_path / "sft", steps=4))
+    assert sft.run(progress=False)
+    sft_model = sft.export()
+    pairs = [{"prompt": c["messages"][:1], "chosen": "I would rather not say.",
+              "rejected": c["messages"][1]["content"]} for c in conversations]
+    dpo_file = write_jsonl(tmp_path / "dpo.jsonl", pairs)
+
+    def dpo_recipe(out, **data):
+        r = post_recipe(tok_dir, "dpo", dpo_file, out, init_from=sft_model, steps=8,
+                        length_groups=2)
+        d = r.to_dict()
+        d["data"].update(data)
+        d["log"] = {"eval_every": 4, "eval_batches": 2, "save_every": 4}
+        return recipe_from_dict(d)
+
+    with_sft = {"conversations": str(sft_file), "conversations_share": 0.25}
+    full = Trainer(dpo_recipe(tmp_path / "full", **with_sft))
+    assert full.run(progress=False)
+    objective = full.objective
+    assert objective.conversations.position == 2 * 8              # 2 batches of 2 x 4
+    assert objective.batches.position == 6 * 4                    # 6 batches of 4 pairs
+    steps = {step for step, stats in full.state["stats"] if "conversation_loss" in stats}
+    assert steps == {4, 8}                                        # steps 3 and 7 from 0
+    assert {"loss", "margin", "conversation_loss"} <= set(full.state["val_stats"][-1][1])
+    assert "SFT conversations trained on 25% of the steps" in " ".join(objective.notes)
+    assert full.export() and recipe_from_dict(full.recipe.to_dict()).rehearsal_share == 0.25
+    plain = Trainer(dpo_recipe(tmp_path / "plain"))
+    plain.run(progress=False)
+    assert "conversation_loss" not in plain.state["val_stats"][-1][1]
+    held_out = conversation_loss(full.model, objective.conversations, objective.pad_id, 2)
+    assert held_out < conversation_loss(plain.model, objective.conversations, objective.pad_id, 2)
+
+    part = Trainer(dpo_recipe(tmp_path / "part", **with_sft))
+    part.recipe.train.stop_at = 4
+    part.run(progress=False)
+    resumed = Trainer(dpo_recipe(tmp_path / "part", **with_sft), resume=True)
+    resumed.recipe.train.stop_at = 0
+    resumed.run(progress=False)
+    assert resumed.state["losses"] == full.state["losses"]
+
+    for data, message in (({"conversations_share": 0.25}, "needs conversations"),
+                          ({"conversations": "x", "conversations_share": 1.0}, "between 0 and 1"),
+                          ({"conversations": "", "conversations_share": 0.5}, "the path of")):
+        with pytest.raises(RecipeError, match=message):
+            dpo_recipe(tmp_path / "bad", **data)
+    with pytest.raises(RecipeError, match="for stage 'dpo' only"):
+        recipe_from_dict({"model": {"tokenizer": "t"},
+                          "data": {"conversations": "c", "conversations_share": 0.5},
+                          "train": {"stage": "sft"}})

@@ -139,11 +139,29 @@ class SupervisedFineTuning(_ExampleObjective):
 
 
 class PreferenceOptimization(_ExampleObjective):
+    """Pairs; with [data] conversations, a share of the steps trains on a batch of the SFT's
+    conversations instead (2 x batch_size of them, as many sequences as a batch of pairs), with
+    the SFT's next-token loss. A pair lowers its rejected reply wherever that reply's tokens are
+    likely, not only after its own prompt; the conversations hold every family's replies where
+    SFT put them."""
+
     def __init__(self, recipe, tokenizer, model):
         pairs, too_long = load_preferences(recipe.data_file, tokenizer, recipe.train.seq_len)
         super().__init__(recipe, tokenizer, pairs, too_long, "preference pairs",
                          lengths=[max(len(c[0]), len(r[0])) for c, r in pairs])
         self.reference = Phi3.from_pretrained(recipe.init_from)      # frozen: never updated
+        self.conversations, self.calls = None, 0
+        if recipe.rehearsal is not None:
+            t = recipe.train
+            texts, long_texts = load_conversations(recipe.rehearsal, tokenizer, t.seq_len)
+            self.conversations = ExampleBatches(texts, 2 * t.batch_size, t.seed + 1,
+                                                VAL_EXAMPLES, t.length_groups,
+                                                [len(ids) for ids, _ in texts])
+            self.notes.append(f"{len(self.conversations.train):,} SFT conversations trained on "
+                              f"{recipe.rehearsal_share:.0%} of the steps, "
+                              f"{len(self.conversations.val):,} held out"
+                              + (f"; {long_texts:,} longer than seq_len left out"
+                                 if long_texts else ""))
 
     def _loss(self, model, pairs, record):
         t = self.recipe.train
@@ -151,6 +169,11 @@ class PreferenceOptimization(_ExampleObjective):
                               self.pad_id, record=record, sft_weight=t.sft_weight)
 
     def next_loss(self, model):
+        n, self.calls = self.calls, self.calls + 1
+        if self.conversations is not None and share_step(n, self.recipe.rehearsal_share):
+            ids, labels = pad_batch(self.conversations.next_examples(), self.pad_id)
+            loss = model.loss(ids, labels)
+            return loss, {"conversation_loss": float(loss.data)}, ids.size
         pairs = self.batches.next_examples()
         loss, stats = self._loss(model, pairs, record=True)
         return loss, stats, 2 * len(pairs) * max(len(x[0]) for pair in pairs for x in pair)
@@ -159,7 +182,24 @@ class PreferenceOptimization(_ExampleObjective):
         results = [self._loss(model, b, record=False)
                    for b in self.batches.val_examples(self.recipe.log.eval_batches)]
         stats = {k: float(np.mean([s[k] for _, s in results])) for k in results[0][1]}
+        if self.conversations is not None:
+            stats["conversation_loss"] = conversation_loss(model, self.conversations, self.pad_id,
+                                                           self.recipe.log.eval_batches)
         return {"loss": float(np.mean([float(loss) for loss, _ in results])), **stats}
+
+    def state_dict(self):
+        if self.conversations is None:             # the layout of runs without conversations
+            return self.batches.state_dict()
+        return {"pairs": self.batches.state_dict(), "calls": self.calls,
+                "conversations": self.conversations.state_dict()}
+
+    def load_state_dict(self, state):
+        if self.conversations is None:
+            self.batches.load_state_dict(state)
+            return
+        self.batches.load_state_dict(state["pairs"])
+        self.calls = int(state["calls"])
+        self.conversations.load_state_dict(state["conversations"])
 
 
 class VisionFineTuning(_ExampleObjective):

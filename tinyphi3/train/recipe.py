@@ -9,6 +9,9 @@
               replay = "DIR", replay_share  (stage "sft", optional: token shards of the
                                            pre-training text, read on that share of the steps)
               preferences = "FILE.jsonl"   (stage "dpo": written by `tinyphi3 data dpo`)
+              conversations = "FILE.jsonl", conversations_share  (stage "dpo", optional: the
+                                           SFT's conversations, trained on that share of the
+                                           steps (default 0.25) with the next-token loss)
               images = "DIR"               (stage "vision_sft": by `tinyphi3 data images`)
     [train]   stage = "pretrain" | "sft" | "dpo" | "vision_sft", steps, batch_size, seq_len,
               grad_accum, lr,
@@ -109,6 +112,8 @@ class Recipe:
     data_file: str | None = None          # conversations, preferences, images (sft, dpo, vision)
     replay: str | None = None             # stage "sft": pre-training shards read on some steps
     replay_share: float = 0.0             # the share of SFT steps that read them
+    rehearsal: str | None = None          # stage "dpo": SFT conversations trained on some steps
+    rehearsal_share: float = 0.0          # the share of DPO steps that train on them
     vision: VisionSettings | None = None  # stage "vision_sft" only
 
     @property
@@ -137,6 +142,8 @@ class Recipe:
         data = {DATA_KEYS[self.stage]: self.data_file or self.data_shards}
         if self.replay is not None:
             data.update(replay=self.replay, replay_share=self.replay_share)
+        if self.rehearsal is not None:
+            data.update(conversations=self.rehearsal, conversations_share=self.rehearsal_share)
         vision = {} if self.vision is None else {"vision": {
             k: v for k, v in dataclasses.asdict(self.vision).items() if v is not None}}
         return {"model": self.model, **vision, "data": data,
@@ -189,6 +196,29 @@ def _replay(data: dict, stage: str, source: str):
     return replay, float(share)
 
 
+def _rehearsal(data: dict, stage: str, source: str):
+    """(conversations, share) popped from the [data] of stage "dpo": the SFT's conversations,
+    trained on a share of the DPO's steps with the next-token loss, so that the replies the pairs
+    do not mention stay where SFT put them; or (None, 0.0)."""
+    if stage != "dpo":
+        if "conversations_share" in data:
+            raise RecipeError(f"{source}: [data] conversations_share is for stage 'dpo' only")
+        return None, 0.0
+    if "conversations" not in data:
+        if "conversations_share" in data:
+            raise RecipeError(f"{source}: [data] conversations_share needs conversations = "
+                              f"\"FILE.jsonl\" (the SFT's conversations)")
+        return None, 0.0
+    conversations, share = data.pop("conversations"), data.pop("conversations_share", 0.25)
+    if not isinstance(conversations, str) or not conversations:
+        raise RecipeError(f"{source}: [data] conversations must be the path of a conversations "
+                          f"file, got {conversations!r}")
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+        raise RecipeError(f"{source}: [data] conversations_share must be a share of the steps "
+                          f"between 0 and 1, got {share!r}")
+    return conversations, float(share)
+
+
 def load_recipe(path) -> Recipe:
     path = Path(path)
     if not path.is_file():
@@ -219,6 +249,7 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
                           f"got {stage!r}")
     data, key = dict(d.get("data", {})), DATA_KEYS[stage]
     replay, replay_share = _replay(data, stage, source)
+    rehearsal, rehearsal_share = _rehearsal(data, stage, source)
     if set(data) != {key}:
         raise RecipeError(f"{source}: [data] of stage {stage!r} needs exactly one key, "
                           f"{key} = \"...\" (got {', '.join(sorted(data)) or 'none'})")
@@ -236,6 +267,7 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
                     output_dir=output.get("dir", "runs/out"),
                     output_dtype=output.get("dtype", "bfloat16"), source=source,
                     replay=replay, replay_share=replay_share,
+                    rehearsal=rehearsal, rehearsal_share=rehearsal_share,
                     vision=_vision(d.get("vision"), stage, model, source))
     t = recipe.train
     if min(t.steps, t.batch_size, t.seq_len, t.grad_accum) < 1 or t.lr <= 0:
