@@ -17,7 +17,7 @@ from tinyphi3.tokenizers.train_sentencepiece import train_tokenizer
 from tinyphi3.train.conversations import (ChatDataError, ChatEncoder, load_conversations,
                                           load_preferences)
 from tinyphi3.train.dpo import dpo_batch_loss, dpo_loss
-from tinyphi3.train.loop import Trainer
+from tinyphi3.train.loop import Trainer, loss_series
 from tinyphi3.train.objectives import conversation_loss
 from tinyphi3.train.recipe import RecipeError, recipe_from_dict
 
@@ -256,6 +256,7 @@ def test_sft_with_replay_reads_pretraining_text_on_its_share_of_steps_and_resume
     assert full.objective.batches.position == 6 * 4
     assert {"loss", "replay_loss"} <= set(full.state["val_stats"][-1][1])
     assert "pre-training text" in " ".join(full.objective.notes)
+    assert loss_series(full.state)["train: pre-training text"][0] == (4, 8)
     assert full.export() and recipe_from_dict(full.recipe.to_dict()).replay_share == 0.25
 
     part = Trainer(replay_recipe(tmp_path / "part"))
@@ -316,6 +317,10 @@ def test_dpo_with_conversations_trains_on_them_on_its_share_of_steps_and_resumes
     assert {"loss", "margin", "conversation_loss"} <= set(full.state["val_stats"][-1][1])
     assert "SFT conversations trained on 25% of the steps" in " ".join(objective.notes)
     assert full.export() and recipe_from_dict(full.recipe.to_dict()).rehearsal_share == 0.25
+    series = loss_series(full.state)                  # loss.png: the two kinds of step apart
+    assert series["train"][0] == (1, 2, 3, 5, 6, 7)
+    assert series["train: SFT conversations"][0] == (4, 8)
+    assert series["held-out: SFT conversations"][0] == (4, 8)
     plain = Trainer(dpo_recipe(tmp_path / "plain"))
     plain.run(progress=False)
     assert "conversation_loss" not in plain.state["val_stats"][-1][1]

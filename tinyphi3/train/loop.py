@@ -204,17 +204,39 @@ class Trainer:
         (final / "generation_config.json").write_text(json.dumps({
             "bos_token_id": tok.bos_token_id, "eos_token_id": tok.stop_token_ids,
             "pad_token_id": tok.pad_token_id, "do_sample": False}, indent=2) + "\n")
-        series = {"train": tuple(zip(*self.state["losses"]))}
-        if self.state["val_losses"]:
-            series["held-out"] = tuple(zip(*self.state["val_losses"]))
-        text = [(step, st["text_loss"]) for step, st in self.state.get("val_stats", [])
-                if "text_loss" in st]                     # vision_sft with text mixed in
-        if text:
-            series["held-out text"] = tuple(zip(*text))
+        series = loss_series(self.state)
         ylabel = "DPO loss" if self.recipe.stage == "dpo" else "cross-entropy (nats/token)"
+        if self.recipe.stage == "dpo" and self.recipe.rehearsal is not None:
+            ylabel = "DPO loss; conversations: nats/token"
         line_plot(str(self.out / "loss.png"), series, f"loss: {self.out.name}", "step", ylabel)
         (self.out / "history.json").write_text(json.dumps(self.state))
         return final
+
+
+SIDE_LOSSES = {"text_loss": "text", "replay_loss": "pre-training text",
+               "conversation_loss": "SFT conversations"}
+
+
+def loss_series(state) -> dict:
+    """The curves of loss.png from a run's state: name -> (steps, losses). Steps of another kind
+    (a text batch in vision_sft, pre-training text in an SFT with replay, the SFT's conversations
+    in a DPO: their stats name the loss, SIDE_LOSSES) are drawn apart from the main curve, with
+    their held-out loss beside them."""
+    kind_of = {step: next((k for k in SIDE_LOSSES if k in st), None)
+               for step, st in state.get("stats", [])}
+    curves = {}
+    for step, loss in state["losses"]:
+        curves.setdefault(kind_of.get(step), []).append((step, loss))
+    series = {"train": tuple(zip(*curves.pop(None, [])))}
+    if state["val_losses"]:
+        series["held-out"] = tuple(zip(*state["val_losses"]))
+    for key, what in SIDE_LOSSES.items():
+        if key in curves:
+            series[f"train: {what}"] = tuple(zip(*curves[key]))
+        held_out = [(step, st[key]) for step, st in state.get("val_stats", []) if key in st]
+        if held_out:
+            series[f"held-out: {what}"] = tuple(zip(*held_out))
+    return series
 
 
 def _to_json(value):

@@ -108,7 +108,8 @@ class SupervisedFineTuning(_ExampleObjective):
         n, self.calls = self.calls, self.calls + 1
         if self.replay is not None and share_step(n, self.recipe.replay_share):
             x, y = self.replay.next_batch()
-            return model.loss(x, y), {}, x.size
+            loss = model.loss(x, y)
+            return loss, {"replay_loss": float(loss.data)}, x.size
         ids, labels = pad_batch(self.batches.next_examples(), self.pad_id)
         return model.loss(ids, labels), {}, ids.size
 
@@ -233,7 +234,8 @@ class VisionFineTuning(_ExampleObjective):
         n, self.calls = self.calls, self.calls + 1
         if self.text_step(n):
             ids, labels = pad_batch(self.text.next_examples(), self.pad_id)
-            return model.loss(ids, labels), {}, ids.size
+            loss = model.loss(ids, labels)
+            return loss, {"text_loss": float(loss.data)}, ids.size
         batch = self._batch(self.batches.next_examples())
         return model.loss(**batch), {}, batch["input_ids"].size
 
