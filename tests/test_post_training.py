@@ -17,7 +17,7 @@ from tinyphi3.tokenizers.train_sentencepiece import train_tokenizer
 from tinyphi3.train.conversations import (ChatDataError, ChatEncoder, load_conversations,
                                           load_preferences)
 from tinyphi3.train.dpo import dpo_batch_loss, dpo_loss
-from tinyphi3.train.loop import Trainer, loss_series
+from tinyphi3.train.loop import Trainer, TrainingError, loss_series
 from tinyphi3.train.objectives import conversation_loss
 from tinyphi3.train.recipe import RecipeError, recipe_from_dict
 
@@ -334,6 +334,9 @@ def test_dpo_with_conversations_trains_on_them_on_its_share_of_steps_and_resumes
     resumed.recipe.train.stop_at = 0
     resumed.run(progress=False)
     assert resumed.state["losses"] == full.state["losses"]
+    Trainer(dpo_recipe(tmp_path / "plain"), resume=True)          # the same [data]: resumes
+    with pytest.raises(TrainingError, match="does not fit the \\[data\\]"):
+        Trainer(dpo_recipe(tmp_path / "plain", **with_sft), resume=True)     # conversations added
 
     for data, message in (({"conversations_share": 0.25}, "needs conversations"),
                           ({"conversations": "x", "conversations_share": 1.0}, "between 0 and 1"),

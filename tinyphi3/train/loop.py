@@ -83,7 +83,12 @@ class Trainer:
         if resume:
             self.optimizer.load_state_dict(dict(np.load(checkpoint / "optimizer.npz")))
             saved = json.loads((checkpoint / "trainer_state.json").read_text())
-            self.objective.load_state_dict(saved.pop("data"))
+            try:
+                self.objective.load_state_dict(saved.pop("data"))
+            except (KeyError, TypeError, ValueError, IndexError):
+                raise TrainingError(f"cannot resume: the data position in {checkpoint} does not "
+                                    f"fit the [data] of {recipe.source} (was it changed since "
+                                    f"the run started?)") from None
             self.state = saved["state"]
 
     # ---- checkpoints ---------------------------------------------------------------------------
