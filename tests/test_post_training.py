@@ -140,6 +140,14 @@ def test_dpo_loss_formula_and_statistics():
     assert stats["margin"] == pytest.approx(1.0) and stats["accuracy"] == 1.0
 
 
+def sums_asked(seed, n=60):
+    """n conversations "What is a plus b?" -> "a plus b is a + b." of one-digit numbers."""
+    rng = np.random.default_rng(seed)
+    return [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
+                          {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
+            for a, b in rng.integers(1, 9, size=(n, 2))]
+
+
 def write_jsonl(path, records):
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
     return path
@@ -184,10 +192,7 @@ def test_sft_then_dpo_run_and_resume_exactly(tok, tmp_path, groups):
     """With and without batches grouped by length ([train] length_groups)."""
     tok_dir = tmp_path / "tok"
     tok.save_pretrained(tok_dir)
-    rng = np.random.default_rng(0)
-    conversations = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
-                                   {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
-                     for a, b in rng.integers(1, 9, size=(60, 2))]
+    conversations = sums_asked(0)
     sft_file = write_jsonl(tmp_path / "sft.jsonl", conversations)
     sft = Trainer(post_recipe(tok_dir, "sft", sft_file, tmp_path / "sft", length_groups=groups))
     assert sft.run(progress=False)
@@ -234,12 +239,9 @@ def test_sft_with_replay_reads_pretraining_text_on_its_share_of_steps_and_resume
     from tinyphi3.data.shards import write_shards
     tok_dir = tmp_path / "tok"
     tok.save_pretrained(tok_dir)
-    rng = np.random.default_rng(1)
     docs = [" ".join(m["content"] for m in CHAT) + f" seven plus {i} is twelve." for i in range(40)]
     write_shards(({"text": d} for d in docs), tok, tmp_path / "shards", val_fraction=0.2)
-    conversations = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
-                                   {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
-                     for a, b in rng.integers(1, 9, size=(60, 2))]
+    conversations = sums_asked(1)
     sft_file = write_jsonl(tmp_path / "sft.jsonl", conversations)
 
     def replay_recipe(out, **data):
@@ -251,7 +253,7 @@ def test_sft_with_replay_reads_pretraining_text_on_its_share_of_steps_and_resume
 
     full = Trainer(replay_recipe(tmp_path / "full"))
     assert full.run(progress=False)
-    stream = full.objective.replay
+    stream = full.objective.side
     assert stream.epoch * stream.num_windows + stream.position == 2 * 4   # 2 batches of 4
     assert full.objective.batches.position == 6 * 4
     assert {"loss", "replay_loss"} <= set(full.state["val_stats"][-1][1])
@@ -286,10 +288,7 @@ def test_dpo_with_conversations_trains_on_them_on_its_share_of_steps_and_resumes
     losses; bad keys are errors that say what to write."""
     tok_dir = tmp_path / "tok"
     tok.save_pretrained(tok_dir)
-    rng = np.random.default_rng(2)
-    conversations = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
-                                   {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
-                     for a, b in rng.integers(1, 9, size=(60, 2))]
+    conversations = sums_asked(2)
     sft_file = write_jsonl(tmp_path / "sft.jsonl", conversations)
     sft = Trainer(post_recipe(tok_dir, "sft", sft_file, tmp_path / "sft", steps=4))
     assert sft.run(progress=False)
@@ -310,7 +309,7 @@ def test_dpo_with_conversations_trains_on_them_on_its_share_of_steps_and_resumes
     full = Trainer(dpo_recipe(tmp_path / "full", **with_sft))
     assert full.run(progress=False)
     objective = full.objective
-    assert objective.conversations.position == 2 * 8              # 2 batches of 2 x 4
+    assert objective.side.position == 2 * 8              # 2 batches of 2 x 4
     assert objective.batches.position == 6 * 4                    # 6 batches of 4 pairs
     steps = {step for step, stats in full.state["stats"] if "conversation_loss" in stats}
     assert steps == {4, 8}                                        # steps 3 and 7 from 0
@@ -324,8 +323,8 @@ def test_dpo_with_conversations_trains_on_them_on_its_share_of_steps_and_resumes
     plain = Trainer(dpo_recipe(tmp_path / "plain"))
     plain.run(progress=False)
     assert "conversation_loss" not in plain.state["val_stats"][-1][1]
-    held_out = conversation_loss(full.model, objective.conversations, objective.pad_id, 2)
-    assert held_out < conversation_loss(plain.model, objective.conversations, objective.pad_id, 2)
+    held_out = conversation_loss(full.model, objective.side, objective.pad_id, 2)
+    assert held_out < conversation_loss(plain.model, objective.side, objective.pad_id, 2)
 
     part = Trainer(dpo_recipe(tmp_path / "part", **with_sft))
     part.recipe.train.stop_at = 4

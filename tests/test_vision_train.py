@@ -237,7 +237,7 @@ def test_text_conversations_are_mixed_in_on_their_share_of_the_steps(workspace, 
     text = conversations(tmp_path / "text.jsonl", 40)
     vision = {"clip": CLIP, "num_crops": 1, "text": str(text)}
     trainer = Trainer(recipe(workspace, tmp_path / "mix", vision=vision))
-    assert [trainer.objective.text_step(n) for n in range(8)] == [False, False, False, True] * 2
+    assert [trainer.objective.side_step(n) for n in range(8)] == [False, False, False, True] * 2
     assert any("32 text conversations mixed in on 25% of the steps" in note
                for note in trainer.objective.notes)
     seen = []

@@ -57,8 +57,21 @@ def conversation_loss(model, batches: ExampleBatches, pad_id: int, n_batches: in
     return float(np.mean(losses))
 
 
+def share_step(n: int, share: float) -> bool:
+    """Whether step n (from 0) is one of a share of the steps, spread evenly: floor((n + 1) *
+    share) > floor(n * share), i.e. every fourth step at share 0.25."""
+    return int((n + 1) * share) > int(n * share)
+
+
 class _ExampleObjective:
-    """Shared by SFT and DPO: whole examples from a .jsonl file, in shuffled batches."""
+    """Shared by SFT, DPO and vision SFT: whole examples from a .jsonl file, in shuffled batches;
+    and, optionally, a side stream (`side`) that a share of the steps reads instead: step n
+    (counting from 0) is a side step when share_step(n, side_share). A checkpoint's data position
+    holds the batches under STATE_KEYS[0] and the side stream under STATE_KEYS[1]; runs with no
+    side stream keep the batches' own layout where FLAT_ALONE (SFT and DPO, as before sides)."""
+
+    STATE_KEYS = ("examples", "side")
+    FLAT_ALONE = True
 
     def __init__(self, recipe, tokenizer, examples, too_long, what, lengths=None):
         t = recipe.train
@@ -72,18 +85,45 @@ class _ExampleObjective:
         if t.length_groups:
             self.notes.append(f"batches of {what} of about one length (groups of "
                               f"{t.length_groups} batches sorted by length)")
+        self.side, self.side_share, self.calls = None, 0.0, 0
+
+    def _side_conversations(self, path, tokenizer, what, batch_size, length_groups=0):
+        """A file of conversations as the side stream (read on side_share of the steps), with its
+        note."""
+        t = self.recipe.train
+        texts, too_long = load_conversations(path, tokenizer, t.seq_len)
+        self.side = ExampleBatches(texts, batch_size, t.seed + 1, VAL_EXAMPLES, length_groups,
+                                   [len(ids) for ids, _ in texts])
+        self.notes.append(f"{len(self.side.train):,} {what} on {self.side_share:.0%} of the "
+                          f"steps, {len(self.side.val):,} held out"
+                          + (f"; {too_long:,} longer than seq_len left out" if too_long else ""))
+
+    def side_step(self, n: int) -> bool:
+        return self.side is not None and share_step(n, self.side_share)
+
+    def next_is_side(self) -> bool:
+        """Counts the call; whether it reads the side stream."""
+        n, self.calls = self.calls, self.calls + 1
+        return self.side_step(n)
 
     def state_dict(self):
-        return self.batches.state_dict()
+        if self.side is None and self.FLAT_ALONE:
+            return self.batches.state_dict()
+        examples, side = self.STATE_KEYS
+        state = {examples: self.batches.state_dict(), "calls": self.calls}
+        if self.side is not None:
+            state[side] = self.side.state_dict()
+        return state
 
     def load_state_dict(self, state):
-        self.batches.load_state_dict(state)
-
-
-def share_step(n: int, share: float) -> bool:
-    """Whether step n (from 0) is one of a share of the steps, spread evenly: floor((n + 1) *
-    share) > floor(n * share), i.e. every fourth step at share 0.25."""
-    return int((n + 1) * share) > int(n * share)
+        if self.side is None and self.FLAT_ALONE:
+            self.batches.load_state_dict(state)
+            return
+        examples, side = self.STATE_KEYS
+        self.batches.load_state_dict(state[examples])
+        self.calls = int(state["calls"])
+        if self.side is not None:
+            self.side.load_state_dict(state[side])
 
 
 class SupervisedFineTuning(_ExampleObjective):
@@ -91,23 +131,25 @@ class SupervisedFineTuning(_ExampleObjective):
     windows instead (the next-token loss on every token), so that fine-tuning keeps the facts the
     base learned."""
 
+    STATE_KEYS = ("conversations", "replay")
+
     def __init__(self, recipe, tokenizer, model):
         examples, too_long = load_conversations(recipe.data_file, tokenizer, recipe.train.seq_len)
         super().__init__(recipe, tokenizer, examples, too_long, "conversations",
                          lengths=[len(ids) for ids, _ in examples])
-        self.tokenizer, self.replay, self.calls = tokenizer, None, 0
+        self.tokenizer = tokenizer
         if recipe.replay is not None:
             t = recipe.train
-            self.replay = TokenStream(recipe.replay, "train", t.batch_size, t.seq_len, t.seed + 1,
-                                      tokenizer=tokenizer)
+            self.side_share = recipe.replay_share
+            self.side = TokenStream(recipe.replay, "train", t.batch_size, t.seq_len, t.seed + 1,
+                                    tokenizer=tokenizer)
             self.notes.append(f"pre-training text from {recipe.replay} on "
                               f"{recipe.replay_share:.0%} of the steps "
-                              f"({self.replay.num_windows:,} windows of {t.seq_len} tokens)")
+                              f"({self.side.num_windows:,} windows of {t.seq_len} tokens)")
 
     def next_loss(self, model):
-        n, self.calls = self.calls, self.calls + 1
-        if self.replay is not None and share_step(n, self.recipe.replay_share):
-            x, y = self.replay.next_batch()
+        if self.next_is_side():
+            x, y = self.side.next_batch()
             loss = model.loss(x, y)
             return loss, {"replay_loss": float(loss.data)}, x.size
         ids, labels = pad_batch(self.batches.next_examples(), self.pad_id)
@@ -116,27 +158,13 @@ class SupervisedFineTuning(_ExampleObjective):
     def validate(self, model):
         result = {"loss": conversation_loss(model, self.batches, self.pad_id,
                                             self.recipe.log.eval_batches)}
-        if self.replay is not None:
+        if self.side is not None:
             t = self.recipe.train
             result["replay_loss"] = float(np.mean([
                 float(causal_lm_loss(model(x), y)) for x, y in val_batches(
                     self.recipe.replay, t.batch_size, t.seq_len, self.recipe.log.eval_batches,
                     tokenizer=self.tokenizer)]))
         return result
-
-    def state_dict(self):
-        if self.replay is None:                   # the layout of runs without replay
-            return self.batches.state_dict()
-        return {"conversations": self.batches.state_dict(), "calls": self.calls,
-                "replay": self.replay.state_dict()}
-
-    def load_state_dict(self, state):
-        if self.replay is None:
-            self.batches.load_state_dict(state)
-            return
-        self.batches.load_state_dict(state["conversations"])
-        self.calls = int(state["calls"])
-        self.replay.load_state_dict(state["replay"])
 
 
 class PreferenceOptimization(_ExampleObjective):
@@ -146,23 +174,18 @@ class PreferenceOptimization(_ExampleObjective):
     likely, not only after its own prompt; the conversations hold every family's replies where
     SFT put them."""
 
+    STATE_KEYS = ("pairs", "conversations")
+
     def __init__(self, recipe, tokenizer, model):
         pairs, too_long = load_preferences(recipe.data_file, tokenizer, recipe.train.seq_len)
         super().__init__(recipe, tokenizer, pairs, too_long, "preference pairs",
                          lengths=[max(len(c[0]), len(r[0])) for c, r in pairs])
         self.reference = Phi3.from_pretrained(recipe.init_from)      # frozen: never updated
-        self.conversations, self.calls = None, 0
         if recipe.rehearsal is not None:
             t = recipe.train
-            texts, long_texts = load_conversations(recipe.rehearsal, tokenizer, t.seq_len)
-            self.conversations = ExampleBatches(texts, 2 * t.batch_size, t.seed + 1,
-                                                VAL_EXAMPLES, t.length_groups,
-                                                [len(ids) for ids, _ in texts])
-            self.notes.append(f"{len(self.conversations.train):,} SFT conversations trained on "
-                              f"{recipe.rehearsal_share:.0%} of the steps, "
-                              f"{len(self.conversations.val):,} held out"
-                              + (f"; {long_texts:,} longer than seq_len left out"
-                                 if long_texts else ""))
+            self.side_share = recipe.rehearsal_share
+            self._side_conversations(recipe.rehearsal, tokenizer, "SFT conversations trained",
+                                     2 * t.batch_size, t.length_groups)
 
     def _loss(self, model, pairs, record):
         t = self.recipe.train
@@ -170,9 +193,8 @@ class PreferenceOptimization(_ExampleObjective):
                               self.pad_id, record=record, sft_weight=t.sft_weight)
 
     def next_loss(self, model):
-        n, self.calls = self.calls, self.calls + 1
-        if self.conversations is not None and share_step(n, self.recipe.rehearsal_share):
-            ids, labels = pad_batch(self.conversations.next_examples(), self.pad_id)
+        if self.next_is_side():
+            ids, labels = pad_batch(self.side.next_examples(), self.pad_id)
             loss = model.loss(ids, labels)
             return loss, {"conversation_loss": float(loss.data)}, ids.size
         pairs = self.batches.next_examples()
@@ -183,24 +205,10 @@ class PreferenceOptimization(_ExampleObjective):
         results = [self._loss(model, b, record=False)
                    for b in self.batches.val_examples(self.recipe.log.eval_batches)]
         stats = {k: float(np.mean([s[k] for _, s in results])) for k in results[0][1]}
-        if self.conversations is not None:
-            stats["conversation_loss"] = conversation_loss(model, self.conversations, self.pad_id,
+        if self.side is not None:
+            stats["conversation_loss"] = conversation_loss(model, self.side, self.pad_id,
                                                            self.recipe.log.eval_batches)
         return {"loss": float(np.mean([float(loss) for loss, _ in results])), **stats}
-
-    def state_dict(self):
-        if self.conversations is None:             # the layout of runs without conversations
-            return self.batches.state_dict()
-        return {"pairs": self.batches.state_dict(), "calls": self.calls,
-                "conversations": self.conversations.state_dict()}
-
-    def load_state_dict(self, state):
-        if self.conversations is None:
-            self.batches.load_state_dict(state)
-            return
-        self.batches.load_state_dict(state["pairs"])
-        self.calls = int(state["calls"])
-        self.conversations.load_state_dict(state["conversations"])
 
 
 class VisionFineTuning(_ExampleObjective):
@@ -209,31 +217,25 @@ class VisionFineTuning(_ExampleObjective):
     (counting from 0) is a text step when floor((n + 1) * share) > floor(n * share), i.e. every
     fourth step at share 0.25."""
 
+    STATE_KEYS = ("images", "text")
+    FLAT_ALONE = False
+
     def __init__(self, recipe, tokenizer, model):
         self.image_processor = image_processor_for(model, recipe)     # written with checkpoints
         examples, too_long = load_image_conversations(recipe.data_file, tokenizer,
                                                       self.image_processor, recipe.train.seq_len)
         super().__init__(recipe, tokenizer, examples, too_long, "pictures with questions")
-        self.text, self.share, self.calls = None, recipe.vision.text_share, 0
         if recipe.vision.text is not None:
-            t = recipe.train
-            texts, long_texts = load_conversations(recipe.vision.text, tokenizer, t.seq_len)
-            self.text = ExampleBatches(texts, t.batch_size, t.seed + 1, VAL_EXAMPLES)
-            self.notes.append(f"{len(self.text.train):,} text conversations mixed in on "
-                              f"{self.share:.0%} of the steps, {len(self.text.val):,} held out"
-                              + (f"; {long_texts:,} longer than seq_len left out"
-                                 if long_texts else ""))
+            self.side_share = recipe.vision.text_share
+            self._side_conversations(recipe.vision.text, tokenizer,
+                                     "text conversations mixed in", recipe.train.batch_size)
 
     def _batch(self, examples):
         return image_batch(examples, self.image_processor, self.pad_id)
 
-    def text_step(self, n: int) -> bool:
-        return self.text is not None and share_step(n, self.share)
-
     def next_loss(self, model):
-        n, self.calls = self.calls, self.calls + 1
-        if self.text_step(n):
-            ids, labels = pad_batch(self.text.next_examples(), self.pad_id)
+        if self.next_is_side():
+            ids, labels = pad_batch(self.side.next_examples(), self.pad_id)
             loss = model.loss(ids, labels)
             return loss, {"text_loss": float(loss.data)}, ids.size
         batch = self._batch(self.batches.next_examples())
@@ -246,22 +248,10 @@ class VisionFineTuning(_ExampleObjective):
             logits = model(b["input_ids"], b["pixel_values"], b["image_sizes"])
             losses.append(float(causal_lm_loss(logits, b["labels"])))
         result = {"loss": float(np.mean(losses))}
-        if self.text is not None:
-            result["text_loss"] = conversation_loss(model, self.text, self.pad_id,
+        if self.side is not None:
+            result["text_loss"] = conversation_loss(model, self.side, self.pad_id,
                                                     self.recipe.log.eval_batches)
         return result
-
-    def state_dict(self):
-        state = {"images": self.batches.state_dict(), "calls": self.calls}
-        if self.text is not None:
-            state["text"] = self.text.state_dict()
-        return state
-
-    def load_state_dict(self, state):
-        self.batches.load_state_dict(state["images"])
-        self.calls = int(state["calls"])
-        if self.text is not None:
-            self.text.load_state_dict(state["text"])
 
 
 OBJECTIVES = {"pretrain": Pretraining, "sft": SupervisedFineTuning,

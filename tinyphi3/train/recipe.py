@@ -190,10 +190,7 @@ def _replay(data: dict, stage: str, source: str):
     if not isinstance(replay, str):
         raise RecipeError(f"{source}: [data] replay_share needs replay = \"DIR\" (token shards "
                           f"written by `tinyphi3 data tokenize`)")
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
-        raise RecipeError(f"{source}: [data] replay_share must be a share of the steps between "
-                          f"0 and 1, got {share!r}")
-    return replay, float(share)
+    return replay, _share_of_steps(share, "replay_share", source)
 
 
 def _rehearsal(data: dict, stage: str, source: str):
@@ -213,10 +210,15 @@ def _rehearsal(data: dict, stage: str, source: str):
     if not isinstance(conversations, str) or not conversations:
         raise RecipeError(f"{source}: [data] conversations must be the path of a conversations "
                           f"file, got {conversations!r}")
+    return conversations, _share_of_steps(share, "conversations_share", source)
+
+
+def _share_of_steps(share, key: str, source: str) -> float:
+    """[data] key's value, checked: a share of the steps strictly between 0 and 1."""
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
-        raise RecipeError(f"{source}: [data] conversations_share must be a share of the steps "
-                          f"between 0 and 1, got {share!r}")
-    return conversations, float(share)
+        raise RecipeError(f"{source}: [data] {key} must be a share of the steps between 0 and 1, "
+                          f"got {share!r}")
+    return float(share)
 
 
 def load_recipe(path) -> Recipe:
