@@ -1,8 +1,8 @@
 """The `tinyphi3` command line, one module per command group:
 
     chat, generate     chat.py        talk to a model, or continue a prompt
-    info, init, grow   info.py        what a checkpoint holds and costs; a random one to start from;
-                                      a deeper copy of a trained one
+    info, init, grow,  info.py        what a checkpoint holds and costs; a random one to start from;
+    merge                             a deeper copy of a trained one; models merged in weight space
     quantize           quantize.py    4-bit weights from a float checkpoint
     tokenizer train    tokenizer.py   a tokenizer of your own
     data ...           data.py        the data recipe, stage by stage, and post-training data
@@ -56,6 +56,7 @@ main.add_command(chat.generate_command, name="generate")
 main.add_command(info.info)
 main.add_command(info.init)
 main.add_command(info.grow)
+main.add_command(info.merge)
 main.add_command(quantize.quantize)
 main.add_command(train.train)
 main.add_command(tokenizer.tokenizer)

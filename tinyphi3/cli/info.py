@@ -1,6 +1,7 @@
 """What a checkpoint is and what it costs: architecture, parameters, bytes, memory; and a fresh
 random checkpoint to start from."""
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -264,3 +265,70 @@ def grow(ckpt, layers, hidden_size, intermediate_size, seed, out, dtype):
     click.echo(f"wrote {out}: {config.num_hidden_layers} layers of width {config.hidden_size} "
                f"({config.num_attention_heads} heads, MLP {config.intermediate_size}) grown from "
                f"{old.num_hidden_layers} of width {old.hidden_size}, the same logits as {ckpt}")
+
+
+@click.command()
+@click.option("--ckpt", "ckpts", multiple=True, required=True,
+              type=click.Path(file_okay=False),
+              help="A fine-tuned checkpoint to merge; give it once per model.")
+@click.option("--weight", "weights", multiple=True, type=float,
+              help="The weight of each --ckpt, in their order (default: equal, 1/n).")
+@click.option("--base", default=None, type=click.Path(file_okay=False),
+              help="The models' common start: it takes the weight the others leave (1 - the sum "
+                   "of the weights), which makes the merge task arithmetic. Without it the "
+                   "weights must sum to 1.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory to write (new or empty).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
+              default="float32", show_default=True, help="Weights on disk.")
+def merge(ckpts, weights, base, out, dtype):
+    """Merge models fine-tuned from one start into one, in weight space:
+
+    \b
+      without --base   θ = Σ w_i θ_i                      (the weights sum to 1)
+      with --base θ_0  θ = θ_0 + Σ w_i (θ_i − θ_0)        (task arithmetic)
+
+    The models must share the geometry and the tokenizer (checked) and should share the start
+    they were fine-tuned from (not checkable): models trained apart average to noise. A weight
+    above 1 goes further than the fine-tuning went, a negative one takes it back
+    (tinyphi3.train.merge).
+
+    \b
+    Examples:
+      tinyphi3 merge --ckpt runs/dpo-a/final --ckpt runs/dpo-b/final --out runs/soup
+      tinyphi3 merge --base runs/sft/final --ckpt runs/dpo-a/final --weight 1 \\
+          --ckpt runs/dpo-b/final --weight 1 --out runs/both-fine-tunings
+    """
+    from tinyphi3.tokenizers import load_tokenizer
+    from tinyphi3.train.merge import merge_params, merge_terms, merge_weights, same_tokenizer
+    weights = merge_weights(list(ckpts), list(weights), base)
+    checkpoint.check_new_directory(out)
+    for path in [*ckpts] + ([base] if base is not None else []):
+        checkpoint.load_config(path)                       # a missing or broken one fails first
+    first = {}
+
+    def loaded(path):              # the model's weights, loaded only when the merge reaches it
+        model = Phi3.from_pretrained(path)
+        if model.quantization is not None:
+            raise ConfigError(f"{path} holds 4-bit weights; merge float checkpoints")
+        if not first:
+            first.update(path=path, config=model.config, cls=type(model))
+        elif model.config != first["config"]:
+            differ = [f"{f.name} {getattr(model.config, f.name)!r} against "
+                      f"{getattr(first['config'], f.name)!r}"
+                      for f in dataclasses.fields(model.config)
+                      if getattr(model.config, f.name) != getattr(first["config"], f.name)]
+            raise ConfigError(f"{path} is another model than {first['path']} "
+                              f"({'; '.join(differ[:3])}): models merge only within one geometry")
+        same_tokenizer(first["path"], path)
+        return model.params
+
+    terms = merge_terms(weights, list(ckpts), base)           # (weight, path) pairs
+    params = merge_params((w, loaded(path)) for w, path in terms)
+    with checkpoint.staged_directory(out) as tmp:
+        first["cls"](first["config"], params).save_pretrained(tmp, dtype=dtype)
+        load_tokenizer(first["path"]).save_pretrained(tmp)
+    parts = " + ".join(f"{w:g} x {p}" for w, p in zip(weights, ckpts))
+    if base is not None and 1.0 - sum(weights) != 0.0:
+        parts += f" + {1.0 - sum(weights):g} x {base}"
+    click.echo(f"wrote {out}: {parts}")
