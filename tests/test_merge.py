@@ -136,3 +136,27 @@ def test_merge_of_a_model_with_itself_is_the_model_at_any_weights():
         merge_weights(["a", "b"], [0.5, 0.4])
     assert merge_weights(["a", "b"], [0.5, 0.4], base="s") == [0.5, 0.4]
     assert merge_terms([0.5, 0.4], ["a", "b"], "s")[-1] == (pytest.approx(0.1), "s")
+
+
+def test_a_vision_model_merges_with_its_tower_and_its_crops(tmp_path):
+    """A phi3_v soup: every tensor (tower, projector, separators, decoder) averaged, and the
+    processor settings written beside it, so that chat --image works on the merge."""
+    from test_vision_generate import add_tokenizer, tiny_config
+
+    from tinyphi3.models.vision.phi3v import Phi3V
+    dirs = []
+    for seed in (0, 1):
+        directory = tmp_path / f"v{seed}"
+        Phi3V(tiny_config(), seed=seed).save_pretrained(directory)
+        dirs.append(add_tokenizer(directory))
+    out = tmp_path / "soup"
+    result = merge("--ckpt", dirs[0], "--ckpt", dirs[1], "--weight", 0.25, "--weight", 0.75,
+                   "--out", out)
+    assert result.exit_code == 0, result.output
+    a, b, merged = (Phi3.from_pretrained(d).params for d in (*dirs, out))
+    assert set(merged) == set(a) and any("img_processor" in n for n in merged)
+    for name in a:
+        np.testing.assert_allclose(merged[name], 0.25 * a[name] + 0.75 * b[name], rtol=0,
+                                   atol=1e-6, err_msg=name)
+    assert (out / "preprocessor_config.json").read_bytes() == \
+        (dirs[0] / "preprocessor_config.json").read_bytes()

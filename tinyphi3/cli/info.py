@@ -4,6 +4,7 @@ random checkpoint to start from."""
 import dataclasses
 import json
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -328,6 +329,9 @@ def merge(ckpts, weights, base, out, dtype):
     with checkpoint.staged_directory(out) as tmp:
         first["cls"](first["config"], params).save_pretrained(tmp, dtype=dtype)
         load_tokenizer(first["path"]).save_pretrained(tmp)
+        processor = Path(first["path"]) / "preprocessor_config.json"    # a vision model's crops
+        if processor.exists():
+            shutil.copyfile(processor, tmp / processor.name)
     parts = " + ".join(f"{w:g} x {p}" for w, p in zip(weights, ckpts))
     if base is not None and 1.0 - sum(weights) != 0.0:
         parts += f" + {1.0 - sum(weights):g} x {base}"
