@@ -305,3 +305,57 @@ def test_a_directory_may_mix_captions_and_conversations(workspace, tmp_path):
     (mixed / "examples.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(ChatDataError, match="caption"):
         load_image_conversations(mixed, tok, processor, 256)
+
+
+def test_dpo_on_a_phi3_v_model_trains_its_decoder_as_the_plain_decoder_s_dpo(workspace,
+                                                                             tmp_path):
+    """A DPO recipe started from a phi3_v checkpoint (the vision model's refusals, after its SFT):
+    on text pairs the loss and every decoder gradient equal the DPO of the plain decoder holding
+    the same weights (tested against torch in tests/test_post_training.py), the image side gets
+    no gradient, and `tinyphi3 train` writes a vision model that still has its processor."""
+    from tinyphi3.train.dpo import dpo_batch_loss
+    vision = {"clip": CLIP, "num_crops": 2}
+    trainer = Trainer(recipe(workspace, tmp_path / "sft", vision=vision, steps=1, seed=3))
+    assert trainer.run(progress=False)
+    start = trainer.export()
+    tok = load_tokenizer(start)
+    pairs = [((np.array(tok.encode(f"<|user|>\nIs {i} red?<|end|>\n<|assistant|>\n"
+                                   f"Yes, {i} is red.<|end|>")),) * 2,
+              (np.array(tok.encode(f"<|user|>\nIs {i} red?<|end|>\n<|assistant|>\n"
+                                   f"No.<|end|>")),) * 2) for i in (3, 14)]
+    pairs = [((c[0], np.where(np.arange(len(c[1])) < 8, -100, c[1])),
+              (r[0], np.where(np.arange(len(r[1])) < 8, -100, r[1]))) for c, r in pairs]
+    vision_model, reference = Phi3V.from_pretrained(start), Phi3V.from_pretrained(start)
+    plain = Phi3(vision_model.decoder.config, vision_model.decoder.params)
+    plain_reference = Phi3(vision_model.decoder.config, vision_model.decoder.params)
+    for policy, ref in ((vision_model, reference), (plain, plain_reference)):
+        loss, _ = dpo_batch_loss(policy, ref, pairs, beta=0.1, sft_weight=1.0)
+        loss.backward()
+        policy.result = float(loss.data)
+    assert vision_model.result == pytest.approx(plain.result, abs=1e-6)
+    for name, p in plain.named_parameters():
+        np.testing.assert_allclose(dict(vision_model.decoder.named_parameters())[name].grad,
+                                   p.grad, rtol=0, atol=1e-6, err_msg=name)
+    decoder_names = set(plain.params)
+    image_side = [p for name, p in vision_model.named_parameters() if name not in decoder_names]
+    assert image_side and all(p.grad is None for p in image_side)
+
+    preferences = tmp_path / "pairs.jsonl"
+    with open(preferences, "w") as f:
+        for i in range(24):
+            f.write(json.dumps({"prompt": [{"role": "user", "content": f"Is {i} red?"}],
+                                "chosen": f"Yes, {i} is red.", "rejected": "No."}) + "\n")
+    dpo = recipe_from_dict({
+        "model": {"init_from": str(start), "tokenizer": str(start)},
+        "data": {"preferences": str(preferences)},
+        "train": dict(stage="dpo", steps=2, batch_size=2, seq_len=64, lr=1e-3, warmup_steps=1),
+        "log": {"eval_every": 2, "eval_batches": 1, "save_every": 2},
+        "output": {"dir": str(tmp_path / "dpo"), "dtype": "float32"}})
+    trainer = Trainer(dpo)
+    assert trainer.run(progress=False)
+    final = trainer.export()
+    assert (final / "preprocessor_config.json").read_bytes() == \
+        (start / "preprocessor_config.json").read_bytes()
+    before, after = Phi3V.from_pretrained(start).params, Phi3V.from_pretrained(final).params
+    for name in before:                          # the decoder moved, the image side did not
+        assert np.array_equal(before[name], after[name]) == (name not in decoder_names), name

@@ -128,6 +128,10 @@ class Trainer:
         self.tokenizer.save_pretrained(directory)
         if self.recipe.vision is not None:
             write_preprocessor_config(directory, self.objective.image_processor)
+        elif self.model.config.vision is not None:    # a text objective (SFT, DPO) on a phi3_v
+            source = Path(self.recipe.init_from or "") / "preprocessor_config.json"
+            if source.is_file():                      # model: its crops as it started with them
+                shutil.copyfile(source, Path(directory) / source.name)
 
     # ---- the loop ------------------------------------------------------------------------------
     def validation_loss(self):

@@ -247,15 +247,27 @@ class Phi3V:
         return self.decoder(ids, attention_mask=attention_mask, cache=cache,
                             inputs_embeds=inputs_embeds, logits_to_keep=logits_to_keep)
 
+    def forward(self, input_ids, pixel_values=None, image_sizes=None, attention_mask=None):
+        """Logits [B, T, V] as `Phi3.forward` gives them: a Tensor on the tape while recording
+        (DPO's policy: tinyphi3.train.dpo), an array otherwise. Without images, the decoder's
+        own forward, so that a text-only objective trains the decoder of a vision model."""
+        self._check_trainable()
+        x = self.embed(input_ids, pixel_values, image_sizes)                     # [B, T, D]
+        ids = np.clip(self._check_ids(input_ids), 0, self.config.vocab_size - 1)
+        return self.decoder.forward(ids, attention_mask=attention_mask, inputs_embeds=x)
+
+    def _check_trainable(self):
+        if self.decoder.weight_format is not model.FLOAT:
+            raise InvalidInputError(f"a model with {self.decoder.weight_format.name} weights "
+                                    f"runs inference only; train its float32 checkpoint")
+
     def loss(self, input_ids, labels, pixel_values=None, image_sizes=None, attention_mask=None):
         """Mean next-token cross-entropy over the labels that are not -100 (shifted inside), as
         Phi3.loss, for ids whose image slots take the images' vectors; recorded, so that
         `loss.backward()` fills the `.grad` of every Parameter not frozen. Phi-3-vision trains on
         text tokens only: the labels hold -100 at the image slots and the prompt (REFERENCE-vision
         §4.1; tinyphi3.train.images). Returns a scalar Tensor."""
-        if self.decoder.weight_format is not model.FLOAT:
-            raise InvalidInputError(f"a model with {self.decoder.weight_format.name} weights "
-                                    f"runs inference only; train its float32 checkpoint")
+        self._check_trainable()
         with enable_grad():
             x = self.embed(input_ids, pixel_values, image_sizes)                 # [B, T, D]
             ids = np.clip(self._check_ids(input_ids), 0, self.config.vocab_size - 1)
