@@ -4,7 +4,6 @@ random checkpoint to start from."""
 import dataclasses
 import json
 import math
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -301,6 +300,7 @@ def merge(ckpts, weights, base, out, dtype):
           --ckpt runs/dpo-b/final --weight 1 --out runs/both-fine-tunings
     """
     from tinyphi3.tokenizers import load_tokenizer
+    from tinyphi3.train.images import carry_preprocessor_config
     from tinyphi3.train.merge import merge_params, merge_terms, merge_weights, same_tokenizer
     weights = merge_weights(list(ckpts), list(weights), base)
     checkpoint.check_new_directory(out)
@@ -329,10 +329,5 @@ def merge(ckpts, weights, base, out, dtype):
     with checkpoint.staged_directory(out) as tmp:
         first["cls"](first["config"], params).save_pretrained(tmp, dtype=dtype)
         load_tokenizer(first["path"]).save_pretrained(tmp)
-        processor = Path(first["path"]) / "preprocessor_config.json"    # a vision model's crops
-        if processor.exists():
-            shutil.copyfile(processor, tmp / processor.name)
-    parts = " + ".join(f"{w:g} x {p}" for w, p in zip(weights, ckpts))
-    if base is not None and 1.0 - sum(weights) != 0.0:
-        parts += f" + {1.0 - sum(weights):g} x {base}"
-    click.echo(f"wrote {out}: {parts}")
+        carry_preprocessor_config(first["path"], tmp)             # a vision model's crops
+    click.echo(f"wrote {out}: " + " + ".join(f"{w:g} x {path}" for w, path in terms))

@@ -29,6 +29,7 @@ the batch is drawn (so memory holds the decoded pictures, not their crops).
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,14 @@ def image_processor_for(model, recipe) -> ImageProcessor:
     clip = model.config.vision.clip
     return ImageProcessor(num_crops=crops or 1, crop_size=clip.image_size,
                           patch_size=clip.patch_size)
+
+
+def carry_preprocessor_config(source, directory) -> None:
+    """Copy `source`'s preprocessor_config.json into `directory`, if it has one: a vision model
+    written from another (merged, or trained by a text objective) keeps its crops."""
+    path = Path(source) / PREPROCESSOR_CONFIG
+    if path.is_file():
+        shutil.copyfile(path, Path(directory) / PREPROCESSOR_CONFIG)
 
 
 def write_preprocessor_config(directory, processor: ImageProcessor):

@@ -26,7 +26,8 @@ from tqdm import tqdm
 from tinyphi3.errors import TinyPhi3Error
 from tinyphi3.models.model import MODEL_CLASSES, Phi3
 from tinyphi3.tokenizers import load_tokenizer
-from tinyphi3.train.images import with_image_side, write_preprocessor_config
+from tinyphi3.train.images import (carry_preprocessor_config, with_image_side,
+                                   write_preprocessor_config)
 from tinyphi3.train.objectives import OBJECTIVES
 from tinyphi3.train.optim import AdamW, clip_grad_norm, cosine_lr
 from tinyphi3.train.recipe import Recipe
@@ -128,10 +129,8 @@ class Trainer:
         self.tokenizer.save_pretrained(directory)
         if self.recipe.vision is not None:
             write_preprocessor_config(directory, self.objective.image_processor)
-        elif self.model.config.vision is not None:    # a text objective (SFT, DPO) on a phi3_v
-            source = Path(self.recipe.init_from or "") / "preprocessor_config.json"
-            if source.is_file():                      # model: its crops as it started with them
-                shutil.copyfile(source, Path(directory) / source.name)
+        elif self.model.config.vision is not None and self.recipe.init_from:
+            carry_preprocessor_config(self.recipe.init_from, directory)   # SFT, DPO on phi3_v
 
     # ---- the loop ------------------------------------------------------------------------------
     def validation_loss(self):

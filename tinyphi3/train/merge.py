@@ -77,10 +77,9 @@ def merge_params(terms) -> dict:
     total = None
     for weight, params in terms:
         if total is None:
-            first = params
             total = {name: np.zeros(a.shape, dtype=np.float32) for name, a in params.items()}
         else:
-            _check_same_tensors(first, params)
+            _check_same_tensors(total, params)
         for name, array in params.items():
             total[name] += np.float32(weight) * np.asarray(array, dtype=np.float32)
     if total is None:
