@@ -64,7 +64,9 @@ def test_records_load_with_the_sft_loader_at_about_the_asked_length(tok, train_c
         examples, too_long = load_conversations(path, tok, seq_len=4096)
         assert too_long == 0 and len(examples) == len(chats)
         for (kind, length, record), (ids, labels) in zip(chats, examples):
-            assert record["domain"] == f"long-{kind}" and set(record) == {"messages", "domain"}
+            assert record["domain"] == f"long-{kind}"
+            assert set(record) == {"messages", "domain", "answer"}
+            assert record["answer"] in record["messages"][-1]["content"]
             assert abs(len(ids) - length) <= 0.1 * length, (kind, length, len(ids))
             assert len(ids) == longdocs.chat_length(record["messages"], tok)
             # the final answer is learned: its tokens carry labels

@@ -291,7 +291,9 @@ def longchat(n_records, seed, split, lengths, tokenizer_dir, out):
     key is 48213."; a name or a number given in the first turn, many short exchanges, and the
     name asked for (or the number used) at the end. Mix them with `data sft` conversations to
     keep the short skills. Each line: {"messages": [{"role": ..., "content": ...}, ...],
-    "domain": "long-story" | "long-passkey" | "long-memory"}.
+    "domain": "long-story" | "long-passkey" | "long-memory", "answer": what the last reply must
+    hold (the fact's value, the key, the name or the number; `eval --task longchat` judges by
+    it)}.
 
     \b
     Example:

@@ -1,8 +1,8 @@
 """`tinyphi3 eval`: few-shot accuracy of one or more checkpoints on the held-out tasks, as a table
 like the report's (rows = tasks with their shots, columns = models); the chat tasks (safety,
 wording) and the picture questions of a phi-3-vision checkpoint (vision) as tables of rates; the
-long-context tasks (passkey, position-ppl) as a depth x length grid per model and a table of
-perplexity by position."""
+long-context tasks (passkey, position-ppl, longchat) as a depth x length grid per model, a table
+of perplexity by position and a kind x length table of long chats."""
 
 from pathlib import Path
 
@@ -12,10 +12,11 @@ from tqdm import tqdm
 from tinyphi3.cli.data import check_passkey_lengths, comma_lengths
 from tinyphi3.cli.options import backend_option, dtype_option, model_backend
 
+from tinyphi3.data.longdocs import SHORTEST_LONG_CHAT
 from tinyphi3.data.tasks import TASKS, task_items
 
 CHAT_TASKS = ("safety", "wording", "vision")      # not few-shot: each has its own table
-LONG_TASKS = ("passkey", "position-ppl")          # long context: not few-shot either
+LONG_TASKS = ("passkey", "position-ppl", "longchat")     # long context: not few-shot either
 
 
 def _task_names(ctx, param, value):
@@ -71,7 +72,9 @@ def _depths(ctx, param, value):
                    "pictures of tinyphi3.data.images, with and without the picture), passkey "
                    "(a number hidden at --depths of --lengths tokens), position-ppl "
                    "(perplexity by position on long held-out text, in buckets between "
-                   "--lengths), a comma-separated list; all = the few-shot tasks.")
+                   "--lengths), longchat (a fact, pass key, name or number given early in held-out "
+                   "chats of --lengths tokens, asked for at the end), a comma-separated list; "
+                   "all = the few-shot tasks.")
 @click.option("--shots", type=click.IntRange(min=0), default=None,
               help="Solved examples before each question [default: per task, "
                    + ", ".join(f"{t} {spec.default_shots}" for t, spec in TASKS.items())
@@ -102,15 +105,16 @@ def _depths(ctx, param, value):
 @click.option("--lengths", default="512,1024,2048,4096", show_default=True,
               callback=comma_lengths,
               help="passkey: the documents' lengths in tokens (the grid's columns); position-ppl: "
-                   "the bucket edges (0-512, 512-1024, ...).")
+                   "the bucket edges (0-512, 512-1024, ...); longchat: the chats' lengths.")
 @click.option("--depths", default="0,0.25,0.5,0.75,1", show_default=True, callback=_depths,
               help="passkey: where the key is hidden, 0 = start to 1 = end (the grid's rows).")
 @click.option("--per-cell", type=click.IntRange(min=1), default=10, show_default=True,
-              help="passkey: held-out documents per (depth, length) cell.")
+              help="passkey: held-out documents per (depth, length) cell; longchat: held-out "
+                   "chats per (kind, length) cell.")
 @click.option("--long-docs", type=click.IntRange(min=1), default=8, show_default=True,
               help="position-ppl: held-out long documents, each cut to the longest length.")
 @click.option("--past-context", is_flag=True,
-              help="passkey, position-ppl: run lengths past a checkpoint's context "
+              help="passkey, position-ppl, longchat: run lengths past a checkpoint's context "
                    "(max_position_embeddings) too, with its RoPE extrapolated, instead of "
                    "marking them 'past' (how the unextended mini fails past 512).")
 @click.option("--chart", type=click.Path(dir_okay=False), default=None,
@@ -147,7 +151,11 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, f
     tokens and asks for it at the end; a cell is the % of --per-cell documents whose greedy
     answer is the key, digit for digit (tinyphi3/evaluation/passkey.py). Lengths past a
     checkpoint's context print 'past', unless --past-context. position-ppl is the perplexity of
-    --long-docs held-out long documents by the position of the predicted token.
+    --long-docs held-out long documents by the position of the predicted token. longchat asks
+    --per-cell held-out long chats of each kind (a story with a question about a fact told early,
+    a passkey document, a name or number given in the first turn) at each of --lengths and judges
+    the greedy reply by its answer (tinyphi3/evaluation/longchat.py); then the same final
+    questions alone, without the long context before them.
 
     \b
     Example:
@@ -159,10 +167,12 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, f
       tinyphi3 eval --ckpt checkpoints/mini-vision --task vision --n 200 --json vision.json
       tinyphi3 eval --ckpt mini/ --ckpt mini-4k/ --task passkey,position-ppl --past-context \\
           --chart long.png
+      tinyphi3 eval --ckpt mini-4k/ --task longchat --lengths 1024,2048,3584 --per-cell 10
     """
     import json
 
     from tinyphi3.evaluation.harness import evaluate_all, format_table
+    from tinyphi3.evaluation.longchat import format_longchat_table, longchat_recall
     from tinyphi3.evaluation.passkey import (buckets_between, format_passkey_tables,
                                              format_position_table, heldout_long_ids,
                                              passkey_grid, position_perplexity)
@@ -186,7 +196,12 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, f
     per_model += 2 * len(QUESTION_KINDS) * n if "vision" in tasks else 0   # picture and blank
     per_model += len(depths) * len(lengths) * per_cell if "passkey" in tasks else 0
     per_model += long_docs if "position-ppl" in tasks else 0
+    per_model += 2 * 3 * len(lengths) * per_cell if "longchat" in tasks else 0   # chat and alone
+    if "longchat" in tasks and min(lengths) < SHORTEST_LONG_CHAT:
+        raise click.BadParameter(f"a long chat needs at least {SHORTEST_LONG_CHAT} tokens, got "
+                                 f"{min(lengths)}", param_hint="--lengths")
     results, safety, wording, vision, passkey, position = {}, {}, {}, {}, {}, {}
+    longchat = {}
     with tqdm(total=len(ckpts) * per_model, desc="eval", unit="item") as bar:
         for name, ckpt in zip(names, ckpts):
             model = Phi3.from_pretrained(ckpt, backend=model_backend(), dtype=dtype)
@@ -216,6 +231,13 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, f
                 # same documents
                 position[name] = position_perplexity(model, ids, buckets_between(lengths),
                                                      past_context, progress=bar.update)
+            if "longchat" in tasks:
+                longchat[name] = {
+                    alone: longchat_recall(model, tokenizer, lengths, n_per_cell=per_cell,
+                                           seed=seed, alone=alone == "alone",
+                                           allow_past_context=past_context,
+                                           progress=bar.update)
+                    for alone in ("chat", "alone")}
     if results:
         click.echo(format_table(results))
     if safety:
@@ -228,6 +250,8 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, f
         click.echo(format_passkey_tables(passkey))
     if position:
         click.echo(format_position_table(position))
+    if longchat:
+        click.echo(format_longchat_table(longchat))
     if json_out:
         with open(json_out, "w", encoding="utf-8") as f:
             json.dump({name: {**results.get(name, {}),
@@ -235,7 +259,8 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, f
                               **({"wording": wording[name]} if name in wording else {}),
                               **({"vision": vision[name]} if name in vision else {}),
                               **({"passkey": passkey[name]} if name in passkey else {}),
-                              **({"position-ppl": position[name]} if name in position else {})}
+                              **({"position-ppl": position[name]} if name in position else {}),
+                              **({"longchat": longchat[name]} if name in longchat else {})}
                        for name in names}, f, indent=1)
     if chart:
         _draw_charts(chart, safety, passkey, position)

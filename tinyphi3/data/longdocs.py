@@ -20,7 +20,7 @@ its long documents, each a few thousand tokens that only make sense read as a wh
 
 and, for the post-training that mixes long and short conversations (Phi-3 report, §2), long
 chats as SFT records {"messages": [...], "domain": "long-story" | "long-passkey" |
-"long-memory"} in the words and answer styles of the short SFT (`long_chat`,
+"long-memory", "answer": ...} in the words and answer styles of the short SFT (`long_chat`,
 `generate_long_chats`): a story pasted into the chat and a question about a fact told in its
 first third; a passkey document and "What is the pass key?"; a name or a number given in the
 first turn, many short exchanges, and the name asked for (or the number used) at the end.
@@ -457,7 +457,7 @@ def _story_chat(rng, length, split, count, measure):
     entity, attribute = one_of(rng, once or early)
     problem = world.knowledge_problem(rng, split, entity, attribute)
     question, answer = post_training.knowledge_exchange(rng, problem, choice_share=0.0)
-    return [_user(f"{ask}\n\n{text}\n\n{question}"), _assistant(answer)]
+    return [_user(f"{ask}\n\n{text}\n\n{question}"), _assistant(answer)], problem.answer
 
 
 def _passkey_chat(rng, length, split, tokenizer, count, measure):
@@ -473,7 +473,7 @@ def _passkey_chat(rng, length, split, tokenizer, count, measure):
              + measure(_assistant(reply)) + 1)
     text, _ = passkey_document(rng, length - extra, depth, tokenizer, key=key, split=split)
     body = text[:-len(PASSKEY_QUESTION)].rstrip()
-    return [_user(f"{body}\n{ask}"), _assistant(reply)]
+    return [_user(f"{body}\n{ask}"), _assistant(reply)], key
 
 
 def _short_exchange(rng, split):
@@ -505,6 +505,7 @@ def _memory_chat(rng, length, split, measure, before):
                  _assistant(f"Nice to meet you, {name}! How can I help?")]
         last = [_user(one_of(rng, frames(wordings.NAME_ASKED, split))),
                 _assistant(f"Your name is {name}.")]
+        answer = name
     else:
         op, use = one_of(rng, frames(wordings.NUMBER_USED, split))
         a, b = (int(v) for v in world.arithmetic_problem(rng, split, op).key[2:4])
@@ -514,6 +515,7 @@ def _memory_chat(rng, length, split, measure, before):
                  _assistant(f"Okay, I'll remember {a}.")]
         last = [_user(one_of(rng, NUMBER_BACK) + use.format(b=b)),
                 _assistant(column_solution(a, op, b))]
+        answer = str(a + b if op == "+" else a - b)
     messages = list(first)
     used, misses = sum(measure(m) for m in before + first + last) + 1, 0
     while used < length and misses < 5:
@@ -524,13 +526,14 @@ def _memory_chat(rng, length, split, measure, before):
             used += cost
         else:                                                # too long to end on: another one
             misses += 1
-    return messages + last
+    return messages + last, answer
 
 
 def long_chat(rng, kind: str, length_tokens: int, split: str = "train", tokenizer=None) -> dict:
     """One long SFT conversation of about `length_tokens` tokens of the rendered chat (see
     `chat_length`; within a few percent with a tokenizer), as a record {"messages": [...],
-    "domain": "long-" + kind}:
+    "domain": "long-" + kind, "answer": what the last reply must hold: the fact's value, the
+    pass key, the name, or the number the calculation gives}:
 
       story    the user pastes a story (`long_document`'s chapters, ending at a chapter boundary
                or, nearer to the length, partway into its last chapter at the end of a line)
@@ -554,12 +557,12 @@ def long_chat(rng, kind: str, length_tokens: int, split: str = "train", tokenize
     system = ([post_training.system_message(rng)]
               if rng.random() < post_training.SYSTEM_SHARE else [])
     if kind == "memory":
-        messages = _memory_chat(rng, length_tokens, split, measure, system)
+        messages, answer = _memory_chat(rng, length_tokens, split, measure, system)
     else:
         length = length_tokens - sum(measure(m) for m in system)
-        messages = (_story_chat(rng, length, split, count, measure) if kind == "story"
-                    else _passkey_chat(rng, length, split, tokenizer, count, measure))
-    return {"messages": system + messages, "domain": f"long-{kind}"}
+        messages, answer = (_story_chat(rng, length, split, count, measure) if kind == "story"
+                            else _passkey_chat(rng, length, split, tokenizer, count, measure))
+    return {"messages": system + messages, "domain": f"long-{kind}", "answer": answer}
 
 
 def generate_long_chats(n: int, seed: int = 0, split: str = "train",
