@@ -3,8 +3,9 @@
 For each kind of tinyphi3.data.longdocs' long chats and each length, n held-out chats (the test
 split: held-out facts, calculations, pass keys and wordings, which no training chat holds) are
 asked as the chat would ask them: every message but the last reply, in the chat template, then
-the model's greedy reply up to <|end|>, 96 new tokens or the end of the context. The reply is judged against the record's
-"answer" (what the data's own last reply holds), case aside, as a whole word:
+the model's greedy reply up to <|end|>, 96 new tokens or the end of the context. The reply is
+judged against the record's "answer" (what the data's own last reply holds), case aside, as a
+whole word:
 
     story    a story pasted into the chat and a question about a fact told in its first third:
              the reply names the fact's value ("marsh", "blue");
