@@ -30,20 +30,23 @@ HEADING = "## Long context: decode and KV cache"
 
 
 def extended(model, length):
-    """The model with its context set to `length` in the LongRoPE layout (short factors 1, long
-    factors of position interpolation: s for every frequency), switching at its own context."""
+    """The model with its context set to `length` by position interpolation in the LongRoPE
+    layout (short factors 1, long factors s), switching at its own context: phi-3-mini's layout
+    by tinyphi3.nn.rope_scaling.extend_config, phi-3-small's own ("su", L0 inside it)."""
     import copy
+
+    from tinyphi3.nn.rope_scaling import extend_config
     config = model.config
-    half = config.head_dim // 2
-    l0 = config.max_position_embeddings
-    scale = length / l0
-    rope = {"type": "longrope", "short_factor": [1.0] * half, "long_factor": [scale] * half}
     if config.model_type == "phi3small":
+        half, l0 = config.rotary_dim // 2, config.max_position_embeddings
         rope = {"type": "su", "original_max_position_embeddings": l0,
-                "short_factor": [1.0] * half, "long_factor": [scale] * half}
+                "short_factor": [1.0] * half, "long_factor": [length / l0] * half}
+        config = config.replace(max_position_embeddings=length,
+                                original_max_position_embeddings=l0, rope_scaling=rope)
+    else:
+        config = extend_config(config, "pi", length)
     view = copy.copy(model)
-    view.config = config.replace(max_position_embeddings=length,
-                                 original_max_position_embeddings=l0, rope_scaling=rope)
+    view.config = config
     return view
 
 
@@ -80,10 +83,10 @@ def main():
     for var in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     sys.path.insert(0, str(ROOT))
+    import tempfile
+
     import numba
     import numpy as np
-
-    import tempfile
 
     from tinyphi3.models.model import Phi3
     from tinyphi3.models.quantize import quantize_checkpoint
@@ -92,12 +95,13 @@ def main():
 
     lengths = [int(v) for v in args.lengths.split(",")]
     longest = max(lengths)
-    mini = Phi3.from_pretrained(ROOT / "checkpoints" / "mini")
-    q4_dir = Path(tempfile.mkdtemp(prefix="tinyphi3-long-decode-")) / "mini-q4"
-    quantize_checkpoint(ROOT / "checkpoints" / "mini", q4_dir, 32, progress=False)
-    sides = [("mini, fp32 (dense attention)", extended(mini, longest)),
-             ("mini, 4-bit block 32 (8-bit KV cache)",
-              extended(Phi3.from_pretrained(q4_dir), longest)),
+    with tempfile.TemporaryDirectory(prefix="tinyphi3-long-decode-") as work:
+        q4_dir = Path(work) / "mini-q4"
+        quantize_checkpoint(ROOT / "checkpoints" / "mini", q4_dir, 32, progress=False)
+        q4 = Phi3.from_pretrained(q4_dir)                       # held in memory from here on
+    sides = [("mini, fp32 (dense attention)",
+              extended(Phi3.from_pretrained(ROOT / "checkpoints" / "mini"), longest)),
+             ("mini, 4-bit block 32 (8-bit KV cache)", extended(q4, longest)),
              ("small, fp32 (GQA, block-sparse every other layer)",
               extended(Phi3.from_pretrained(ROOT / "checkpoints" / "small"), longest))]
     rows = []

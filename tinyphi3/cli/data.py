@@ -199,6 +199,15 @@ def check_passkey_lengths(lengths, tokenizer):
                                  param_hint="'--lengths'")
 
 
+def check_longchat_lengths(lengths):
+    """--lengths of long chats: each must hold a story of a few chapters or a few exchanges."""
+    from tinyphi3.data.longdocs import SHORTEST_LONG_CHAT
+    if min(lengths) < SHORTEST_LONG_CHAT:
+        raise click.BadParameter(f"{min(lengths)} tokens is too short for a long chat: give "
+                                 f"lengths of at least {SHORTEST_LONG_CHAT} tokens",
+                                 param_hint="'--lengths'")
+
+
 @data.command()
 @click.option("--docs", "n_docs", required=True, type=click.IntRange(min=1),
               help="How many documents.")
@@ -303,11 +312,8 @@ def longchat(n_records, seed, split, lengths, tokenizer_dir, out):
     from tqdm import tqdm
 
     from tinyphi3.data.documents import write_jsonl
-    from tinyphi3.data.longdocs import SHORTEST_LONG_CHAT, generate_long_chats
-    if min(lengths) < SHORTEST_LONG_CHAT:
-        raise click.BadParameter(f"{min(lengths)} tokens is too short for a long chat: give "
-                                 f"lengths of at least {SHORTEST_LONG_CHAT}",
-                                 param_hint="'--lengths'")
+    from tinyphi3.data.longdocs import generate_long_chats
+    check_longchat_lengths(lengths)
     tok = tokenizer_option_value(tokenizer_dir)
     records = generate_long_chats(n_records, seed, split, lengths, tokenizer=tok)
     count = write_jsonl(tqdm(records, total=n_records, unit="chat", desc="longchat"), out)

@@ -9,10 +9,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from tinyphi3.cli.data import check_passkey_lengths, comma_lengths
+from tinyphi3.cli.data import check_longchat_lengths, check_passkey_lengths, comma_lengths
 from tinyphi3.cli.options import backend_option, dtype_option, model_backend
 
-from tinyphi3.data.longdocs import SHORTEST_LONG_CHAT
 from tinyphi3.data.tasks import TASKS, task_items
 
 CHAT_TASKS = ("safety", "wording", "vision")      # not few-shot: each has its own table
@@ -171,6 +170,7 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, f
     """
     import json
 
+    from tinyphi3.data.longdocs import LONG_CHAT_KINDS
     from tinyphi3.evaluation.harness import evaluate_all, format_table
     from tinyphi3.evaluation.longchat import format_longchat_table, longchat_recall
     from tinyphi3.evaluation.passkey import (buckets_between, format_passkey_tables,
@@ -196,10 +196,9 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, f
     per_model += 2 * len(QUESTION_KINDS) * n if "vision" in tasks else 0   # picture and blank
     per_model += len(depths) * len(lengths) * per_cell if "passkey" in tasks else 0
     per_model += long_docs if "position-ppl" in tasks else 0
-    per_model += 2 * 3 * len(lengths) * per_cell if "longchat" in tasks else 0   # chat and alone
-    if "longchat" in tasks and min(lengths) < SHORTEST_LONG_CHAT:
-        raise click.BadParameter(f"a long chat needs at least {SHORTEST_LONG_CHAT} tokens, got "
-                                 f"{min(lengths)}", param_hint="--lengths")
+    if "longchat" in tasks:                     # each kind at each length, then alone
+        check_longchat_lengths(lengths)
+        per_model += 2 * len(LONG_CHAT_KINDS) * len(lengths) * per_cell
     results, safety, wording, vision, passkey, position = {}, {}, {}, {}, {}, {}
     longchat = {}
     with tqdm(total=len(ckpts) * per_model, desc="eval", unit="item") as bar:
