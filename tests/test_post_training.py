@@ -274,7 +274,7 @@ def test_sft_with_replay_reads_pretraining_text_on_its_share_of_steps_and_resume
                           ({"replay": "x", "replay_share": True}, "between 0 and 1")):
         with pytest.raises(RecipeError, match=message):
             replay_recipe(tmp_path / "bad", **data)
-    with pytest.raises(RecipeError, match="for stage 'sft' only"):
+    with pytest.raises(RecipeError, match="for stages 'sft' and 'vision_sft' only"):
         recipe_from_dict({"model": {"tokenizer": "t", "init_from": "i"},
                           "data": {"preferences": "p", "replay": "s", "replay_share": 0.5},
                           "train": {"stage": "dpo"}})

@@ -359,3 +359,40 @@ def test_dpo_on_a_phi3_v_model_trains_its_decoder_as_the_plain_decoder_s_dpo(wor
     before, after = Phi3V.from_pretrained(start).params, Phi3V.from_pretrained(final).params
     for name in before:                          # the decoder moved, the image side did not
         assert np.array_equal(before[name], after[name]) == (name not in decoder_names), name
+
+
+def test_pretraining_text_is_replayed_on_its_share_of_the_steps(workspace, tmp_path, monkeypatch):
+    """[data] replay in a vision recipe: every fourth step (replay_share 0.25) is a batch of
+    pre-training windows (text, every token labelled), the other steps pictures; the held-out
+    replay loss is logged; resume after Ctrl-C equals the uninterrupted run."""
+    from tinyphi3.data.shards import write_shards
+    from tinyphi3.tokenizers import load_tokenizer
+    tok = load_tokenizer(workspace / "text")
+    docs = [f"Rimi the fox lives in Honey Field and likes {i} red apples." for i in range(60)]
+    write_shards(({"text": d} for d in docs), tok, tmp_path / "shards", val_fraction=0.2)
+
+    def replay_recipe(out):
+        r = recipe(workspace, out).to_dict()
+        r["data"].update(replay=str(tmp_path / "shards"), replay_share=0.25)
+        return recipe_from_dict(r)
+
+    trainer = Trainer(replay_recipe(tmp_path / "replay"))
+    assert [trainer.objective.replay_step(n) for n in range(8)] == [False, False, False, True] * 2
+    assert any("pre-training text" in note for note in trainer.objective.notes)
+    seen = []
+    original = trainer.model.loss
+    monkeypatch.setattr(trainer.model, "loss", lambda *args, **kw: (
+        seen.append(kw.get("pixel_values") is not None), original(*args, **kw))[1])
+    assert trainer.run(progress=False)
+    monkeypatch.undo()
+    assert seen == [True, True, True, False] * 2
+    assert trainer.objective.replay.position == 2            # two batches of windows read
+    stats = trainer.state["val_stats"]
+    assert all(s["replay_loss"] > 0 for _, s in stats)
+    interrupt_after(monkeypatch, 5)
+    cut = Trainer(replay_recipe(tmp_path / "cut"))
+    assert not cut.run(progress=False)
+    monkeypatch.undo()
+    resumed = Trainer(replay_recipe(tmp_path / "cut"), resume=True)
+    assert resumed.run(progress=False)
+    assert resumed.state["losses"] == trainer.state["losses"]

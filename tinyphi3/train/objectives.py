@@ -215,7 +215,9 @@ class VisionFineTuning(_ExampleObjective):
     """Pictures with questions; with [vision] text, a share of the steps takes a batch of text
     conversations instead (no picture), so that the decoder keeps what SFT taught it: step n
     (counting from 0) is a text step when floor((n + 1) * share) > floor(n * share), i.e. every
-    fourth step at share 0.25."""
+    fourth step at share 0.25. With [data] replay, step n is first a replay step by the same rule
+    at replay_share (a batch of pre-training windows, the next-token loss on every token: the
+    facts that the textbooks taught); a step that is both is a replay step."""
 
     STATE_KEYS = ("images", "text")
     FLAT_ALONE = False
@@ -225,15 +227,43 @@ class VisionFineTuning(_ExampleObjective):
         examples, too_long = load_image_conversations(recipe.data_file, tokenizer,
                                                       self.image_processor, recipe.train.seq_len)
         super().__init__(recipe, tokenizer, examples, too_long, "pictures with questions")
+        self.tokenizer = tokenizer
         if recipe.vision.text is not None:
             self.side_share = recipe.vision.text_share
             self._side_conversations(recipe.vision.text, tokenizer,
                                      "text conversations mixed in", recipe.train.batch_size)
+        self.replay, self.replay_share = None, recipe.replay_share
+        if recipe.replay is not None:
+            t = recipe.train
+            self.replay = TokenStream(recipe.replay, "train", t.batch_size, t.seq_len, t.seed + 2,
+                                      tokenizer=tokenizer)
+            self.notes.append(f"pre-training text from {recipe.replay} on "
+                              f"{recipe.replay_share:.0%} of the steps "
+                              f"({self.replay.num_windows:,} windows of {t.seq_len} tokens)")
 
     def _batch(self, examples):
         return image_batch(examples, self.image_processor, self.pad_id)
 
+    def replay_step(self, n: int) -> bool:
+        return self.replay is not None and share_step(n, self.replay_share)
+
+    def state_dict(self):
+        state = super().state_dict()
+        if self.replay is not None:
+            state["replay"] = self.replay.state_dict()
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if self.replay is not None:
+            self.replay.load_state_dict(state["replay"])
+
     def next_loss(self, model):
+        if self.replay_step(self.calls):
+            self.calls += 1
+            x, y = self.replay.next_batch()
+            loss = model.loss(x, y)
+            return loss, {"replay_loss": float(loss.data)}, x.size
         if self.next_is_side():
             ids, labels = pad_batch(self.side.next_examples(), self.pad_id)
             loss = model.loss(ids, labels)
@@ -251,6 +281,12 @@ class VisionFineTuning(_ExampleObjective):
         if self.side is not None:
             result["text_loss"] = conversation_loss(model, self.side, self.pad_id,
                                                     self.recipe.log.eval_batches)
+        if self.replay is not None:
+            t = self.recipe.train
+            result["replay_loss"] = float(np.mean([
+                float(causal_lm_loss(model(x), y)) for x, y in val_batches(
+                    self.recipe.replay, t.batch_size, t.seq_len, self.recipe.log.eval_batches,
+                    tokenizer=self.tokenizer)]))
         return result
 
 

@@ -6,8 +6,9 @@
                                            (stage "vision_sft" only: tinyphi3.train.images)
     [data]    shards = "DIR"               (pre-training: written by `tinyphi3 data tokenize`)
               conversations = "FILE.jsonl" (stage "sft": written by `tinyphi3 data sft`)
-              replay = "DIR", replay_share  (stage "sft", optional: token shards of the
-                                           pre-training text, read on that share of the steps)
+              replay = "DIR", replay_share  (stages "sft" and "vision_sft", optional: token
+                                           shards of the pre-training text, read on that share
+                                           of the steps)
               preferences = "FILE.jsonl"   (stage "dpo": written by `tinyphi3 data dpo`)
               conversations = "FILE.jsonl", conversations_share  (stage "dpo", optional: the
                                            SFT's conversations, trained on that share of the
@@ -110,8 +111,8 @@ class Recipe:
     source: str = ""
     stage: str = "pretrain"
     data_file: str | None = None          # conversations, preferences, images (sft, dpo, vision)
-    replay: str | None = None             # stage "sft": pre-training shards read on some steps
-    replay_share: float = 0.0             # the share of SFT steps that read them
+    replay: str | None = None             # "sft", "vision_sft": pre-training shards, some steps
+    replay_share: float = 0.0             # the share of steps that read them
     rehearsal: str | None = None          # stage "dpo": SFT conversations trained on some steps
     rehearsal_share: float = 0.0          # the share of DPO steps that train on them
     vision: VisionSettings | None = None  # stage "vision_sft" only
@@ -179,13 +180,13 @@ def _fill(cls, section: dict, where: str):
 
 
 def _replay(data: dict, stage: str, source: str):
-    """(replay, replay_share) popped from [data]: pre-training shards that stage "sft" reads on a
-    share of its steps (rehearsal, so that fine-tuning does not wear away what pre-training
-    taught), or (None, 0.0)."""
+    """(replay, replay_share) popped from [data]: pre-training shards that stage "sft" or
+    "vision_sft" reads on a share of its steps (rehearsal, so that fine-tuning does not wear away
+    what pre-training taught), or (None, 0.0)."""
     if "replay" not in data and "replay_share" not in data:
         return None, 0.0
-    if stage != "sft":
-        raise RecipeError(f"{source}: [data] replay is for stage 'sft' only")
+    if stage not in ("sft", "vision_sft"):
+        raise RecipeError(f"{source}: [data] replay is for stages 'sft' and 'vision_sft' only")
     replay, share = data.pop("replay", None), data.pop("replay_share", None)
     if not isinstance(replay, str):
         raise RecipeError(f"{source}: [data] replay_share needs replay = \"DIR\" (token shards "
