@@ -126,6 +126,20 @@ def test_generated_passkey_records(tok):
     assert train == list(longdocs.generate_passkey(6, 3, (100, 200), "train", tok))
 
 
+def test_max_depth_keeps_keys_far_from_the_question(tok):
+    """--max-depth 0.25: every key in the first quarter of the filler, found there in the text;
+    the default draws over the whole filler; a max_depth outside [0, 1] is an error."""
+    far = list(longdocs.generate_passkey(40, 5, (300,), "train", tok, max_depth=0.25))
+    assert all(r["depth"] <= 0.25 for r in far)
+    for r in far:
+        line = longdocs.passkey_line(r["key"])
+        assert r["text"].index(line) < 0.4 * len(r["text"])
+    anywhere = [r["depth"] for r in longdocs.generate_passkey(40, 5, (300,), "train", tok)]
+    assert max(anywhere) > 0.5
+    with pytest.raises(ValueError, match="max_depth"):
+        next(longdocs.generate_passkey(1, 0, (300,), "train", tok, max_depth=1.5))
+
+
 # ---- stories and conversations ------------------------------------------------------------------
 
 def fact_renderings(split):

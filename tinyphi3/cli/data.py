@@ -252,9 +252,12 @@ def longdocs(n_docs, seed, split, chapters, out):
 @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]),
               help="train: keys to train on, the answer after the question; test: held-out "
                    "keys, the text ends with the question and \"key\" holds the answer.")
+@click.option("--max-depth", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="The key's depth is drawn uniformly between 0 (right after the "
+                   "introduction, farthest from the question) and this.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="A .jsonl file to write.")
-def passkey(n_docs, seed, lengths, tokenizer_dir, split, out):
+def passkey(n_docs, seed, lengths, tokenizer_dir, split, max_depth, out):
     """Write passkey documents: filler sentences with "The pass key is 48213. Remember it. 48213
     is the pass key." hidden at a random depth, ending "What is the pass key? The pass key is",
     each exactly one of --lengths tokens long with its answer (tinyphi3.data.longdocs). Train and
@@ -265,6 +268,7 @@ def passkey(n_docs, seed, lengths, tokenizer_dir, split, out):
     Example:
       tinyphi3 data passkey --docs 4000 --lengths 512,1024,2048,4096 --out passkey.jsonl
       tinyphi3 data passkey --docs 100 --split test --out passkey-test.jsonl
+      tinyphi3 data passkey --docs 300 --lengths 4094 --max-depth 0.3 --out far-keys.jsonl
     """
     from tqdm import tqdm
 
@@ -272,7 +276,7 @@ def passkey(n_docs, seed, lengths, tokenizer_dir, split, out):
     from tinyphi3.data.longdocs import generate_passkey
     tok = tokenizer_option_value(tokenizer_dir)
     check_passkey_lengths(lengths, tok)
-    docs = generate_passkey(n_docs, seed, lengths, split, tok)
+    docs = generate_passkey(n_docs, seed, lengths, split, tok, max_depth)
     _echo_written(write_documents(tqdm(docs, total=n_docs, unit="doc", desc="passkey"), out), out)
 
 
