@@ -363,8 +363,9 @@ def test_dpo_on_a_phi3_v_model_trains_its_decoder_as_the_plain_decoder_s_dpo(wor
 
 def test_pretraining_text_is_replayed_on_its_share_of_the_steps(workspace, tmp_path, monkeypatch):
     """[data] replay in a vision recipe: every fourth step (replay_share 0.25) is a batch of
-    pre-training windows (text, every token labelled), the other steps pictures; the held-out
-    replay loss is logged; resume after Ctrl-C equals the uninterrupted run."""
+    pre-training windows (text, every token labelled), the other steps pictures; with [vision]
+    text too, its share counts the steps that do not replay, so the two never collide; the
+    held-out replay loss is logged; resume after Ctrl-C equals the uninterrupted run."""
     from tinyphi3.data.shards import write_shards
     from tinyphi3.tokenizers import load_tokenizer
     tok = load_tokenizer(workspace / "text")
@@ -378,6 +379,14 @@ def test_pretraining_text_is_replayed_on_its_share_of_the_steps(workspace, tmp_p
 
     trainer = Trainer(replay_recipe(tmp_path / "replay"))
     assert [trainer.objective.replay_step(n) for n in range(8)] == [False, False, False, True] * 2
+    both = recipe(workspace, tmp_path / "both", vision={
+        "clip": CLIP, "num_crops": 1, "text": str(conversations(tmp_path / "t.jsonl", 40)),
+        "text_share": 0.25}).to_dict()
+    both["data"].update(replay=str(tmp_path / "shards"), replay_share=0.25)
+    mixed = Trainer(recipe_from_dict(both)).objective
+    kinds = ["replay" if mixed.replay_step(n) else "text" if mixed.side_step(mixed.text_index(n))
+             else "picture" for n in range(16)]
+    assert kinds.count("replay") == 4 and kinds.count("text") == 3     # a quarter of the rest
     assert any("pre-training text" in note for note in trainer.objective.notes)
     seen = []
     original = trainer.model.loss

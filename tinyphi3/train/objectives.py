@@ -217,7 +217,8 @@ class VisionFineTuning(_ExampleObjective):
     (counting from 0) is a text step when floor((n + 1) * share) > floor(n * share), i.e. every
     fourth step at share 0.25. With [data] replay, step n is first a replay step by the same rule
     at replay_share (a batch of pre-training windows, the next-token loss on every token: the
-    facts that the textbooks taught); a step that is both is a replay step."""
+    facts that the textbooks taught), and text_share is a share of the other steps: at 0.25 and
+    0.25, a quarter of the steps replay, 3/16 are text and 9/16 pictures."""
 
     STATE_KEYS = ("images", "text")
     FLAT_ALONE = False
@@ -247,6 +248,11 @@ class VisionFineTuning(_ExampleObjective):
     def replay_step(self, n: int) -> bool:
         return self.replay is not None and share_step(n, self.replay_share)
 
+    def text_index(self, n: int) -> int:
+        """Step n's place among the steps that are not replay steps (int(n * share) of the n
+        steps before it are): the text share counts those, so the two shares never collide."""
+        return n - int(n * self.replay_share) if self.replay is not None else n
+
     def state_dict(self):
         state = super().state_dict()
         if self.replay is not None:
@@ -259,12 +265,12 @@ class VisionFineTuning(_ExampleObjective):
             self.replay.load_state_dict(state["replay"])
 
     def next_loss(self, model):
-        if self.replay_step(self.calls):
-            self.calls += 1
+        n, self.calls = self.calls, self.calls + 1
+        if self.replay_step(n):
             x, y = self.replay.next_batch()
             loss = model.loss(x, y)
             return loss, {"replay_loss": float(loss.data)}, x.size
-        if self.next_is_side():
+        if self.side_step(self.text_index(n)):
             ids, labels = pad_batch(self.side.next_examples(), self.pad_id)
             loss = model.loss(ids, labels)
             return loss, {"text_loss": float(loss.data)}, ids.size
