@@ -229,6 +229,17 @@ def conversations(path, n):
     return path
 
 
+def run_noting_pictures(trainer, monkeypatch):
+    """Run the trainer to its end; for each training step, whether its batch had pictures."""
+    seen = []
+    original = trainer.model.loss
+    monkeypatch.setattr(trainer.model, "loss", lambda *args, **kw: (
+        seen.append(kw.get("pixel_values") is not None), original(*args, **kw))[1])
+    assert trainer.run(progress=False)
+    monkeypatch.undo()
+    return seen
+
+
 def test_text_conversations_are_mixed_in_on_their_share_of_the_steps(workspace, tmp_path,
                                                                       monkeypatch):
     """[vision] text: every fourth step (share 0.25) is a batch of text conversations with no
@@ -240,13 +251,7 @@ def test_text_conversations_are_mixed_in_on_their_share_of_the_steps(workspace, 
     assert [trainer.objective.side_step(n) for n in range(8)] == [False, False, False, True] * 2
     assert any("32 text conversations mixed in on 25% of the steps" in note
                for note in trainer.objective.notes)
-    seen = []
-    original = trainer.model.loss
-    monkeypatch.setattr(trainer.model, "loss", lambda *args, **kw: (
-        seen.append(kw.get("pixel_values") is not None), original(*args, **kw))[1])
-    assert trainer.run(progress=False)
-    monkeypatch.undo()
-    assert seen == [True, True, True, False] * 2
+    assert run_noting_pictures(trainer, monkeypatch) == [True, True, True, False] * 2
     stats = trainer.state["val_stats"]
     assert [step for step, _ in stats] == [4, 8] and all(s["text_loss"] > 0 for _, s in stats)
     assert stats[-1][1]["text_loss"] < stats[0][1]["text_loss"]    # the sums are being learnt
@@ -388,13 +393,7 @@ def test_pretraining_text_is_replayed_on_its_share_of_the_steps(workspace, tmp_p
              else "picture" for n in range(16)]
     assert kinds.count("replay") == 4 and kinds.count("text") == 3     # a quarter of the rest
     assert any("pre-training text" in note for note in trainer.objective.notes)
-    seen = []
-    original = trainer.model.loss
-    monkeypatch.setattr(trainer.model, "loss", lambda *args, **kw: (
-        seen.append(kw.get("pixel_values") is not None), original(*args, **kw))[1])
-    assert trainer.run(progress=False)
-    monkeypatch.undo()
-    assert seen == [True, True, True, False] * 2
+    assert run_noting_pictures(trainer, monkeypatch) == [True, True, True, False] * 2
     assert trainer.objective.replay.position == 2            # two batches of windows read
     stats = trainer.state["val_stats"]
     assert all(s["replay_loss"] > 0 for _, s in stats)

@@ -37,17 +37,39 @@ class Pretraining:
         return model.loss(x, y), {}, x.size
 
     def validate(self, model):
-        t = self.recipe.train
-        losses = [float(causal_lm_loss(model(x), y))          # inference: no tape
-                  for x, y in val_batches(self.recipe.data_shards, t.batch_size, t.seq_len,
-                                          self.recipe.log.eval_batches, tokenizer=self.tokenizer)]
-        return {"loss": float(np.mean(losses))}
+        return {"loss": shards_loss(model, self.recipe.data_shards, self.recipe, self.tokenizer)}
 
     def state_dict(self):
         return self.stream.state_dict()
 
     def load_state_dict(self, state):
         self.stream.load_state_dict(state)
+
+
+def shards_loss(model, directory, recipe, tokenizer) -> float:
+    """Mean held-out next-token loss over the first eval_batches windows of the token shards'
+    val split (always the same), at the recipe's batch_size and seq_len."""
+    t = recipe.train
+    return float(np.mean([float(causal_lm_loss(model(x), y))          # inference: no tape
+                          for x, y in val_batches(directory, t.batch_size, t.seq_len,
+                                                  recipe.log.eval_batches, tokenizer=tokenizer)]))
+
+
+def open_replay(recipe, tokenizer, seed):
+    """The [data] replay shards as a TokenStream of the recipe's batches, and its note."""
+    t = recipe.train
+    stream = TokenStream(recipe.replay, "train", t.batch_size, t.seq_len, seed,
+                         tokenizer=tokenizer)
+    note = (f"pre-training text from {recipe.replay} on {recipe.replay_share:.0%} of the steps "
+            f"({stream.num_windows:,} windows of {t.seq_len} tokens)")
+    return stream, note
+
+
+def replay_batch_loss(model, stream):
+    """The next batch of replay windows: its loss (every token), statistics, tokens read."""
+    x, y = stream.next_batch()
+    loss = model.loss(x, y)
+    return loss, {"replay_loss": float(loss.data)}, x.size
 
 
 def conversation_loss(model, batches: ExampleBatches, pad_id: int, n_batches: int) -> float:
@@ -75,7 +97,7 @@ class _ExampleObjective:
 
     def __init__(self, recipe, tokenizer, examples, too_long, what, lengths=None):
         t = recipe.train
-        self.recipe, self.pad_id = recipe, tokenizer.pad_token_id or 0
+        self.recipe, self.tokenizer, self.pad_id = recipe, tokenizer, tokenizer.pad_token_id or 0
         self.batches = ExampleBatches(examples, t.batch_size, t.seed, VAL_EXAMPLES,
                                       t.length_groups, lengths)
         self.notes = [f"{len(self.batches.train):,} {what} to train on, "
@@ -137,21 +159,14 @@ class SupervisedFineTuning(_ExampleObjective):
         examples, too_long = load_conversations(recipe.data_file, tokenizer, recipe.train.seq_len)
         super().__init__(recipe, tokenizer, examples, too_long, "conversations",
                          lengths=[len(ids) for ids, _ in examples])
-        self.tokenizer = tokenizer
         if recipe.replay is not None:
-            t = recipe.train
             self.side_share = recipe.replay_share
-            self.side = TokenStream(recipe.replay, "train", t.batch_size, t.seq_len, t.seed + 1,
-                                    tokenizer=tokenizer)
-            self.notes.append(f"pre-training text from {recipe.replay} on "
-                              f"{recipe.replay_share:.0%} of the steps "
-                              f"({self.side.num_windows:,} windows of {t.seq_len} tokens)")
+            self.side, note = open_replay(recipe, tokenizer, recipe.train.seed + 1)
+            self.notes.append(note)
 
     def next_loss(self, model):
         if self.next_is_side():
-            x, y = self.side.next_batch()
-            loss = model.loss(x, y)
-            return loss, {"replay_loss": float(loss.data)}, x.size
+            return replay_batch_loss(model, self.side)
         ids, labels = pad_batch(self.batches.next_examples(), self.pad_id)
         return model.loss(ids, labels), {}, ids.size
 
@@ -159,11 +174,8 @@ class SupervisedFineTuning(_ExampleObjective):
         result = {"loss": conversation_loss(model, self.batches, self.pad_id,
                                             self.recipe.log.eval_batches)}
         if self.side is not None:
-            t = self.recipe.train
-            result["replay_loss"] = float(np.mean([
-                float(causal_lm_loss(model(x), y)) for x, y in val_batches(
-                    self.recipe.replay, t.batch_size, t.seq_len, self.recipe.log.eval_batches,
-                    tokenizer=self.tokenizer)]))
+            result["replay_loss"] = shards_loss(model, self.recipe.replay, self.recipe,
+                                                self.tokenizer)
         return result
 
 
@@ -228,19 +240,14 @@ class VisionFineTuning(_ExampleObjective):
         examples, too_long = load_image_conversations(recipe.data_file, tokenizer,
                                                       self.image_processor, recipe.train.seq_len)
         super().__init__(recipe, tokenizer, examples, too_long, "pictures with questions")
-        self.tokenizer = tokenizer
         if recipe.vision.text is not None:
             self.side_share = recipe.vision.text_share
             self._side_conversations(recipe.vision.text, tokenizer,
                                      "text conversations mixed in", recipe.train.batch_size)
         self.replay, self.replay_share = None, recipe.replay_share
         if recipe.replay is not None:
-            t = recipe.train
-            self.replay = TokenStream(recipe.replay, "train", t.batch_size, t.seq_len, t.seed + 2,
-                                      tokenizer=tokenizer)
-            self.notes.append(f"pre-training text from {recipe.replay} on "
-                              f"{recipe.replay_share:.0%} of the steps "
-                              f"({self.replay.num_windows:,} windows of {t.seq_len} tokens)")
+            self.replay, note = open_replay(recipe, tokenizer, recipe.train.seed + 2)
+            self.notes.append(note)
 
     def _batch(self, examples):
         return image_batch(examples, self.image_processor, self.pad_id)
@@ -267,9 +274,7 @@ class VisionFineTuning(_ExampleObjective):
     def next_loss(self, model):
         n, self.calls = self.calls, self.calls + 1
         if self.replay_step(n):
-            x, y = self.replay.next_batch()
-            loss = model.loss(x, y)
-            return loss, {"replay_loss": float(loss.data)}, x.size
+            return replay_batch_loss(model, self.replay)
         if self.side_step(self.text_index(n)):
             ids, labels = pad_batch(self.side.next_examples(), self.pad_id)
             loss = model.loss(ids, labels)
@@ -288,11 +293,8 @@ class VisionFineTuning(_ExampleObjective):
             result["text_loss"] = conversation_loss(model, self.side, self.pad_id,
                                                     self.recipe.log.eval_batches)
         if self.replay is not None:
-            t = self.recipe.train
-            result["replay_loss"] = float(np.mean([
-                float(causal_lm_loss(model(x), y)) for x, y in val_batches(
-                    self.recipe.replay, t.batch_size, t.seq_len, self.recipe.log.eval_batches,
-                    tokenizer=self.tokenizer)]))
+            result["replay_loss"] = shards_loss(model, self.recipe.replay, self.recipe,
+                                                self.tokenizer)
         return result
 
 
