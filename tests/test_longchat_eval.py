@@ -97,6 +97,9 @@ def test_cells_past_the_context(tok):
     run = longchat.longchat_recall(model, tok, (1024,), kinds=("passkey",), n_per_cell=1,
                                    allow_past_context=True)
     assert run["accuracy"]["passkey"] == [0.0] and run["past_context"]
+    within = longchat.longchat_recall(model, tok, (600,), kinds=("memory",), n_per_cell=1,
+                                      allow_past_context=True)
+    assert within["past_context"] is False            # allowed, but no chat was past the context
     table = longchat.format_longchat_table({"tiny": {"chat": grid, "alone": grid}})
     assert "past" in table and "context 700" in table
 

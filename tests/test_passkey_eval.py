@@ -67,6 +67,10 @@ def test_past_the_context_generation_refuses_and_the_view_runs_it(tiny, tok):
                                 allow_past_context=True)
     assert all(a is not None for a in grid["accuracy"][0]) and grid["past_context"] is True
     assert tiny.config.max_position_embeddings == CONTEXT          # the model itself unchanged
+    within = passkey.passkey_grid(tiny, tok, lengths=(128,), depths=(0.5,), n_per_cell=1,
+                                  allow_past_context=True)
+    assert within["past_context"] is False                # nothing was past it: not "run past it"
+    assert "run past it" not in passkey.format_passkey_tables({"tiny": within})
 
 
 def test_the_view_shares_the_weights_and_gives_the_same_logits(tiny):

@@ -84,11 +84,11 @@ def longchat_recall(model, tokenizer, lengths=(1024, 2048, 3584), kinds=LONG_CHA
     context is None, unless allow_past_context (then the model is asked as
     passkey.past_context_view); a chat whose prompt fills the context is wrong. Returns
     {"lengths", "kinds", "accuracy" ({kind: [per length]}), "n_per_cell", "context", "alone",
-    "past_context", "records" (kind, length, answer, reply, right)}. `progress(k)` is called as
+    "past_context" (whether chats past the context were run), "records" (kind, length, answer, reply, right)}. `progress(k)` is called as
     k more chats are done or skipped."""
     context = model.config.max_position_embeddings
-    asked = past_context_view(model, max(lengths) + MAX_NEW_TOKENS) if allow_past_context \
-        and max(lengths) > context else model
+    ran_past = allow_past_context and max(lengths) > context
+    asked = past_context_view(model, max(lengths) + MAX_NEW_TOKENS) if ran_past else model
     accuracy, records = {}, []
     for kind in kinds:
         accuracy[kind] = []
@@ -112,7 +112,7 @@ def longchat_recall(model, tokenizer, lengths=(1024, 2048, 3584), kinds=LONG_CHA
             accuracy[kind].append(right / n_per_cell)
     return {"lengths": [int(v) for v in lengths], "kinds": list(kinds), "accuracy": accuracy,
             "n_per_cell": n_per_cell, "context": context, "alone": alone,
-            "past_context": bool(allow_past_context), "records": records}
+            "past_context": bool(ran_past), "records": records}
 
 
 def format_longchat_table(results: dict) -> str:

@@ -94,8 +94,8 @@ def passkey_grid(model, tokenizer, lengths=DEFAULT_LENGTHS, depths=DEFAULT_DEPTH
     right)}. `progress(k)` is called as k more documents are done (or skipped, past the
     context)."""
     context = model.config.max_position_embeddings
-    asked = past_context_view(model, max(lengths)) if allow_past_context \
-        and max(lengths) > context else model
+    ran_past = allow_past_context and max(lengths) > context
+    asked = past_context_view(model, max(lengths)) if ran_past else model
     accuracy = [[None] * len(lengths) for _ in depths]
     records = []
     for r, depth in enumerate(depths):
@@ -115,7 +115,7 @@ def passkey_grid(model, tokenizer, lengths=DEFAULT_LENGTHS, depths=DEFAULT_DEPTH
             accuracy[r][c] = right / n_per_cell
     return {"lengths": [int(v) for v in lengths], "depths": [float(d) for d in depths],
             "accuracy": accuracy, "n_per_cell": n_per_cell, "context": context,
-            "past_context": bool(allow_past_context), "records": records}
+            "past_context": bool(ran_past), "records": records}
 
 
 def format_passkey_tables(grids: dict) -> str:
