@@ -91,6 +91,33 @@ def test_chat_help_lists_the_commands_and_sends_nothing_to_the_model(ckpt):
         assert command in result.stderr.decode()
 
 
+def test_chat_file_puts_a_document_before_the_next_message(ckpt, tmp_path):
+    """`/file PATH` (a document of many lines, which piped lines could not carry as one message):
+    the next message is the file's text, a blank line, then what was typed; as `generate --chat`
+    answers that one message. A missing, binary or too long file is one error line, and the
+    session goes on."""
+    story = tmp_path / "my story.txt"
+    story.write_text("Chapter 1\nZorin is an owl.\n\nChapter 2\nThe river runs.\n")
+    binary = tmp_path / "b.bin"
+    binary.write_bytes(b"ok\xff\xfe")
+    long = tmp_path / "long.txt"
+    long.write_text(" ".join(["word"] * 400))
+    stdin = (f"/file '{story}'\nWho is Zorin?\n/file {tmp_path / 'none.txt'}\n/file {binary}\n"
+             f"/file {long}\n/file\nHi\n")
+    result = run("chat", "--ckpt", ckpt, "--max-new-tokens", "4", stdin=stdin.encode())
+    assert result.returncode == 0, result.stderr.decode()
+    err = result.stderr.decode()
+    assert f"[{story}, " in err and "goes before your next message" in err
+    assert f"error: no such file: {tmp_path / 'none.txt'}" in err
+    assert "is not UTF-8 text (byte 2" in err
+    assert "the context of 256 cannot hold it" in err
+    assert "usage: /file PATH" in err
+    assert "Traceback" not in err
+    first = run("generate", "--ckpt", ckpt, "--max-new-tokens", "4", "--chat", "--prompt",
+                "Chapter 1\nZorin is an owl.\n\nChapter 2\nThe river runs.\n\nWho is Zorin?")
+    assert result.stdout.startswith(first.stdout) and len(result.stdout) > len(first.stdout)
+
+
 def test_chat_quit_ends_the_session_like_exit(ckpt):
     result = run("chat", "--ckpt", ckpt, "--max-new-tokens", "4", stdin=b"/quit\nnever read\n")
     assert result.returncode == 0, result.stderr.decode()

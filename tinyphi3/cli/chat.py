@@ -62,6 +62,7 @@ def chat(ckpt, system, images, **options):
 
     \b
     Commands: /help lists them, /reset clears the conversation, /exit (or /quit, Ctrl-D) quits.
+    /file PATH puts a text file (a long document, say) before your next message.
     /image PATH shows a Phi-3-vision model a picture with your next message.
     Ctrl-C stops an answer that is being written.
     The oldest exchanges are dropped (and you are told) when the
@@ -74,6 +75,8 @@ def chat(ckpt, system, images, **options):
       tinyphi3 chat --ckpt phi-3-vision --image cat.png   (the first message carries it)
     With stdin piped, every line is one message and the answers go to stdout:
       printf 'Hi\\nWhat is 2+3?\\n' | tinyphi3 chat --ckpt checkpoints/mini
+    A document of many lines goes in with /file, the question after it:
+      printf '/file story.txt\\nWho is Zorin?\\n' | tinyphi3 chat --ckpt checkpoints/mini-long
     """
     if images:
         check_checkpoint_reads_images(ckpt)
@@ -91,13 +94,13 @@ def chat(ckpt, system, images, **options):
         run_piped(session)
 
 
-COMMANDS_HELP = ("Commands: /help lists these, /reset forgets the conversation (names and "
-                 "numbers you gave too), /exit (or /quit, or Ctrl-D) quits; Ctrl-C stops an "
-                 "answer.")
+COMMANDS_HELP = ("Commands: /help lists these, /file PATH puts a text file before your next "
+                 "message, /reset forgets the conversation (names and numbers you gave too), "
+                 "/exit (or /quit, or Ctrl-D) quits; Ctrl-C stops an answer.")
 VISION_COMMANDS_HELP = ("Commands: /help lists these, /image PATH shows the model a picture with "
-                        "your next message, /reset forgets the conversation (its pictures, names "
-                        "and numbers you gave too), /exit (or /quit, or Ctrl-D) quits; Ctrl-C "
-                        "stops an answer.")
+                        "your next message, /file PATH puts a text file before it, /reset "
+                        "forgets the conversation (its pictures, names and numbers you gave "
+                        "too), /exit (or /quit, or Ctrl-D) quits; Ctrl-C stops an answer.")
 
 
 class ChatSession:
@@ -109,6 +112,7 @@ class ChatSession:
         self.turns = []
         self.processor = processor      # a Phi3VProcessor for a phi3_v model, else None
         self.pending = []               # the Pictures the next message carries
+        self.pending_text = None        # a file's text, put before the next message
 
     @property
     def commands_help(self):
@@ -117,6 +121,7 @@ class ChatSession:
     def reset(self):
         self.turns = []
         self.pending = []
+        self.pending_text = None
 
     def attach(self, path):
         """Open and process the picture at `path` for the next message (InvalidInputError when it
@@ -181,6 +186,8 @@ class ChatSession:
         return ids, pictures
 
     def answer(self, message, out):
+        if self.pending_text is not None:         # the file, then what was typed
+            message = f"{self.pending_text}\n\n{message}"
         if self.processor is None:
             ids, images = self.prompt_for(message), {}
         else:
@@ -190,6 +197,7 @@ class ChatSession:
         user = {"role": "user", "content": message}
         if self.pending:
             user["images"], self.pending = self.pending, []
+        self.pending_text = None
         self.turns += [user, {"role": "assistant", "content": reply}]
 
     def handle(self, line, out):
@@ -209,6 +217,9 @@ class ChatSession:
         if message.split(maxsplit=1)[0] == "/image":
             self.image_command(message[len("/image"):].strip())
             return True
+        if message.split(maxsplit=1)[0] == "/file":
+            self.file_command(message[len("/file"):].strip())
+            return True
         if re.fullmatch(r"/\w+", message):        # a mistyped command is not sent to the model
             click.echo(f"unknown command {message}. {self.commands_help}", err=True)
             return True
@@ -218,10 +229,32 @@ class ChatSession:
             click.echo(f"error: {e}", err=True)
         return True
 
+    def file_command(self, path):
+        """`/file PATH`: the file's text (UTF-8) goes before the next message, one blank line
+        between; an error (no such file, not text, too long for the context) keeps the
+        session."""
+        path = unquote(path)
+        if not path:
+            click.echo("usage: /file PATH (its text goes before your next message)", err=True)
+            return
+        try:
+            text = read_text_file(Path(path).expanduser())
+        except InvalidInputError as e:
+            click.echo(f"error: {e}", err=True)
+            return
+        context = self.model.config.max_position_embeddings
+        tokens = len(self.tokenizer.encode(text, add_special_tokens=False))
+        if tokens + self.options["max_new_tokens"] >= context:
+            click.echo(f"error: {path} is {tokens} tokens; with room for an answer "
+                       f"({self.options['max_new_tokens']} tokens) the context of {context} "
+                       f"cannot hold it", err=True)
+            return
+        self.pending_text = text.strip("\n")
+        click.echo(f"[{path}, {tokens} tokens, goes before your next message]", err=True)
+
     def image_command(self, path):
         """`/image PATH`: the picture goes with the next message; an error keeps the session."""
-        if len(path) >= 2 and path[0] == path[-1] and path[0] in "'\"":
-            path = path[1:-1]                     # a quoted path (with spaces)
+        path = unquote(path)
         if not path:
             click.echo("usage: /image PATH (the picture goes with your next message)", err=True)
             return
@@ -229,6 +262,27 @@ class ChatSession:
             self.attach(str(Path(path).expanduser()))
         except InvalidInputError as e:
             click.echo(f"error: {e}", err=True)
+
+
+def unquote(path):
+    """A path as typed after a command: quotes around it (a path with spaces) dropped."""
+    if len(path) >= 2 and path[0] == path[-1] and path[0] in "'\"":
+        return path[1:-1]
+    return path
+
+
+def read_text_file(path):
+    """The text of a UTF-8 file, or InvalidInputError saying why not."""
+    if not path.exists():
+        raise InvalidInputError(f"no such file: {path}")
+    if not path.is_file():
+        raise InvalidInputError(f"{path} is not a file")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(f"{path} is not UTF-8 text (byte {e.start}: "
+                                f"{data[e.start:e.start + 1]!r})") from None
 
 
 def run_interactive(session):
