@@ -140,6 +140,42 @@ def test_max_depth_keeps_keys_far_from_the_question(tok):
         next(longdocs.generate_passkey(1, 0, (300,), "train", tok, max_depth=1.5))
 
 
+def test_completion_records_hold_the_document_and_learn_the_key_alone(tok, tmp_path):
+    """`data passkey --completion`: prompt + completion is the document the plain command writes
+    for the same seed; SFT reads it as the document's own tokens (those the passkey eval gives a
+    prompt, then the key's), labelled on " KEY." alone."""
+    from tinyphi3.train.conversations import ChatDataError, load_conversations
+    plain, records = tmp_path / "plain.jsonl", tmp_path / "keys.jsonl"
+    for out, extra in ((plain, []), (records, ["--completion"])):
+        result = CliRunner().invoke(main, ["data", "passkey", "--docs", "5", "--seed", "4",
+                                           "--lengths", "300,700", "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+    documents = [json.loads(line) for line in plain.read_text().splitlines()]
+    completions = [json.loads(line) for line in records.read_text().splitlines()]
+    examples, too_long = load_conversations(records, tok, seq_len=4096)
+    assert too_long == 0 and len(examples) == len(documents) == 5
+    for doc, record, (ids, labels) in zip(documents, completions, examples):
+        assert record["prompt"] + record["completion"] == doc["text"]
+        assert record["prompt"].endswith("The pass key is")
+        assert record["completion"] == f" {doc['key']}." and record["key"] == doc["key"]
+        assert list(ids) == tok.encode(doc["text"])
+        prompt = tok.encode(record["prompt"])
+        assert list(ids[:len(prompt)]) == prompt and (labels[:len(prompt)] == -100).all()
+        assert tok.decode(list(labels[len(prompt):])).strip() == f"{doc['key']}."
+    bad = tmp_path / "bad.jsonl"
+    for record in ({"prompt": "", "completion": " 1."}, {"prompt": "a", "completion": 3},
+                   {"prompt": "a", "completion": "  "}):
+        bad.write_text(json.dumps(record) + "\n")
+        with pytest.raises(ChatDataError, match="bad.jsonl:1: a completion record needs"):
+            load_conversations(bad, tok, seq_len=4096)
+    test_doc = next(longdocs.generate_passkey(1, 0, (300,), "test", tok))
+    with pytest.raises(ValueError, match="does not end with its key"):
+        longdocs.as_completion(test_doc)
+    result = CliRunner().invoke(main, ["data", "passkey", "--docs", "2", "--split", "test",
+                                       "--completion", "--out", str(tmp_path / "t.jsonl")])
+    assert result.exit_code != 0 and "--split train" in result.output
+
+
 # ---- stories and conversations ------------------------------------------------------------------
 
 def fact_renderings(split):

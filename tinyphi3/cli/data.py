@@ -255,9 +255,13 @@ def longdocs(n_docs, seed, split, chapters, out):
 @click.option("--max-depth", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="The key's depth is drawn uniformly between 0 (right after the "
                    "introduction, farthest from the question) and this.")
+@click.option("--completion", is_flag=True,
+              help="Train split: write each document as an SFT completion record, {\"prompt\": "
+                   "the text up to 'The pass key is', \"completion\": \" 48213.\"}, so that "
+                   "`tinyphi3 train` with stage = \"sft\" learns from the key alone.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="A .jsonl file to write.")
-def passkey(n_docs, seed, lengths, tokenizer_dir, split, max_depth, out):
+def passkey(n_docs, seed, lengths, tokenizer_dir, split, max_depth, completion, out):
     """Write passkey documents: filler sentences with "The pass key is 48213. Remember it. 48213
     is the pass key." hidden at a random depth, ending "What is the pass key? The pass key is",
     each exactly one of --lengths tokens long with its answer (tinyphi3.data.longdocs). Train and
@@ -269,15 +273,27 @@ def passkey(n_docs, seed, lengths, tokenizer_dir, split, max_depth, out):
       tinyphi3 data passkey --docs 4000 --lengths 512,1024,2048,4096 --out passkey.jsonl
       tinyphi3 data passkey --docs 100 --split test --out passkey-test.jsonl
       tinyphi3 data passkey --docs 300 --lengths 4094 --max-depth 0.3 --out far-keys.jsonl
+      tinyphi3 data passkey --docs 2000 --lengths 1024,4094 --completion --out keys-sft.jsonl
     """
     from tqdm import tqdm
 
-    from tinyphi3.data.documents import write_documents
-    from tinyphi3.data.longdocs import generate_passkey
+    from tinyphi3.data.documents import write_documents, write_jsonl
+    from tinyphi3.data.longdocs import as_completion, generate_passkey
+    if completion and split != "train":
+        raise click.BadParameter("held-out documents end with the question; --completion "
+                                 "writes training documents (--split train)",
+                                 param_hint="--completion")
+    if completion and not out.endswith(".jsonl"):
+        raise click.BadParameter("completion records are JSON lines: give a .jsonl file",
+                                 param_hint="--out")
     tok = tokenizer_option_value(tokenizer_dir)
     check_passkey_lengths(lengths, tok)
-    docs = generate_passkey(n_docs, seed, lengths, split, tok, max_depth)
-    _echo_written(write_documents(tqdm(docs, total=n_docs, unit="doc", desc="passkey"), out), out)
+    docs = tqdm(generate_passkey(n_docs, seed, lengths, split, tok, max_depth), total=n_docs,
+                unit="doc", desc="passkey")
+    if completion:
+        _echo_written(write_jsonl(map(as_completion, docs), out), out)
+    else:
+        _echo_written(write_documents(docs, out), out)
 
 
 @data.command()

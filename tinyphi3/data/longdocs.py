@@ -171,6 +171,18 @@ def generate_passkey(n_docs: int, seed: int = 0, lengths=(512, 1024, 2048, 4096)
         yield {"text": text, "key": key, "length": length, "depth": depth, "kind": "passkey"}
 
 
+def as_completion(record: dict) -> dict:
+    """A training passkey record as a completion record for SFT (tinyphi3.train.conversations):
+    {"prompt": the document up to "... The pass key is", "completion": " 48213.", and the
+    record's key, length, depth and kind}, so that the loss is on the key alone."""
+    text, key = record["text"], record["key"]
+    cut = text.rfind(" " + key)
+    if cut < 0 or text[cut:].strip() != f"{key}.":
+        raise ValueError("not a training passkey document: its text does not end with its key")
+    return {"prompt": text[:cut], "completion": text[cut:],
+            **{k: v for k, v in record.items() if k != "text"}}
+
+
 # ---- stories in chapters ------------------------------------------------------------------------
 
 SETTINGS = ("It is a quiet morning.", "The day is long and warm.", "The wind is soft today.",

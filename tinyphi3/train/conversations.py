@@ -9,6 +9,14 @@ is rendered with the tokenizer's chat template (Phi-3's: `<|user|>\\n...<|end|>\
 assistant reply and its closing `<|end|>`, and -100 (ignored by the loss) everywhere else, so the
 model is never trained to write the user's turns or the template's headers.
 
+A completion record, plain text without the chat template:
+
+    {"prompt": "... What is the pass key? The pass key is", "completion": " 48213."}
+
+is the prompt's tokens, then the completion's, labelled on the completion only: the loss of a
+4,000-token passkey document is then its five digits, not the filler around them
+(`tinyphi3 data passkey --completion` writes such records).
+
 A preference record:
 
     {"prompt": [messages ending with a user turn], "chosen": "...", "rejected": "..."}
@@ -91,16 +99,38 @@ class ChatEncoder:
                                                                self.end_id, last_only)
 
 
+def completion_example(tokenizer, prompt, completion):
+    """(ids, labels) of a plain-text completion record: the prompt's tokens (as
+    `tokenizer.encode` gives them, the way a prompt is read at inference) and then the
+    completion's, labelled on the completion only."""
+    prompt_ids = tokenizer.encode(prompt)
+    completion_ids = tokenizer.encode(completion, add_special_tokens=False)
+    ids = np.array(prompt_ids + completion_ids, dtype=np.int64)
+    labels = np.full(len(ids), -100, dtype=np.int64)
+    labels[len(prompt_ids):] = completion_ids
+    return ids, labels
+
+
 def load_conversations(path, tokenizer, seq_len):
-    """[(ids, labels)] of every conversation that fits seq_len, and how many did not fit."""
+    """[(ids, labels)] of every conversation (or completion record) that fits seq_len, and how
+    many did not fit."""
     encoder, examples, too_long = ChatEncoder(tokenizer), [], 0
     for number, record in read_records(path):
         where = f"{path}:{number}"
-        messages = record.get("messages")
-        check_messages(messages, where)
-        if not any(m["role"] == "assistant" for m in messages):
-            raise ChatDataError(f"{where}: the conversation has no assistant turn to learn from")
-        ids, labels = encoder.encode(messages)
+        if "completion" in record and "messages" not in record:
+            prompt, completion = record.get("prompt"), record["completion"]
+            if not (isinstance(prompt, str) and isinstance(completion, str) and prompt
+                    and completion.strip()):
+                raise ChatDataError(f"{where}: a completion record needs a non-empty 'prompt' "
+                                    f"and 'completion', both strings")
+            ids, labels = completion_example(tokenizer, prompt, completion)
+        else:
+            messages = record.get("messages")
+            check_messages(messages, where)
+            if not any(m["role"] == "assistant" for m in messages):
+                raise ChatDataError(f"{where}: the conversation has no assistant turn to learn "
+                                    f"from")
+            ids, labels = encoder.encode(messages)
         if len(ids) > seq_len:
             too_long += 1
             continue
