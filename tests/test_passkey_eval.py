@@ -194,6 +194,18 @@ def test_the_pictures(tmp_path):
     assert position_plot(tmp_path / "ppl.png", {"mini": rows}, "ppl").is_file()
 
 
+def test_a_narrow_log_axis_still_gets_tick_labels():
+    """Perplexities of 2-7 span no power of ten: the axis is labelled 2 and 5 (1-2-5 steps), a
+    wider one at powers of ten, a still narrower one at every digit."""
+    import math
+
+    from tinyphi3.pictures.charts import _ticks
+    assert _ticks(math.log10(1.9), math.log10(7.5), True) == [2.0, 5.0]
+    assert _ticks(math.log10(45), math.log10(420), True) == [50.0, 100.0, 200.0]
+    assert _ticks(0.0, 2.0, True) == [1.0, 10.0, 100.0]
+    assert _ticks(math.log10(2.5), math.log10(4.5), True) == [3.0, 4.0]
+
+
 # ---- the command line ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Small PNG pictures drawn with Pillow: line plots, bar charts and heatmaps (lessons, model cards).
 
     line_plot("name.png", {"label": (xs, ys), ...}, title, xlabel, ylabel, log_y=False,
-              hlines={"label": y}, legend="upper left"|"upper right"|"lower right", overlap=False,
+              hlines={"label": y}, legend="upper left"|"upper right"|"lower right"|"lower left"|
+              "best" (the corner that hides the fewest points), overlap=False,
               xticks=["label of x=0", ...])
     bar_chart("name.png", {"label": value, ...}, title, unit)
     grouped_bars("name.png", {"group": {"series": value, ...}, ...}, title, ylabel, vmax=None)
@@ -37,9 +38,16 @@ def _label(v):
 
 
 def _ticks(lo, hi, log):
-    """Round tick values covering [lo, hi]: powers of ten on a log axis, else 1-2-5 steps."""
+    """Round tick values covering [lo, hi]: on a log axis (lo and hi in log10 units) powers of
+    ten, or 1-2-5 times them, or every digit times them, the first with two ticks in range;
+    else 1-2-5 steps."""
     if log:
-        return [10.0 ** e for e in range(math.ceil(lo - 1e-9), math.floor(hi + 1e-9) + 1)]
+        for mantissas in ((1,), (1, 2, 5), range(1, 10)):
+            ticks = [m * 10.0 ** e for e in range(math.floor(lo) - 1, math.ceil(hi) + 1)
+                     for m in mantissas if lo - 1e-9 <= math.log10(m) + e <= hi + 1e-9]
+            if len(ticks) >= 2:
+                break
+        return ticks
     raw = (hi - lo) / 6 or 1.0
     step = 10 ** math.floor(math.log10(raw))
     step *= next(m for m in (1, 2, 5, 10) if raw <= m * step)
@@ -89,8 +97,22 @@ def line_plot(name, series, title, xlabel, ylabel, log_y=False, hlines=None,
         if len(points) <= 60 and not overlap:
             for x, y in points:
                 d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
-    lx = left + 15 if legend.endswith("left") else W - right - 260
-    ly = top + 18 if legend.startswith("upper") else H - bottom - 12 - 22 * n
+    def corner(place):
+        return (left + 15 if place.endswith("left") else W - right - 260,
+                top + 18 if place.startswith("upper") else H - bottom - 12 - 22 * n)
+
+    if legend == "best":                    # the corner whose box covers the fewest line points
+        samples = [(x0_ + (x1_ - x0_) * t, y0_ + (y1_ - y0_) * t)
+                   for xs, ys in series.values()
+                   for (x0_, y0_), (x1_, y1_) in zip(zip(px(xs), py(ys)),
+                                                     list(zip(px(xs), py(ys)))[1:])
+                   for t in np.linspace(0, 1, 40)]
+        legend = min(("upper right", "upper left", "lower right", "lower left"),
+                     key=lambda place: sum(
+                         corner(place)[0] - 8 <= x <= corner(place)[0] + 250
+                         and corner(place)[1] - 12 <= y <= corner(place)[1] + 22 * n - 10
+                         for x, y in samples))
+    lx, ly = corner(legend)
     d.rectangle([lx - 8, ly - 12, lx + 250, ly + 22 * n - 10], fill=WHITE, outline=GREY)
     for i, (label, (color, width)) in enumerate(zip(series, style)):
         d.line([(lx, ly + 22 * i), (lx + 30, ly + 22 * i)], fill=color, width=width)

@@ -66,7 +66,7 @@ def passkey_heatmaps(name, grids: dict, title: str, cell=(64, 40)):
     return _save(img, name)
 
 
-def position_plot(name, results: dict, title: str):
+def position_plot(name, results: dict, title: str, legend: str = "best"):
     """Perplexity by position bucket, one line per model (results: {model name:
     position_perplexity result}); buckets past a model's context are left out of its line."""
     buckets = [b["bucket"] for b in next(iter(results.values()))]
@@ -77,7 +77,7 @@ def position_plot(name, results: dict, title: str):
             series[label] = (np.array(xs), np.array([rows[j]["perplexity"] for j in xs]))
     ticks = [f"{_short(lo)}-{_short(hi)}" for lo, hi in buckets]     # "2-4K": fits the edge
     return line_plot(name, series, title, "position of the predicted token (bucket, tokens)",
-                     "perplexity", log_y=True, xticks=ticks, legend="upper right")
+                     "perplexity", log_y=True, xticks=ticks, legend=legend)
 
 
 def _short(tokens):
