@@ -180,11 +180,12 @@ def test_prefill_takes_the_amx_kernel_from_16_rows_where_the_cpu_has_it(monkeypa
     error."""
     rng = np.random.default_rng(0)
     q = quant.quantize_q4(random_weight(rng, 64, 96), 32)
-    ran = []
+    ran, cpu_has_amx = [], quantized.has_amx
     for name in ("_q4_matmul_amx", "_q4_matmul_vnni", "_q4_matmul_portable"):
         monkeypatch.setattr(quantized, name, lambda *a, name=name: ran.append(name))
     for amx, vnni in ((True, True), (False, True), (False, False)):
         monkeypatch.setattr(quantized, "_AMX", amx)
+        monkeypatch.setattr(quantized, "has_amx", lambda amx=amx: amx)    # a CPU with or without
         monkeypatch.setattr(quantized, "_VNNI", vnni)
         for M in (1, 15, 16, 300):
             ran.clear()
@@ -192,6 +193,7 @@ def test_prefill_takes_the_amx_kernel_from_16_rows_where_the_cpu_has_it(monkeypa
             expected = ("_q4_matmul_amx" if amx and M >= quantized.AMX_FROM_ROWS
                         else "_q4_matmul_vnni" if vnni else "_q4_matmul_portable")
             assert ran == [expected], (amx, vnni, M)
+    monkeypatch.setattr(quantized, "has_amx", cpu_has_amx)                # this CPU again
     if not quantized.has_amx():
         with pytest.raises(RuntimeError, match="AMX int8 tiles"):
             quantized.q4_matmul(*quant.quantize_activations(np.ones((16, 96), np.float32), 32),

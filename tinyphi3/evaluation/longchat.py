@@ -84,8 +84,8 @@ def longchat_recall(model, tokenizer, lengths=(1024, 2048, 3584), kinds=LONG_CHA
     context is None, unless allow_past_context (then the model is asked as
     passkey.past_context_view); a chat whose prompt fills the context is wrong. Returns
     {"lengths", "kinds", "accuracy" ({kind: [per length]}), "n_per_cell", "context", "alone",
-    "past_context" (whether chats past the context were run), "records" (kind, length, answer, reply, right)}. `progress(k)` is called as
-    k more chats are done or skipped."""
+    "past_context" (whether chats past the context were run), "records" (kind, length, answer,
+    reply, right)}. `progress(k)` is called as k more chats are done or skipped."""
     context = model.config.max_position_embeddings
     ran_past = allow_past_context and max(lengths) > context
     asked = past_context_view(model, max(lengths) + MAX_NEW_TOKENS) if ran_past else model
