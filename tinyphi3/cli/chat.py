@@ -277,12 +277,15 @@ def read_text_file(path):
         raise InvalidInputError(f"no such file: {path}")
     if not path.is_file():
         raise InvalidInputError(f"{path} is not a file")
-    data = path.read_bytes()
+    return decode_utf8(path.read_bytes(), f"{path} is not UTF-8 text", InvalidInputError)
+
+
+def decode_utf8(data, complaint, error):
+    """data decoded as UTF-8, or `error` saying `complaint` and where the first bad byte is."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise InvalidInputError(f"{path} is not UTF-8 text (byte {e.start}: "
-                                f"{data[e.start:e.start + 1]!r})") from None
+        raise error(f"{complaint} (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
 
 
 def run_interactive(session):
@@ -313,12 +316,7 @@ def run_piped(session):
 
 
 def read_stdin_text():
-    data = sys.stdin.buffer.read()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise TinyPhi3Error(f"stdin is not valid UTF-8 (byte {e.start}: "
-                            f"{data[e.start:e.start + 1]!r})") from None
+    return decode_utf8(sys.stdin.buffer.read(), "stdin is not valid UTF-8", TinyPhi3Error)
 
 
 # ---- generate ---------------------------------------------------------------------------------

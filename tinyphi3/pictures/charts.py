@@ -91,27 +91,30 @@ def line_plot(name, series, title, xlabel, ylabel, log_y=False, hlines=None,
         d.text((W - right - 6, py(y) - 4), label, fill=GREY, font=f, anchor="rd")
     n = len(series)
     style = [(COLORS[i % len(COLORS)], 3 + (4 * (n - 1 - i) if overlap else 0)) for i in range(n)]
+    drawn = []                                              # each series' points, in pixels
     for (xs, ys), (color, width) in zip(series.values(), style):
         points = list(zip(px(xs), py(ys)))
+        drawn.append(points)
         d.line(points, fill=color, width=width)
         if len(points) <= 60 and not overlap:
             for x, y in points:
                 d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+
     def corner(place):
         return (left + 15 if place.endswith("left") else W - right - 260,
                 top + 18 if place.startswith("upper") else H - bottom - 12 - 22 * n)
 
+    def covered(place, samples):
+        lx, ly = corner(place)
+        return sum(lx - 8 <= x <= lx + 250 and ly - 12 <= y <= ly + 22 * n - 10
+                   for x, y in samples)
+
     if legend == "best":                    # the corner whose box covers the fewest line points
-        samples = [(x0_ + (x1_ - x0_) * t, y0_ + (y1_ - y0_) * t)
-                   for xs, ys in series.values()
-                   for (x0_, y0_), (x1_, y1_) in zip(zip(px(xs), py(ys)),
-                                                     list(zip(px(xs), py(ys)))[1:])
+        samples = [(xa + (xb - xa) * t, ya + (yb - ya) * t)
+                   for points in drawn for (xa, ya), (xb, yb) in zip(points, points[1:])
                    for t in np.linspace(0, 1, 40)]
         legend = min(("upper right", "upper left", "lower right", "lower left"),
-                     key=lambda place: sum(
-                         corner(place)[0] - 8 <= x <= corner(place)[0] + 250
-                         and corner(place)[1] - 12 <= y <= corner(place)[1] + 22 * n - 10
-                         for x, y in samples))
+                     key=lambda place: covered(place, samples))
     lx, ly = corner(legend)
     d.rectangle([lx - 8, ly - 12, lx + 250, ly + 22 * n - 10], fill=WHITE, outline=GREY)
     for i, (label, (color, width)) in enumerate(zip(series, style)):
