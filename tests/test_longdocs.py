@@ -140,6 +140,24 @@ def test_max_depth_keeps_keys_far_from_the_question(tok):
         next(longdocs.generate_passkey(1, 0, (300,), "train", tok, max_depth=1.5))
 
 
+def test_min_depth_keeps_keys_near_the_question(tok, tmp_path):
+    """min_depth 0.75: every key in the last quarter of the filler, found there in the text;
+    min_depth 0 draws the very documents the default does; min above max is an error, and one
+    clear line from `data passkey`."""
+    near = list(longdocs.generate_passkey(40, 5, (300,), "train", tok, min_depth=0.75))
+    assert all(r["depth"] >= 0.75 for r in near)
+    for r in near:
+        assert r["text"].index(longdocs.passkey_line(r["key"])) > 0.6 * len(r["text"])
+    assert (list(longdocs.generate_passkey(5, 5, (300,), "train", tok, min_depth=0.0))
+            == list(longdocs.generate_passkey(5, 5, (300,), "train", tok)))
+    with pytest.raises(ValueError, match="min_depth"):
+        next(longdocs.generate_passkey(1, 0, (300,), "train", tok, max_depth=0.2, min_depth=0.5))
+    result = CliRunner().invoke(main, ["data", "passkey", "--docs", "2", "--min-depth", "0.5",
+                                       "--max-depth", "0.2", "--out", str(tmp_path / "k.jsonl")])
+    assert result.exit_code == 2 and "--min-depth 0.5 is above --max-depth 0.2" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "k.jsonl").exists()
+
+
 def test_completion_records_hold_the_document_and_learn_the_key_alone(tok, tmp_path):
     """`data passkey --completion`: prompt + completion is the document the plain command writes
     for the same seed; SFT reads it as the document's own tokens (those the passkey eval gives a

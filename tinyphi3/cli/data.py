@@ -255,13 +255,15 @@ def longdocs(n_docs, seed, split, chapters, out):
 @click.option("--max-depth", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="The key's depth is drawn uniformly between 0 (right after the "
                    "introduction, farthest from the question) and this.")
+@click.option("--min-depth", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="...and at least this (1: right before the question).")
 @click.option("--completion", is_flag=True,
               help="Train split: write each document as an SFT completion record, {\"prompt\": "
                    "the text up to 'The pass key is', \"completion\": \" 48213.\"}, so that "
                    "`tinyphi3 train` with stage = \"sft\" learns from the key alone.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="A .jsonl file to write.")
-def passkey(n_docs, seed, lengths, tokenizer_dir, split, max_depth, completion, out):
+def passkey(n_docs, seed, lengths, tokenizer_dir, split, max_depth, min_depth, completion, out):
     """Write passkey documents: filler sentences with "The pass key is 48213. Remember it. 48213
     is the pass key." hidden at a random depth, ending "What is the pass key? The pass key is",
     each exactly one of --lengths tokens long with its answer (tinyphi3.data.longdocs). Train and
@@ -273,6 +275,7 @@ def passkey(n_docs, seed, lengths, tokenizer_dir, split, max_depth, completion, 
       tinyphi3 data passkey --docs 4000 --lengths 512,1024,2048,4096 --out passkey.jsonl
       tinyphi3 data passkey --docs 100 --split test --out passkey-test.jsonl
       tinyphi3 data passkey --docs 300 --lengths 4094 --max-depth 0.3 --out far-keys.jsonl
+      tinyphi3 data passkey --docs 300 --lengths 512 --min-depth 0.75 --out near-keys.jsonl
       tinyphi3 data passkey --docs 2000 --lengths 1024,4094 --completion --out keys-sft.jsonl
     """
     from tqdm import tqdm
@@ -286,9 +289,13 @@ def passkey(n_docs, seed, lengths, tokenizer_dir, split, max_depth, completion, 
     if completion and not out.endswith(".jsonl"):
         raise click.BadParameter("completion records are JSON lines: give a .jsonl file",
                                  param_hint="--out")
+    if min_depth > max_depth:
+        raise click.BadParameter(f"--min-depth {min_depth} is above --max-depth {max_depth}",
+                                 param_hint="--min-depth")
     tok = tokenizer_option_value(tokenizer_dir)
     check_passkey_lengths(lengths, tok)
-    docs = tqdm(generate_passkey(n_docs, seed, lengths, split, tok, max_depth), total=n_docs,
+    docs = tqdm(generate_passkey(n_docs, seed, lengths, split, tok, max_depth, min_depth),
+                total=n_docs,
                 unit="doc", desc="passkey")
     if completion:
         _echo_written(write_jsonl(map(as_completion, docs), out), out)

@@ -154,18 +154,19 @@ def shortest_passkey_document(tokenizer=None) -> int:
 
 def generate_passkey(n_docs: int, seed: int = 0, lengths=(512, 1024, 2048, 4096),
                      split: str = "train", tokenizer=None,
-                     max_depth: float = 1.0) -> Iterator[dict]:
+                     max_depth: float = 1.0, min_depth: float = 0.0) -> Iterator[dict]:
     """Yield n_docs passkey documents as records {"text", "key", "length", "depth", "kind"}, the
-    length drawn from `lengths` and the depth uniform in [0, max_depth] (the keys far from the
-    question, with max_depth < 1). train: the text holds the answer (documents to train on);
-    test: the text is the prompt and "key" its answer."""
-    if not 0.0 <= max_depth <= 1.0:
-        raise ValueError(f"max_depth must be between 0 and 1, got {max_depth}")
+    length drawn from `lengths` and the depth uniform in [min_depth, max_depth] (the keys far from
+    the question with max_depth < 1, near it with min_depth > 0). train: the text holds the
+    answer (documents to train on); test: the text is the prompt and "key" its answer."""
+    if not 0.0 <= min_depth <= max_depth <= 1.0:
+        raise ValueError("min_depth and max_depth must satisfy 0 <= min_depth <= max_depth <= 1, "
+                         f"got {min_depth} and {max_depth}")
     world.in_split(("passkey", 0), split)                    # an unknown split fails here
     rng = np.random.default_rng(world.stable_hash("passkey", seed, split))
     for _ in range(n_docs):
         length = int(lengths[int(rng.integers(len(lengths)))])
-        depth = round(float(rng.random()) * max_depth, 3)
+        depth = round(min_depth + float(rng.random()) * (max_depth - min_depth), 3)
         text, key = passkey_document(rng, length, depth, tokenizer, split=split,
                                      answer=split == "train")
         yield {"text": text, "key": key, "length": length, "depth": depth, "kind": "passkey"}
