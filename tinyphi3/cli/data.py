@@ -295,8 +295,7 @@ def passkey(n_docs, seed, lengths, tokenizer_dir, split, max_depth, min_depth, c
     tok = tokenizer_option_value(tokenizer_dir)
     check_passkey_lengths(lengths, tok)
     docs = tqdm(generate_passkey(n_docs, seed, lengths, split, tok, max_depth, min_depth),
-                total=n_docs,
-                unit="doc", desc="passkey")
+                total=n_docs, unit="doc", desc="passkey")
     if completion:
         _echo_written(write_jsonl(map(as_completion, docs), out), out)
     else:
