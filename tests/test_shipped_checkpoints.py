@@ -12,7 +12,7 @@ from tinyphi3 import Phi3, Tokenizer
 from tinyphi3.io.safetensors import SafetensorsFile
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ["mini-base", "mini", "mini8-base", "wide-base"]
+SHIPPED = ["mini-base", "mini", "mini8-base", "wide-base", "mini-long"]
 MAX_BYTES = {"wide-base": 60e6}     # 27.5 M parameters in bf16; the others <= 30 MB
 
 
@@ -115,6 +115,31 @@ def test_chat_model_renders_and_stops_like_transformers(name):
     assert tok.token_to_id("<|end|>") in generation["eos_token_id"]
     config = transformers.GenerationConfig.from_pretrained(directory)
     assert tok.token_to_id("<|end|>") in config.eos_token_id
+
+
+def test_mini_long_is_read_by_transformers_on_both_sides_of_the_switch():
+    """checkpoints/mini-long has the published 128K layout (LongRoPE short and long factors,
+    original context 512, 4,096 in all) and transformers gives its logits for a held-out
+    passkey document of 2,048 tokens (past 512: the long factors) and for its first 400 (the
+    short factors)."""
+    import json
+
+    from tinyphi3.evaluation.passkey import passkey_prompts
+    directory = ROOT / "checkpoints" / "mini-long"
+    config = json.loads((directory / "config.json").read_text())
+    scaling = config["rope_scaling"]
+    assert scaling["type"] == "longrope" and config["original_max_position_embeddings"] == 512
+    assert config["max_position_embeddings"] == 4096
+    assert len(scaling["short_factor"]) == len(scaling["long_factor"]) == 16
+    assert scaling["long_factor"] != scaling["short_factor"]
+    ours, tok = Phi3.from_pretrained(directory), Tokenizer.from_pretrained(directory)
+    theirs = transformers.Phi3ForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    (ids, _), = passkey_prompts(tok, 2048, 0.5, 1, seed=5)
+    assert len(ids) > 2000
+    for T in (len(ids), 400):
+        with torch.no_grad():
+            reference = theirs(torch.tensor([ids[:T]])).logits.numpy()
+        np.testing.assert_allclose(ours(np.array([ids[:T]])), reference, atol=2e-4, rtol=0)
 
 
 def test_small_is_a_phi3small_checkpoint_that_chats():
