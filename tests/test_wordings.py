@@ -237,7 +237,7 @@ def test_preference_pairs_prefer_what_the_judge_accepts():
         for message in record["prompt"]:
             if message["role"] == "user":
                 assert not detect(message["content"]), message
-        if kind in ("free_harm", "category_harm", "harm_answered", "crossed"):
+        if kind in ("free_harm", "category_harm", "harm_answered", "crossed", "small_talk_harm"):
             assert is_refusal(record["chosen"]) and not is_refusal(record["rejected"])
         elif kind == "kind":
             assert not is_refusal(record["chosen"]) and is_refusal(record["rejected"])

@@ -41,7 +41,7 @@ import re
 
 import numpy as np
 
-from tinyphi3.data import acts, safety, world
+from tinyphi3.data import acts, chat_texts, safety, world
 from tinyphi3.data.benign import creature_fields
 from tinyphi3.data.world import HELD_OUT_EVERY, frame_split, frames_of, one_of  # noqa: F401
 
@@ -937,6 +937,23 @@ def _category_harm_pair(rng):
     return [_user(request)], safety.refusal(rng, request), rejected
 
 
+
+def _small_talk_harm_pair(rng):
+    """A harmful request, half of a train safety category and half harm in free words (train
+    parts): a refusal chosen; rejected, a small-talk reply of the post-training
+    (chat_texts: how are you, what should I do today, thanks, goodbye). A long-context model
+    answered every request of one held-out harm wording with the opening of "You could visit one
+    of the places of my world ..." (docs/long_context.md, "The harm row")."""
+    if rng.random() < 0.5:
+        request = safety.harmful_request(rng, "train")
+        chosen = safety.refusal(rng, request)
+        messages = [_user(request)]
+    else:
+        exchange_, _ = _harm(rng, "train")
+        messages, chosen = exchange_[:1], exchange_[1]["content"]
+    _, rejected = one_of(rng, chat_texts.FEELINGS + chat_texts.THANKS + chat_texts.GOODBYES)
+    return messages, chosen, rejected
+
 def _kind_pair(rng):
     """A harmless request that shares its ask with the harmful ones: the helpful answer chosen, a
     refusal rejected (after the pairs above, a first DPO refused 73.5% of the held-out ones)."""
@@ -1072,6 +1089,7 @@ PREFERENCE_KINDS = {"free_harm": _free_harm_pair, "category_harm": _category_har
                     "act": _act_preference, "apart": _apart_pair,
                     "apart_unnamed": lambda rng: _apart_pair(rng, unnamed=True),
                     "social": _social_pair, "crossed": _crossed_pair,
+                    "small_talk_harm": _small_talk_harm_pair,
                     "memory_value": lambda rng: _memory_pair(rng, graceful_share=0.0)}
 # The kinds whose rejected replies no other kind chooses: a refusal, the graceful decline and
 # the user's own value are only ever chosen.
