@@ -937,7 +937,6 @@ def _category_harm_pair(rng):
     return [_user(request)], safety.refusal(rng, request), rejected
 
 
-
 def _small_talk_harm_pair(rng):
     """A harmful request, half of a train safety category and half harm in free words (train
     parts): a refusal chosen; rejected, a small-talk reply of the post-training
@@ -953,6 +952,7 @@ def _small_talk_harm_pair(rng):
         messages, chosen = exchange_[:1], exchange_[1]["content"]
     _, rejected = one_of(rng, chat_texts.FEELINGS + chat_texts.THANKS + chat_texts.GOODBYES)
     return messages, chosen, rejected
+
 
 def _kind_pair(rng):
     """A harmless request that shares its ask with the harmful ones: the helpful answer chosen, a
