@@ -213,7 +213,8 @@ class Trainer:
             "bos_token_id": tok.bos_token_id, "eos_token_id": tok.stop_token_ids,
             "pad_token_id": tok.pad_token_id, "do_sample": False}, indent=2) + "\n")
         series = loss_series(self.state)
-        ylabel = "DPO loss" if self.recipe.stage == "dpo" else "cross-entropy (nats/token)"
+        ylabel = {"dpo": "DPO loss", "distill": "KL(teacher || student), nats/token"}.get(
+            self.recipe.stage, "cross-entropy (nats/token)")
         if self.recipe.stage == "dpo" and self.recipe.rehearsal is not None:
             ylabel = "DPO loss; conversations: nats/token"
         line_plot(str(self.out / "loss.png"), series, f"loss: {self.out.name}", "step", ylabel)

@@ -3,6 +3,9 @@
     Pretraining                next-token loss on windows of the token shards
     SupervisedFineTuning       next-token loss on the assistant's replies of conversations (SFT)
     PreferenceOptimization     the DPO loss on chosen/rejected pairs, against a frozen reference
+    Distillation               a frozen teacher's next-token distributions on the replies of
+                               conversations (tinyphi3.train.distill): how mini-long keeps
+                               mini's short-prompt behaviour
     VisionFineTuning           next-token loss on the answers to questions on pictures, read by
                                phi-3-vision (Phi-3 report §6; tinyphi3.train.images)
 
@@ -14,10 +17,13 @@ read), the held-out statistics, and its data position for resume.
 import numpy as np
 
 from tinyphi3.data.shards import TokenStream, val_batches
+from tinyphi3.errors import InvalidInputError
+from tinyphi3.nn.autograd import enable_grad
 from tinyphi3.nn.layers import causal_lm_loss
 from tinyphi3.models.model import Phi3
 from tinyphi3.train.conversations import (ExampleBatches, load_conversations, load_preferences,
                                           pad_batch)
+from tinyphi3.train.distill import distillation_loss, teacher_probabilities
 from tinyphi3.train.dpo import dpo_batch_loss
 from tinyphi3.train.images import image_batch, image_processor_for, load_image_conversations
 
@@ -223,6 +229,50 @@ class PreferenceOptimization(_ExampleObjective):
         return {"loss": float(np.mean([float(loss) for loss, _ in results])), **stats}
 
 
+class Distillation(_ExampleObjective):
+    """Conversations read by the student and by a frozen teacher ([train] teacher, a checkpoint
+    with the same vocabulary): the mean KL divergence from the teacher's next-token distribution
+    to the student's at the replies' tokens (tinyphi3.train.distill). The held-out statistics
+    add the replies' plain next-token loss (`reply_loss`), as SFT would report it."""
+
+    STATE_KEYS = ("conversations", "side")
+
+    def __init__(self, recipe, tokenizer, model):
+        t = recipe.train
+        examples, too_long = load_conversations(recipe.data_file, tokenizer, t.seq_len)
+        super().__init__(recipe, tokenizer, examples, too_long, "conversations",
+                         lengths=[len(ids) for ids, _ in examples])
+        self.teacher = Phi3.from_pretrained(t.teacher)                # frozen: never updated
+        theirs, ours = self.teacher.config, model.config
+        if theirs.vocab_size != ours.vocab_size:
+            raise InvalidInputError(f"the teacher {t.teacher} has a vocabulary of "
+                                    f"{theirs.vocab_size} tokens, the student "
+                                    f"{ours.vocab_size}: distillation compares their "
+                                    f"distributions token by token, so they must share one")
+        if t.seq_len > theirs.max_position_embeddings:
+            raise InvalidInputError(f"seq_len {t.seq_len} is past the teacher's context of "
+                                    f"{theirs.max_position_embeddings} tokens")
+        self.notes.append(f"teacher: {t.teacher} (frozen)")
+
+    def _loss(self, model, examples, record):
+        ids, labels = pad_batch(examples, self.pad_id)
+        target = teacher_probabilities(self.teacher(ids))                 # inference: no tape
+        with enable_grad(record):
+            return distillation_loss(model.forward(ids), target, labels), ids, labels
+
+    def next_loss(self, model):
+        loss, ids, _ = self._loss(model, self.batches.next_examples(), record=True)
+        return loss, {}, ids.size
+
+    def validate(self, model):
+        kl, replies = [], []
+        for examples in self.batches.val_examples(self.recipe.log.eval_batches):
+            loss, ids, labels = self._loss(model, examples, record=False)
+            kl.append(float(loss))
+            replies.append(float(causal_lm_loss(model(ids), labels)))
+        return {"loss": float(np.mean(kl)), "reply_loss": float(np.mean(replies))}
+
+
 class VisionFineTuning(_ExampleObjective):
     """Pictures with questions; with [vision] text, a share of the steps takes a batch of text
     conversations instead (no picture), so that the decoder keeps what SFT taught it: step n
@@ -299,4 +349,5 @@ class VisionFineTuning(_ExampleObjective):
 
 
 OBJECTIVES = {"pretrain": Pretraining, "sft": SupervisedFineTuning,
-              "dpo": PreferenceOptimization, "vision_sft": VisionFineTuning}
+              "dpo": PreferenceOptimization, "distill": Distillation,
+              "vision_sft": VisionFineTuning}

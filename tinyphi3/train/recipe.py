@@ -14,11 +14,15 @@
                                            SFT's conversations, trained on that share of the
                                            steps (default 0.25) with the next-token loss)
               images = "DIR"               (stage "vision_sft": by `tinyphi3 data images`)
-    [train]   stage = "pretrain" | "sft" | "dpo" | "vision_sft", steps, batch_size, seq_len,
+              conversations = "FILE.jsonl" (stage "distill": the replies whose next-token
+                                           distributions the student learns from the teacher)
+    [train]   stage = "pretrain" | "sft" | "dpo" | "distill" | "vision_sft", steps, batch_size,
+              seq_len,
               grad_accum, lr,
               min_lr, warmup_steps, weight_decay, beta1, beta2, clip, seed,
               stop_at (end at this step, the schedule still planned for `steps`; 0: at `steps`),
               beta, label_smoothing, sft_weight (DPO; the reference model is init_from),
+              teacher = "DIR" (stage "distill": the frozen checkpoint learnt from),
               attention = "auto" | "dense" | "flash" (tiled: no [T, S] matrix per head; "auto"
               tiles sequences of 1,024 tokens or more),
               length_groups (stages "sft" and "dpo": 0, the default, batches in plain random
@@ -69,6 +73,7 @@ class TrainSettings:
     sft_weight: float = 0.0
     attention: str = "auto"
     length_groups: int = 0
+    teacher: str = ""
 
 
 @dataclass
@@ -154,7 +159,7 @@ class Recipe:
 
 
 DATA_KEYS = {"pretrain": "shards", "sft": "conversations", "dpo": "preferences",
-             "vision_sft": "images"}
+             "distill": "conversations", "vision_sft": "images"}
 SECTIONS = ("model", "vision", "data", "train", "log", "output")
 
 
@@ -273,12 +278,16 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
                     rehearsal=rehearsal, rehearsal_share=rehearsal_share,
                     vision=_vision(d.get("vision"), stage, model, source))
     t = recipe.train
+    if (stage == "distill") != bool(t.teacher):
+        raise RecipeError(f"{source}: " + ("stage \"distill\" learns from a frozen checkpoint: "
+                                           "set [train] teacher = \"DIR\"" if t.teacher == ""
+                                           else "[train] teacher is for stage \"distill\" only"))
     if min(t.steps, t.batch_size, t.seq_len, t.grad_accum) < 1 or t.lr <= 0:
         raise RecipeError(f"{source}: steps, batch_size, seq_len, grad_accum and lr must be "
                           f"positive")
-    if t.length_groups < 0 or (t.length_groups and stage not in ("sft", "dpo")):
-        raise RecipeError(f"{source}: length_groups must be 0 or, for stages \"sft\" and "
-                          f"\"dpo\", a positive number of batches per group, got "
+    if t.length_groups < 0 or (t.length_groups and stage not in ("sft", "dpo", "distill")):
+        raise RecipeError(f"{source}: length_groups must be 0 or, for stages \"sft\", \"dpo\" "
+                          f"and \"distill\", a positive number of batches per group, got "
                           f"{t.length_groups}")
     if not 0 <= t.stop_at <= t.steps:
         raise RecipeError(f"{source}: stop_at must be between 0 (run to steps) and "

@@ -1,0 +1,151 @@
+"""Distillation (stage "distill"): the KL loss and its gradients against torch autograd through
+transformers, the recipe's checks, and a run that pulls a student towards its teacher and
+resumes exactly."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from test_parity import hf_model
+from test_post_training import CHAT, post_recipe, sums_asked, write_jsonl
+from tinyphi3.errors import InvalidInputError
+from tinyphi3.models.model import Phi3
+from tinyphi3.nn.autograd import enable_grad
+from tinyphi3.tokenizers.train_sentencepiece import train_tokenizer
+from tinyphi3.train.conversations import pad_batch
+from tinyphi3.train.distill import distillation_loss, teacher_probabilities
+from tinyphi3.train.loop import Trainer
+from tinyphi3.train.recipe import RecipeError, recipe_from_dict
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    words = " ".join(m["content"] for m in CHAT) + " seven plus five is twelve."
+    (root / "corpus.txt").write_text("\n".join([words] * 50), encoding="utf-8")
+    return train_tokenizer([root / "corpus.txt"], root / "tok", 300)
+
+
+def random_replies(rng, V, shape):
+    """Sequences of random ids with labels on a random tail of each (the "reply")."""
+    sequences = []
+    for prompt_len, reply_len in shape:
+        ids = rng.integers(3, V, prompt_len + reply_len)
+        sequences.append((ids, np.where(np.arange(len(ids)) >= prompt_len, ids, -100)))
+    return pad_batch(sequences, 0)
+
+
+def test_loss_and_gradients_match_torch(tmp_path):
+    """KL(teacher || student) over the reply positions, as torch's F.kl_div computes it, and
+    every parameter's gradient (torch autograd through transformers), relative error <= 1e-4."""
+    V = 64
+    student_t, student_dir = hf_model(tmp_path / "student", seed=0, vocab_size=V)
+    teacher_t, teacher_dir = hf_model(tmp_path / "teacher", seed=1, vocab_size=V)
+    student, teacher = Phi3.from_pretrained(student_dir), Phi3.from_pretrained(teacher_dir)
+    ids, labels = random_replies(np.random.default_rng(0), V, [(4, 5), (7, 2), (2, 9)])
+
+    target = teacher_probabilities(teacher(ids))                   # inference: no tape
+    with enable_grad():
+        loss = distillation_loss(student.forward(ids), target, labels)
+    student.zero_grad()
+    loss.backward()
+
+    ids_t, keep = torch.tensor(ids), torch.tensor(labels[:, 1:] != -100)
+    with torch.no_grad():
+        log_p = F.log_softmax(teacher_t(ids_t).logits[:, :-1], -1)[keep]        # [N, V]
+    student_t.train()
+    log_q = F.log_softmax(student_t(ids_t).logits[:, :-1], -1)[keep]
+    ref = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+    ref.backward()
+    assert float(loss.data) == pytest.approx(ref.item(), rel=1e-5)
+    assert ref.item() > 0.01                      # two different random models disagree
+    theirs = dict(student_t.named_parameters())
+    for name, p in student.named_parameters():
+        g = theirs[name].grad.numpy()
+        assert np.linalg.norm(p.grad - g) <= 1e-4 * np.linalg.norm(g) + 1e-9, name
+
+
+def test_loss_is_zero_for_the_teacher_itself_and_counts_only_the_replies():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(2, 6, 11)).astype(np.float32)
+    labels = np.full((2, 6), -100)
+    labels[0, 3:] = 5
+    assert float(distillation_loss(logits, teacher_probabilities(logits), labels)) == \
+        pytest.approx(0.0, abs=1e-6)
+    # a teacher that differs only where nothing is counted (row 1, and row 0 before the reply)
+    other = logits.copy()
+    other[1] += rng.normal(size=(6, 11)).astype(np.float32)
+    other[0, :2] += 3.0
+    assert float(distillation_loss(logits, teacher_probabilities(other), labels)) == \
+        pytest.approx(0.0, abs=1e-6)
+    other[0, 2, 0] += 3.0                            # position 2 predicts the first reply token
+    assert float(distillation_loss(logits, teacher_probabilities(other), labels)) > 1e-3
+
+
+def distill_recipe(tok_dir, data, out, teacher, init_from, **train):
+    recipe = post_recipe(tok_dir, "sft", data, out, init_from=init_from, **train).to_dict()
+    recipe["train"].update(stage="distill", teacher=str(teacher))
+    return recipe_from_dict(recipe)
+
+
+def test_distillation_pulls_the_student_to_its_teacher_and_resumes_exactly(tok, tmp_path):
+    """A student made by a short SFT learns from a teacher made by a longer one: the held-out KL
+    falls; Ctrl-C during step 3 then --resume gives the uninterrupted run's losses."""
+    tok_dir = tmp_path / "tok"
+    tok.save_pretrained(tok_dir)
+    sft_file = write_jsonl(tmp_path / "sft.jsonl", sums_asked(3))
+    teacher = Trainer(post_recipe(tok_dir, "sft", sft_file, tmp_path / "teacher", steps=12))
+    teacher.run(progress=False)
+    student = Trainer(post_recipe(tok_dir, "sft", sft_file, tmp_path / "student", steps=2))
+    student.run(progress=False)
+    teacher_dir, student_dir = teacher.export(), student.export()
+
+    def run(out):
+        return distill_recipe(tok_dir, sft_file, out, teacher_dir, student_dir, steps=6, lr=3e-3)
+
+    full = Trainer(run(tmp_path / "full"))
+    before = full.objective.validate(full.model)
+    assert full.run(progress=False)
+    after = full.state["val_stats"][-1][1]
+    assert after["loss"] < 0.5 * before["loss"], (before, after)
+    assert "reply_loss" in after
+    assert f"teacher: {teacher_dir} (frozen)" in full.objective.notes
+
+    part = Trainer(run(tmp_path / "part"))
+    step = part.step
+
+    def interrupted_step():
+        loss = step()
+        if part.state["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+    part.step = interrupted_step
+    assert not part.run(progress=False) and part.state["step"] == 3
+    resumed = Trainer(run(tmp_path / "part"), resume=True)
+    resumed.run(progress=False)
+    assert resumed.state["losses"] == full.state["losses"]
+
+
+def test_distillation_recipes_say_what_is_missing(tok, tmp_path):
+    with pytest.raises(RecipeError, match=r'stage "distill" learns from a frozen checkpoint'):
+        recipe_from_dict({"model": {"tokenizer": "t"}, "data": {"conversations": "c"},
+                          "train": {"stage": "distill"}})
+    with pytest.raises(RecipeError, match=r'teacher is for stage "distill" only'):
+        recipe_from_dict({"model": {"tokenizer": "t"}, "data": {"conversations": "c"},
+                          "train": {"stage": "sft", "teacher": "t"}})
+    # a teacher with another vocabulary, or a shorter context than seq_len
+    tok_dir = tmp_path / "tok"
+    tok.save_pretrained(tok_dir)
+    sft_file = write_jsonl(tmp_path / "sft.jsonl", sums_asked(4))
+    _, other = hf_model(tmp_path / "other", vocab_size=tok.vocab_size + 64,
+                        max_position_embeddings=128, original_max_position_embeddings=128)
+    with pytest.raises(InvalidInputError, match="must share one"):
+        Trainer(distill_recipe(tok_dir, sft_file, tmp_path / "a", other, None))
+    _, short = hf_model(tmp_path / "short", vocab_size=-(-tok.vocab_size // 64) * 64,
+                        max_position_embeddings=64, original_max_position_embeddings=64)
+    with pytest.raises(InvalidInputError, match="past the teacher's context of 64"):
+        Trainer(distill_recipe(tok_dir, sft_file, tmp_path / "b", short, None))
