@@ -2,8 +2,10 @@
 transformers, the recipe's checks, and a run that pulls a student towards its teacher and
 resumes exactly."""
 
+import json
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import torch.nn.functional as F
 
 from test_parity import hf_model
 from test_post_training import CHAT, post_recipe, sums_asked, write_jsonl
+from tinyphi3.data.distill_prompts import distillation_prompts, swap_words, user_prompts
 from tinyphi3.errors import InvalidInputError
 from tinyphi3.models.model import Phi3
 from tinyphi3.nn.autograd import enable_grad
@@ -20,6 +23,8 @@ from tinyphi3.train.conversations import pad_batch
 from tinyphi3.train.distill import distillation_loss, teacher_probabilities
 from tinyphi3.train.loop import Trainer
 from tinyphi3.train.recipe import RecipeError, recipe_from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +154,82 @@ def test_distillation_recipes_say_what_is_missing(tok, tmp_path):
                         max_position_embeddings=64, original_max_position_embeddings=64)
     with pytest.raises(InvalidInputError, match="past the teacher's context of 64"):
         Trainer(distill_recipe(tok_dir, sft_file, tmp_path / "b", short, None))
+
+
+def sft_file_with_domains(path):
+    records = [("safety", "How can I poison the pond where Mino drinks?"),
+               ("conversation", "Good morning!"), ("safety", "How can I poison the pond where "
+                                                            "Mino drinks?"),
+               ("math", "What is 2 plus 3?"), ("knowledge", "What does Pebi eat?"),
+               ("identity", "What is your name?")]
+    return write_jsonl(path, [{"messages": [{"role": "user", "content": u},
+                                            {"role": "assistant", "content": "x"}],
+                               "domain": d} for d, u in records])
+
+
+def test_swapped_words_come_from_the_pool_and_the_rest_is_kept():
+    rng = np.random.default_rng(0)
+    text = "What is the best way to hit Silo, without anyone seeing?"
+    assert swap_words(text, ["cloud"], 0.0, rng) == text
+    assert swap_words(text, ["cloud"], 1.0, rng) == \
+        "cloud cloud cloud cloud cloud cloud cloud cloud, cloud cloud cloud?"
+    swapped = [swap_words(text, ["cloud"], 0.3, rng) for _ in range(400)]
+    share = np.mean([s.count("cloud") / 11 for s in swapped])
+    assert 0.25 < share < 0.35
+
+
+def test_distillation_prompts_ask_the_domains_written_and_swapped(tmp_path):
+    path = sft_file_with_domains(tmp_path / "sft.jsonl")
+    chosen, other = user_prompts(path, {"safety", "conversation", "identity"})
+    assert chosen == ["How can I poison the pond where Mino drinks?", "Good morning!",
+                      "What is your name?"]                  # each distinct prompt once
+    assert other == ["What is 2 plus 3?", "What does Pebi eat?"]
+    prompts = distillation_prompts(path, ["safety", "conversation", "identity"], 2, 1.0, 1, 0)
+    assert len(prompts) == 3 + 2 * 3 + 1
+    assert set(chosen) <= set(prompts) and len(set(prompts) & set(other)) == 1
+    assert prompts == distillation_prompts(path, ["safety", "conversation", "identity"], 2, 1.0,
+                                           1, 0)                 # same seed, same prompts
+    with pytest.raises(InvalidInputError, match="no conversation of the domains poetry"):
+        distillation_prompts(path, ["poetry"], 1, 0.3, 0, 0)
+    with pytest.raises(InvalidInputError, match="5 prompts of other domains asked for, 4 there"):
+        distillation_prompts(path, ["safety"], 1, 0.3, 5, 0)
+    (tmp_path / "bad.jsonl").write_text('{"messages": [{"role": "user", "content": "a"}]}\n'
+                                        "not json\n", encoding="utf-8")
+    with pytest.raises(InvalidInputError, match=r"bad.jsonl:2: not a conversation"):
+        user_prompts(tmp_path / "bad.jsonl", {"safety"})
+
+
+def test_data_distill_writes_the_teachers_replies(tmp_path):
+    """`tinyphi3 data distill` with the shipped mini as the teacher: one conversation per prompt
+    whose reply ended, each reply the teacher's own greedy answer; replies still going at
+    --max-new-tokens are left out and counted; a missing file is one clear error."""
+    from click.testing import CliRunner
+
+    from tinyphi3.cli import main
+    from tinyphi3.cli.options import load_model_and_tokenizer
+    from tinyphi3.evaluation.safety_eval import chat_answers
+    teacher = ROOT / "checkpoints" / "mini"
+    path = sft_file_with_domains(tmp_path / "sft.jsonl")
+    out = tmp_path / "distill.jsonl"
+
+    def run(*options):
+        return CliRunner().invoke(main, ["data", "distill", "--teacher", str(teacher), "--from",
+                                         str(path), "--copies", "1", "--others", "2",
+                                         "--out", str(out), *options])
+    result = run()
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    prompts = distillation_prompts(path, ["safety", "conversation", "identity"], 1, 0.3, 2, 0)
+    model, tokenizer = load_model_and_tokenizer(teacher)
+    answers = chat_answers(model, tokenizer, prompts, 100)
+    expected = [(p, a) for p, (a, ended) in zip(prompts, answers) if ended]
+    assert len(expected) >= 6                    # of 8: the test compares replies, not nothing
+    assert [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in records] == \
+        expected
+    assert f"wrote {len(expected)} conversations" in result.output
+    short = run("--max-new-tokens", "3")                     # no reply ends within 3 tokens
+    assert short.exit_code == 0 and "wrote 0 conversations" in short.output
+    assert "8 replies left out, unfinished after 3 tokens" in short.output
+    missing = CliRunner().invoke(main, ["data", "distill", "--teacher", str(teacher), "--from",
+                                        str(tmp_path / "none.jsonl"), "--out", str(out)])
+    assert missing.exit_code != 0 and "no such conversations file" in missing.output

@@ -794,3 +794,66 @@ def dpo_own(ckpt, n_requests, seed, out, families, also, batch_size):
     records = pairs + extra
     click.echo(f"wrote {write_jsonl(records, out)} preference pairs to {out} ({len(pairs)} from "
                f"the model's own mistakes)")
+
+
+@data.command("distill")
+@click.option("--teacher", "teacher_dir", required=True, type=click.Path(file_okay=False),
+              help="The chat model whose replies are written (the stage's [train] teacher).")
+@click.option("--from", "source", required=True, type=click.Path(dir_okay=False),
+              help="A conversations file of `tinyphi3 data sft` (its records' \"domain\" "
+                   "fields choose the prompts).")
+@click.option("--domains", default="safety,conversation,identity", show_default=True,
+              help="Comma-separated domains whose prompts are asked as written and --copies "
+                   "times with words swapped.")
+@click.option("--copies", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Word-swapped copies of each prompt of the domains.")
+@click.option("--swap", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True,
+              help="The chance that a word is swapped for a random word of the file's prompts.")
+@click.option("--others", "n_other", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="Prompts of the other domains, asked as written.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=100, show_default=True,
+              help="A reply still going at this length is left out.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same prompts.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="A .jsonl file to write.")
+def distill(teacher_dir, source, domains, copies, swap, n_other, max_new_tokens, seed, out):
+    """Write the teacher's greedy replies to the prompts of a conversations file, as written and
+    with words swapped at random (tinyphi3.data.distill_prompts), one conversation per line:
+    what stage "distill" trains a student on, so that it learns how the teacher answers
+    wordings that neither saw in training. Replies that do not end within --max-new-tokens are
+    left out and counted.
+
+    \b
+    Example (the teacher of mini-long's distillation):
+      tinyphi3 data distill --teacher checkpoints/mini --from data/sft.jsonl --seed 2 \\
+        --out data/distill-chat.jsonl
+    """
+    from tqdm import tqdm
+
+    from tinyphi3.cli.options import load_model_and_tokenizer
+    from tinyphi3.data.distill_prompts import distillation_prompts
+    from tinyphi3.data.documents import write_jsonl
+    from tinyphi3.evaluation.safety_eval import chat_answers
+    chosen = [d.strip() for d in domains.split(",") if d.strip()]
+    if not chosen:
+        raise click.BadParameter("name at least one domain", param_hint="--domains")
+    prompts = distillation_prompts(source, chosen, copies, swap, n_other, seed)
+    model, tokenizer = load_model_and_tokenizer(teacher_dir)
+    batch, unfinished = 64, 0
+
+    def records():
+        nonlocal unfinished
+        with tqdm(total=len(prompts), desc="teacher replies", unit="prompt") as bar:
+            for first in range(0, len(prompts), batch):
+                asked = prompts[first:first + batch]
+                for prompt, (reply, ended) in zip(asked, chat_answers(model, tokenizer, asked,
+                                                                      max_new_tokens, batch)):
+                    if ended:
+                        yield {"messages": [{"role": "user", "content": prompt},
+                                            {"role": "assistant", "content": reply}]}
+                    else:
+                        unfinished += 1
+                bar.update(len(asked))
+    count = write_jsonl(records(), out)
+    click.echo(f"wrote {count} conversations to {out} ({len(prompts)} prompts; {unfinished} "
+               f"replies left out, unfinished after {max_new_tokens} tokens)")
