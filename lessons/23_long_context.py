@@ -561,7 +561,7 @@ read = sum(record["right"] for record in long_grid["records"])
 assert read > sum(record["right"] for record in grid["records"]), "mini-long reads no more keys"
 
 # %% [markdown]
-# Its full grid (20 keys a cell, 512 to 4,096 tokens, five depths) is 399 of 400, beside the
+# Its full grid (20 keys a cell, 512 to 4,096 tokens, five depths) is 400 of 400, beside the
 # mini and the three other methods after a short fine-tuning, which read none:
 # `docs/long_context_passkey_mini_long.png`.
 
