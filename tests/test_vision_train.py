@@ -366,6 +366,40 @@ def test_dpo_on_a_phi3_v_model_trains_its_decoder_as_the_plain_decoder_s_dpo(wor
         assert np.array_equal(before[name], after[name]) == (name not in decoder_names), name
 
 
+def test_distillation_on_a_phi3_v_model_trains_its_decoder_from_a_text_teacher(workspace,
+                                                                               tmp_path):
+    """Stage "distill" started from a phi3_v checkpoint, the text model it was made from as the
+    teacher (how the vision model's text replies can be pulled back to mini's): the held-out KL
+    falls, the decoder moves, the image side does not, and the model keeps its processor."""
+    trainer = Trainer(recipe(workspace, tmp_path / "sft", vision={"clip": CLIP, "num_crops": 2},
+                             steps=4, seed=5))
+    assert trainer.run(progress=False)
+    start = trainer.export()
+    conversations = tmp_path / "chats.jsonl"
+    with open(conversations, "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"messages": [
+                {"role": "user", "content": f"What is {i} plus {i}?"},
+                {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]}) + "\n")
+    distill = Trainer(recipe_from_dict({
+        "model": {"init_from": str(start), "tokenizer": str(start)},
+        "data": {"conversations": str(conversations)},
+        "train": dict(stage="distill", teacher=str(workspace / "text"), steps=6, batch_size=4,
+                      seq_len=64, lr=1e-2, warmup_steps=1),
+        "log": {"eval_every": 6, "eval_batches": 2, "save_every": 6},
+        "output": {"dir": str(tmp_path / "distill"), "dtype": "float32"}}))
+    before_kl = distill.objective.validate(distill.model)["loss"]
+    assert distill.run(progress=False)
+    assert distill.state["val_stats"][-1][1]["loss"] < 0.7 * before_kl
+    final = distill.export()
+    assert (final / "preprocessor_config.json").read_bytes() == \
+        (start / "preprocessor_config.json").read_bytes()
+    before, after = Phi3V.from_pretrained(start).params, Phi3V.from_pretrained(final).params
+    decoder_names = set(Phi3V.from_pretrained(start).decoder.params)
+    for name in before:                          # the decoder moved, the image side did not
+        assert np.array_equal(before[name], after[name]) == (name not in decoder_names), name
+
+
 def test_pretraining_text_is_replayed_on_its_share_of_the_steps(workspace, tmp_path, monkeypatch):
     """[data] replay in a vision recipe: every fourth step (replay_share 0.25) is a batch of
     pre-training windows (text, every token labelled), the other steps pictures; with [vision]
