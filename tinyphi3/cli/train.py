@@ -21,6 +21,7 @@ def train(recipe, resume):
       tinyphi3 train configs/mini-base-phase1.toml
       tinyphi3 train configs/mini-base-phase1.toml --resume
       tinyphi3 train configs/mini-vision-sft.toml      (phi-3-vision: pictures and questions)
+      tinyphi3 train configs/mini-long-direct-distill4.toml   (learn a frozen teacher's replies)
     """
     from tinyphi3.train.loop import Trainer
     from tinyphi3.train.recipe import load_recipe
