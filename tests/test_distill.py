@@ -3,8 +3,6 @@ transformers, the recipe's checks, and a run that pulls a student towards its te
 resumes exactly."""
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import torch.nn.functional as F
 
 from test_parity import hf_model
 from test_post_training import CHAT, post_recipe, sums_asked, write_jsonl
+from test_train import interrupt_after
 from tinyphi3.data.distill_prompts import distillation_prompts, swap_words, user_prompts
 from tinyphi3.errors import InvalidInputError
 from tinyphi3.models.model import Phi3
@@ -97,7 +96,8 @@ def distill_recipe(tok_dir, data, out, teacher, init_from, **train):
     return recipe_from_dict(recipe)
 
 
-def test_distillation_pulls_the_student_to_its_teacher_and_resumes_exactly(tok, tmp_path):
+def test_distillation_pulls_the_student_to_its_teacher_and_resumes_exactly(tok, tmp_path,
+                                                                           monkeypatch):
     """A student made by a short SFT learns from a teacher made by a longer one: the held-out KL
     falls; Ctrl-C during step 3 then --resume gives the uninterrupted run's losses."""
     tok_dir = tmp_path / "tok"
@@ -121,15 +121,9 @@ def test_distillation_pulls_the_student_to_its_teacher_and_resumes_exactly(tok, 
     assert f"teacher: {teacher_dir} (frozen)" in full.objective.notes
 
     part = Trainer(run(tmp_path / "part"))
-    step = part.step
-
-    def interrupted_step():
-        loss = step()
-        if part.state["step"] == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss
-    part.step = interrupted_step
+    interrupt_after(monkeypatch, 3)
     assert not part.run(progress=False) and part.state["step"] == 3
+    monkeypatch.undo()
     resumed = Trainer(run(tmp_path / "part"), resume=True)
     resumed.run(progress=False)
     assert resumed.state["losses"] == full.state["losses"]

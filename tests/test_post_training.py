@@ -2,8 +2,6 @@
 records' errors, and the stages run (and resume) through `tinyphi3 train`."""
 
 import json
-import os
-import signal
 from functools import partial
 
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from test_parity import hf_model
+from test_train import interrupt_after
 from tinyphi3.models.model import Phi3
 from tinyphi3.tokenizers.train_sentencepiece import train_tokenizer
 from tinyphi3.train.conversations import (ChatDataError, ChatEncoder, load_conversations,
@@ -188,7 +187,7 @@ def post_recipe(tok_dir, stage, data, out, init_from=None, **train):
 
 
 @pytest.mark.parametrize("groups", [0, 2])
-def test_sft_then_dpo_run_and_resume_exactly(tok, tmp_path, groups):
+def test_sft_then_dpo_run_and_resume_exactly(tok, tmp_path, groups, monkeypatch):
     """With and without batches grouped by length ([train] length_groups)."""
     tok_dir = tmp_path / "tok"
     tok.save_pretrained(tok_dir)
@@ -210,15 +209,9 @@ def test_sft_then_dpo_run_and_resume_exactly(tok, tmp_path, groups):
     assert {"margin", "accuracy"} <= set(full.state["val_stats"][-1][1])
     # Ctrl-C during step 3 (it finishes, saves, stops); resume: the uninterrupted run's losses
     part = Trainer(dpo(tmp_path / "part"))
-    step = part.step
-
-    def interrupted_step():
-        loss = step()
-        if part.state["step"] == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss
-    part.step = interrupted_step
+    interrupt_after(monkeypatch, 3)
     assert not part.run(progress=False) and part.state["step"] == 3
+    monkeypatch.undo()
     resumed = Trainer(dpo(tmp_path / "part"), resume=True)
     resumed.run(progress=False)
     assert resumed.state["losses"] == full.state["losses"]

@@ -235,8 +235,6 @@ class Distillation(_ExampleObjective):
     to the student's at the replies' tokens (tinyphi3.train.distill). The held-out statistics
     add the replies' plain next-token loss (`reply_loss`), as SFT would report it."""
 
-    STATE_KEYS = ("conversations", "side")
-
     def __init__(self, recipe, tokenizer, model):
         t = recipe.train
         examples, too_long = load_conversations(recipe.data_file, tokenizer, t.seq_len)
@@ -254,22 +252,23 @@ class Distillation(_ExampleObjective):
                                     f"{theirs.max_position_embeddings} tokens")
         self.notes.append(f"teacher: {t.teacher} (frozen)")
 
-    def _loss(self, model, examples, record):
+    def _batch(self, examples):
+        """(ids, labels, the teacher's distributions at each position) of a batch."""
         ids, labels = pad_batch(examples, self.pad_id)
-        target = teacher_probabilities(self.teacher(ids))                 # inference: no tape
-        with enable_grad(record):
-            return distillation_loss(model.forward(ids), target, labels), ids, labels
+        return ids, labels, teacher_probabilities(self.teacher(ids))     # inference: no tape
 
     def next_loss(self, model):
-        loss, ids, _ = self._loss(model, self.batches.next_examples(), record=True)
-        return loss, {}, ids.size
+        ids, labels, target = self._batch(self.batches.next_examples())
+        with enable_grad():
+            return distillation_loss(model.forward(ids), target, labels), {}, ids.size
 
     def validate(self, model):
         kl, replies = [], []
         for examples in self.batches.val_examples(self.recipe.log.eval_batches):
-            loss, ids, labels = self._loss(model, examples, record=False)
-            kl.append(float(loss))
-            replies.append(float(causal_lm_loss(model(ids), labels)))
+            ids, labels, target = self._batch(examples)
+            logits = model(ids)                                       # inference: no tape
+            kl.append(float(distillation_loss(logits, target, labels)))
+            replies.append(float(causal_lm_loss(logits, labels)))
         return {"loss": float(np.mean(kl)), "reply_loss": float(np.mean(replies))}
 
 
