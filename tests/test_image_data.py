@@ -302,3 +302,67 @@ def test_captions_say_what_the_picture_shows():
                 assert f"tallest bar is the {top} one" in text
     again = [r["text"] for _, r in generate_caption_examples(10, "train", seed=3, size=28)]
     assert again == [r["text"] for _, r in generate_caption_examples(10, "train", seed=3, size=28)]
+
+
+# ---- made-up words and captions among the questions (training only) ----------------------------
+
+def test_made_up_words_are_built_from_name_syllables_and_name_no_creature():
+    made_up = images.made_up_words()
+    names = {e.name for e in world.ENTITIES}
+    assert len(made_up) == len(set(made_up)) > 50
+    assert not set(made_up) & (names | world._NOT_NAMES)
+    syllables = {a + b for a in world._FIRST for b in world._SECOND}
+    assert set(made_up) | names >= syllables - world._NOT_NAMES            # every unused pair
+    assert set(made_up) <= syllables
+    assert not any(is_held_out_picture({"kind": "reading", "word": w}) for w in made_up)
+
+
+def test_made_up_words_show_in_training_reading_pictures_at_the_share_asked():
+    records = [r for _, r in generate_image_examples(1000, "train", seed=5, made_up=0.5)]
+    words = [r["spec"]["word"] for r in records if r["kind"] == "reading"]
+    share = sum(w in images.made_up_words() for w in words) / len(words)
+    assert 0.4 < share < 0.6, share
+    held_out = {e.name for e in world.ENTITIES[3::4]}
+    assert not set(words) & held_out
+    for record in records:
+        if record["kind"] == "reading":
+            assert record["messages"][1]["content"] == f"It says {record['spec']['word']}."
+    none = [r["spec"]["word"] for _, r in generate_image_examples(400, "train", seed=5)
+            if r["kind"] == "reading"]
+    assert not set(none) & set(images.made_up_words())
+    captions = [r for _, r in generate_caption_examples(400, "train", seed=5, made_up=1.0)]
+    assert all(r["spec"]["word"] in images.made_up_words() for r in captions
+               if r["kind"] == "reading")
+
+
+def test_caption_share_mixes_caption_records_among_the_questions():
+    records = [r for _, r in generate_image_examples(1000, "train", seed=6, caption_share=0.25)]
+    mixed = [r for r in records if "text" in r]
+    assert 0.2 < len(mixed) / len(records) < 0.3
+    assert [r["kind"] for r in records] == list(QUESTION_KINDS) * 200     # kinds still in turn
+    for record in mixed:
+        assert record["text"] == images.caption(record["spec"]) and "messages" not in record
+        assert not is_held_out_picture(record["spec"])
+    for index, record in enumerate(records):
+        assert record["image"] == f"images/{index:05d}.png"
+
+
+def test_made_up_words_and_captions_are_refused_for_the_held_out_split(tmp_path):
+    with pytest.raises(ValueError, match="training pictures only"):
+        next(generate_image_examples(5, "test", made_up=0.3))
+    with pytest.raises(ValueError, match="training pictures only"):
+        next(generate_image_examples(5, "test", caption_share=0.3))
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        next(generate_image_examples(5, "train", made_up=1.5))
+    for flags in (["--made-up-words", "0.3"], ["--caption-share", "0.3"]):
+        result = CliRunner().invoke(data, ["images", "--n", "3", "--split", "test", *flags,
+                                           "--out", str(tmp_path / "x")])
+        assert result.exit_code != 0 and "training pictures only" in result.output
+        assert "Traceback" not in result.output and not (tmp_path / "x").exists()
+    result = CliRunner().invoke(data, ["images", "--n", "10", "--made-up-words", "1",
+                                       "--caption-share", "0.5", "--seed", "1",
+                                       "--out", str(tmp_path / "y")])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (tmp_path / "y" / "examples.jsonl").read_text().splitlines()]
+    assert lines == [r for _, r in generate_image_examples(10, "train", 1, made_up=1.0,
+                                                           caption_share=0.5)]

@@ -358,9 +358,19 @@ def longchat(n_records, seed, split, lengths, tokenizer_dir, out):
               help="Captions instead of questions, for the image-text pre-training stage: each "
                    "record's \"text\" describes everything the picture shows (shapes, colours, "
                    "positions, the word spelled out, every bar's height).")
+@click.option("--made-up-words", "made_up", default=0.0, show_default=True,
+              type=click.FloatRange(0.0, 1.0),
+              help="The share of reading pictures that show a made-up word built from the "
+                   "syllables of the world's names but naming no creature (\"Tabi\", "
+                   "\"Rolo\"), so that reading is learned syllable by syllable. Train split "
+                   "only.")
+@click.option("--caption-share", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="With questions: the share of pictures that come with their caption instead, "
+                   "so that a question stage keeps the pre-training's descriptions. Train split "
+                   "only.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="A new (or empty) directory to write.")
-def images(n_records, split, seed, size, captions, out):
+def images(n_records, split, seed, size, captions, made_up, caption_share, out):
     """Write pictures with a question and its answer for the tiny phi-3-vision: a shape's colour,
     shapes to count, two shapes' positions, a word to read, the tallest or shortest bar of a
     chart (tinyphi3.data.images). Writes OUT/images/00000.png, ... and OUT/examples.jsonl, each
@@ -375,18 +385,30 @@ def images(n_records, split, seed, size, captions, out):
     Examples:
       tinyphi3 data images --n 5000 --split train --seed 0 --out vision_train
       tinyphi3 data images --n 8000 --captions --seed 1 --out vision_captions
+      tinyphi3 data images --n 20000 --made-up-words 0.4 --caption-share 0.25 --out vision_mix
     """
     from pathlib import Path
 
     from tinyphi3.data.images import (generate_caption_examples, generate_image_examples,
                                       write_image_examples)
+    if split != "train" and (made_up or caption_share):
+        raise click.ClickException("--made-up-words and --caption-share are for training "
+                                   "pictures only: the held-out split shows the world's words "
+                                   "and asks questions")
+    if captions and caption_share:
+        raise click.ClickException("--caption-share mixes captions among questions; with "
+                                   "--captions every record is a caption already")
     if Path(out).exists() and any(Path(out).iterdir()):
         raise click.ClickException(f"{out} is not empty: give a new or empty directory, so that "
                                    "no picture of an earlier run is left among the new ones")
-    make = generate_caption_examples if captions else generate_image_examples
-    count = write_image_examples(make(n_records, split, seed, size), out, total=n_records,
-                                 progress=True)
-    what = "captions" if captions else "questions"
+    if captions:
+        pairs = generate_caption_examples(n_records, split, seed, size, made_up=made_up)
+    else:
+        pairs = generate_image_examples(n_records, split, seed, size, made_up=made_up,
+                                        caption_share=caption_share)
+    count = write_image_examples(pairs, out, total=n_records, progress=True)
+    what = ("captions" if captions else "questions and captions" if caption_share
+            else "questions")
     click.echo(f"wrote {count} pictures and their {what} to {out}/examples.jsonl")
 
 

@@ -22,9 +22,14 @@ is held out (`is_held_out_picture(spec)`) when
     count                           or it shows c shapes of shape j with (j + c) % 4 == 3;
     position                        or its colour pair {i, j} has (i + j) % 4 == 3;
     reading                         its word is every fourth creature of world.ENTITIES, or a
-                                    number n with n % 4 == 3;
+                                    number n with n % 4 == 3 (a made-up word is never held out);
     chart                           its colours, left to right, hash into a quarter of all
                                     orders (stable_hash("chart", *colours) % 4 == 3).
+
+Made-up words (`made_up_words()`, training only, on request): the two-syllable words that the
+world's names are built from (world._FIRST + world._SECOND) but that name no creature, such as
+"Tabi" or "Rolo". Reading pictures that show them teach reading syllable by syllable rather than
+recognising a closed list of names; no held-out name is among them.
 
 And as in tinyphi3.data.wordings, every fourth question wording (index % 4 == 3) is asked only
 of test pictures. Everything is deterministic from the numpy Generator the caller passes in: a
@@ -108,7 +113,8 @@ def is_held_out_picture(spec: dict) -> bool:
         word = spec["word"]
         if word.isdigit():
             return int(word) % 4 == 3
-        return [e.name for e in world.ENTITIES].index(word) % 4 == 3
+        names = [e.name for e in world.ENTITIES]
+        return word in names and names.index(word) % 4 == 3
     if kind == "chart":
         return stable_hash("chart", *spec["colours"]) % 4 == 3
     shapes = spec["shapes"]
@@ -166,7 +172,17 @@ def _position_spec(rng):
                        for colour, (x, y) in zip(colours, points)]}
 
 
-def _reading_spec(rng):
+def made_up_words() -> tuple:
+    """The two-syllable words of the world's name syllables that name no creature (nor are kept
+    out of the names for being too close to real words), sorted: "Tabi", "Rolo", ..."""
+    names = {e.name for e in world.ENTITIES} | world._NOT_NAMES
+    return tuple(sorted(a + b for a in world._FIRST for b in world._SECOND
+                        if a + b not in names))
+
+
+def _reading_spec(rng, made_up: float = 0.0):
+    if made_up and rng.random() < made_up:
+        return {"kind": "reading", "word": one_of(rng, made_up_words())}
     if rng.random() < 0.5:
         return {"kind": "reading", "word": str(int(rng.integers(10, 100)))}
     return {"kind": "reading", "word": one_of(rng, world.ENTITIES).name}
@@ -183,14 +199,27 @@ _SPECS = {"colour": _colour_spec, "count": _count_spec, "position": _position_sp
           "reading": _reading_spec, "chart": _chart_spec}
 
 
-def picture_spec(kind: str, split: str, rng, max_tries: int = 10_000) -> dict:
-    """A spec of `kind` in `split`: specs are drawn until one is held out (test) or not (train)."""
+def _check_made_up(made_up: float, split: str):
+    if not 0.0 <= made_up <= 1.0:
+        raise ValueError(f"made_up is the share of reading pictures that show a made-up word, a "
+                         f"number from 0 to 1, got {made_up}")
+    if made_up and split != "train":
+        raise ValueError("made-up words are for training pictures only: the held-out reading "
+                         "pictures show the world's words")
+
+
+def picture_spec(kind: str, split: str, rng, max_tries: int = 10_000,
+                 made_up: float = 0.0) -> dict:
+    """A spec of `kind` in `split`: specs are drawn until one is held out (test) or not (train).
+    made_up: the share of reading pictures that show a made-up word (train only); 0 draws
+    exactly the specs it drew before the option existed."""
     if kind not in _SPECS:
         raise ValueError(f"unknown kind {kind!r}: choose one of {', '.join(QUESTION_KINDS)}")
     if split not in world.SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    _check_made_up(made_up, split)
     for _ in range(max_tries):
-        spec = _SPECS[kind](rng)
+        spec = _reading_spec(rng, made_up) if kind == "reading" else _SPECS[kind](rng)
         if is_held_out_picture(spec) == (split == "test"):
             return spec
     raise RuntimeError(f"no {split} picture of kind {kind} in {max_tries} draws")
@@ -334,34 +363,55 @@ def caption(spec: dict) -> str:
             f"is the {tallest} one and the shortest bar is the {shortest} one.")
 
 
+def _caption_record(index, kind, split, spec) -> dict:
+    return {"image": f"images/{index:05d}.png", "text": caption(spec), "kind": kind,
+            "split": split, "spec": spec}
+
+
 def generate_caption_examples(n: int, split: str = "train", seed: int = 0,
-                              size: int = 56) -> Iterator:
+                              size: int = 56, made_up: float = 0.0) -> Iterator:
     """(image, record) pairs for image-text pre-training, the kinds in turn, deterministic from
     the seed: record["text"] is the picture's caption (no question, no chat), and the pictures
-    of `split` obey the same held-out rule as the questions' pictures."""
+    of `split` obey the same held-out rule as the questions' pictures. made_up: the share of
+    reading pictures that show a made-up word (train only)."""
     rng = np.random.default_rng(stable_hash("captions", split, seed))
     for index in range(n):
         kind = QUESTION_KINDS[index % len(QUESTION_KINDS)]
-        spec = picture_spec(kind, split, rng)
-        yield draw(spec, size), {"image": f"images/{index:05d}.png", "text": caption(spec),
-                                 "kind": kind, "split": split, "spec": spec}
+        spec = picture_spec(kind, split, rng, made_up=made_up)
+        yield draw(spec, size), _caption_record(index, kind, split, spec)
 
 
-def example(kind: str, split: str, rng, size: int = 56) -> tuple:
+def example(kind: str, split: str, rng, size: int = 56, made_up: float = 0.0) -> tuple:
     """(image, question, answer, spec): one picture of `kind` in `split` and a question on it."""
-    spec = picture_spec(kind, split, rng)
+    spec = picture_spec(kind, split, rng, made_up=made_up)
     question, answer = question_and_answer(spec, split, rng)
     return draw(spec, size), question, answer, spec
 
 
-def generate_image_examples(n: int, split: str = "train", seed: int = 0,
-                            size: int = 56) -> Iterator:
+def generate_image_examples(n: int, split: str = "train", seed: int = 0, size: int = 56,
+                            made_up: float = 0.0, caption_share: float = 0.0) -> Iterator:
     """(image, record) pairs, the kinds in turn, deterministic from the seed (the first k do not
-    depend on n). record["image"] is the path the picture gets when written: images/00000.png."""
+    depend on n). record["image"] is the path the picture gets when written: images/00000.png.
+
+    made_up: the share of reading pictures that show a made-up word; caption_share: the share
+    of pictures that come with their caption (a caption record, as generate_caption_examples
+    writes) instead of a question, so that a question stage keeps the pre-training's
+    descriptions. Both for training only; at 0 (the default) the records are exactly those
+    drawn before the options existed."""
+    if not 0.0 <= caption_share <= 1.0:
+        raise ValueError(f"caption_share is a share of the pictures, a number from 0 to 1, got "
+                         f"{caption_share}")
+    if caption_share and split != "train":
+        raise ValueError("captions among the questions are for training pictures only")
+    _check_made_up(made_up, split)
     rng = np.random.default_rng(stable_hash("images", split, seed))
     for index in range(n):
         kind = QUESTION_KINDS[index % len(QUESTION_KINDS)]
-        image, question, answer, spec = example(kind, split, rng, size)
+        if caption_share and rng.random() < caption_share:
+            spec = picture_spec(kind, split, rng, made_up=made_up)
+            yield draw(spec, size), _caption_record(index, kind, split, spec)
+            continue
+        image, question, answer, spec = example(kind, split, rng, size, made_up)
         yield image, {"image": f"images/{index:05d}.png",
                       "messages": [{"role": "user", "content": f"{IMAGE_TAG}\n{question}"},
                                    {"role": "assistant", "content": answer}],
