@@ -209,3 +209,12 @@ def test_decode_leaves_the_image_slots_out(pair):
     assert ours.decode(ids, skip_special_tokens=True) == "\nWhat is shown here?"  # rstrip ate \n
     for skip in (False, True):
         assert ours.decode(ids, skip) == theirs.decode(text_ids, skip_special_tokens=skip)
+
+
+def test_the_processor_is_public_api(directories):
+    """`tinyphi3.Phi3VProcessor.from_pretrained(d)`, as the README and the module docstring
+    write it, is this processor."""
+    import tinyphi3
+    assert tinyphi3.Phi3VProcessor is Phi3VProcessor and "Phi3VProcessor" in tinyphi3.__all__
+    proc = tinyphi3.Phi3VProcessor.from_pretrained(directories["bos"])
+    assert isinstance(proc, Phi3VProcessor)

@@ -4,7 +4,13 @@
     tok = tinyphi3.Tokenizer.from_pretrained("checkpoints/mini")
     logits = model(ids)                      # int [B, T] -> float32 [B, T, vocab]
 
-A phi3_v directory (Phi-3-vision) loads as Phi3V: `model(ids, pixel_values, image_sizes)`.
+A phi3_v directory (Phi-3-vision) loads as Phi3V, its processor turns text with <|image_k|>
+tags and pictures into the model's inputs:
+
+    proc = tinyphi3.Phi3VProcessor.from_pretrained("checkpoints/vision")
+    inputs = proc("<|image_1|>\nWhat colour is the shape?", images=[picture])
+    logits = model(inputs["input_ids"], pixel_values=inputs["pixel_values"],
+                   image_sizes=inputs["image_sizes"])
 
 When tinyphi3 is imported before NumPy, NumPy's OpenBLAS is loaded with its idle threads told to
 sleep almost at once (OPENBLAS_THREAD_TIMEOUT=4, set only while NumPy loads, unless the variable
@@ -35,9 +41,10 @@ from tinyphi3.errors import TinyPhi3Error
 from tinyphi3.inference.generate import generate
 from tinyphi3.models.model import Phi3
 from tinyphi3.models.vision.phi3v import Phi3V
+from tinyphi3.models.vision.processor import Phi3VProcessor
 from tinyphi3.nn.blocksparse import blocksparse_layout
 from tinyphi3.tokenizers import load_tokenizer
 from tinyphi3.tokenizers.sentencepiece_bpe import Tokenizer
 
-__all__ = ["Phi3", "Phi3Config", "Phi3V", "Tokenizer", "TinyPhi3Error", "blocksparse_layout",
+__all__ = ["Phi3", "Phi3Config", "Phi3V", "Phi3VProcessor", "Tokenizer", "TinyPhi3Error", "blocksparse_layout",
            "generate", "load_tokenizer", "preset"]
