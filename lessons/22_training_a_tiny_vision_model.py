@@ -257,7 +257,15 @@ assert right["picture"] > right["blank"]
 #     tinyphi3 data images --n 8000 --captions --seed 1 --out data/images-captions
 #
 # and each stage is `tinyphi3 train RECIPE.toml`, starting from `checkpoints/mini`'s decoder
-# with a tower of width 64 (3 layers, crops of 56 pixels, patches of 4).
+# with a new tower (crops of 56 pixels, patches of 4). The shipped `checkpoints/vision` is the
+# seventh trial: a tower of width 128 and 5 layers pre-trained on captions with the decoder
+# frozen (`configs/mini-vision-captions-wide.toml`), questions with a quarter captions, made-up
+# words to read and textbook text replayed (`configs/mini-vision-mix-replay-sft.toml`), then the
+# decoder distilled from mini (`configs/mini-vision-mix-distill.toml`). Its card says what it
+# can do and what it cannot yet: ask it yourself,
+#
+#     tinyphi3 data images --n 10 --split test --out pictures
+#     tinyphi3 chat --ckpt checkpoints/vision --image pictures/images/00000.png
 
 # %%
 shutil.rmtree(WORK)

@@ -46,5 +46,5 @@ from tinyphi3.nn.blocksparse import blocksparse_layout
 from tinyphi3.tokenizers import load_tokenizer
 from tinyphi3.tokenizers.sentencepiece_bpe import Tokenizer
 
-__all__ = ["Phi3", "Phi3Config", "Phi3V", "Phi3VProcessor", "Tokenizer", "TinyPhi3Error", "blocksparse_layout",
-           "generate", "load_tokenizer", "preset"]
+__all__ = ["Phi3", "Phi3Config", "Phi3V", "Phi3VProcessor", "Tokenizer", "TinyPhi3Error",
+           "blocksparse_layout", "generate", "load_tokenizer", "preset"]

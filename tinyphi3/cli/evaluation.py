@@ -163,7 +163,7 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, f
       tinyphi3 eval --ckpt checkpoints/mini --task all --chat
       tinyphi3 eval --ckpt base/ --ckpt sft/ --ckpt dpo/ --task safety --chart safety.png
       tinyphi3 eval --ckpt checkpoints/mini --task wording --n 200 --json wording.json
-      tinyphi3 eval --ckpt checkpoints/mini-vision --task vision --n 200 --json vision.json
+      tinyphi3 eval --ckpt checkpoints/vision --task vision --n 200 --json vision.json
       tinyphi3 eval --ckpt mini/ --ckpt mini-4k/ --task passkey,position-ppl --past-context \\
           --chart long.png
       tinyphi3 eval --ckpt mini-4k/ --task longchat --lengths 1024,2048,3584 --per-cell 10

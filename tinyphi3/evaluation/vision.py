@@ -44,9 +44,9 @@ items of a kind:
     chart     1 / the number of bars of the picture (3 or 4)
 
     from tinyphi3.evaluation.vision import evaluate_vision, format_vision_table
-    seen = evaluate_vision(model, "checkpoints/mini-vision", n=200)
-    blank = evaluate_vision(model, "checkpoints/mini-vision", n=200, blind=True)
-    print(format_vision_table({"mini-vision": {"picture": seen, "blank": blank}}))
+    seen = evaluate_vision(model, "checkpoints/vision", n=200)
+    blank = evaluate_vision(model, "checkpoints/vision", n=200, blind=True)
+    print(format_vision_table({"vision": {"picture": seen, "blank": blank}}))
 """
 
 import re
