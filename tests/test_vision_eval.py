@@ -229,3 +229,30 @@ def test_eval_vision_of_a_text_only_checkpoint_is_one_clear_error(text_only, sna
 def test_unknown_task_lists_vision(snapshot):
     result = CliRunner().invoke(main, ["eval", "--ckpt", str(snapshot), "--task", "pictures"])
     assert result.exit_code == 2 and "vision" in result.output
+
+
+def test_trained_compositions_are_train_pictures_in_trained_wordings(monkeypatch, snapshot):
+    """split "train" asks about pictures of trained compositions (none held out) in trained
+    wordings, judged by the same rules; the table says which pictures it read."""
+    model, processor = Phi3V.from_pretrained(snapshot), Phi3VProcessor.from_pretrained(snapshot)
+    items = vision.held_out_items(3, seed=77, size=28, split="train")
+    assert not any(images.is_held_out_picture(r["spec"]) for _, r in items)
+    assert all(r["split"] == "train" for _, r in items)
+    script = {(r["messages"][0]["content"][len(vision.TAG):], picture.tobytes()):
+              r["messages"][1]["content"] for picture, r in items}
+    monkeypatch.setattr(vision, "reply", lambda model, processor, question, picture, *a:
+                        script.get((question, picture.tobytes()), "I cannot see it."))
+    seen = vision.evaluate_vision(model, processor, n=3, seed=77, split="train")
+    assert seen["split"] == "train" and all(r["ok"] == 1.0 for r in seen["rates"].values()
+                                            if r["n"])
+    held_out = vision.evaluate_vision(model, processor, n=3, seed=77)     # other pictures
+    assert held_out["split"] == "test" and held_out["rates"]["colour"]["ok"] < 1.0
+    table = vision.format_vision_table({"m": {"picture": seen}})
+    assert "trained-composition (train split)" in table
+
+
+def test_eval_vision_trained_pictures_from_the_command_line(snapshot):
+    result = CliRunner().invoke(main, ["eval", "--ckpt", str(snapshot), "--task", "vision",
+                                       "--n", "1", "--pictures", "trained", "--seed", "77"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "trained-composition (train split) picture(s) per kind" in result.stdout

@@ -82,6 +82,12 @@ def _depths(ctx, param, value):
               help="Held-out test items per task.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Chooses the test items and the few-shot examples.")
+@click.option("--pictures", type=click.Choice(["held-out", "trained"]), default="held-out",
+              show_default=True,
+              help="With --task vision: held-out compositions in held-out wordings (the goal), or "
+                   "pictures of trained compositions in trained wordings, to tell a skill not "
+                   "learned from a composition not generalised to. With trained, give a --seed "
+                   "the training pictures were not drawn with (the shipped model's: 0 and 1).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Prompts per forward pass when scoring multiple choice, and replies "
                    "generated together in the safety and wording tasks (greedy, one batch of "
@@ -121,8 +127,8 @@ def _depths(ctx, param, value):
                    "passkey, each model's grid as a heat map, side by side; with position-ppl, "
                    "perplexity by position as lines. Several of them: the task's name is added "
                    "to the file name.")
-def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, families,
-                 json_out, lengths, depths, per_cell, long_docs, past_context, chart):
+def eval_command(ckpts, dtype, tasks, shots, n, seed, pictures, batch_size, chat, cloze,
+                 families, json_out, lengths, depths, per_cell, long_docs, past_context, chart):
     """Evaluate checkpoints few-shot on held-out tasks, the way the Phi-3 report does.
 
     Each question follows K solved examples in the report's format (Question: / Options: /
@@ -144,7 +150,8 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, f
     vision asks a phi-3-vision checkpoint about n held-out pictures per kind (colour, count,
     position, reading, chart; tinyphi3.data.images at the tower's crop size), each in a fresh
     chat, greedy, judged by a stated rule (tinyphi3/evaluation/vision.py); then the same questions
-    with a blank picture of the same size (same prompt, nothing to see), and chance.
+    with a blank picture of the same size (same prompt, nothing to see), and chance. With
+    --pictures trained: pictures of trained compositions instead, in trained wordings.
 
     passkey hides a held-out five-digit key at each of --depths in filler of each of --lengths
     tokens and asks for it at the end; a cell is the % of --per-cell documents whose greedy
@@ -164,6 +171,7 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, f
       tinyphi3 eval --ckpt base/ --ckpt sft/ --ckpt dpo/ --task safety --chart safety.png
       tinyphi3 eval --ckpt checkpoints/mini --task wording --n 200 --json wording.json
       tinyphi3 eval --ckpt checkpoints/vision --task vision --n 200 --json vision.json
+      tinyphi3 eval --ckpt checkpoints/vision --task vision --pictures trained --seed 77
       tinyphi3 eval --ckpt mini/ --ckpt mini-4k/ --task passkey,position-ppl --past-context \\
           --chart long.png
       tinyphi3 eval --ckpt mini-4k/ --task longchat --lengths 1024,2048,3584 --per-cell 10
@@ -217,10 +225,11 @@ def eval_command(ckpts, dtype, tasks, shots, n, seed, batch_size, chat, cloze, f
                                                  progress=bar.update, batch_size=batch_size)
             if "vision" in tasks:
                 processor = Phi3VProcessor.from_pretrained(ckpt)
+                split = "train" if pictures == "trained" else "test"
                 vision[name] = {"picture": evaluate_vision(model, processor, n, seed,
-                                                           progress=bar.update),
+                                                           progress=bar.update, split=split),
                                 "blank": evaluate_vision(model, processor, n, seed, blind=True,
-                                                         progress=bar.update)}
+                                                         progress=bar.update, split=split)}
             if "passkey" in tasks:
                 check_passkey_lengths(lengths, tokenizer)
                 passkey[name] = passkey_grid(model, tokenizer, lengths, depths, per_cell, seed,

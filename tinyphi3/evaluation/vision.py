@@ -201,18 +201,22 @@ def _processor(processor_or_dir):
     return processor_or_dir
 
 
-def held_out_items(n: int, seed: int = 0, size: int = 56) -> list:
-    """n held-out (image, record) pairs per kind, the kinds in turn."""
-    return list(images.generate_image_examples(n * len(images.QUESTION_KINDS), "test", seed,
+def held_out_items(n: int, seed: int = 0, size: int = 56, split: str = "test") -> list:
+    """n held-out (image, record) pairs per kind, the kinds in turn; split "train": pictures of
+    trained compositions in trained wordings instead (the seed should be one the training
+    pictures were not drawn with, or these are the very pictures trained on)."""
+    return list(images.generate_image_examples(n * len(images.QUESTION_KINDS), split, seed,
                                                size))
 
 
 def evaluate_vision(model, processor_or_dir, n: int = 200, seed: int = 0, size: int = None,
                     blind: bool = False, progress=None,
-                    max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
+                    max_new_tokens: int = MAX_NEW_TOKENS, split: str = "test") -> dict:
     """Rates of right replies on n held-out pictures per kind (the rules of the module
     docstring); `blind`: each picture replaced by a blank one of the same size. `size`: the
     pictures' side, the model's crop size by default. `progress(k)`: k more questions done.
+    split "train": pictures of trained compositions in trained wordings (held_out_items), to
+    tell a skill not learned from a held-out composition not generalised to.
 
     Returns {"rates": {row: {"n", "ok", "chance"}} for the rows of ROWS (the five kinds, and
     position's yes/no and where questions apart), "records": one dict per question (kind, type,
@@ -225,7 +229,7 @@ def evaluate_vision(model, processor_or_dir, n: int = 200, seed: int = 0, size: 
     processor = _processor(processor_or_dir)
     size = vision.clip.image_size if size is None else size
     start, records = time.perf_counter(), []
-    for picture, record in held_out_items(n, seed, size):
+    for picture, record in held_out_items(n, seed, size, split):
         prompt = record["messages"][0]["content"]
         question = prompt[len(TAG):] if prompt.startswith(TAG) else prompt
         key = answer_key(record["spec"], question, record["split"])
@@ -237,7 +241,7 @@ def evaluate_vision(model, processor_or_dir, n: int = 200, seed: int = 0, size: 
         if progress:
             progress(1)
     return {"rates": rates_of(records), "records": records, "blind": blind, "size": size, "n": n,
-            "seed": seed, "seconds": time.perf_counter() - start}
+            "seed": seed, "split": split, "seconds": time.perf_counter() - start}
 
 
 def rates_of(records) -> dict:
@@ -271,7 +275,9 @@ def format_vision_table(results: dict) -> str:
         cells = [f"{100 * results[name][part]['rates'][row]['ok']:.1f}" for name, part in columns]
         lines.append(f"| {row} | " + " | ".join(cells)
                      + f" | {100 * first['rates'][row]['chance']:.1f} |")
-    lines.append(f"rates in %; {first['n']} held-out picture(s) per kind, {first['size']} x "
+    which = ("held-out" if first.get("split", "test") == "test"
+             else "trained-composition (train split)")
+    lines.append(f"rates in %; {first['n']} {which} picture(s) per kind, {first['size']} x "
                  f"{first['size']} pixels, replies judged by the rules of "
                  f"tinyphi3/evaluation/vision.py;\nblank picture: the same prompt with a uniform "
                  f"picture in place of each; chance: a uniform guess among the answers")
