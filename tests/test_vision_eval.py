@@ -4,6 +4,7 @@ evaluate_vision, the blank-picture control's prompt, chance, and the command on 
 phi3_v snapshot (tests/test_vision_generate.py's)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -256,3 +257,45 @@ def test_eval_vision_trained_pictures_from_the_command_line(snapshot):
                                        "--n", "1", "--pictures", "trained", "--seed", "77"])
     assert result.exit_code == 0, (result.output, result.exception)
     assert "trained-composition (train split) picture(s) per kind" in result.stdout
+
+
+def test_chart_captions_tell_heights_seen_from_the_tallest_picked(monkeypatch, snapshot):
+    """A captioner that writes each chart's true caption scores 1 everywhere; one that lists the
+    true heights but calls the first bar the tallest keeps the heights and loses the tallest
+    (and disagrees with its own list); one that writes nothing scores 0."""
+    model, processor = Phi3V.from_pretrained(snapshot), Phi3VProcessor.from_pretrained(snapshot)
+    drawn = {}
+    real_draw = images.draw
+
+    def draw(spec, size=56):
+        picture = real_draw(spec, size)
+        drawn[picture.tobytes()] = spec
+        return picture
+    monkeypatch.setattr(images, "draw", draw)
+    monkeypatch.setattr(vision, "caption_reply",
+                        lambda model, processor, picture: images.caption(drawn[picture.tobytes()]))
+    right = vision.chart_captions(model, processor, n=12)
+    assert right["charts"] == 12 and right["bars"] >= 36
+    assert all(right[k] == 1.0 for k in ("colour", "height", "height_within_1", "tallest",
+                                         "tallest_of_own_list"))
+    assert not any(images.is_held_out_picture(r["spec"]) for r in right["records"])
+
+    def first_is_tallest(model, processor, picture):
+        spec = drawn[picture.tobytes()]
+        text = images.caption(spec)
+        return re.sub(r"tallest bar is the [a-z]+ one",
+                      f"tallest bar is the {spec['colours'][0]} one", text)
+    monkeypatch.setattr(vision, "caption_reply", first_is_tallest)
+    wrong = vision.chart_captions(model, processor, n=12)
+    assert wrong["height"] == 1.0 and wrong["colour"] == 1.0
+    assert wrong["tallest"] == wrong["tallest_of_own_list"] < 1.0
+    monkeypatch.setattr(vision, "caption_reply", lambda model, processor, picture: "")
+    empty = vision.chart_captions(model, processor, n=4)
+    assert empty["colour"] == empty["height"] == empty["tallest"] == 0.0
+
+
+def test_caption_reply_runs_on_a_model(snapshot):
+    model, processor = Phi3V.from_pretrained(snapshot), Phi3VProcessor.from_pretrained(snapshot)
+    text = vision.caption_reply(model, processor, images.draw(
+        images.picture_spec("chart", "train", np.random.default_rng(0)), 28), max_new_tokens=3)
+    assert isinstance(text, str)

@@ -53,6 +53,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from tinyphi3.data import images, world
@@ -282,3 +283,55 @@ def format_vision_table(results: dict) -> str:
                  f"tinyphi3/evaluation/vision.py;\nblank picture: the same prompt with a uniform "
                  f"picture in place of each; chance: a uniform guess among the answers")
     return "\n".join(lines)
+
+
+# ---- charts read back from captions: is a bar's height seen, is the tallest picked? ----------
+
+CHART_BARS = re.compile(r"From left to right: ((?:[a-z]+ \d+(?:, )?)+)")
+CHART_TALLEST = re.compile(r"tallest bar is the ([a-z]+) one")
+
+
+def caption_reply(model, processor, picture, max_new_tokens: int = 80) -> str:
+    """The model's greedy caption of a picture: the picture's slots then "\\n", as the caption
+    stage trains (tinyphi3.train.images.caption_ids), up to the end of text."""
+    inputs = processor(images.IMAGE_TAG + "\n", images=[picture])
+    out = list(generate(model, inputs["input_ids"][0].tolist(), max_new_tokens=max_new_tokens,
+                        temperature=0.0, tokenizer=processor.tokenizer,
+                        pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"]))
+    return processor.tokenizer.decode(out, skip_special_tokens=True).strip()
+
+
+def chart_captions(model, processor_or_dir, n: int = 60, seed: int = 77,
+                   split: str = "train") -> dict:
+    """Caption n chart pictures and read the caption back: per bar, is its colour right and its
+    height exact or within 1; per chart, is the bar the caption calls tallest the tallest of the
+    picture, and the tallest of the heights the caption itself lists? Tells a chart that is not
+    seen (heights wrong) from a comparison that is not made (heights right, tallest wrong).
+
+    Returns {"charts", "bars", "colour", "height", "height_within_1", "tallest",
+    "tallest_of_own_list", "records"}: rates over bars (colour, heights) and charts (tallest)."""
+    processor = _processor(processor_or_dir)
+    size = model.config.vision.clip.image_size
+    rng = np.random.default_rng(world.stable_hash("chart captions", split, seed))
+    bars = colour = exact = near = tallest = own = 0
+    records = []
+    for _ in range(n):
+        spec = images.picture_spec("chart", split, rng)
+        text = caption_reply(model, processor, images.draw(spec, size))
+        found = CHART_BARS.search(text)
+        listed = [(c, int(h)) for c, h in re.findall(r"([a-z]+) (\d+)", found.group(1))] \
+            if found else []
+        for k, (c, h) in enumerate(zip(spec["colours"], spec["heights"])):
+            bars += 1
+            if k < len(listed):
+                colour += listed[k][0] == c
+                exact += listed[k][1] == h
+                near += abs(listed[k][1] - h) <= 1
+        said = CHART_TALLEST.search(text)
+        truth = spec["colours"][spec["heights"].index(max(spec["heights"]))]
+        tallest += bool(said) and said.group(1) == truth
+        own += bool(said and listed) and said.group(1) == max(listed, key=lambda t: t[1])[0]
+        records.append({"spec": spec, "caption": text})
+    return {"charts": n, "bars": bars, "colour": colour / bars, "height": exact / bars,
+            "height_within_1": near / bars, "tallest": tallest / n,
+            "tallest_of_own_list": own / n, "records": records}
