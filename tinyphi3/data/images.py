@@ -37,6 +37,7 @@ spec (a small dict, JSON-ready, sizes as fractions of S) says what to draw, `dra
 draws it, so one spec gives the same pixels at every size it is drawn at.
 """
 
+import functools
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,6 +173,7 @@ def _position_spec(rng):
                        for colour, (x, y) in zip(colours, points)]}
 
 
+@functools.cache
 def made_up_words() -> tuple:
     """The two-syllable words of the world's name syllables that name no creature (nor are kept
     out of the names for being too close to real words), sorted: "Tabi", "Rolo", ..."""
@@ -403,7 +405,6 @@ def generate_image_examples(n: int, split: str = "train", seed: int = 0, size: i
                          f"{caption_share}")
     if caption_share and split != "train":
         raise ValueError("captions among the questions are for training pictures only")
-    _check_made_up(made_up, split)
     rng = np.random.default_rng(stable_hash("images", split, seed))
     for index in range(n):
         kind = QUESTION_KINDS[index % len(QUESTION_KINDS)]

@@ -186,13 +186,19 @@ def vision_inputs(processor, question: str, picture) -> dict:
     return chat_inputs(processor, [{"role": "user", "content": question, "images": [picture]}])
 
 
-def reply(model, processor, question: str, picture, max_new_tokens: int = MAX_NEW_TOKENS) -> str:
-    """The model's greedy reply to the question about the picture, up to <|end|>."""
-    inputs = vision_inputs(processor, question, picture)
+def greedy_text(model, processor, inputs: dict, max_new_tokens: int) -> str:
+    """The greedy continuation of the processor's inputs (one prompt with its pictures), decoded
+    without special tokens, up to the end token or max_new_tokens."""
     out = list(generate(model, inputs["input_ids"][0].tolist(), max_new_tokens=max_new_tokens,
                         temperature=0.0, tokenizer=processor.tokenizer,
                         pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"]))
     return processor.tokenizer.decode(out, skip_special_tokens=True).strip()
+
+
+def reply(model, processor, question: str, picture, max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+    """The model's greedy reply to the question about the picture, up to <|end|>."""
+    return greedy_text(model, processor, vision_inputs(processor, question, picture),
+                       max_new_tokens)
 
 
 def _processor(processor_or_dir):
@@ -294,11 +300,8 @@ CHART_TALLEST = re.compile(r"tallest bar is the ([a-z]+) one")
 def caption_reply(model, processor, picture, max_new_tokens: int = 80) -> str:
     """The model's greedy caption of a picture: the picture's slots then "\\n", as the caption
     stage trains (tinyphi3.train.images.caption_ids), up to the end of text."""
-    inputs = processor(images.IMAGE_TAG + "\n", images=[picture])
-    out = list(generate(model, inputs["input_ids"][0].tolist(), max_new_tokens=max_new_tokens,
-                        temperature=0.0, tokenizer=processor.tokenizer,
-                        pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"]))
-    return processor.tokenizer.decode(out, skip_special_tokens=True).strip()
+    return greedy_text(model, processor, processor(images.IMAGE_TAG + "\n", images=[picture]),
+                       max_new_tokens)
 
 
 def chart_captions(model, processor_or_dir, n: int = 60, seed: int = 77,
