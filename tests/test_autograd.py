@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from tinyphi3.nn import autograd as ag
 from tinyphi3.nn.attention import attention, causal_mask
 from tinyphi3.nn.autograd import Tensor, differentiable
-from tinyphi3.nn.layers import (causal_lm_loss, embedding, gelu_erf, linear, masked_scatter,
-                                quick_gelu, rms_norm, silu, silu_and_mul, softmax)
+from tinyphi3.nn.layers import (causal_lm_loss, cross_entropy, embedding, gelu_erf, linear,
+                                masked_scatter, quick_gelu, rms_norm, silu, silu_and_mul, softmax)
 from tinyphi3.models.vision.projector import hd_tokens, merge_2x2
 from tinyphi3.models.model import Phi3
 from tinyphi3.nn.rope import apply_rope, rope_cos_sin, rope_inv_freq
@@ -134,6 +134,22 @@ def test_causal_lm_loss(t, vocab, seed):
     labels = rng.integers(0, vocab, size=(2, t))
     labels[rng.random(labels.shape) < 0.3] = -100
     check_gradient(lambda z: causal_lm_loss(z, labels), data((2, t, vocab), seed))
+
+
+@given(n=st.integers(1, 5), classes=st.integers(2, 5), seed=seeds)
+def test_cross_entropy(n, classes, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, size=n)
+    labels[rng.random(n) < 0.3] = -1                                   # rows not counted
+    check_gradient(lambda z: cross_entropy(z, labels), data((n, classes), seed))
+
+
+def test_cross_entropy_equals_torch():
+    rng = np.random.default_rng(0)
+    logits, labels = rng.standard_normal((6, 4)), np.array([0, 3, -1, 2, 2, -1])
+    expected = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels),
+                                                 ignore_index=-1)
+    np.testing.assert_allclose(cross_entropy(logits, labels), expected.item(), rtol=1e-12)
 
 
 @given(shape=shapes, seed=seeds)

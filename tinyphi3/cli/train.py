@@ -21,6 +21,7 @@ def train(recipe, resume):
       tinyphi3 train configs/mini-base-phase1.toml
       tinyphi3 train configs/mini-base-phase1.toml --resume
       tinyphi3 train configs/mini-vision-sft.toml      (phi-3-vision: pictures and questions)
+      tinyphi3 train configs/mini-vision-tower.toml    (its tower alone, on the pictures' facts)
       tinyphi3 train configs/mini-long-direct-distill4.toml   (learn a frozen teacher's replies)
     """
     from tinyphi3.train.loop import Trainer
@@ -35,5 +36,6 @@ def train(recipe, resume):
                    f"continue with --resume", err=True)
         sys.exit(130)
     final = trainer.export()
-    click.echo(f"trained {s['step']} steps ({s['tokens']:,} tokens) in {s['seconds'] / 60:.1f} min;"
+    unit = "pictures" if trainer.recipe.stage == "vision_tower" else "tokens"
+    click.echo(f"trained {s['step']} steps ({s['tokens']:,} {unit}) in {s['seconds'] / 60:.1f} min;"
                f" final loss {s['losses'][-1][1]:.3f}; model in {final}")

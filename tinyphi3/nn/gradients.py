@@ -177,6 +177,17 @@ def causal_lm_loss_backward(g, probs, logits, labels):
     return target_log_probs_backward(per_position, probs, logits, labels), None
 
 
+def cross_entropy_backward(g, probs, logits, labels):
+    """L = mean over counted rows of -log softmax(logits[i])[labels[i]]:
+    dlogits[i] = g (softmax(logits[i]) - onehot(labels[i])) / n on the n counted rows, 0 on the
+    others (label -1)."""
+    keep = labels >= 0
+    d = probs * (g / max(int(keep.sum()), 1)) * keep[:, None]
+    rows = np.nonzero(keep)[0]
+    d[rows, labels[keep]] -= g / max(int(keep.sum()), 1)
+    return d, None
+
+
 def target_log_probs_backward(g, probs, logits, labels):
     """y[b, t] = log softmax(logits[b, t])[labels[b, t+1]] (0 where the label is -100), given
     g = dL/dy [B, T-1]:  dlogits[b, t] = g[b, t] (onehot(label) - softmax(logits[b, t])) on the

@@ -151,6 +151,21 @@ def causal_lm_loss(logits, labels):
     return -log_likelihood.sum() / max(int((labels[:, 1:] != -100).sum()), 1), probs
 
 
+@differentiable(grad.cross_entropy_backward, saves=True)
+def cross_entropy(logits, labels):
+    """Mean cross-entropy of classifications: logits [N, K], labels [N] (-1: not counted).
+
+        L = -(1/n) sum_i log softmax(logits[i])[labels[i]],  n the rows counted
+
+    Returns (loss, probabilities); the backward rule needs softmax(logits)."""
+    z = logits.astype(compute_dtype(logits))
+    z = z - z.max(axis=-1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))     # [N, K]
+    keep = labels >= 0
+    picked = log_probs[np.nonzero(keep)[0], labels[keep]]              # [n]
+    return -picked.sum() / max(int(keep.sum()), 1), np.exp(log_probs)
+
+
 def target_log_probs(logits, labels):
     """log softmax(logits[t])[labels[t + 1]] at every position, 0 where the label is -100, and
     the probabilities softmax(logits[:, :-1]) (for the backward pass):

@@ -62,7 +62,8 @@ def with_image_side(model, recipe):
         raise RecipeError(f"{recipe.source}: init_from {recipe.init_from} is a text model: give "
                           f"the tower to add in [vision] clip = {{...}}")
     try:
-        return Phi3V.from_decoder(model, vision.vision_config(), recipe.train.seed)
+        return Phi3V.from_decoder(model, vision.vision_config(), recipe.train.seed,
+                                  vision.positions)
     except InvalidInputError as e:
         raise RecipeError(f"{recipe.source}: init_from {recipe.init_from}: {e}") from None
 

@@ -33,6 +33,9 @@ from tinyphi3.train.optim import AdamW, clip_grad_norm, cosine_lr
 from tinyphi3.train.recipe import Recipe
 
 
+OBJECTIVE_PARAMETERS = "objective_parameters.npz"   # a checkpoint's heads (stage vision_tower)
+
+
 class TrainingError(TinyPhi3Error):
     """Training cannot go on: a diverged loss, a resume that does not match, a failed save."""
 
@@ -78,10 +81,11 @@ class Trainer:
             raise TrainingError(f"seq_len {t.seq_len} is past the model's context of {context} "
                                 f"tokens: extend it first (tinyphi3 longrope extend or search), "
                                 f"or train on shorter sequences")
-        self.optimizer = AdamW(self.model.named_parameters(), t.lr, (t.beta1, t.beta2),
-                               weight_decay=t.weight_decay)
         self.objective = OBJECTIVES[recipe.stage](recipe, self.tokenizer, self.model)
+        self.optimizer = AdamW(self.named_parameters(), t.lr, (t.beta1, t.beta2),
+                               weight_decay=t.weight_decay)
         if resume:
+            self.load_objective_parameters(checkpoint)
             self.optimizer.load_state_dict(dict(np.load(checkpoint / "optimizer.npz")))
             saved = json.loads((checkpoint / "trainer_state.json").read_text())
             try:
@@ -91,6 +95,24 @@ class Trainer:
                                     f"fit the [data] of {recipe.source} (was it changed since "
                                     f"the run started?)") from None
             self.state = saved["state"]
+
+    def named_parameters(self):
+        """What the optimizer trains: the model's parameters, and an objective's own (the heads
+        of stage vision_tower, which the exported model does not keep)."""
+        yield from self.model.named_parameters()
+        yield from getattr(self.objective, "named_parameters", list)()
+
+    def load_objective_parameters(self, checkpoint):
+        own = dict(getattr(self.objective, "named_parameters", list)())
+        if not own:
+            return
+        try:
+            saved = dict(np.load(checkpoint / OBJECTIVE_PARAMETERS))
+            for name, p in own.items():
+                p.data[...] = saved[name]
+        except (OSError, KeyError, ValueError):
+            raise TrainingError(f"cannot resume: {checkpoint / OBJECTIVE_PARAMETERS} is missing "
+                                f"or does not hold the heads of {self.recipe.source}") from None
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def latest_checkpoint(self):
@@ -108,6 +130,9 @@ class Trainer:
             self.model.save_pretrained(tmp, dtype="float32")
             self.save_processor(tmp)
             np.savez(tmp / "optimizer.npz", **self.optimizer.state_dict())
+            own = dict(getattr(self.objective, "named_parameters", list)())
+            if own:
+                np.savez(tmp / OBJECTIVE_PARAMETERS, **{n: p.data for n, p in own.items()})
             state = {"state": self.state, "data": self.objective.state_dict(),
                      "recipe": self.recipe.to_dict()}
             (tmp / "trainer_state.json").write_text(json.dumps(state, default=_to_json))
@@ -144,7 +169,8 @@ class Trainer:
     def step(self):
         """One optimizer step over grad_accum micro-batches; returns the mean loss."""
         t = self.recipe.train
-        self.model.zero_grad()
+        for _, p in self.named_parameters():
+            p.grad = None
         total, self.step_stats, self.step_tokens = 0.0, {}, 0
         for _ in range(t.grad_accum):
             loss, stats, tokens = self.objective.next_loss(self.model)
@@ -158,7 +184,7 @@ class Trainer:
             raise TrainingError(f"the loss became {total} at step {self.state['step'] + 1}; "
                                 f"stopped without saving"
                                 + (f" (the last good checkpoint is {kept})" if kept else ""))
-        self.grad_norm = clip_grad_norm([p for _, p in self.model.named_parameters()], t.clip)
+        self.grad_norm = clip_grad_norm([p for _, p in self.named_parameters()], t.clip)
         lr = cosine_lr(self.state["step"], t.lr, t.min_lr, t.warmup_steps, t.steps)
         self.optimizer.step(lr)
         return total

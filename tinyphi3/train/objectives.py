@@ -347,6 +347,11 @@ class VisionFineTuning(_ExampleObjective):
         return result
 
 
+def _tower_pretraining(recipe, tokenizer, model):
+    from tinyphi3.train.tower import TowerPretraining
+    return TowerPretraining(recipe, tokenizer, model)
+
+
 OBJECTIVES = {"pretrain": Pretraining, "sft": SupervisedFineTuning,
               "dpo": PreferenceOptimization, "distill": Distillation,
-              "vision_sft": VisionFineTuning}
+              "vision_sft": VisionFineTuning, "vision_tower": _tower_pretraining}

@@ -3,7 +3,9 @@
     [model]   preset = "tiny", any Phi3Config field to override, tokenizer = "DIR"
               init_from = "DIR"            (optional: start from a checkpoint, e.g. phase 1's)
     [vision]  clip = {CLIPVisionConfig fields}, layer_idx, num_crops, freeze = ["tower", ...]
-                                           (stage "vision_sft" only: tinyphi3.train.images)
+                                           (stages "vision_sft": tinyphi3.train.images, and
+                                           "vision_tower": tinyphi3.train.tower, which freezes
+                                           the decoder and projector itself and takes no text)
     [data]    shards = "DIR"               (pre-training: written by `tinyphi3 data tokenize`)
               conversations = "FILE.jsonl" (stage "sft": written by `tinyphi3 data sft`)
               replay = "DIR", replay_share  (stages "sft" and "vision_sft", optional: token
@@ -13,10 +15,12 @@
               conversations = "FILE.jsonl", conversations_share  (stage "dpo", optional: the
                                            SFT's conversations, trained on that share of the
                                            steps (default 0.25) with the next-token loss)
-              images = "DIR"               (stage "vision_sft": by `tinyphi3 data images`)
+              images = "DIR"               (stages "vision_sft", "vision_tower": by `tinyphi3
+                                           data images`)
               conversations = "FILE.jsonl" (stage "distill": the replies whose next-token
                                            distributions the student learns from the teacher)
-    [train]   stage = "pretrain" | "sft" | "dpo" | "distill" | "vision_sft", steps, batch_size,
+    [train]   stage = "pretrain" | "sft" | "dpo" | "distill" | "vision_sft" | "vision_tower",
+              steps, batch_size,
               seq_len,
               grad_accum, lr,
               min_lr, warmup_steps, weight_decay, beta1, beta2, clip, seed,
@@ -90,13 +94,16 @@ class VisionSettings:
     processor's crop budget (absent: init_from's preprocessor_config.json, else 1); freeze: the
     parts kept constant, of "tower", "projector", "decoder" (tinyphi3.models.vision.weights);
     text: a file of text conversations (as stage "sft" reads) mixed in so that the decoder keeps
-    its text skills, text_share: the fraction of steps that take a text batch (default 0.25)."""
+    its text skills, text_share: the fraction of steps that take a text batch (default 0.25);
+    positions: how a new tower's position embeddings start, "random" (normal, as every other
+    weight) or "sincos" (2-D sine-cosine positions of the patch grid: clip.grid_positions)."""
     clip: dict | None = None
     layer_idx: int = -2
     num_crops: int | None = None
     freeze: list = field(default_factory=list)
     text: str | None = None
     text_share: float | None = None
+    positions: str = "random"
 
     def vision_config(self) -> VisionConfig:
         """The image side of a new phi3_v model (its tower: `clip`)."""
@@ -120,7 +127,7 @@ class Recipe:
     replay_share: float = 0.0             # the share of steps that read them
     rehearsal: str | None = None          # stage "dpo": SFT conversations trained on some steps
     rehearsal_share: float = 0.0          # the share of DPO steps that train on them
-    vision: VisionSettings | None = None  # stage "vision_sft" only
+    vision: VisionSettings | None = None  # stages "vision_sft" and "vision_tower" only
 
     @property
     def tokenizer(self) -> str:
@@ -159,7 +166,8 @@ class Recipe:
 
 
 DATA_KEYS = {"pretrain": "shards", "sft": "conversations", "dpo": "preferences",
-             "distill": "conversations", "vision_sft": "images"}
+             "distill": "conversations", "vision_sft": "images", "vision_tower": "images"}
+VISION_STAGES = ("vision_sft", "vision_tower")
 SECTIONS = ("model", "vision", "data", "train", "log", "output")
 
 
@@ -307,10 +315,12 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
 
 
 def _vision(section, stage: str, model: dict, source: str) -> VisionSettings | None:
-    """[vision], checked: only in stage vision_sft, which needs a tower (init_from's or clip)."""
-    if stage != "vision_sft":
+    """[vision], checked: only in stages vision_sft and vision_tower, which need a tower
+    (init_from's or clip)."""
+    if stage not in VISION_STAGES:
         if section is not None:
-            raise RecipeError(f"{source}: [vision] belongs to stage \"vision_sft\", not {stage!r}")
+            raise RecipeError(f"{source}: [vision] belongs to stages \"vision_sft\" and "
+                              f"\"vision_tower\", not {stage!r}")
         return None
     where = f"{source}: [vision]"
     section = dict(section or {})
@@ -323,8 +333,9 @@ def _vision(section, stage: str, model: dict, source: str) -> VisionSettings | N
         if not model.get("init_from"):
             raise RecipeError(f"{where} a new phi-3-vision needs its tower: clip = {{hidden_size "
                               f"= ..., ...}} (CLIPVisionConfig's fields), or [model] init_from")
-        if "layer_idx" in section:
-            raise RecipeError(f"{where} layer_idx describes a new tower: give it with clip")
+        if "layer_idx" in section or "positions" in section:
+            raise RecipeError(f"{where} layer_idx and positions describe a new tower: give them "
+                              f"with clip")
     else:
         if not isinstance(settings.clip, dict):
             raise RecipeError(f"{where} clip must be a table of CLIPVisionConfig's fields")
@@ -332,6 +343,12 @@ def _vision(section, stage: str, model: dict, source: str) -> VisionSettings | N
             settings.vision_config()
         except (TypeError, TinyPhi3Error) as e:
             raise RecipeError(f"{where} clip: {e}") from None
+    if settings.positions not in ("random", "sincos"):
+        raise RecipeError(f"{where} positions must be \"random\" or \"sincos\", got "
+                          f"{settings.positions!r}")
+    if stage == "vision_tower" and (settings.text is not None or settings.freeze):
+        raise RecipeError(f"{where} stage \"vision_tower\" trains the tower alone (the decoder "
+                          f"and projector frozen, no text): leave out text and freeze")
     crops = settings.num_crops
     if crops is not None and (type(crops) is not int or crops < 1):
         raise RecipeError(f"{where} num_crops must be a positive integer, got {crops!r}")

@@ -83,9 +83,14 @@ def clip_weights_from(tensors: dict, config: ClipConfig, prefix: str = "") -> di
     return weights
 
 
-def init_clip_weights(config: ClipConfig, rng: np.random.Generator, std: float = 0.02) -> dict:
+def init_clip_weights(config: ClipConfig, rng: np.random.Generator, std: float = 0.02,
+                      positions: str = "random") -> dict:
     """Random float32 weights: normal(0, std) for matrices and embeddings, ones for LayerNorm
-    gains, zeros for biases (a tiny tower to train)."""
+    gains, zeros for biases (a tiny tower to train). positions "sincos": the learned position
+    embeddings start from grid_positions (the class token's from zeros) instead of noise."""
+    if positions not in POSITION_INITS:
+        raise InvalidInputError(f"positions must be one of {', '.join(POSITION_INITS)}, got "
+                                f"{positions!r}")
     weights = {}
     for name, shape in clip_tensor_shapes(config).items():
         if "norm" in name and name.endswith(".weight"):
@@ -94,7 +99,32 @@ def init_clip_weights(config: ClipConfig, rng: np.random.Generator, std: float =
             weights[name] = np.zeros(shape, np.float32)
         else:
             weights[name] = rng.standard_normal(shape, np.float32) * np.float32(std)
+    if positions == "sincos":
+        table = np.zeros((config.grid ** 2 + 1, config.hidden_size), np.float32)
+        table[1:] = grid_positions(config.grid, config.hidden_size)
+        weights["embeddings.position_embedding.weight"] = table
     return weights
+
+
+POSITION_INITS = ("random", "sincos")
+
+
+def grid_positions(grid: int, width: int, scale: float = 0.2) -> np.ndarray:
+    """2-D sine-cosine positions of a grid x grid of patches in row-major order, [G*G, C]: the
+    first half of the channels encodes the row, the second the column, each half as
+    [sin(p w_k), cos(p w_k)] with w_k = 10000^(-k / (C/4)), k = 0..C/4-1 (the fixed positions
+    of Vaswani et al. 2017, one per axis), times `scale` (0.2: about the size of the patch
+    embedding of a freshly initialised tower, so that neither drowns the other)."""
+    if width % 4:
+        raise InvalidInputError(f"sin-cos grid positions need a width divisible by 4, got {width}")
+    quarter = width // 4
+    omega = 10000.0 ** (-np.arange(quarter) / quarter)                 # [C/4]
+    rows, cols = np.divmod(np.arange(grid * grid), grid)               # [G*G] each
+
+    def axis(p):
+        angles = p[:, None] * omega[None]                               # [G*G, C/4]
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)  # -> [G*G, C/2]
+    return (scale * np.concatenate([axis(rows), axis(cols)], axis=1)).astype(np.float32)
 
 
 # ---- the forward pass ----------------------------------------------------------------------------

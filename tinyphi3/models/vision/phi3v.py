@@ -78,15 +78,17 @@ class Phi3V:
         self._head = {n: Parameter(w) for n, w in head.items()}
 
     @classmethod
-    def from_decoder(cls, decoder: model.Phi3, vision: VisionConfig, seed: int = 0) -> "Phi3V":
+    def from_decoder(cls, decoder: model.Phi3, vision: VisionConfig, seed: int = 0,
+                     positions: str = "random") -> "Phi3V":
         """A phi3_v model whose decoder is a copy of a text model's (model_type phi3) and whose
-        tower, separators and projection are new (init_image_side with `seed`)."""
+        tower, separators and projection are new (init_image_side with `seed` and the tower's
+        `positions`)."""
         if decoder.config.model_type != "phi3":
             raise InvalidInputError(f"phi-3-vision's decoder is a phi3 model, not "
                                     f"{decoder.config.model_type!r}")
         config = decoder.config.replace(model_type="phi3_v", vision=vision)
         params = {n: np.array(w, np.float32) for n, w in decoder.params.items()}
-        return cls(config, params | init_image_side(config, seed))
+        return cls(config, params | init_image_side(config, seed, positions))
 
     @property
     def quantization(self) -> dict | None:

@@ -106,13 +106,14 @@ def split_parameters(config: Phi3Config, params: dict) -> tuple:
     return {n: params[n] for n in decoder}, tower, head
 
 
-def init_image_side(config: Phi3Config, seed: int = 0) -> dict:
+def init_image_side(config: Phi3Config, seed: int = 0, positions: str = "random") -> dict:
     """Random weights of the tower, separators and projection (not the decoder's): the tower's
     as init_clip_weights, the separators and projection matrices normal(0, initializer_range),
-    the projection's biases zeros; from their own stream of `seed`, whatever the decoder is."""
+    the projection's biases zeros; from their own stream of `seed`, whatever the decoder is.
+    positions: the tower's position embeddings, "random" or "sincos" (init_clip_weights)."""
     rng = np.random.default_rng([seed, 1])
     std = config.initializer_range
-    tower = init_clip_weights(config.vision.clip, rng, std)
+    tower = init_clip_weights(config.vision.clip, rng, std, positions)
     params = {WRITTEN_TOWER + n: w for n, w in tower.items()}
     for name, shape in head_shapes(config).items():
         params[VISION + name] = (np.zeros(shape, np.float32) if name.endswith(".bias") else

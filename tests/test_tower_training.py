@@ -1,0 +1,182 @@
+"""Stage "vision_tower" (tinyphi3.train.tower): the targets read from picture specs, the heads
+and their loss against an independent torch version (values and every gradient), the recipe's
+checks, and `Trainer` end to end: the decoder and projector stay, the tower learns, the heads
+travel with the checkpoint and a resumed run equals the uninterrupted one."""
+
+import numpy as np
+import pytest
+import torch
+from test_train import interrupt_after
+from test_vision_train import CLIP, recipe, workspace  # noqa: F401  (the module's fixture)
+
+from tinyphi3.data import world
+from tinyphi3.data.images import QUESTION_KINDS, SHAPES, picture_spec
+from tinyphi3.models.model import Phi3
+from tinyphi3.models.vision.phi3v import Phi3V
+from tinyphi3.nn.autograd import enable_grad
+from tinyphi3.train.loop import Trainer
+from tinyphi3.train.recipe import RecipeError
+from tinyphi3.train.tower import (CHARACTERS, END, GROUPS, TARGETS, head_logits, init_heads,
+                                  picture_targets)
+
+
+def tower_recipe(workspace, out, **train):  # noqa: F811
+    settings = dict(stage="vision_tower", steps=6, batch_size=4)
+    settings.update(train)
+    return recipe(workspace, out, **settings)
+
+
+# ---- targets ------------------------------------------------------------------------------------
+
+def test_the_targets_say_what_the_spec_shows():
+    index = world.COLOURS.index
+    y = picture_targets({"kind": "position", "relation": "right of", "shapes": [
+        {"shape": "star", "colour": "red", "x": 0.8, "y": 0.5, "r": 0.14},
+        {"shape": "circle", "colour": "blue", "x": 0.2, "y": 0.45, "r": 0.14}]})
+    assert (y["colour"], y["shape"]) == (index("blue"), SHAPES.index("circle"))   # the left one
+    assert (y["colour2"], y["shape2"], y["axis"]) == (index("red"), SHAPES.index("star"), 0)
+    assert y["count"] == y["char0"] == y["tallest"] == -1
+    y = picture_targets({"kind": "position", "relation": "below", "shapes": [
+        {"shape": "star", "colour": "red", "x": 0.5, "y": 0.8, "r": 0.14},
+        {"shape": "circle", "colour": "blue", "x": 0.45, "y": 0.2, "r": 0.14}]})
+    assert (y["colour"], y["colour2"], y["axis"]) == (index("blue"), index("red"), 1)  # upper
+    y = picture_targets({"kind": "reading", "word": "Veska"})
+    assert [y[f"char{i}"] for i in range(6)] == [CHARACTERS.index(c) for c in "Veska"] + [END]
+    y = picture_targets({"kind": "chart", "colours": ["green", "pink", "black"],
+                         "heights": [4, 9, 2]})
+    assert (y["tallest"], y["shortest"], y["bars"]) == (index("pink"), index("black"), 0)
+    assert (y["bar1_colour"], y["bar1_height"], y["bar3_colour"]) == (index("pink"), 7, -1)
+    y = picture_targets({"kind": "count", "shapes": [
+        {"shape": "triangle", "colour": "grey", "x": 0.2, "y": 0.2, "r": 0.09}] * 4})
+    assert (y["count"], y["shape"], y["kind"]) == (3, 2, QUESTION_KINDS.index("count"))
+
+
+def test_every_drawn_spec_has_targets_in_range_and_its_kind_s_group():
+    rng = np.random.default_rng(0)
+    for kind in QUESTION_KINDS:
+        for split in ("train", "test"):
+            for _ in range(30):
+                y = picture_targets(picture_spec(kind, split, rng))
+                assert all(-1 <= y[t] < k for t, k in TARGETS.items())
+                present = {t for t, v in y.items() if v >= 0}
+                assert set(GROUPS[kind]) - {f"bar{i}_{w}" for i in (3,)
+                                            for w in ("colour", "height")} <= present
+
+
+# ---- the heads against torch --------------------------------------------------------------------
+
+def torch_heads_loss(features, heads, labels):
+    """The module docstring's formulas, written with torch's own layers."""
+    C = features.shape[-1]
+    h = torch.nn.functional.layer_norm(features, (C,), heads["norm.weight"], heads["norm.bias"],
+                                       1e-5)
+    weights = torch.softmax(h @ heads["queries"] / C ** 0.5, dim=1)        # [N, P, T]
+    pooled = torch.einsum("npt,npc->ntc", weights, h)
+    losses = []
+    for i, t in enumerate(TARGETS):
+        logits = pooled[:, i] @ heads[f"{t}.weight"].T + heads[f"{t}.bias"]
+        y = torch.tensor(labels[t])
+        if (y >= 0).any():
+            losses.append(torch.nn.functional.cross_entropy(logits, y, ignore_index=-1))
+    return sum(losses) / len(losses)
+
+
+def test_the_heads_loss_and_every_gradient_equal_torch():
+    rng = np.random.default_rng(1)
+    features = rng.standard_normal((5, 9, 8))
+    heads = init_heads(8, seed=2)
+    for p in heads.values():
+        p.data = (p.data + rng.standard_normal(p.data.shape) * 0.3).astype(np.float64)
+    specs = [picture_spec(kind, "train", rng) for kind in QUESTION_KINDS]
+    labels = {t: np.array([picture_targets(s)[t] for s in specs]) for t in TARGETS}
+    from tinyphi3.nn.autograd import Parameter
+    from tinyphi3.nn.layers import cross_entropy
+    x = Parameter(features.copy())
+    with enable_grad():
+        logits = head_logits(x, heads)
+        losses = [cross_entropy(logits[t], y) for t, y in labels.items() if (y >= 0).any()]
+        loss = sum(losses[1:], losses[0]) * (1.0 / len(losses))
+        loss.backward()
+    tx = torch.tensor(features, requires_grad=True)
+    theads = {n: torch.tensor(p.data, requires_grad=True) for n, p in heads.items()}
+    expected = torch_heads_loss(tx, theads, labels)
+    expected.backward()
+    np.testing.assert_allclose(float(loss.data), expected.item(), rtol=1e-10)
+    np.testing.assert_allclose(x.grad, tx.grad.numpy(), rtol=1e-8, atol=1e-12)
+    for n, p in heads.items():
+        want = theads[n].grad                  # None: a target no picture of the batch has
+        want = np.zeros_like(p.data) if want is None else want.numpy()
+        got = np.zeros_like(p.data) if p.grad is None else p.grad
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12, err_msg=n)
+
+
+# ---- the stage ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("vision, message", [
+    ({"clip": CLIP, "text": "x.jsonl"}, "trains the tower alone"),
+    ({"clip": CLIP, "freeze": ["tower"]}, "trains the tower alone"),
+])
+def test_tower_recipes_are_checked(workspace, tmp_path, vision, message):  # noqa: F811
+    with pytest.raises(RecipeError, match=message):
+        tower_recipe(workspace, tmp_path / "x", vision=vision)
+
+
+def test_only_the_tower_learns_and_resume_equals_the_uninterrupted_run(
+        workspace, tmp_path, monkeypatch):  # noqa: F811
+    full = Trainer(tower_recipe(workspace, tmp_path / "full", seed=3))
+    start = Phi3V.from_decoder(Phi3.from_pretrained(workspace / "text"),
+                               full.recipe.vision.vision_config(), seed=3).params
+    heads_before = {n: p.data.copy() for n, p in full.objective.named_parameters()}
+    assert full.run(progress=False)
+    tower = [n for n, _ in full.model.named_parameters() if ".img_processor." in n]
+    for name, p in full.model.named_parameters():
+        if name not in tower:                                    # decoder, projector, separators
+            np.testing.assert_array_equal(p.data, start[name], err_msg=name)
+    changed = {n for n, p in full.model.named_parameters()
+               if n in tower and not np.array_equal(p.data, start[n])}
+    # the layers up to the features' (layer_idx -2 of 3: layers 0 and 1) learn; the last layer
+    # and post_layernorm compute nothing the features hold, so they keep their start
+    assert {n for n in tower if "layers.2." not in n and "post_layernorm" not in n} == changed
+    assert all(not np.array_equal(p.data, heads_before[n])
+               for n, p in full.objective.named_parameters())
+    assert any(k.startswith("accuracy_") for _, stats in full.state["val_stats"] for k in stats)
+    interrupt_after(monkeypatch, 3)
+    first = Trainer(tower_recipe(workspace, tmp_path / "cut", seed=3))
+    assert not first.run(progress=False)
+    monkeypatch.undo()
+    resumed = Trainer(tower_recipe(workspace, tmp_path / "cut", seed=3), resume=True)
+    assert resumed.run(progress=False)
+    assert resumed.state["losses"] == full.state["losses"]
+    for (n, a), (_, b) in zip(resumed.objective.named_parameters(),
+                              full.objective.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=n)
+    final = full.export()
+    assert isinstance(Phi3.from_pretrained(final), Phi3V)
+
+
+# ---- sin-cos positions for a new tower --------------------------------------------------------
+
+def test_sincos_positions_encode_the_row_in_one_half_and_the_column_in_the_other():
+    from tinyphi3.models.vision.clip import grid_positions
+    G, C = 5, 16
+    table = grid_positions(G, C)
+    assert table.shape == (G * G, C) and table.dtype == np.float32
+    rows, cols = np.divmod(np.arange(G * G), G)
+    for i in range(G * G):
+        for j in range(G * G):
+            assert np.array_equal(table[i, :C // 2], table[j, :C // 2]) == (rows[i] == rows[j])
+            assert np.array_equal(table[i, C // 2:], table[j, C // 2:]) == (cols[i] == cols[j])
+    np.testing.assert_allclose(table[G + 2, C // 2], 0.2 * np.sin(2.0), rtol=1e-6)  # column 2, k=0
+    np.testing.assert_allclose(table[G + 2, 0], 0.2 * np.sin(1.0), rtol=1e-6)       # row 1, k=0
+
+
+def test_a_recipe_s_sincos_tower_starts_from_them(workspace, tmp_path):  # noqa: F811
+    from tinyphi3.models.vision.clip import grid_positions
+    vision = {"clip": CLIP, "num_crops": 1, "positions": "sincos"}
+    trainer = Trainer(tower_recipe(workspace, tmp_path / "s", vision=vision))
+    table = trainer.model.params["model.vision_embed_tokens.img_processor.vision_model."
+                                 "embeddings.position_embedding.weight"]
+    assert not table[0].any()                                          # the class token's
+    np.testing.assert_array_equal(table[1:], grid_positions(4, 16))   # 28 / 7 = 4, width 16
+    with pytest.raises(RecipeError, match="positions must be"):
+        tower_recipe(workspace, tmp_path / "x", vision=vision | {"positions": "learned"})

@@ -1,0 +1,291 @@
+"""Pre-training the tower alone: supervised by what each picture shows (stage "vision_tower").
+
+The published phi-3-vision starts from a CLIP ViT-L/14 that was trained before, and apart from,
+the language model (Phi-3 report §6): the tower arrives knowing how to see. A tower trained here
+from random weights learns to see only through the decoder's next-token loss, and every step of
+that pays for a pass through the decoder. This stage trains the tower on its own instead, as a
+classifier of the facts of the picture spec (tinyphi3.data.images): each picture's record keeps
+the spec it was drawn from, so the targets come for free.
+
+The tower reads the global view the image processor makes of each picture (crop 0: the whole
+picture); its features are those the projector reads (hidden_states[layer_idx] without the
+class token, F [N, P, C]). On top of them, a small
+head per target (kept only for this stage; the checkpoint holds the tower, not the heads):
+
+    h     = LayerNorm(F)                                       [N, P, C]
+    a_t   = softmax_p(h q_t / sqrt(C))                         [N, P]   (a learned query per target)
+    z_t   = sum_p a_t[p] h[p]  W_t^T + b_t                     [N, K_t] (logits over K_t classes)
+    L     = mean over targets of cross_entropy(z_t, y_t)       (rows where y_t = -1 not counted)
+
+The targets (TARGETS; -1 where a target does not apply to a picture's kind):
+
+    kind                      colour, count, position, reading, chart
+    colour, shape             the shape's (colour, count), the left or upper shape's (position)
+    colour2, shape2, axis     position: the right or lower shape; side by side or one above
+    count                     1 to 5
+    char0 .. char5            reading: each character of the word, or "end" past its last
+    bars, bar0_colour ...     chart: 3 or 4 bars; each bar's colour and height (2 to 10),
+    bar3_height, tallest,     left to right; the colours of the tallest and shortest bars
+    shortest
+
+The pooled queries let a head look where its answer is (the second bar, the third letter), and
+the features keep it afterwards: the projector turns them into the image tokens the decoder
+reads. Only the tower and the heads train here; the decoder and projector stay as they are.
+"""
+
+import string
+
+import numpy as np
+
+from tinyphi3.data import world
+from tinyphi3.data.images import QUESTION_KINDS, SHAPES
+from tinyphi3.models.vision.clip import clip_features
+from tinyphi3.nn.autograd import Parameter, Tensor, enable_grad
+from tinyphi3.nn.layers import cross_entropy, layer_norm, linear, softmax
+from tinyphi3.train.conversations import ChatDataError, read_records
+
+CHARACTERS = string.digits + string.ascii_letters
+MAX_CHARS = 6
+END = len(CHARACTERS)                       # the class of "no character here"
+MAX_BARS = 4
+HEIGHTS = range(2, 11)
+
+TARGETS = {"kind": len(QUESTION_KINDS), "colour": len(world.COLOURS), "shape": len(SHAPES),
+           "colour2": len(world.COLOURS), "shape2": len(SHAPES), "axis": 2, "count": 5,
+           **{f"char{i}": END + 1 for i in range(MAX_CHARS)}, "bars": 2,
+           **{f"bar{i}_{what}": n for i in range(MAX_BARS)
+              for what, n in (("colour", len(world.COLOURS)), ("height", len(HEIGHTS)))},
+           "tallest": len(world.COLOURS), "shortest": len(world.COLOURS)}
+GROUPS = {"kind": ("kind",), "colour": ("colour", "shape"),
+          "count": ("count",), "position": ("colour", "shape", "colour2", "shape2", "axis"),
+          "reading": tuple(f"char{i}" for i in range(MAX_CHARS)),
+          "chart": ("tallest", "shortest", "bars",
+                    *(f"bar{i}_{w}" for i in range(MAX_BARS) for w in ("colour", "height")))}
+
+
+def picture_targets(spec: dict) -> dict:
+    """{target: class} of a picture spec, -1 for the targets its kind does not have."""
+    y = dict.fromkeys(TARGETS, -1)
+    kind = spec["kind"]
+    y["kind"] = QUESTION_KINDS.index(kind)
+    if kind in ("colour", "count"):
+        s = spec["shapes"][0]
+        y["colour"], y["shape"] = world.COLOURS.index(s["colour"]), SHAPES.index(s["shape"])
+        if kind == "count":
+            y["count"] = len(spec["shapes"]) - 1
+    elif kind == "position":
+        across = spec["relation"] in ("left of", "right of")
+        key = "x" if across else "y"
+        first, second = sorted(spec["shapes"], key=lambda s: s[key])     # left/upper first
+        y["axis"] = 0 if across else 1
+        for s, suffix in ((first, ""), (second, "2")):
+            y["colour" + suffix] = world.COLOURS.index(s["colour"])
+            y["shape" + suffix] = SHAPES.index(s["shape"])
+    elif kind == "reading":
+        word = spec["word"]
+        for i in range(MAX_CHARS):
+            y[f"char{i}"] = CHARACTERS.index(word[i]) if i < len(word) else END
+    else:
+        colours, heights = spec["colours"], spec["heights"]
+        y["bars"] = len(colours) - 3
+        for i, (c, h) in enumerate(zip(colours, heights)):
+            y[f"bar{i}_colour"], y[f"bar{i}_height"] = world.COLOURS.index(c), h - HEIGHTS[0]
+        y["tallest"] = world.COLOURS.index(colours[heights.index(max(heights))])
+        y["shortest"] = world.COLOURS.index(colours[heights.index(min(heights))])
+    return y
+
+
+def init_heads(width: int, seed: int) -> dict:
+    """The heads' parameters by name: a shared LayerNorm, then per target t a query q_t [C] (the
+    columns of queries [C, T]), W_t [K_t, C] and b_t [K_t]."""
+    rng = np.random.default_rng(seed)
+    heads = {"norm.weight": np.ones(width, np.float32), "norm.bias": np.zeros(width, np.float32),
+             "queries": (rng.standard_normal((width, len(TARGETS))) * 0.02).astype(np.float32)}
+    for t, k in TARGETS.items():
+        heads[f"{t}.weight"] = (rng.standard_normal((k, width)) * 0.02).astype(np.float32)
+        heads[f"{t}.bias"] = np.zeros(k, np.float32)
+    return {name: Parameter(w) for name, w in heads.items()}
+
+
+def head_logits(features, heads: dict, eps: float = 1e-5) -> dict:
+    """{target: logits [N, K_t]} from tower features [N, P, C] (the formulas of the docstring)."""
+    N, P, C = features.shape
+    h = layer_norm(features, heads["norm.weight"], heads["norm.bias"], eps)       # [N, P, C]
+    scores = (h @ heads["queries"]) * C ** -0.5                                   # [N, P, T]
+    weights = softmax(scores, axis=1).transpose(0, 2, 1)                          # [N, T, P]
+    pooled = weights @ h                                                          # [N, T, C]
+    return {t: linear(pooled[:, i], heads[f"{t}.weight"], heads[f"{t}.bias"])     # [N, K_t]
+            for i, t in enumerate(TARGETS)}
+
+
+def tower_features(model, pixel_values):
+    """The tower's features of each picture's global view (crop 0, the whole picture; at the
+    pictures' own size, 1 crop, it equals the one sub-image): [B, crops, 3, S, S] -> [B, P, C]."""
+    vision = model.config.vision
+    weights = model._weights(model._tower)
+    return clip_features(pixel_values[:, 0], weights, vision.clip, vision.layer_idx,
+                         crops_per_pass=max(len(pixel_values), 1))
+
+
+def targets_of_batch(specs) -> dict:
+    """{target: labels [B]}: each picture's targets."""
+    rows = [picture_targets(spec) for spec in specs]
+    return {t: np.array([r[t] for r in rows], dtype=np.int64) for t in TARGETS}
+
+
+def tower_loss(model, heads, pixel_values, specs):
+    """(loss, {target: (correct, counted)}): the mean over targets (those present in the batch)
+    of the heads' cross-entropy, and how many of each target's rows the heads got right."""
+    logits = head_logits(tower_features(model, pixel_values), heads)
+    labels = targets_of_batch(specs)
+    losses, right = [], {}
+    for t, y in labels.items():
+        counted = int((y >= 0).sum())
+        if not counted:
+            continue
+        losses.append(cross_entropy(logits[t], y))
+        z = logits[t].data if isinstance(logits[t], Tensor) else logits[t]
+        right[t] = (int((z.argmax(axis=-1) == y)[y >= 0].sum()), counted)
+    return sum(losses[1:], losses[0]) * (1.0 / len(losses)), right
+
+
+def group_accuracy(right: dict) -> dict:
+    """{kind: share of pictures' targets right} per GROUPS entry, from tower_loss's counts."""
+    out = {}
+    for group, targets in GROUPS.items():
+        hits = [right[t] for t in targets if t in right]
+        if hits:
+            out[group] = sum(h for h, _ in hits) / sum(n for _, n in hits)
+    return out
+
+
+def load_picture_specs(directory, processor):
+    """[(picture, spec)] of every record of DIR/examples.jsonl (questions or captions: both keep
+    the spec they were drawn from)."""
+    from pathlib import Path
+
+    from tinyphi3.errors import InvalidInputError
+    from tinyphi3.models.vision.image_file import open_image
+    from tinyphi3.train.images import EXAMPLES
+
+    directory, examples = Path(directory), []
+    for number, record in read_records(directory / EXAMPLES):
+        where = f"{directory / EXAMPLES}:{number}"
+        spec = record.get("spec")
+        if not isinstance(record.get("image"), str) or not isinstance(spec, dict):
+            raise ChatDataError(f"{where}: a tower's record needs 'image' (the picture's path) "
+                                f"and 'spec' (what it shows), as `tinyphi3 data images` writes")
+        try:
+            picture = open_image(directory / record["image"])
+            picture_targets(spec)
+        except InvalidInputError as e:
+            raise ChatDataError(f"{where}: {e}") from None
+        except (KeyError, ValueError, TypeError, IndexError):
+            raise ChatDataError(f"{where}: 'spec' is not a picture spec of "
+                                f"tinyphi3.data.images") from None
+        examples.append((picture, spec))
+    if not examples:
+        raise ChatDataError(f"{directory / EXAMPLES}: no pictures")
+    return examples
+
+
+def evaluate_heads(model, heads, pairs, processor, batch_size: int = 32) -> tuple:
+    """(mean loss, accuracy) of the heads on [(picture, spec)], without recording. accuracy:
+    {kind: share of that kind's pictures whose every target of GROUPS[kind] is right} (a word
+    read letter for letter, a chart's every bar), and {target: share right} for each target."""
+    losses, hits = [], {t: [] for t in TARGETS}
+    whole = {kind: [] for kind in QUESTION_KINDS}
+    frozen = {n: p.data if isinstance(p, Tensor) else p for n, p in heads.items()}
+    with enable_grad(False):
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            pixels = processor([p for p, _ in chunk])["pixel_values"]
+            specs = [s for _, s in chunk]
+            loss, _ = tower_loss(model, frozen, pixels, specs)
+            losses.append(float(loss))
+            logits = head_logits(tower_features(model, pixels), frozen)
+            labels = targets_of_batch(specs)
+            right = {t: logits[t].argmax(axis=-1) == y for t, y in labels.items()}
+            for t, y in labels.items():
+                hits[t] += right[t][y >= 0].tolist()
+            for i, spec in enumerate(specs):
+                whole[spec["kind"]].append(all(right[t][i] for t in GROUPS[spec["kind"]]
+                                               if labels[t][i] >= 0))
+    accuracy = {kind: float(np.mean(v)) for kind, v in whole.items() if v}
+    accuracy |= {t: float(np.mean(v)) for t, v in hits.items() if v}
+    return float(np.mean(losses)), accuracy
+
+
+class TowerPretraining:
+    """Stage "vision_tower": the tower and its heads learn the pictures' specs (the module
+    docstring); the decoder and projector are frozen. [data] images: a directory of `tinyphi3
+    data images` (its records' specs are the targets; questions and captions are not read)."""
+
+    def __init__(self, recipe, tokenizer, model):
+        from tinyphi3.train.conversations import ExampleBatches
+        from tinyphi3.train.images import image_processor_for
+        from tinyphi3.train.objectives import VAL_EXAMPLES
+
+        t = recipe.train
+        self.recipe = recipe
+        model.freeze(("decoder", "projector"))
+        self.image_processor = image_processor_for(model, recipe)
+        examples = load_picture_specs(recipe.data_file, self.image_processor)
+        self.batches = ExampleBatches(examples, t.batch_size, t.seed, VAL_EXAMPLES)
+        self.heads = init_heads(model.config.vision.clip.hidden_size, t.seed + 3)
+        self.notes = [f"{len(self.batches.train):,} pictures to train the tower on, "
+                      f"{len(self.batches.val):,} held out; {len(TARGETS)} targets; the decoder "
+                      f"and projector frozen"]
+
+    def named_parameters(self):
+        """The heads' parameters, trained beside the model's and kept in the checkpoints."""
+        return [(f"heads/{n}", p) for n, p in self.heads.items()]
+
+    def next_loss(self, model):
+        chunk = self.batches.next_examples()
+        pixels = self.image_processor([p for p, _ in chunk])["pixel_values"]
+        with enable_grad():
+            loss, right = tower_loss(model, self.heads, pixels, [s for _, s in chunk])
+        stats = {f"accuracy_{k}": v for k, v in group_accuracy(right).items()}
+        return loss, stats, len(chunk)
+
+    def validate(self, model):
+        loss, accuracy = evaluate_heads(model, self.heads, self.batches.val,
+                                        self.image_processor)
+        return {"loss": loss, **{f"accuracy_{k}": accuracy[k] for k in QUESTION_KINDS
+                                 if k in accuracy}}
+
+    def state_dict(self):
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state):
+        self.batches.load_state_dict(state)
+
+
+def heads_on_pictures(run_dir, split: str = "test", n: int = 200, seed: int = 0) -> dict:
+    """evaluate_heads's accuracy of a vision_tower run's heads (its last checkpoint) on n
+    freshly drawn pictures of each kind of `split` ("test": the held-out compositions), at the
+    tower's crop size: whether what the tower learned to see reaches compositions it never saw."""
+    import json
+    from pathlib import Path
+
+    from tinyphi3.data.images import draw, picture_spec
+    from tinyphi3.data.world import stable_hash
+    from tinyphi3.models.model import Phi3
+    from tinyphi3.models.vision.hd_transform import ImageProcessor
+    from tinyphi3.models.vision.processor import PREPROCESSOR_CONFIG
+
+    checkpoint = Path(run_dir) / "checkpoint"
+    model = Phi3.from_pretrained(checkpoint)
+    saved = np.load(checkpoint / "objective_parameters.npz")
+    heads = {n.removeprefix("heads/"): saved[n] for n in saved.files}
+    config = json.loads((checkpoint / PREPROCESSOR_CONFIG).read_text(encoding="utf-8"))
+    processor = ImageProcessor.from_dict(config)
+    rng = np.random.default_rng(stable_hash("tower heads", split, seed))
+    size = model.config.vision.clip.image_size
+    pairs = []
+    for kind in QUESTION_KINDS:
+        for _ in range(n):
+            spec = picture_spec(kind, split, rng)
+            pairs.append((draw(spec, size), spec))
+    return evaluate_heads(model, heads, pairs, processor)[1]
