@@ -26,6 +26,7 @@ from tinyphi3.train.conversations import (ExampleBatches, load_conversations, lo
 from tinyphi3.train.distill import distillation_loss, teacher_probabilities
 from tinyphi3.train.dpo import dpo_batch_loss
 from tinyphi3.train.images import image_batch, image_processor_for, load_image_conversations
+from tinyphi3.train.tower import TowerPretraining
 
 VAL_EXAMPLES = 256            # SFT/DPO: examples held out from the end of the file (<= 20%)
 
@@ -348,8 +349,7 @@ class VisionFineTuning(_ExampleObjective):
 
 
 def _tower_pretraining(recipe, tokenizer, model):
-    from tinyphi3.train.tower import TowerPretraining
-    return TowerPretraining(recipe, tokenizer, model)
+    return TowerPretraining(recipe, tokenizer, model, VAL_EXAMPLES)
 
 
 OBJECTIVES = {"pretrain": Pretraining, "sft": SupervisedFineTuning,

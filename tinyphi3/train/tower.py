@@ -219,19 +219,19 @@ def evaluate_heads(model, heads, pairs, processor, batch_size: int = 32) -> tupl
 class TowerPretraining:
     """Stage "vision_tower": the tower and its heads learn the pictures' specs (the module
     docstring); the decoder and projector are frozen. [data] images: a directory of `tinyphi3
-    data images` (its records' specs are the targets; questions and captions are not read)."""
+    data images` (its records' specs are the targets; questions and captions are not read), the
+    last val_count pictures held out."""
 
-    def __init__(self, recipe, tokenizer, model):
+    def __init__(self, recipe, tokenizer, model, val_count: int):
         from tinyphi3.train.conversations import ExampleBatches
         from tinyphi3.train.images import image_processor_for
-        from tinyphi3.train.objectives import VAL_EXAMPLES
 
         t = recipe.train
         self.recipe = recipe
         model.freeze(("decoder", "projector"))
         self.image_processor = image_processor_for(model, recipe)
         examples = load_picture_specs(recipe.data_file, self.image_processor)
-        self.batches = ExampleBatches(examples, t.batch_size, t.seed, VAL_EXAMPLES)
+        self.batches = ExampleBatches(examples, t.batch_size, t.seed, val_count)
         self.heads = init_heads(model.config.vision.clip.hidden_size, t.seed + 3)
         self.notes = [f"{len(self.batches.train):,} pictures to train the tower on, "
                       f"{len(self.batches.val):,} held out; {len(TARGETS)} targets; the decoder "
