@@ -182,9 +182,9 @@ def cross_entropy_backward(g, probs, logits, labels):
     dlogits[i] = g (softmax(logits[i]) - onehot(labels[i])) / n on the n counted rows, 0 on the
     others (label -1)."""
     keep = labels >= 0
-    d = probs * (g / max(int(keep.sum()), 1)) * keep[:, None]
-    rows = np.nonzero(keep)[0]
-    d[rows, labels[keep]] -= g / max(int(keep.sum()), 1)
+    scale = g / max(int(keep.sum()), 1)
+    d = probs * scale * keep[:, None]
+    d[np.nonzero(keep)[0], labels[keep]] -= scale
     return d, None
 
 

@@ -100,10 +100,14 @@ class Trainer:
         """What the optimizer trains: the model's parameters, and an objective's own (the heads
         of stage vision_tower, which the exported model does not keep)."""
         yield from self.model.named_parameters()
-        yield from getattr(self.objective, "named_parameters", list)()
+        yield from self.objective_parameters().items()
+
+    def objective_parameters(self) -> dict:
+        """The objective's own parameters by name (none for most stages)."""
+        return dict(getattr(self.objective, "named_parameters", list)())
 
     def load_objective_parameters(self, checkpoint):
-        own = dict(getattr(self.objective, "named_parameters", list)())
+        own = self.objective_parameters()
         if not own:
             return
         try:
@@ -130,7 +134,7 @@ class Trainer:
             self.model.save_pretrained(tmp, dtype="float32")
             self.save_processor(tmp)
             np.savez(tmp / "optimizer.npz", **self.optimizer.state_dict())
-            own = dict(getattr(self.objective, "named_parameters", list)())
+            own = self.objective_parameters()
             if own:
                 np.savez(tmp / OBJECTIVE_PARAMETERS, **{n: p.data for n, p in own.items()})
             state = {"state": self.state, "data": self.objective.state_dict(),

@@ -50,6 +50,7 @@ from pathlib import Path
 
 from tinyphi3.config import ClipConfig, Phi3Config, VisionConfig, preset
 from tinyphi3.errors import TinyPhi3Error
+from tinyphi3.models.vision.clip import POSITION_INITS
 from tinyphi3.models.vision.weights import PARTS
 
 
@@ -343,8 +344,8 @@ def _vision(section, stage: str, model: dict, source: str) -> VisionSettings | N
             settings.vision_config()
         except (TypeError, TinyPhi3Error) as e:
             raise RecipeError(f"{where} clip: {e}") from None
-    if settings.positions not in ("random", "sincos"):
-        raise RecipeError(f"{where} positions must be \"random\" or \"sincos\", got "
+    if settings.positions not in POSITION_INITS:
+        raise RecipeError(f"{where} positions must be one of {', '.join(POSITION_INITS)}, got "
                           f"{settings.positions!r}")
     if stage == "vision_tower" and (settings.text is not None or settings.freeze):
         raise RecipeError(f"{where} stage \"vision_tower\" trains the tower alone (the decoder "

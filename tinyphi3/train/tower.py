@@ -137,7 +137,11 @@ def tower_loss(model, heads, pixel_values, specs):
     """(loss, {target: (correct, counted)}): the mean over targets (those present in the batch)
     of the heads' cross-entropy, and how many of each target's rows the heads got right."""
     logits = head_logits(tower_features(model, pixel_values), heads)
-    labels = targets_of_batch(specs)
+    return heads_loss(logits, targets_of_batch(specs))
+
+
+def heads_loss(logits: dict, labels: dict):
+    """tower_loss from the heads' logits and the batch's labels ({target: [B]} each)."""
     losses, right = [], {}
     for t, y in labels.items():
         counted = int((y >= 0).sum())
@@ -201,10 +205,9 @@ def evaluate_heads(model, heads, pairs, processor, batch_size: int = 32) -> tupl
             chunk = pairs[start:start + batch_size]
             pixels = processor([p for p, _ in chunk])["pixel_values"]
             specs = [s for _, s in chunk]
-            loss, _ = tower_loss(model, frozen, pixels, specs)
-            losses.append(float(loss))
-            logits = head_logits(tower_features(model, pixels), frozen)
+            logits = head_logits(tower_features(model, pixels), frozen)    # one tower pass
             labels = targets_of_batch(specs)
+            losses.append(float(heads_loss(logits, labels)[0]))
             right = {t: logits[t].argmax(axis=-1) == y for t, y in labels.items()}
             for t, y in labels.items():
                 hits[t] += right[t][y >= 0].tolist()
