@@ -366,3 +366,140 @@ def test_made_up_words_and_captions_are_refused_for_the_held_out_split(tmp_path)
     lines = [json.loads(x) for x in (tmp_path / "y" / "examples.jsonl").read_text().splitlines()]
     assert lines == [r for _, r in generate_image_examples(10, "train", 1, made_up=1.0,
                                                            caption_share=0.5)]
+
+
+# ---- random strings and mixed counts (training only) ---------------------------------------------
+
+NAMES = {e.name for e in world.ENTITIES}
+HELD_OUT_INSIDE = ([e.name.lower() for e in world.ENTITIES[3::4]]
+                   + [str(n) for n in range(10, 100) if n % 4 == 3])
+
+
+def test_random_strings_use_every_character_in_every_place_and_hide_no_held_out_word():
+    rng = np.random.default_rng(8)
+    words = [images.picture_spec("reading", "train", rng, random_strings=1.0)["word"]
+             for _ in range(3000)]
+    assert all(1 <= len(w) <= 6 and re.fullmatch(r"[0-9A-Za-z]+", w) for w in words)
+    assert {len(w) for w in words} == set(range(1, 7))
+    alphabet = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    for place in range(3):                               # every character in the first places
+        assert {w[place] for w in words if len(w) > place} == alphabet, place
+    assert not any(held in w.lower() for w in words for held in HELD_OUT_INSIDE)
+    assert not any(w.isdigit() and int(w) % 4 == 3 for w in words)
+    # the rule itself, on strings made to contain a held-out word (a negative control)
+    name = world.ENTITIES[3].name
+    for word in (f"x{name.upper()}", f"a{name.lower()}", "a91b", "191", "7"):
+        assert is_held_out_picture({"kind": "reading", "word": word}), word
+    for word in ("a92b", "x", world.ENTITIES[4].name + "q", "12"):
+        assert not is_held_out_picture({"kind": "reading", "word": word}), word
+
+
+def test_random_strings_are_drawn_as_dark_text_and_answered_and_captioned_as_written():
+    records = [r for _, r in generate_image_examples(500, "train", seed=9, random_strings=0.5,
+                                                     made_up=0.2)]
+    reading = [r for r in records if r["kind"] == "reading"]
+    strings = [r for r in reading if not (r["spec"]["word"].isdigit()
+                                          or r["spec"]["word"] in images.made_up_words()
+                                          or r["spec"]["word"] in NAMES)]
+    assert 0.3 < len(strings) / len(reading) < 0.7
+    for record in strings:
+        word = record["spec"]["word"]
+        assert record["messages"][1]["content"] == f"It says {word}."
+        assert images.caption(record["spec"]).endswith(f": {', '.join(word)}.")
+    image = draw({"kind": "reading", "word": "k7Qa"})
+    assert colour_counts(pixels(image)).keys() == {"black"}
+
+
+def test_mixed_counts_show_several_shapes_each_counted_and_obey_the_rule_per_shape():
+    rng = np.random.default_rng(10)
+    specs = [images.picture_spec("count", "train", rng, mixed_counts=1.0) for _ in range(300)]
+    for spec in specs:
+        kinds = Counter(s["shape"] for s in spec["shapes"])
+        assert len(kinds) >= 2 and 2 <= len(spec["shapes"]) <= 5 and images.is_mixed(spec)
+        assert not any((SHAPES.index(k) + c) % 4 == 3 for k, c in kinds.items())
+        assert not any(images.held_out_colour_shape(s["colour"], s["shape"])
+                       for s in spec["shapes"])
+    assert {len(s["shapes"]) for s in specs} == {2, 3, 4, 5}
+    for spec in specs[:40]:                              # the answer is true of the pixels
+        question, answer = images.question_and_answer(spec, "train", rng)
+        assert "shapes" in question and answer == f"There are {len(spec['shapes'])} shapes."
+        assert blobs(foreground(pixels(draw(spec)))) == len(spec["shapes"])
+        counted = re.findall(r"(\d) \w+ (?:circle|square|triangle|star)s?",
+                             images.caption(spec).split(": ", 1)[1])
+        assert sum(map(int, counted)) == len(spec["shapes"])
+    three_circles = [{"shape": "circle", "colour": "blue", "x": 0.2, "y": 0.2, "r": 0.09}] * 3
+    star = {"shape": "star", "colour": "blue", "x": 0.8, "y": 0.8, "r": 0.09}
+    assert is_held_out_picture({"kind": "count", "shapes": three_circles + [star]})
+    assert not is_held_out_picture({"kind": "count", "shapes": three_circles[:2] + [star]})
+    rng = np.random.default_rng(11)
+    share = np.mean([images.is_mixed(images.picture_spec("count", "train", rng, mixed_counts=0.5))
+                     for _ in range(400)])
+    assert 0.4 < share < 0.6
+    rng = np.random.default_rng(11)
+    assert not any(images.is_mixed(images.picture_spec("count", "train", rng))
+                   for _ in range(200))
+
+
+def test_random_strings_and_mixed_counts_are_refused_for_the_held_out_split(tmp_path):
+    with pytest.raises(ValueError, match="training pictures only"):
+        next(generate_image_examples(5, "test", random_strings=0.3))
+    with pytest.raises(ValueError, match="training pictures only"):
+        next(generate_caption_examples(5, "test", mixed_counts=0.3))
+    for flags in (["--random-strings", "0.3"], ["--mixed-counts", "0.3"]):
+        result = CliRunner().invoke(data, ["images", "--n", "3", "--split", "test", *flags,
+                                           "--out", str(tmp_path / "x")])
+        assert result.exit_code != 0 and "training pictures only" in result.output
+        assert "Traceback" not in result.output and not (tmp_path / "x").exists()
+    result = CliRunner().invoke(data, ["images", "--n", "10", "--random-strings", "1",
+                                       "--mixed-counts", "1", "--seed", "1",
+                                       "--out", str(tmp_path / "y")])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (tmp_path / "y" / "examples.jsonl").read_text().splitlines()]
+    assert lines == [r for _, r in generate_image_examples(10, "train", 1, random_strings=1.0,
+                                                           mixed_counts=1.0)]
+
+
+def test_unnamed_colours_keep_far_from_every_named_colour_and_captions_name_none():
+    named = np.array([*PALETTE.values(), BACKGROUND])
+    rng = np.random.default_rng(12)
+    for kind in ("colour", "count", "position"):
+        for _ in range(40):
+            spec = images.picture_spec(kind, "train", rng, unnamed_colours=1.0, mixed_counts=0.3)
+            assert images.is_unnamed(spec) and not is_held_out_picture(spec)
+            image = pixels(draw(spec))
+            drawn = {tuple(int(v) for v in rgb) for rgb in image[foreground(image)]}
+            assert drawn == {images.rgb_of(s["colour"]) for s in spec["shapes"]}
+            for rgb in drawn:             # read from the pixels: no named colour within 75
+                assert np.sqrt(((named - np.array(rgb)) ** 2).sum(axis=1)).min() >= 75, rgb
+            text = images.caption(spec)
+            assert not any(re.search(rf"\b{c}\b", text) for c in world.COLOURS), text
+            assert "#" not in text, text
+            with pytest.raises(ValueError, match="no question"):
+                images.question_and_answer(spec, "train", rng)
+            if kind == "count":
+                assert blobs(foreground(image)) == len(spec["shapes"])
+    rng = np.random.default_rng(13)
+    share = np.mean([images.is_unnamed(images.picture_spec("position", "train", rng,
+                                                           unnamed_colours=0.3))
+                     for _ in range(400)])
+    assert 0.2 < share < 0.4
+    rng = np.random.default_rng(13)
+    assert not any(images.is_unnamed(images.picture_spec("colour", "train", rng))
+                   for _ in range(100))
+
+
+def test_unnamed_colours_come_with_captions_of_the_train_split_only(tmp_path):
+    runner = CliRunner()
+    for flags in (["--unnamed-colours", "0.3"],
+                  ["--unnamed-colours", "0.3", "--captions", "--split", "test"]):
+        result = runner.invoke(data, ["images", "--n", "3", *flags, "--out", str(tmp_path / "x")])
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        assert "captions" in result.output or "training pictures only" in result.output
+        assert not (tmp_path / "x").exists()
+    result = runner.invoke(data, ["images", "--n", "15", "--captions", "--unnamed-colours", "1",
+                                  "--seed", "2", "--out", str(tmp_path / "y")])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (tmp_path / "y" / "examples.jsonl").read_text().splitlines()]
+    assert lines == [r for _, r in generate_caption_examples(15, "train", 2, unnamed_colours=1.0)]
+    assert all(images.is_unnamed(r["spec"]) for r in lines
+               if r["kind"] in ("colour", "count", "position"))

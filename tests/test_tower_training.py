@@ -10,7 +10,7 @@ from test_train import interrupt_after
 from test_vision_train import CLIP, recipe, workspace  # noqa: F401  (the module's fixture)
 
 from tinyphi3.data import world
-from tinyphi3.data.images import QUESTION_KINDS, SHAPES, picture_spec
+from tinyphi3.data.images import QUESTION_KINDS, SHAPES, is_mixed, is_unnamed, picture_spec
 from tinyphi3.models.model import Phi3
 from tinyphi3.models.vision.phi3v import Phi3V
 from tinyphi3.nn.autograd import enable_grad
@@ -49,18 +49,38 @@ def test_the_targets_say_what_the_spec_shows():
     y = picture_targets({"kind": "count", "shapes": [
         {"shape": "triangle", "colour": "grey", "x": 0.2, "y": 0.2, "r": 0.09}] * 4})
     assert (y["count"], y["shape"], y["kind"]) == (3, 2, QUESTION_KINDS.index("count"))
+    y = picture_targets({"kind": "count", "shapes": [       # mixed: counted, no one colour/shape
+        {"shape": "triangle", "colour": "grey", "x": 0.2, "y": 0.2, "r": 0.09},
+        {"shape": "star", "colour": "red", "x": 0.5, "y": 0.2, "r": 0.09},
+        {"shape": "triangle", "colour": "blue", "x": 0.8, "y": 0.2, "r": 0.09}]})
+    assert (y["count"], y["colour"], y["shape"]) == (2, -1, -1)
+    y = picture_targets({"kind": "position", "relation": "left of", "shapes": [  # no name
+        {"shape": "star", "colour": "#5a2e9c", "x": 0.2, "y": 0.5, "r": 0.14},
+        {"shape": "circle", "colour": "blue", "x": 0.8, "y": 0.45, "r": 0.14}]})
+    assert (y["colour"], y["shape"], y["colour2"]) == (-1, SHAPES.index("star"), index("blue"))
+    y = picture_targets({"kind": "reading", "word": "k7Q"})
+    assert [y[f"char{i}"] for i in range(4)] == [CHARACTERS.index(c) for c in "k7Q"] + [END]
 
 
 def test_every_drawn_spec_has_targets_in_range_and_its_kind_s_group():
     rng = np.random.default_rng(0)
     for kind in QUESTION_KINDS:
         for split in ("train", "test"):
+            shares = (dict(random_strings=0.5, mixed_counts=0.5, unnamed_colours=0.5)
+                      if split == "train" else {})
             for _ in range(30):
-                y = picture_targets(picture_spec(kind, split, rng))
+                spec = picture_spec(kind, split, rng, **shares)
+                y = picture_targets(spec)
                 assert all(-1 <= y[t] < k for t, k in TARGETS.items())
                 present = {t for t, v in y.items() if v >= 0}
-                assert set(GROUPS[kind]) - {f"bar{i}_{w}" for i in (3,)
-                                            for w in ("colour", "height")} <= present
+                optional = {"bar3_colour", "bar3_height"}        # 3 bars
+                if is_unnamed(spec):
+                    optional |= {"colour", "colour2"}
+                if is_mixed(spec):
+                    optional |= {"colour", "shape"}
+                assert set(GROUPS[kind]) - optional <= present
+                if is_unnamed(spec) or is_mixed(spec):           # no colour class to learn
+                    assert y["colour"] == y["colour2"] == -1
 
 
 # ---- the heads against torch --------------------------------------------------------------------

@@ -364,13 +364,29 @@ def longchat(n_records, seed, split, lengths, tokenizer_dir, out):
                    "syllables of the world's names but naming no creature (\"Tabi\", "
                    "\"Rolo\"), so that reading is learned syllable by syllable. Train split "
                    "only.")
+@click.option("--random-strings", default=0.0, show_default=True,
+              type=click.FloatRange(0.0, 1.0),
+              help="The share of reading pictures that show a random string of 1 to 6 digits and "
+                   "letters (\"k7Qa\"; none with a held-out name or number inside it), so that "
+                   "every character is seen in every place. Train split only.")
+@click.option("--mixed-counts", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="The share of count pictures that show 2 to 5 shapes of different kinds, each "
+                   "in its own colour (\"How many shapes are there?\"), so that counting is "
+                   "learned apart from the shape. Train split only.")
+@click.option("--unnamed-colours", default=0.0, show_default=True,
+              type=click.FloatRange(0.0, 1.0),
+              help="With --captions: the share of colour, count and position pictures whose "
+                   "shapes are drawn in colours of no name (at least as far from every named "
+                   "colour as those are from each other), so that shapes are learned by their "
+                   "outline whatever their colour. Train split only.")
 @click.option("--caption-share", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="With questions: the share of pictures that come with their caption instead, "
                    "so that a question stage keeps the pre-training's descriptions. Train split "
                    "only.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="A new (or empty) directory to write.")
-def images(n_records, split, seed, size, captions, made_up, caption_share, out):
+def images(n_records, split, seed, size, captions, made_up, random_strings, mixed_counts,
+           unnamed_colours, caption_share, out):
     """Write pictures with a question and its answer for the tiny phi-3-vision: a shape's colour,
     shapes to count, two shapes' positions, a word to read, the tallest or shortest bar of a
     chart (tinyphi3.data.images). Writes OUT/images/00000.png, ... and OUT/examples.jsonl, each
@@ -386,15 +402,23 @@ def images(n_records, split, seed, size, captions, made_up, caption_share, out):
       tinyphi3 data images --n 5000 --split train --seed 0 --out vision_train
       tinyphi3 data images --n 8000 --captions --seed 1 --out vision_captions
       tinyphi3 data images --n 20000 --made-up-words 0.4 --caption-share 0.25 --out vision_mix
+      tinyphi3 data images --captions --n 60000 --random-strings 0.5 --mixed-counts 0.5 \
+          --unnamed-colours 0.3 --out tower_pictures     (for stage "vision_tower")
     """
     from pathlib import Path
 
     from tinyphi3.data.images import (generate_caption_examples, generate_image_examples,
                                       write_image_examples)
-    if split != "train" and (made_up or caption_share):
-        raise click.ClickException("--made-up-words and --caption-share are for training "
-                                   "pictures only: the held-out split shows the world's words "
+    if split != "train" and (made_up or random_strings or mixed_counts or unnamed_colours
+                             or caption_share):
+        raise click.ClickException("--made-up-words, --random-strings, --mixed-counts, "
+                                   "--unnamed-colours and --caption-share are for training "
+                                   "pictures only: the "
+                                   "held-out split shows the world's words, shapes of one kind, "
                                    "and asks questions")
+    if unnamed_colours and not captions:
+        raise click.ClickException("--unnamed-colours needs --captions: no question can ask the "
+                                   "colour of a shape whose colour has no name")
     if captions and caption_share:
         raise click.ClickException("--caption-share mixes captions among questions; with "
                                    "--captions every record is a caption already")
@@ -402,10 +426,14 @@ def images(n_records, split, seed, size, captions, made_up, caption_share, out):
         raise click.ClickException(f"{out} is not empty: give a new or empty directory, so that "
                                    "no picture of an earlier run is left among the new ones")
     if captions:
-        pairs = generate_caption_examples(n_records, split, seed, size, made_up=made_up)
+        pairs = generate_caption_examples(n_records, split, seed, size, made_up=made_up,
+                                          random_strings=random_strings,
+                                          mixed_counts=mixed_counts,
+                                          unnamed_colours=unnamed_colours)
     else:
         pairs = generate_image_examples(n_records, split, seed, size, made_up=made_up,
-                                        caption_share=caption_share)
+                                        caption_share=caption_share,
+                                        random_strings=random_strings, mixed_counts=mixed_counts)
     count = write_image_examples(pairs, out, total=n_records, progress=True)
     what = ("captions" if captions else "questions and captions" if caption_share
             else "questions")

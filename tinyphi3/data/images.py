@@ -22,9 +22,28 @@ is held out (`is_held_out_picture(spec)`) when
     count                           or it shows c shapes of shape j with (j + c) % 4 == 3;
     position                        or its colour pair {i, j} has (i + j) % 4 == 3;
     reading                         its word is every fourth creature of world.ENTITIES, or a
-                                    number n with n % 4 == 3 (a made-up word is never held out);
+                                    number n with n % 4 == 3, or it has one of those held-out
+                                    names or two-digit numbers inside it, in any case (a made-up
+                                    word is never held out);
     chart                           its colours, left to right, hash into a quarter of all
                                     orders (stable_hash("chart", *colours) % 4 == 3).
+
+Mixed counts (training only, on request): 2 to 5 shapes of at least two different shapes, each
+in its own colour, asked "How many shapes are there?"; so that counting is learned as counting
+things, not as the number a shape usually comes in. The count rule holds for each shape's group
+(2 circles and 3 squares are held out: 1 + 3 = 4, no; 0 + 2 = 2, no; so it is a training
+picture; 3 circles and a star are held out, as 0 + 3 == 3).
+
+Random strings (`random_string()`, training only, on request): 1 to 6 characters drawn from
+digits and letters of both cases, "k7Qa", so that every character is seen in every place next
+to every other, and reading cannot lean on which first digit goes with which last; a string with
+a held-out name or number inside it is held out, so no training picture shows one.
+
+Unnamed colours (captions only, training only, on request): the shapes of a colour, count or
+position picture drawn in colours of no name, "#5a2e9c", each at least 75 from every colour of
+the palette and from the background (as far as the palette's colours are from each other), so
+that a shape is learned by its outline whatever its colour; a red star is still never drawn.
+Their captions name the shapes without a colour ("A star and a circle. ...").
 
 Made-up words (`made_up_words()`, training only, on request): the two-syllable words that the
 world's names are built from (world._FIRST + world._SECOND) but that name no creature, such as
@@ -38,6 +57,7 @@ draws it, so one spec gives the same pixels at every size it is drawn at.
 """
 
 import functools
+import string
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,8 +123,19 @@ QUESTIONS = {   # index % 4 == 3: held out, asked of test pictures only
 # ---- the held-out rule -------------------------------------------------------------------------
 
 def held_out_colour_shape(colour: str, shape: str) -> bool:
-    """A colour-shape pair that only test pictures show: (colour index + shape index) % 4 == 3."""
+    """A colour-shape pair that only test pictures show: (colour index + shape index) % 4 == 3
+    (a colour of no name, "#5a2e9c", is in no held-out pair)."""
+    if colour not in world.COLOURS:
+        return False
     return (world.COLOURS.index(colour) + SHAPES.index(shape)) % 4 == 3
+
+
+@functools.cache
+def held_out_words() -> tuple:
+    """The words that only test pictures show, lower-cased: every fourth creature's name and
+    the two-digit numbers n with n % 4 == 3."""
+    names = [e.name.lower() for i, e in enumerate(world.ENTITIES) if i % 4 == 3]
+    return tuple(names + [str(n) for n in range(10, 100) if n % 4 == 3])
 
 
 def is_held_out_picture(spec: dict) -> bool:
@@ -112,18 +143,20 @@ def is_held_out_picture(spec: dict) -> bool:
     kind = spec["kind"]
     if kind == "reading":
         word = spec["word"]
-        if word.isdigit():
-            return int(word) % 4 == 3
-        names = [e.name for e in world.ENTITIES]
-        return word in names and names.index(word) % 4 == 3
+        if word.isdigit() and int(word) % 4 == 3:
+            return True
+        return any(held in word.lower() for held in held_out_words())
     if kind == "chart":
         return stable_hash("chart", *spec["colours"]) % 4 == 3
     shapes = spec["shapes"]
     if any(held_out_colour_shape(s["colour"], s["shape"]) for s in shapes):
         return True
     if kind == "count":
-        return (SHAPES.index(shapes[0]["shape"]) + len(shapes)) % 4 == 3
-    if kind == "position":
+        groups = {}
+        for s in shapes:
+            groups[s["shape"]] = groups.get(s["shape"], 0) + 1
+        return any((SHAPES.index(shape) + c) % 4 == 3 for shape, c in groups.items())
+    if kind == "position" and all(s["colour"] in world.COLOURS for s in shapes):
         i, j = (world.COLOURS.index(s["colour"]) for s in shapes)
         return (i + j) % 4 == 3
     return False
@@ -147,14 +180,30 @@ def _colour_spec(rng):
             "shapes": [_shape(one_of(rng, SHAPES), one_of(rng, world.COLOURS), x, y, r)]}
 
 
-def _count_spec(rng):
+def _count_spec(rng, mixed: bool = False):
     """1 to 5 shapes in distinct cells of a 3 x 3 grid, nudged by at most 0.035 of the side:
-    with a radius of 0.09 they stay at least 0.06 of the side apart (3 pixels at S = 56)."""
-    count, shape, colour = int(rng.integers(1, 6)), one_of(rng, SHAPES), one_of(rng, world.COLOURS)
+    with a radius of 0.09 they stay at least 0.06 of the side apart (3 pixels at S = 56).
+    mixed: 2 to 5 shapes of at least two shapes, each in its own colour."""
+    if mixed:
+        count = int(rng.integers(2, 6))
+        kinds = [one_of(rng, SHAPES) for _ in range(count)]
+        while len(set(kinds)) < 2:
+            kinds[int(rng.integers(count))] = one_of(rng, SHAPES)
+        looks = [(shape, one_of(rng, world.COLOURS)) for shape in kinds]
+    else:
+        count, shape, colour = (int(rng.integers(1, 6)), one_of(rng, SHAPES),
+                                one_of(rng, world.COLOURS))
+        looks = [(shape, colour)] * count
     cells = sorted(int(c) for c in rng.choice(9, size=count, replace=False))
     shapes = [_shape(shape, colour, (c % 3 + 0.5) / 3 + _uniform(rng, -0.035, 0.035),
-                     (c // 3 + 0.5) / 3 + _uniform(rng, -0.035, 0.035), 0.09) for c in cells]
+                     (c // 3 + 0.5) / 3 + _uniform(rng, -0.035, 0.035), 0.09)
+              for (shape, colour), c in zip(looks, cells)]
     return {"kind": "count", "shapes": shapes}
+
+
+def is_mixed(spec: dict) -> bool:
+    """A count picture of more than one shape ("How many shapes are there?")."""
+    return spec["kind"] == "count" and len({s["shape"] for s in spec["shapes"]}) > 1
 
 
 def _position_spec(rng):
@@ -182,6 +231,35 @@ def made_up_words() -> tuple:
                         if a + b not in names))
 
 
+UNNAMED_DISTANCE = 75       # how far a colour of no name keeps from the palette and background
+
+
+def unnamed_colour(rng) -> str:
+    """A colour of no name, "#5a2e9c": uniform over the RGB cube, redrawn until it is at least
+    UNNAMED_DISTANCE from every colour of PALETTE and from BACKGROUND (about a third of the cube
+    is that far from all of them)."""
+    named = np.array([*PALETTE.values(), BACKGROUND], dtype=np.float64)
+    while True:
+        rgb = rng.integers(0, 256, size=3)
+        if np.sqrt(((named - rgb) ** 2).sum(axis=1)).min() >= UNNAMED_DISTANCE:
+            return "#" + "".join(f"{int(v):02x}" for v in rgb)
+
+
+def rgb_of(colour: str) -> tuple:
+    """The RGB of a colour of the palette ("red") or of no name ("#5a2e9c")."""
+    if colour in PALETTE:
+        return PALETTE[colour]
+    return tuple(int(colour[k:k + 2], 16) for k in (1, 3, 5))
+
+
+RANDOM_CHARACTERS = string.digits + string.ascii_letters
+
+
+def random_string(rng) -> str:
+    """1 to 6 characters, each any digit or letter of either case: "k7Qa", "0", "ZZb41x"."""
+    return "".join(one_of(rng, RANDOM_CHARACTERS) for _ in range(int(rng.integers(1, 7))))
+
+
 def _reading_spec(rng, made_up: float = 0.0):
     if made_up and rng.random() < made_up:
         return {"kind": "reading", "word": one_of(rng, made_up_words())}
@@ -201,27 +279,49 @@ _SPECS = {"colour": _colour_spec, "count": _count_spec, "position": _position_sp
           "reading": _reading_spec, "chart": _chart_spec}
 
 
-def _check_made_up(made_up: float, split: str):
-    if not 0.0 <= made_up <= 1.0:
-        raise ValueError(f"made_up is the share of reading pictures that show a made-up word, a "
-                         f"number from 0 to 1, got {made_up}")
-    if made_up and split != "train":
-        raise ValueError("made-up words are for training pictures only: the held-out reading "
-                         "pictures show the world's words")
+def _check_shares(split: str, **shares):
+    """The training-only shares (made_up, random_strings, mixed_counts): each from 0 to 1, and
+    0 unless split is "train"."""
+    for name, share in shares.items():
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} is a share of pictures, a number from 0 to 1, got {share}")
+        if share and split != "train":
+            raise ValueError(f"{name} is for training pictures only: the held-out pictures show "
+                             f"the world's words and shapes of one kind")
 
 
-def picture_spec(kind: str, split: str, rng, max_tries: int = 10_000,
-                 made_up: float = 0.0) -> dict:
+def picture_spec(kind: str, split: str, rng, max_tries: int = 10_000, made_up: float = 0.0,
+                 random_strings: float = 0.0, mixed_counts: float = 0.0,
+                 unnamed_colours: float = 0.0) -> dict:
     """A spec of `kind` in `split`: specs are drawn until one is held out (test) or not (train).
-    made_up: the share of reading pictures that show a made-up word (train only); 0 draws
-    exactly the specs it drew before the option existed."""
+    random_strings: the share of reading pictures that show a random string; mixed_counts: the
+    share of count pictures of mixed shapes; unnamed_colours: the share of colour, count and
+    position pictures in colours of no name (each decided once per picture, before the draws);
+    made_up: the share of the other reading draws that show a made-up word (decided per draw,
+    as it always was: names and numbers are turned away a quarter of the time and made-up words
+    never, so a little more than that share ends up made-up). All for train only; at 0 they
+    draw exactly the specs drawn before the options existed."""
     if kind not in _SPECS:
         raise ValueError(f"unknown kind {kind!r}: choose one of {', '.join(QUESTION_KINDS)}")
     if split not in world.SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    _check_made_up(made_up, split)
+    _check_shares(split, made_up=made_up, random_strings=random_strings,
+                  mixed_counts=mixed_counts, unnamed_colours=unnamed_colours)
+    strings = kind == "reading" and random_strings and rng.random() < random_strings
+    mixed = kind == "count" and mixed_counts and rng.random() < mixed_counts
+    unnamed = (kind in ("colour", "count", "position") and unnamed_colours
+               and rng.random() < unnamed_colours)
     for _ in range(max_tries):
-        spec = _reading_spec(rng, made_up) if kind == "reading" else _SPECS[kind](rng)
+        if strings:
+            spec = {"kind": "reading", "word": random_string(rng)}
+        elif kind == "reading":
+            spec = _reading_spec(rng, made_up)
+        elif kind == "count":
+            spec = _count_spec(rng, mixed)
+        else:
+            spec = _SPECS[kind](rng)
+        if unnamed:
+            spec["shapes"] = [{**s, "colour": unnamed_colour(rng)} for s in spec["shapes"]]
         if is_held_out_picture(spec) == (split == "test"):
             return spec
     raise RuntimeError(f"no {split} picture of kind {kind} in {max_tries} draws")
@@ -243,7 +343,7 @@ def shape_outline(shape: str, x: float, y: float, r: float) -> list:
 
 
 def _draw_shape(canvas, s, size):
-    x, y, r, fill = s["x"] * size, s["y"] * size, s["r"] * size, PALETTE[s["colour"]]
+    x, y, r, fill = s["x"] * size, s["y"] * size, s["r"] * size, rgb_of(s["colour"])
     if s["shape"] == "circle":
         canvas.ellipse([x - r, y - r, x + r, y + r], fill=fill)
     else:
@@ -291,17 +391,26 @@ def draw(spec: dict, size: int = 56) -> Image.Image:
 # ---- questions and answers ---------------------------------------------------------------------
 
 def _noun(s) -> str:
-    return f"{s['colour']} {s['shape']}"
+    """ "red star"; a shape in a colour of no name is only "star"."""
+    return f"{s['colour']} {s['shape']}" if s["colour"] in PALETTE else s["shape"]
+
+
+def is_unnamed(spec: dict) -> bool:
+    """A picture with a shape in a colour of no name (captions only: no question asks of it)."""
+    return any(s["colour"] not in PALETTE for s in spec.get("shapes", ()))
 
 
 def question_and_answer(spec: dict, split: str, rng) -> tuple:
     """(question, answer) about a picture, in a wording of `split` (index % 4 == 3: test)."""
+    if is_unnamed(spec):
+        raise ValueError("a picture in colours of no name has no question (what colour would it "
+                         "ask?): it comes with its caption only")
     kind, shapes = spec["kind"], spec.get("shapes")
     if kind == "colour":
         question = one_of(rng, frames_of(QUESTIONS["colour"], split))
         return question.format(shape=shapes[0]["shape"]), f"It is {shapes[0]['colour']}."
     if kind == "count":
-        n, plural = len(shapes), shapes[0]["shape"] + "s"
+        n, plural = len(shapes), "shapes" if is_mixed(spec) else shapes[0]["shape"] + "s"
         question = one_of(rng, frames_of(QUESTIONS["count"], split)).format(shapes=plural)
         return question, (f"There is 1 {shapes[0]['shape']}." if n == 1
                           else f"There are {n} {plural}.")
@@ -334,7 +443,8 @@ def caption(spec: dict) -> str:
     the stage teaches the characters as well as the words; a chart gives every bar's height.
 
         colour    "A blue circle."
-        count     "3 red stars, in a group."                     (1: "1 red star, alone.")
+        count     "3 red stars, in a group."                     (1: "1 red star, alone.";
+                  mixed: "3 shapes: 2 red stars, 1 blue circle.")
         position  "A red circle and a green square. The red circle is above the green square."
         reading   "The word Veska is written in black letters: V, e, s, k, a."
         chart     "A bar chart with 3 bars. From left to right: red 5, green 3, blue 8. The
@@ -347,16 +457,25 @@ def caption(spec: dict) -> str:
     if kind == "count":
         shapes = spec["shapes"]
         n, first = len(shapes), shapes[0]
+        if is_mixed(spec):
+            groups = {}
+            for s in shapes:
+                groups[_noun(s)] = groups.get(_noun(s), 0) + 1
+            parts = [f"{c} {noun}" + ("s" if c > 1 else "") for noun, c in groups.items()]
+            return f"{n} shapes: {', '.join(parts)}."
         if n == 1:
             return f"1 {_noun(first)}, alone."
-        return f"{n} {first['colour']} {first['shape']}s, in a group."
+        return f"{n} {_noun(first)}s, in a group."
     if kind == "position":
         a, b = (_noun(s) for s in spec["shapes"])
+        if a == b:              # two squares of no named colour: say which way they stand
+            return f"Two {a}s, one {spec['relation']} the other."
         return (f"{world.capitalize(world.article(a))} and {world.article(b)}. "
                 f"The {a} is {spec['relation']} the {b}.")
     if kind == "reading":
         word = spec["word"]
-        what, marks = ("number", "digits") if word.isdigit() else ("word", "letters")
+        what, marks = (("number", "digits") if word.isdigit() else ("word", "letters")
+                       if word.isalpha() else ("text", "characters"))
         return f"The {what} {word} is written in black {marks}: {', '.join(word)}."
     colours, heights = spec["colours"], spec["heights"]
     bars = ", ".join(f"{c} {h}" for c, h in zip(colours, heights))
@@ -371,31 +490,37 @@ def _caption_record(index, kind, split, spec) -> dict:
 
 
 def generate_caption_examples(n: int, split: str = "train", seed: int = 0,
-                              size: int = 56, made_up: float = 0.0) -> Iterator:
+                              size: int = 56, made_up: float = 0.0, random_strings: float = 0.0,
+                              mixed_counts: float = 0.0, unnamed_colours: float = 0.0
+                              ) -> Iterator:
     """(image, record) pairs for image-text pre-training, the kinds in turn, deterministic from
     the seed: record["text"] is the picture's caption (no question, no chat), and the pictures
-    of `split` obey the same held-out rule as the questions' pictures. made_up: the share of
-    reading pictures that show a made-up word (train only)."""
+    of `split` obey the same held-out rule as the questions' pictures. made_up, random_strings,
+    mixed_counts, unnamed_colours: as for picture_spec (train only)."""
     rng = np.random.default_rng(stable_hash("captions", split, seed))
     for index in range(n):
         kind = QUESTION_KINDS[index % len(QUESTION_KINDS)]
-        spec = picture_spec(kind, split, rng, made_up=made_up)
+        spec = picture_spec(kind, split, rng, made_up=made_up, random_strings=random_strings,
+                            mixed_counts=mixed_counts, unnamed_colours=unnamed_colours)
         yield draw(spec, size), _caption_record(index, kind, split, spec)
 
 
-def example(kind: str, split: str, rng, size: int = 56, made_up: float = 0.0) -> tuple:
+def example(kind: str, split: str, rng, size: int = 56, made_up: float = 0.0,
+            random_strings: float = 0.0, mixed_counts: float = 0.0) -> tuple:
     """(image, question, answer, spec): one picture of `kind` in `split` and a question on it."""
-    spec = picture_spec(kind, split, rng, made_up=made_up)
+    spec = picture_spec(kind, split, rng, made_up=made_up, random_strings=random_strings,
+                        mixed_counts=mixed_counts)
     question, answer = question_and_answer(spec, split, rng)
     return draw(spec, size), question, answer, spec
 
 
 def generate_image_examples(n: int, split: str = "train", seed: int = 0, size: int = 56,
-                            made_up: float = 0.0, caption_share: float = 0.0) -> Iterator:
+                            made_up: float = 0.0, caption_share: float = 0.0,
+                            random_strings: float = 0.0, mixed_counts: float = 0.0) -> Iterator:
     """(image, record) pairs, the kinds in turn, deterministic from the seed (the first k do not
     depend on n). record["image"] is the path the picture gets when written: images/00000.png.
 
-    made_up: the share of reading pictures that show a made-up word; caption_share: the share
+    made_up, random_strings, mixed_counts: as for picture_spec; caption_share: the share
     of pictures that come with their caption (a caption record, as generate_caption_examples
     writes) instead of a question, so that a question stage keeps the pre-training's
     descriptions. Both for training only; at 0 (the default) the records are exactly those
@@ -409,10 +534,12 @@ def generate_image_examples(n: int, split: str = "train", seed: int = 0, size: i
     for index in range(n):
         kind = QUESTION_KINDS[index % len(QUESTION_KINDS)]
         if caption_share and rng.random() < caption_share:
-            spec = picture_spec(kind, split, rng, made_up=made_up)
+            spec = picture_spec(kind, split, rng, made_up=made_up, random_strings=random_strings,
+                                mixed_counts=mixed_counts)
             yield draw(spec, size), _caption_record(index, kind, split, spec)
             continue
-        image, question, answer, spec = example(kind, split, rng, size, made_up)
+        image, question, answer, spec = example(kind, split, rng, size, made_up, random_strings,
+                                                mixed_counts)
         yield image, {"image": f"images/{index:05d}.png",
                       "messages": [{"role": "user", "content": f"{IMAGE_TAG}\n{question}"},
                                    {"role": "assistant", "content": answer}],

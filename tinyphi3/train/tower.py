@@ -20,9 +20,10 @@ head per target (kept only for this stage; the checkpoint holds the tower, not t
 The targets (TARGETS; -1 where a target does not apply to a picture's kind):
 
     kind                      colour, count, position, reading, chart
-    colour, shape             the shape's (colour, count), the left or upper shape's (position)
+    colour, shape             the shape's (colour, count of one shape), the left or upper
+                              shape's (position); no colour for a colour of no name
     colour2, shape2, axis     position: the right or lower shape; side by side or one above
-    count                     1 to 5
+    count                     1 to 5 (of any shapes: mixed count pictures too)
     char0 .. char5            reading: each character of the word, or "end" past its last
     bars, bar0_colour ...     chart: 3 or 4 bars; each bar's colour and height (2 to 10),
     bar3_height, tallest,     left to right; the colours of the tallest and shortest bars
@@ -33,18 +34,16 @@ the features keep it afterwards: the projector turns them into the image tokens 
 reads. Only the tower and the heads train here; the decoder and projector stay as they are.
 """
 
-import string
-
 import numpy as np
 
 from tinyphi3.data import world
-from tinyphi3.data.images import QUESTION_KINDS, SHAPES
+from tinyphi3.data.images import QUESTION_KINDS, RANDOM_CHARACTERS, SHAPES, is_mixed
 from tinyphi3.models.vision.clip import clip_features
 from tinyphi3.nn.autograd import Parameter, Tensor, enable_grad
 from tinyphi3.nn.layers import cross_entropy, layer_norm, linear, softmax
 from tinyphi3.train.conversations import ChatDataError, read_records
 
-CHARACTERS = string.digits + string.ascii_letters
+CHARACTERS = RANDOM_CHARACTERS             # every character a written word can have
 MAX_CHARS = 6
 END = len(CHARACTERS)                       # the class of "no character here"
 MAX_BARS = 4
@@ -63,6 +62,11 @@ GROUPS = {"kind": ("kind",), "colour": ("colour", "shape"),
                     *(f"bar{i}_{w}" for i in range(MAX_BARS) for w in ("colour", "height")))}
 
 
+def _colour(shape: dict) -> int:
+    """The class of a shape's colour; -1 (not counted) for a colour of no name."""
+    return world.COLOURS.index(shape["colour"]) if shape["colour"] in world.COLOURS else -1
+
+
 def picture_targets(spec: dict) -> dict:
     """{target: class} of a picture spec, -1 for the targets its kind does not have."""
     y = dict.fromkeys(TARGETS, -1)
@@ -70,7 +74,8 @@ def picture_targets(spec: dict) -> dict:
     y["kind"] = QUESTION_KINDS.index(kind)
     if kind in ("colour", "count"):
         s = spec["shapes"][0]
-        y["colour"], y["shape"] = world.COLOURS.index(s["colour"]), SHAPES.index(s["shape"])
+        if not is_mixed(spec):           # a mixed count picture has no one colour and shape
+            y["colour"], y["shape"] = _colour(s), SHAPES.index(s["shape"])
         if kind == "count":
             y["count"] = len(spec["shapes"]) - 1
     elif kind == "position":
@@ -79,7 +84,7 @@ def picture_targets(spec: dict) -> dict:
         first, second = sorted(spec["shapes"], key=lambda s: s[key])     # left/upper first
         y["axis"] = 0 if across else 1
         for s, suffix in ((first, ""), (second, "2")):
-            y["colour" + suffix] = world.COLOURS.index(s["colour"])
+            y["colour" + suffix] = _colour(s)
             y["shape" + suffix] = SHAPES.index(s["shape"])
     elif kind == "reading":
         word = spec["word"]
