@@ -402,7 +402,7 @@ def images(n_records, split, seed, size, captions, made_up, random_strings, mixe
       tinyphi3 data images --n 5000 --split train --seed 0 --out vision_train
       tinyphi3 data images --n 8000 --captions --seed 1 --out vision_captions
       tinyphi3 data images --n 20000 --made-up-words 0.4 --caption-share 0.25 --out vision_mix
-      tinyphi3 data images --captions --n 60000 --random-strings 0.5 --mixed-counts 0.5 \
+      tinyphi3 data images --captions --n 60000 --random-strings 0.5 --mixed-counts 0.5 \\
           --unnamed-colours 0.3 --out tower_pictures     (for stage "vision_tower")
     """
     from pathlib import Path
