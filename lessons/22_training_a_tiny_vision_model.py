@@ -32,8 +32,8 @@ import numpy as np
 from PIL import Image
 
 import _plot
-from tinyphi3.data.images import (caption, contact_sheet, draw, generate_image_examples,
-                                  picture_spec, write_image_examples)
+from tinyphi3.data.images import (caption, contact_sheet, draw, generate_caption_examples,
+                                  generate_image_examples, picture_spec, write_image_examples)
 from tinyphi3.inference.generate import generate
 from tinyphi3.models.model import Phi3
 from tinyphi3.models.vision.conversation import chat_inputs
@@ -225,11 +225,24 @@ print("picture:", _plot.line_plot(
 # features with a learned query (attention pooling) and classifies; the loss is the mean
 # cross-entropy of the heads. Only the tower and the heads train; the heads stay behind, the
 # tower goes on to the picture SFT.
+#
+# A classifier learns whatever predicts its labels, and the held-out rule makes some things
+# predictable that should not be: no training star is red, so a shape head may learn "red,
+# therefore not a star"; no training number ending in 1 starts with an odd digit. Three
+# training-only options draw pictures in which those correlations fail, without ever showing
+# a held-out composition: random strings of digits and letters to read (`--random-strings`),
+# count pictures that mix shapes (`--mixed-counts`), and shapes in colours of no name, at
+# least as far from every named colour as those are from each other (`--unnamed-colours`,
+# captions only, as no question can ask their colour). The tower here learns from such pictures.
 
 # %%
 from tinyphi3.train.tower import TARGETS, evaluate_heads, picture_targets  # noqa: E402
 
-write_image_examples(generate_image_examples(400, seed=5, size=SIZE), WORK / "facts")
+facts = list(generate_caption_examples(400, seed=5, size=SIZE, random_strings=0.5,
+                                       mixed_counts=0.5, unnamed_colours=0.3))
+print("picture:", _save(contact_sheet([(im, r["text"]) for im, r in facts[:20:2]], columns=5,
+                                      zoom=3), "22_tower_pictures.png"))
+write_image_examples(facts, WORK / "facts")
 spec = json.loads((WORK / "facts" / "examples.jsonl").read_text().splitlines()[4])["spec"]
 print("a chart's spec:", spec)
 print("its targets:", {t: y for t, y in picture_targets(spec).items() if y >= 0})

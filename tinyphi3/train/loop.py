@@ -243,7 +243,8 @@ class Trainer:
             "bos_token_id": tok.bos_token_id, "eos_token_id": tok.stop_token_ids,
             "pad_token_id": tok.pad_token_id, "do_sample": False}, indent=2) + "\n")
         series = loss_series(self.state)
-        ylabel = {"dpo": "DPO loss", "distill": "KL(teacher || student), nats/token"}.get(
+        ylabel = {"dpo": "DPO loss", "distill": "KL(teacher || student), nats/token",
+                  "vision_tower": "cross-entropy (nats), mean over the heads"}.get(
             self.recipe.stage, "cross-entropy (nats/token)")
         if self.recipe.stage == "dpo" and self.recipe.rehearsal is not None:
             ylabel = "DPO loss; conversations: nats/token"
