@@ -135,10 +135,52 @@ def test_the_heads_loss_and_every_gradient_equal_torch():
 @pytest.mark.parametrize("vision, message", [
     ({"clip": CLIP, "text": "x.jsonl"}, "trains the tower alone"),
     ({"clip": CLIP, "freeze": ["tower"]}, "trains the tower alone"),
+    ({"clip": CLIP, "labels": "some"}, "labels must be one of all, decorrelated"),
 ])
 def test_tower_recipes_are_checked(workspace, tmp_path, vision, message):  # noqa: F811
     with pytest.raises(RecipeError, match=message):
         tower_recipe(workspace, tmp_path / "x", vision=vision)
+    with pytest.raises(RecipeError, match="\"vision_tower\" only"):
+        recipe(workspace, tmp_path / "y", vision={"clip": CLIP, "labels": "decorrelated"})
+
+
+def test_decorrelated_labels_leave_out_what_the_held_out_rule_makes_predictable():
+    def labelled(spec):
+        return {t for t, y in picture_targets(spec, "decorrelated").items() if y >= 0}
+
+    def shape(colour, x=0.5):
+        return {"shape": "star", "colour": colour, "x": x, "y": 0.5, "r": 0.14}
+
+    assert labelled({"kind": "colour", "shapes": [shape("blue")]}) == {"kind", "colour"}
+    assert labelled({"kind": "colour", "shapes": [shape("#5a2e9c")]}) == {"kind", "shape"}
+    both = labelled({"kind": "position", "relation": "left of",
+                     "shapes": [shape("#5a2e9c", 0.2), shape("blue", 0.8)]})
+    assert both == {"kind", "shape", "colour2", "axis"}
+    for word in ("Veska", world.ENTITIES[3].name, "42", "Tabi"):     # a question's words
+        assert labelled({"kind": "reading", "word": word}) == {"kind"}, word
+    for word in ("k7Qa", "7", "042", "veska", "123"):                  # random strings
+        assert f"char{len(word) - 1}" in labelled({"kind": "reading", "word": word}), word
+    chart = {"kind": "chart", "colours": ["green", "pink", "black"], "heights": [4, 9, 2]}
+    assert picture_targets(chart, "decorrelated") == picture_targets(chart)
+    count = {"kind": "count", "shapes": [shape("#5a2e9c")] * 2}
+    assert labelled(count) == {"kind", "count", "shape"}
+    with pytest.raises(ValueError, match="labels must be one of"):
+        picture_targets(chart, "none")
+
+
+def test_a_decorrelated_tower_run_trains_on_those_labels_and_measures_all(
+        workspace, tmp_path, monkeypatch):  # noqa: F811
+    import tinyphi3.train.tower as tower
+    seen = []
+    real = tower.targets_of_batch
+    monkeypatch.setattr(tower, "targets_of_batch",
+                        lambda specs, labels="all": seen.append(labels) or real(specs, labels))
+    trainer = Trainer(tower_recipe(workspace, tmp_path / "d", steps=2, seed=3,
+                                   vision={"clip": CLIP, "num_crops": 1,
+                                           "labels": "decorrelated"}))
+    assert trainer.run(progress=False)
+    assert seen[:2] == ["decorrelated", "decorrelated"]            # the two training steps
+    assert "all" in seen[2:]                                       # the measure labels all
 
 
 def test_only_the_tower_learns_and_resume_equals_the_uninterrupted_run(

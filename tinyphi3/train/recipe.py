@@ -53,6 +53,8 @@ from tinyphi3.errors import TinyPhi3Error
 from tinyphi3.models.vision.clip import POSITION_INITS
 from tinyphi3.models.vision.weights import PARTS
 
+LABEL_RULES = ("all", "decorrelated")      # stage "vision_tower": tinyphi3.train.tower says how
+
 
 class RecipeError(TinyPhi3Error):
     """A recipe file is missing, not TOML, or has unknown or invalid keys."""
@@ -97,7 +99,9 @@ class VisionSettings:
     text: a file of text conversations (as stage "sft" reads) mixed in so that the decoder keeps
     its text skills, text_share: the fraction of steps that take a text batch (default 0.25);
     positions: how a new tower's position embeddings start, "random" (normal, as every other
-    weight) or "sincos" (2-D sine-cosine positions of the patch grid: clip.grid_positions)."""
+    weight) or "sincos" (2-D sine-cosine positions of the patch grid: clip.grid_positions);
+    labels (stage "vision_tower"): which pictures label which targets, "all" or "decorrelated"
+    (tinyphi3.train.tower.LABEL_RULES)."""
     clip: dict | None = None
     layer_idx: int = -2
     num_crops: int | None = None
@@ -105,6 +109,7 @@ class VisionSettings:
     text: str | None = None
     text_share: float | None = None
     positions: str = "random"
+    labels: str = "all"
 
     def vision_config(self) -> VisionConfig:
         """The image side of a new phi3_v model (its tower: `clip`)."""
@@ -347,6 +352,12 @@ def _vision(section, stage: str, model: dict, source: str) -> VisionSettings | N
     if settings.positions not in POSITION_INITS:
         raise RecipeError(f"{where} positions must be one of {', '.join(POSITION_INITS)}, got "
                           f"{settings.positions!r}")
+    if settings.labels not in LABEL_RULES:
+        raise RecipeError(f"{where} labels must be one of {', '.join(LABEL_RULES)}, got "
+                          f"{settings.labels!r}")
+    if stage != "vision_tower" and "labels" in section:
+        raise RecipeError(f"{where} labels choose the tower's targets in stage \"vision_tower\" "
+                          f"only")
     if stage == "vision_tower" and (settings.text is not None or settings.freeze):
         raise RecipeError(f"{where} stage \"vision_tower\" trains the tower alone (the decoder "
                           f"and projector frozen, no text): leave out text and freeze")

@@ -29,6 +29,19 @@ The targets (TARGETS; -1 where a target does not apply to a picture's kind):
     bar3_height, tallest,     left to right; the colours of the tallest and shortest bars
     shortest
 
+Which pictures label which targets (LABEL_RULES, `[vision] labels` of the recipe):
+
+    "all"           every target a picture's kind has (the table above)
+    "decorrelated"  as "all", but a shape is labelled only where its colour has no name, and
+                    the characters only of a word no question's picture shows (a random
+                    string: not a creature's name, a made-up word nor a number from 10 to 99).
+                    The held-out rule makes a shape predictable from a named colour (no
+                    training star is red) and a letter from the rest of a name (no training
+                    "?ubi" starts with J); on these pictures neither holds, so the heads, and
+                    the features they pull on, must go by the outline and the glyph.
+
+The measures (evaluate_heads, heads_on_pictures) always label every target.
+
 The pooled queries let a head look where its answer is (the second bar, the third letter), and
 the features keep it afterwards: the projector turns them into the image tokens the decoder
 reads. Only the tower and the heads train here; the decoder and projector stay as they are.
@@ -37,11 +50,13 @@ reads. Only the tower and the heads train here; the decoder and projector stay a
 import numpy as np
 
 from tinyphi3.data import world
-from tinyphi3.data.images import QUESTION_KINDS, RANDOM_CHARACTERS, SHAPES, is_mixed
+from tinyphi3.data.images import (QUESTION_KINDS, RANDOM_CHARACTERS, SHAPES, is_mixed,
+                                  made_up_words)
 from tinyphi3.models.vision.clip import clip_features
 from tinyphi3.nn.autograd import Parameter, Tensor, enable_grad
 from tinyphi3.nn.layers import cross_entropy, layer_norm, linear, softmax
 from tinyphi3.train.conversations import ChatDataError, read_records
+from tinyphi3.train.recipe import LABEL_RULES
 
 CHARACTERS = RANDOM_CHARACTERS             # every character a written word can have
 MAX_CHARS = 6
@@ -67,8 +82,33 @@ def _colour(shape: dict) -> int:
     return world.COLOURS.index(shape["colour"]) if shape["colour"] in world.COLOURS else -1
 
 
-def picture_targets(spec: dict) -> dict:
-    """{target: class} of a picture spec, -1 for the targets its kind does not have."""
+def _question_word(word: str) -> bool:
+    """A word a question's picture shows: a creature's name, a made-up word, 10 to 99."""
+    return (word in _NAMES or word in made_up_words()
+            or (word.isdigit() and 10 <= int(word) <= 99 and word[0] != "0"))
+
+
+_NAMES = frozenset(e.name for e in world.ENTITIES)
+
+
+def picture_targets(spec: dict, labels: str = "all") -> dict:
+    """{target: class} of a picture spec, -1 for the targets its kind does not have (and, by
+    the rule "decorrelated", for those it leaves unlabelled: LABEL_RULES)."""
+    y = _all_targets(spec)
+    if labels == "decorrelated":
+        if spec["kind"] in ("colour", "count", "position"):
+            for suffix in ("", "2"):
+                if y["colour" + suffix] >= 0:          # a named colour: its shape unlabelled
+                    y["shape" + suffix] = -1
+        if spec["kind"] == "reading" and _question_word(spec["word"]):
+            for i in range(MAX_CHARS):
+                y[f"char{i}"] = -1
+    elif labels != "all":
+        raise ValueError(f"labels must be one of {', '.join(LABEL_RULES)}, got {labels!r}")
+    return y
+
+
+def _all_targets(spec: dict) -> dict:
     y = dict.fromkeys(TARGETS, -1)
     kind = spec["kind"]
     y["kind"] = QUESTION_KINDS.index(kind)
@@ -132,17 +172,17 @@ def tower_features(model, pixel_values):
                          crops_per_pass=max(len(pixel_values), 1))
 
 
-def targets_of_batch(specs) -> dict:
-    """{target: labels [B]}: each picture's targets."""
-    rows = [picture_targets(spec) for spec in specs]
+def targets_of_batch(specs, labels: str = "all") -> dict:
+    """{target: labels [B]}: each picture's targets (by the rule `labels`)."""
+    rows = [picture_targets(spec, labels) for spec in specs]
     return {t: np.array([r[t] for r in rows], dtype=np.int64) for t in TARGETS}
 
 
-def tower_loss(model, heads, pixel_values, specs):
+def tower_loss(model, heads, pixel_values, specs, labels: str = "all"):
     """(loss, {target: (correct, counted)}): the mean over targets (those present in the batch)
     of the heads' cross-entropy, and how many of each target's rows the heads got right."""
     logits = head_logits(tower_features(model, pixel_values), heads)
-    return heads_loss(logits, targets_of_batch(specs))
+    return heads_loss(logits, targets_of_batch(specs, labels))
 
 
 def heads_loss(logits: dict, labels: dict):
@@ -241,6 +281,7 @@ class TowerPretraining:
         examples = load_picture_specs(recipe.data_file, self.image_processor)
         self.batches = ExampleBatches(examples, t.batch_size, t.seed, val_count)
         self.heads = init_heads(model.config.vision.clip.hidden_size, t.seed + 3)
+        self.labels = recipe.vision.labels
         self.notes = [f"{len(self.batches.train):,} pictures to train the tower on, "
                       f"{len(self.batches.val):,} held out; {len(TARGETS)} targets; the decoder "
                       f"and projector frozen"]
@@ -253,7 +294,8 @@ class TowerPretraining:
         chunk = self.batches.next_examples()
         pixels = self.image_processor([p for p, _ in chunk])["pixel_values"]
         with enable_grad():
-            loss, right = tower_loss(model, self.heads, pixels, [s for _, s in chunk])
+            loss, right = tower_loss(model, self.heads, pixels, [s for _, s in chunk],
+                                     self.labels)
         stats = {f"accuracy_{k}": v for k, v in group_accuracy(right).items()}
         return loss, stats, len(chunk)
 
