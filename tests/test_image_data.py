@@ -347,25 +347,29 @@ def test_caption_share_mixes_caption_records_among_the_questions():
         assert record["image"] == f"images/{index:05d}.png"
 
 
-def test_made_up_words_and_captions_are_refused_for_the_held_out_split(tmp_path):
+@pytest.mark.parametrize("option, flag", [
+    ("made_up", "--made-up-words"), ("caption_share", "--caption-share"),
+    ("random_strings", "--random-strings"), ("mixed_counts", "--mixed-counts")])
+def test_training_only_options_are_refused_for_the_held_out_split(tmp_path, option, flag):
     with pytest.raises(ValueError, match="training pictures only"):
-        next(generate_image_examples(5, "test", made_up=0.3))
-    with pytest.raises(ValueError, match="training pictures only"):
-        next(generate_image_examples(5, "test", caption_share=0.3))
+        next(generate_image_examples(5, "test", **{option: 0.3}))
     with pytest.raises(ValueError, match="from 0 to 1"):
-        next(generate_image_examples(5, "train", made_up=1.5))
-    for flags in (["--made-up-words", "0.3"], ["--caption-share", "0.3"]):
-        result = CliRunner().invoke(data, ["images", "--n", "3", "--split", "test", *flags,
-                                           "--out", str(tmp_path / "x")])
-        assert result.exit_code != 0 and "training pictures only" in result.output
-        assert "Traceback" not in result.output and not (tmp_path / "x").exists()
-    result = CliRunner().invoke(data, ["images", "--n", "10", "--made-up-words", "1",
-                                       "--caption-share", "0.5", "--seed", "1",
+        next(generate_image_examples(5, "train", **{option: 1.5}))
+    result = CliRunner().invoke(data, ["images", "--n", "3", "--split", "test", flag, "0.3",
+                                       "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "training pictures only" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("flags, options", [
+    (["--made-up-words", "1", "--caption-share", "0.5"], dict(made_up=1.0, caption_share=0.5)),
+    (["--random-strings", "1", "--mixed-counts", "1"], dict(random_strings=1.0, mixed_counts=1.0))])
+def test_the_command_writes_the_records_the_generator_draws(tmp_path, flags, options):
+    result = CliRunner().invoke(data, ["images", "--n", "10", *flags, "--seed", "1",
                                        "--out", str(tmp_path / "y")])
     assert result.exit_code == 0, result.output
     lines = [json.loads(x) for x in (tmp_path / "y" / "examples.jsonl").read_text().splitlines()]
-    assert lines == [r for _, r in generate_image_examples(10, "train", 1, made_up=1.0,
-                                                           caption_share=0.5)]
+    assert lines == [r for _, r in generate_image_examples(10, "train", 1, **options)]
 
 
 # ---- random strings and mixed counts (training only) ---------------------------------------------
@@ -438,25 +442,6 @@ def test_mixed_counts_show_several_shapes_each_counted_and_obey_the_rule_per_sha
     rng = np.random.default_rng(11)
     assert not any(images.is_mixed(images.picture_spec("count", "train", rng))
                    for _ in range(200))
-
-
-def test_random_strings_and_mixed_counts_are_refused_for_the_held_out_split(tmp_path):
-    with pytest.raises(ValueError, match="training pictures only"):
-        next(generate_image_examples(5, "test", random_strings=0.3))
-    with pytest.raises(ValueError, match="training pictures only"):
-        next(generate_caption_examples(5, "test", mixed_counts=0.3))
-    for flags in (["--random-strings", "0.3"], ["--mixed-counts", "0.3"]):
-        result = CliRunner().invoke(data, ["images", "--n", "3", "--split", "test", *flags,
-                                           "--out", str(tmp_path / "x")])
-        assert result.exit_code != 0 and "training pictures only" in result.output
-        assert "Traceback" not in result.output and not (tmp_path / "x").exists()
-    result = CliRunner().invoke(data, ["images", "--n", "10", "--random-strings", "1",
-                                       "--mixed-counts", "1", "--seed", "1",
-                                       "--out", str(tmp_path / "y")])
-    assert result.exit_code == 0, result.output
-    lines = [json.loads(x) for x in (tmp_path / "y" / "examples.jsonl").read_text().splitlines()]
-    assert lines == [r for _, r in generate_image_examples(10, "train", 1, random_strings=1.0,
-                                                           mixed_counts=1.0)]
 
 
 def test_unnamed_colours_keep_far_from_every_named_colour_and_captions_name_none():
