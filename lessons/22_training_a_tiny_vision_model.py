@@ -326,7 +326,9 @@ assert right["picture"] > right["blank"]
 # words to read and textbook text replayed (`configs/mini-vision-mix-replay-sft.toml`), then the
 # decoder distilled from mini (`configs/mini-vision-mix-distill.toml`). The eighth trial
 # started from a tower trained alone (`configs/mini-vision-tower.toml`, the stage above): it
-# answers charts (80.5 held out) but reads held-out words far worse. The shipped model's card
+# answers charts (80.5 held out) but reads held-out words far worse; the ninth trained that
+# tower on the pictures of section 3's options (`configs/mini-vision-tower9.toml`): charts 87.5
+# held out, reading and counting still short of the seventh's. The shipped model's card
 # says what it can do and what it cannot yet: ask it yourself,
 #
 #     tinyphi3 data images --n 10 --split test --out pictures
