@@ -370,9 +370,9 @@ def longchat(n_records, seed, split, lengths, tokenizer_dir, out):
                    "letters (\"k7Qa\"; none with a held-out name or number inside it), so that "
                    "every character is seen in every place. Train split only.")
 @click.option("--mixed-counts", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="The share of count pictures that show 2 to 5 shapes of different kinds, each "
-                   "in its own colour (\"How many shapes are there?\"), so that counting is "
-                   "learned apart from the shape. Train split only.")
+              help="The share of count pictures that show 2 to 5 shapes of different kinds, "
+                   "each in a colour drawn on its own (\"How many shapes are there?\"), so "
+                   "that counting is learned apart from the shape. Train split only.")
 @click.option("--unnamed-colours", default=0.0, show_default=True,
               type=click.FloatRange(0.0, 1.0),
               help="With --captions: the share of colour, count and position pictures whose "

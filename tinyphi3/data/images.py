@@ -29,10 +29,10 @@ is held out (`is_held_out_picture(spec)`) when
                                     orders (stable_hash("chart", *colours) % 4 == 3).
 
 Mixed counts (training only, on request): 2 to 5 shapes of at least two different shapes, each
-in its own colour, asked "How many shapes are there?"; so that counting is learned as counting
-things, not as the number a shape usually comes in. The count rule holds for each shape's group
-(2 circles and 3 squares are held out: 1 + 3 = 4, no; 0 + 2 = 2, no; so it is a training
-picture; 3 circles and a star are held out, as 0 + 3 == 3).
+shape's colour drawn on its own, asked "How many shapes are there?"; so that counting is learned
+as counting things, not as the number a shape usually comes in. The count rule holds for each
+shape's group: 2 circles and 3 squares may be a training picture (0 + 2 and 1 + 3 are not 3
+modulo 4), 3 circles and a star are held out (0 + 3 == 3).
 
 Random strings (`random_string()`, training only, on request): 1 to 6 characters drawn from
 digits and letters of both cases, "k7Qa", so that every character is seen in every place next
@@ -183,7 +183,7 @@ def _colour_spec(rng):
 def _count_spec(rng, mixed: bool = False):
     """1 to 5 shapes in distinct cells of a 3 x 3 grid, nudged by at most 0.035 of the side:
     with a radius of 0.09 they stay at least 0.06 of the side apart (3 pixels at S = 56).
-    mixed: 2 to 5 shapes of at least two shapes, each in its own colour."""
+    mixed: 2 to 5 shapes of at least two shapes, each shape's colour drawn on its own."""
     if mixed:
         count = int(rng.integers(2, 6))
         kinds = [one_of(rng, SHAPES) for _ in range(count)]
@@ -280,8 +280,8 @@ _SPECS = {"colour": _colour_spec, "count": _count_spec, "position": _position_sp
 
 
 def _check_shares(split: str, **shares):
-    """The training-only shares (made_up, random_strings, mixed_counts): each from 0 to 1, and
-    0 unless split is "train"."""
+    """The training-only shares (made_up, random_strings, mixed_counts, unnamed_colours): each
+    from 0 to 1, and 0 unless split is "train"."""
     for name, share in shares.items():
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} is a share of pictures, a number from 0 to 1, got {share}")
