@@ -275,6 +275,12 @@ def _chart_spec(rng):
     return {"kind": "chart", "colours": colours, "heights": heights}
 
 
+def bar_colour(spec: dict, ask: str) -> str:
+    """The colour of a chart's "tallest" or "shortest" bar (heights are distinct)."""
+    pick = {"tallest": max, "shortest": min}[ask]
+    return spec["colours"][spec["heights"].index(pick(spec["heights"]))]
+
+
 _SPECS = {"colour": _colour_spec, "count": _count_spec, "position": _position_spec,
           "reading": _reading_spec, "chart": _chart_spec}
 
@@ -428,8 +434,7 @@ def question_and_answer(spec: dict, split: str, rng) -> tuple:
     if kind == "reading":
         return one_of(rng, frames_of(QUESTIONS["reading"], split)), f"It says {spec['word']}."
     ask = one_of(rng, ("tallest", "shortest"))
-    pick = max if ask == "tallest" else min
-    colour = spec["colours"][spec["heights"].index(pick(spec["heights"]))]
+    colour = bar_colour(spec, ask)
     question = one_of(rng, frames_of(QUESTIONS["chart"], split)).format(ask=ask)
     return question, f"The {ask} bar is the {colour} one."
 
@@ -479,7 +484,7 @@ def caption(spec: dict) -> str:
         return f"The {what} {word} is written in black {marks}: {', '.join(word)}."
     colours, heights = spec["colours"], spec["heights"]
     bars = ", ".join(f"{c} {h}" for c, h in zip(colours, heights))
-    tallest, shortest = (colours[heights.index(f(heights))] for f in (max, min))
+    tallest, shortest = bar_colour(spec, "tallest"), bar_colour(spec, "shortest")
     return (f"A bar chart with {len(colours)} bars. From left to right: {bars}. The tallest bar "
             f"is the {tallest} one and the shortest bar is the {shortest} one.")
 

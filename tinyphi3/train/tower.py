@@ -50,8 +50,8 @@ reads. Only the tower and the heads train here; the decoder and projector stay a
 import numpy as np
 
 from tinyphi3.data import world
-from tinyphi3.data.images import (QUESTION_KINDS, RANDOM_CHARACTERS, SHAPES, is_mixed,
-                                  made_up_words)
+from tinyphi3.data.images import (QUESTION_KINDS, RANDOM_CHARACTERS, SHAPES, bar_colour,
+                                  is_mixed, made_up_words)
 from tinyphi3.models.vision.clip import clip_features
 from tinyphi3.nn.autograd import Parameter, Tensor, enable_grad
 from tinyphi3.nn.layers import cross_entropy, layer_norm, linear, softmax
@@ -135,8 +135,8 @@ def _all_targets(spec: dict) -> dict:
         y["bars"] = len(colours) - 3
         for i, (c, h) in enumerate(zip(colours, heights)):
             y[f"bar{i}_colour"], y[f"bar{i}_height"] = world.COLOURS.index(c), h - HEIGHTS[0]
-        y["tallest"] = world.COLOURS.index(colours[heights.index(max(heights))])
-        y["shortest"] = world.COLOURS.index(colours[heights.index(min(heights))])
+        y["tallest"] = world.COLOURS.index(bar_colour(spec, "tallest"))
+        y["shortest"] = world.COLOURS.index(bar_colour(spec, "shortest"))
     return y
 
 
