@@ -355,7 +355,7 @@ def _vision(section, stage: str, model: dict, source: str) -> VisionSettings | N
     if settings.labels not in LABEL_RULES:
         raise RecipeError(f"{where} labels must be one of {', '.join(LABEL_RULES)}, got "
                           f"{settings.labels!r}")
-    if stage != "vision_tower" and "labels" in section:
+    if stage != "vision_tower" and settings.labels != "all":
         raise RecipeError(f"{where} labels choose the tower's targets in stage \"vision_tower\" "
                           f"only")
     if stage == "vision_tower" and (settings.text is not None or settings.freeze):
