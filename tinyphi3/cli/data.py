@@ -413,9 +413,8 @@ def images(n_records, split, seed, size, captions, made_up, random_strings, mixe
                              or caption_share):
         raise click.ClickException("--made-up-words, --random-strings, --mixed-counts, "
                                    "--unnamed-colours and --caption-share are for training "
-                                   "pictures only: the "
-                                   "held-out split shows the world's words, shapes of one kind, "
-                                   "and asks questions")
+                                   "pictures only: the held-out split shows the world's words, "
+                                   "shapes of one kind, and asks questions")
     if unnamed_colours and not captions:
         raise click.ClickException("--unnamed-colours needs --captions: no question can ask the "
                                    "colour of a shape whose colour has no name")

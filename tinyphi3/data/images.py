@@ -59,6 +59,7 @@ draws it, so one spec gives the same pixels at every size it is drawn at.
 import functools
 import string
 import textwrap
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,10 +123,15 @@ QUESTIONS = {   # index % 4 == 3: held out, asked of test pictures only
 
 # ---- the held-out rule -------------------------------------------------------------------------
 
+def is_named(colour: str) -> bool:
+    """A colour of the world ("red"), not one of no name ("#5a2e9c")."""
+    return colour in PALETTE
+
+
 def held_out_colour_shape(colour: str, shape: str) -> bool:
     """A colour-shape pair that only test pictures show: (colour index + shape index) % 4 == 3
     (a colour of no name, "#5a2e9c", is in no held-out pair)."""
-    if colour not in world.COLOURS:
+    if not is_named(colour):
         return False
     return (world.COLOURS.index(colour) + SHAPES.index(shape)) % 4 == 3
 
@@ -152,11 +158,9 @@ def is_held_out_picture(spec: dict) -> bool:
     if any(held_out_colour_shape(s["colour"], s["shape"]) for s in shapes):
         return True
     if kind == "count":
-        groups = {}
-        for s in shapes:
-            groups[s["shape"]] = groups.get(s["shape"], 0) + 1
+        groups = Counter(s["shape"] for s in shapes)
         return any((SHAPES.index(shape) + c) % 4 == 3 for shape, c in groups.items())
-    if kind == "position" and all(s["colour"] in world.COLOURS for s in shapes):
+    if kind == "position" and all(is_named(s["colour"]) for s in shapes):
         i, j = (world.COLOURS.index(s["colour"]) for s in shapes)
         return (i + j) % 4 == 3
     return False
@@ -232,22 +236,22 @@ def made_up_words() -> tuple:
 
 
 UNNAMED_DISTANCE = 75       # how far a colour of no name keeps from the palette and background
+_NAMED_RGB = np.array([*PALETTE.values(), BACKGROUND], dtype=np.float64)        # [13, 3]
 
 
 def unnamed_colour(rng) -> str:
     """A colour of no name, "#5a2e9c": uniform over the RGB cube, redrawn until it is at least
     UNNAMED_DISTANCE from every colour of PALETTE and from BACKGROUND (about a third of the cube
     is that far from all of them)."""
-    named = np.array([*PALETTE.values(), BACKGROUND], dtype=np.float64)
     while True:
         rgb = rng.integers(0, 256, size=3)
-        if np.sqrt(((named - rgb) ** 2).sum(axis=1)).min() >= UNNAMED_DISTANCE:
+        if np.sqrt(((_NAMED_RGB - rgb) ** 2).sum(axis=1)).min() >= UNNAMED_DISTANCE:
             return "#" + "".join(f"{int(v):02x}" for v in rgb)
 
 
 def rgb_of(colour: str) -> tuple:
     """The RGB of a colour of the palette ("red") or of no name ("#5a2e9c")."""
-    if colour in PALETTE:
+    if is_named(colour):
         return PALETTE[colour]
     return tuple(int(colour[k:k + 2], 16) for k in (1, 3, 5))
 
@@ -398,12 +402,12 @@ def draw(spec: dict, size: int = 56) -> Image.Image:
 
 def _noun(s) -> str:
     """ "red star"; a shape in a colour of no name is only "star"."""
-    return f"{s['colour']} {s['shape']}" if s["colour"] in PALETTE else s["shape"]
+    return f"{s['colour']} {s['shape']}" if is_named(s["colour"]) else s["shape"]
 
 
 def is_unnamed(spec: dict) -> bool:
     """A picture with a shape in a colour of no name (captions only: no question asks of it)."""
-    return any(s["colour"] not in PALETTE for s in spec.get("shapes", ()))
+    return not all(is_named(s["colour"]) for s in spec.get("shapes", ()))
 
 
 def question_and_answer(spec: dict, split: str, rng) -> tuple:
@@ -463,9 +467,7 @@ def caption(spec: dict) -> str:
         shapes = spec["shapes"]
         n, first = len(shapes), shapes[0]
         if is_mixed(spec):
-            groups = {}
-            for s in shapes:
-                groups[_noun(s)] = groups.get(_noun(s), 0) + 1
+            groups = Counter(_noun(s) for s in shapes)
             parts = [f"{c} {noun}" + ("s" if c > 1 else "") for noun, c in groups.items()]
             return f"{n} shapes: {', '.join(parts)}."
         if n == 1:

@@ -51,7 +51,7 @@ import numpy as np
 
 from tinyphi3.data import world
 from tinyphi3.data.images import (QUESTION_KINDS, RANDOM_CHARACTERS, SHAPES, bar_colour,
-                                  is_mixed, made_up_words)
+                                  is_mixed, is_named, made_up_words)
 from tinyphi3.models.vision.clip import clip_features
 from tinyphi3.nn.autograd import Parameter, Tensor, enable_grad
 from tinyphi3.nn.layers import cross_entropy, layer_norm, linear, softmax
@@ -79,16 +79,16 @@ GROUPS = {"kind": ("kind",), "colour": ("colour", "shape"),
 
 def _colour(shape: dict) -> int:
     """The class of a shape's colour; -1 (not counted) for a colour of no name."""
-    return world.COLOURS.index(shape["colour"]) if shape["colour"] in world.COLOURS else -1
+    return world.COLOURS.index(shape["colour"]) if is_named(shape["colour"]) else -1
+
+
+_NAMES = frozenset(e.name for e in world.ENTITIES)
 
 
 def _question_word(word: str) -> bool:
     """A word a question's picture shows: a creature's name, a made-up word, 10 to 99."""
     return (word in _NAMES or word in made_up_words()
             or (word.isdigit() and 10 <= int(word) <= 99 and word[0] != "0"))
-
-
-_NAMES = frozenset(e.name for e in world.ENTITIES)
 
 
 def picture_targets(spec: dict, labels: str = "all") -> dict:
