@@ -168,6 +168,21 @@ def test_decorrelated_labels_leave_out_what_the_held_out_rule_makes_predictable(
         picture_targets(chart, "none")
 
 
+def test_unread_labels_leave_out_the_characters_and_nothing_else():
+    specs = [{"kind": "reading", "word": w} for w in ("Veska", "k7Qa", "42")]
+    specs += [{"kind": "chart", "colours": ["green", "pink", "black"], "heights": [4, 9, 2]},
+              {"kind": "count", "shapes": [{"shape": "star", "colour": "blue", "x": 0.5,
+                                            "y": 0.5, "r": 0.09}] * 3}]
+    for spec in specs:
+        every, unread = picture_targets(spec), picture_targets(spec, "unread")
+        changed = {t for t in every if every[t] != unread[t]}
+        if spec["kind"] == "reading":
+            assert changed == {t for t in every if t.startswith("char") and every[t] >= 0}
+            assert changed and all(unread[t] == -1 for t in changed)
+        else:
+            assert not changed
+
+
 def test_a_decorrelated_tower_run_trains_on_those_labels_and_measures_all(
         workspace, tmp_path, monkeypatch):  # noqa: F811
     import tinyphi3.train.tower as tower

@@ -53,7 +53,7 @@ from tinyphi3.errors import TinyPhi3Error
 from tinyphi3.models.vision.clip import POSITION_INITS
 from tinyphi3.models.vision.weights import PARTS
 
-LABEL_RULES = ("all", "decorrelated")      # stage "vision_tower": tinyphi3.train.tower says how
+LABEL_RULES = ("all", "decorrelated", "unread")   # stage "vision_tower": tinyphi3.train.tower
 
 
 class RecipeError(TinyPhi3Error):
@@ -100,8 +100,8 @@ class VisionSettings:
     its text skills, text_share: the fraction of steps that take a text batch (default 0.25);
     positions: how a new tower's position embeddings start, "random" (normal, as every other
     weight) or "sincos" (2-D sine-cosine positions of the patch grid: clip.grid_positions);
-    labels (stage "vision_tower"): which pictures label which targets, "all" or "decorrelated"
-    (tinyphi3.train.tower.LABEL_RULES)."""
+    labels (stage "vision_tower"): which pictures label which targets, "all", "decorrelated"
+    or "unread" (tinyphi3.train.tower.LABEL_RULES)."""
     clip: dict | None = None
     layer_idx: int = -2
     num_crops: int | None = None

@@ -39,6 +39,9 @@ Which pictures label which targets (LABEL_RULES, `[vision] labels` of the recipe
                     training star is red) and a letter from the rest of a name (no training
                     "?ubi" starts with J); on these pictures neither holds, so the heads, and
                     the features they pull on, must go by the outline and the glyph.
+    "unread"        as "all", but no word's characters: for a tower that already reads (one
+                    trained through a decoder's captions and questions), so that its reading is
+                    left to the decoder's loss while the other heads teach it the rest.
 
 The measures (evaluate_heads, heads_on_pictures) always label every target.
 
@@ -103,6 +106,9 @@ def picture_targets(spec: dict, labels: str = "all") -> dict:
         if spec["kind"] == "reading" and _question_word(spec["word"]):
             for i in range(MAX_CHARS):
                 y[f"char{i}"] = -1
+    elif labels == "unread":
+        for i in range(MAX_CHARS):
+            y[f"char{i}"] = -1
     elif labels != "all":
         raise ValueError(f"labels must be one of {', '.join(LABEL_RULES)}, got {labels!r}")
     return y
