@@ -96,7 +96,7 @@ def _question_word(word: str) -> bool:
 
 def picture_targets(spec: dict, labels: str = "all") -> dict:
     """{target: class} of a picture spec, -1 for the targets its kind does not have (and, by
-    the rule "decorrelated", for those it leaves unlabelled: LABEL_RULES)."""
+    the rules "decorrelated" and "unread", for those they leave unlabelled: LABEL_RULES)."""
     y = _all_targets(spec)
     if labels == "decorrelated":
         if spec["kind"] in ("colour", "count", "position"):
@@ -104,11 +104,9 @@ def picture_targets(spec: dict, labels: str = "all") -> dict:
                 if y["colour" + suffix] >= 0:          # a named colour: its shape unlabelled
                     y["shape" + suffix] = -1
         if spec["kind"] == "reading" and _question_word(spec["word"]):
-            for i in range(MAX_CHARS):
-                y[f"char{i}"] = -1
+            y.update(dict.fromkeys(GROUPS["reading"], -1))
     elif labels == "unread":
-        for i in range(MAX_CHARS):
-            y[f"char{i}"] = -1
+        y.update(dict.fromkeys(GROUPS["reading"], -1))
     elif labels != "all":
         raise ValueError(f"labels must be one of {', '.join(LABEL_RULES)}, got {labels!r}")
     return y
