@@ -105,6 +105,31 @@ def test_records_carry_the_image_tag_and_the_kinds_in_turn():
         assert json.loads(json.dumps(record)) == record                   # JSON-ready, spec too
 
 
+def test_kinds_are_taken_in_turn_a_repeated_kind_more_often_and_the_default_is_each_once():
+    weighted = [r for _, r in generate_image_examples(9, "test", seed=0,
+                                                      kinds=("position", "position", "reading"))]
+    assert [r["kind"] for r in weighted] == ["position", "position", "reading"] * 3
+    assert all(r["spec"]["kind"] == r["kind"] for r in weighted)
+    assert all(is_held_out_picture(r["spec"]) for r in weighted)      # the split's rule holds
+    default = [r for _, r in generate_image_examples(10, "train", seed=5)]
+    assert default == [r for _, r in generate_image_examples(10, "train", seed=5,
+                                                             kinds=QUESTION_KINDS)]
+    captions = [r for _, r in generate_caption_examples(4, "train", seed=5, kinds=("chart",))]
+    assert [r["kind"] for r in captions] == ["chart"] * 4 and "bar chart" in captions[0]["text"]
+    for bad in ((), ("colour", "colours")):
+        with pytest.raises(ValueError, match="kinds are some of"):
+            list(generate_image_examples(2, kinds=bad))
+
+
+@pytest.mark.parametrize("kinds", ["colour,shape", "", "count,,chart"])
+def test_an_unknown_or_empty_kind_is_one_clear_error(tmp_path, kinds):
+    result = CliRunner().invoke(data, ["images", "--n", "3", "--kinds", kinds,
+                                       "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--kinds" in result.output
+    assert "kinds are some of colour, count, position, reading, chart" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("size", [28, 56, 84])
 def test_pictures_are_rgb_squares_of_the_size_asked(size):
     for kind in QUESTION_KINDS:
@@ -363,7 +388,8 @@ def test_training_only_options_are_refused_for_the_held_out_split(tmp_path, opti
 
 @pytest.mark.parametrize("flags, options", [
     (["--made-up-words", "1", "--caption-share", "0.5"], dict(made_up=1.0, caption_share=0.5)),
-    (["--random-strings", "1", "--mixed-counts", "1"], dict(random_strings=1.0, mixed_counts=1.0))])
+    (["--random-strings", "1", "--mixed-counts", "1"], dict(random_strings=1.0, mixed_counts=1.0)),
+    (["--kinds", "position, position,chart"], dict(kinds=("position", "position", "chart")))])
 def test_the_command_writes_the_records_the_generator_draws(tmp_path, flags, options):
     result = CliRunner().invoke(data, ["images", "--n", "10", *flags, "--seed", "1",
                                        "--out", str(tmp_path / "y")])

@@ -18,6 +18,7 @@ line, or plain .txt (one document per file; lines `<|endoftext|>` separate sever
 import click
 import numpy as np
 
+from tinyphi3.data.images import QUESTION_KINDS
 from tinyphi3.data.phases import HEAVY_THRESHOLD, LIGHT_THRESHOLD, SYNTHETIC_SHARE
 from tinyphi3.data.wordings import DEFAULT_KINDS, PREFERENCE_KINDS, UNCONFLICTED_KINDS
 
@@ -383,10 +384,14 @@ def longchat(n_records, seed, split, lengths, tokenizer_dir, out):
               help="With questions: the share of pictures that come with their caption instead, "
                    "so that a question stage keeps the pre-training's descriptions. Train split "
                    "only.")
+@click.option("--kinds", default=",".join(QUESTION_KINDS), show_default=True,
+              help="The kinds of picture, taken in turn, separated by commas; a kind named twice "
+                   "comes twice as often (\"position,position,colour,count,reading,chart\": "
+                   "two position pictures in six).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="A new (or empty) directory to write.")
 def images(n_records, split, seed, size, captions, made_up, random_strings, mixed_counts,
-           unnamed_colours, caption_share, out):
+           unnamed_colours, caption_share, kinds, out):
     """Write pictures with a question and its answer for the tiny phi-3-vision: a shape's colour,
     shapes to count, two shapes' positions, a word to read, the tallest or shortest bar of a
     chart (tinyphi3.data.images). Writes OUT/images/00000.png, ... and OUT/examples.jsonl, each
@@ -407,8 +412,12 @@ def images(n_records, split, seed, size, captions, made_up, random_strings, mixe
     """
     from pathlib import Path
 
-    from tinyphi3.data.images import (generate_caption_examples, generate_image_examples,
-                                      write_image_examples)
+    from tinyphi3.data.images import (check_kinds, generate_caption_examples,
+                                      generate_image_examples, write_image_examples)
+    try:
+        kinds = check_kinds(k.strip() for k in kinds.split(","))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--kinds") from None
     if split != "train" and (made_up or random_strings or mixed_counts or unnamed_colours
                              or caption_share):
         raise click.ClickException("--made-up-words, --random-strings, --mixed-counts, "
@@ -428,11 +437,12 @@ def images(n_records, split, seed, size, captions, made_up, random_strings, mixe
         pairs = generate_caption_examples(n_records, split, seed, size, made_up=made_up,
                                           random_strings=random_strings,
                                           mixed_counts=mixed_counts,
-                                          unnamed_colours=unnamed_colours)
+                                          unnamed_colours=unnamed_colours, kinds=kinds)
     else:
         pairs = generate_image_examples(n_records, split, seed, size, made_up=made_up,
                                         caption_share=caption_share,
-                                        random_strings=random_strings, mixed_counts=mixed_counts)
+                                        random_strings=random_strings, mixed_counts=mixed_counts,
+                                        kinds=kinds)
     count = write_image_examples(pairs, out, total=n_records, progress=True)
     what = ("captions" if captions else "questions and captions" if caption_share
             else "questions")

@@ -496,17 +496,29 @@ def _caption_record(index, kind, split, spec) -> dict:
             "split": split, "spec": spec}
 
 
+def check_kinds(kinds) -> tuple:
+    """`kinds` as a tuple, each one of QUESTION_KINDS (repeats allowed: they weight the mix)."""
+    kinds = tuple(kinds)
+    unknown = [k for k in kinds if k not in QUESTION_KINDS]
+    if not kinds or unknown:
+        raise ValueError(f"kinds are some of {', '.join(QUESTION_KINDS)} (a kind may come more "
+                         f"than once), got {', '.join(map(repr, kinds)) or 'none'}")
+    return kinds
+
+
 def generate_caption_examples(n: int, split: str = "train", seed: int = 0,
                               size: int = 56, made_up: float = 0.0, random_strings: float = 0.0,
-                              mixed_counts: float = 0.0, unnamed_colours: float = 0.0
-                              ) -> Iterator:
+                              mixed_counts: float = 0.0, unnamed_colours: float = 0.0,
+                              kinds: tuple = QUESTION_KINDS) -> Iterator:
     """(image, record) pairs for image-text pre-training, the kinds in turn, deterministic from
     the seed: record["text"] is the picture's caption (no question, no chat), and the pictures
     of `split` obey the same held-out rule as the questions' pictures. made_up, random_strings,
-    mixed_counts, unnamed_colours: as for picture_spec (train only)."""
+    mixed_counts, unnamed_colours: as for picture_spec (train only); kinds: as for
+    generate_image_examples."""
+    kinds = check_kinds(kinds)
     rng = np.random.default_rng(stable_hash("captions", split, seed))
     for index in range(n):
-        kind = QUESTION_KINDS[index % len(QUESTION_KINDS)]
+        kind = kinds[index % len(kinds)]
         spec = picture_spec(kind, split, rng, made_up=made_up, random_strings=random_strings,
                             mixed_counts=mixed_counts, unnamed_colours=unnamed_colours)
         yield draw(spec, size), _caption_record(index, kind, split, spec)
@@ -523,7 +535,8 @@ def example(kind: str, split: str, rng, size: int = 56, made_up: float = 0.0,
 
 def generate_image_examples(n: int, split: str = "train", seed: int = 0, size: int = 56,
                             made_up: float = 0.0, caption_share: float = 0.0,
-                            random_strings: float = 0.0, mixed_counts: float = 0.0) -> Iterator:
+                            random_strings: float = 0.0, mixed_counts: float = 0.0,
+                            kinds: tuple = QUESTION_KINDS) -> Iterator:
     """(image, record) pairs, the kinds in turn, deterministic from the seed (the first k do not
     depend on n). record["image"] is the path the picture gets when written: images/00000.png.
 
@@ -531,7 +544,11 @@ def generate_image_examples(n: int, split: str = "train", seed: int = 0, size: i
     of pictures that come with their caption (a caption record, as generate_caption_examples
     writes) instead of a question, so that a question stage keeps the pre-training's
     descriptions. Both for training only; at 0 (the default) the records are exactly those
-    drawn before the options existed."""
+    drawn before the options existed. kinds: the kinds taken in turn, picture i of kind
+    kinds[i % len(kinds)]; a kind named twice comes twice as often (("position", "position",
+    "colour") draws two position pictures for each colour one). The default, each of
+    QUESTION_KINDS once, draws the records drawn before the option existed."""
+    kinds = check_kinds(kinds)
     if not 0.0 <= caption_share <= 1.0:
         raise ValueError(f"caption_share is a share of the pictures, a number from 0 to 1, got "
                          f"{caption_share}")
@@ -539,7 +556,7 @@ def generate_image_examples(n: int, split: str = "train", seed: int = 0, size: i
         raise ValueError("captions among the questions are for training pictures only")
     rng = np.random.default_rng(stable_hash("images", split, seed))
     for index in range(n):
-        kind = QUESTION_KINDS[index % len(QUESTION_KINDS)]
+        kind = kinds[index % len(kinds)]
         if caption_share and rng.random() < caption_share:
             spec = picture_spec(kind, split, rng, made_up=made_up, random_strings=random_strings,
                                 mixed_counts=mixed_counts)
