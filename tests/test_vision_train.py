@@ -400,6 +400,69 @@ def test_distillation_on_a_phi3_v_model_trains_its_decoder_from_a_text_teacher(w
         assert np.array_equal(before[name], after[name]) == (name not in decoder_names), name
 
 
+def test_a_distillation_with_pictures_trains_them_on_their_share_of_the_steps(workspace,
+                                                                             tmp_path,
+                                                                             monkeypatch):
+    """[data] images in stage "distill": every second step (images_share 0.5) is a batch of
+    pictures with the next-token loss on the answers, the others the teacher's KL on text; the
+    held-out picture loss is logged; [vision] freeze keeps the tower while the projector and the
+    decoder move; the processor is kept; resume after Ctrl-C equals the uninterrupted run; the
+    recipe says what is wrong with a text student or a stray key."""
+    trainer = Trainer(recipe(workspace, tmp_path / "sft", vision={"clip": CLIP, "num_crops": 2},
+                             steps=2, seed=5))
+    assert trainer.run(progress=False)
+    start = trainer.export()
+    chats = conversations(tmp_path / "chats.jsonl", 40)
+
+    def distill_recipe(out, init_from=start, **extra):
+        d = {"model": {"init_from": str(init_from), "tokenizer": str(start)},
+             "vision": {"freeze": ["tower"]},
+             "data": {"conversations": str(chats), "images": str(workspace / "pictures"),
+                      "images_share": 0.5},
+             "train": dict(stage="distill", teacher=str(workspace / "text"), steps=6,
+                           batch_size=4, seq_len=128, lr=1e-2, warmup_steps=1),
+             "log": {"eval_every": 3, "eval_batches": 1, "save_every": 3},
+             "output": {"dir": str(out), "dtype": "float32"}}
+        for section, values in extra.items():
+            d[section] = values
+        return recipe_from_dict(d)
+
+    full = Trainer(distill_recipe(tmp_path / "full"))
+    assert any("pictures with questions on 50% of the steps" in n for n in full.objective.notes)
+    assert full.run(progress=False)
+    picture_steps = [step for step, stats in full.state["stats"] if "picture_loss" in stats]
+    assert picture_steps == [2, 4, 6]
+    assert all(s["picture_loss"] > 0 for _, s in full.state["val_stats"])
+    final = full.export()
+    assert (final / "preprocessor_config.json").read_bytes() == \
+        (start / "preprocessor_config.json").read_bytes()
+    before, after = Phi3V.from_pretrained(start).params, Phi3V.from_pretrained(final).params
+    moved = {name for name in before if not np.array_equal(before[name], after[name])}
+    assert moved and not any("img_processor" in name for name in moved)
+    assert any("img_projection" in name for name in moved)
+    assert any(name.startswith("model.layers.") for name in moved)
+
+    interrupt_after(monkeypatch, 4)
+    cut = Trainer(distill_recipe(tmp_path / "cut"))
+    assert not cut.run(progress=False)
+    monkeypatch.undo()
+    resumed = Trainer(distill_recipe(tmp_path / "cut"), resume=True)
+    assert resumed.run(progress=False)
+    assert resumed.state["losses"] == full.state["losses"]
+
+    with pytest.raises(RecipeError, match="a phi3_v student"):
+        Trainer(distill_recipe(tmp_path / "text", init_from=workspace / "text"))
+    with pytest.raises(RecipeError, match="takes num_crops and freeze only"):
+        distill_recipe(tmp_path / "x", vision={"clip": CLIP})
+    with pytest.raises(RecipeError, match="images_share needs images"):
+        distill_recipe(tmp_path / "x", data={"conversations": str(chats), "images_share": 0.5})
+    with pytest.raises(RecipeError, match="images_share must be a share"):
+        distill_recipe(tmp_path / "x", data={"conversations": str(chats),
+                                             "images": "p", "images_share": 1.5})
+    with pytest.raises(RecipeError, match=r"\[vision\] belongs to stages"):
+        distill_recipe(tmp_path / "x", data={"conversations": str(chats)})
+
+
 def test_pretraining_text_is_replayed_on_its_share_of_the_steps(workspace, tmp_path, monkeypatch):
     """[data] replay in a vision recipe: every fourth step (replay_share 0.25) is a batch of
     pre-training windows (text, every token labelled), the other steps pictures; with [vision]

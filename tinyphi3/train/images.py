@@ -58,6 +58,9 @@ def with_image_side(model, recipe):
             raise RecipeError(f"{recipe.source}: [vision] clip describes a new tower, but "
                               f"init_from {recipe.init_from} is a phi3_v model with its own")
         return model
+    if recipe.stage == "distill":
+        raise RecipeError(f"{recipe.source}: [data] images: init_from {recipe.init_from} is a "
+                          f"text model; a distillation with pictures needs a phi3_v student")
     if vision.clip is None:
         raise RecipeError(f"{recipe.source}: init_from {recipe.init_from} is a text model: give "
                           f"the tower to add in [vision] clip = {{...}}")

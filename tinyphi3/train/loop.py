@@ -248,13 +248,15 @@ class Trainer:
             self.recipe.stage, "cross-entropy (nats/token)")
         if self.recipe.stage == "dpo" and self.recipe.rehearsal is not None:
             ylabel = "DPO loss; conversations: nats/token"
+        if self.recipe.pictures is not None:
+            ylabel = "KL(teacher || student); pictures: cross-entropy (nats/token)"
         line_plot(str(self.out / "loss.png"), series, f"loss: {self.out.name}", "step", ylabel)
         (self.out / "history.json").write_text(json.dumps(self.state))
         return final
 
 
 SIDE_LOSSES = {"text_loss": "text", "replay_loss": "pre-training text",
-               "conversation_loss": "SFT conversations"}
+               "conversation_loss": "SFT conversations", "picture_loss": "pictures"}
 
 
 def loss_series(state) -> dict:

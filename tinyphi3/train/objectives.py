@@ -86,6 +86,17 @@ def conversation_loss(model, batches: ExampleBatches, pad_id: int, n_batches: in
     return float(np.mean(losses))
 
 
+def pictures_loss(model, batches: ExampleBatches, processor, pad_id: int, n_batches: int) -> float:
+    """Mean held-out loss over the first n_batches batches of pictures with questions (the
+    answers' tokens; always the same batches)."""
+    losses = []
+    for examples in batches.val_examples(n_batches):
+        b = image_batch(examples, processor, pad_id)                   # inference: no tape
+        logits = model(b["input_ids"], b["pixel_values"], b["image_sizes"])
+        losses.append(float(causal_lm_loss(logits, b["labels"])))
+    return float(np.mean(losses))
+
+
 def share_step(n: int, share: float) -> bool:
     """Whether step n (from 0) is one of a share of the steps, spread evenly: floor((n + 1) *
     share) > floor(n * share), i.e. every fourth step at share 0.25."""
@@ -234,7 +245,15 @@ class Distillation(_ExampleObjective):
     """Conversations read by the student and by a frozen teacher ([train] teacher, a checkpoint
     with the same vocabulary): the mean KL divergence from the teacher's next-token distribution
     to the student's at the replies' tokens (tinyphi3.train.distill). The held-out statistics
-    add the replies' plain next-token loss (`reply_loss`), as SFT would report it."""
+    add the replies' plain next-token loss (`reply_loss`), as SFT would report it.
+
+    With [data] images (a phi3_v student), a share of the steps (images_share, spread as
+    share_step spreads them) trains on a batch of pictures with questions instead, with vision
+    SFT's next-token loss on the answers (`picture_loss`): the teacher is a text model and knows
+    nothing of pictures, so without them the distillation pulls the decoder back towards the
+    text model on every step and wears away what the picture SFT taught."""
+
+    STATE_KEYS = ("conversations", "pictures")
 
     def __init__(self, recipe, tokenizer, model):
         t = recipe.train
@@ -252,6 +271,23 @@ class Distillation(_ExampleObjective):
             raise InvalidInputError(f"seq_len {t.seq_len} is past the teacher's context of "
                                     f"{theirs.max_position_embeddings} tokens")
         self.notes.append(f"teacher: {t.teacher} (frozen)")
+        if recipe.pictures is not None:
+            if model.config.vision is None:
+                raise InvalidInputError(f"[data] images: the student {recipe.init_from} is a "
+                                        f"text model; pictures need a phi3_v student")
+            self.image_processor = image_processor_for(model, recipe)  # written with checkpoints
+            pictures, too_long = load_image_conversations(recipe.pictures, tokenizer,
+                                                          self.image_processor, t.seq_len)
+            self.side_share = recipe.pictures_share
+            self.side = ExampleBatches(pictures, t.batch_size, t.seed + 1, VAL_EXAMPLES)
+            self.notes.append(f"{len(self.side.train):,} pictures with questions on "
+                              f"{self.side_share:.0%} of the steps, {len(self.side.val):,} held "
+                              f"out" + (f"; {too_long:,} longer than seq_len left out"
+                                        if too_long else ""))
+
+    def _pictures_loss(self, model, examples):
+        batch = image_batch(examples, self.image_processor, self.pad_id)
+        return model.loss(**batch), batch["input_ids"].size
 
     def _batch(self, examples):
         """(ids, labels, the teacher's distributions at each position) of a batch."""
@@ -259,6 +295,9 @@ class Distillation(_ExampleObjective):
         return ids, labels, teacher_probabilities(self.teacher(ids))     # inference: no tape
 
     def next_loss(self, model):
+        if self.next_is_side():
+            loss, tokens = self._pictures_loss(model, self.side.next_examples())
+            return loss, {"picture_loss": float(loss.data)}, tokens
         ids, labels, target = self._batch(self.batches.next_examples())
         with enable_grad():
             return distillation_loss(model.forward(ids), target, labels), {}, ids.size
@@ -270,7 +309,11 @@ class Distillation(_ExampleObjective):
             logits = model(ids)                                       # inference: no tape
             kl.append(float(distillation_loss(logits, target, labels)))
             replies.append(float(causal_lm_loss(logits, labels)))
-        return {"loss": float(np.mean(kl)), "reply_loss": float(np.mean(replies))}
+        result = {"loss": float(np.mean(kl)), "reply_loss": float(np.mean(replies))}
+        if self.side is not None:
+            result["picture_loss"] = pictures_loss(model, self.side, self.image_processor,
+                                                   self.pad_id, self.recipe.log.eval_batches)
+        return result
 
 
 class VisionFineTuning(_ExampleObjective):
@@ -333,12 +376,8 @@ class VisionFineTuning(_ExampleObjective):
         return model.loss(**batch), {}, batch["input_ids"].size
 
     def validate(self, model):
-        losses = []
-        for examples in self.batches.val_examples(self.recipe.log.eval_batches):
-            b = self._batch(examples)                                  # inference: no tape
-            logits = model(b["input_ids"], b["pixel_values"], b["image_sizes"])
-            losses.append(float(causal_lm_loss(logits, b["labels"])))
-        result = {"loss": float(np.mean(losses))}
+        result = {"loss": pictures_loss(model, self.batches, self.image_processor, self.pad_id,
+                                        self.recipe.log.eval_batches)}
         if self.side is not None:
             result["text_loss"] = conversation_loss(model, self.side, self.pad_id,
                                                     self.recipe.log.eval_batches)

@@ -19,6 +19,12 @@
                                            data images`)
               conversations = "FILE.jsonl" (stage "distill": the replies whose next-token
                                            distributions the student learns from the teacher)
+              images = "DIR", images_share (stage "distill" of a phi3_v student, optional:
+                                           pictures with questions, trained on that share of
+                                           the steps (default 0.25) with the next-token loss of
+                                           stage "vision_sft", so that the distillation keeps
+                                           what the picture SFT taught; [vision] may then give
+                                           num_crops and freeze)
     [train]   stage = "pretrain" | "sft" | "dpo" | "distill" | "vision_sft" | "vision_tower",
               steps, batch_size,
               seq_len,
@@ -133,7 +139,9 @@ class Recipe:
     replay_share: float = 0.0             # the share of steps that read them
     rehearsal: str | None = None          # stage "dpo": SFT conversations trained on some steps
     rehearsal_share: float = 0.0          # the share of DPO steps that train on them
-    vision: VisionSettings | None = None  # stages "vision_sft" and "vision_tower" only
+    pictures: str | None = None           # stage "distill": pictures with questions, some steps
+    pictures_share: float = 0.0           # the share of distillation steps that train on them
+    vision: VisionSettings | None = None  # "vision_sft", "vision_tower"; "distill" with pictures
 
     @property
     def tokenizer(self) -> str:
@@ -163,6 +171,8 @@ class Recipe:
             data.update(replay=self.replay, replay_share=self.replay_share)
         if self.rehearsal is not None:
             data.update(conversations=self.rehearsal, conversations_share=self.rehearsal_share)
+        if self.pictures is not None:
+            data.update(images=self.pictures, images_share=self.pictures_share)
         vision = {} if self.vision is None else {"vision": {
             k: v for k, v in dataclasses.asdict(self.vision).items() if v is not None}}
         return {"model": self.model, **vision, "data": data,
@@ -233,6 +243,26 @@ def _rehearsal(data: dict, stage: str, source: str):
     return conversations, _share_of_steps(share, "conversations_share", source)
 
 
+def _pictures(data: dict, stage: str, source: str):
+    """(images, share) popped from the [data] of stage "distill": pictures with questions that a
+    share of the distillation's steps trains on with the next-token loss, so that distilling the
+    text skills back does not undo the picture SFT; or (None, 0.0)."""
+    if stage != "distill":
+        if "images_share" in data:
+            raise RecipeError(f"{source}: [data] images_share is for stage 'distill' only")
+        return None, 0.0
+    if "images" not in data:
+        if "images_share" in data:
+            raise RecipeError(f"{source}: [data] images_share needs images = \"DIR\" (pictures "
+                              f"written by `tinyphi3 data images`)")
+        return None, 0.0
+    images, share = data.pop("images"), data.pop("images_share", 0.25)
+    if not isinstance(images, str) or not images:
+        raise RecipeError(f"{source}: [data] images must be the path of a directory of pictures, "
+                          f"got {images!r}")
+    return images, _share_of_steps(share, "images_share", source)
+
+
 def _share_of_steps(share, key: str, source: str) -> float:
     """[data] key's value, checked: a share of the steps strictly between 0 and 1."""
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
@@ -272,6 +302,7 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
     data, key = dict(d.get("data", {})), DATA_KEYS[stage]
     replay, replay_share = _replay(data, stage, source)
     rehearsal, rehearsal_share = _rehearsal(data, stage, source)
+    pictures, pictures_share = _pictures(data, stage, source)
     if set(data) != {key}:
         raise RecipeError(f"{source}: [data] of stage {stage!r} needs exactly one key, "
                           f"{key} = \"...\" (got {', '.join(sorted(data)) or 'none'})")
@@ -290,7 +321,8 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
                     output_dtype=output.get("dtype", "bfloat16"), source=source,
                     replay=replay, replay_share=replay_share,
                     rehearsal=rehearsal, rehearsal_share=rehearsal_share,
-                    vision=_vision(d.get("vision"), stage, model, source))
+                    pictures=pictures, pictures_share=pictures_share,
+                    vision=_vision(d.get("vision"), stage, model, source, pictures is not None))
     t = recipe.train
     if (stage == "distill") != bool(t.teacher):
         raise RecipeError(f"{source}: " + ("stage \"distill\" learns from a frozen checkpoint: "
@@ -320,15 +352,28 @@ def recipe_from_dict(d: dict, source: str = "recipe") -> Recipe:
     return recipe
 
 
-def _vision(section, stage: str, model: dict, source: str) -> VisionSettings | None:
+def _vision(section, stage: str, model: dict, source: str,
+            pictures: bool = False) -> VisionSettings | None:
     """[vision], checked: only in stages vision_sft and vision_tower, which need a tower
-    (init_from's or clip)."""
-    if stage not in VISION_STAGES:
+    (init_from's or clip), and in a distillation with pictures (num_crops and freeze only; the
+    student is init_from's phi3_v model)."""
+    where = f"{source}: [vision]"
+    if stage == "distill" and pictures:
+        section = dict(section or {})
+        extra = sorted(set(section) - {"num_crops", "freeze"})
+        if extra:
+            raise RecipeError(f"{where} of a distillation with pictures takes num_crops and "
+                              f"freeze only (the student is init_from's phi3_v model), got "
+                              f"{', '.join(extra)}")
+        if not model.get("init_from"):
+            raise RecipeError(f"{source}: a distillation with pictures needs [model] init_from, "
+                              f"a phi3_v model")
+    elif stage not in VISION_STAGES:
         if section is not None:
             raise RecipeError(f"{source}: [vision] belongs to stages \"vision_sft\" and "
-                              f"\"vision_tower\", not {stage!r}")
+                              f"\"vision_tower\" (and \"distill\" with [data] images), not "
+                              f"{stage!r}")
         return None
-    where = f"{source}: [vision]"
     section = dict(section or {})
     known = [f.name for f in dataclasses.fields(VisionSettings)]
     unknown = sorted(set(section) - set(known))
