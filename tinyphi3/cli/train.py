@@ -23,6 +23,7 @@ def train(recipe, resume):
       tinyphi3 train configs/mini-vision-sft.toml      (phi-3-vision: pictures and questions)
       tinyphi3 train configs/mini-vision-tower.toml    (its tower alone, on the pictures' facts)
       tinyphi3 train configs/mini-long-direct-distill4.toml   (learn a frozen teacher's replies)
+      tinyphi3 train configs/mini-vision-tower18-distill.toml (the same, pictures on some steps)
     """
     from tinyphi3.train.loop import Trainer
     from tinyphi3.train.recipe import load_recipe
