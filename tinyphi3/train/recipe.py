@@ -227,40 +227,36 @@ def _rehearsal(data: dict, stage: str, source: str):
     """(conversations, share) popped from the [data] of stage "dpo": the SFT's conversations,
     trained on a share of the DPO's steps with the next-token loss, so that the replies the pairs
     do not mention stay where SFT put them; or (None, 0.0)."""
-    if stage != "dpo":
-        if "conversations_share" in data:
-            raise RecipeError(f"{source}: [data] conversations_share is for stage 'dpo' only")
-        return None, 0.0
-    if "conversations" not in data:
-        if "conversations_share" in data:
-            raise RecipeError(f"{source}: [data] conversations_share needs conversations = "
-                              f"\"FILE.jsonl\" (the SFT's conversations)")
-        return None, 0.0
-    conversations, share = data.pop("conversations"), data.pop("conversations_share", 0.25)
-    if not isinstance(conversations, str) or not conversations:
-        raise RecipeError(f"{source}: [data] conversations must be the path of a conversations "
-                          f"file, got {conversations!r}")
-    return conversations, _share_of_steps(share, "conversations_share", source)
+    return _side_data(data, stage, source, "dpo", "conversations",
+                      '"FILE.jsonl" (the SFT\'s conversations)', "a conversations file")
 
 
 def _pictures(data: dict, stage: str, source: str):
     """(images, share) popped from the [data] of stage "distill": pictures with questions that a
     share of the distillation's steps trains on with the next-token loss, so that distilling the
     text skills back does not undo the picture SFT; or (None, 0.0)."""
-    if stage != "distill":
-        if "images_share" in data:
-            raise RecipeError(f"{source}: [data] images_share is for stage 'distill' only")
+    return _side_data(data, stage, source, "distill", "images",
+                      '"DIR" (pictures written by `tinyphi3 data images`)',
+                      "a directory of pictures")
+
+
+def _side_data(data: dict, stage: str, source: str, owner: str, key: str, needs: str,
+               what: str):
+    """(path, share) popped from [data]: `key` = path and `key`_share (default 0.25), the data
+    that stage `owner` trains on a share of its steps; or (None, 0.0) where they are absent."""
+    share_key = f"{key}_share"
+    if stage != owner:
+        if share_key in data:
+            raise RecipeError(f"{source}: [data] {share_key} is for stage '{owner}' only")
         return None, 0.0
-    if "images" not in data:
-        if "images_share" in data:
-            raise RecipeError(f"{source}: [data] images_share needs images = \"DIR\" (pictures "
-                              f"written by `tinyphi3 data images`)")
+    if key not in data:
+        if share_key in data:
+            raise RecipeError(f"{source}: [data] {share_key} needs {key} = {needs}")
         return None, 0.0
-    images, share = data.pop("images"), data.pop("images_share", 0.25)
-    if not isinstance(images, str) or not images:
-        raise RecipeError(f"{source}: [data] images must be the path of a directory of pictures, "
-                          f"got {images!r}")
-    return images, _share_of_steps(share, "images_share", source)
+    path, share = data.pop(key), data.pop(share_key, 0.25)
+    if not isinstance(path, str) or not path:
+        raise RecipeError(f"{source}: [data] {key} must be the path of {what}, got {path!r}")
+    return path, _share_of_steps(share, share_key, source)
 
 
 def _share_of_steps(share, key: str, source: str) -> float:
