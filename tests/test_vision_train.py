@@ -26,7 +26,7 @@ from tinyphi3.models.vision.processor import Phi3VProcessor
 from tinyphi3.tokenizers import load_tokenizer
 from tinyphi3.train.conversations import ChatDataError
 from tinyphi3.train.images import load_image_conversations
-from tinyphi3.train.loop import Trainer
+from tinyphi3.train.loop import Trainer, TrainingError
 from tinyphi3.train.recipe import RecipeError, recipe_from_dict
 
 MINI = Path(__file__).resolve().parent.parent / "checkpoints" / "mini"
@@ -131,7 +131,8 @@ def test_bad_records_are_named(workspace, tmp_path, change, message):
     (lambda d: (d["model"].pop("init_from"), d["vision"].pop("clip")), "needs its tower"),
     (lambda d: d["vision"].pop("clip"), "layer_idx and positions describe a new tower"),
     (lambda d: (d["train"].update(stage="sft"), d.update(data={"conversations": "c"})),
-     r"\[vision\] belongs to stages \"vision_sft\" and \"vision_tower\", not 'sft'"),
+     r"\[vision\] belongs to stages \"vision_sft\" and \"vision_tower\" \(and \"distill\" "
+     r"with \[data\] images\), not 'sft'"),
     (lambda d: d.update(data={"conversations": "x"}), "needs exactly one key, images"),
     (lambda d: d["vision"].update(text_share=0.5), "text_share needs text"),
     (lambda d: d["vision"].update(text="c.jsonl", text_share=1.0), "between 0 and 1"),
@@ -452,6 +453,12 @@ def test_a_distillation_with_pictures_trains_them_on_their_share_of_the_steps(wo
 
     with pytest.raises(RecipeError, match="a phi3_v student"):
         Trainer(distill_recipe(tmp_path / "text", init_from=workspace / "text"))
+    text_run = distill_recipe(tmp_path / "text", init_from=workspace / "text").to_dict()
+    del text_run["vision"], text_run["data"]["images"], text_run["data"]["images_share"]
+    text_run["train"]["steps"] = 1
+    assert Trainer(recipe_from_dict(text_run)).run(progress=False)   # a text checkpoint there
+    with pytest.raises(TrainingError, match="is a text model, but .* trains on pictures"):
+        Trainer(distill_recipe(tmp_path / "text", init_from=workspace / "text"), resume=True)
     with pytest.raises(RecipeError, match="takes num_crops and freeze only"):
         distill_recipe(tmp_path / "x", vision={"clip": CLIP})
     with pytest.raises(RecipeError, match="images_share needs images"):

@@ -62,6 +62,9 @@ class Trainer:
             if recipe.init_from is None and self.model.config.to_dict() != expected.to_dict():
                 raise TrainingError(f"cannot resume: the checkpoint in {checkpoint} has another "
                                     f"model configuration than {recipe.source}")
+            if recipe.vision is not None and self.model.config.vision is None:
+                raise TrainingError(f"cannot resume: the checkpoint in {checkpoint} is a text "
+                                    f"model, but {recipe.source} trains on pictures")
         elif recipe.init_from:
             self.model = Phi3.from_pretrained(recipe.init_from)
             if recipe.vision is not None:              # a text model gets a tower to train

@@ -271,10 +271,7 @@ class Distillation(_ExampleObjective):
             raise InvalidInputError(f"seq_len {t.seq_len} is past the teacher's context of "
                                     f"{theirs.max_position_embeddings} tokens")
         self.notes.append(f"teacher: {t.teacher} (frozen)")
-        if recipe.pictures is not None:
-            if model.config.vision is None:
-                raise InvalidInputError(f"[data] images: the student {recipe.init_from} is a "
-                                        f"text model; pictures need a phi3_v student")
+        if recipe.pictures is not None:                 # a phi3_v student (Trainer checks)
             self.image_processor = image_processor_for(model, recipe)  # written with checkpoints
             pictures, too_long = load_image_conversations(recipe.pictures, tokenizer,
                                                           self.image_processor, t.seq_len)
