@@ -230,6 +230,15 @@ def conversations(path, n):
     return path
 
 
+def cut_and_resumed(make_recipe, monkeypatch, n):
+    """Run make_recipe() until Ctrl-C arrives during step n (the run saves and stops), then give
+    the Trainer that resumes it, not yet run."""
+    interrupt_after(monkeypatch, n)
+    assert not Trainer(make_recipe()).run(progress=False)
+    monkeypatch.undo()
+    return Trainer(make_recipe(), resume=True)
+
+
 def run_noting_pictures(trainer, monkeypatch):
     """Run the trainer to its end; for each training step, whether its batch had pictures."""
     seen = []
@@ -257,11 +266,8 @@ def test_text_conversations_are_mixed_in_on_their_share_of_the_steps(workspace, 
     assert [step for step, _ in stats] == [4, 8] and all(s["text_loss"] > 0 for _, s in stats)
     assert stats[-1][1]["text_loss"] < stats[0][1]["text_loss"]    # the sums are being learnt
     trainer.export()
-    interrupt_after(monkeypatch, 5)
-    cut = Trainer(recipe(workspace, tmp_path / "cut", vision=vision))
-    assert not cut.run(progress=False)
-    monkeypatch.undo()
-    resumed = Trainer(recipe(workspace, tmp_path / "cut", vision=vision), resume=True)
+    resumed = cut_and_resumed(lambda: recipe(workspace, tmp_path / "cut", vision=vision),
+                              monkeypatch, 5)
     assert resumed.objective.calls == 5 and resumed.run(progress=False)
     assert resumed.state["losses"] == trainer.state["losses"]
     assert resumed.state["val_stats"] == trainer.state["val_stats"]
@@ -443,11 +449,7 @@ def test_a_distillation_with_pictures_trains_them_on_their_share_of_the_steps(wo
     assert any("img_projection" in name for name in moved)
     assert any(name.startswith("model.layers.") for name in moved)
 
-    interrupt_after(monkeypatch, 4)
-    cut = Trainer(distill_recipe(tmp_path / "cut"))
-    assert not cut.run(progress=False)
-    monkeypatch.undo()
-    resumed = Trainer(distill_recipe(tmp_path / "cut"), resume=True)
+    resumed = cut_and_resumed(lambda: distill_recipe(tmp_path / "cut"), monkeypatch, 4)
     assert resumed.run(progress=False)
     assert resumed.state["losses"] == full.state["losses"]
 
@@ -501,10 +503,6 @@ def test_pretraining_text_is_replayed_on_its_share_of_the_steps(workspace, tmp_p
     assert trainer.objective.replay.position == 2            # two batches of windows read
     stats = trainer.state["val_stats"]
     assert all(s["replay_loss"] > 0 for _, s in stats)
-    interrupt_after(monkeypatch, 5)
-    cut = Trainer(replay_recipe(tmp_path / "cut"))
-    assert not cut.run(progress=False)
-    monkeypatch.undo()
-    resumed = Trainer(replay_recipe(tmp_path / "cut"), resume=True)
+    resumed = cut_and_resumed(lambda: replay_recipe(tmp_path / "cut"), monkeypatch, 5)
     assert resumed.run(progress=False)
     assert resumed.state["losses"] == trainer.state["losses"]

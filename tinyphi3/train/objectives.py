@@ -86,6 +86,13 @@ def conversation_loss(model, batches: ExampleBatches, pad_id: int, n_batches: in
     return float(np.mean(losses))
 
 
+def picture_batch_loss(model, examples, processor, pad_id: int):
+    """A batch of pictures with questions: its next-token loss on the answers (a Tensor to call
+    backward on) and the number of tokens it read, image slots included."""
+    batch = image_batch(examples, processor, pad_id)
+    return model.loss(**batch), batch["input_ids"].size
+
+
 def pictures_loss(model, batches: ExampleBatches, processor, pad_id: int, n_batches: int) -> float:
     """Mean held-out loss over the first n_batches batches of pictures with questions (the
     answers' tokens; always the same batches)."""
@@ -130,10 +137,16 @@ class _ExampleObjective:
     def _side_conversations(self, path, tokenizer, what, batch_size, length_groups=0):
         """A file of conversations as the side stream (read on side_share of the steps), with its
         note."""
-        t = self.recipe.train
-        texts, too_long = load_conversations(path, tokenizer, t.seq_len)
-        self.side = ExampleBatches(texts, batch_size, t.seed + 1, VAL_EXAMPLES, length_groups,
-                                   [len(ids) for ids, _ in texts])
+        texts, too_long = load_conversations(path, tokenizer, self.recipe.train.seq_len)
+        self._side_examples(texts, too_long, what, batch_size, length_groups,
+                            [len(ids) for ids, _ in texts])
+
+    def _side_examples(self, examples, too_long, what, batch_size, length_groups=0,
+                       lengths=None):
+        """Examples already read as the side stream (read on side_share of the steps), with its
+        note."""
+        self.side = ExampleBatches(examples, batch_size, self.recipe.train.seed + 1, VAL_EXAMPLES,
+                                   length_groups, lengths)
         self.notes.append(f"{len(self.side.train):,} {what} on {self.side_share:.0%} of the "
                           f"steps, {len(self.side.val):,} held out"
                           + (f"; {too_long:,} longer than seq_len left out" if too_long else ""))
@@ -276,15 +289,7 @@ class Distillation(_ExampleObjective):
             pictures, too_long = load_image_conversations(recipe.pictures, tokenizer,
                                                           self.image_processor, t.seq_len)
             self.side_share = recipe.pictures_share
-            self.side = ExampleBatches(pictures, t.batch_size, t.seed + 1, VAL_EXAMPLES)
-            self.notes.append(f"{len(self.side.train):,} pictures with questions on "
-                              f"{self.side_share:.0%} of the steps, {len(self.side.val):,} held "
-                              f"out" + (f"; {too_long:,} longer than seq_len left out"
-                                        if too_long else ""))
-
-    def _pictures_loss(self, model, examples):
-        batch = image_batch(examples, self.image_processor, self.pad_id)
-        return model.loss(**batch), batch["input_ids"].size
+            self._side_examples(pictures, too_long, "pictures with questions", t.batch_size)
 
     def _batch(self, examples):
         """(ids, labels, the teacher's distributions at each position) of a batch."""
@@ -293,7 +298,8 @@ class Distillation(_ExampleObjective):
 
     def next_loss(self, model):
         if self.next_is_side():
-            loss, tokens = self._pictures_loss(model, self.side.next_examples())
+            loss, tokens = picture_batch_loss(model, self.side.next_examples(),
+                                              self.image_processor, self.pad_id)
             return loss, {"picture_loss": float(loss.data)}, tokens
         ids, labels, target = self._batch(self.batches.next_examples())
         with enable_grad():
@@ -339,9 +345,6 @@ class VisionFineTuning(_ExampleObjective):
             self.replay, note = open_replay(recipe, tokenizer, recipe.train.seed + 2)
             self.notes.append(note)
 
-    def _batch(self, examples):
-        return image_batch(examples, self.image_processor, self.pad_id)
-
     def replay_step(self, n: int) -> bool:
         return self.replay is not None and share_step(n, self.replay_share)
 
@@ -369,8 +372,9 @@ class VisionFineTuning(_ExampleObjective):
             ids, labels = pad_batch(self.side.next_examples(), self.pad_id)
             loss = model.loss(ids, labels)
             return loss, {"text_loss": float(loss.data)}, ids.size
-        batch = self._batch(self.batches.next_examples())
-        return model.loss(**batch), {}, batch["input_ids"].size
+        loss, tokens = picture_batch_loss(model, self.batches.next_examples(),
+                                          self.image_processor, self.pad_id)
+        return loss, {}, tokens
 
     def validate(self, model):
         result = {"loss": pictures_loss(model, self.batches, self.image_processor, self.pad_id,
