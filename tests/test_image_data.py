@@ -514,3 +514,79 @@ def test_unnamed_colours_come_with_captions_of_the_train_split_only(tmp_path):
     assert lines == [r for _, r in generate_caption_examples(15, "train", 2, unnamed_colours=1.0)]
     assert all(images.is_unnamed(r["spec"]) for r in lines
                if r["kind"] in ("colour", "count", "position"))
+
+
+# ---- extra shapes (captions only, training only) ----------------------------------------------
+
+def test_extra_shapes_are_counted_pictures_of_shapes_no_question_names():
+    rng = np.random.default_rng(14)
+    specs = [images.picture_spec("count", "train", rng, extra_shapes=1.0, mixed_counts=0.3)
+             for _ in range(300)]
+    drawn = Counter()
+    for spec in specs:
+        assert images.has_extra_shapes(spec) and not is_held_out_picture(spec)
+        assert all(s["shape"] in images.EXTRA_SHAPES for s in spec["shapes"])
+        drawn.update((s["shape"], len(spec["shapes"])) for s in spec["shapes"][:1]
+                     if not images.is_mixed(spec))
+    # every extra shape in every count from 1 to 5, alone in its picture
+    assert set(drawn) == {(s, n) for s in images.EXTRA_SHAPES for n in range(1, 6)}
+    for spec in specs[:60]:                              # the caption is true of the pixels
+        image = pixels(draw(spec))
+        assert blobs(foreground(image)) == len(spec["shapes"])
+        assert set(colour_counts(image)) == {s["colour"] for s in spec["shapes"]}
+        text = images.caption(spec)
+        assert re.match(rf"{len(spec['shapes'])} ", text), text
+        counted = re.findall(r"(\d) \w+ \w+?(?:es|s)?\b", text.split(": ", 1)[-1])
+        if images.is_mixed(spec):
+            assert sum(map(int, counted)) == len(spec["shapes"]), text
+        with pytest.raises(ValueError, match="no question"):
+            images.question_and_answer(spec, "train", rng)
+    assert images.caption({"kind": "count", "shapes": [
+        {"shape": "cross", "colour": "red", "x": 0.2, "y": 0.2, "r": 0.09},
+        {"shape": "cross", "colour": "red", "x": 0.8, "y": 0.8, "r": 0.09}]}) == \
+        "2 red crosses, in a group."
+    # each outline is its own: no two extra shapes (nor a world shape) cover the same pixels
+    masks = {}
+    for shape in (*SHAPES, *images.EXTRA_SHAPES):
+        spec = {"kind": "count", "shapes": [{"shape": shape, "colour": "black", "x": 0.5,
+                                             "y": 0.5, "r": 0.4}]}
+        masks[shape] = foreground(pixels(draw(spec))).tobytes()
+    assert len(set(masks.values())) == len(masks)
+
+
+def test_extra_shapes_keep_the_rule_for_the_world_s_shapes_and_are_off_by_default():
+    cross = {"shape": "cross", "colour": "red", "x": 0.5, "y": 0.5, "r": 0.09}
+    stars = [{"shape": "star", "colour": "blue", "x": 0.2 * i, "y": 0.2, "r": 0.09}
+             for i in range(1, 5)]
+    assert not is_held_out_picture({"kind": "count", "shapes": [cross] * 4})
+    assert is_held_out_picture({"kind": "count", "shapes": stars + [cross]})      # 4 stars
+    assert not is_held_out_picture({"kind": "count", "shapes": stars[:3] + [cross]})
+    rng = np.random.default_rng(15)
+    share = np.mean([images.has_extra_shapes(images.picture_spec("count", "train", rng,
+                                                                 extra_shapes=0.5))
+                     for _ in range(400)])
+    assert 0.4 < share < 0.6
+    # at 0 the specs drawn are exactly those of before the option
+    a, b = np.random.default_rng(16), np.random.default_rng(16)
+    assert ([images.picture_spec("count", "train", a) for _ in range(50)]
+            == [images.picture_spec("count", "train", b, extra_shapes=0.0) for _ in range(50)])
+    with pytest.raises(ValueError, match="training pictures only"):
+        images.picture_spec("count", "test", rng, extra_shapes=0.5)
+
+
+def test_extra_shapes_come_with_captions_of_the_train_split_only(tmp_path):
+    runner = CliRunner()
+    for flags in (["--extra-shapes", "0.3"],
+                  ["--extra-shapes", "0.3", "--captions", "--split", "test"]):
+        result = runner.invoke(data, ["images", "--n", "3", *flags, "--out", str(tmp_path / "x")])
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        assert "captions" in result.output or "training pictures only" in result.output
+        assert not (tmp_path / "x").exists()
+    result = runner.invoke(data, ["images", "--n", "10", "--captions", "--extra-shapes", "1",
+                                  "--kinds", "count,chart", "--seed", "2",
+                                  "--out", str(tmp_path / "y")])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (tmp_path / "y" / "examples.jsonl").read_text().splitlines()]
+    assert lines == [r for _, r in generate_caption_examples(10, "train", 2, extra_shapes=1.0,
+                                                             kinds=("count", "chart"))]
+    assert [images.has_extra_shapes(r["spec"]) for r in lines] == [True, False] * 5

@@ -10,7 +10,8 @@ from test_train import interrupt_after
 from test_vision_train import CLIP, recipe, workspace  # noqa: F401  (the module's fixture)
 
 from tinyphi3.data import world
-from tinyphi3.data.images import QUESTION_KINDS, SHAPES, is_mixed, is_unnamed, picture_spec
+from tinyphi3.data.images import (QUESTION_KINDS, SHAPES, has_extra_shapes, is_mixed, is_unnamed,
+                                  picture_spec)
 from tinyphi3.models.model import Phi3
 from tinyphi3.models.vision.phi3v import Phi3V
 from tinyphi3.nn.autograd import enable_grad
@@ -66,7 +67,8 @@ def test_every_drawn_spec_has_targets_in_range_and_its_kind_s_group():
     rng = np.random.default_rng(0)
     for kind in QUESTION_KINDS:
         for split in ("train", "test"):
-            shares = (dict(random_strings=0.5, mixed_counts=0.5, unnamed_colours=0.5)
+            shares = (dict(random_strings=0.5, mixed_counts=0.5, unnamed_colours=0.5,
+                           extra_shapes=0.3)
                       if split == "train" else {})
             for _ in range(30):
                 spec = picture_spec(kind, split, rng, **shares)
@@ -76,8 +78,10 @@ def test_every_drawn_spec_has_targets_in_range_and_its_kind_s_group():
                 optional = {"bar3_colour", "bar3_height"}        # 3 bars
                 if is_unnamed(spec):
                     optional |= {"colour", "colour2"}
-                if is_mixed(spec):
+                if is_mixed(spec) or has_extra_shapes(spec):
                     optional |= {"colour", "shape"}
+                if has_extra_shapes(spec):                       # counted, no shape class
+                    assert y["shape"] == -1 and y["count"] == len(spec["shapes"]) - 1
                 assert set(GROUPS[kind]) - optional <= present
                 if is_unnamed(spec) or is_mixed(spec):           # no colour class to learn
                     assert y["colour"] == y["colour2"] == -1

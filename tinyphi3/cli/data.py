@@ -380,6 +380,11 @@ def longchat(n_records, seed, split, lengths, tokenizer_dir, out):
                    "shapes are drawn in colours of no name (at least as far from every named "
                    "colour as those are from each other), so that shapes are learned by their "
                    "outline whatever their colour. Train split only.")
+@click.option("--extra-shapes", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="With --captions: the share of count pictures whose shapes are ones no "
+                   "question names (a diamond, a pentagon, a hexagon, a cross, a wedge, a "
+                   "four- and a six-pointed star), 1 to 5 of them, so that counting is seen for "
+                   "many shapes and learned as counting things. Train split only.")
 @click.option("--caption-share", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="With questions: the share of pictures that come with their caption instead, "
                    "so that a question stage keeps the pre-training's descriptions. Train split "
@@ -391,7 +396,7 @@ def longchat(n_records, seed, split, lengths, tokenizer_dir, out):
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="A new (or empty) directory to write.")
 def images(n_records, split, seed, size, captions, made_up, random_strings, mixed_counts,
-           unnamed_colours, caption_share, kinds, out):
+           unnamed_colours, extra_shapes, caption_share, kinds, out):
     """Write pictures with a question and its answer for the tiny phi-3-vision: a shape's colour,
     shapes to count, two shapes' positions, a word to read, the tallest or shortest bar of a
     chart (tinyphi3.data.images). Writes OUT/images/00000.png, ... and OUT/examples.jsonl, each
@@ -408,7 +413,8 @@ def images(n_records, split, seed, size, captions, made_up, random_strings, mixe
       tinyphi3 data images --n 8000 --captions --seed 1 --out vision_captions
       tinyphi3 data images --n 20000 --made-up-words 0.4 --caption-share 0.25 --out vision_mix
       tinyphi3 data images --captions --n 60000 --random-strings 0.5 --mixed-counts 0.5 \\
-          --unnamed-colours 0.3 --out tower_pictures     (for stage "vision_tower")
+          --unnamed-colours 0.3 --extra-shapes 0.5 --out tower_pictures
+                                                         (for stage "vision_tower")
     """
     from pathlib import Path
 
@@ -419,14 +425,18 @@ def images(n_records, split, seed, size, captions, made_up, random_strings, mixe
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--kinds") from None
     if split != "train" and (made_up or random_strings or mixed_counts or unnamed_colours
-                             or caption_share):
+                             or extra_shapes or caption_share):
         raise click.ClickException("--made-up-words, --random-strings, --mixed-counts, "
-                                   "--unnamed-colours and --caption-share are for training "
+                                   "--unnamed-colours, --extra-shapes and --caption-share are "
+                                   "for training "
                                    "pictures only: the held-out split shows the world's words, "
                                    "shapes of one kind, and asks questions")
     if unnamed_colours and not captions:
         raise click.ClickException("--unnamed-colours needs --captions: no question can ask the "
                                    "colour of a shape whose colour has no name")
+    if extra_shapes and not captions:
+        raise click.ClickException("--extra-shapes needs --captions: no question names those "
+                                   "shapes")
     if captions and caption_share:
         raise click.ClickException("--caption-share mixes captions among questions; with "
                                    "--captions every record is a caption already")
@@ -437,7 +447,8 @@ def images(n_records, split, seed, size, captions, made_up, random_strings, mixe
         pairs = generate_caption_examples(n_records, split, seed, size, made_up=made_up,
                                           random_strings=random_strings,
                                           mixed_counts=mixed_counts,
-                                          unnamed_colours=unnamed_colours, kinds=kinds)
+                                          unnamed_colours=unnamed_colours, kinds=kinds,
+                                          extra_shapes=extra_shapes)
     else:
         pairs = generate_image_examples(n_records, split, seed, size, made_up=made_up,
                                         caption_share=caption_share,

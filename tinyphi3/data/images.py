@@ -45,6 +45,11 @@ the palette and from the background (as far as the palette's colours are from ea
 that a shape is learned by its outline whatever its colour; a red star is still never drawn.
 Their captions name the shapes without a colour ("A star and a circle. ...").
 
+Extra shapes (captions only, training only, on request): count pictures of shapes that no question
+names (EXTRA_SHAPES: a diamond, a pentagon, a six-pointed star, ...), 1 to 5 of one shape or, with
+mixed counts, of several, so that counting is seen for many more shapes than four and learned as
+counting things; the world's shapes still never show a held-out group (4 stars are never drawn).
+
 Made-up words (`made_up_words()`, training only, on request): the two-syllable words that the
 world's names are built from (world._FIRST + world._SECOND) but that name no creature, such as
 "Tabi" or "Rolo". Reading pictures that show them teach reading syllable by syllable rather than
@@ -74,6 +79,9 @@ from tinyphi3.data.world import one_of, stable_hash
 
 QUESTION_KINDS = ("colour", "count", "position", "reading", "chart")
 SHAPES = ("circle", "square", "triangle", "star")
+# Shapes that only count pictures with captions show (extra_shapes): no question names them,
+# and the held-out rule, written for SHAPES, never holds one out.
+EXTRA_SHAPES = ("diamond", "pentagon", "hexagon", "cross", "wedge", "sparkle", "hexagram")
 RELATIONS = ("left of", "right of", "above", "below")
 MIN_SIZE = 28
 IMAGE_TAG = "<|image_1|>"        # how a phi-3-vision prompt carries its first image
@@ -131,7 +139,7 @@ def is_named(colour: str) -> bool:
 def held_out_colour_shape(colour: str, shape: str) -> bool:
     """A colour-shape pair that only test pictures show: (colour index + shape index) % 4 == 3
     (a colour of no name, "#5a2e9c", is in no held-out pair)."""
-    if not is_named(colour):
+    if not is_named(colour) or shape not in SHAPES:
         return False
     return (world.COLOURS.index(colour) + SHAPES.index(shape)) % 4 == 3
 
@@ -159,7 +167,8 @@ def is_held_out_picture(spec: dict) -> bool:
         return True
     if kind == "count":
         groups = Counter(s["shape"] for s in shapes)
-        return any((SHAPES.index(shape) + c) % 4 == 3 for shape, c in groups.items())
+        return any((SHAPES.index(shape) + c) % 4 == 3 for shape, c in groups.items()
+                   if shape in SHAPES)
     if kind == "position" and all(is_named(s["colour"]) for s in shapes):
         i, j = (world.COLOURS.index(s["colour"]) for s in shapes)
         return (i + j) % 4 == 3
@@ -184,18 +193,20 @@ def _colour_spec(rng):
             "shapes": [_shape(one_of(rng, SHAPES), one_of(rng, world.COLOURS), x, y, r)]}
 
 
-def _count_spec(rng, mixed: bool = False):
+def _count_spec(rng, mixed: bool = False, extra: bool = False):
     """1 to 5 shapes in distinct cells of a 3 x 3 grid, nudged by at most 0.035 of the side:
     with a radius of 0.09 they stay at least 0.06 of the side apart (3 pixels at S = 56).
-    mixed: 2 to 5 shapes of at least two shapes, each shape's colour drawn on its own."""
+    mixed: 2 to 5 shapes of at least two shapes, each shape's colour drawn on its own.
+    extra: the shapes are drawn from EXTRA_SHAPES instead of SHAPES."""
+    shapes = EXTRA_SHAPES if extra else SHAPES
     if mixed:
         count = int(rng.integers(2, 6))
-        kinds = [one_of(rng, SHAPES) for _ in range(count)]
+        kinds = [one_of(rng, shapes) for _ in range(count)]
         while len(set(kinds)) < 2:
-            kinds[int(rng.integers(count))] = one_of(rng, SHAPES)
+            kinds[int(rng.integers(count))] = one_of(rng, shapes)
         looks = [(shape, one_of(rng, world.COLOURS)) for shape in kinds]
     else:
-        count, shape, colour = (int(rng.integers(1, 6)), one_of(rng, SHAPES),
+        count, shape, colour = (int(rng.integers(1, 6)), one_of(rng, shapes),
                                 one_of(rng, world.COLOURS))
         looks = [(shape, colour)] * count
     cells = sorted(int(c) for c in rng.choice(9, size=count, replace=False))
@@ -203,6 +214,11 @@ def _count_spec(rng, mixed: bool = False):
                      (c // 3 + 0.5) / 3 + _uniform(rng, -0.035, 0.035), 0.09)
               for (shape, colour), c in zip(looks, cells)]
     return {"kind": "count", "shapes": shapes}
+
+
+def has_extra_shapes(spec: dict) -> bool:
+    """A count picture of shapes no question names (EXTRA_SHAPES: captions only)."""
+    return any(s["shape"] not in SHAPES for s in spec.get("shapes", ()))
 
 
 def is_mixed(spec: dict) -> bool:
@@ -290,7 +306,8 @@ _SPECS = {"colour": _colour_spec, "count": _count_spec, "position": _position_sp
 
 
 def _check_shares(split: str, **shares):
-    """The training-only shares (made_up, random_strings, mixed_counts, unnamed_colours): each
+    """The training-only shares (made_up, random_strings, mixed_counts, unnamed_colours,
+    extra_shapes): each
     from 0 to 1, and 0 unless split is "train"."""
     for name, share in shares.items():
         if not 0.0 <= share <= 1.0:
@@ -302,11 +319,12 @@ def _check_shares(split: str, **shares):
 
 def picture_spec(kind: str, split: str, rng, max_tries: int = 10_000, made_up: float = 0.0,
                  random_strings: float = 0.0, mixed_counts: float = 0.0,
-                 unnamed_colours: float = 0.0) -> dict:
+                 unnamed_colours: float = 0.0, extra_shapes: float = 0.0) -> dict:
     """A spec of `kind` in `split`: specs are drawn until one is held out (test) or not (train).
     random_strings: the share of reading pictures that show a random string; mixed_counts: the
     share of count pictures of mixed shapes; unnamed_colours: the share of colour, count and
-    position pictures in colours of no name (each decided once per picture, before the draws);
+    position pictures in colours of no name; extra_shapes: the share of count pictures of
+    EXTRA_SHAPES (each decided once per picture, before the draws);
     made_up: the share of the other reading draws that show a made-up word (decided per draw,
     as it always was: names and numbers are turned away a quarter of the time and made-up words
     never, so a little more than that share ends up made-up). All for train only; at 0 they
@@ -316,18 +334,20 @@ def picture_spec(kind: str, split: str, rng, max_tries: int = 10_000, made_up: f
     if split not in world.SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     _check_shares(split, made_up=made_up, random_strings=random_strings,
-                  mixed_counts=mixed_counts, unnamed_colours=unnamed_colours)
+                  mixed_counts=mixed_counts, unnamed_colours=unnamed_colours,
+                  extra_shapes=extra_shapes)
     strings = kind == "reading" and random_strings and rng.random() < random_strings
     mixed = kind == "count" and mixed_counts and rng.random() < mixed_counts
     unnamed = (kind in ("colour", "count", "position") and unnamed_colours
                and rng.random() < unnamed_colours)
+    extra = kind == "count" and extra_shapes and rng.random() < extra_shapes
     for _ in range(max_tries):
         if strings:
             spec = {"kind": "reading", "word": random_string(rng)}
         elif kind == "reading":
             spec = _reading_spec(rng, made_up)
         elif kind == "count":
-            spec = _count_spec(rng, mixed)
+            spec = _count_spec(rng, mixed, extra)
         else:
             spec = _SPECS[kind](rng)
         if unnamed:
@@ -339,8 +359,33 @@ def picture_spec(kind: str, split: str, rng, max_tries: int = 10_000, made_up: f
 
 # ---- drawing -----------------------------------------------------------------------------------
 
+def _points(x, y, radii, turn: float = 0.0) -> list:
+    """Corners at equal angles around (x, y), the k-th at radius radii[k], the first at `turn`
+    of a full turn clockwise from straight up (pixels, y down)."""
+    angles = 2 * np.pi * (np.arange(len(radii)) / len(radii) + turn)
+    return [(float(x + q * np.sin(a)), float(y - q * np.cos(a))) for a, q in zip(angles, radii)]
+
+
+# The outlines of EXTRA_SHAPES: (radii around the centre, turn), as _points reads them.
+_EXTRA_OUTLINES = {"pentagon": ([1.0] * 5, 0.0), "hexagon": ([1.0] * 6, 1 / 12),
+                   "sparkle": ([1.0, 0.4] * 4, 0.0), "hexagram": ([1.0, 0.58] * 6, 0.0)}
+
+
 def shape_outline(shape: str, x: float, y: float, r: float) -> list:
-    """The corners of a square, triangle or star of "radius" r around (x, y), in pixels (y down)."""
+    """The corners of a square, triangle or star (or one of EXTRA_SHAPES but the circle) of
+    "radius" r around (x, y), in pixels (y down)."""
+    if shape == "diamond":
+        return [(x, y - r), (x + 0.7 * r, y), (x, y + r), (x - 0.7 * r, y)]
+    if shape == "cross":                        # a plus sign, arms a third of r wide each side
+        w = r / 3
+        return [(x + dx, y + dy) for dx, dy in ((-w, -r), (w, -r), (w, -w), (r, -w), (r, w),
+                                                (w, w), (w, r), (-w, r), (-w, w), (-r, w),
+                                                (-r, -w), (-w, -w))]
+    if shape == "wedge":                        # a triangle standing on its point
+        return [(x - 0.95 * r, y - 0.8 * r), (x + 0.95 * r, y - 0.8 * r), (x, y + r)]
+    if shape in _EXTRA_OUTLINES:
+        radii, turn = _EXTRA_OUTLINES[shape]
+        return _points(x, y, [q * r for q in radii], turn)
     if shape == "square":
         h = 0.85 * r
         return [(x - h, y - h), (x + h, y - h), (x + h, y + h), (x - h, y + h)]
@@ -415,6 +460,9 @@ def question_and_answer(spec: dict, split: str, rng) -> tuple:
     if is_unnamed(spec):
         raise ValueError("a picture in colours of no name has no question (what colour would it "
                          "ask?): it comes with its caption only")
+    if has_extra_shapes(spec):
+        raise ValueError("a picture of shapes no question names (EXTRA_SHAPES) has no question: "
+                         "it comes with its caption only")
     kind, shapes = spec["kind"], spec.get("shapes")
     if kind == "colour":
         question = one_of(rng, frames_of(QUESTIONS["colour"], split))
@@ -468,11 +516,11 @@ def caption(spec: dict) -> str:
         n, first = len(shapes), shapes[0]
         if is_mixed(spec):
             groups = Counter(_noun(s) for s in shapes)
-            parts = [f"{c} {noun}" + ("s" if c > 1 else "") for noun, c in groups.items()]
+            parts = [f"{c} {plural(noun) if c > 1 else noun}" for noun, c in groups.items()]
             return f"{n} shapes: {', '.join(parts)}."
         if n == 1:
             return f"1 {_noun(first)}, alone."
-        return f"{n} {_noun(first)}s, in a group."
+        return f"{n} {plural(_noun(first))}, in a group."
     if kind == "position":
         a, b = (_noun(s) for s in spec["shapes"])
         if a == b:              # two squares of no named colour: say which way they stand
@@ -489,6 +537,11 @@ def caption(spec: dict) -> str:
     tallest, shortest = bar_colour(spec, "tallest"), bar_colour(spec, "shortest")
     return (f"A bar chart with {len(colours)} bars. From left to right: {bars}. The tallest bar "
             f"is the {tallest} one and the shortest bar is the {shortest} one.")
+
+
+def plural(noun: str) -> str:
+    """ "red stars", "crosses"."""
+    return noun + ("es" if noun.endswith("s") else "s")
 
 
 def _caption_record(index, kind, split, spec) -> dict:
@@ -509,18 +562,20 @@ def check_kinds(kinds) -> tuple:
 def generate_caption_examples(n: int, split: str = "train", seed: int = 0,
                               size: int = 56, made_up: float = 0.0, random_strings: float = 0.0,
                               mixed_counts: float = 0.0, unnamed_colours: float = 0.0,
-                              kinds: tuple = QUESTION_KINDS) -> Iterator:
+                              kinds: tuple = QUESTION_KINDS,
+                              extra_shapes: float = 0.0) -> Iterator:
     """(image, record) pairs for image-text pre-training, the kinds in turn, deterministic from
     the seed: record["text"] is the picture's caption (no question, no chat), and the pictures
     of `split` obey the same held-out rule as the questions' pictures. made_up, random_strings,
-    mixed_counts, unnamed_colours: as for picture_spec (train only); kinds: as for
+    mixed_counts, unnamed_colours, extra_shapes: as for picture_spec (train only); kinds: as for
     generate_image_examples."""
     kinds = check_kinds(kinds)
     rng = np.random.default_rng(stable_hash("captions", split, seed))
     for index in range(n):
         kind = kinds[index % len(kinds)]
         spec = picture_spec(kind, split, rng, made_up=made_up, random_strings=random_strings,
-                            mixed_counts=mixed_counts, unnamed_colours=unnamed_colours)
+                            mixed_counts=mixed_counts, unnamed_colours=unnamed_colours,
+                            extra_shapes=extra_shapes)
         yield draw(spec, size), _caption_record(index, kind, split, spec)
 
 

@@ -21,7 +21,8 @@ The targets (TARGETS; -1 where a target does not apply to a picture's kind):
 
     kind                      colour, count, position, reading, chart
     colour, shape             the shape's (colour, count of one shape), the left or upper
-                              shape's (position); no colour for a colour of no name
+                              shape's (position); no colour for a colour of no name, no
+                              shape for one of EXTRA_SHAPES (counted only)
     colour2, shape2, axis     position: the right or lower shape; side by side or one above
     count                     1 to 5 (of any shapes: mixed count pictures too)
     char0 .. char5            reading: each character of the word, or "end" past its last
@@ -88,6 +89,11 @@ def _colour(shape: dict) -> int:
 _NAMES = frozenset(e.name for e in world.ENTITIES)
 
 
+def _shape_class(shape: dict) -> int:
+    """The class of a shape among SHAPES; -1 (not counted) for one of EXTRA_SHAPES."""
+    return SHAPES.index(shape["shape"]) if shape["shape"] in SHAPES else -1
+
+
 def _question_word(word: str) -> bool:
     """A word a question's picture shows: a creature's name, a made-up word, 10 to 99."""
     return (word in _NAMES or word in made_up_words()
@@ -119,7 +125,7 @@ def _all_targets(spec: dict) -> dict:
     if kind in ("colour", "count"):
         s = spec["shapes"][0]
         if not is_mixed(spec):           # a mixed count picture has no one colour and shape
-            y["colour"], y["shape"] = _colour(s), SHAPES.index(s["shape"])
+            y["colour"], y["shape"] = _colour(s), _shape_class(s)
         if kind == "count":
             y["count"] = len(spec["shapes"]) - 1
     elif kind == "position":
