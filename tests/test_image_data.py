@@ -516,9 +516,9 @@ def test_unnamed_colours_come_with_captions_of_the_train_split_only(tmp_path):
                if r["kind"] in ("colour", "count", "position"))
 
 
-# ---- extra shapes (captions only, training only) ----------------------------------------------
+# ---- extra shapes (training only) --------------------------------------------------------------
 
-def test_extra_shapes_are_counted_pictures_of_shapes_no_question_names():
+def test_extra_shapes_are_count_pictures_of_shapes_the_world_does_not_have():
     rng = np.random.default_rng(14)
     specs = [images.picture_spec("count", "train", rng, extra_shapes=1.0, mixed_counts=0.3)
              for _ in range(300)]
@@ -539,8 +539,12 @@ def test_extra_shapes_are_counted_pictures_of_shapes_no_question_names():
         counted = re.findall(r"(\d) \w+ \w+?(?:es|s)?\b", text.split(": ", 1)[-1])
         if images.is_mixed(spec):
             assert sum(map(int, counted)) == len(spec["shapes"]), text
-        with pytest.raises(ValueError, match="no question"):
-            images.question_and_answer(spec, "train", rng)
+        question, answer = images.question_and_answer(spec, "train", rng)
+        n, noun = re.fullmatch(r"There (?:is|are) (\d) (\w+)\.", answer).groups()
+        assert int(n) == len(spec["shapes"]) and noun in question
+        if not images.is_mixed(spec):
+            shape = spec["shapes"][0]["shape"]
+            assert noun == (shape if n == "1" else {"cross": "crosses"}.get(shape, shape + "s"))
     assert images.caption({"kind": "count", "shapes": [
         {"shape": "cross", "colour": "red", "x": 0.2, "y": 0.2, "r": 0.09},
         {"shape": "cross", "colour": "red", "x": 0.8, "y": 0.8, "r": 0.09}]}) == \
@@ -574,19 +578,20 @@ def test_extra_shapes_keep_the_rule_for_the_world_s_shapes_and_are_off_by_defaul
         images.picture_spec("count", "test", rng, extra_shapes=0.5)
 
 
-def test_extra_shapes_come_with_captions_of_the_train_split_only(tmp_path):
+def test_extra_shapes_are_for_the_train_split_only_with_questions_or_captions(tmp_path):
     runner = CliRunner()
-    for flags in (["--extra-shapes", "0.3"],
-                  ["--extra-shapes", "0.3", "--captions", "--split", "test"]):
-        result = runner.invoke(data, ["images", "--n", "3", *flags, "--out", str(tmp_path / "x")])
+    for flags in (["--split", "test"], ["--captions", "--split", "test"]):
+        result = runner.invoke(data, ["images", "--n", "3", "--extra-shapes", "0.3", *flags,
+                                      "--out", str(tmp_path / "x")])
         assert result.exit_code != 0 and "Traceback" not in result.output
-        assert "captions" in result.output or "training pictures only" in result.output
-        assert not (tmp_path / "x").exists()
-    result = runner.invoke(data, ["images", "--n", "10", "--captions", "--extra-shapes", "1",
-                                  "--kinds", "count,chart", "--seed", "2",
-                                  "--out", str(tmp_path / "y")])
-    assert result.exit_code == 0, result.output
-    lines = [json.loads(x) for x in (tmp_path / "y" / "examples.jsonl").read_text().splitlines()]
-    assert lines == [r for _, r in generate_caption_examples(10, "train", 2, extra_shapes=1.0,
-                                                             kinds=("count", "chart"))]
-    assert [images.has_extra_shapes(r["spec"]) for r in lines] == [True, False] * 5
+        assert "training pictures only" in result.output and not (tmp_path / "x").exists()
+    for flags, generate in ((["--captions"], generate_caption_examples),
+                            ([], generate_image_examples)):
+        out = tmp_path / f"y{len(flags)}"
+        result = runner.invoke(data, ["images", "--n", "10", *flags, "--extra-shapes", "1",
+                                      "--kinds", "count,chart", "--seed", "2", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        lines = [json.loads(x) for x in (out / "examples.jsonl").read_text().splitlines()]
+        assert lines == [r for _, r in generate(10, "train", 2, extra_shapes=1.0,
+                                                kinds=("count", "chart"))]
+        assert [images.has_extra_shapes(r["spec"]) for r in lines] == [True, False] * 5

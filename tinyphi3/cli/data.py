@@ -381,10 +381,11 @@ def longchat(n_records, seed, split, lengths, tokenizer_dir, out):
                    "colour as those are from each other), so that shapes are learned by their "
                    "outline whatever their colour. Train split only.")
 @click.option("--extra-shapes", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="With --captions: the share of count pictures whose shapes are ones no "
-                   "question names (a diamond, a pentagon, a hexagon, a cross, a wedge, a "
-                   "four- and a six-pointed star), 1 to 5 of them, so that counting is seen for "
-                   "many shapes and learned as counting things. Train split only.")
+              help="The share of count pictures whose shapes are ones the world does not have "
+                   "(a diamond, a pentagon, a hexagon, a cross, a wedge, a four- and a "
+                   "six-pointed star), 1 to 5 of them (\"How many crosses are there?\"), so "
+                   "that counting is seen for many shapes, every count of each, and learned as "
+                   "counting things. Train split only.")
 @click.option("--caption-share", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="With questions: the share of pictures that come with their caption instead, "
                    "so that a question stage keeps the pre-training's descriptions. Train split "
@@ -434,9 +435,6 @@ def images(n_records, split, seed, size, captions, made_up, random_strings, mixe
     if unnamed_colours and not captions:
         raise click.ClickException("--unnamed-colours needs --captions: no question can ask the "
                                    "colour of a shape whose colour has no name")
-    if extra_shapes and not captions:
-        raise click.ClickException("--extra-shapes needs --captions: no question names those "
-                                   "shapes")
     if captions and caption_share:
         raise click.ClickException("--caption-share mixes captions among questions; with "
                                    "--captions every record is a caption already")
@@ -453,7 +451,7 @@ def images(n_records, split, seed, size, captions, made_up, random_strings, mixe
         pairs = generate_image_examples(n_records, split, seed, size, made_up=made_up,
                                         caption_share=caption_share,
                                         random_strings=random_strings, mixed_counts=mixed_counts,
-                                        kinds=kinds)
+                                        kinds=kinds, extra_shapes=extra_shapes)
     count = write_image_examples(pairs, out, total=n_records, progress=True)
     what = ("captions" if captions else "questions and captions" if caption_share
             else "questions")

@@ -45,10 +45,11 @@ the palette and from the background (as far as the palette's colours are from ea
 that a shape is learned by its outline whatever its colour; a red star is still never drawn.
 Their captions name the shapes without a colour ("A star and a circle. ...").
 
-Extra shapes (captions only, training only, on request): count pictures of shapes that no question
-names (EXTRA_SHAPES: a diamond, a pentagon, a six-pointed star, ...), 1 to 5 of one shape or, with
-mixed counts, of several, so that counting is seen for many more shapes than four and learned as
-counting things; the world's shapes still never show a held-out group (4 stars are never drawn).
+Extra shapes (training only, on request): count pictures of shapes that the world does not have
+(EXTRA_SHAPES: a diamond, a pentagon, a six-pointed star, ...), 1 to 5 of one shape or, with
+mixed counts, of several, asked "How many crosses are there?" or captioned, so that counting is
+seen for many more shapes than four, every count of each, and learned as counting things; the
+world's shapes still never show a held-out group (4 stars are never drawn).
 
 Made-up words (`made_up_words()`, training only, on request): the two-syllable words that the
 world's names are built from (world._FIRST + world._SECOND) but that name no creature, such as
@@ -79,8 +80,8 @@ from tinyphi3.data.world import one_of, stable_hash
 
 QUESTION_KINDS = ("colour", "count", "position", "reading", "chart")
 SHAPES = ("circle", "square", "triangle", "star")
-# Shapes that only count pictures with captions show (extra_shapes): no question names them,
-# and the held-out rule, written for SHAPES, never holds one out.
+# Shapes that only training count pictures show (extra_shapes), in every count: the held-out
+# rule, written for SHAPES, never holds one out, and no other kind of picture shows one.
 EXTRA_SHAPES = ("diamond", "pentagon", "hexagon", "cross", "wedge", "sparkle", "hexagram")
 RELATIONS = ("left of", "right of", "above", "below")
 MIN_SIZE = 28
@@ -217,7 +218,7 @@ def _count_spec(rng, mixed: bool = False, extra: bool = False):
 
 
 def has_extra_shapes(spec: dict) -> bool:
-    """A count picture of shapes no question names (EXTRA_SHAPES: captions only)."""
+    """A count picture of shapes the world does not have (EXTRA_SHAPES: training only)."""
     return any(s["shape"] not in SHAPES for s in spec.get("shapes", ()))
 
 
@@ -460,18 +461,15 @@ def question_and_answer(spec: dict, split: str, rng) -> tuple:
     if is_unnamed(spec):
         raise ValueError("a picture in colours of no name has no question (what colour would it "
                          "ask?): it comes with its caption only")
-    if has_extra_shapes(spec):
-        raise ValueError("a picture of shapes no question names (EXTRA_SHAPES) has no question: "
-                         "it comes with its caption only")
     kind, shapes = spec["kind"], spec.get("shapes")
     if kind == "colour":
         question = one_of(rng, frames_of(QUESTIONS["colour"], split))
         return question.format(shape=shapes[0]["shape"]), f"It is {shapes[0]['colour']}."
     if kind == "count":
-        n, plural = len(shapes), "shapes" if is_mixed(spec) else shapes[0]["shape"] + "s"
-        question = one_of(rng, frames_of(QUESTIONS["count"], split)).format(shapes=plural)
+        n, many = len(shapes), "shapes" if is_mixed(spec) else plural(shapes[0]["shape"])
+        question = one_of(rng, frames_of(QUESTIONS["count"], split)).format(shapes=many)
         return question, (f"There is 1 {shapes[0]['shape']}." if n == 1
-                          else f"There are {n} {plural}.")
+                          else f"There are {n} {many}.")
     if kind == "position":
         a, b, relation = _noun(shapes[0]), _noun(shapes[1]), spec["relation"]
         fact = f"the {a} is {relation} the {b}."
@@ -580,10 +578,11 @@ def generate_caption_examples(n: int, split: str = "train", seed: int = 0,
 
 
 def example(kind: str, split: str, rng, size: int = 56, made_up: float = 0.0,
-            random_strings: float = 0.0, mixed_counts: float = 0.0) -> tuple:
+            random_strings: float = 0.0, mixed_counts: float = 0.0,
+            extra_shapes: float = 0.0) -> tuple:
     """(image, question, answer, spec): one picture of `kind` in `split` and a question on it."""
     spec = picture_spec(kind, split, rng, made_up=made_up, random_strings=random_strings,
-                        mixed_counts=mixed_counts)
+                        mixed_counts=mixed_counts, extra_shapes=extra_shapes)
     question, answer = question_and_answer(spec, split, rng)
     return draw(spec, size), question, answer, spec
 
@@ -591,11 +590,13 @@ def example(kind: str, split: str, rng, size: int = 56, made_up: float = 0.0,
 def generate_image_examples(n: int, split: str = "train", seed: int = 0, size: int = 56,
                             made_up: float = 0.0, caption_share: float = 0.0,
                             random_strings: float = 0.0, mixed_counts: float = 0.0,
-                            kinds: tuple = QUESTION_KINDS) -> Iterator:
+                            kinds: tuple = QUESTION_KINDS,
+                            extra_shapes: float = 0.0) -> Iterator:
     """(image, record) pairs, the kinds in turn, deterministic from the seed (the first k do not
     depend on n). record["image"] is the path the picture gets when written: images/00000.png.
 
-    made_up, random_strings, mixed_counts: as for picture_spec; caption_share: the share
+    made_up, random_strings, mixed_counts, extra_shapes: as for picture_spec; caption_share: the
+    share
     of pictures that come with their caption (a caption record, as generate_caption_examples
     writes) instead of a question, so that a question stage keeps the pre-training's
     descriptions. Both for training only; at 0 (the default) the records are exactly those
@@ -614,11 +615,11 @@ def generate_image_examples(n: int, split: str = "train", seed: int = 0, size: i
         kind = kinds[index % len(kinds)]
         if caption_share and rng.random() < caption_share:
             spec = picture_spec(kind, split, rng, made_up=made_up, random_strings=random_strings,
-                                mixed_counts=mixed_counts)
+                                mixed_counts=mixed_counts, extra_shapes=extra_shapes)
             yield draw(spec, size), _caption_record(index, kind, split, spec)
             continue
         image, question, answer, spec = example(kind, split, rng, size, made_up, random_strings,
-                                                mixed_counts)
+                                                mixed_counts, extra_shapes)
         yield image, {"image": f"images/{index:05d}.png",
                       "messages": [{"role": "user", "content": f"{IMAGE_TAG}\n{question}"},
                                    {"role": "assistant", "content": answer}],
