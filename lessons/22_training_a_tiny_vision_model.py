@@ -231,15 +231,17 @@ print("picture:", _plot.line_plot(
 # therefore not a star"; no training number ending in 1 starts with an odd digit. Three
 # training-only options draw pictures in which those correlations fail, without ever showing
 # a held-out composition: random strings of digits and letters to read (`--random-strings`),
-# count pictures that mix shapes (`--mixed-counts`), and shapes in colours of no name, at
-# least as far from every named colour as those are from each other (`--unnamed-colours`,
-# captions only, as no question can ask their colour). The tower here learns from such pictures.
+# count pictures that mix shapes (`--mixed-counts`), count pictures of shapes the world does
+# not have, a cross or a hexagon, in every number from 1 to 5 (`--extra-shapes`: the world's
+# stars never come in fours), and shapes in colours of no name, at least as far from every
+# named colour as those are from each other (`--unnamed-colours`, captions only, as no
+# question can ask their colour). The tower here learns from such pictures.
 
 # %%
 from tinyphi3.train.tower import TARGETS, evaluate_heads, picture_targets  # noqa: E402
 
 facts = list(generate_caption_examples(400, seed=5, size=SIZE, random_strings=0.5,
-                                       mixed_counts=0.5, unnamed_colours=0.3))
+                                       mixed_counts=0.5, unnamed_colours=0.3, extra_shapes=0.5))
 print("picture:", _save(contact_sheet([(im, r["text"]) for im, r in facts[:20:2]], columns=5,
                                       zoom=3), "22_tower_pictures.png"))
 write_image_examples(facts, WORK / "facts")
