@@ -308,8 +308,7 @@ _SPECS = {"colour": _colour_spec, "count": _count_spec, "position": _position_sp
 
 def _check_shares(split: str, **shares):
     """The training-only shares (made_up, random_strings, mixed_counts, unnamed_colours,
-    extra_shapes): each
-    from 0 to 1, and 0 unless split is "train"."""
+    extra_shapes): each from 0 to 1, and 0 unless split is "train"."""
     for name, share in shares.items():
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} is a share of pictures, a number from 0 to 1, got {share}")
@@ -367,9 +366,11 @@ def _points(x, y, radii, turn: float = 0.0) -> list:
     return [(float(x + q * np.sin(a)), float(y - q * np.cos(a))) for a, q in zip(angles, radii)]
 
 
-# The outlines of EXTRA_SHAPES: (radii around the centre, turn), as _points reads them.
-_EXTRA_OUTLINES = {"pentagon": ([1.0] * 5, 0.0), "hexagon": ([1.0] * 6, 1 / 12),
-                   "sparkle": ([1.0, 0.4] * 4, 0.0), "hexagram": ([1.0, 0.58] * 6, 0.0)}
+# Outlines with corners at equal angles, in units of r: (radii around the centre, turn), as
+# _points reads them. The star's five points have an inner radius half the outer one.
+_RADIAL_OUTLINES = {"star": ([1.0, 0.5] * 5, 0.0), "pentagon": ([1.0] * 5, 0.0),
+                    "hexagon": ([1.0] * 6, 1 / 12), "sparkle": ([1.0, 0.4] * 4, 0.0),
+                    "hexagram": ([1.0, 0.58] * 6, 0.0)}
 
 
 def shape_outline(shape: str, x: float, y: float, r: float) -> list:
@@ -384,18 +385,15 @@ def shape_outline(shape: str, x: float, y: float, r: float) -> list:
                                                 (-r, -w), (-w, -w))]
     if shape == "wedge":                        # a triangle standing on its point
         return [(x - 0.95 * r, y - 0.8 * r), (x + 0.95 * r, y - 0.8 * r), (x, y + r)]
-    if shape in _EXTRA_OUTLINES:
-        radii, turn = _EXTRA_OUTLINES[shape]
+    if shape in _RADIAL_OUTLINES:
+        radii, turn = _RADIAL_OUTLINES[shape]
         return _points(x, y, [q * r for q in radii], turn)
     if shape == "square":
         h = 0.85 * r
         return [(x - h, y - h), (x + h, y - h), (x + h, y + h), (x - h, y + h)]
     if shape == "triangle":
         return [(x, y - r), (x + 0.95 * r, y + 0.8 * r), (x - 0.95 * r, y + 0.8 * r)]
-    # star: five points, inner radius half the outer one; angle 0 points up
-    angles = np.pi * np.arange(10) / 5
-    radii = np.where(np.arange(10) % 2 == 0, r, 0.5 * r)
-    return [(float(x + q * np.sin(a)), float(y - q * np.cos(a))) for a, q in zip(angles, radii)]
+    raise ValueError(f"unknown shape {shape!r}")
 
 
 def _draw_shape(canvas, s, size):
