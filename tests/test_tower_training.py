@@ -17,8 +17,9 @@ from tinyphi3.models.vision.phi3v import Phi3V
 from tinyphi3.nn.autograd import enable_grad
 from tinyphi3.train.loop import Trainer
 from tinyphi3.train.recipe import RecipeError
-from tinyphi3.train.tower import (CHARACTERS, END, GROUPS, TARGETS, head_logits, init_heads,
-                                  picture_targets)
+from tinyphi3.train.tower import (CHARACTERS, END, GROUPS, MAP_TARGETS, TARGETS, head_logits,
+                                  heads_loss, init_heads, map_targets, picture_targets,
+                                  targets_of_batch)
 
 
 def tower_recipe(workspace, out, **train):  # noqa: F811
@@ -87,6 +88,35 @@ def test_every_drawn_spec_has_targets_in_range_and_its_kind_s_group():
                     assert y["colour"] == y["colour2"] == -1
 
 
+def test_the_maps_put_each_shape_where_it_is_and_its_density_sums_to_the_count():
+    index = world.COLOURS.index
+    spec = {"kind": "position", "relation": "left of", "shapes": [
+        {"shape": "star", "colour": "#5a2e9c", "x": 0.2, "y": 0.9, "r": 0.14},
+        {"shape": "circle", "colour": "blue", "x": 0.7, "y": 0.3, "r": 0.14}]}
+    m = map_targets(spec, grid=4)                     # x 0.2 -> column 0, y 0.9 -> row 3
+    assert np.flatnonzero(m["centre_shape"] >= 0).tolist() == [1 * 4 + 2, 3 * 4 + 0]
+    assert m["centre_shape"][12] == SHAPES.index("star") and m["centre_colour"][12] == -1
+    assert (m["centre_shape"][6], m["centre_colour"][6]) == (SHAPES.index("circle"), index("blue"))
+    np.testing.assert_allclose(m["density"].sum(), 2.0, rtol=1e-6)
+    assert m["density"].argmax() in (6, 12) and m["density"][15] < m["density"][12] / 10
+    rng = np.random.default_rng(4)
+    for kind in QUESTION_KINDS:
+        for _ in range(20):
+            spec = picture_spec(kind, "train", rng, mixed_counts=0.5, extra_shapes=0.5)
+            m = map_targets(spec, grid=14)
+            shapes = spec.get("shapes", [])            # reading and chart pictures show none
+            np.testing.assert_allclose(m["density"].sum(), len(shapes), atol=1e-4)
+            assert (m["centre_shape"] >= 0).sum() == len(shapes)        # one patch each
+            assert all(-1 <= m[t].min() and m[t].max() < k for t, k in MAP_TARGETS.items())
+            if has_extra_shapes(spec):
+                assert (m["centre_shape"] == len(SHAPES)).sum() >= 1
+            labelled = map_targets(spec, 14, "decorrelated")["centre_shape"]
+            assert ((labelled >= 0) == ((m["centre_shape"] >= 0) & (m["centre_colour"] < 0))).all()
+    batch = targets_of_batch([spec, spec], grid=14)
+    assert batch["density"].shape == (2, 196) and batch["centre_colour"].shape == (2, 196)
+    assert "density" not in targets_of_batch([spec])
+
+
 # ---- the heads against torch --------------------------------------------------------------------
 
 def torch_heads_loss(features, heads, labels):
@@ -105,25 +135,43 @@ def torch_heads_loss(features, heads, labels):
     return sum(losses) / len(losses)
 
 
-def test_the_heads_loss_and_every_gradient_equal_torch():
+def torch_maps_losses(features, heads, labels):
+    """The maps' losses of the module docstring, with torch's layers."""
+    C = features.shape[-1]
+    h = torch.nn.functional.layer_norm(features, (C,), heads["norm.weight"], heads["norm.bias"],
+                                       1e-5)
+    density = (h @ heads["density.weight"].T + heads["density.bias"])[..., 0]
+    d = torch.tensor(labels["density"], dtype=density.dtype)
+    losses = [10 * ((density - d) ** 2).sum(dim=1).mean()]
+    for t in MAP_TARGETS:
+        logits = h @ heads[f"{t}.weight"].T + heads[f"{t}.bias"]
+        losses.append(torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), torch.tensor(labels[t].reshape(-1)),
+            ignore_index=-1))
+    return losses
+
+
+@pytest.mark.parametrize("maps", [False, True])
+def test_the_heads_loss_and_every_gradient_equal_torch(maps):
     rng = np.random.default_rng(1)
-    features = rng.standard_normal((5, 9, 8))
-    heads = init_heads(8, seed=2)
+    features = rng.standard_normal((5, 9, 8))                  # 9 patches: a 3 x 3 grid
+    heads = init_heads(8, seed=2, maps=maps)
     for p in heads.values():
         p.data = (p.data + rng.standard_normal(p.data.shape) * 0.3).astype(np.float64)
     specs = [picture_spec(kind, "train", rng) for kind in QUESTION_KINDS]
-    labels = {t: np.array([picture_targets(s)[t] for s in specs]) for t in TARGETS}
+    labels = targets_of_batch(specs, grid=3 if maps else None)
+    assert set(labels) == set(TARGETS) | ({"density", *MAP_TARGETS} if maps else set())
     from tinyphi3.nn.autograd import Parameter
-    from tinyphi3.nn.layers import cross_entropy
     x = Parameter(features.copy())
     with enable_grad():
-        logits = head_logits(x, heads)
-        losses = [cross_entropy(logits[t], y) for t, y in labels.items() if (y >= 0).any()]
-        loss = sum(losses[1:], losses[0]) * (1.0 / len(losses))
+        loss, _ = heads_loss(head_logits(x, heads), labels)
         loss.backward()
     tx = torch.tensor(features, requires_grad=True)
     theads = {n: torch.tensor(p.data, requires_grad=True) for n, p in heads.items()}
     expected = torch_heads_loss(tx, theads, labels)
+    if maps:                            # the mean over targets: the pooled ones and the maps
+        pooled = sum(1 for t in TARGETS if (labels[t] >= 0).any())
+        expected = (expected * pooled + sum(torch_maps_losses(tx, theads, labels))) / (pooled + 3)
     expected.backward()
     np.testing.assert_allclose(float(loss.data), expected.item(), rtol=1e-10)
     np.testing.assert_allclose(x.grad, tx.grad.numpy(), rtol=1e-8, atol=1e-12)
@@ -140,12 +188,15 @@ def test_the_heads_loss_and_every_gradient_equal_torch():
     ({"clip": CLIP, "text": "x.jsonl"}, "trains the tower alone"),
     ({"clip": CLIP, "freeze": ["tower"]}, "trains the tower alone"),
     ({"clip": CLIP, "labels": "some"}, "labels must be one of all, decorrelated"),
+    ({"clip": CLIP, "maps": "yes"}, "maps must be true or false"),
 ])
 def test_tower_recipes_are_checked(workspace, tmp_path, vision, message):  # noqa: F811
     with pytest.raises(RecipeError, match=message):
         tower_recipe(workspace, tmp_path / "x", vision=vision)
     with pytest.raises(RecipeError, match="\"vision_tower\" only"):
         recipe(workspace, tmp_path / "y", vision={"clip": CLIP, "labels": "decorrelated"})
+    with pytest.raises(RecipeError, match="\"vision_tower\" only"):
+        recipe(workspace, tmp_path / "z", vision={"clip": CLIP, "maps": True})
 
 
 def test_decorrelated_labels_leave_out_what_the_held_out_rule_makes_predictable():
@@ -193,13 +244,28 @@ def test_a_decorrelated_tower_run_trains_on_those_labels_and_measures_all(
     seen = []
     real = tower.targets_of_batch
     monkeypatch.setattr(tower, "targets_of_batch",
-                        lambda specs, labels="all": seen.append(labels) or real(specs, labels))
+                        lambda specs, labels="all", grid=None: seen.append(labels)
+                        or real(specs, labels, grid))
     trainer = Trainer(tower_recipe(workspace, tmp_path / "d", steps=2, seed=3,
                                    vision={"clip": CLIP, "num_crops": 1,
                                            "labels": "decorrelated"}))
     assert trainer.run(progress=False)
     assert seen[:2] == ["decorrelated", "decorrelated"]            # the two training steps
     assert "all" in seen[2:]                                       # the measure labels all
+
+
+def test_a_tower_run_with_maps_trains_and_measures_them(workspace, tmp_path):  # noqa: F811
+    from tinyphi3.train.tower import heads_on_pictures
+    trainer = Trainer(tower_recipe(workspace, tmp_path / "m", steps=2, seed=3,
+                                   vision={"clip": CLIP, "num_crops": 1, "maps": True}))
+    before = {n: p.data.copy() for n, p in trainer.objective.named_parameters()}
+    assert trainer.run(progress=False)
+    for t in ("density", *MAP_TARGETS):
+        assert not np.array_equal(dict(trainer.objective.named_parameters())[f"heads/{t}.weight"]
+                                  .data, before[f"heads/{t}.weight"]), t
+    assert any("accuracy_map_count" in stats for _, stats in trainer.state["val_stats"])
+    accuracy = heads_on_pictures(tmp_path / "m", n=4)
+    assert {"map_count", *MAP_TARGETS} <= set(accuracy) and 0 <= accuracy["map_count"] <= 1
 
 
 def test_only_the_tower_learns_and_resume_equals_the_uninterrupted_run(

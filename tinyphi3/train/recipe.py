@@ -107,7 +107,9 @@ class VisionSettings:
     positions: how a new tower's position embeddings start, "random" (normal, as every other
     weight) or "sincos" (2-D sine-cosine positions of the patch grid: clip.grid_positions);
     labels (stage "vision_tower"): which pictures label which targets, "all", "decorrelated"
-    or "unread" (tinyphi3.train.tower.LABEL_RULES)."""
+    or "unread" (tinyphi3.train.tower.LABEL_RULES); maps (stage "vision_tower"): whether the
+    tower also learns targets per patch (a shape density and each shape's outline and colour
+    at its centre: tinyphi3.train.tower)."""
     clip: dict | None = None
     layer_idx: int = -2
     num_crops: int | None = None
@@ -116,6 +118,7 @@ class VisionSettings:
     text_share: float | None = None
     positions: str = "random"
     labels: str = "all"
+    maps: bool = False
 
     def vision_config(self) -> VisionConfig:
         """The image side of a new phi3_v model (its tower: `clip`)."""
@@ -396,6 +399,11 @@ def _vision(section, stage: str, model: dict, source: str,
     if settings.labels not in LABEL_RULES:
         raise RecipeError(f"{where} labels must be one of {', '.join(LABEL_RULES)}, got "
                           f"{settings.labels!r}")
+    if type(settings.maps) is not bool:
+        raise RecipeError(f"{where} maps must be true or false, got {settings.maps!r}")
+    if stage != "vision_tower" and settings.maps:
+        raise RecipeError(f"{where} maps are targets of the tower's own stage: stage "
+                          f"\"vision_tower\" only")
     if stage != "vision_tower" and settings.labels != "all":
         raise RecipeError(f"{where} labels choose the tower's targets in stage \"vision_tower\" "
                           f"only")

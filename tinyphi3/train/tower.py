@@ -46,6 +46,29 @@ Which pictures label which targets (LABEL_RULES, `[vision] labels` of the recipe
 
 The measures (evaluate_heads, heads_on_pictures) always label every target.
 
+Maps (`[vision] maps = true`): targets per patch as well, on the g x g grid the features lie on
+(P = g^2, row-major as the patches are), for every shape of a colour, count or position picture
+(a reading or chart picture shows none: its density is 0 everywhere, its centres unlabelled):
+
+    density        d[p] = sum over shapes s of G(p, s) / sum_p' G(p', s), with G(p, s) =
+                   exp(-|c_p - c_s|^2 / 2) in patch units (c_p the patch's centre, c_s the
+                   shape's): each shape adds 1 in all, so sum_p d[p] is the number of shapes
+    centre_shape   at the patch holding a shape's centre: its shape (SHAPES, then one class for
+                   every shape of EXTRA_SHAPES); -1 at every other patch
+    centre_colour  at that patch: its colour (-1 for a colour of no name)
+
+read by one linear map per target from every patch of the shared LayerNorm's h:
+
+    d_hat = h w_d + b_d                    [N, P]       z_t = h W_t^T + b_t   [N, P, K_t]
+    L_density = 10 * mean_n sum_p (d_hat[n, p] - d[n, p])^2
+    L_t       = cross_entropy over the patches labelled (as for the pooled targets)
+
+each joining the mean over targets. A count is then a sum over places (round(sum_p d_hat)) that
+holds for any shape in any number, and each shape's outline and colour are named where it is:
+what a picture holds, learned where it holds it, so that no composition of shapes, counts and
+colours is needed to learn it. Under "decorrelated" a shape's centre_shape is unlabelled where
+its colour has a name, as for the pooled shape.
+
 The pooled queries let a head look where its answer is (the second bar, the third letter), and
 the features keep it afterwards: the projector turns them into the image tokens the decoder
 reads. Only the tower and the heads train here; the decoder and projector stay as they are.
@@ -74,6 +97,8 @@ TARGETS = {"kind": len(QUESTION_KINDS), "colour": len(world.COLOURS), "shape": l
            **{f"bar{i}_{what}": n for i in range(MAX_BARS)
               for what, n in (("colour", len(world.COLOURS)), ("height", len(HEIGHTS)))},
            "tallest": len(world.COLOURS), "shortest": len(world.COLOURS)}
+MAP_TARGETS = {"centre_shape": len(SHAPES) + 1, "centre_colour": len(world.COLOURS)}
+DENSITY_WEIGHT = 10.0
 GROUPS = {"kind": ("kind",), "colour": ("colour", "shape"),
           "count": ("count",), "position": ("colour", "shape", "colour2", "shape2", "axis"),
           "reading": tuple(f"char{i}" for i in range(MAX_CHARS)),
@@ -150,16 +175,44 @@ def _all_targets(spec: dict) -> dict:
     return y
 
 
-def init_heads(width: int, seed: int) -> dict:
+def map_targets(spec: dict, grid: int, labels: str = "all") -> dict:
+    """The maps of a picture spec on a grid x grid of patches (the module docstring): {"density":
+    float32 [P], "centre_shape": int64 [P], "centre_colour": int64 [P]}, P = grid^2 row-major."""
+    P = grid * grid
+    density = np.zeros(P, np.float32)
+    centres = {t: np.full(P, -1, np.int64) for t in MAP_TARGETS}
+    if spec["kind"] not in ("colour", "count", "position"):
+        return {"density": density, **centres}
+    rows, cols = np.divmod(np.arange(P), grid)
+    for s in spec["shapes"]:
+        x, y = s["x"] * grid, s["y"] * grid                       # in patch units
+        g = np.exp(-((cols + 0.5 - x) ** 2 + (rows + 0.5 - y) ** 2) / 2)
+        density += (g / g.sum()).astype(np.float32)
+        at = min(int(y), grid - 1) * grid + min(int(x), grid - 1)
+        shape = SHAPES.index(s["shape"]) if s["shape"] in SHAPES else len(SHAPES)
+        colour = _colour(s)
+        if labels == "decorrelated" and colour >= 0:                # a named colour: no shape
+            shape = -1
+        centres["centre_shape"][at], centres["centre_colour"][at] = shape, colour
+    return {"density": density, **centres}
+
+
+def init_heads(width: int, seed: int, maps: bool = False) -> dict:
     """The heads' parameters by name: a shared LayerNorm, then per target t a query q_t [C] (the
-    columns of queries [C, T]), W_t [K_t, C] and b_t [K_t]."""
+    columns of queries [C, T]), W_t [K_t, C] and b_t [K_t]; with maps, also density.weight
+    [1, C], density.bias [1] and W_t, b_t of each of MAP_TARGETS."""
     rng = np.random.default_rng(seed)
     heads = {"norm.weight": np.ones(width, np.float32), "norm.bias": np.zeros(width, np.float32),
              "queries": (rng.standard_normal((width, len(TARGETS))) * 0.02).astype(np.float32)}
-    for t, k in TARGETS.items():
+    for t, k in (TARGETS | ({"density": 1} | MAP_TARGETS if maps else {})).items():
         heads[f"{t}.weight"] = (rng.standard_normal((k, width)) * 0.02).astype(np.float32)
         heads[f"{t}.bias"] = np.zeros(k, np.float32)
     return {name: Parameter(w) for name, w in heads.items()}
+
+
+def has_maps(heads: dict) -> bool:
+    """Whether the heads read maps (init_heads(maps=True))."""
+    return "density.weight" in heads
 
 
 def head_logits(features, heads: dict, eps: float = 1e-5) -> dict:
@@ -169,8 +222,14 @@ def head_logits(features, heads: dict, eps: float = 1e-5) -> dict:
     scores = (h @ heads["queries"]) * C ** -0.5                                   # [N, P, T]
     weights = softmax(scores, axis=1).transpose(0, 2, 1)                          # [N, T, P]
     pooled = weights @ h                                                          # [N, T, C]
-    return {t: linear(pooled[:, i], heads[f"{t}.weight"], heads[f"{t}.bias"])     # [N, K_t]
-            for i, t in enumerate(TARGETS)}
+    logits = {t: linear(pooled[:, i], heads[f"{t}.weight"], heads[f"{t}.bias"])   # [N, K_t]
+              for i, t in enumerate(TARGETS)}
+    if has_maps(heads):
+        logits["density"] = linear(h, heads["density.weight"],
+                                   heads["density.bias"]).reshape(N, P)           # [N, P]
+        for t in MAP_TARGETS:
+            logits[t] = linear(h, heads[f"{t}.weight"], heads[f"{t}.bias"])       # [N, P, K_t]
+    return logits
 
 
 def tower_features(model, pixel_values):
@@ -182,28 +241,47 @@ def tower_features(model, pixel_values):
                          crops_per_pass=max(len(pixel_values), 1))
 
 
-def targets_of_batch(specs, labels: str = "all") -> dict:
-    """{target: labels [B]}: each picture's targets (by the rule `labels`)."""
+def targets_of_batch(specs, labels: str = "all", grid: int | None = None) -> dict:
+    """{target: labels [B]}: each picture's targets (by the rule `labels`); with a grid, the maps
+    too ({"density": [B, P] float32, "centre_shape": [B, P], "centre_colour": [B, P]})."""
     rows = [picture_targets(spec, labels) for spec in specs]
-    return {t: np.array([r[t] for r in rows], dtype=np.int64) for t in TARGETS}
+    out = {t: np.array([r[t] for r in rows], dtype=np.int64) for t in TARGETS}
+    if grid is not None:
+        maps = [map_targets(spec, grid, labels) for spec in specs]
+        out |= {t: np.stack([m[t] for m in maps]) for t in ("density", *MAP_TARGETS)}
+    return out
+
+
+def _grid_of(model, heads) -> int | None:
+    return model.config.vision.clip.grid if has_maps(heads) else None
 
 
 def tower_loss(model, heads, pixel_values, specs, labels: str = "all"):
     """(loss, {target: (correct, counted)}): the mean over targets (those present in the batch)
-    of the heads' cross-entropy, and how many of each target's rows the heads got right."""
+    of the heads' losses, and how many of each target's rows the heads got right."""
     logits = head_logits(tower_features(model, pixel_values), heads)
-    return heads_loss(logits, targets_of_batch(specs, labels))
+    return heads_loss(logits, targets_of_batch(specs, labels, _grid_of(model, heads)))
 
 
 def heads_loss(logits: dict, labels: dict):
-    """tower_loss from the heads' logits and the batch's labels ({target: [B]} each)."""
+    """tower_loss from the heads' logits and the batch's labels ({target: [B]} each, the maps
+    [B, P]). The density's "right" counts the pictures whose rounded sum is their count."""
     losses, right = [], {}
     for t, y in labels.items():
+        z = logits[t].data if isinstance(logits[t], Tensor) else logits[t]
+        if t == "density":
+            error = logits[t] - y                                                 # [B, P]
+            losses.append((error * error).sum() * (DENSITY_WEIGHT / len(y)))
+            right[t] = (int((np.rint(z.sum(-1)) == np.rint(y.sum(-1))).sum()), len(y))
+            continue
         counted = int((y >= 0).sum())
         if not counted:
             continue
-        losses.append(cross_entropy(logits[t], y))
-        z = logits[t].data if isinstance(logits[t], Tensor) else logits[t]
+        if y.ndim == 2:                                    # a map: every patch is a row
+            B, P, K = z.shape
+            losses.append(cross_entropy(logits[t].reshape(B * P, K), y.reshape(-1)))
+        else:
+            losses.append(cross_entropy(logits[t], y))
         right[t] = (int((z.argmax(axis=-1) == y)[y >= 0].sum()), counted)
     return sum(losses[1:], losses[0]) * (1.0 / len(losses)), right
 
@@ -251,18 +329,27 @@ def load_picture_specs(directory, processor):
 def evaluate_heads(model, heads, pairs, processor, batch_size: int = 32) -> tuple:
     """(mean loss, accuracy) of the heads on [(picture, spec)], without recording. accuracy:
     {kind: share of that kind's pictures whose every target of GROUPS[kind] is right} (a word
-    read letter for letter, a chart's every bar), and {target: share right} for each target."""
-    losses, hits = [], {t: [] for t in TARGETS}
+    read letter for letter, a chart's every bar), and {target: share right} for each target;
+    with maps, also "map_count" (count pictures whose round(sum_p d_hat) is their count) and
+    each of MAP_TARGETS (share of the shapes' centres named right)."""
+    losses, hits = [], {t: [] for t in TARGETS | MAP_TARGETS}
+    hits["map_count"] = []
     whole = {kind: [] for kind in QUESTION_KINDS}
     frozen = {n: p.data if isinstance(p, Tensor) else p for n, p in heads.items()}
+    grid = _grid_of(model, heads)
     with enable_grad(False):
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
             pixels = processor([p for p, _ in chunk])["pixel_values"]
             specs = [s for _, s in chunk]
             logits = head_logits(tower_features(model, pixels), frozen)    # one tower pass
-            labels = targets_of_batch(specs)
+            labels = targets_of_batch(specs, grid=grid)
             losses.append(float(heads_loss(logits, labels)[0]))
+            if grid is not None:
+                said = np.rint(logits.pop("density").sum(-1))
+                density = labels.pop("density")
+                hits["map_count"] += [bool(n == np.rint(d.sum())) for n, d, s
+                                      in zip(said, density, specs) if s["kind"] == "count"]
             right = {t: logits[t].argmax(axis=-1) == y for t, y in labels.items()}
             for t, y in labels.items():
                 hits[t] += right[t][y >= 0].tolist()
@@ -290,10 +377,12 @@ class TowerPretraining:
         self.image_processor = image_processor_for(model, recipe)
         examples = load_picture_specs(recipe.data_file, self.image_processor)
         self.batches = ExampleBatches(examples, t.batch_size, t.seed, val_count)
-        self.heads = init_heads(model.config.vision.clip.hidden_size, t.seed + 3)
+        maps = recipe.vision.maps
+        self.heads = init_heads(model.config.vision.clip.hidden_size, t.seed + 3, maps)
         self.labels = recipe.vision.labels
+        targets = f"{len(TARGETS)} targets" + (f" and {1 + len(MAP_TARGETS)} maps" if maps else "")
         self.notes = [f"{len(self.batches.train):,} pictures to train the tower on, "
-                      f"{len(self.batches.val):,} held out; {len(TARGETS)} targets; the decoder "
+                      f"{len(self.batches.val):,} held out; {targets}; the decoder "
                       f"and projector frozen"]
 
     def named_parameters(self):
@@ -312,8 +401,8 @@ class TowerPretraining:
     def validate(self, model):
         loss, accuracy = evaluate_heads(model, self.heads, self.batches.val,
                                         self.image_processor)
-        return {"loss": loss, **{f"accuracy_{k}": accuracy[k] for k in QUESTION_KINDS
-                                 if k in accuracy}}
+        return {"loss": loss, **{f"accuracy_{k}": accuracy[k]
+                                 for k in (*QUESTION_KINDS, "map_count") if k in accuracy}}
 
     def state_dict(self):
         return self.batches.state_dict()
