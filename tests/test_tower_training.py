@@ -238,6 +238,23 @@ def test_unread_labels_leave_out_the_characters_and_nothing_else():
             assert not changed
 
 
+def test_outlines_labels_are_unread_ones_with_shapes_only_where_colours_have_no_name():
+    rng = np.random.default_rng(6)
+    for kind in QUESTION_KINDS:
+        for _ in range(30):
+            spec = picture_spec(kind, "train", rng, unnamed_colours=0.5, random_strings=0.5)
+            unread, outlines = picture_targets(spec, "unread"), picture_targets(spec, "outlines")
+            for t in unread:
+                named = t in ("shape", "shape2") and unread["colour" + t[5:]] >= 0
+                assert outlines[t] == (-1 if named else unread[t]), (spec, t)
+            for suffix in ("", "2"):                    # as "decorrelated" does for shapes
+                t = "shape" + suffix
+                assert outlines[t] == picture_targets(spec, "decorrelated")[t]
+            m, o = map_targets(spec, 14, "unread"), map_targets(spec, 14, "outlines")
+            keep = m["centre_colour"] < 0
+            assert (o["centre_shape"] == np.where(keep, m["centre_shape"], -1)).all()
+
+
 def test_a_decorrelated_tower_run_trains_on_those_labels_and_measures_all(
         workspace, tmp_path, monkeypatch):  # noqa: F811
     import tinyphi3.train.tower as tower

@@ -59,7 +59,8 @@ from tinyphi3.errors import TinyPhi3Error
 from tinyphi3.models.vision.clip import POSITION_INITS
 from tinyphi3.models.vision.weights import PARTS
 
-LABEL_RULES = ("all", "decorrelated", "unread")   # stage "vision_tower": tinyphi3.train.tower
+# stage "vision_tower": which pictures label which targets (tinyphi3.train.tower)
+LABEL_RULES = ("all", "decorrelated", "unread", "outlines")
 
 
 class RecipeError(TinyPhi3Error):
@@ -106,10 +107,10 @@ class VisionSettings:
     its text skills, text_share: the fraction of steps that take a text batch (default 0.25);
     positions: how a new tower's position embeddings start, "random" (normal, as every other
     weight) or "sincos" (2-D sine-cosine positions of the patch grid: clip.grid_positions);
-    labels (stage "vision_tower"): which pictures label which targets, "all", "decorrelated"
-    or "unread" (tinyphi3.train.tower.LABEL_RULES); maps (stage "vision_tower"): whether the
-    tower also learns targets per patch (a shape density and each shape's outline and colour
-    at its centre: tinyphi3.train.tower)."""
+    labels (stage "vision_tower"): which pictures label which targets, "all", "decorrelated",
+    "unread" or "outlines" (tinyphi3.train.tower.LABEL_RULES); maps (stage "vision_tower"):
+    whether the tower also learns targets per patch (a shape density and each shape's outline
+    and colour at its centre: tinyphi3.train.tower)."""
     clip: dict | None = None
     layer_idx: int = -2
     num_crops: int | None = None

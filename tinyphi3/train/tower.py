@@ -43,6 +43,8 @@ Which pictures label which targets (LABEL_RULES, `[vision] labels` of the recipe
     "unread"        as "all", but no word's characters: for a tower that already reads (one
                     trained through a decoder's captions and questions), so that its reading is
                     left to the decoder's loss while the other heads teach it the rest.
+    "outlines"      as "unread", and a shape labelled only where its colour has no name (as
+                    "decorrelated"): a reading tower taught shapes by their outline alone.
 
 The measures (evaluate_heads, heads_on_pictures) always label every target.
 
@@ -66,8 +68,8 @@ read by one linear map per target from every patch of the shared LayerNorm's h:
 each joining the mean over targets. A count is then a sum over places (round(sum_p d_hat)) that
 holds for any shape in any number, and each shape's outline and colour are named where it is:
 what a picture holds, learned where it holds it, so that no composition of shapes, counts and
-colours is needed to learn it. Under "decorrelated" a shape's centre_shape is unlabelled where
-its colour has a name, as for the pooled shape.
+colours is needed to learn it. Under "decorrelated" and "outlines" a shape's centre_shape is
+unlabelled where its colour has a name, as for the pooled shape.
 
 The pooled queries let a head look where its answer is (the second bar, the third letter), and
 the features keep it afterwards: the projector turns them into the image tokens the decoder
@@ -127,19 +129,19 @@ def _question_word(word: str) -> bool:
 
 def picture_targets(spec: dict, labels: str = "all") -> dict:
     """{target: class} of a picture spec, -1 for the targets its kind does not have (and, by
-    the rules "decorrelated" and "unread", for those they leave unlabelled: LABEL_RULES)."""
+    the rules "decorrelated", "unread" and "outlines", for those they leave unlabelled:
+    LABEL_RULES)."""
     y = _all_targets(spec)
-    if labels == "decorrelated":
-        if spec["kind"] in ("colour", "count", "position"):
-            for suffix in ("", "2"):
-                if y["colour" + suffix] >= 0:          # a named colour: its shape unlabelled
-                    y["shape" + suffix] = -1
-        if spec["kind"] == "reading" and _question_word(spec["word"]):
-            y.update(dict.fromkeys(GROUPS["reading"], -1))
-    elif labels == "unread":
-        y.update(dict.fromkeys(GROUPS["reading"], -1))
-    elif labels != "all":
+    if labels not in LABEL_RULES:
         raise ValueError(f"labels must be one of {', '.join(LABEL_RULES)}, got {labels!r}")
+    if labels in ("decorrelated", "outlines") and spec["kind"] in ("colour", "count", "position"):
+        for suffix in ("", "2"):
+            if y["colour" + suffix] >= 0:              # a named colour: its shape unlabelled
+                y["shape" + suffix] = -1
+    if labels == "decorrelated" and spec["kind"] == "reading" and _question_word(spec["word"]):
+        y.update(dict.fromkeys(GROUPS["reading"], -1))
+    if labels in ("unread", "outlines"):
+        y.update(dict.fromkeys(GROUPS["reading"], -1))
     return y
 
 
@@ -191,7 +193,7 @@ def map_targets(spec: dict, grid: int, labels: str = "all") -> dict:
         at = min(int(y), grid - 1) * grid + min(int(x), grid - 1)
         shape = SHAPES.index(s["shape"]) if s["shape"] in SHAPES else len(SHAPES)
         colour = _colour(s)
-        if labels == "decorrelated" and colour >= 0:                # a named colour: no shape
+        if labels in ("decorrelated", "outlines") and colour >= 0:  # a named colour: no shape
             shape = -1
         centres["centre_shape"][at], centres["centre_colour"][at] = shape, colour
     return {"density": density, **centres}
