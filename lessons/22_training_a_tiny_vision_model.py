@@ -236,9 +236,31 @@ print("picture:", _plot.line_plot(
 # stars never come in fours), and shapes in colours of no name, at least as far from every
 # named colour as those are from each other (`--unnamed-colours`, captions only, as no
 # question can ask their colour). The tower here learns from such pictures.
+#
+# A pooled head gives one answer per picture, and may give it from what goes with it in
+# training: 5 triangles, never drawn, look most like the 4 it has seen. Maps (`[vision] maps =
+# true`) teach the tower per patch too: a density of shapes, a small Gaussian per shape that
+# sums to 1, so that the whole map sums to the count; and at the patch holding each shape's
+# centre, the shape's outline and colour. A count becomes adding up places, and a shape is named
+# where it is, whatever else the picture holds. The picture below shows the density targets on
+# the grid of a 56-pixel tower (patches of 4: 14 x 14).
 
 # %%
-from tinyphi3.train.tower import TARGETS, evaluate_heads, picture_targets  # noqa: E402
+from tinyphi3.train.tower import (TARGETS, evaluate_heads, map_targets,  # noqa: E402
+                                  picture_targets)
+
+rng = np.random.default_rng(3)
+spec_ = picture_spec("count", "train", rng, mixed_counts=1.0)        # shapes of several kinds
+maps = map_targets(spec_, grid=14)                 # the targets on a 56-pixel tower's 14 x 14
+centres = (maps["centre_shape"] >= 0).astype(float)
+print(caption(spec_), "| the density sums to", round(float(maps["density"].sum()), 3))
+print("picture:", _plot.attention_over_patches(
+    "22_density_maps.png", np.asarray(draw(spec_, 56)),
+    [("density: a Gaussian per shape", maps["density"], None),
+     ("centre patches: outline and colour", centres, None)], 14,
+    "What the maps teach, per patch", note=caption(spec_),
+    footers=[f"sums to {maps['density'].sum():.2f}, the count",
+             f"{int(centres.sum())} patches labelled"]))
 
 facts = list(generate_caption_examples(400, seed=5, size=SIZE, random_strings=0.5,
                                        mixed_counts=0.5, unnamed_colours=0.3, extra_shapes=0.5))
@@ -252,7 +274,8 @@ print(f"{len(TARGETS)} targets in all")
 
 tower = Trainer(recipe_from_dict({
     "model": {"init_from": str(MINI), "tokenizer": str(MINI)},
-    "vision": {"clip": CLIP, "num_crops": 1}, "data": {"images": str(WORK / "facts")},
+    "vision": {"clip": CLIP, "num_crops": 1, "maps": True},
+    "data": {"images": str(WORK / "facts")},
     "train": {"stage": "vision_tower", "steps": 150, "batch_size": 32, "lr": 3e-3,
               "min_lr": 3e-4, "warmup_steps": 10},
     "log": {"eval_every": 0, "save_every": 1000},
@@ -261,7 +284,8 @@ pairs, heads = tower.objective.batches.train[:160], tower.objective.heads
 _, before = evaluate_heads(tower.model, heads, pairs, tower.objective.image_processor)
 tower.run(progress=False)
 _, after = evaluate_heads(tower.model, heads, pairs, tower.objective.image_processor)
-for t in ("kind", "colour", "shape", "count", "axis", "char0", "bar0_height", "tallest"):
+for t in ("kind", "colour", "shape", "count", "axis", "char0", "bar0_height", "tallest",
+          "map_count", "centre_colour", "centre_shape"):
     print(f"{t:12s} right before: {before[t]:5.0%}   after 150 steps: {after[t]:5.0%}")
 lt = [loss for _, loss in tower.state["losses"]]
 print("picture:", _plot.line_plot(

@@ -76,11 +76,12 @@ def patch_sequence(name, image, tiles, title, note="", zoom=7, tile=34, per_row=
     return _save(img, name)
 
 
-def attention_over_patches(name, image, panels, grid, title, note="", zoom=6):
+def attention_over_patches(name, image, panels, grid, title, note="", zoom=6, footers=None):
     """Where one query looks: per panel, the image (uint8 [S, S, 3], greyed) under a blue veil
     whose strength is each patch's attention weight (its share of the panel's largest), the
     query's patch outlined in red. panels: [(panel title, weights over the G*G patches, query
-    patch index or None for the class token)]; grid: G."""
+    patch index or None for the class token)]; grid: G; footers: a line under each panel (by
+    default its largest weight against the uniform one)."""
     image = np.asarray(image, np.uint8)
     grey = image.mean(axis=2, keepdims=True).repeat(3, axis=2) * 0.5 + 127   # [S, S, 3]
     base = _zoomed(grey.astype(np.uint8), zoom)
@@ -107,9 +108,9 @@ def attention_over_patches(name, image, panels, grid, title, note="", zoom=6):
                         outline=RED, width=3)
         d.multiline_text((ox + pw / 2, oy - 8), label, fill=BLACK, font=f, anchor="md",
                          align="center")
-        d.text((ox + pw / 2, oy + base.height + 8),
-               f"largest weight {weights.max():.3f}, uniform {1 / grid ** 2:.3f}", fill=GREY,
-               font=small, anchor="ma")
+        footer = (footers[p] if footers else
+                  f"largest weight {weights.max():.3f}, uniform {1 / grid ** 2:.3f}")
+        d.text((ox + pw / 2, oy + base.height + 8), footer, fill=GREY, font=small, anchor="ma")
     d.text((W / 2, 12), title, fill=BLACK, font=_font(18), anchor="ma")
     if note:
         d.text((W / 2, H - 24), note, fill=GREY, font=small, anchor="ma")
